@@ -1,0 +1,63 @@
+//! The `pomona` command: `serve` runs the server, `sim` runs a simulated fleet against one.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "pomona", version, about = "Declarative Apple MDM server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the MDM server (HTTPS). With no flags: SQLite in ./pomona-data, policies from ./policies.
+    Serve(pomona::config::ServeArgs),
+    /// Run simulated devices against a server, speaking the real device protocol.
+    Sim(pomona::sim::SimArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("POMONA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match cli.command {
+        Command::Serve(args) => {
+            let config = match args.resolve() {
+                Ok(c) => c,
+                Err(problems) => {
+                    eprintln!("error: {problems}");
+                    return ExitCode::from(2);
+                }
+            };
+            match runtime.block_on(pomona::serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Sim(args) => match runtime.block_on(pomona::sim::run_cli(args)) {
+            Ok(summary) if summary.failed_devices == 0 => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}

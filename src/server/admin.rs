@@ -1,0 +1,237 @@
+//! Admin API (JSON over HTTPS, bearer token): devices, their commands and results, readiness.
+//! Errors are `{"error": "..."}` with a message that names what was wrong.
+
+use super::{body, now_millis, AppState};
+use crate::protocol::json::plist_bytes_to_json;
+use crate::protocol::{CommandEnvelope, CommandRequest};
+use crate::store::{CommandRecord, Enrollment, NewCommand, StoreError};
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn store_error(e: StoreError) -> Response {
+    match e {
+        StoreError::NotFound(m) => error(StatusCode::NOT_FOUND, m),
+        StoreError::Conflict(m) => error(StatusCode::CONFLICT, m),
+        StoreError::Unavailable(_) => {
+            tracing::error!(error = %e, "database unavailable");
+            error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable; retry later")
+        }
+        StoreError::Database(_) => {
+            tracing::error!(error = %e, "store error");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "internal database error (see server log)")
+        }
+    }
+}
+
+/// Compares SHA-256 digests so the time taken does not depend on where the tokens differ.
+fn tokens_match(given: &str, expected: &str) -> bool {
+    let a = Sha256::digest(given.as_bytes());
+    let b = Sha256::digest(expected.as_bytes());
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub async fn require_token(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if tokens_match(token.trim(), &state.admin_token) => next.run(request).await,
+        Some(_) => {
+            tracing::warn!("admin API request with a wrong token");
+            error(StatusCode::UNAUTHORIZED, "the bearer token is not valid for this server")
+        }
+        None => error(
+            StatusCode::UNAUTHORIZED,
+            "missing 'Authorization: Bearer <token>' header (the token is in <data-dir>/admin-token)",
+        ),
+    }
+}
+
+pub async fn not_found(request: Request) -> Response {
+    error(StatusCode::NOT_FOUND, format!("no route for {} {}", request.method(), request.uri().path()))
+}
+
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
+    }
+}
+
+pub fn rfc3339(millis: i64) -> Value {
+    time::OffsetDateTime::from_unix_timestamp_nanos(millis as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .map_or(Value::Null, Value::String)
+}
+
+fn opt_time(millis: Option<i64>) -> Value {
+    millis.map_or(Value::Null, rfc3339)
+}
+
+fn device_json(e: &Enrollment) -> Value {
+    json!({
+        "device_id": e.device_id,
+        "enrollment_type": e.enrollment_type,
+        "state": e.state,
+        "serial_number": e.serial_number,
+        "model": e.model,
+        "model_name": e.model_name,
+        "product_name": e.product_name,
+        "os_version": e.os_version,
+        "build_version": e.build_version,
+        "device_name": e.device_name,
+        "imei": e.imei,
+        "meid": e.meid,
+        "topic": e.topic,
+        "has_push_token": e.has_push_token,
+        "has_unlock_token": e.has_unlock_token,
+        "awaiting_configuration": e.awaiting_configuration,
+        "enrolled_at": rfc3339(e.created_at),
+        "authenticated_at": rfc3339(e.authenticated_at),
+        "token_updated_at": opt_time(e.token_updated_at),
+        "checked_out_at": opt_time(e.checked_out_at),
+        "last_seen_at": opt_time(e.last_seen_at),
+    })
+}
+
+fn command_json(c: &CommandRecord) -> Value {
+    json!({
+        "command_uuid": c.uuid,
+        "device_id": c.device_id,
+        "request_type": c.request_type,
+        "status": c.status,
+        "created_at": rfc3339(c.created_at),
+        "updated_at": rfc3339(c.updated_at),
+        "attempts": c.sent_count,
+        "last_sent_at": opt_time(c.last_sent_at),
+        "not_now_count": c.not_now_count,
+        "last_not_now_at": opt_time(c.last_not_now_at),
+        "completed_at": opt_time(c.completed_at),
+        "result": c.result.as_deref().map(plist_bytes_to_json),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct Page {
+    after: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn list_devices(State(state): State<Arc<AppState>>, Query(page): Query<Page>) -> Response {
+    let limit = page.limit.unwrap_or(100).clamp(1, 1000);
+    match state.store.list_enrollments(page.after.as_deref(), limit).await {
+        Ok(devices) => {
+            let next_after = (devices.len() as i64 == limit).then(|| devices.last().map(|d| d.device_id.clone())).flatten();
+            Json(json!({
+                "devices": devices.iter().map(device_json).collect::<Vec<_>>(),
+                "next_after": next_after,
+            }))
+            .into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+async fn resolve(state: &AppState, key: &str) -> Result<Enrollment, Response> {
+    match state.store.find_enrollment(key).await {
+        Ok(Some(e)) => Ok(e),
+        Ok(None) => Err(error(StatusCode::NOT_FOUND, format!("no device with UDID, EnrollmentID or serial number {key:?}"))),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+pub async fn get_device(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    match resolve(&state, &id).await {
+        Ok(e) => Json(device_json(&e)).into_response(),
+        Err(r) => r,
+    }
+}
+
+pub async fn enqueue_command(State(state): State<Arc<AppState>>, Path(id): Path<String>, body: Body) -> Response {
+    let raw = match body::read(&state, body).await {
+        Ok(raw) => raw,
+        Err((status, reason)) => return error(status, reason),
+    };
+    let request: CommandRequest = match serde_json::from_slice(&raw) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid command JSON: {e}")),
+    };
+    let command = match request.build() {
+        Ok(c) => c,
+        Err(reason) => return error(StatusCode::UNPROCESSABLE_ENTITY, reason),
+    };
+    let device = match resolve(&state, &id).await {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let uuid = uuid::Uuid::new_v4().to_string().to_uppercase();
+    let new = NewCommand {
+        uuid: uuid.clone(),
+        request_type: command.request_type.clone(),
+        command: CommandEnvelope::encode(&uuid, &command.dict),
+    };
+    match state.store.enqueue(&device.device_id, &new, now_millis()).await {
+        Ok(()) => {
+            tracing::info!(device = %device.device_id, command = %uuid, request_type = %command.request_type, "command queued");
+            (
+                StatusCode::CREATED,
+                Json(json!({
+                    "command_uuid": uuid,
+                    "device_id": device.device_id,
+                    "request_type": command.request_type,
+                    "status": "queued",
+                })),
+            )
+                .into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+pub async fn list_commands(State(state): State<Arc<AppState>>, Path(id): Path<String>, Query(page): Query<Page>) -> Response {
+    let device = match resolve(&state, &id).await {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let limit = page.limit.unwrap_or(100).clamp(1, 1000);
+    match state.store.commands(&device.device_id, limit).await {
+        Ok(commands) => Json(json!({
+            "device_id": device.device_id,
+            "commands": commands.iter().map(command_json).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison_accepts_only_the_exact_token() {
+        assert!(tokens_match("abc123", "abc123"));
+        assert!(!tokens_match("abc124", "abc123"));
+        assert!(!tokens_match("", "abc123"));
+    }
+
+    #[test]
+    fn times_are_rfc3339() {
+        assert_eq!(rfc3339(0), Value::String("1970-01-01T00:00:00Z".into()));
+    }
+}

@@ -1,0 +1,24 @@
+//! Reads a request body with the configured size cap and read timeout, so a slow or oversized
+//! upload is refused with a clear status instead of holding a worker.
+
+use super::AppState;
+use axum::body::Body;
+use axum::http::StatusCode;
+use http_body_util::BodyExt as _;
+
+pub async fn read(state: &AppState, body: Body) -> Result<Vec<u8>, (StatusCode, String)> {
+    let limit = state.limits.max_body_bytes;
+    let limited = http_body_util::Limited::new(body, limit);
+    match tokio::time::timeout(state.limits.read_timeout, limited.collect()).await {
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            format!("request body not received within {} s", state.limits.read_timeout.as_secs()),
+        )),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than the {limit}-byte limit"),
+        )),
+        Ok(Err(e)) => Err((StatusCode::BAD_REQUEST, format!("request body could not be read: {e}"))),
+        Ok(Ok(collected)) => Ok(collected.to_bytes().to_vec()),
+    }
+}

@@ -1,0 +1,287 @@
+//! Device endpoints: check-in (`PUT /mdm/checkin`) and command exchange (`PUT /mdm/connect`),
+//! exactly as PROTOCOL.md §2–§5 describe. In one-URL mode a device sends check-ins to the
+//! connect URL too; they are told apart by content type.
+//!
+//! Status codes: 400 for a message that cannot be understood, 403 for an identity that is
+//! refused, 503 when the database is unavailable. Never 401: it makes a device un-enroll.
+
+use super::identity::{authenticate_device, DeviceIdentity};
+use super::{body, now_millis, AppState};
+use crate::protocol::ddm::{self, DdmAnswer};
+use crate::protocol::{self, Checkin, CheckinMessage, Report, ReportStatus};
+use crate::store::{DeviceFacts, EnrollmentState, EnrollmentType, ReportOutcome, ReportRecord, StoreError, TokenUpdateRecord};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+pub async fn checkin(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let raw = match body::read(&state, body).await {
+        Ok(raw) => raw,
+        Err((status, reason)) => return refuse(status, "check-in", &reason),
+    };
+    handle_checkin(&state, &headers, &raw).await
+}
+
+pub async fn connect(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let raw = match body::read(&state, body).await {
+        Ok(raw) => raw,
+        Err((status, reason)) => return refuse(status, "command report", &reason),
+    };
+    let is_checkin = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim().starts_with(protocol::CHECKIN_CONTENT_TYPE));
+    if is_checkin {
+        return handle_checkin(&state, &headers, &raw).await;
+    }
+    handle_report(&state, &headers, &raw).await
+}
+
+fn refuse(status: StatusCode, what: &str, reason: &str) -> Response {
+    tracing::warn!(%status, what, reason, "refused device request");
+    (status, format!("{reason}\n")).into_response()
+}
+
+fn store_failure(e: StoreError, what: &str) -> Response {
+    match e {
+        StoreError::Unavailable(_) => {
+            tracing::error!(error = %e, what, "database unavailable; asking the device to retry");
+            let mut response = (StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable, retry later\n").into_response();
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+            response
+        }
+        other => {
+            tracing::error!(error = %other, what, "store error");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+        }
+    }
+}
+
+fn plist_response(value: plist::Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, protocol::COMMAND_CONTENT_TYPE)],
+        protocol::to_xml(&value),
+    )
+        .into_response()
+}
+
+/// 200 with a zero-byte body: "nothing more" / "accepted" (not an empty plist).
+fn empty_ok() -> Response {
+    StatusCode::OK.into_response()
+}
+
+fn identify(headers: &HeaderMap, ids: &protocol::EnrollmentIds) -> Result<DeviceIdentity, Response> {
+    authenticate_device(headers, ids)
+        .map_err(|rejected| refuse(StatusCode::FORBIDDEN, "identity", &rejected.0))
+}
+
+async fn handle_checkin(state: &AppState, headers: &HeaderMap, raw: &[u8]) -> Response {
+    let checkin = match Checkin::parse(raw) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(reason = %e, body = %e.raw_excerpt(), "malformed check-in");
+            return (StatusCode::BAD_REQUEST, format!("malformed check-in: {e}\n")).into_response();
+        }
+    };
+    state.metrics.count_checkin(checkin.message.message_type());
+    let identity = match identify(headers, &checkin.ids) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    let now = now_millis();
+    let device_id = identity.device_id.as_str();
+    let message_type = checkin.message.message_type().to_string();
+    tracing::info!(device = device_id, message_type = %message_type, user_channel = identity.user_channel, "check-in");
+
+    if identity.user_channel {
+        return user_channel_checkin(&checkin.message, device_id);
+    }
+    state.last_seen.touch(device_id, now);
+    let enrollment_type = if checkin.ids.is_user_enrollment() { EnrollmentType::UserEnrollment } else { EnrollmentType::Device };
+
+    match checkin.message {
+        CheckinMessage::Authenticate(a) => {
+            let facts = DeviceFacts {
+                device_id: device_id.to_string(),
+                enrollment_type,
+                topic: a.topic,
+                serial_number: a.serial_number,
+                model: a.model,
+                model_name: a.model_name,
+                product_name: a.product_name,
+                os_version: a.os_version,
+                build_version: a.build_version,
+                device_name: a.device_name,
+                imei: a.imei,
+                meid: a.meid,
+            };
+            match state.store.authenticate(&facts, now).await {
+                Ok(outcome) => {
+                    tracing::info!(
+                        device = device_id,
+                        re_enrollment = outcome.re_enrollment,
+                        cancelled_commands = outcome.cancelled_commands,
+                        "device authenticated; waiting for TokenUpdate"
+                    );
+                    empty_ok()
+                }
+                Err(e) => store_failure(e, "Authenticate"),
+            }
+        }
+        CheckinMessage::TokenUpdate(t) => {
+            let record = TokenUpdateRecord {
+                device_id: device_id.to_string(),
+                enrollment_type,
+                topic: t.topic,
+                token: t.token,
+                push_magic: t.push_magic,
+                unlock_token: t.unlock_token,
+                awaiting_configuration: t.awaiting_configuration,
+            };
+            match state.store.token_update(&record, now).await {
+                Ok(()) => empty_ok(),
+                Err(e) => store_failure(e, "TokenUpdate"),
+            }
+        }
+        CheckinMessage::CheckOut => match state.store.check_out(device_id, now).await {
+            Ok(found) => {
+                if !found {
+                    tracing::warn!(device = device_id, "CheckOut from a device that was never enrolled");
+                }
+                empty_ok()
+            }
+            Err(e) => store_failure(e, "CheckOut"),
+        },
+        CheckinMessage::SetBootstrapToken { bootstrap_token } => {
+            match state.store.set_bootstrap_token(device_id, bootstrap_token.as_deref()).await {
+                Ok(()) => empty_ok(),
+                Err(StoreError::NotFound(reason)) => refuse(StatusCode::FORBIDDEN, "SetBootstrapToken", &reason),
+                Err(e) => store_failure(e, "SetBootstrapToken"),
+            }
+        }
+        CheckinMessage::GetBootstrapToken => match state.store.bootstrap_token(device_id).await {
+            Ok(Some(token)) => {
+                let mut dict = plist::Dictionary::new();
+                dict.insert("BootstrapToken".into(), plist::Value::Data(token));
+                plist_response(plist::Value::Dictionary(dict))
+            }
+            Ok(None) => empty_ok(),
+            Err(e) => store_failure(e, "GetBootstrapToken"),
+        },
+        CheckinMessage::DeclarativeManagement { endpoint, .. } => match ddm::answer(&endpoint) {
+            DdmAnswer::Json(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            DdmAnswer::Empty => empty_ok(),
+            DdmAnswer::NotFound => (StatusCode::NOT_FOUND, "no such declaration\n").into_response(),
+            DdmAnswer::BadEndpoint(reason) => refuse(StatusCode::BAD_REQUEST, "DeclarativeManagement", &reason),
+        },
+        CheckinMessage::GetToken { token_service_type } => refuse(
+            StatusCode::BAD_REQUEST,
+            "GetToken",
+            &format!("TokenServiceType {token_service_type:?} is not offered by this server"),
+        ),
+        CheckinMessage::ReturnToService => {
+            let mut inner = plist::Dictionary::new();
+            inner.insert("Enabled".into(), plist::Value::Boolean(false));
+            let mut dict = plist::Dictionary::new();
+            dict.insert("ReturnToService".into(), plist::Value::Dictionary(inner));
+            plist_response(plist::Value::Dictionary(dict))
+        }
+        CheckinMessage::UserAuthenticate { .. } => user_channel_checkin(&CheckinMessage::UserAuthenticate { digest_response: None }, device_id),
+        CheckinMessage::Unknown(name) => refuse(
+            StatusCode::BAD_REQUEST,
+            "check-in",
+            &format!("unsupported MessageType {name:?}"),
+        ),
+    }
+}
+
+/// User channels (macOS users, Shared iPad) are not managed yet: their TokenUpdates are accepted
+/// without touching the device channel's credentials, and UserAuthenticate is declined with 410,
+/// the protocol's way of saying "this server does not manage the user".
+fn user_channel_checkin(message: &CheckinMessage, device_id: &str) -> Response {
+    match message {
+        CheckinMessage::UserAuthenticate { .. } => {
+            tracing::info!(device = device_id, "declining user channel (UserAuthenticate → 410)");
+            StatusCode::GONE.into_response()
+        }
+        other => {
+            tracing::info!(device = device_id, message_type = other.message_type(), "user-channel check-in accepted; user channels are not managed yet");
+            empty_ok()
+        }
+    }
+}
+
+async fn handle_report(state: &AppState, headers: &HeaderMap, raw: &[u8]) -> Response {
+    let report = match Report::parse(raw) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(reason = %e, body = %e.raw_excerpt(), "malformed command report");
+            return (StatusCode::BAD_REQUEST, format!("malformed command report: {e}\n")).into_response();
+        }
+    };
+    state.metrics.count_report(report.status.as_str());
+    let identity = match identify(headers, &report.ids) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    if identity.user_channel {
+        return empty_ok(); // No user-channel commands are queued yet.
+    }
+    let device_id = identity.device_id.as_str();
+    let now = now_millis();
+
+    match state.store.enrollment(device_id).await {
+        Ok(Some(e)) if e.state != EnrollmentState::CheckedOut => {}
+        Ok(found) => {
+            // 403 without the unrecognized-device body: the device keeps its enrollment and
+            // retries, so a wiped or restored database never un-enrolls a fleet.
+            let reason = if found.is_some() { "device is checked out" } else { "device is not enrolled here" };
+            return refuse(StatusCode::FORBIDDEN, "command report", &format!("{reason}: {device_id}"));
+        }
+        Err(e) => return store_failure(e, "enrollment lookup"),
+    }
+    state.last_seen.touch(device_id, now);
+
+    match (report.status, report.command_uuid.as_deref()) {
+        (ReportStatus::Idle, _) => state.sessions.start(device_id),
+        (status, Some(uuid)) => {
+            let record = ReportRecord { command_uuid: uuid, status, raw };
+            match state.store.record_report(device_id, &record, now).await {
+                Ok(ReportOutcome::Dequeued) => {
+                    tracing::info!(device = device_id, command = uuid, status = status.as_str(), "command finished")
+                }
+                Ok(ReportOutcome::StillQueued) => {
+                    tracing::info!(device = device_id, command = uuid, "NotNow: kept queued, skipped for this exchange");
+                }
+                Ok(ReportOutcome::AlreadyFinished) => {
+                    tracing::info!(device = device_id, command = uuid, status = status.as_str(), "duplicate report ignored")
+                }
+                Ok(ReportOutcome::Unknown) => {
+                    tracing::warn!(device = device_id, command = uuid, status = status.as_str(), "report for an unknown command UUID")
+                }
+                // Non-2xx makes the device keep the result and report it again later.
+                Err(e) => return store_failure(e, "command report"),
+            }
+            if status == ReportStatus::NotNow {
+                state.sessions.skip(device_id, uuid);
+            }
+        }
+        (_, None) => unreachable!("Report::parse requires a CommandUUID for every status but Idle"),
+    }
+
+    let skip = state.sessions.skipped(device_id);
+    match state.store.next_command(device_id, &skip, now).await {
+        Ok(Some(command)) => {
+            tracing::info!(device = device_id, command = %command.uuid, request_type = %command.request_type, "sending command");
+            (StatusCode::OK, [(header::CONTENT_TYPE, protocol::COMMAND_CONTENT_TYPE)], command.command).into_response()
+        }
+        Ok(None) => {
+            state.sessions.end(device_id);
+            empty_ok()
+        }
+        Err(e) => store_failure(e, "next command"),
+    }
+}

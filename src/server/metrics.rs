@@ -1,0 +1,85 @@
+//! Prometheus metrics in the text exposition format: requests by endpoint and status, check-ins
+//! by message type, command reports by status, and the fleet-wide queue depth (read at scrape).
+
+use super::AppState;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    checkins: Mutex<BTreeMap<String, u64>>,
+    reports: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    pub fn count_checkin(&self, message_type: &str) {
+        // Unknown types from devices are bucketed so a bad client cannot grow the map unboundedly.
+        let known = [
+            "Authenticate", "TokenUpdate", "CheckOut", "UserAuthenticate", "SetBootstrapToken",
+            "GetBootstrapToken", "DeclarativeManagement", "GetToken", "ReturnToService",
+        ];
+        let label = if known.contains(&message_type) { message_type } else { "other" };
+        *lock(&self.checkins).entry(label.to_string()).or_default() += 1;
+    }
+
+    pub fn count_report(&self, status: &'static str) {
+        *lock(&self.reports).entry(status).or_default() += 1;
+    }
+
+    fn count_request(&self, endpoint: &str, status: u16) {
+        *lock(&self.requests).entry((endpoint.to_string(), status)).or_default() += 1;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Middleware: counts every request by its route template (never the raw path: ids would explode
+/// the label set) and status, inside a tracing span.
+pub async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let endpoint = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = request.method().clone();
+    let span = tracing::info_span!("request", %method, endpoint = %endpoint);
+    let response = tracing::Instrument::instrument(next.run(request), span).await;
+    state.metrics.count_request(&endpoint, response.status().as_u16());
+    response
+}
+
+pub async fn render(State(state): State<Arc<AppState>>) -> Response {
+    let mut out = String::new();
+    out.push_str("# HELP pomona_http_requests_total HTTP requests by route and status.\n");
+    out.push_str("# TYPE pomona_http_requests_total counter\n");
+    for ((endpoint, status), n) in lock(&state.metrics.requests).iter() {
+        let _ = writeln!(out, "pomona_http_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}");
+    }
+    out.push_str("# HELP pomona_checkins_total Check-in messages by MessageType.\n");
+    out.push_str("# TYPE pomona_checkins_total counter\n");
+    for (message_type, n) in lock(&state.metrics.checkins).iter() {
+        let _ = writeln!(out, "pomona_checkins_total{{message_type=\"{message_type}\"}} {n}");
+    }
+    out.push_str("# HELP pomona_command_reports_total Command reports from devices by Status.\n");
+    out.push_str("# TYPE pomona_command_reports_total counter\n");
+    for (status, n) in lock(&state.metrics.reports).iter() {
+        let _ = writeln!(out, "pomona_command_reports_total{{status=\"{status}\"}} {n}");
+    }
+    out.push_str("# HELP pomona_command_queue_depth Commands queued and not yet answered.\n");
+    out.push_str("# TYPE pomona_command_queue_depth gauge\n");
+    match state.store.queue_depth().await {
+        Ok(depth) => {
+            let _ = writeln!(out, "pomona_command_queue_depth {depth}");
+        }
+        Err(e) => tracing::warn!(error = %e, "queue depth unavailable for metrics"),
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

@@ -1,0 +1,98 @@
+//! HTTPS front door: device endpoints (`/mdm/checkin`, `/mdm/connect`), the admin API
+//! (`/api/v1/…`), health and metrics. Handlers decode, authenticate, persist and answer; they
+//! hold no business rules and never fan out.
+
+mod admin;
+mod body;
+mod device;
+pub mod identity;
+mod last_seen;
+mod metrics;
+mod sessions;
+
+use crate::config::Limits;
+use crate::store::Store;
+use axum::routing::{get, post, put};
+use axum::Router;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use last_seen::LastSeen;
+pub use metrics::Metrics;
+
+/// Everything a handler may touch.
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub admin_token: String,
+    pub limits: Limits,
+    pub metrics: Metrics,
+    pub last_seen: Arc<LastSeen>,
+    sessions: sessions::NotNowSessions,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, admin_token: String, limits: Limits) -> Arc<Self> {
+        Arc::new(Self {
+            last_seen: Arc::new(LastSeen::new(store.clone())),
+            store,
+            admin_token,
+            limits,
+            metrics: Metrics::default(),
+            sessions: sessions::NotNowSessions::default(),
+        })
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let admin = Router::new()
+        .route("/devices", get(admin::list_devices))
+        .route("/devices/{id}", get(admin::get_device))
+        .route("/devices/{id}/commands", post(admin::enqueue_command).get(admin::list_commands))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin::require_token));
+    Router::new()
+        .route("/mdm/checkin", put(device::checkin))
+        .route("/mdm/connect", put(device::connect))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(admin::readyz))
+        .route("/metrics", get(metrics::render))
+        .nest("/api/v1", admin)
+        .fallback(admin::not_found)
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .with_state(state)
+}
+
+/// Serves HTTPS on an already bound listener until `shutdown` resolves, then drains in-flight
+/// requests (up to 10 s) and flushes buffered writes.
+pub async fn run(
+    listener: std::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    listener.set_nonblocking(true)?;
+    let handle = axum_server::Handle::new();
+    let flusher = state.last_seen.spawn_flusher(Duration::from_secs(2));
+    {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            handle.graceful_shutdown(Some(Duration::from_secs(10)));
+        });
+    }
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+    let mut server = axum_server::from_tcp_rustls(listener, config).handle(handle);
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(state.limits.read_timeout);
+    server.serve(router(state.clone()).into_make_service()).await?;
+    flusher.abort();
+    state.last_seen.flush().await;
+    Ok(())
+}
+
+/// Current time in Unix milliseconds.
+pub(crate) fn now_millis() -> i64 {
+    crate::store::now_millis()
+}

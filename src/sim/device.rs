@@ -1,0 +1,282 @@
+//! One simulated device on the wire: enrolls (Authenticate, TokenUpdate), then runs command
+//! exchanges — `Idle`, execute, report, until the server answers with an empty body — exactly as
+//! PROTOCOL.md §4–§5 describe. A result the server did not accept (non-2xx or a broken
+//! connection) is cached and reported again at the start of the next exchange, as devices do.
+
+use super::behaviour::{self, Answer, DeviceState, Hardware};
+use crate::protocol::report::encode_report;
+use crate::protocol::{CommandEnvelope, ReportStatus, CHECKIN_CONTENT_TYPE, CONNECT_CONTENT_TYPE};
+use plist::{Dictionary, Value};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where and how devices talk to the server (shared by a fleet).
+pub struct Endpoint {
+    pub client: reqwest::Client,
+    pub checkin_url: String,
+    pub connect_url: String,
+    pub topic: String,
+    /// Fleet-wide counters for progress output.
+    pub progress: Progress,
+}
+
+/// Counters shared by every device of a fleet, read by the progress printer.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub enrolled: std::sync::atomic::AtomicU64,
+    pub requests: std::sync::atomic::AtomicU64,
+    pub failed_requests: std::sync::atomic::AtomicU64,
+    pub answered: std::sync::atomic::AtomicU64,
+}
+
+impl Endpoint {
+    /// `server` is the base URL (https://host:port). In one-URL mode check-ins go to the
+    /// connect URL and are recognised by their content type.
+    pub fn new(client: reqwest::Client, server: &str, one_url: bool) -> Self {
+        let base = server.trim_end_matches('/');
+        let connect_url = format!("{base}/mdm/connect");
+        Self {
+            client,
+            checkin_url: if one_url { connect_url.clone() } else { format!("{base}/mdm/checkin") },
+            connect_url,
+            topic: "com.apple.mgmt.External.00000000-0000-4000-8000-000000000000".into(),
+            progress: Progress::default(),
+        }
+    }
+}
+
+/// Fault injection for one device, as probabilities in [0, 1].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    pub not_now_rate: f64,
+    pub error_rate: f64,
+}
+
+/// Counters and latencies of one device, merged into the fleet summary.
+#[derive(Debug, Default, Clone)]
+pub struct DeviceStats {
+    pub requests: u64,
+    pub failed_requests: u64,
+    pub acknowledged: u64,
+    pub errors: u64,
+    pub not_now: u64,
+    pub latencies_us: Vec<u32>,
+    pub last_failure: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("{what}: HTTP {status}: {body}")]
+    Status { what: String, status: u16, body: String },
+    #[error("{what}: {source}")]
+    Transport { what: String, source: reqwest::Error },
+    #[error("{what}: server sent an undecodable command: {reason}")]
+    BadCommand { what: String, reason: String },
+    #[error("device was erased")]
+    Erased,
+}
+
+/// The outcome of one exchange.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    /// RequestTypes of the commands received, in order.
+    pub received: Vec<String>,
+}
+
+pub struct SimDevice {
+    pub hw: Hardware,
+    pub state: DeviceState,
+    pub stats: DeviceStats,
+    endpoint: Arc<Endpoint>,
+    faults: Faults,
+    rng: fastrand::Rng,
+    push_token: Vec<u8>,
+    push_magic: String,
+    unlock_token: Vec<u8>,
+    /// A report the server has not accepted yet; sent before the next Idle.
+    unsent_report: Option<Vec<u8>>,
+}
+
+impl SimDevice {
+    pub fn new(hw: Hardware, endpoint: Arc<Endpoint>, faults: Faults, seed: u64) -> Self {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let push_token = (0..32).map(|_| rng.u8(..)).collect();
+        let unlock_token = (0..64).map(|_| rng.u8(..)).collect();
+        let push_magic = super::uuid_from(&mut rng);
+        Self {
+            hw,
+            state: DeviceState::default(),
+            stats: DeviceStats::default(),
+            endpoint,
+            faults,
+            rng,
+            push_token,
+            push_magic,
+            unlock_token,
+            unsent_report: None,
+        }
+    }
+
+    pub fn udid(&self) -> &str {
+        &self.hw.udid
+    }
+
+    /// Authenticate, then TokenUpdate (with an UnlockToken, as iOS sends it).
+    pub async fn enroll(&mut self) -> Result<(), SimError> {
+        let hw = &self.hw;
+        let mut auth = Dictionary::new();
+        auth.insert("MessageType".into(), s("Authenticate"));
+        auth.insert("Topic".into(), s(&self.endpoint.topic));
+        auth.insert("UDID".into(), s(&hw.udid));
+        auth.insert("SerialNumber".into(), s(&hw.serial_number));
+        auth.insert("Model".into(), s(&hw.model));
+        auth.insert("ModelName".into(), s(&hw.model_name));
+        auth.insert("ProductName".into(), s(&hw.product_name));
+        auth.insert("OSVersion".into(), s(&hw.os_version));
+        auth.insert("BuildVersion".into(), s(&hw.build_version));
+        auth.insert("DeviceName".into(), s(&hw.device_name));
+        self.checkin(auth, "Authenticate").await?;
+
+        let mut token = Dictionary::new();
+        token.insert("MessageType".into(), s("TokenUpdate"));
+        token.insert("Topic".into(), s(&self.endpoint.topic));
+        token.insert("UDID".into(), s(&self.hw.udid));
+        token.insert("Token".into(), Value::Data(self.push_token.clone()));
+        token.insert("PushMagic".into(), s(&self.push_magic));
+        token.insert("UnlockToken".into(), Value::Data(self.unlock_token.clone()));
+        token.insert("AwaitingConfiguration".into(), Value::Boolean(false));
+        self.checkin(token, "TokenUpdate").await?;
+        self.endpoint.progress.enrolled.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Sends CheckOut (profile removed).
+    pub async fn check_out(&mut self) -> Result<(), SimError> {
+        let mut d = Dictionary::new();
+        d.insert("MessageType".into(), s("CheckOut"));
+        d.insert("Topic".into(), s(&self.endpoint.topic));
+        d.insert("UDID".into(), s(&self.hw.udid));
+        self.checkin(d, "CheckOut").await.map(|_| ())
+    }
+
+    /// Sends any check-in dictionary and returns the response body.
+    pub async fn checkin(&mut self, dict: Dictionary, what: &str) -> Result<Vec<u8>, SimError> {
+        let body = crate::protocol::to_xml(&Value::Dictionary(dict));
+        let url = self.endpoint.checkin_url.clone();
+        self.put(&url, CHECKIN_CONTENT_TYPE, body, what).await
+    }
+
+    /// One exchange: report any cached result (else Idle), then answer each command the server
+    /// sends until it answers with an empty body.
+    pub async fn exchange(&mut self) -> Result<Exchange, SimError> {
+        if self.state.erased {
+            return Err(SimError::Erased);
+        }
+        let mut exchange = Exchange::default();
+        let mut body = match self.unsent_report.take() {
+            Some(report) => report,
+            None => encode_report(&self.hw.udid, ReportStatus::Idle, None, Dictionary::new()),
+        };
+        loop {
+            let url = self.endpoint.connect_url.clone();
+            let response = match self.put(&url, CONNECT_CONTENT_TYPE, body.clone(), "connect").await {
+                Ok(r) => r,
+                Err(e) => {
+                    if !is_idle(&body) {
+                        self.unsent_report = Some(body);
+                    }
+                    return Err(e);
+                }
+            };
+            if response.is_empty() {
+                return Ok(exchange);
+            }
+            let (uuid, request_type, command) = CommandEnvelope::decode(&response).map_err(|e| SimError::BadCommand {
+                what: "connect".into(),
+                reason: e.reason,
+            })?;
+            exchange.received.push(request_type.clone());
+            let answer = self.answer(&request_type, &command);
+            if answer.status != ReportStatus::NotNow {
+                self.endpoint.progress.answered.fetch_add(1, Relaxed);
+            }
+            match answer.status {
+                ReportStatus::Acknowledged => self.stats.acknowledged += 1,
+                ReportStatus::Error => self.stats.errors += 1,
+                ReportStatus::NotNow => self.stats.not_now += 1,
+                _ => {}
+            }
+            body = encode_report(&self.hw.udid, answer.status, Some(&uuid), answer.keys);
+            if self.state.erased && answer.status == ReportStatus::Acknowledged {
+                // Report the acknowledgement, then forget everything: an erased device is gone.
+                let _ = self.put(&url, CONNECT_CONTENT_TYPE, body, "connect").await;
+                self.state = DeviceState { erased: true, ..DeviceState::default() };
+                return Ok(exchange);
+            }
+        }
+    }
+
+    fn answer(&mut self, request_type: &str, command: &Dictionary) -> Answer {
+        let roll = self.rng.f64();
+        if roll < self.faults.not_now_rate {
+            if !behaviour::never_not_now(request_type) {
+                return Answer { status: ReportStatus::NotNow, keys: Dictionary::new() };
+            }
+        } else if roll < self.faults.not_now_rate + self.faults.error_rate {
+            return Answer::error(-1, "PomonaSimulatorInjected", "Injected failure");
+        }
+        behaviour::execute(&self.hw, &mut self.state, request_type, command)
+    }
+
+    async fn put(&mut self, url: &str, content_type: &str, body: Vec<u8>, what: &str) -> Result<Vec<u8>, SimError> {
+        let started = Instant::now();
+        self.stats.requests += 1;
+        self.endpoint.progress.requests.fetch_add(1, Relaxed);
+        let result = self
+            .endpoint
+            .client
+            .put(url)
+            .header("Content-Type", content_type)
+            .header("User-Agent", "MDM/1.0")
+            .body(body)
+            .send()
+            .await;
+        let outcome = match result {
+            Err(source) => Err(SimError::Transport { what: what.into(), source }),
+            Ok(response) => {
+                let status = response.status();
+                match response.bytes().await {
+                    Err(source) => Err(SimError::Transport { what: what.into(), source }),
+                    Ok(bytes) if status.is_success() => Ok(bytes.to_vec()),
+                    Ok(bytes) => Err(SimError::Status {
+                        what: what.into(),
+                        status: status.as_u16(),
+                        body: String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).trim().to_string(),
+                    }),
+                }
+            }
+        };
+        self.stats.latencies_us.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        if let Err(e) = &outcome {
+            self.stats.failed_requests += 1;
+            self.endpoint.progress.failed_requests.fetch_add(1, Relaxed);
+            self.stats.last_failure = Some(e.to_string());
+        }
+        outcome
+    }
+
+    /// Sleeps a jittered interval around `base` (±20 %), so a fleet does not poll in lockstep.
+    pub async fn jittered_sleep(&mut self, base: Duration) {
+        let factor = 0.8 + self.rng.f64() * 0.4;
+        tokio::time::sleep(base.mul_f64(factor)).await;
+    }
+}
+
+fn s(v: &str) -> Value {
+    Value::String(v.to_string())
+}
+
+fn is_idle(body: &[u8]) -> bool {
+    crate::protocol::Report::parse(body).is_ok_and(|r| r.status == ReportStatus::Idle)
+}

@@ -1,0 +1,331 @@
+//! A simulated fleet: N iPhones, iPads and Macs in one process, each with its own UDID, serial
+//! number, model and OS, speaking the device side of the MDM protocol over real HTTPS. Used by
+//! `pomona sim`, the end-to-end tests and the benchmark. It shares only `protocol` with the
+//! server, never server code paths.
+
+pub mod behaviour;
+pub mod device;
+
+use anyhow::Context as _;
+use behaviour::{Hardware, Platform};
+use device::{Endpoint, Faults, SimDevice};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    /// Server base URL, e.g. https://localhost:8443.
+    #[arg(long)]
+    pub server: String,
+    /// Number of simulated devices.
+    #[arg(long, default_value_t = 10)]
+    pub devices: usize,
+    /// PEM CA certificate to trust for the server (default: pomona-data/tls/ca.pem when present).
+    #[arg(long)]
+    pub server_ca: Option<PathBuf>,
+    /// Admin token file; needed to queue the --commands-per-device workload.
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+    /// Seed for device identities and fault injection (same seed, same fleet).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Run for this long (e.g. 30s, 5m); default: until the workload is done.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Pause between a device's exchanges with the server.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub poll_interval: Duration,
+    /// Commands each device queues for itself through the admin API and then answers.
+    #[arg(long, default_value_t = 0)]
+    pub commands_per_device: usize,
+    /// Probability that a device answers a command NotNow.
+    #[arg(long, default_value_t = 0.0)]
+    pub not_now_rate: f64,
+    /// Probability that a device answers a command Error.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Send check-ins to the connect URL too (devices whose profile has no CheckInURL).
+    #[arg(long)]
+    pub one_url: bool,
+}
+
+/// Parses `500ms`, `30s`, `5m`, `2h` or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 500ms"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?}: unit must be ms, s, m or h")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// A UUID-formatted string from the given generator (deterministic per seed).
+pub fn uuid_from(rng: &mut fastrand::Rng) -> String {
+    let bytes: [u8; 16] = std::array::from_fn(|_| rng.u8(..));
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string().to_uppercase()
+}
+
+/// The hardware of device `index` in a fleet with this seed.
+pub fn hardware(seed: u64, index: usize) -> Hardware {
+    let mut rng = fastrand::Rng::with_seed(seed.wrapping_mul(1_000_003).wrapping_add(index as u64));
+    let udid = uuid_from(&mut rng);
+    const SERIAL: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ0123456789";
+    let serial_number: String = (0..12).map(|_| SERIAL[rng.usize(..SERIAL.len())] as char).collect();
+    let (platform, model, model_name, os_version, build_version) = match index % 5 {
+        0 | 1 | 2 => (Platform::IPhone, "iPhone15,2", "iPhone", "17.4.1", "21E236"),
+        3 => (Platform::IPad, "iPad13,18", "iPad", "17.5", "21F79"),
+        _ => (Platform::Mac, "Mac14,2", "MacBook Air", "14.5", "23F79"),
+    };
+    Hardware {
+        device_name: format!("{model_name} {index}"),
+        udid,
+        serial_number,
+        platform,
+        model: model.into(),
+        model_name: model_name.into(),
+        product_name: model.into(),
+        os_version: os_version.into(),
+        build_version: build_version.into(),
+    }
+}
+
+/// An HTTPS client trusting the given CA (and nothing else).
+pub fn client(server_ca: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(256);
+    if let Some(path) = server_ca {
+        let pem = std::fs::read(path).with_context(|| format!("reading server CA {}", path.display()))?;
+        let cert = reqwest::Certificate::from_pem(&pem).with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+        builder = builder.tls_built_in_root_certs(false).add_root_certificate(cert);
+    }
+    Ok(builder.build()?)
+}
+
+/// The fleet's result.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub devices: usize,
+    pub enrolled: usize,
+    pub failed_devices: usize,
+    pub requests: u64,
+    pub failed_requests: u64,
+    pub acknowledged: u64,
+    pub errors: u64,
+    pub not_now: u64,
+    pub elapsed: Duration,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub failures: Vec<String>,
+}
+
+impl Summary {
+    pub fn requests_per_second(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn line(&self) -> String {
+        format!(
+            "{} devices ({} enrolled, {} failed) · {} requests in {:.1}s = {:.0} req/s · p50 {:.2} ms · p99 {:.2} ms · commands: {} acknowledged, {} error, {} not-now · {} failed requests",
+            self.devices, self.enrolled, self.failed_devices, self.requests, self.elapsed.as_secs_f64(),
+            self.requests_per_second(), self.p50_ms, self.p99_ms, self.acknowledged, self.errors, self.not_now,
+            self.failed_requests
+        )
+    }
+}
+
+pub async fn run_cli(args: SimArgs) -> anyhow::Result<Summary> {
+    if !(0.0..=1.0).contains(&args.not_now_rate) || !(0.0..=1.0).contains(&args.error_rate) {
+        anyhow::bail!("--not-now-rate and --error-rate must be between 0 and 1");
+    }
+    if args.commands_per_device > 0 && args.admin_token_file.is_none() {
+        anyhow::bail!("--commands-per-device needs --admin-token-file (commands are queued through the admin API)");
+    }
+    let default_ca = PathBuf::from("pomona-data/tls/ca.pem");
+    let ca = args.server_ca.clone().or_else(|| default_ca.exists().then_some(default_ca));
+    let admin_token = match &args.admin_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading admin token file {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let client = client(ca.as_deref())?;
+    let endpoint = Arc::new(Endpoint::new(client, &args.server, args.one_url));
+    eprintln!("sim: {} devices against {}", args.devices, args.server);
+    let printer = {
+        let endpoint = endpoint.clone();
+        let total = args.devices;
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let p = &endpoint.progress;
+                eprintln!(
+                    "sim: {:>5.0}s · {}/{} enrolled · {} requests · {} commands answered · {} failed requests",
+                    started.elapsed().as_secs_f64(),
+                    p.enrolled.load(Relaxed),
+                    total,
+                    p.requests.load(Relaxed),
+                    p.answered.load(Relaxed),
+                    p.failed_requests.load(Relaxed)
+                );
+            }
+        })
+    };
+    let summary = run_fleet(&args, endpoint, admin_token).await;
+    printer.abort();
+    println!("sim: {}", summary.line());
+    for failure in summary.failures.iter().take(10) {
+        eprintln!("sim: failure: {failure}");
+    }
+    Ok(summary)
+}
+
+/// Runs the fleet described by `args` and returns its summary.
+pub async fn run_fleet(args: &SimArgs, endpoint: Arc<Endpoint>, admin_token: Option<String>) -> Summary {
+    let started = Instant::now();
+    let deadline = args.duration.map(|d| started + d);
+    let faults = Faults { not_now_rate: args.not_now_rate, error_rate: args.error_rate };
+    let mut tasks = Vec::with_capacity(args.devices);
+    for index in 0..args.devices {
+        let hw = hardware(args.seed, index);
+        let mut device = SimDevice::new(hw, endpoint.clone(), faults, args.seed ^ (index as u64) << 1);
+        let admin = admin_token.clone().map(|t| (t, args.server.clone(), endpoint.client.clone()));
+        let per_device = args.commands_per_device;
+        let poll = args.poll_interval;
+        tasks.push(tokio::spawn(async move {
+            let outcome = drive(&mut device, admin, per_device, poll, deadline).await;
+            (device, outcome)
+        }));
+    }
+    let mut summary = Summary { devices: args.devices, ..Summary::default() };
+    let mut latencies = Vec::new();
+    for task in tasks {
+        let (device, outcome) = match task.await {
+            Ok(done) => done,
+            Err(e) => {
+                summary.failed_devices += 1;
+                summary.failures.push(format!("device task panicked: {e}"));
+                continue;
+            }
+        };
+        let stats = &device.stats;
+        summary.requests += stats.requests;
+        summary.failed_requests += stats.failed_requests;
+        summary.acknowledged += stats.acknowledged;
+        summary.errors += stats.errors;
+        summary.not_now += stats.not_now;
+        latencies.extend_from_slice(&stats.latencies_us);
+        match outcome {
+            Ok(enrolled) => summary.enrolled += usize::from(enrolled),
+            Err(e) => {
+                summary.failed_devices += 1;
+                summary.failures.push(format!("{}: {e}", device.udid()));
+            }
+        }
+    }
+    summary.elapsed = started.elapsed();
+    latencies.sort_unstable();
+    summary.p50_ms = percentile(&latencies, 0.50);
+    summary.p99_ms = percentile(&latencies, 0.99);
+    summary
+}
+
+fn percentile(sorted_us: &[u32], q: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted_us.len() as f64 - 1.0) * q).round() as usize;
+    sorted_us[index] as f64 / 1000.0
+}
+
+/// The workload commands, cycled per device.
+fn workload_command(i: usize) -> serde_json::Value {
+    match i % 4 {
+        0 => serde_json::json!({"type": "DeviceInformation", "queries": ["OSVersion", "SerialNumber", "Model", "DeviceName"]}),
+        1 => serde_json::json!({"type": "ProfileList"}),
+        2 => serde_json::json!({"type": "SecurityInfo"}),
+        _ => serde_json::json!({"type": "InstalledApplicationList"}),
+    }
+}
+
+/// One device's life: enroll, queue its workload, then exchange until done or the deadline.
+/// Returns whether it enrolled.
+async fn drive(
+    device: &mut SimDevice,
+    admin: Option<(String, String, reqwest::Client)>,
+    commands: usize,
+    poll: Duration,
+    deadline: Option<Instant>,
+) -> anyhow::Result<bool> {
+    device.enroll().await.context("enrolling")?;
+    if let Some((token, server, client)) = &admin {
+        for i in 0..commands {
+            let url = format!("{}/api/v1/devices/{}/commands", server.trim_end_matches('/'), device.udid());
+            let response = client.post(&url).bearer_auth(token).json(&workload_command(i)).send().await?;
+            if !response.status().is_success() {
+                anyhow::bail!("queueing a command: HTTP {}: {}", response.status(), response.text().await.unwrap_or_default());
+            }
+        }
+    }
+    loop {
+        match device.exchange().await {
+            Ok(_) => {}
+            Err(device::SimError::Erased) => return Ok(true),
+            // A failed exchange is retried at the next poll, like a device would.
+            Err(e) => tracing::debug!(device = device.udid(), error = %e, "exchange failed"),
+        }
+        let answered = (device.stats.acknowledged + device.stats.errors) as usize;
+        let workload_done = commands > 0 && answered >= commands;
+        match deadline {
+            Some(deadline) if Instant::now() >= deadline => break,
+            None if workload_done || commands == 0 => break,
+            _ => {}
+        }
+        device.jittered_sleep(poll).await;
+    }
+    if let Some(failure) = &device.stats.last_failure {
+        if device.stats.failed_requests > 0 && commands > 0 && ((device.stats.acknowledged + device.stats.errors) as usize) < commands {
+            anyhow::bail!("workload unfinished; last failure: {failure}");
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn fleets_are_reproducible_from_the_seed() {
+        assert_eq!(hardware(7, 3).udid, hardware(7, 3).udid);
+        assert_ne!(hardware(7, 3).udid, hardware(7, 4).udid);
+        assert_ne!(hardware(7, 3).udid, hardware(8, 3).udid);
+        assert_eq!(hardware(1, 4).platform, Platform::Mac);
+    }
+}

@@ -1,0 +1,112 @@
+//! Schema versions for both backends. The tables are the same; only the column types that the
+//! two databases spell differently (auto-increment keys, byte strings) differ.
+
+/// Versioned migrations: (version, SQLite text, PostgreSQL text). Append only; never edit one
+/// that has shipped.
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[(1, V1_SQLITE, V1_POSTGRES)];
+
+const V1_SQLITE: &str = r#"
+CREATE TABLE enrollments (
+    id TEXT PRIMARY KEY,
+    enrollment_type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    serial_number TEXT,
+    model TEXT,
+    model_name TEXT,
+    product_name TEXT,
+    os_version TEXT,
+    build_version TEXT,
+    device_name TEXT,
+    imei TEXT,
+    meid TEXT,
+    push_token BLOB,
+    push_magic TEXT,
+    unlock_token BLOB,
+    bootstrap_token BLOB,
+    awaiting_configuration BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at BIGINT NOT NULL,
+    authenticated_at BIGINT NOT NULL,
+    token_updated_at BIGINT,
+    checked_out_at BIGINT,
+    last_seen_at BIGINT
+);
+CREATE INDEX enrollments_by_serial ON enrollments (serial_number);
+CREATE TABLE commands (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    uuid TEXT NOT NULL UNIQUE,
+    enrollment_id TEXT NOT NULL REFERENCES enrollments (id),
+    request_type TEXT NOT NULL,
+    command BLOB NOT NULL,
+    status TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    sent_count BIGINT NOT NULL DEFAULT 0,
+    last_sent_at BIGINT,
+    not_now_count BIGINT NOT NULL DEFAULT 0,
+    last_not_now_at BIGINT,
+    completed_at BIGINT
+);
+CREATE INDEX commands_queued ON commands (enrollment_id, seq) WHERE status = 'queued';
+CREATE INDEX commands_by_device ON commands (enrollment_id, seq);
+CREATE TABLE command_results (
+    command_uuid TEXT PRIMARY KEY REFERENCES commands (uuid),
+    enrollment_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    raw BLOB NOT NULL,
+    received_at BIGINT NOT NULL
+);
+"#;
+
+const V1_POSTGRES: &str = r#"
+CREATE TABLE enrollments (
+    id TEXT PRIMARY KEY,
+    enrollment_type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    serial_number TEXT,
+    model TEXT,
+    model_name TEXT,
+    product_name TEXT,
+    os_version TEXT,
+    build_version TEXT,
+    device_name TEXT,
+    imei TEXT,
+    meid TEXT,
+    push_token BYTEA,
+    push_magic TEXT,
+    unlock_token BYTEA,
+    bootstrap_token BYTEA,
+    awaiting_configuration BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at BIGINT NOT NULL,
+    authenticated_at BIGINT NOT NULL,
+    token_updated_at BIGINT,
+    checked_out_at BIGINT,
+    last_seen_at BIGINT
+);
+CREATE INDEX enrollments_by_serial ON enrollments (serial_number);
+CREATE TABLE commands (
+    seq BIGSERIAL PRIMARY KEY,
+    uuid TEXT NOT NULL UNIQUE,
+    enrollment_id TEXT NOT NULL REFERENCES enrollments (id),
+    request_type TEXT NOT NULL,
+    command BYTEA NOT NULL,
+    status TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    sent_count BIGINT NOT NULL DEFAULT 0,
+    last_sent_at BIGINT,
+    not_now_count BIGINT NOT NULL DEFAULT 0,
+    last_not_now_at BIGINT,
+    completed_at BIGINT
+);
+CREATE INDEX commands_queued ON commands (enrollment_id, seq) WHERE status = 'queued';
+CREATE INDEX commands_by_device ON commands (enrollment_id, seq);
+CREATE TABLE command_results (
+    command_uuid TEXT PRIMARY KEY REFERENCES commands (uuid),
+    enrollment_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    raw BYTEA NOT NULL,
+    received_at BIGINT NOT NULL
+);
+"#;

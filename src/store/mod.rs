@@ -1,0 +1,131 @@
+//! Persistent state: enrollments, the per-device command queue, command results and push
+//! credentials, behind one small async trait with a SQLite backend (embedded, the default) and a
+//! PostgreSQL backend (several replicas, scale). Both run the same SQL (see `sql.rs`) and must
+//! pass the same conformance suite (`conformance.rs`).
+//!
+//! Every state change that spans rows is one transaction. Queue reads and writes go through the
+//! partial index on queued commands, so their cost does not grow with the fleet. This module holds
+//! no policy: it stores what it is told and answers what it is asked.
+
+pub mod conformance;
+mod migrations;
+mod model;
+mod postgres;
+mod sql;
+mod sqlite;
+
+pub use model::*;
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use std::sync::Arc;
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Store failures, typed by what the caller should do next.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database is unreachable, busy or timed out: retry later. Devices get 503, never 401.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The request refers to something that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the stored state (e.g. a command for a checked-out device).
+    #[error("{0}")]
+    Conflict(String),
+    /// Anything else the database reported.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match &e {
+            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
+                StoreError::Unavailable(e.to_string())
+            }
+            E::Database(db) => {
+                // SQLite BUSY/LOCKED and PostgreSQL serialization/connection classes are transient.
+                let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+                let transient = matches!(code.as_str(), "5" | "6" | "517" | "261" | "40001" | "40P01")
+                    || code.starts_with("08")
+                    || code.starts_with("57P");
+                if transient {
+                    StoreError::Unavailable(e.to_string())
+                } else {
+                    StoreError::Database(e.to_string())
+                }
+            }
+            _ => StoreError::Database(e.to_string()),
+        }
+    }
+}
+
+/// Everything the server persists. Times are Unix milliseconds passed in by the caller.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Brings the schema up to date (idempotent, safe with several replicas starting at once).
+    async fn migrate(&self) -> StoreResult<()>;
+    /// Cheap round trip for readiness checks.
+    async fn ping(&self) -> StoreResult<()>;
+    /// "sqlite" or "postgres".
+    fn backend(&self) -> &'static str;
+
+    /// Authenticate: records device facts and starts a fresh enrollment. Queued commands of a
+    /// previous enrollment are cancelled in the same transaction; push stays off until TokenUpdate.
+    async fn authenticate(&self, facts: &DeviceFacts, now: i64) -> StoreResult<AuthenticateOutcome>;
+    /// TokenUpdate: stores push credentials and marks the device enrolled. A missing unlock
+    /// token keeps the stored one. Creates the enrollment if Authenticate was never seen.
+    async fn token_update(&self, update: &TokenUpdateRecord, now: i64) -> StoreResult<()>;
+    /// CheckOut: marks the device unenrolled; its history stays. False if unknown.
+    async fn check_out(&self, device_id: &str, now: i64) -> StoreResult<bool>;
+    async fn set_bootstrap_token(&self, device_id: &str, token: Option<&[u8]>) -> StoreResult<()>;
+    async fn bootstrap_token(&self, device_id: &str) -> StoreResult<Option<Vec<u8>>>;
+    async fn enrollment(&self, device_id: &str) -> StoreResult<Option<Enrollment>>;
+    /// Looks a device up by UDID/EnrollmentID, then by serial number.
+    async fn find_enrollment(&self, key: &str) -> StoreResult<Option<Enrollment>>;
+    /// Enrollments ordered by id, starting after `after` (keyset pagination).
+    async fn list_enrollments(&self, after: Option<&str>, limit: i64) -> StoreResult<Vec<Enrollment>>;
+    async fn push_credentials(&self, device_id: &str) -> StoreResult<Option<PushCredentials>>;
+    /// Writes a batch of last-seen times in one transaction (never moves a time backwards).
+    async fn record_last_seen(&self, seen: &[(String, i64)]) -> StoreResult<()>;
+
+    /// Queues a command for a device. Fails with NotFound / Conflict for unknown or
+    /// checked-out devices, and with Conflict when the UUID is already used.
+    async fn enqueue(&self, device_id: &str, command: &NewCommand, now: i64) -> StoreResult<()>;
+    /// The oldest queued command of this device not in `skip`; counts it as sent.
+    async fn next_command(&self, device_id: &str, skip: &[String], now: i64) -> StoreResult<Option<QueuedCommand>>;
+    /// Records a device's report for one of its commands (one transaction). Terminal statuses
+    /// store the raw result and dequeue; NotNow keeps the command queued. A report for another
+    /// device's command is treated exactly like an unknown UUID.
+    async fn record_report(&self, device_id: &str, report: &ReportRecord<'_>, now: i64) -> StoreResult<ReportOutcome>;
+    /// Commands of one device, newest first, with their results.
+    async fn commands(&self, device_id: &str, limit: i64) -> StoreResult<Vec<CommandRecord>>;
+    /// Number of queued commands across the fleet (for metrics).
+    async fn queue_depth(&self) -> StoreResult<i64>;
+}
+
+/// Opens the store named by a URL: `sqlite://path` (created if missing) or `postgres://…`.
+pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
+        Arc::new(SqliteStore::open(url).await?)
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Arc::new(PostgresStore::open(url).await?)
+    } else {
+        anyhow::bail!("database URL must start with sqlite:// or postgres://");
+    };
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Current time in Unix milliseconds (the store never reads the clock on its own behalf
+/// except to stamp migrations).
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

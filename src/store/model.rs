@@ -1,0 +1,227 @@
+//! Plain records the store reads and writes.
+
+use crate::protocol::ReportStatus;
+use serde::Serialize;
+
+/// Facts a device sends with Authenticate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceFacts {
+    pub device_id: String,
+    pub enrollment_type: EnrollmentType,
+    pub topic: String,
+    pub serial_number: Option<String>,
+    pub model: Option<String>,
+    pub model_name: Option<String>,
+    pub product_name: Option<String>,
+    pub os_version: Option<String>,
+    pub build_version: Option<String>,
+    pub device_name: Option<String>,
+    pub imei: Option<String>,
+    pub meid: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub enum EnrollmentType {
+    /// Identified by UDID.
+    #[default]
+    Device,
+    /// User Enrollment: identified by EnrollmentID, no UDID or serial.
+    UserEnrollment,
+}
+
+impl EnrollmentType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Device => "Device",
+            Self::UserEnrollment => "UserEnrollment",
+        }
+    }
+    pub fn parse(s: &str) -> Self {
+        if s == "UserEnrollment" {
+            Self::UserEnrollment
+        } else {
+            Self::Device
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnrollmentState {
+    /// Authenticate seen, waiting for TokenUpdate: not pushable yet.
+    Authenticated,
+    /// TokenUpdate seen: managed and pushable.
+    Enrolled,
+    /// CheckOut seen (profile removed): history kept, nothing sent.
+    CheckedOut,
+}
+
+impl EnrollmentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Authenticated => "authenticated",
+            Self::Enrolled => "enrolled",
+            Self::CheckedOut => "checked_out",
+        }
+    }
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "enrolled" => Self::Enrolled,
+            "checked_out" => Self::CheckedOut,
+            _ => Self::Authenticated,
+        }
+    }
+}
+
+/// Push credentials from TokenUpdate.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenUpdateRecord {
+    pub device_id: String,
+    pub enrollment_type: EnrollmentType,
+    pub topic: String,
+    pub token: Vec<u8>,
+    pub push_magic: String,
+    pub unlock_token: Option<Vec<u8>>,
+    pub awaiting_configuration: bool,
+}
+
+/// What push needs to wake a device. Secrets: never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PushCredentials {
+    pub topic: String,
+    pub token: Vec<u8>,
+    pub push_magic: String,
+}
+
+impl std::fmt::Debug for PushCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushCredentials").field("topic", &self.topic).finish_non_exhaustive()
+    }
+}
+
+/// A device as the admin API shows it (no secrets: only whether they exist).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Enrollment {
+    pub device_id: String,
+    pub enrollment_type: EnrollmentType,
+    pub state: EnrollmentState,
+    pub topic: String,
+    pub serial_number: Option<String>,
+    pub model: Option<String>,
+    pub model_name: Option<String>,
+    pub product_name: Option<String>,
+    pub os_version: Option<String>,
+    pub build_version: Option<String>,
+    pub device_name: Option<String>,
+    pub imei: Option<String>,
+    pub meid: Option<String>,
+    pub has_push_token: bool,
+    pub has_unlock_token: bool,
+    pub awaiting_configuration: bool,
+    pub created_at: i64,
+    pub authenticated_at: i64,
+    pub token_updated_at: Option<i64>,
+    pub checked_out_at: Option<i64>,
+    pub last_seen_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthenticateOutcome {
+    /// Commands of the previous enrollment that were cancelled.
+    pub cancelled_commands: u64,
+    /// True when the device was already known (a re-enrollment).
+    pub re_enrollment: bool,
+}
+
+/// A command to queue: the full `Command` dictionary as plist bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCommand {
+    pub uuid: String,
+    pub request_type: String,
+    pub command: Vec<u8>,
+}
+
+/// A command handed to a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedCommand {
+    pub uuid: String,
+    pub request_type: String,
+    pub command: Vec<u8>,
+}
+
+/// A device's report about one command, with the exact bytes it sent.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportRecord<'a> {
+    pub command_uuid: &'a str,
+    pub status: ReportStatus,
+    pub raw: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportOutcome {
+    /// Terminal result stored; the command left the queue.
+    Dequeued,
+    /// NotNow: still queued.
+    StillQueued,
+    /// The command already had a terminal result: nothing changed.
+    AlreadyFinished,
+    /// No command with this UUID for this device.
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandStatus {
+    Queued,
+    Acknowledged,
+    Error,
+    CommandFormatError,
+    /// Dropped before delivery (a new enrollment cleared the queue).
+    Cancelled,
+}
+
+impl CommandStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Acknowledged => "acknowledged",
+            Self::Error => "error",
+            Self::CommandFormatError => "command_format_error",
+            Self::Cancelled => "cancelled",
+        }
+    }
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "acknowledged" => Self::Acknowledged,
+            "error" => Self::Error,
+            "command_format_error" => Self::CommandFormatError,
+            "cancelled" => Self::Cancelled,
+            _ => Self::Queued,
+        }
+    }
+    pub fn from_report(status: ReportStatus) -> Option<Self> {
+        match status {
+            ReportStatus::Acknowledged => Some(Self::Acknowledged),
+            ReportStatus::Error => Some(Self::Error),
+            ReportStatus::CommandFormatError => Some(Self::CommandFormatError),
+            ReportStatus::Idle | ReportStatus::NotNow => None,
+        }
+    }
+}
+
+/// A command with its delivery history and, once finished, the raw result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRecord {
+    pub uuid: String,
+    pub device_id: String,
+    pub request_type: String,
+    pub status: CommandStatus,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub sent_count: i64,
+    pub last_sent_at: Option<i64>,
+    pub not_now_count: i64,
+    pub last_not_now_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    pub result: Option<Vec<u8>>,
+}

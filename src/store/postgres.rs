@@ -1,0 +1,36 @@
+//! The PostgreSQL backend, for several replicas and large fleets.
+
+use anyhow::Context as _;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        let options = PgConnectOptions::from_str(url).context("invalid PostgreSQL URL")?;
+        Self::open_with(options).await
+    }
+
+    /// Opens with explicit options (tests use this to give each run its own schema).
+    pub async fn open_with(options: PgConnectOptions) -> anyhow::Result<Self> {
+        let target = format!("{}:{}", options.get_host(), options.get_port());
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            // The URL may hold a password: name only host and port.
+            .with_context(|| format!("cannot connect to PostgreSQL at {target}"))?;
+        Ok(Self { pool })
+    }
+
+    /// Replicas starting together must not run the same migration twice.
+    const MIGRATION_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7400517)");
+}
+
+super::sql::impl_sql_store!(PostgresStore, sqlx::Postgres, "postgres");

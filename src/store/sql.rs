@@ -1,0 +1,475 @@
+//! The one SQL implementation of `Store`, instantiated for SQLite and PostgreSQL by
+//! `impl_sql_store!`. Placeholders are `$n`, which both databases accept, and every query uses
+//! only syntax both support (ON CONFLICT, RETURNING, partial indexes).
+//!
+//! Transactions start with a write where they can: a SQLite transaction that reads first and
+//! writes later can fail to upgrade its lock under concurrency.
+
+pub(crate) const ENROLLMENT_COLUMNS: &str = "id, enrollment_type, state, topic, serial_number, model, \
+    model_name, product_name, os_version, build_version, device_name, imei, meid, \
+    push_token IS NOT NULL AS has_push_token, unlock_token IS NOT NULL AS has_unlock_token, \
+    awaiting_configuration, created_at, authenticated_at, token_updated_at, checked_out_at, last_seen_at";
+
+pub(crate) const COMMAND_COLUMNS: &str = "c.uuid, c.enrollment_id, c.request_type, c.status, c.created_at, \
+    c.updated_at, c.sent_count, c.last_sent_at, c.not_now_count, c.last_not_now_at, c.completed_at, r.raw";
+
+/// `$first, $first+1, …` for a list of `count` bound values.
+pub(crate) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+macro_rules! impl_sql_store {
+    ($store:ty, $db:ty, $backend:literal) => {
+        use $crate::store::sql::{placeholders, COMMAND_COLUMNS, ENROLLMENT_COLUMNS};
+        use $crate::store::*;
+        use sqlx::Row as _;
+
+        type DbRow = <$db as sqlx::Database>::Row;
+
+        fn enrollment_from_row(row: &DbRow) -> Result<Enrollment, sqlx::Error> {
+            Ok(Enrollment {
+                device_id: row.try_get("id")?,
+                enrollment_type: EnrollmentType::parse(&row.try_get::<String, _>("enrollment_type")?),
+                state: EnrollmentState::parse(&row.try_get::<String, _>("state")?),
+                topic: row.try_get("topic")?,
+                serial_number: row.try_get("serial_number")?,
+                model: row.try_get("model")?,
+                model_name: row.try_get("model_name")?,
+                product_name: row.try_get("product_name")?,
+                os_version: row.try_get("os_version")?,
+                build_version: row.try_get("build_version")?,
+                device_name: row.try_get("device_name")?,
+                imei: row.try_get("imei")?,
+                meid: row.try_get("meid")?,
+                has_push_token: row.try_get("has_push_token")?,
+                has_unlock_token: row.try_get("has_unlock_token")?,
+                awaiting_configuration: row.try_get("awaiting_configuration")?,
+                created_at: row.try_get("created_at")?,
+                authenticated_at: row.try_get("authenticated_at")?,
+                token_updated_at: row.try_get("token_updated_at")?,
+                checked_out_at: row.try_get("checked_out_at")?,
+                last_seen_at: row.try_get("last_seen_at")?,
+            })
+        }
+
+        fn command_from_row(row: &DbRow) -> Result<CommandRecord, sqlx::Error> {
+            Ok(CommandRecord {
+                uuid: row.try_get("uuid")?,
+                device_id: row.try_get("enrollment_id")?,
+                request_type: row.try_get("request_type")?,
+                status: CommandStatus::parse(&row.try_get::<String, _>("status")?),
+                created_at: row.try_get("created_at")?,
+                updated_at: row.try_get("updated_at")?,
+                sent_count: row.try_get("sent_count")?,
+                last_sent_at: row.try_get("last_sent_at")?,
+                not_now_count: row.try_get("not_now_count")?,
+                last_not_now_at: row.try_get("last_not_now_at")?,
+                completed_at: row.try_get("completed_at")?,
+                result: row.try_get("raw")?,
+            })
+        }
+
+        #[async_trait::async_trait]
+        impl Store for $store {
+            async fn migrate(&self) -> StoreResult<()> {
+                self.run_migrations().await
+            }
+
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn authenticate(&self, f: &DeviceFacts, now: i64) -> StoreResult<AuthenticateOutcome> {
+                let mut tx = self.pool.begin().await?;
+                let inserted: bool = sqlx::query(
+                    "INSERT INTO enrollments (id, enrollment_type, state, topic, serial_number, model, model_name, \
+                     product_name, os_version, build_version, device_name, imei, meid, created_at, authenticated_at) \
+                     VALUES ($1, $2, 'authenticated', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) \
+                     ON CONFLICT (id) DO UPDATE SET enrollment_type = excluded.enrollment_type, \
+                       state = 'authenticated', topic = excluded.topic, \
+                       serial_number = COALESCE(excluded.serial_number, enrollments.serial_number), \
+                       model = COALESCE(excluded.model, enrollments.model), \
+                       model_name = COALESCE(excluded.model_name, enrollments.model_name), \
+                       product_name = COALESCE(excluded.product_name, enrollments.product_name), \
+                       os_version = COALESCE(excluded.os_version, enrollments.os_version), \
+                       build_version = COALESCE(excluded.build_version, enrollments.build_version), \
+                       device_name = COALESCE(excluded.device_name, enrollments.device_name), \
+                       imei = COALESCE(excluded.imei, enrollments.imei), \
+                       meid = COALESCE(excluded.meid, enrollments.meid), \
+                       push_token = NULL, push_magic = NULL, awaiting_configuration = FALSE, \
+                       authenticated_at = excluded.authenticated_at, checked_out_at = NULL \
+                     RETURNING created_at = authenticated_at AS inserted",
+                )
+                .bind(&f.device_id)
+                .bind(f.enrollment_type.as_str())
+                .bind(&f.topic)
+                .bind(&f.serial_number)
+                .bind(&f.model)
+                .bind(&f.model_name)
+                .bind(&f.product_name)
+                .bind(&f.os_version)
+                .bind(&f.build_version)
+                .bind(&f.device_name)
+                .bind(&f.imei)
+                .bind(&f.meid)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("inserted")?;
+                let cancelled = sqlx::query(
+                    "UPDATE commands SET status = 'cancelled', updated_at = $2 \
+                     WHERE enrollment_id = $1 AND status = 'queued'",
+                )
+                .bind(&f.device_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok(AuthenticateOutcome { cancelled_commands: cancelled, re_enrollment: !inserted })
+            }
+
+            async fn token_update(&self, u: &TokenUpdateRecord, now: i64) -> StoreResult<()> {
+                // Upsert: a device whose Authenticate was lost still becomes reachable.
+                sqlx::query(
+                    "INSERT INTO enrollments (id, enrollment_type, state, topic, push_token, push_magic, \
+                     unlock_token, awaiting_configuration, created_at, authenticated_at, token_updated_at) \
+                     VALUES ($1, $2, 'enrolled', $3, $4, $5, $6, $7, $8, $8, $8) \
+                     ON CONFLICT (id) DO UPDATE SET state = 'enrolled', topic = excluded.topic, \
+                       push_token = excluded.push_token, push_magic = excluded.push_magic, \
+                       unlock_token = COALESCE(excluded.unlock_token, enrollments.unlock_token), \
+                       awaiting_configuration = excluded.awaiting_configuration, \
+                       token_updated_at = excluded.token_updated_at, checked_out_at = NULL",
+                )
+                .bind(&u.device_id)
+                .bind(u.enrollment_type.as_str())
+                .bind(&u.topic)
+                .bind(&u.token)
+                .bind(&u.push_magic)
+                .bind(&u.unlock_token)
+                .bind(u.awaiting_configuration)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn check_out(&self, device_id: &str, now: i64) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                let found = sqlx::query(
+                    "UPDATE enrollments SET state = 'checked_out', checked_out_at = $2, \
+                     push_token = NULL, push_magic = NULL WHERE id = $1",
+                )
+                .bind(device_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                // Nothing can be delivered to an unenrolled device; keep the rows as history.
+                sqlx::query(
+                    "UPDATE commands SET status = 'cancelled', updated_at = $2 \
+                     WHERE enrollment_id = $1 AND status = 'queued'",
+                )
+                .bind(device_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(found)
+            }
+
+            async fn set_bootstrap_token(&self, device_id: &str, token: Option<&[u8]>) -> StoreResult<()> {
+                let found = sqlx::query("UPDATE enrollments SET bootstrap_token = $2 WHERE id = $1")
+                    .bind(device_id)
+                    .bind(token)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                if found == 0 {
+                    return Err(StoreError::NotFound(format!("no enrollment {device_id}")));
+                }
+                Ok(())
+            }
+
+            async fn bootstrap_token(&self, device_id: &str) -> StoreResult<Option<Vec<u8>>> {
+                let row = sqlx::query("SELECT bootstrap_token FROM enrollments WHERE id = $1")
+                    .bind(device_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match row {
+                    Some(row) => row.try_get("bootstrap_token")?,
+                    None => None,
+                })
+            }
+
+            async fn enrollment(&self, device_id: &str) -> StoreResult<Option<Enrollment>> {
+                let row = sqlx::query(&format!("SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE id = $1"))
+                    .bind(device_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.as_ref().map(enrollment_from_row).transpose()?)
+            }
+
+            async fn find_enrollment(&self, key: &str) -> StoreResult<Option<Enrollment>> {
+                if let Some(found) = self.enrollment(key).await? {
+                    return Ok(Some(found));
+                }
+                // Serial numbers can repeat across re-enrollments; the latest wins.
+                let row = sqlx::query(&format!(
+                    "SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE serial_number = $1 \
+                     ORDER BY authenticated_at DESC LIMIT 1"
+                ))
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.as_ref().map(enrollment_from_row).transpose()?)
+            }
+
+            async fn list_enrollments(&self, after: Option<&str>, limit: i64) -> StoreResult<Vec<Enrollment>> {
+                let rows = sqlx::query(&format!(
+                    "SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE id > $1 ORDER BY id LIMIT $2"
+                ))
+                .bind(after.unwrap_or(""))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.iter().map(enrollment_from_row).collect::<Result<_, _>>()?)
+            }
+
+            async fn push_credentials(&self, device_id: &str) -> StoreResult<Option<PushCredentials>> {
+                let row = sqlx::query(
+                    "SELECT topic, push_token, push_magic FROM enrollments \
+                     WHERE id = $1 AND state = 'enrolled' AND push_token IS NOT NULL",
+                )
+                .bind(device_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(match row {
+                    Some(row) => Some(PushCredentials {
+                        topic: row.try_get("topic")?,
+                        token: row.try_get("push_token")?,
+                        push_magic: row.try_get("push_magic")?,
+                    }),
+                    None => None,
+                })
+            }
+
+            async fn record_last_seen(&self, seen: &[(String, i64)]) -> StoreResult<()> {
+                if seen.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.pool.begin().await?;
+                for (device_id, at) in seen {
+                    sqlx::query(
+                        "UPDATE enrollments SET last_seen_at = $2 \
+                         WHERE id = $1 AND (last_seen_at IS NULL OR last_seen_at < $2)",
+                    )
+                    .bind(device_id)
+                    .bind(*at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn enqueue(&self, device_id: &str, c: &NewCommand, now: i64) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                // Insert only for a device that exists and is not checked out, in one statement.
+                let inserted = sqlx::query(
+                    "INSERT INTO commands (uuid, enrollment_id, request_type, command, status, created_at, updated_at) \
+                     SELECT $1, id, $3, $4, 'queued', $5, $5 FROM enrollments WHERE id = $2 AND state <> 'checked_out' \
+                     ON CONFLICT (uuid) DO NOTHING",
+                )
+                .bind(&c.uuid)
+                .bind(device_id)
+                .bind(&c.request_type)
+                .bind(&c.command)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 1 {
+                    tx.commit().await?;
+                    return Ok(());
+                }
+                let state: Option<String> = sqlx::query("SELECT state FROM enrollments WHERE id = $1")
+                    .bind(device_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|row| row.try_get("state"))
+                    .transpose()?;
+                tx.rollback().await?;
+                Err(match state.as_deref() {
+                    None => StoreError::NotFound(format!("no device {device_id}")),
+                    Some("checked_out") => StoreError::Conflict(format!(
+                        "device {device_id} is checked out (unenrolled); it can receive commands again after it re-enrolls"
+                    )),
+                    Some(_) => StoreError::Conflict(format!("command UUID {} is already in use", c.uuid)),
+                })
+            }
+
+            async fn next_command(&self, device_id: &str, skip: &[String], now: i64) -> StoreResult<Option<QueuedCommand>> {
+                let skip_clause = if skip.is_empty() {
+                    String::new()
+                } else {
+                    format!(" AND uuid NOT IN ({})", placeholders(3, skip.len()))
+                };
+                let sql = format!(
+                    "UPDATE commands SET sent_count = sent_count + 1, last_sent_at = $2 \
+                     WHERE seq = (SELECT seq FROM commands WHERE enrollment_id = $1 AND status = 'queued'{skip_clause} \
+                                  ORDER BY seq LIMIT 1) \
+                     RETURNING uuid, request_type, command"
+                );
+                let mut query = sqlx::query(&sql).bind(device_id).bind(now);
+                for uuid in skip {
+                    query = query.bind(uuid);
+                }
+                let row = query.fetch_optional(&self.pool).await?;
+                Ok(match row {
+                    Some(row) => Some(QueuedCommand {
+                        uuid: row.try_get("uuid")?,
+                        request_type: row.try_get("request_type")?,
+                        command: row.try_get("command")?,
+                    }),
+                    None => None,
+                })
+            }
+
+            async fn record_report(&self, device_id: &str, r: &ReportRecord<'_>, now: i64) -> StoreResult<ReportOutcome> {
+                let mut tx = self.pool.begin().await?;
+                let Some(terminal) = CommandStatus::from_report(r.status) else {
+                    let updated = sqlx::query(
+                        "UPDATE commands SET not_now_count = not_now_count + 1, last_not_now_at = $3, updated_at = $3 \
+                         WHERE uuid = $1 AND enrollment_id = $2 AND status = 'queued'",
+                    )
+                    .bind(r.command_uuid)
+                    .bind(device_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if updated == 1 {
+                        tx.commit().await?;
+                        return Ok(ReportOutcome::StillQueued);
+                    }
+                    let outcome = Self::finished_or_unknown(&mut tx, device_id, r.command_uuid).await?;
+                    tx.commit().await?;
+                    return Ok(outcome);
+                };
+                // A cancelled command may still have run on the device: its result counts.
+                let updated = sqlx::query(
+                    "UPDATE commands SET status = $3, completed_at = $4, updated_at = $4 \
+                     WHERE uuid = $1 AND enrollment_id = $2 AND status IN ('queued', 'cancelled')",
+                )
+                .bind(r.command_uuid)
+                .bind(device_id)
+                .bind(terminal.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if updated == 0 {
+                    let outcome = Self::finished_or_unknown(&mut tx, device_id, r.command_uuid).await?;
+                    tx.commit().await?;
+                    return Ok(outcome);
+                }
+                sqlx::query(
+                    "INSERT INTO command_results (command_uuid, enrollment_id, status, raw, received_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (command_uuid) DO NOTHING",
+                )
+                .bind(r.command_uuid)
+                .bind(device_id)
+                .bind(terminal.as_str())
+                .bind(r.raw)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(ReportOutcome::Dequeued)
+            }
+
+            async fn commands(&self, device_id: &str, limit: i64) -> StoreResult<Vec<CommandRecord>> {
+                let rows = sqlx::query(&format!(
+                    "SELECT {COMMAND_COLUMNS} FROM commands c LEFT JOIN command_results r ON r.command_uuid = c.uuid \
+                     WHERE c.enrollment_id = $1 ORDER BY c.seq DESC LIMIT $2"
+                ))
+                .bind(device_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.iter().map(command_from_row).collect::<Result<_, _>>()?)
+            }
+
+            async fn queue_depth(&self) -> StoreResult<i64> {
+                let row = sqlx::query("SELECT COUNT(*) AS n FROM commands WHERE status = 'queued'")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(row.try_get("n")?)
+            }
+        }
+
+        impl $store {
+            async fn finished_or_unknown(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                device_id: &str,
+                uuid: &str,
+            ) -> StoreResult<ReportOutcome> {
+                let exists = sqlx::query("SELECT 1 AS one FROM commands WHERE uuid = $1 AND enrollment_id = $2")
+                    .bind(uuid)
+                    .bind(device_id)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .is_some();
+                Ok(if exists { ReportOutcome::AlreadyFinished } else { ReportOutcome::Unknown })
+            }
+
+            async fn run_migrations(&self) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                if let Some(lock) = Self::MIGRATION_LOCK {
+                    sqlx::query(lock).execute(&mut *tx).await?;
+                }
+                sqlx::query(
+                    "CREATE TABLE IF NOT EXISTS pomona_schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+                )
+                .execute(&mut *tx)
+                .await?;
+                let applied: Vec<i64> = sqlx::query("SELECT version FROM pomona_schema_migrations")
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(|row| row.try_get("version"))
+                    .collect::<Result<_, _>>()?;
+                for &(version, sqlite_sql, postgres_sql) in $crate::store::migrations::MIGRATIONS {
+                    if applied.contains(&version) {
+                        continue;
+                    }
+                    let sql: &'static str = if $backend == "sqlite" { sqlite_sql } else { postgres_sql };
+                    // One statement at a time: PostgreSQL prepares each separately.
+                    for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                        sqlx::query(statement).execute(&mut *tx).await?;
+                    }
+                    sqlx::query("INSERT INTO pomona_schema_migrations (version, applied_at) VALUES ($1, $2)")
+                        .bind(version)
+                        .bind($crate::store::now_millis())
+                        .execute(&mut *tx)
+                        .await?;
+                    tracing::info!(version, backend = $backend, "applied schema migration");
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(crate) use impl_sql_store;

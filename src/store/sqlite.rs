@@ -1,0 +1,44 @@
+//! The embedded SQLite backend: one file, WAL journal, full fsync on commit so that a crash or
+//! power loss after an answer never loses what was answered.
+
+use anyhow::Context as _;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at a `sqlite://path` URL.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("invalid SQLite URL {url:?}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        // The database holds push and unlock tokens: create it readable by its owner only
+        // (SQLite gives its -wal and -shm files the same mode).
+        let path = options.get_filename();
+        if path != std::path::Path::new(":memory:") && !path.exists() {
+            crate::config::write_private_file(path, b"")
+                .with_context(|| format!("creating SQLite database {}", path.display()))?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .with_context(|| format!("cannot open SQLite database {url:?}"))?;
+        Ok(Self { pool })
+    }
+
+    /// SQLite serialises writers on the file itself: no extra lock.
+    const MIGRATION_LOCK: Option<&'static str> = None;
+}
+
+super::sql::impl_sql_store!(SqliteStore, sqlx::Sqlite, "sqlite");
