@@ -7,22 +7,37 @@
 pub mod config;
 pub mod protocol;
 pub mod server;
-pub mod store;
 pub mod sim;
+pub mod store;
 
 use anyhow::Context as _;
 
 /// Runs `pomona serve` with a validated configuration until Ctrl-C or SIGTERM.
 pub async fn serve(config: config::ServeConfig) -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind(config.listen)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    serve_on(config, listener, shutdown_signal()).await
+}
+
+/// Serves on an already bound listener (tests bind port 0) until `shutdown` resolves.
+pub async fn serve_on(
+    config: config::ServeConfig,
+    listener: std::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let prepared = config::bootstrap::prepare(&config)?;
     if let Some(path) = &prepared.new_admin_token_file {
         // Printed once, on the start that created it; later starts only say where it is.
-        println!("Admin API token (saved to {}, shown only this once):\n  {}", path.display(), prepared.admin_token);
+        println!(
+            "Admin API token (saved to {}, shown only this once):\n  {}",
+            path.display(),
+            prepared.admin_token
+        );
     }
     report_policy_dir(&config);
-    let store = store::open(&config.database).await.context("opening the database")?;
-    let listener = std::net::TcpListener::bind(config.listen)
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let store = store::open(&config.database)
+        .await
+        .context("opening the database")?;
     let local = listener.local_addr()?;
     tracing::info!(
         listen = %local,
@@ -37,7 +52,7 @@ pub async fn serve(config: config::ServeConfig) -> anyhow::Result<()> {
         tracing::info!(ca = %ca.display(), "HTTPS uses a generated certificate; clients must trust this CA");
     }
     let state = server::AppState::new(store, prepared.admin_token, config.limits);
-    server::run(listener, prepared.tls, state, shutdown_signal()).await
+    server::run(listener, prepared.tls, state, shutdown).await
 }
 
 fn report_policy_dir(config: &config::ServeConfig) {
@@ -50,7 +65,11 @@ fn report_policy_dir(config: &config::ServeConfig) {
         .map(|entries| {
             entries
                 .filter_map(Result::ok)
-                .filter(|e| e.path().extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .filter(|e| {
+                    e.path()
+                        .extension()
+                        .is_some_and(|x| x == "yaml" || x == "yml")
+                })
                 .count()
         })
         .unwrap_or(0);
@@ -62,13 +81,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

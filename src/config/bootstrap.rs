@@ -34,7 +34,12 @@ pub fn prepare(config: &ServeConfig) -> anyhow::Result<Prepared> {
     };
     let tls = server_tls_config(&chain_pem, &key_pem)?;
     let (admin_token, new_admin_token_file) = admin_token(config)?;
-    Ok(Prepared { tls, admin_token, new_admin_token_file, generated_ca })
+    Ok(Prepared {
+        tls,
+        admin_token,
+        new_admin_token_file,
+        generated_ca,
+    })
 }
 
 fn create_private_dir(path: &Path) -> anyhow::Result<()> {
@@ -48,11 +53,16 @@ fn create_private_dir(path: &Path) -> anyhow::Result<()> {
         use std::os::unix::fs::DirBuilderExt as _;
         builder.mode(0o700);
     }
-    builder.create(path).with_context(|| format!("creating data directory {}", path.display()))
+    builder
+        .create(path)
+        .with_context(|| format!("creating data directory {}", path.display()))
 }
 
 /// Builds a rustls server configuration (ring provider) from PEM chain and key.
-pub fn server_tls_config(chain_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+pub fn server_tls_config(
+    chain_pem: &[u8],
+    key_pem: &[u8],
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let chain = rustls_pemfile::certs(&mut &chain_pem[..])
         .collect::<Result<Vec<_>, _>>()
         .context("TLS certificate file is not valid PEM")?;
@@ -62,20 +72,26 @@ pub fn server_tls_config(chain_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<Arc
     let key = rustls_pemfile::private_key(&mut &key_pem[..])
         .context("TLS key file is not valid PEM")?
         .context("TLS key file holds no private key")?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .context("TLS certificate and key do not match or are unsupported")?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS protocol versions")?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .context("TLS certificate and key do not match or are unsupported")?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
 fn ca_params() -> CertificateParams {
     let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, "Pomona local TLS CA");
-    params.distinguished_name.push(DnType::OrganizationName, "Pomona");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "Pomona local TLS CA");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Pomona");
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.not_before = rcgen::date_time_ymd(2024, 1, 1);
@@ -84,7 +100,10 @@ fn ca_params() -> CertificateParams {
 }
 
 /// Returns (server chain PEM, server key PEM, CA path), creating what is missing.
-fn ensure_generated_tls(dir: &Path, public_host: &str) -> anyhow::Result<(Vec<u8>, Vec<u8>, PathBuf)> {
+fn ensure_generated_tls(
+    dir: &Path,
+    public_host: &str,
+) -> anyhow::Result<(Vec<u8>, Vec<u8>, PathBuf)> {
     create_private_dir(dir)?;
     let ca_cert_path = dir.join("ca.pem");
     let ca_key_path = dir.join("ca-key.pem");
@@ -93,7 +112,8 @@ fn ensure_generated_tls(dir: &Path, public_host: &str) -> anyhow::Result<(Vec<u8
     let hosts_path = dir.join("server-hosts");
 
     let ca_key = if ca_key_path.exists() {
-        KeyPair::from_pem(&std::fs::read_to_string(&ca_key_path)?).context("reading tls/ca-key.pem")?
+        KeyPair::from_pem(&std::fs::read_to_string(&ca_key_path)?)
+            .context("reading tls/ca-key.pem")?
     } else {
         let key = KeyPair::generate().context("generating the TLS CA key")?;
         write_private_file(&ca_key_path, key.serialize_pem().as_bytes())?;
@@ -102,7 +122,9 @@ fn ensure_generated_tls(dir: &Path, public_host: &str) -> anyhow::Result<(Vec<u8
     };
     // The CA is re-created from fixed parameters and its stored key: same subject, same key, so
     // certificates issued now verify against the ca.pem clients already trust.
-    let ca = ca_params().self_signed(&ca_key).context("self-signing the TLS CA")?;
+    let ca = ca_params()
+        .self_signed(&ca_key)
+        .context("self-signing the TLS CA")?;
     if !ca_cert_path.exists() {
         std::fs::write(&ca_cert_path, ca.pem())?;
     }
@@ -116,7 +138,10 @@ fn ensure_generated_tls(dir: &Path, public_host: &str) -> anyhow::Result<(Vec<u8
     if current != wanted || !cert_path.exists() || !key_path.exists() {
         let key = KeyPair::generate().context("generating the TLS server key")?;
         let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, hosts.last().cloned().unwrap_or_default());
+        params.distinguished_name.push(
+            DnType::CommonName,
+            hosts.last().cloned().unwrap_or_default(),
+        );
         params.subject_alt_names = hosts
             .iter()
             .map(|h| match h.parse::<std::net::IpAddr>() {
@@ -125,18 +150,27 @@ fn ensure_generated_tls(dir: &Path, public_host: &str) -> anyhow::Result<(Vec<u8
             })
             .collect::<Result<_, _>>()
             .context("public_url host is not a valid DNS name")?;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
         params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(397);
-        let cert = params.signed_by(&key, &ca, &ca_key).context("issuing the TLS server certificate")?;
+        let cert = params
+            .signed_by(&key, &ca, &ca_key)
+            .context("issuing the TLS server certificate")?;
         let chain = format!("{}{}", cert.pem(), ca.pem());
         std::fs::write(&cert_path, &chain)?;
         write_private_file(&key_path, key.serialize_pem().as_bytes())?;
         std::fs::write(&hosts_path, &wanted)?;
         tracing::info!(hosts = %hosts.join(", "), "issued TLS server certificate from the local CA");
     }
-    Ok((std::fs::read(&cert_path)?, std::fs::read(&key_path)?, ca_cert_path))
+    Ok((
+        std::fs::read(&cert_path)?,
+        std::fs::read(&key_path)?,
+        ca_cert_path,
+    ))
 }
 
 fn admin_token(config: &ServeConfig) -> anyhow::Result<(String, Option<PathBuf>)> {
@@ -147,7 +181,8 @@ fn admin_token(config: &ServeConfig) -> anyhow::Result<(String, Option<PathBuf>)
     }
     let path = config.data_dir.join("admin-token");
     if path.exists() {
-        let token = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let token = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         return Ok((token.trim().to_string(), None));
     }
     let token = random_token();

@@ -84,7 +84,10 @@ pub struct ServeConfig {
 pub enum TlsSource {
     /// Generate (once) a local CA and server certificate in the data directory.
     Generated,
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
 }
 
 /// Request limits applied to every endpoint.
@@ -96,7 +99,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 10 * 1024 * 1024, read_timeout: Duration::from_secs(30) }
+        Self {
+            max_body_bytes: 10 * 1024 * 1024,
+            read_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -123,15 +129,28 @@ impl ServeArgs {
             None => FileConfig::default(),
         };
 
-        let listen_text = self.listen.clone().or(file.listen).unwrap_or_else(|| "0.0.0.0:8443".into());
+        let listen_text = self
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| "0.0.0.0:8443".into());
         let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|_| {
-            problems.push(format!("listen: {listen_text:?} is not an address like 0.0.0.0:8443"));
+            problems.push(format!(
+                "listen: {listen_text:?} is not an address like 0.0.0.0:8443"
+            ));
             SocketAddr::from(([0, 0, 0, 0], 8443))
         });
 
-        let data_dir = self.data_dir.clone().or(file.data_dir).unwrap_or_else(|| "pomona-data".into());
+        let data_dir = self
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| "pomona-data".into());
         if data_dir.exists() && !data_dir.is_dir() {
-            problems.push(format!("data_dir: {} exists and is not a directory", data_dir.display()));
+            problems.push(format!(
+                "data_dir: {} exists and is not a directory",
+                data_dir.display()
+            ));
         }
 
         let database = self
@@ -139,16 +158,25 @@ impl ServeArgs {
             .clone()
             .or(file.database)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("pomona.db").display()));
-        if !(database.starts_with("sqlite:") || database.starts_with("postgres:") || database.starts_with("postgresql:")) {
+        if !(database.starts_with("sqlite:")
+            || database.starts_with("postgres:")
+            || database.starts_with("postgresql:"))
+        {
             problems.push("database: must start with sqlite:// or postgres:// (the value is not shown: it may hold a password)".into());
         }
 
-        let tls = match (self.tls_cert.clone().or(file.tls_cert), self.tls_key.clone().or(file.tls_key)) {
+        let tls = match (
+            self.tls_cert.clone().or(file.tls_cert),
+            self.tls_key.clone().or(file.tls_key),
+        ) {
             (None, None) => TlsSource::Generated,
             (Some(cert), Some(key)) => {
                 for (name, path) in [("tls_cert", &cert), ("tls_key", &key)] {
                     if !path.is_file() {
-                        problems.push(format!("{name}: {} does not exist or is not a file", path.display()));
+                        problems.push(format!(
+                            "{name}: {} does not exist or is not a file",
+                            path.display()
+                        ));
                     }
                 }
                 TlsSource::Files { cert, key }
@@ -180,14 +208,24 @@ impl ServeArgs {
                     path.display()
                 )),
                 Ok(_) => {}
-                Err(e) => problems.push(format!("admin_token_file: cannot read {}: {e}", path.display())),
+                Err(e) => problems.push(format!(
+                    "admin_token_file: cannot read {}: {e}",
+                    path.display()
+                )),
             }
         }
 
         let policy_dir_explicit = self.policy_dir.is_some() || file.policy_dir.is_some();
-        let policy_dir = self.policy_dir.clone().or(file.policy_dir).unwrap_or_else(|| "policies".into());
+        let policy_dir = self
+            .policy_dir
+            .clone()
+            .or(file.policy_dir)
+            .unwrap_or_else(|| "policies".into());
         if policy_dir_explicit && !policy_dir.is_dir() {
-            problems.push(format!("policy_dir: {} is not a directory", policy_dir.display()));
+            problems.push(format!(
+                "policy_dir: {} is not a directory",
+                policy_dir.display()
+            ));
         }
 
         let mut limits = Limits::default();
@@ -285,7 +323,13 @@ mod tests {
         };
         let err = args.resolve().unwrap_err();
         let text = err.to_string();
-        for expected in ["listen:", "database:", "tls_cert is set but tls_key", "public_url:", "max_body_bytes:"] {
+        for expected in [
+            "listen:",
+            "database:",
+            "tls_cert is set but tls_key",
+            "public_url:",
+            "max_body_bytes:",
+        ] {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");
         }
         assert_eq!(err.0.len(), 5, "{text}");
@@ -295,7 +339,11 @@ mod tests {
     fn config_file_keys_apply_and_flags_win() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pomona.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\npublic_url = \"https://mdm.example.com\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\npublic_url = \"https://mdm.example.com\"\n",
+        )
+        .unwrap();
         let args = ServeArgs {
             config: Some(path.clone()),
             listen: Some("127.0.0.1:9443".into()),
@@ -307,7 +355,12 @@ mod tests {
         assert_eq!(c.public_host(), "mdm.example.com");
 
         std::fs::write(&path, "lissten = \"x\"\n").unwrap();
-        let err = ServeArgs { config: Some(path), ..ServeArgs::default() }.resolve().unwrap_err();
+        let err = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
         assert!(err.to_string().contains("unknown field `lissten`"), "{err}");
     }
 

@@ -15,11 +15,20 @@ pub enum CheckinMessage {
     Authenticate(Authenticate),
     TokenUpdate(TokenUpdate),
     CheckOut,
-    UserAuthenticate { digest_response: Option<String> },
-    SetBootstrapToken { bootstrap_token: Option<Vec<u8>> },
+    UserAuthenticate {
+        digest_response: Option<String>,
+    },
+    SetBootstrapToken {
+        bootstrap_token: Option<Vec<u8>>,
+    },
     GetBootstrapToken,
-    DeclarativeManagement { endpoint: String, data: Option<Vec<u8>> },
-    GetToken { token_service_type: String },
+    DeclarativeManagement {
+        endpoint: String,
+        data: Option<Vec<u8>>,
+    },
+    GetToken {
+        token_service_type: String,
+    },
     ReturnToService,
     /// A MessageType this server does not know; kept so it can be answered and logged.
     Unknown(String),
@@ -160,7 +169,9 @@ mod tests {
         );
         let c = Checkin::parse(&raw).unwrap();
         assert_eq!(c.ids.device_id(), "UDID-1");
-        let CheckinMessage::Authenticate(a) = c.message else { panic!("not Authenticate") };
+        let CheckinMessage::Authenticate(a) = c.message else {
+            panic!("not Authenticate")
+        };
         assert_eq!(a.serial_number.as_deref(), Some("C02ABC"));
         assert_eq!(a.model.as_deref(), Some("iPhone15,2"));
         assert_eq!(a.os_version.as_deref(), Some("17.4"));

@@ -25,7 +25,7 @@ pub enum CommandRequest {
     RemoveProfile {
         identifier: String,
     },
-    SecurityInfo,
+    SecurityInfo {},
     InstalledApplicationList {
         #[serde(default)]
         identifiers: Vec<String>,
@@ -80,7 +80,7 @@ impl CommandRequest {
             Self::ProfileList { .. } => "ProfileList",
             Self::InstallProfile { .. } => "InstallProfile",
             Self::RemoveProfile { .. } => "RemoveProfile",
-            Self::SecurityInfo => "SecurityInfo",
+            Self::SecurityInfo {} => "SecurityInfo",
             Self::InstalledApplicationList { .. } => "InstalledApplicationList",
             Self::DeviceLock { .. } => "DeviceLock",
             Self::EraseDevice { .. } => "EraseDevice",
@@ -108,7 +108,9 @@ impl CommandRequest {
                     return Err("DeviceInformation: field queries must name at least one query (e.g. \"OSVersion\")".into());
                 }
                 if let Some(q) = queries.iter().find(|q| q.trim().is_empty()) {
-                    return Err(format!("DeviceInformation: field queries contains an empty name {q:?}"));
+                    return Err(format!(
+                        "DeviceInformation: field queries contains an empty name {q:?}"
+                    ));
                 }
                 d.insert("Queries".into(), strings(queries));
                 "DeviceInformation"
@@ -120,7 +122,9 @@ impl CommandRequest {
             Self::InstallProfile { payload } => {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(payload.trim())
-                    .map_err(|e| format!("InstallProfile: field payload is not valid base64: {e}"))?;
+                    .map_err(|e| {
+                        format!("InstallProfile: field payload is not valid base64: {e}")
+                    })?;
                 check_profile_bytes(&bytes)?;
                 d.insert("Payload".into(), Value::Data(bytes));
                 "InstallProfile"
@@ -132,22 +136,33 @@ impl CommandRequest {
                 d.insert("Identifier".into(), Value::String(identifier.clone()));
                 "RemoveProfile"
             }
-            Self::SecurityInfo => "SecurityInfo",
-            Self::InstalledApplicationList { identifiers, managed_apps_only } => {
+            Self::SecurityInfo {} => "SecurityInfo",
+            Self::InstalledApplicationList {
+                identifiers,
+                managed_apps_only,
+            } => {
                 if !identifiers.is_empty() {
                     d.insert("Identifiers".into(), strings(identifiers));
                 }
                 set_bool(&mut d, "ManagedAppsOnly", managed_apps_only);
                 "InstalledApplicationList"
             }
-            Self::DeviceLock { message, phone_number, pin } => {
+            Self::DeviceLock {
+                message,
+                phone_number,
+                pin,
+            } => {
                 check_pin("DeviceLock", pin)?;
                 set_str(&mut d, "Message", message);
                 set_str(&mut d, "PhoneNumber", phone_number);
                 set_str(&mut d, "PIN", pin);
                 "DeviceLock"
             }
-            Self::EraseDevice { pin, preserve_data_plan, disallow_proximity_setup } => {
+            Self::EraseDevice {
+                pin,
+                preserve_data_plan,
+                disallow_proximity_setup,
+            } => {
                 check_pin("EraseDevice", pin)?;
                 set_str(&mut d, "PIN", pin);
                 set_bool(&mut d, "PreserveDataPlan", preserve_data_plan);
@@ -161,7 +176,10 @@ impl CommandRequest {
             Self::Raw { plist } => return raw_command(plist.as_bytes()),
         };
         d.insert("RequestType".into(), Value::String(request_type.into()));
-        Ok(Command { request_type: request_type.into(), dict: d })
+        Ok(Command {
+            request_type: request_type.into(),
+            dict: d,
+        })
     }
 }
 
@@ -187,8 +205,9 @@ fn check_profile_bytes(bytes: &[u8]) -> Result<(), String> {
     if bytes[0] == 0x30 {
         return Ok(()); // CMS SignedData (DER/BER); the device verifies it.
     }
-    let profile = super::profile::ProfileSummary::parse(bytes)
-        .map_err(|e| format!("InstallProfile: field payload is not a configuration profile: {e}"))?;
+    let profile = super::profile::ProfileSummary::parse(bytes).map_err(|e| {
+        format!("InstallProfile: field payload is not a configuration profile: {e}")
+    })?;
     if profile.identifier.is_empty() {
         return Err("InstallProfile: the profile has an empty PayloadIdentifier".into());
     }
@@ -248,16 +267,22 @@ mod tests {
     use super::*;
 
     fn req(json: &str) -> Result<Command, String> {
-        serde_json::from_str::<CommandRequest>(json).map_err(|e| e.to_string())?.build()
+        serde_json::from_str::<CommandRequest>(json)
+            .map_err(|e| e.to_string())?
+            .build()
     }
 
     #[test]
     fn device_information_lists_its_queries() {
-        let c = req(r#"{"type":"DeviceInformation","queries":["OSVersion","SerialNumber"]}"#).unwrap();
+        let c =
+            req(r#"{"type":"DeviceInformation","queries":["OSVersion","SerialNumber"]}"#).unwrap();
         assert_eq!(c.request_type, "DeviceInformation");
         let q = c.dict.get("Queries").unwrap().as_array().unwrap();
         assert_eq!(q.len(), 2);
-        assert_eq!(c.dict.get("RequestType").unwrap().as_string(), Some("DeviceInformation"));
+        assert_eq!(
+            c.dict.get("RequestType").unwrap().as_string(),
+            Some("DeviceInformation")
+        );
     }
 
     #[test]
@@ -274,12 +299,27 @@ mod tests {
     #[test]
     fn table_of_invalid_requests_names_the_field() {
         let cases = [
-            (r#"{"type":"DeviceInformation","queries":[]}"#, "field queries"),
-            (r#"{"type":"InstallProfile","payload":"%%%"}"#, "not valid base64"),
-            (r#"{"type":"InstallProfile","payload":"aGVsbG8="}"#, "not a configuration profile"),
-            (r#"{"type":"RemoveProfile","identifier":" "}"#, "field identifier"),
+            (
+                r#"{"type":"DeviceInformation","queries":[]}"#,
+                "field queries",
+            ),
+            (
+                r#"{"type":"InstallProfile","payload":"%%%"}"#,
+                "not valid base64",
+            ),
+            (
+                r#"{"type":"InstallProfile","payload":"aGVsbG8="}"#,
+                "not a configuration profile",
+            ),
+            (
+                r#"{"type":"RemoveProfile","identifier":" "}"#,
+                "field identifier",
+            ),
             (r#"{"type":"DeviceLock","pin":"12"}"#, "six digits"),
-            (r#"{"type":"Raw","plist":"<plist><dict/></plist>"}"#, "needs a RequestType"),
+            (
+                r#"{"type":"Raw","plist":"<plist><dict/></plist>"}"#,
+                "needs a RequestType",
+            ),
             (r#"{"type":"Nope"}"#, "unknown variant"),
             (r#"{"type":"SecurityInfo","extra":1}"#, "unknown field"),
         ];
@@ -291,7 +331,8 @@ mod tests {
 
     #[test]
     fn pin_never_appears_in_debug_output() {
-        let r: CommandRequest = serde_json::from_str(r#"{"type":"DeviceLock","pin":"123456"}"#).unwrap();
+        let r: CommandRequest =
+            serde_json::from_str(r#"{"type":"DeviceLock","pin":"123456"}"#).unwrap();
         assert!(!format!("{r:?}").contains("123456"));
     }
 

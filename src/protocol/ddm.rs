@@ -53,8 +53,12 @@ mod tests {
 
     #[test]
     fn tokens_and_items_carry_the_same_token() {
-        let DdmAnswer::Json(tokens) = answer("tokens") else { panic!() };
-        let DdmAnswer::Json(items) = answer("declaration-items") else { panic!() };
+        let DdmAnswer::Json(tokens) = answer("tokens") else {
+            panic!()
+        };
+        let DdmAnswer::Json(items) = answer("declaration-items") else {
+            panic!()
+        };
         let t: serde_json::Value = serde_json::from_slice(&tokens).unwrap();
         let i: serde_json::Value = serde_json::from_slice(&items).unwrap();
         assert_eq!(t["SyncTokens"]["DeclarationsToken"], i["DeclarationsToken"]);

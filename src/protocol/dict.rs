@@ -14,7 +14,10 @@ impl<'a> DeviceDict<'a> {
     /// Parses XML or binary plist bytes whose top level must be a dictionary.
     pub fn parse(raw: &'a [u8]) -> Result<Self, ProtocolError> {
         if raw.is_empty() {
-            return Err(ProtocolError::new("empty body: expected a plist dictionary", raw));
+            return Err(ProtocolError::new(
+                "empty body: expected a plist dictionary",
+                raw,
+            ));
         }
         let value = Value::from_reader(std::io::Cursor::new(raw))
             .map_err(|e| ProtocolError::new(format!("body is not a valid plist: {e}"), raw))?;
@@ -80,7 +83,9 @@ impl<'a> DeviceDict<'a> {
             enrollment_id: self.opt_string("EnrollmentID")?.filter(|s| !s.is_empty()),
             user_id: self.opt_string("UserID")?.filter(|s| !s.is_empty()),
             user_short_name: self.opt_string("UserShortName")?.filter(|s| !s.is_empty()),
-            enrollment_user_id: self.opt_string("EnrollmentUserID")?.filter(|s| !s.is_empty()),
+            enrollment_user_id: self
+                .opt_string("EnrollmentUserID")?
+                .filter(|s| !s.is_empty()),
         };
         if ids.udid.is_none() && ids.enrollment_id.is_none() {
             return Err(self.error("neither UDID nor EnrollmentID is present"));

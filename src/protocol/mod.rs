@@ -15,7 +15,7 @@ pub mod profile;
 pub mod report;
 
 pub use checkin::{Authenticate, Checkin, CheckinMessage, TokenUpdate};
-pub use command::{CommandRequest, CommandEnvelope};
+pub use command::{CommandEnvelope, CommandRequest};
 pub use dict::EnrollmentIds;
 pub use report::{ErrorChainItem, Report, ReportStatus};
 

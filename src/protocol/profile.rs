@@ -27,7 +27,11 @@ impl ProfileSummary {
         let text = |key: &str| dict.get(key).and_then(Value::as_string).map(str::to_string);
         match text("PayloadType").as_deref() {
             Some("Configuration") => {}
-            Some(other) => return Err(format!("PayloadType is {other:?}, expected \"Configuration\"")),
+            Some(other) => {
+                return Err(format!(
+                    "PayloadType is {other:?}, expected \"Configuration\""
+                ))
+            }
             None => return Err("PayloadType is missing (expected \"Configuration\")".into()),
         }
         let identifier = text("PayloadIdentifier").ok_or("PayloadIdentifier is missing")?;
@@ -82,6 +86,8 @@ mod tests {
     #[test]
     fn rejects_a_payload_that_is_not_a_profile() {
         let p = br#"<plist version="1.0"><dict><key>PayloadType</key><string>com.apple.mdm</string></dict></plist>"#;
-        assert!(ProfileSummary::parse(p).unwrap_err().contains("expected \"Configuration\""));
+        assert!(ProfileSummary::parse(p)
+            .unwrap_err()
+            .contains("expected \"Configuration\""));
     }
 }

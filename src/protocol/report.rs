@@ -27,7 +27,10 @@ impl ReportStatus {
 
     /// A terminal status removes the command from the queue.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Acknowledged | Self::Error | Self::CommandFormatError)
+        matches!(
+            self,
+            Self::Acknowledged | Self::Error | Self::CommandFormatError
+        )
     }
 }
 
@@ -78,7 +81,11 @@ impl Report {
         Ok(Self {
             ids,
             status,
-            command_uuid: if status == ReportStatus::Idle { None } else { command_uuid },
+            command_uuid: if status == ReportStatus::Idle {
+                None
+            } else {
+                command_uuid
+            },
             error_chain,
         })
     }
@@ -88,9 +95,7 @@ fn error_chain_item(value: &Value) -> Option<ErrorChainItem> {
     let dict = value.as_dictionary()?;
     let text = |key: &str| dict.get(key).and_then(Value::as_string).map(str::to_string);
     Some(ErrorChainItem {
-        error_code: dict
-            .get("ErrorCode")
-            .and_then(|v| v.as_signed_integer()),
+        error_code: dict.get("ErrorCode").and_then(|v| v.as_signed_integer()),
         error_domain: text("ErrorDomain"),
         localized_description: text("LocalizedDescription"),
         us_english_description: text("USEnglishDescription"),
@@ -144,13 +149,19 @@ mod tests {
         assert_eq!(r.status, ReportStatus::Error);
         assert_eq!(r.command_uuid.as_deref(), Some("C1"));
         assert_eq!(r.error_chain[0].error_code, Some(-909));
-        assert_eq!(r.error_chain[0].error_domain.as_deref(), Some("NSOSStatusErrorDomain"));
+        assert_eq!(
+            r.error_chain[0].error_domain.as_deref(),
+            Some("NSOSStatusErrorDomain")
+        );
     }
 
     #[test]
     fn table_of_invalid_reports() {
         let cases = [
-            ("<key>UDID</key><string>U</string>", "required key Status is missing"),
+            (
+                "<key>UDID</key><string>U</string>",
+                "required key Status is missing",
+            ),
             (
                 "<key>UDID</key><string>U</string><key>Status</key><string>Done</string>",
                 "unknown Status \"Done\"",
@@ -159,7 +170,10 @@ mod tests {
                 "<key>UDID</key><string>U</string><key>Status</key><string>Acknowledged</string>",
                 "Status Acknowledged without a CommandUUID",
             ),
-            ("<key>Status</key><string>Idle</string>", "neither UDID nor EnrollmentID"),
+            (
+                "<key>Status</key><string>Idle</string>",
+                "neither UDID nor EnrollmentID",
+            ),
         ];
         for (body, expected) in cases {
             let err = Report::parse(&plist(body)).unwrap_err();
@@ -169,7 +183,12 @@ mod tests {
 
     #[test]
     fn encoded_reports_parse_back() {
-        let raw = encode_report("U", ReportStatus::NotNow, Some("C9"), plist::Dictionary::new());
+        let raw = encode_report(
+            "U",
+            ReportStatus::NotNow,
+            Some("C9"),
+            plist::Dictionary::new(),
+        );
         let r = Report::parse(&raw).unwrap();
         assert_eq!(r.status, ReportStatus::NotNow);
         assert_eq!(r.command_uuid.as_deref(), Some("C9"));

@@ -26,11 +26,17 @@ fn store_error(e: StoreError) -> Response {
         StoreError::Conflict(m) => error(StatusCode::CONFLICT, m),
         StoreError::Unavailable(_) => {
             tracing::error!(error = %e, "database unavailable");
-            error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable; retry later")
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database unavailable; retry later",
+            )
         }
         StoreError::Database(_) => {
             tracing::error!(error = %e, "store error");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "internal database error (see server log)")
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal database error (see server log)",
+            )
         }
     }
 }
@@ -39,10 +45,17 @@ fn store_error(e: StoreError) -> Response {
 fn tokens_match(given: &str, expected: &str) -> bool {
     let a = Sha256::digest(given.as_bytes());
     let b = Sha256::digest(expected.as_bytes());
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
-pub async fn require_token(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+pub async fn require_token(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -62,7 +75,10 @@ pub async fn require_token(State(state): State<Arc<AppState>>, request: Request,
 }
 
 pub async fn not_found(request: Request) -> Response {
-    error(StatusCode::NOT_FOUND, format!("no route for {} {}", request.method(), request.uri().path()))
+    error(
+        StatusCode::NOT_FOUND,
+        format!("no route for {} {}", request.method(), request.uri().path()),
+    )
 }
 
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
@@ -75,7 +91,10 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 pub fn rfc3339(millis: i64) -> Value {
     time::OffsetDateTime::from_unix_timestamp_nanos(millis as i128 * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .map_or(Value::Null, Value::String)
 }
 
@@ -132,11 +151,20 @@ pub struct Page {
     limit: Option<i64>,
 }
 
-pub async fn list_devices(State(state): State<Arc<AppState>>, Query(page): Query<Page>) -> Response {
+pub async fn list_devices(
+    State(state): State<Arc<AppState>>,
+    Query(page): Query<Page>,
+) -> Response {
     let limit = page.limit.unwrap_or(100).clamp(1, 1000);
-    match state.store.list_enrollments(page.after.as_deref(), limit).await {
+    match state
+        .store
+        .list_enrollments(page.after.as_deref(), limit)
+        .await
+    {
         Ok(devices) => {
-            let next_after = (devices.len() as i64 == limit).then(|| devices.last().map(|d| d.device_id.clone())).flatten();
+            let next_after = (devices.len() as i64 == limit)
+                .then(|| devices.last().map(|d| d.device_id.clone()))
+                .flatten();
             Json(json!({
                 "devices": devices.iter().map(device_json).collect::<Vec<_>>(),
                 "next_after": next_after,
@@ -150,7 +178,10 @@ pub async fn list_devices(State(state): State<Arc<AppState>>, Query(page): Query
 async fn resolve(state: &AppState, key: &str) -> Result<Enrollment, Response> {
     match state.store.find_enrollment(key).await {
         Ok(Some(e)) => Ok(e),
-        Ok(None) => Err(error(StatusCode::NOT_FOUND, format!("no device with UDID, EnrollmentID or serial number {key:?}"))),
+        Ok(None) => Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no device with UDID, EnrollmentID or serial number {key:?}"),
+        )),
         Err(e) => Err(store_error(e)),
     }
 }
@@ -162,14 +193,23 @@ pub async fn get_device(State(state): State<Arc<AppState>>, Path(id): Path<Strin
     }
 }
 
-pub async fn enqueue_command(State(state): State<Arc<AppState>>, Path(id): Path<String>, body: Body) -> Response {
+pub async fn enqueue_command(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
     let raw = match body::read(&state, body).await {
         Ok(raw) => raw,
         Err((status, reason)) => return error(status, reason),
     };
     let request: CommandRequest = match serde_json::from_slice(&raw) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid command JSON: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid command JSON: {e}"),
+            )
+        }
     };
     let command = match request.build() {
         Ok(c) => c,
@@ -185,7 +225,11 @@ pub async fn enqueue_command(State(state): State<Arc<AppState>>, Path(id): Path<
         request_type: command.request_type.clone(),
         command: CommandEnvelope::encode(&uuid, &command.dict),
     };
-    match state.store.enqueue(&device.device_id, &new, now_millis()).await {
+    match state
+        .store
+        .enqueue(&device.device_id, &new, now_millis())
+        .await
+    {
         Ok(()) => {
             tracing::info!(device = %device.device_id, command = %uuid, request_type = %command.request_type, "command queued");
             (
@@ -203,7 +247,11 @@ pub async fn enqueue_command(State(state): State<Arc<AppState>>, Path(id): Path<
     }
 }
 
-pub async fn list_commands(State(state): State<Arc<AppState>>, Path(id): Path<String>, Query(page): Query<Page>) -> Response {
+pub async fn list_commands(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(page): Query<Page>,
+) -> Response {
     let device = match resolve(&state, &id).await {
         Ok(e) => e,
         Err(r) => return r,

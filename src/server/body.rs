@@ -12,13 +12,24 @@ pub async fn read(state: &AppState, body: Body) -> Result<Vec<u8>, (StatusCode, 
     match tokio::time::timeout(state.limits.read_timeout, limited.collect()).await {
         Err(_) => Err((
             StatusCode::REQUEST_TIMEOUT,
-            format!("request body not received within {} s", state.limits.read_timeout.as_secs()),
+            format!(
+                "request body not received within {} s",
+                state.limits.read_timeout.as_secs()
+            ),
         )),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err((
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body larger than the {limit}-byte limit"),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body larger than the {limit}-byte limit"),
+            ))
+        }
+        Ok(Err(e)) => Err((
+            StatusCode::BAD_REQUEST,
+            format!("request body could not be read: {e}"),
         )),
-        Ok(Err(e)) => Err((StatusCode::BAD_REQUEST, format!("request body could not be read: {e}"))),
         Ok(Ok(collected)) => Ok(collected.to_bytes().to_vec()),
     }
 }

@@ -5,18 +5,25 @@
 //! Status codes: 400 for a message that cannot be understood, 403 for an identity that is
 //! refused, 503 when the database is unavailable. Never 401: it makes a device un-enroll.
 
-use super::identity::{authenticate_device, DeviceIdentity};
+use super::identity::authenticate_device;
 use super::{body, now_millis, AppState};
 use crate::protocol::ddm::{self, DdmAnswer};
 use crate::protocol::{self, Checkin, CheckinMessage, Report, ReportStatus};
-use crate::store::{DeviceFacts, EnrollmentState, EnrollmentType, ReportOutcome, ReportRecord, StoreError, TokenUpdateRecord};
+use crate::store::{
+    DeviceFacts, EnrollmentState, EnrollmentType, ReportOutcome, ReportRecord, StoreError,
+    TokenUpdateRecord,
+};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
-pub async fn checkin(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn checkin(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let raw = match body::read(&state, body).await {
         Ok(raw) => raw,
         Err((status, reason)) => return refuse(status, "check-in", &reason),
@@ -24,7 +31,11 @@ pub async fn checkin(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
     handle_checkin(&state, &headers, &raw).await
 }
 
-pub async fn connect(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn connect(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let raw = match body::read(&state, body).await {
         Ok(raw) => raw,
         Err((status, reason)) => return refuse(status, "command report", &reason),
@@ -48,8 +59,14 @@ fn store_failure(e: StoreError, what: &str) -> Response {
     match e {
         StoreError::Unavailable(_) => {
             tracing::error!(error = %e, what, "database unavailable; asking the device to retry");
-            let mut response = (StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable, retry later\n").into_response();
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+            let mut response = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily unavailable, retry later\n",
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
             response
         }
         other => {
@@ -73,23 +90,22 @@ fn empty_ok() -> Response {
     StatusCode::OK.into_response()
 }
 
-fn identify(headers: &HeaderMap, ids: &protocol::EnrollmentIds) -> Result<DeviceIdentity, Response> {
-    authenticate_device(headers, ids)
-        .map_err(|rejected| refuse(StatusCode::FORBIDDEN, "identity", &rejected.0))
-}
-
 async fn handle_checkin(state: &AppState, headers: &HeaderMap, raw: &[u8]) -> Response {
     let checkin = match Checkin::parse(raw) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(reason = %e, body = %e.raw_excerpt(), "malformed check-in");
-            return (StatusCode::BAD_REQUEST, format!("malformed check-in: {e}\n")).into_response();
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("malformed check-in: {e}\n"),
+            )
+                .into_response();
         }
     };
     state.metrics.count_checkin(checkin.message.message_type());
-    let identity = match identify(headers, &checkin.ids) {
+    let identity = match authenticate_device(headers, &checkin.ids) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(rejected) => return refuse(StatusCode::FORBIDDEN, "identity", &rejected.0),
     };
     let now = now_millis();
     let device_id = identity.device_id.as_str();
@@ -100,7 +116,11 @@ async fn handle_checkin(state: &AppState, headers: &HeaderMap, raw: &[u8]) -> Re
         return user_channel_checkin(&checkin.message, device_id);
     }
     state.last_seen.touch(device_id, now);
-    let enrollment_type = if checkin.ids.is_user_enrollment() { EnrollmentType::UserEnrollment } else { EnrollmentType::Device };
+    let enrollment_type = if checkin.ids.is_user_enrollment() {
+        EnrollmentType::UserEnrollment
+    } else {
+        EnrollmentType::Device
+    };
 
     match checkin.message {
         CheckinMessage::Authenticate(a) => {
@@ -149,16 +169,25 @@ async fn handle_checkin(state: &AppState, headers: &HeaderMap, raw: &[u8]) -> Re
         CheckinMessage::CheckOut => match state.store.check_out(device_id, now).await {
             Ok(found) => {
                 if !found {
-                    tracing::warn!(device = device_id, "CheckOut from a device that was never enrolled");
+                    tracing::warn!(
+                        device = device_id,
+                        "CheckOut from a device that was never enrolled"
+                    );
                 }
                 empty_ok()
             }
             Err(e) => store_failure(e, "CheckOut"),
         },
         CheckinMessage::SetBootstrapToken { bootstrap_token } => {
-            match state.store.set_bootstrap_token(device_id, bootstrap_token.as_deref()).await {
+            match state
+                .store
+                .set_bootstrap_token(device_id, bootstrap_token.as_deref())
+                .await
+            {
                 Ok(()) => empty_ok(),
-                Err(StoreError::NotFound(reason)) => refuse(StatusCode::FORBIDDEN, "SetBootstrapToken", &reason),
+                Err(StoreError::NotFound(reason)) => {
+                    refuse(StatusCode::FORBIDDEN, "SetBootstrapToken", &reason)
+                }
                 Err(e) => store_failure(e, "SetBootstrapToken"),
             }
         }
@@ -172,10 +201,17 @@ async fn handle_checkin(state: &AppState, headers: &HeaderMap, raw: &[u8]) -> Re
             Err(e) => store_failure(e, "GetBootstrapToken"),
         },
         CheckinMessage::DeclarativeManagement { endpoint, .. } => match ddm::answer(&endpoint) {
-            DdmAnswer::Json(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            DdmAnswer::Json(body) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response(),
             DdmAnswer::Empty => empty_ok(),
             DdmAnswer::NotFound => (StatusCode::NOT_FOUND, "no such declaration\n").into_response(),
-            DdmAnswer::BadEndpoint(reason) => refuse(StatusCode::BAD_REQUEST, "DeclarativeManagement", &reason),
+            DdmAnswer::BadEndpoint(reason) => {
+                refuse(StatusCode::BAD_REQUEST, "DeclarativeManagement", &reason)
+            }
         },
         CheckinMessage::GetToken { token_service_type } => refuse(
             StatusCode::BAD_REQUEST,
@@ -189,7 +225,12 @@ async fn handle_checkin(state: &AppState, headers: &HeaderMap, raw: &[u8]) -> Re
             dict.insert("ReturnToService".into(), plist::Value::Dictionary(inner));
             plist_response(plist::Value::Dictionary(dict))
         }
-        CheckinMessage::UserAuthenticate { .. } => user_channel_checkin(&CheckinMessage::UserAuthenticate { digest_response: None }, device_id),
+        CheckinMessage::UserAuthenticate { .. } => user_channel_checkin(
+            &CheckinMessage::UserAuthenticate {
+                digest_response: None,
+            },
+            device_id,
+        ),
         CheckinMessage::Unknown(name) => refuse(
             StatusCode::BAD_REQUEST,
             "check-in",
@@ -204,11 +245,18 @@ async fn handle_checkin(state: &AppState, headers: &HeaderMap, raw: &[u8]) -> Re
 fn user_channel_checkin(message: &CheckinMessage, device_id: &str) -> Response {
     match message {
         CheckinMessage::UserAuthenticate { .. } => {
-            tracing::info!(device = device_id, "declining user channel (UserAuthenticate → 410)");
+            tracing::info!(
+                device = device_id,
+                "declining user channel (UserAuthenticate → 410)"
+            );
             StatusCode::GONE.into_response()
         }
         other => {
-            tracing::info!(device = device_id, message_type = other.message_type(), "user-channel check-in accepted; user channels are not managed yet");
+            tracing::info!(
+                device = device_id,
+                message_type = other.message_type(),
+                "user-channel check-in accepted; user channels are not managed yet"
+            );
             empty_ok()
         }
     }
@@ -219,13 +267,17 @@ async fn handle_report(state: &AppState, headers: &HeaderMap, raw: &[u8]) -> Res
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(reason = %e, body = %e.raw_excerpt(), "malformed command report");
-            return (StatusCode::BAD_REQUEST, format!("malformed command report: {e}\n")).into_response();
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("malformed command report: {e}\n"),
+            )
+                .into_response();
         }
     };
     state.metrics.count_report(report.status.as_str());
-    let identity = match identify(headers, &report.ids) {
+    let identity = match authenticate_device(headers, &report.ids) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(rejected) => return refuse(StatusCode::FORBIDDEN, "identity", &rejected.0),
     };
     if identity.user_channel {
         return empty_ok(); // No user-channel commands are queued yet.
@@ -238,8 +290,16 @@ async fn handle_report(state: &AppState, headers: &HeaderMap, raw: &[u8]) -> Res
         Ok(found) => {
             // 403 without the unrecognized-device body: the device keeps its enrollment and
             // retries, so a wiped or restored database never un-enrolls a fleet.
-            let reason = if found.is_some() { "device is checked out" } else { "device is not enrolled here" };
-            return refuse(StatusCode::FORBIDDEN, "command report", &format!("{reason}: {device_id}"));
+            let reason = if found.is_some() {
+                "device is checked out"
+            } else {
+                "device is not enrolled here"
+            };
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "command report",
+                &format!("{reason}: {device_id}"),
+            );
         }
         Err(e) => return store_failure(e, "enrollment lookup"),
     }
@@ -248,19 +308,42 @@ async fn handle_report(state: &AppState, headers: &HeaderMap, raw: &[u8]) -> Res
     match (report.status, report.command_uuid.as_deref()) {
         (ReportStatus::Idle, _) => state.sessions.start(device_id),
         (status, Some(uuid)) => {
-            let record = ReportRecord { command_uuid: uuid, status, raw };
+            let record = ReportRecord {
+                command_uuid: uuid,
+                status,
+                raw,
+            };
             match state.store.record_report(device_id, &record, now).await {
                 Ok(ReportOutcome::Dequeued) => {
-                    tracing::info!(device = device_id, command = uuid, status = status.as_str(), "command finished")
+                    tracing::info!(
+                        device = device_id,
+                        command = uuid,
+                        status = status.as_str(),
+                        "command finished"
+                    )
                 }
                 Ok(ReportOutcome::StillQueued) => {
-                    tracing::info!(device = device_id, command = uuid, "NotNow: kept queued, skipped for this exchange");
+                    tracing::info!(
+                        device = device_id,
+                        command = uuid,
+                        "NotNow: kept queued, skipped for this exchange"
+                    );
                 }
                 Ok(ReportOutcome::AlreadyFinished) => {
-                    tracing::info!(device = device_id, command = uuid, status = status.as_str(), "duplicate report ignored")
+                    tracing::info!(
+                        device = device_id,
+                        command = uuid,
+                        status = status.as_str(),
+                        "duplicate report ignored"
+                    )
                 }
                 Ok(ReportOutcome::Unknown) => {
-                    tracing::warn!(device = device_id, command = uuid, status = status.as_str(), "report for an unknown command UUID")
+                    tracing::warn!(
+                        device = device_id,
+                        command = uuid,
+                        status = status.as_str(),
+                        "report for an unknown command UUID"
+                    )
                 }
                 // Non-2xx makes the device keep the result and report it again later.
                 Err(e) => return store_failure(e, "command report"),
@@ -276,7 +359,12 @@ async fn handle_report(state: &AppState, headers: &HeaderMap, raw: &[u8]) -> Res
     match state.store.next_command(device_id, &skip, now).await {
         Ok(Some(command)) => {
             tracing::info!(device = device_id, command = %command.uuid, request_type = %command.request_type, "sending command");
-            (StatusCode::OK, [(header::CONTENT_TYPE, protocol::COMMAND_CONTENT_TYPE)], command.command).into_response()
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, protocol::COMMAND_CONTENT_TYPE)],
+                command.command,
+            )
+                .into_response()
         }
         Ok(None) => {
             state.sessions.end(device_id);

@@ -20,7 +20,10 @@ pub struct DeviceIdentity {
 #[error("{0}")]
 pub struct IdentityRejected(pub String);
 
-pub fn authenticate_device(_headers: &HeaderMap, claimed: &EnrollmentIds) -> Result<DeviceIdentity, IdentityRejected> {
+pub fn authenticate_device(
+    _headers: &HeaderMap,
+    claimed: &EnrollmentIds,
+) -> Result<DeviceIdentity, IdentityRejected> {
     Ok(DeviceIdentity {
         device_id: claimed.device_id().to_string(),
         user_channel: claimed.is_user_channel(),

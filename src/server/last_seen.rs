@@ -14,7 +14,10 @@ pub struct LastSeen {
 
 impl LastSeen {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store, pending: Mutex::new(HashMap::new()) }
+        Self {
+            store,
+            pending: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn touch(&self, device_id: &str, at: i64) {

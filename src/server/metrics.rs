@@ -21,10 +21,21 @@ impl Metrics {
     pub fn count_checkin(&self, message_type: &str) {
         // Unknown types from devices are bucketed so a bad client cannot grow the map unboundedly.
         let known = [
-            "Authenticate", "TokenUpdate", "CheckOut", "UserAuthenticate", "SetBootstrapToken",
-            "GetBootstrapToken", "DeclarativeManagement", "GetToken", "ReturnToService",
+            "Authenticate",
+            "TokenUpdate",
+            "CheckOut",
+            "UserAuthenticate",
+            "SetBootstrapToken",
+            "GetBootstrapToken",
+            "DeclarativeManagement",
+            "GetToken",
+            "ReturnToService",
         ];
-        let label = if known.contains(&message_type) { message_type } else { "other" };
+        let label = if known.contains(&message_type) {
+            message_type
+        } else {
+            "other"
+        };
         *lock(&self.checkins).entry(label.to_string()).or_default() += 1;
     }
 
@@ -33,7 +44,9 @@ impl Metrics {
     }
 
     fn count_request(&self, endpoint: &str, status: u16) {
-        *lock(&self.requests).entry((endpoint.to_string(), status)).or_default() += 1;
+        *lock(&self.requests)
+            .entry((endpoint.to_string(), status))
+            .or_default() += 1;
     }
 }
 
@@ -52,7 +65,9 @@ pub async fn track(State(state): State<Arc<AppState>>, request: Request, next: N
     let method = request.method().clone();
     let span = tracing::info_span!("request", %method, endpoint = %endpoint);
     let response = tracing::Instrument::instrument(next.run(request), span).await;
-    state.metrics.count_request(&endpoint, response.status().as_u16());
+    state
+        .metrics
+        .count_request(&endpoint, response.status().as_u16());
     response
 }
 
@@ -61,17 +76,26 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
     out.push_str("# HELP pomona_http_requests_total HTTP requests by route and status.\n");
     out.push_str("# TYPE pomona_http_requests_total counter\n");
     for ((endpoint, status), n) in lock(&state.metrics.requests).iter() {
-        let _ = writeln!(out, "pomona_http_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "pomona_http_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}"
+        );
     }
     out.push_str("# HELP pomona_checkins_total Check-in messages by MessageType.\n");
     out.push_str("# TYPE pomona_checkins_total counter\n");
     for (message_type, n) in lock(&state.metrics.checkins).iter() {
-        let _ = writeln!(out, "pomona_checkins_total{{message_type=\"{message_type}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "pomona_checkins_total{{message_type=\"{message_type}\"}} {n}"
+        );
     }
     out.push_str("# HELP pomona_command_reports_total Command reports from devices by Status.\n");
     out.push_str("# TYPE pomona_command_reports_total counter\n");
     for (status, n) in lock(&state.metrics.reports).iter() {
-        let _ = writeln!(out, "pomona_command_reports_total{{status=\"{status}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "pomona_command_reports_total{{status=\"{status}\"}} {n}"
+        );
     }
     out.push_str("# HELP pomona_command_queue_depth Commands queued and not yet answered.\n");
     out.push_str("# TYPE pomona_command_queue_depth gauge\n");

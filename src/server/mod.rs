@@ -47,8 +47,14 @@ pub fn router(state: Arc<AppState>) -> Router {
     let admin = Router::new()
         .route("/devices", get(admin::list_devices))
         .route("/devices/{id}", get(admin::get_device))
-        .route("/devices/{id}/commands", post(admin::enqueue_command).get(admin::list_commands))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin::require_token));
+        .route(
+            "/devices/{id}/commands",
+            post(admin::enqueue_command).get(admin::list_commands),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_token,
+        ));
     Router::new()
         .route("/mdm/checkin", put(device::checkin))
         .route("/mdm/connect", put(device::connect))
@@ -57,7 +63,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics::render))
         .nest("/api/v1", admin)
         .fallback(admin::not_found)
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 
@@ -86,7 +95,9 @@ pub async fn run(
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(state.limits.read_timeout);
-    server.serve(router(state.clone()).into_make_service()).await?;
+    server
+        .serve(router(state.clone()).into_make_service())
+        .await?;
     flusher.abort();
     state.last_seen.flush().await;
     Ok(())

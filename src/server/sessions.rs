@@ -18,11 +18,17 @@ impl NotNowSessions {
     }
 
     pub fn skip(&self, device_id: &str, command_uuid: &str) {
-        self.lock().entry(device_id.to_string()).or_default().insert(command_uuid.to_string());
+        self.lock()
+            .entry(device_id.to_string())
+            .or_default()
+            .insert(command_uuid.to_string());
     }
 
     pub fn skipped(&self, device_id: &str) -> Vec<String> {
-        self.lock().get(device_id).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        self.lock()
+            .get(device_id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The exchange ended (empty answer).
@@ -31,6 +37,8 @@ impl NotNowSessions {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<String>>> {
-        self.skipped.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.skipped
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

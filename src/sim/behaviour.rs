@@ -51,18 +51,33 @@ pub struct Answer {
 
 impl Answer {
     fn ack(keys: Dictionary) -> Self {
-        Self { status: ReportStatus::Acknowledged, keys }
+        Self {
+            status: ReportStatus::Acknowledged,
+            keys,
+        }
     }
 
     pub fn error(code: i64, domain: &str, description: &str) -> Self {
         let mut item = Dictionary::new();
         item.insert("ErrorCode".into(), Value::Integer(code.into()));
         item.insert("ErrorDomain".into(), Value::String(domain.into()));
-        item.insert("LocalizedDescription".into(), Value::String(description.into()));
-        item.insert("USEnglishDescription".into(), Value::String(description.into()));
+        item.insert(
+            "LocalizedDescription".into(),
+            Value::String(description.into()),
+        );
+        item.insert(
+            "USEnglishDescription".into(),
+            Value::String(description.into()),
+        );
         let mut keys = Dictionary::new();
-        keys.insert("ErrorChain".into(), Value::Array(vec![Value::Dictionary(item)]));
-        Self { status: ReportStatus::Error, keys }
+        keys.insert(
+            "ErrorChain".into(),
+            Value::Array(vec![Value::Dictionary(item)]),
+        );
+        Self {
+            status: ReportStatus::Error,
+            keys,
+        }
     }
 }
 
@@ -70,23 +85,45 @@ impl Answer {
 pub fn never_not_now(request_type: &str) -> bool {
     matches!(
         request_type,
-        "DeviceInformation" | "ProfileList" | "DeviceLock" | "EraseDevice" | "ClearPasscode"
-            | "ProvisioningProfileList" | "InstalledApplicationList" | "Restrictions"
+        "DeviceInformation"
+            | "ProfileList"
+            | "DeviceLock"
+            | "EraseDevice"
+            | "ClearPasscode"
+            | "ProvisioningProfileList"
+            | "InstalledApplicationList"
+            | "Restrictions"
     )
 }
 
-pub fn execute(hw: &Hardware, state: &mut DeviceState, request_type: &str, command: &Dictionary) -> Answer {
+pub fn execute(
+    hw: &Hardware,
+    state: &mut DeviceState,
+    request_type: &str,
+    command: &Dictionary,
+) -> Answer {
     match request_type {
-        "ProfileList" => Answer::ack(one("ProfileList", Value::Array(state.profiles.values().map(profile_entry).collect()))),
+        "ProfileList" => Answer::ack(one(
+            "ProfileList",
+            Value::Array(state.profiles.values().map(profile_entry).collect()),
+        )),
         "InstallProfile" => install_profile(state, command),
         "RemoveProfile" => {
             let Some(identifier) = command.get("Identifier").and_then(Value::as_string) else {
-                return Answer::error(12001, "MCMDMErrorDomain", "RemoveProfile without an Identifier");
+                return Answer::error(
+                    12001,
+                    "MCMDMErrorDomain",
+                    "RemoveProfile without an Identifier",
+                );
             };
             if state.profiles.remove(identifier).is_some() {
                 Answer::ack(Dictionary::new())
             } else {
-                Answer::error(1001, "MCProfileErrorDomain", &format!("The profile “{identifier}” is not installed."))
+                Answer::error(
+                    1001,
+                    "MCProfileErrorDomain",
+                    &format!("The profile “{identifier}” is not installed."),
+                )
             }
         }
         "DeviceInformation" => {
@@ -117,7 +154,10 @@ pub fn execute(hw: &Hardware, state: &mut DeviceState, request_type: &str, comma
             Answer::ack(one("SecurityInfo", Value::Dictionary(info)))
         }
         "InstalledApplicationList" => {
-            let apps = [("com.apple.mobilesafari", "Safari", "18.0"), ("com.example.notes", "Notes Pro", "2.4.1")];
+            let apps = [
+                ("com.apple.mobilesafari", "Safari", "18.0"),
+                ("com.example.notes", "Notes Pro", "2.4.1"),
+            ];
             let list = apps
                 .iter()
                 .map(|(id, name, version)| {
@@ -144,7 +184,11 @@ pub fn execute(hw: &Hardware, state: &mut DeviceState, request_type: &str, comma
             state.restarts += 1;
             Answer::ack(Dictionary::new())
         }
-        other => Answer::error(12021, "MCMDMErrorDomain", &format!("The MDM command “{other}” is not supported.")),
+        other => Answer::error(
+            12021,
+            "MCMDMErrorDomain",
+            &format!("The MDM command “{other}” is not supported."),
+        ),
     }
 }
 
@@ -156,17 +200,31 @@ fn one(key: &str, value: Value) -> Dictionary {
 
 fn install_profile(state: &mut DeviceState, command: &Dictionary) -> Answer {
     let Some(payload) = command.get("Payload").and_then(Value::as_data) else {
-        return Answer::error(12001, "MCMDMErrorDomain", "InstallProfile Payload must be data");
+        return Answer::error(
+            12001,
+            "MCMDMErrorDomain",
+            "InstallProfile Payload must be data",
+        );
     };
     let Some(plist_bytes) = profile_plist(payload) else {
-        return Answer::error(1000, "MCProfileErrorDomain", "The profile could not be read.");
+        return Answer::error(
+            1000,
+            "MCProfileErrorDomain",
+            "The profile could not be read.",
+        );
     };
     match ProfileSummary::parse(plist_bytes) {
         Ok(summary) => {
-            state.profiles.insert(summary.identifier.clone(), InstalledProfile { summary });
+            state
+                .profiles
+                .insert(summary.identifier.clone(), InstalledProfile { summary });
             Answer::ack(Dictionary::new())
         }
-        Err(reason) => Answer::error(1000, "MCProfileErrorDomain", &format!("The profile is malformed: {reason}")),
+        Err(reason) => Answer::error(
+            1000,
+            "MCProfileErrorDomain",
+            &format!("The profile is malformed: {reason}"),
+        ),
     }
 }
 
@@ -188,7 +246,10 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 fn profile_entry(p: &InstalledProfile) -> Value {
     let s = &p.summary;
     let mut d = Dictionary::new();
-    d.insert("PayloadIdentifier".into(), Value::String(s.identifier.clone()));
+    d.insert(
+        "PayloadIdentifier".into(),
+        Value::String(s.identifier.clone()),
+    );
     d.insert("PayloadUUID".into(), Value::String(s.uuid.clone()));
     d.insert("PayloadVersion".into(), Value::Integer(s.version.into()));
     if let Some(name) = &s.display_name {
@@ -268,30 +329,55 @@ mod tests {
         let mut state = DeviceState::default();
         let mut install = Dictionary::new();
         install.insert("Payload".into(), Value::Data(profile("com.example.a")));
-        assert_eq!(execute(&hw(), &mut state, "InstallProfile", &install).status, ReportStatus::Acknowledged);
+        assert_eq!(
+            execute(&hw(), &mut state, "InstallProfile", &install).status,
+            ReportStatus::Acknowledged
+        );
         let list = execute(&hw(), &mut state, "ProfileList", &Dictionary::new());
         let entries = list.keys.get("ProfileList").unwrap().as_array().unwrap();
         assert_eq!(entries.len(), 1);
         let mut remove = Dictionary::new();
         remove.insert("Identifier".into(), Value::String("com.example.a".into()));
-        assert_eq!(execute(&hw(), &mut state, "RemoveProfile", &remove).status, ReportStatus::Acknowledged);
-        assert_eq!(execute(&hw(), &mut state, "RemoveProfile", &remove).status, ReportStatus::Error);
+        assert_eq!(
+            execute(&hw(), &mut state, "RemoveProfile", &remove).status,
+            ReportStatus::Acknowledged
+        );
+        assert_eq!(
+            execute(&hw(), &mut state, "RemoveProfile", &remove).status,
+            ReportStatus::Error
+        );
         assert!(state.profiles.is_empty());
     }
 
     #[test]
     fn device_information_answers_only_the_asked_queries() {
         let mut q = Dictionary::new();
-        q.insert("Queries".into(), Value::Array(vec![Value::String("OSVersion".into()), Value::String("Bogus".into())]));
+        q.insert(
+            "Queries".into(),
+            Value::Array(vec![
+                Value::String("OSVersion".into()),
+                Value::String("Bogus".into()),
+            ]),
+        );
         let a = execute(&hw(), &mut DeviceState::default(), "DeviceInformation", &q);
-        let r = a.keys.get("QueryResponses").unwrap().as_dictionary().unwrap();
+        let r = a
+            .keys
+            .get("QueryResponses")
+            .unwrap()
+            .as_dictionary()
+            .unwrap();
         assert_eq!(r.len(), 1);
         assert_eq!(r.get("OSVersion").unwrap().as_string(), Some("17.4"));
     }
 
     #[test]
     fn unknown_commands_answer_error_with_an_error_chain() {
-        let a = execute(&hw(), &mut DeviceState::default(), "FlyToTheMoon", &Dictionary::new());
+        let a = execute(
+            &hw(),
+            &mut DeviceState::default(),
+            "FlyToTheMoon",
+            &Dictionary::new(),
+        );
         assert_eq!(a.status, ReportStatus::Error);
         assert!(a.keys.get("ErrorChain").unwrap().as_array().unwrap().len() == 1);
     }

@@ -38,7 +38,11 @@ impl Endpoint {
         let connect_url = format!("{base}/mdm/connect");
         Self {
             client,
-            checkin_url: if one_url { connect_url.clone() } else { format!("{base}/mdm/checkin") },
+            checkin_url: if one_url {
+                connect_url.clone()
+            } else {
+                format!("{base}/mdm/checkin")
+            },
             connect_url,
             topic: "com.apple.mgmt.External.00000000-0000-4000-8000-000000000000".into(),
             progress: Progress::default(),
@@ -68,9 +72,16 @@ pub struct DeviceStats {
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     #[error("{what}: HTTP {status}: {body}")]
-    Status { what: String, status: u16, body: String },
+    Status {
+        what: String,
+        status: u16,
+        body: String,
+    },
     #[error("{what}: {source}")]
-    Transport { what: String, source: reqwest::Error },
+    Transport {
+        what: String,
+        source: reqwest::Error,
+    },
     #[error("{what}: server sent an undecodable command: {reason}")]
     BadCommand { what: String, reason: String },
     #[error("device was erased")]
@@ -89,7 +100,7 @@ pub struct SimDevice {
     pub state: DeviceState,
     pub stats: DeviceStats,
     endpoint: Arc<Endpoint>,
-    faults: Faults,
+    pub faults: Faults,
     rng: fastrand::Rng,
     push_token: Vec<u8>,
     push_magic: String,
@@ -180,7 +191,10 @@ impl SimDevice {
         };
         loop {
             let url = self.endpoint.connect_url.clone();
-            let response = match self.put(&url, CONNECT_CONTENT_TYPE, body.clone(), "connect").await {
+            let response = match self
+                .put(&url, CONNECT_CONTENT_TYPE, body.clone(), "connect")
+                .await
+            {
                 Ok(r) => r,
                 Err(e) => {
                     if !is_idle(&body) {
@@ -192,10 +206,11 @@ impl SimDevice {
             if response.is_empty() {
                 return Ok(exchange);
             }
-            let (uuid, request_type, command) = CommandEnvelope::decode(&response).map_err(|e| SimError::BadCommand {
-                what: "connect".into(),
-                reason: e.reason,
-            })?;
+            let (uuid, request_type, command) =
+                CommandEnvelope::decode(&response).map_err(|e| SimError::BadCommand {
+                    what: "connect".into(),
+                    reason: e.reason,
+                })?;
             exchange.received.push(request_type.clone());
             let answer = self.answer(&request_type, &command);
             if answer.status != ReportStatus::NotNow {
@@ -211,7 +226,10 @@ impl SimDevice {
             if self.state.erased && answer.status == ReportStatus::Acknowledged {
                 // Report the acknowledgement, then forget everything: an erased device is gone.
                 let _ = self.put(&url, CONNECT_CONTENT_TYPE, body, "connect").await;
-                self.state = DeviceState { erased: true, ..DeviceState::default() };
+                self.state = DeviceState {
+                    erased: true,
+                    ..DeviceState::default()
+                };
                 return Ok(exchange);
             }
         }
@@ -221,7 +239,10 @@ impl SimDevice {
         let roll = self.rng.f64();
         if roll < self.faults.not_now_rate {
             if !behaviour::never_not_now(request_type) {
-                return Answer { status: ReportStatus::NotNow, keys: Dictionary::new() };
+                return Answer {
+                    status: ReportStatus::NotNow,
+                    keys: Dictionary::new(),
+                };
             }
         } else if roll < self.faults.not_now_rate + self.faults.error_rate {
             return Answer::error(-1, "PomonaSimulatorInjected", "Injected failure");
@@ -229,7 +250,13 @@ impl SimDevice {
         behaviour::execute(&self.hw, &mut self.state, request_type, command)
     }
 
-    async fn put(&mut self, url: &str, content_type: &str, body: Vec<u8>, what: &str) -> Result<Vec<u8>, SimError> {
+    async fn put(
+        &mut self,
+        url: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        what: &str,
+    ) -> Result<Vec<u8>, SimError> {
         let started = Instant::now();
         self.stats.requests += 1;
         self.endpoint.progress.requests.fetch_add(1, Relaxed);
@@ -243,21 +270,31 @@ impl SimDevice {
             .send()
             .await;
         let outcome = match result {
-            Err(source) => Err(SimError::Transport { what: what.into(), source }),
+            Err(source) => Err(SimError::Transport {
+                what: what.into(),
+                source,
+            }),
             Ok(response) => {
                 let status = response.status();
                 match response.bytes().await {
-                    Err(source) => Err(SimError::Transport { what: what.into(), source }),
+                    Err(source) => Err(SimError::Transport {
+                        what: what.into(),
+                        source,
+                    }),
                     Ok(bytes) if status.is_success() => Ok(bytes.to_vec()),
                     Ok(bytes) => Err(SimError::Status {
                         what: what.into(),
                         status: status.as_u16(),
-                        body: String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).trim().to_string(),
+                        body: String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+                            .trim()
+                            .to_string(),
                     }),
                 }
             }
         };
-        self.stats.latencies_us.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        self.stats
+            .latencies_us
+            .push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
         if let Err(e) = &outcome {
             self.stats.failed_requests += 1;
             self.endpoint.progress.failed_requests.fetch_add(1, Relaxed);

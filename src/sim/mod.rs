@@ -58,7 +58,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         Some(i) => text.split_at(i),
         None => (text, "s"),
     };
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 500ms"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 500ms"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" => value,
@@ -72,7 +74,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// A UUID-formatted string from the given generator (deterministic per seed).
 pub fn uuid_from(rng: &mut fastrand::Rng) -> String {
     let bytes: [u8; 16] = std::array::from_fn(|_| rng.u8(..));
-    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string().to_uppercase()
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+        .to_uppercase()
 }
 
 /// The hardware of device `index` in a fleet with this seed.
@@ -80,9 +85,11 @@ pub fn hardware(seed: u64, index: usize) -> Hardware {
     let mut rng = fastrand::Rng::with_seed(seed.wrapping_mul(1_000_003).wrapping_add(index as u64));
     let udid = uuid_from(&mut rng);
     const SERIAL: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ0123456789";
-    let serial_number: String = (0..12).map(|_| SERIAL[rng.usize(..SERIAL.len())] as char).collect();
+    let serial_number: String = (0..12)
+        .map(|_| SERIAL[rng.usize(..SERIAL.len())] as char)
+        .collect();
     let (platform, model, model_name, os_version, build_version) = match index % 5 {
-        0 | 1 | 2 => (Platform::IPhone, "iPhone15,2", "iPhone", "17.4.1", "21E236"),
+        0..=2 => (Platform::IPhone, "iPhone15,2", "iPhone", "17.4.1", "21E236"),
         3 => (Platform::IPad, "iPad13,18", "iPad", "17.5", "21F79"),
         _ => (Platform::Mac, "Mac14,2", "MacBook Air", "14.5", "23F79"),
     };
@@ -106,9 +113,13 @@ pub fn client(server_ca: Option<&std::path::Path>) -> anyhow::Result<reqwest::Cl
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(256);
     if let Some(path) = server_ca {
-        let pem = std::fs::read(path).with_context(|| format!("reading server CA {}", path.display()))?;
-        let cert = reqwest::Certificate::from_pem(&pem).with_context(|| format!("{} is not a PEM certificate", path.display()))?;
-        builder = builder.tls_built_in_root_certs(false).add_root_certificate(cert);
+        let pem =
+            std::fs::read(path).with_context(|| format!("reading server CA {}", path.display()))?;
+        let cert = reqwest::Certificate::from_pem(&pem)
+            .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+        builder = builder
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(cert);
     }
     Ok(builder.build()?)
 }
@@ -153,7 +164,10 @@ pub async fn run_cli(args: SimArgs) -> anyhow::Result<Summary> {
         anyhow::bail!("--commands-per-device needs --admin-token-file (commands are queued through the admin API)");
     }
     let default_ca = PathBuf::from("pomona-data/tls/ca.pem");
-    let ca = args.server_ca.clone().or_else(|| default_ca.exists().then_some(default_ca));
+    let ca = args
+        .server_ca
+        .clone()
+        .or_else(|| default_ca.exists().then_some(default_ca));
     let admin_token = match &args.admin_token_file {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -198,15 +212,29 @@ pub async fn run_cli(args: SimArgs) -> anyhow::Result<Summary> {
 }
 
 /// Runs the fleet described by `args` and returns its summary.
-pub async fn run_fleet(args: &SimArgs, endpoint: Arc<Endpoint>, admin_token: Option<String>) -> Summary {
+pub async fn run_fleet(
+    args: &SimArgs,
+    endpoint: Arc<Endpoint>,
+    admin_token: Option<String>,
+) -> Summary {
     let started = Instant::now();
     let deadline = args.duration.map(|d| started + d);
-    let faults = Faults { not_now_rate: args.not_now_rate, error_rate: args.error_rate };
+    let faults = Faults {
+        not_now_rate: args.not_now_rate,
+        error_rate: args.error_rate,
+    };
     let mut tasks = Vec::with_capacity(args.devices);
     for index in 0..args.devices {
         let hw = hardware(args.seed, index);
-        let mut device = SimDevice::new(hw, endpoint.clone(), faults, args.seed ^ (index as u64) << 1);
-        let admin = admin_token.clone().map(|t| (t, args.server.clone(), endpoint.client.clone()));
+        let mut device = SimDevice::new(
+            hw,
+            endpoint.clone(),
+            faults,
+            args.seed ^ (index as u64) << 1,
+        );
+        let admin = admin_token
+            .clone()
+            .map(|t| (t, args.server.clone(), endpoint.client.clone()));
         let per_device = args.commands_per_device;
         let poll = args.poll_interval;
         tasks.push(tokio::spawn(async move {
@@ -214,7 +242,10 @@ pub async fn run_fleet(args: &SimArgs, endpoint: Arc<Endpoint>, admin_token: Opt
             (device, outcome)
         }));
     }
-    let mut summary = Summary { devices: args.devices, ..Summary::default() };
+    let mut summary = Summary {
+        devices: args.devices,
+        ..Summary::default()
+    };
     let mut latencies = Vec::new();
     for task in tasks {
         let (device, outcome) = match task.await {
@@ -258,7 +289,9 @@ fn percentile(sorted_us: &[u32], q: f64) -> f64 {
 /// The workload commands, cycled per device.
 fn workload_command(i: usize) -> serde_json::Value {
     match i % 4 {
-        0 => serde_json::json!({"type": "DeviceInformation", "queries": ["OSVersion", "SerialNumber", "Model", "DeviceName"]}),
+        0 => {
+            serde_json::json!({"type": "DeviceInformation", "queries": ["OSVersion", "SerialNumber", "Model", "DeviceName"]})
+        }
         1 => serde_json::json!({"type": "ProfileList"}),
         2 => serde_json::json!({"type": "SecurityInfo"}),
         _ => serde_json::json!({"type": "InstalledApplicationList"}),
@@ -277,10 +310,23 @@ async fn drive(
     device.enroll().await.context("enrolling")?;
     if let Some((token, server, client)) = &admin {
         for i in 0..commands {
-            let url = format!("{}/api/v1/devices/{}/commands", server.trim_end_matches('/'), device.udid());
-            let response = client.post(&url).bearer_auth(token).json(&workload_command(i)).send().await?;
+            let url = format!(
+                "{}/api/v1/devices/{}/commands",
+                server.trim_end_matches('/'),
+                device.udid()
+            );
+            let response = client
+                .post(&url)
+                .bearer_auth(token)
+                .json(&workload_command(i))
+                .send()
+                .await?;
             if !response.status().is_success() {
-                anyhow::bail!("queueing a command: HTTP {}: {}", response.status(), response.text().await.unwrap_or_default());
+                anyhow::bail!(
+                    "queueing a command: HTTP {}: {}",
+                    response.status(),
+                    response.text().await.unwrap_or_default()
+                );
             }
         }
     }
@@ -301,7 +347,10 @@ async fn drive(
         device.jittered_sleep(poll).await;
     }
     if let Some(failure) = &device.stats.last_failure {
-        if device.stats.failed_requests > 0 && commands > 0 && ((device.stats.acknowledged + device.stats.errors) as usize) < commands {
+        if device.stats.failed_requests > 0
+            && commands > 0
+            && ((device.stats.acknowledged + device.stats.errors) as usize) < commands
+        {
             anyhow::bail!("workload unfinished; last failure: {failure}");
         }
     }

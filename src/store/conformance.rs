@@ -56,60 +56,134 @@ pub fn command(uuid: &str) -> NewCommand {
 
 async fn enrolled(store: &dyn Store, id: &str) -> CaseResult {
     ok(store.authenticate(&facts(id), 1000).await, "authenticate")?;
-    ok(store.token_update(&token(id, None), 1001).await, "token_update")?;
+    ok(
+        store.token_update(&token(id, None), 1001).await,
+        "token_update",
+    )?;
     Ok(())
 }
 
 fn report<'a>(uuid: &'a str, status: ReportStatus, raw: &'a [u8]) -> ReportRecord<'a> {
-    ReportRecord { command_uuid: uuid, status, raw }
+    ReportRecord {
+        command_uuid: uuid,
+        status,
+        raw,
+    }
 }
 
 pub fn cases() -> Vec<Case> {
     vec![
-        ("authenticate_then_token_update_enrolls_the_device", |s| Box::pin(authenticate_then_token_update(s))),
-        ("missing_unlock_token_keeps_the_stored_one", |s| Box::pin(missing_unlock_token_keeps_stored(s))),
-        ("queue_is_first_in_first_out_and_skips_what_is_asked", |s| Box::pin(queue_fifo_and_skip(s))),
-        ("terminal_report_stores_raw_result_and_dequeues", |s| Box::pin(terminal_report_dequeues(s))),
-        ("not_now_keeps_the_command_queued", |s| Box::pin(not_now_keeps_queued(s))),
-        ("duplicate_reports_are_harmless", |s| Box::pin(duplicate_reports_harmless(s))),
-        ("a_device_cannot_answer_another_devices_command", |s| Box::pin(cannot_answer_others(s))),
-        ("reauthenticate_cancels_the_previous_queue", |s| Box::pin(reauthenticate_cancels_queue(s))),
-        ("check_out_keeps_history_and_refuses_new_commands", |s| Box::pin(check_out_keeps_history(s))),
-        ("enqueue_rejects_unknown_devices_and_reused_uuids", |s| Box::pin(enqueue_rejects(s))),
-        ("devices_are_found_by_id_or_serial_and_listed_in_pages", |s| Box::pin(find_and_list(s))),
-        ("last_seen_batches_never_move_backwards", |s| Box::pin(last_seen_batches(s))),
-        ("bootstrap_token_round_trips", |s| Box::pin(bootstrap_token_round_trips(s))),
-        ("migrations_are_idempotent", |s| Box::pin(migrations_idempotent(s))),
-        ("concurrent_reports_from_many_devices_lose_nothing", |s| Box::pin(concurrent_reports(s))),
+        ("authenticate_then_token_update_enrolls_the_device", |s| {
+            Box::pin(authenticate_then_token_update(s))
+        }),
+        ("missing_unlock_token_keeps_the_stored_one", |s| {
+            Box::pin(missing_unlock_token_keeps_stored(s))
+        }),
+        ("queue_is_first_in_first_out_and_skips_what_is_asked", |s| {
+            Box::pin(queue_fifo_and_skip(s))
+        }),
+        ("terminal_report_stores_raw_result_and_dequeues", |s| {
+            Box::pin(terminal_report_dequeues(s))
+        }),
+        ("not_now_keeps_the_command_queued", |s| {
+            Box::pin(not_now_keeps_queued(s))
+        }),
+        ("duplicate_reports_are_harmless", |s| {
+            Box::pin(duplicate_reports_harmless(s))
+        }),
+        ("a_device_cannot_answer_another_devices_command", |s| {
+            Box::pin(cannot_answer_others(s))
+        }),
+        ("reauthenticate_cancels_the_previous_queue", |s| {
+            Box::pin(reauthenticate_cancels_queue(s))
+        }),
+        ("check_out_keeps_history_and_refuses_new_commands", |s| {
+            Box::pin(check_out_keeps_history(s))
+        }),
+        ("enqueue_rejects_unknown_devices_and_reused_uuids", |s| {
+            Box::pin(enqueue_rejects(s))
+        }),
+        (
+            "devices_are_found_by_id_or_serial_and_listed_in_pages",
+            |s| Box::pin(find_and_list(s)),
+        ),
+        ("last_seen_batches_never_move_backwards", |s| {
+            Box::pin(last_seen_batches(s))
+        }),
+        ("bootstrap_token_round_trips", |s| {
+            Box::pin(bootstrap_token_round_trips(s))
+        }),
+        ("migrations_are_idempotent", |s| {
+            Box::pin(migrations_idempotent(s))
+        }),
+        ("concurrent_reports_from_many_devices_lose_nothing", |s| {
+            Box::pin(concurrent_reports(s))
+        }),
     ]
 }
 
 async fn authenticate_then_token_update(s: Arc<dyn Store>) -> CaseResult {
     let out = ok(s.authenticate(&facts("D1"), 1000).await, "authenticate")?;
-    check!(!out.re_enrollment, "a first Authenticate is not a re-enrollment");
-    let e = ok(s.enrollment("D1").await, "enrollment")?.ok_or("device missing after Authenticate")?;
-    check!(e.state == EnrollmentState::Authenticated, "state after Authenticate: {:?}", e.state);
-    check!(e.serial_number.as_deref() == Some("SER-D1"), "serial not recorded");
-    check!(ok(s.push_credentials("D1").await, "push")?.is_none(), "pushable before TokenUpdate");
-    ok(s.token_update(&token("D1", Some(b"unlock")), 1001).await, "token_update")?;
+    check!(
+        !out.re_enrollment,
+        "a first Authenticate is not a re-enrollment"
+    );
+    let e =
+        ok(s.enrollment("D1").await, "enrollment")?.ok_or("device missing after Authenticate")?;
+    check!(
+        e.state == EnrollmentState::Authenticated,
+        "state after Authenticate: {:?}",
+        e.state
+    );
+    check!(
+        e.serial_number.as_deref() == Some("SER-D1"),
+        "serial not recorded"
+    );
+    check!(
+        ok(s.push_credentials("D1").await, "push")?.is_none(),
+        "pushable before TokenUpdate"
+    );
+    ok(
+        s.token_update(&token("D1", Some(b"unlock")), 1001).await,
+        "token_update",
+    )?;
     let e = ok(s.enrollment("D1").await, "enrollment")?.ok_or("device missing")?;
-    check!(e.state == EnrollmentState::Enrolled, "state after TokenUpdate: {:?}", e.state);
-    check!(e.has_push_token && e.has_unlock_token, "token flags not set");
+    check!(
+        e.state == EnrollmentState::Enrolled,
+        "state after TokenUpdate: {:?}",
+        e.state
+    );
+    check!(
+        e.has_push_token && e.has_unlock_token,
+        "token flags not set"
+    );
     let p = ok(s.push_credentials("D1").await, "push")?.ok_or("no push credentials")?;
-    check!(p.token == vec![1, 2, 3, 4] && p.push_magic == "magic-D1", "push credentials differ");
+    check!(
+        p.token == vec![1, 2, 3, 4] && p.push_magic == "magic-D1",
+        "push credentials differ"
+    );
     Ok(())
 }
 
 async fn missing_unlock_token_keeps_stored(s: Arc<dyn Store>) -> CaseResult {
     ok(s.authenticate(&facts("D1"), 1000).await, "authenticate")?;
-    ok(s.token_update(&token("D1", Some(b"unlock")), 1001).await, "first token_update")?;
+    ok(
+        s.token_update(&token("D1", Some(b"unlock")), 1001).await,
+        "first token_update",
+    )?;
     let mut later = token("D1", None);
     later.push_magic = "magic-2".into();
     ok(s.token_update(&later, 1002).await, "second token_update")?;
     let e = ok(s.enrollment("D1").await, "enrollment")?.ok_or("missing")?;
-    check!(e.has_unlock_token, "the unlock token was dropped by a TokenUpdate without one");
+    check!(
+        e.has_unlock_token,
+        "the unlock token was dropped by a TokenUpdate without one"
+    );
     let p = ok(s.push_credentials("D1").await, "push")?.ok_or("no push credentials")?;
-    check!(p.push_magic == "magic-2", "later TokenUpdate did not replace PushMagic");
+    check!(
+        p.push_magic == "magic-2",
+        "later TokenUpdate did not replace PushMagic"
+    );
     Ok(())
 }
 
@@ -121,14 +195,35 @@ async fn queue_fifo_and_skip(s: Arc<dyn Store>) -> CaseResult {
     let first = ok(s.next_command("D1", &[], 2001).await, "next")?.ok_or("empty queue")?;
     check!(first.uuid == "A", "first command is {}", first.uuid);
     let again = ok(s.next_command("D1", &[], 2002).await, "next")?.ok_or("empty queue")?;
-    check!(again.uuid == "A", "an unanswered command must be offered again, got {}", again.uuid);
-    let skipped = ok(s.next_command("D1", &["A".into(), "B".into()], 2003).await, "next")?.ok_or("empty")?;
-    check!(skipped.uuid == "C", "skip list ignored: got {}", skipped.uuid);
-    let none = ok(s.next_command("D1", &["A".into(), "B".into(), "C".into()], 2004).await, "next")?;
+    check!(
+        again.uuid == "A",
+        "an unanswered command must be offered again, got {}",
+        again.uuid
+    );
+    let skipped = ok(
+        s.next_command("D1", &["A".into(), "B".into()], 2003).await,
+        "next",
+    )?
+    .ok_or("empty")?;
+    check!(
+        skipped.uuid == "C",
+        "skip list ignored: got {}",
+        skipped.uuid
+    );
+    let none = ok(
+        s.next_command("D1", &["A".into(), "B".into(), "C".into()], 2004)
+            .await,
+        "next",
+    )?;
     check!(none.is_none(), "all skipped yet something was returned");
     let cmds = ok(s.commands("D1", 10).await, "commands")?;
     let a = cmds.iter().find(|c| c.uuid == "A").ok_or("A missing")?;
-    check!(a.sent_count == 2 && a.last_sent_at == Some(2002), "A sent_count {} last_sent {:?}", a.sent_count, a.last_sent_at);
+    check!(
+        a.sent_count == 2 && a.last_sent_at == Some(2002),
+        "A sent_count {} last_sent {:?}",
+        a.sent_count,
+        a.last_sent_at
+    );
     Ok(())
 }
 
@@ -137,47 +232,129 @@ async fn terminal_report_dequeues(s: Arc<dyn Store>) -> CaseResult {
     ok(s.enqueue("D1", &command("A"), 2000).await, "enqueue")?;
     ok(s.enqueue("D1", &command("B"), 2000).await, "enqueue")?;
     let raw = b"<plist>ack</plist>";
-    let out = ok(s.record_report("D1", &report("A", ReportStatus::Acknowledged, raw), 2100).await, "report")?;
+    let out = ok(
+        s.record_report("D1", &report("A", ReportStatus::Acknowledged, raw), 2100)
+            .await,
+        "report",
+    )?;
     check!(out == ReportOutcome::Dequeued, "outcome {out:?}");
-    let out = ok(s.record_report("D1", &report("B", ReportStatus::Error, b"err"), 2101).await, "report")?;
-    check!(out == ReportOutcome::Dequeued, "Error must dequeue, got {out:?}");
-    check!(ok(s.next_command("D1", &[], 2200).await, "next")?.is_none(), "queue not empty");
+    let out = ok(
+        s.record_report("D1", &report("B", ReportStatus::Error, b"err"), 2101)
+            .await,
+        "report",
+    )?;
+    check!(
+        out == ReportOutcome::Dequeued,
+        "Error must dequeue, got {out:?}"
+    );
+    check!(
+        ok(s.next_command("D1", &[], 2200).await, "next")?.is_none(),
+        "queue not empty"
+    );
     let cmds = ok(s.commands("D1", 10).await, "commands")?;
     let a = cmds.iter().find(|c| c.uuid == "A").ok_or("A missing")?;
-    check!(a.status == CommandStatus::Acknowledged, "A status {:?}", a.status);
-    check!(a.result.as_deref() == Some(&raw[..]), "raw result not stored exactly");
-    check!(a.completed_at == Some(2100), "completed_at {:?}", a.completed_at);
+    check!(
+        a.status == CommandStatus::Acknowledged,
+        "A status {:?}",
+        a.status
+    );
+    check!(
+        a.result.as_deref() == Some(&raw[..]),
+        "raw result not stored exactly"
+    );
+    check!(
+        a.completed_at == Some(2100),
+        "completed_at {:?}",
+        a.completed_at
+    );
     check!(cmds[0].uuid == "B", "commands must be newest first");
-    check!(ok(s.queue_depth().await, "depth")? == 0, "queue depth not zero");
+    check!(
+        ok(s.queue_depth().await, "depth")? == 0,
+        "queue depth not zero"
+    );
     Ok(())
 }
 
 async fn not_now_keeps_queued(s: Arc<dyn Store>) -> CaseResult {
     enrolled(&*s, "D1").await?;
     ok(s.enqueue("D1", &command("A"), 2000).await, "enqueue")?;
-    let out = ok(s.record_report("D1", &report("A", ReportStatus::NotNow, b"nn"), 2100).await, "report")?;
+    let out = ok(
+        s.record_report("D1", &report("A", ReportStatus::NotNow, b"nn"), 2100)
+            .await,
+        "report",
+    )?;
     check!(out == ReportOutcome::StillQueued, "outcome {out:?}");
-    let next = ok(s.next_command("D1", &[], 2200).await, "next")?.ok_or("NotNow dequeued the command")?;
+    let next =
+        ok(s.next_command("D1", &[], 2200).await, "next")?.ok_or("NotNow dequeued the command")?;
     check!(next.uuid == "A", "wrong command");
     let cmds = ok(s.commands("D1", 10).await, "commands")?;
-    check!(cmds[0].not_now_count == 1 && cmds[0].status == CommandStatus::Queued, "NotNow not counted");
-    check!(ok(s.queue_depth().await, "depth")? == 1, "queue depth not one");
+    check!(
+        cmds[0].not_now_count == 1 && cmds[0].status == CommandStatus::Queued,
+        "NotNow not counted"
+    );
+    check!(
+        ok(s.queue_depth().await, "depth")? == 1,
+        "queue depth not one"
+    );
     Ok(())
 }
 
 async fn duplicate_reports_harmless(s: Arc<dyn Store>) -> CaseResult {
     enrolled(&*s, "D1").await?;
     ok(s.enqueue("D1", &command("A"), 2000).await, "enqueue")?;
-    ok(s.record_report("D1", &report("A", ReportStatus::Acknowledged, b"first"), 2100).await, "report")?;
-    let again = ok(s.record_report("D1", &report("A", ReportStatus::Acknowledged, b"second"), 2101).await, "report")?;
-    check!(again == ReportOutcome::AlreadyFinished, "duplicate outcome {again:?}");
-    let late_not_now = ok(s.record_report("D1", &report("A", ReportStatus::NotNow, b"nn"), 2102).await, "report")?;
-    check!(late_not_now == ReportOutcome::AlreadyFinished, "late NotNow outcome {late_not_now:?}");
+    ok(
+        s.record_report(
+            "D1",
+            &report("A", ReportStatus::Acknowledged, b"first"),
+            2100,
+        )
+        .await,
+        "report",
+    )?;
+    let again = ok(
+        s.record_report(
+            "D1",
+            &report("A", ReportStatus::Acknowledged, b"second"),
+            2101,
+        )
+        .await,
+        "report",
+    )?;
+    check!(
+        again == ReportOutcome::AlreadyFinished,
+        "duplicate outcome {again:?}"
+    );
+    let late_not_now = ok(
+        s.record_report("D1", &report("A", ReportStatus::NotNow, b"nn"), 2102)
+            .await,
+        "report",
+    )?;
+    check!(
+        late_not_now == ReportOutcome::AlreadyFinished,
+        "late NotNow outcome {late_not_now:?}"
+    );
     let cmds = ok(s.commands("D1", 10).await, "commands")?;
-    check!(cmds[0].result.as_deref() == Some(&b"first"[..]), "duplicate overwrote the first result");
-    check!(cmds[0].status == CommandStatus::Acknowledged, "status changed by a duplicate");
-    let unknown = ok(s.record_report("D1", &report("nope", ReportStatus::Acknowledged, b"x"), 2103).await, "report")?;
-    check!(unknown == ReportOutcome::Unknown, "unknown UUID outcome {unknown:?}");
+    check!(
+        cmds[0].result.as_deref() == Some(&b"first"[..]),
+        "duplicate overwrote the first result"
+    );
+    check!(
+        cmds[0].status == CommandStatus::Acknowledged,
+        "status changed by a duplicate"
+    );
+    let unknown = ok(
+        s.record_report(
+            "D1",
+            &report("nope", ReportStatus::Acknowledged, b"x"),
+            2103,
+        )
+        .await,
+        "report",
+    )?;
+    check!(
+        unknown == ReportOutcome::Unknown,
+        "unknown UUID outcome {unknown:?}"
+    );
     Ok(())
 }
 
@@ -185,12 +362,28 @@ async fn cannot_answer_others(s: Arc<dyn Store>) -> CaseResult {
     enrolled(&*s, "D1").await?;
     enrolled(&*s, "D2").await?;
     ok(s.enqueue("D1", &command("A"), 2000).await, "enqueue")?;
-    check!(ok(s.next_command("D2", &[], 2001).await, "next")?.is_none(), "D2 received D1's command");
-    let out = ok(s.record_report("D2", &report("A", ReportStatus::Acknowledged, b"x"), 2002).await, "report")?;
-    check!(out == ReportOutcome::Unknown, "D2 answered D1's command: {out:?}");
+    check!(
+        ok(s.next_command("D2", &[], 2001).await, "next")?.is_none(),
+        "D2 received D1's command"
+    );
+    let out = ok(
+        s.record_report("D2", &report("A", ReportStatus::Acknowledged, b"x"), 2002)
+            .await,
+        "report",
+    )?;
+    check!(
+        out == ReportOutcome::Unknown,
+        "D2 answered D1's command: {out:?}"
+    );
     let cmds = ok(s.commands("D1", 10).await, "commands")?;
-    check!(cmds[0].status == CommandStatus::Queued, "D1's command changed by D2");
-    check!(ok(s.commands("D2", 10).await, "commands")?.is_empty(), "D2 lists D1's command");
+    check!(
+        cmds[0].status == CommandStatus::Queued,
+        "D1's command changed by D2"
+    );
+    check!(
+        ok(s.commands("D2", 10).await, "commands")?.is_empty(),
+        "D2 lists D1's command"
+    );
     Ok(())
 }
 
@@ -198,24 +391,60 @@ async fn reauthenticate_cancels_queue(s: Arc<dyn Store>) -> CaseResult {
     enrolled(&*s, "D1").await?;
     ok(s.enqueue("D1", &command("A"), 2000).await, "enqueue")?;
     let out = ok(s.authenticate(&facts("D1"), 3000).await, "authenticate")?;
-    check!(out.re_enrollment && out.cancelled_commands == 1, "outcome {out:?}");
-    check!(ok(s.next_command("D1", &[], 3001).await, "next")?.is_none(), "old queue survived re-enrollment");
-    check!(ok(s.push_credentials("D1").await, "push")?.is_none(), "pushable before the new TokenUpdate");
+    check!(
+        out.re_enrollment && out.cancelled_commands == 1,
+        "outcome {out:?}"
+    );
+    check!(
+        ok(s.next_command("D1", &[], 3001).await, "next")?.is_none(),
+        "old queue survived re-enrollment"
+    );
+    check!(
+        ok(s.push_credentials("D1").await, "push")?.is_none(),
+        "pushable before the new TokenUpdate"
+    );
     // The device may still report a result for a command it ran before re-enrolling.
-    let late = ok(s.record_report("D1", &report("A", ReportStatus::Acknowledged, b"late"), 3002).await, "report")?;
-    check!(late == ReportOutcome::Dequeued, "late result outcome {late:?}");
+    let late = ok(
+        s.record_report(
+            "D1",
+            &report("A", ReportStatus::Acknowledged, b"late"),
+            3002,
+        )
+        .await,
+        "report",
+    )?;
+    check!(
+        late == ReportOutcome::Dequeued,
+        "late result outcome {late:?}"
+    );
     Ok(())
 }
 
 async fn check_out_keeps_history(s: Arc<dyn Store>) -> CaseResult {
     enrolled(&*s, "D1").await?;
     ok(s.enqueue("D1", &command("A"), 2000).await, "enqueue")?;
-    check!(ok(s.check_out("D1", 3000).await, "check_out")?, "known device not found");
-    check!(!ok(s.check_out("nobody", 3000).await, "check_out")?, "unknown device found");
+    check!(
+        ok(s.check_out("D1", 3000).await, "check_out")?,
+        "known device not found"
+    );
+    check!(
+        !ok(s.check_out("nobody", 3000).await, "check_out")?,
+        "unknown device found"
+    );
     let e = ok(s.enrollment("D1").await, "enrollment")?.ok_or("history lost")?;
-    check!(e.state == EnrollmentState::CheckedOut && e.checked_out_at == Some(3000), "state {:?}", e.state);
-    check!(ok(s.push_credentials("D1").await, "push")?.is_none(), "checked-out device still pushable");
-    check!(ok(s.commands("D1", 10).await, "commands")?.len() == 1, "command history lost");
+    check!(
+        e.state == EnrollmentState::CheckedOut && e.checked_out_at == Some(3000),
+        "state {:?}",
+        e.state
+    );
+    check!(
+        ok(s.push_credentials("D1").await, "push")?.is_none(),
+        "checked-out device still pushable"
+    );
+    check!(
+        ok(s.commands("D1", 10).await, "commands")?.len() == 1,
+        "command history lost"
+    );
     match s.enqueue("D1", &command("B"), 3001).await {
         Err(StoreError::Conflict(m)) => check!(m.contains("checked out"), "message {m}"),
         other => return Err(format!("enqueue after CheckOut: {other:?}")),
@@ -243,8 +472,14 @@ async fn find_and_list(s: Arc<dyn Store>) -> CaseResult {
     }
     let by_serial = ok(s.find_enrollment("SER-D2").await, "find")?.ok_or("not found by serial")?;
     check!(by_serial.device_id == "D2", "found {}", by_serial.device_id);
-    check!(ok(s.find_enrollment("D3").await, "find")?.is_some(), "not found by id");
-    check!(ok(s.find_enrollment("zzz").await, "find")?.is_none(), "found a ghost");
+    check!(
+        ok(s.find_enrollment("D3").await, "find")?.is_some(),
+        "not found by id"
+    );
+    check!(
+        ok(s.find_enrollment("zzz").await, "find")?.is_none(),
+        "found a ghost"
+    );
     let page1 = ok(s.list_enrollments(None, 2).await, "list")?;
     let ids: Vec<_> = page1.iter().map(|e| e.device_id.as_str()).collect();
     check!(ids == ["D1", "D2"], "page 1 {ids:?}");
@@ -257,30 +492,64 @@ async fn find_and_list(s: Arc<dyn Store>) -> CaseResult {
 async fn last_seen_batches(s: Arc<dyn Store>) -> CaseResult {
     enrolled(&*s, "D1").await?;
     enrolled(&*s, "D2").await?;
-    ok(s.record_last_seen(&[("D1".into(), 5000), ("D2".into(), 6000), ("ghost".into(), 1)]).await, "batch")?;
-    ok(s.record_last_seen(&[("D1".into(), 4000)]).await, "older batch")?;
+    ok(
+        s.record_last_seen(&[
+            ("D1".into(), 5000),
+            ("D2".into(), 6000),
+            ("ghost".into(), 1),
+        ])
+        .await,
+        "batch",
+    )?;
+    ok(
+        s.record_last_seen(&[("D1".into(), 4000)]).await,
+        "older batch",
+    )?;
     let d1 = ok(s.enrollment("D1").await, "enrollment")?.ok_or("missing")?;
     let d2 = ok(s.enrollment("D2").await, "enrollment")?.ok_or("missing")?;
-    check!(d1.last_seen_at == Some(5000), "D1 last seen {:?}", d1.last_seen_at);
-    check!(d2.last_seen_at == Some(6000), "D2 last seen {:?}", d2.last_seen_at);
+    check!(
+        d1.last_seen_at == Some(5000),
+        "D1 last seen {:?}",
+        d1.last_seen_at
+    );
+    check!(
+        d2.last_seen_at == Some(6000),
+        "D2 last seen {:?}",
+        d2.last_seen_at
+    );
     Ok(())
 }
 
 async fn bootstrap_token_round_trips(s: Arc<dyn Store>) -> CaseResult {
     enrolled(&*s, "D1").await?;
-    check!(ok(s.bootstrap_token("D1").await, "get")?.is_none(), "token before set");
+    check!(
+        ok(s.bootstrap_token("D1").await, "get")?.is_none(),
+        "token before set"
+    );
     ok(s.set_bootstrap_token("D1", Some(b"bt")).await, "set")?;
-    check!(ok(s.bootstrap_token("D1").await, "get")?.as_deref() == Some(&b"bt"[..]), "token differs");
+    check!(
+        ok(s.bootstrap_token("D1").await, "get")?.as_deref() == Some(&b"bt"[..]),
+        "token differs"
+    );
     ok(s.set_bootstrap_token("D1", None).await, "clear")?;
-    check!(ok(s.bootstrap_token("D1").await, "get")?.is_none(), "token not cleared");
-    check!(s.set_bootstrap_token("ghost", Some(b"x")).await.is_err(), "set for unknown device");
+    check!(
+        ok(s.bootstrap_token("D1").await, "get")?.is_none(),
+        "token not cleared"
+    );
+    check!(
+        s.set_bootstrap_token("ghost", Some(b"x")).await.is_err(),
+        "set for unknown device"
+    );
     Ok(())
 }
 
 async fn migrations_idempotent(s: Arc<dyn Store>) -> CaseResult {
     enrolled(&*s, "D1").await?;
     ok(s.migrate().await, "second migrate")?;
-    check!(ok(s.enrollment("D1").await, "enrollment")?.is_some(), "data lost by migrate");
+    check!(
+        ok(s.enrollment("D1").await, "enrollment")?.is_some(),
+        "data lost by migrate"
+    );
     Ok(())
 }
 
@@ -290,7 +559,11 @@ async fn concurrent_reports(s: Arc<dyn Store>) -> CaseResult {
     for d in 0..DEVICES {
         enrolled(&*s, &format!("D{d}")).await?;
         for c in 0..COMMANDS {
-            ok(s.enqueue(&format!("D{d}"), &command(&format!("D{d}-C{c}")), 2000).await, "enqueue")?;
+            ok(
+                s.enqueue(&format!("D{d}"), &command(&format!("D{d}-C{c}")), 2000)
+                    .await,
+                "enqueue",
+            )?;
         }
     }
     let mut tasks = Vec::new();
@@ -299,9 +572,17 @@ async fn concurrent_reports(s: Arc<dyn Store>) -> CaseResult {
         tasks.push(tokio::spawn(async move {
             let id = format!("D{d}");
             let mut answered = 0;
-            while let Some(c) = s.next_command(&id, &[], 3000).await.map_err(|e| e.to_string())? {
+            while let Some(c) = s
+                .next_command(&id, &[], 3000)
+                .await
+                .map_err(|e| e.to_string())?
+            {
                 let out = s
-                    .record_report(&id, &report(&c.uuid, ReportStatus::Acknowledged, c.uuid.as_bytes()), 3001)
+                    .record_report(
+                        &id,
+                        &report(&c.uuid, ReportStatus::Acknowledged, c.uuid.as_bytes()),
+                        3001,
+                    )
                     .await
                     .map_err(|e| e.to_string())?;
                 if out != ReportOutcome::Dequeued {
@@ -314,8 +595,14 @@ async fn concurrent_reports(s: Arc<dyn Store>) -> CaseResult {
     }
     for t in tasks {
         let answered = t.await.map_err(|e| e.to_string())??;
-        check!(answered == COMMANDS, "a device answered {answered} of {COMMANDS}");
+        check!(
+            answered == COMMANDS,
+            "a device answered {answered} of {COMMANDS}"
+        );
     }
-    check!(ok(s.queue_depth().await, "depth")? == 0, "commands left in the queue");
+    check!(
+        ok(s.queue_depth().await, "depth")? == 0,
+        "commands left in the queue"
+    );
     Ok(())
 }

@@ -50,9 +50,10 @@ impl From<sqlx::Error> for StoreError {
             E::Database(db) => {
                 // SQLite BUSY/LOCKED and PostgreSQL serialization/connection classes are transient.
                 let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-                let transient = matches!(code.as_str(), "5" | "6" | "517" | "261" | "40001" | "40P01")
-                    || code.starts_with("08")
-                    || code.starts_with("57P");
+                let transient =
+                    matches!(code.as_str(), "5" | "6" | "517" | "261" | "40001" | "40P01")
+                        || code.starts_with("08")
+                        || code.starts_with("57P");
                 if transient {
                     StoreError::Unavailable(e.to_string())
                 } else {
@@ -76,7 +77,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Authenticate: records device facts and starts a fresh enrollment. Queued commands of a
     /// previous enrollment are cancelled in the same transaction; push stays off until TokenUpdate.
-    async fn authenticate(&self, facts: &DeviceFacts, now: i64) -> StoreResult<AuthenticateOutcome>;
+    async fn authenticate(&self, facts: &DeviceFacts, now: i64)
+        -> StoreResult<AuthenticateOutcome>;
     /// TokenUpdate: stores push credentials and marks the device enrolled. A missing unlock
     /// token keeps the stored one. Creates the enrollment if Authenticate was never seen.
     async fn token_update(&self, update: &TokenUpdateRecord, now: i64) -> StoreResult<()>;
@@ -88,7 +90,11 @@ pub trait Store: Send + Sync + 'static {
     /// Looks a device up by UDID/EnrollmentID, then by serial number.
     async fn find_enrollment(&self, key: &str) -> StoreResult<Option<Enrollment>>;
     /// Enrollments ordered by id, starting after `after` (keyset pagination).
-    async fn list_enrollments(&self, after: Option<&str>, limit: i64) -> StoreResult<Vec<Enrollment>>;
+    async fn list_enrollments(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<Enrollment>>;
     async fn push_credentials(&self, device_id: &str) -> StoreResult<Option<PushCredentials>>;
     /// Writes a batch of last-seen times in one transaction (never moves a time backwards).
     async fn record_last_seen(&self, seen: &[(String, i64)]) -> StoreResult<()>;
@@ -97,11 +103,21 @@ pub trait Store: Send + Sync + 'static {
     /// checked-out devices, and with Conflict when the UUID is already used.
     async fn enqueue(&self, device_id: &str, command: &NewCommand, now: i64) -> StoreResult<()>;
     /// The oldest queued command of this device not in `skip`; counts it as sent.
-    async fn next_command(&self, device_id: &str, skip: &[String], now: i64) -> StoreResult<Option<QueuedCommand>>;
+    async fn next_command(
+        &self,
+        device_id: &str,
+        skip: &[String],
+        now: i64,
+    ) -> StoreResult<Option<QueuedCommand>>;
     /// Records a device's report for one of its commands (one transaction). Terminal statuses
     /// store the raw result and dequeue; NotNow keeps the command queued. A report for another
     /// device's command is treated exactly like an unknown UUID.
-    async fn record_report(&self, device_id: &str, report: &ReportRecord<'_>, now: i64) -> StoreResult<ReportOutcome>;
+    async fn record_report(
+        &self,
+        device_id: &str,
+        report: &ReportRecord<'_>,
+        now: i64,
+    ) -> StoreResult<ReportOutcome>;
     /// Commands of one device, newest first, with their results.
     async fn commands(&self, device_id: &str, limit: i64) -> StoreResult<Vec<CommandRecord>>;
     /// Number of queued commands across the fleet (for metrics).

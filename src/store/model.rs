@@ -95,7 +95,9 @@ pub struct PushCredentials {
 
 impl std::fmt::Debug for PushCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PushCredentials").field("topic", &self.topic).finish_non_exhaustive()
+        f.debug_struct("PushCredentials")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
     }
 }
 

@@ -1,0 +1,65 @@
+//! Runs the store conformance suite (`pomona::store::conformance`) on both backends: SQLite in a
+//! temporary file, and PostgreSQL at `POMONA_TEST_POSTGRES_URL` (`scripts/test` starts a
+//! throwaway server and sets it). Each case gets a fresh database (PostgreSQL: its own schema).
+
+use pomona::store::{conformance, PostgresStore, SqliteStore, Store};
+use std::str::FromStr;
+use std::sync::Arc;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_backend_passes_the_conformance_suite() {
+    let mut failures = Vec::new();
+    for (name, case) in conformance::cases() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
+        store.migrate().await.unwrap();
+        if let Err(e) = case(store).await {
+            failures.push(format!("{name}: {e}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "SQLite conformance failures:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_backend_passes_the_conformance_suite() {
+    let url = std::env::var("POMONA_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "POMONA_TEST_POSTGRES_URL is not set. Run the tests with scripts/test, which starts a throwaway \
+             PostgreSQL (install it with: apt-get install postgresql), or point the variable at a database \
+             where this user may create schemas."
+        )
+    });
+    let admin = sqlx::PgPool::connect(&url)
+        .await
+        .expect("connect to POMONA_TEST_POSTGRES_URL");
+    let mut failures = Vec::new();
+    for (name, case) in conformance::cases() {
+        let schema = format!("conformance_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let options = sqlx::postgres::PgConnectOptions::from_str(&url)
+            .unwrap()
+            .options([("search_path", schema.as_str())]);
+        let store: Arc<dyn Store> = Arc::new(PostgresStore::open_with(options).await.unwrap());
+        store.migrate().await.unwrap();
+        if let Err(e) = case(store).await {
+            failures.push(format!("{name}: {e}"));
+        }
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+    assert!(
+        failures.is_empty(),
+        "PostgreSQL conformance failures:\n{}",
+        failures.join("\n")
+    );
+}

@@ -1,0 +1,217 @@
+//! Test harness: a real Pomona server over HTTPS on a loopback port, with its own data directory,
+//! plus helpers for simulated devices and the admin API.
+#![allow(dead_code)] // Each test binary uses a different subset.
+
+use pomona::config::ServeArgs;
+use pomona::sim::device::{Endpoint, Faults, SimDevice};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub struct TestServer {
+    pub base_url: String,
+    pub data_dir: PathBuf,
+    pub admin_token: String,
+    pub client: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server on 127.0.0.1:0 with a fresh data directory and SQLite.
+    pub async fn start_with(adjust: impl FnOnce(&mut ServeArgs)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Self::start_in(dir.path().to_path_buf(), adjust).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    pub async fn start_in(data_dir: PathBuf, adjust: impl FnOnce(&mut ServeArgs)) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = listener.local_addr().unwrap().port();
+        let mut args = ServeArgs {
+            data_dir: Some(data_dir.clone()),
+            listen: Some(format!("127.0.0.1:{port}")),
+            policy_dir: None,
+            ..ServeArgs::default()
+        };
+        adjust(&mut args);
+        let config = args.resolve().expect("valid test configuration");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(pomona::serve_on(config, listener, async move {
+            let _ = rx.await;
+        }));
+        let base_url = format!("https://localhost:{port}");
+        // The data directory is ready once the token file exists; then wait for /readyz.
+        let token_path = data_dir.join("admin-token");
+        let ca = data_dir.join("tls/ca.pem");
+        for _ in 0..200 {
+            if token_path.exists() && ca.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        let client = pomona::sim::client(Some(&ca)).expect("client");
+        for _ in 0..200 {
+            if let Ok(r) = client.get(format!("{base_url}/readyz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        let admin_token = std::fs::read_to_string(&token_path)
+            .expect("admin token")
+            .trim()
+            .to_string();
+        Self {
+            base_url,
+            data_dir,
+            admin_token,
+            client,
+            shutdown: Some(tx),
+            task: Some(task),
+            _dir: None,
+        }
+    }
+
+    pub fn endpoint(&self, one_url: bool) -> Arc<Endpoint> {
+        Arc::new(Endpoint::new(self.client.clone(), &self.base_url, one_url))
+    }
+
+    pub fn device(&self, index: usize) -> SimDevice {
+        self.device_on(self.endpoint(false), index)
+    }
+
+    pub fn device_on(&self, endpoint: Arc<Endpoint>, index: usize) -> SimDevice {
+        SimDevice::new(
+            pomona::sim::hardware(42, index),
+            endpoint,
+            Faults::default(),
+            index as u64,
+        )
+    }
+
+    pub async fn enrolled_device(&self, index: usize) -> SimDevice {
+        let mut d = self.device(index);
+        d.enroll().await.expect("enroll");
+        d
+    }
+
+    /// Queues a command through the admin API and returns its UUID.
+    pub async fn queue(&self, device: &str, body: serde_json::Value) -> String {
+        let (status, json) = self
+            .admin_post(&format!("/api/v1/devices/{device}/commands"), body)
+            .await;
+        assert_eq!(status, 201, "queueing failed: {json}");
+        json["command_uuid"]
+            .as_str()
+            .expect("command_uuid")
+            .to_string()
+    }
+
+    pub async fn admin_get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base_url))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn admin_post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base_url))
+            .bearer_auth(&self.admin_token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The commands of a device as the admin API lists them (newest first).
+    pub async fn commands(&self, device: &str) -> Vec<serde_json::Value> {
+        let (status, json) = self
+            .admin_get(&format!("/api/v1/devices/{device}/commands"))
+            .await;
+        assert_eq!(status, 200, "{json}");
+        json["commands"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn command(&self, device: &str, uuid: &str) -> serde_json::Value {
+        self.commands(device)
+            .await
+            .into_iter()
+            .find(|c| c["command_uuid"] == uuid)
+            .unwrap_or_else(|| panic!("command {uuid} not listed"))
+    }
+
+    /// PUTs a raw body to a device endpoint and returns (status, body).
+    pub async fn put_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+        let r = self
+            .client
+            .put(format!("{}{path}", self.base_url))
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.bytes().await.unwrap().to_vec())
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task")
+                .expect("server exited cleanly");
+        }
+    }
+}
+
+/// A minimal configuration profile.
+pub fn profile(identifier: &str, name: &str) -> Vec<u8> {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
+<plist version="1.0"><dict>
+<key>PayloadType</key><string>Configuration</string>
+<key>PayloadVersion</key><integer>1</integer>
+<key>PayloadIdentifier</key><string>{identifier}</string>
+<key>PayloadUUID</key><string>6D1A7C44-1D2B-4C55-9F3A-{:012X}</string>
+<key>PayloadDisplayName</key><string>{name}</string>
+<key>PayloadContent</key><array><dict>
+<key>PayloadType</key><string>com.apple.applicationaccess</string>
+<key>PayloadVersion</key><integer>1</integer>
+<key>PayloadIdentifier</key><string>{identifier}.restrictions</string>
+<key>PayloadUUID</key><string>0B7E6F2A-4E7D-4B1C-8C0D-{:012X}</string>
+<key>allowCamera</key><false/>
+</dict></array>
+</dict></plist>"#,
+        identifier.len(),
+        name.len()
+    )
+    .into_bytes()
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
