@@ -1,0 +1,121 @@
+//! Crash safety: the real `pomona serve` binary is killed with SIGKILL in the middle of a queue
+//! and started again on the same data directory; nothing queued and nothing reported is lost.
+
+use pomona::protocol::report::encode_report;
+use pomona::protocol::{CommandEnvelope, ReportStatus, CONNECT_CONTENT_TYPE};
+use pomona::sim::device::{Endpoint, Faults, SimDevice};
+use serde_json::json;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Served {
+    child: Child,
+    base: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn start(data_dir: &Path, port: u16) -> Served {
+    let child = Command::new(env!("CARGO_BIN_EXE_pomona"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data_dir)
+        .env("POMONA_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start pomona serve");
+    let base = format!("https://localhost:{port}");
+    let ca = data_dir.join("tls/ca.pem");
+    for _ in 0..400 {
+        if ca.exists() {
+            let client = pomona::sim::client(Some(&ca)).unwrap();
+            if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+                if r.status().is_success() {
+                    return Served { child, base };
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("pomona serve did not become ready on port {port}");
+}
+
+fn sigkill(served: &mut Served) {
+    served.child.kill().expect("SIGKILL the server");
+    served.child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn a_server_killed_mid_queue_loses_no_command_and_no_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut served = start(dir.path(), port).await;
+    let client = pomona::sim::client(Some(&dir.path().join("tls/ca.pem"))).unwrap();
+    let token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap().trim().to_string();
+    let endpoint = Arc::new(Endpoint::new(client.clone(), &served.base, false));
+    let mut device = SimDevice::new(pomona::sim::hardware(5, 0), endpoint, Faults::default(), 5);
+    device.enroll().await.unwrap();
+    let udid = device.udid().to_string();
+
+    let mut queued = Vec::new();
+    for _ in 0..5 {
+        let r = client
+            .post(format!("{}/api/v1/devices/{udid}/commands", served.base))
+            .bearer_auth(&token)
+            .json(&json!({"type": "SecurityInfo"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        queued.push(r.json::<serde_json::Value>().await.unwrap()["command_uuid"].as_str().unwrap().to_string());
+    }
+
+    // By hand: Idle → first command; acknowledge it → second command arrives; then the crash.
+    let put = |body: Vec<u8>| {
+        client
+            .put(format!("{}/mdm/connect", served.base))
+            .header("Content-Type", CONNECT_CONTENT_TYPE)
+            .body(body)
+            .send()
+    };
+    let idle = encode_report(&udid, ReportStatus::Idle, None, plist::Dictionary::new());
+    let first = put(idle).await.unwrap().bytes().await.unwrap();
+    let (first_uuid, _, _) = CommandEnvelope::decode(&first).unwrap();
+    assert_eq!(first_uuid, queued[0]);
+    let mut keys = plist::Dictionary::new();
+    keys.insert("SecurityInfo".into(), plist::Value::Dictionary(plist::Dictionary::new()));
+    let ack = encode_report(&udid, ReportStatus::Acknowledged, Some(&first_uuid), keys);
+    let second = put(ack).await.unwrap().bytes().await.unwrap();
+    let (second_uuid, _, _) = CommandEnvelope::decode(&second).unwrap();
+    assert_eq!(second_uuid, queued[1]);
+    sigkill(&mut served);
+
+    let mut served = start(dir.path(), port).await;
+    // The device never answered the second command: it and the other three are still queued.
+    let exchange = device.exchange().await.unwrap();
+    assert_eq!(exchange.received.len(), 4, "commands lost or duplicated across the crash: {:?}", exchange.received);
+    let listed: serde_json::Value = client
+        .get(format!("{}/api/v1/devices/{udid}/commands", served.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let commands = listed["commands"].as_array().unwrap();
+    assert_eq!(commands.len(), 5);
+    for c in commands {
+        assert_eq!(c["status"], "acknowledged", "{c}");
+        assert!(c["result"]["SecurityInfo"].is_object(), "result lost: {c}");
+    }
+    let first = commands.iter().find(|c| c["command_uuid"] == queued[0]).unwrap();
+    assert_eq!(first["attempts"], 1, "an acknowledged command was sent again after the restart");
+    let second = commands.iter().find(|c| c["command_uuid"] == queued[1]).unwrap();
+    assert_eq!(second["attempts"], 2);
+    sigkill(&mut served);
+}
