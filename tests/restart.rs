@@ -16,12 +16,21 @@ struct Served {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn start(data_dir: &Path, port: u16) -> Served {
     let child = Command::new(env!("CARGO_BIN_EXE_pomona"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(data_dir)
         .env("POMONA_LOG", "warn")
         .stdout(Stdio::null())
@@ -55,7 +64,10 @@ async fn a_server_killed_mid_queue_loses_no_command_and_no_result() {
     let port = free_port();
     let mut served = start(dir.path(), port).await;
     let client = pomona::sim::client(Some(&dir.path().join("tls/ca.pem"))).unwrap();
-    let token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap().trim().to_string();
+    let token = std::fs::read_to_string(dir.path().join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
     let endpoint = Arc::new(Endpoint::new(client.clone(), &served.base, false));
     let mut device = SimDevice::new(pomona::sim::hardware(5, 0), endpoint, Faults::default(), 5);
     device.enroll().await.unwrap();
@@ -71,7 +83,12 @@ async fn a_server_killed_mid_queue_loses_no_command_and_no_result() {
             .await
             .unwrap();
         assert_eq!(r.status(), 201);
-        queued.push(r.json::<serde_json::Value>().await.unwrap()["command_uuid"].as_str().unwrap().to_string());
+        queued.push(
+            r.json::<serde_json::Value>().await.unwrap()["command_uuid"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
 
     // By hand: Idle → first command; acknowledge it → second command arrives; then the crash.
@@ -87,7 +104,10 @@ async fn a_server_killed_mid_queue_loses_no_command_and_no_result() {
     let (first_uuid, _, _) = CommandEnvelope::decode(&first).unwrap();
     assert_eq!(first_uuid, queued[0]);
     let mut keys = plist::Dictionary::new();
-    keys.insert("SecurityInfo".into(), plist::Value::Dictionary(plist::Dictionary::new()));
+    keys.insert(
+        "SecurityInfo".into(),
+        plist::Value::Dictionary(plist::Dictionary::new()),
+    );
     let ack = encode_report(&udid, ReportStatus::Acknowledged, Some(&first_uuid), keys);
     let second = put(ack).await.unwrap().bytes().await.unwrap();
     let (second_uuid, _, _) = CommandEnvelope::decode(&second).unwrap();
@@ -97,7 +117,12 @@ async fn a_server_killed_mid_queue_loses_no_command_and_no_result() {
     let mut served = start(dir.path(), port).await;
     // The device never answered the second command: it and the other three are still queued.
     let exchange = device.exchange().await.unwrap();
-    assert_eq!(exchange.received.len(), 4, "commands lost or duplicated across the crash: {:?}", exchange.received);
+    assert_eq!(
+        exchange.received.len(),
+        4,
+        "commands lost or duplicated across the crash: {:?}",
+        exchange.received
+    );
     let listed: serde_json::Value = client
         .get(format!("{}/api/v1/devices/{udid}/commands", served.base))
         .bearer_auth(&token)
@@ -113,9 +138,18 @@ async fn a_server_killed_mid_queue_loses_no_command_and_no_result() {
         assert_eq!(c["status"], "acknowledged", "{c}");
         assert!(c["result"]["SecurityInfo"].is_object(), "result lost: {c}");
     }
-    let first = commands.iter().find(|c| c["command_uuid"] == queued[0]).unwrap();
-    assert_eq!(first["attempts"], 1, "an acknowledged command was sent again after the restart");
-    let second = commands.iter().find(|c| c["command_uuid"] == queued[1]).unwrap();
+    let first = commands
+        .iter()
+        .find(|c| c["command_uuid"] == queued[0])
+        .unwrap();
+    assert_eq!(
+        first["attempts"], 1,
+        "an acknowledged command was sent again after the restart"
+    );
+    let second = commands
+        .iter()
+        .find(|c| c["command_uuid"] == queued[1])
+        .unwrap();
     assert_eq!(second["attempts"], 2);
     sigkill(&mut served);
 }
