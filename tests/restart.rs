@@ -24,7 +24,7 @@ fn free_port() -> u16 {
 }
 
 async fn start(data_dir: &Path, port: u16) -> Served {
-    let child = Command::new(env!("CARGO_BIN_EXE_pomona"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pomona"))
         .args([
             "serve",
             "--listen",
@@ -50,6 +50,8 @@ async fn start(data_dir: &Path, port: u16) -> Served {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("pomona serve did not become ready on port {port}");
 }
 
