@@ -61,6 +61,8 @@ pub struct Faults {
 #[derive(Debug, Default, Clone)]
 pub struct DeviceStats {
     pub requests: u64,
+    /// Admin API calls made on this device's behalf (queueing its workload).
+    pub admin_requests: u64,
     pub failed_requests: u64,
     pub acknowledged: u64,
     pub errors: u64,

@@ -131,6 +131,7 @@ pub struct Summary {
     pub enrolled: usize,
     pub failed_devices: usize,
     pub requests: u64,
+    pub admin_requests: u64,
     pub failed_requests: u64,
     pub acknowledged: u64,
     pub errors: u64,
@@ -143,13 +144,13 @@ pub struct Summary {
 
 impl Summary {
     pub fn requests_per_second(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        (self.requests + self.admin_requests) as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
     pub fn line(&self) -> String {
         format!(
-            "{} devices ({} enrolled, {} failed) · {} requests in {:.1}s = {:.0} req/s · p50 {:.2} ms · p99 {:.2} ms · commands: {} acknowledged, {} error, {} not-now · {} failed requests",
-            self.devices, self.enrolled, self.failed_devices, self.requests, self.elapsed.as_secs_f64(),
+            "{} devices ({} enrolled, {} failed) · {} device + {} admin requests in {:.1}s = {:.0} req/s · device p50 {:.2} ms · p99 {:.2} ms · commands: {} acknowledged, {} error, {} not-now · {} failed requests",
+            self.devices, self.enrolled, self.failed_devices, self.requests, self.admin_requests, self.elapsed.as_secs_f64(),
             self.requests_per_second(), self.p50_ms, self.p99_ms, self.acknowledged, self.errors, self.not_now,
             self.failed_requests
         )
@@ -258,6 +259,7 @@ pub async fn run_fleet(
         };
         let stats = &device.stats;
         summary.requests += stats.requests;
+        summary.admin_requests += stats.admin_requests;
         summary.failed_requests += stats.failed_requests;
         summary.acknowledged += stats.acknowledged;
         summary.errors += stats.errors;
@@ -321,6 +323,7 @@ async fn drive(
                 .json(&workload_command(i))
                 .send()
                 .await?;
+            device.stats.admin_requests += 1;
             if !response.status().is_success() {
                 anyhow::bail!(
                     "queueing a command: HTTP {}: {}",
