@@ -5,6 +5,7 @@
 //! simulated fleet that speaks the same wire protocol as real devices.
 
 pub mod config;
+pub mod pki;
 pub mod protocol;
 pub mod server;
 pub mod sim;

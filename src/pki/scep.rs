@@ -1,0 +1,482 @@
+//! SCEP (RFC 8894) messages as Apple devices and `scepclient` send them: decoding a PKIOperation
+//! (SignedData by a self-signed requester, wrapping EnvelopedData for our CA, wrapping a PKCS#10
+//! CSR) and encoding the CertRep answer (SUCCESS with a certs-only SignedData encrypted back to
+//! the requester, or FAILURE with a failInfo). Deciding whether to issue — challenges, the store —
+//! belongs to the caller; this module only speaks the format.
+
+use super::ca::DeviceCa;
+use super::cms::{self, Digest, SignedDataView};
+use super::der::{self, DerError};
+use openssl::cms::{CMSOptions, CmsContentInfo};
+use openssl::stack::Stack;
+use openssl::symm::Cipher;
+use openssl::x509::{X509Req, X509};
+
+const ATTR_MESSAGE_TYPE: &str = "2.16.840.1.113733.1.9.2";
+const ATTR_PKI_STATUS: &str = "2.16.840.1.113733.1.9.3";
+const ATTR_FAIL_INFO: &str = "2.16.840.1.113733.1.9.4";
+const ATTR_SENDER_NONCE: &str = "2.16.840.1.113733.1.9.5";
+const ATTR_RECIPIENT_NONCE: &str = "2.16.840.1.113733.1.9.6";
+const ATTR_TRANSACTION_ID: &str = "2.16.840.1.113733.1.9.7";
+const CHALLENGE_PASSWORD: &str = "1.2.840.113549.1.9.7";
+
+/// What `GetCACaps` advertises, one per line.
+pub const CAPABILITIES: &str = "POSTPKIOperation\nSHA-256\nSHA-512\nSHA-1\nAES\nDES3\nSCEPStandard\n";
+
+/// SCEP failInfo values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailInfo {
+    BadAlg = 0,
+    BadMessageCheck = 1,
+    BadRequest = 2,
+    BadTime = 3,
+    BadCertId = 4,
+}
+
+impl FailInfo {
+    pub fn name(self) -> &'static str {
+        match self {
+            FailInfo::BadAlg => "badAlg",
+            FailInfo::BadMessageCheck => "badMessageCheck",
+            FailInfo::BadRequest => "badRequest",
+            FailInfo::BadTime => "badTime",
+            FailInfo::BadCertId => "badCertId",
+        }
+    }
+}
+
+/// A request we cannot even answer with a CertRep (no signer to encrypt to): HTTP 400.
+#[derive(Debug, thiserror::Error)]
+#[error("unreadable SCEP message: {0}")]
+pub struct Malformed(pub String);
+
+impl From<DerError> for Malformed {
+    fn from(e: DerError) -> Self {
+        Malformed(e.to_string())
+    }
+}
+
+/// A decoded PKIOperation. `problem` is set when the message is readable enough to answer but
+/// must be refused (bad signature, not encrypted to us, unsupported type, broken CSR).
+pub struct PkiRequest {
+    pub message_type: String,
+    pub transaction_id: String,
+    pub sender_nonce: Vec<u8>,
+    pub signer: X509,
+    digest: Digest,
+    cipher: Cipher,
+    pub csr: Option<X509Req>,
+    pub challenge: Option<String>,
+    pub problem: Option<(FailInfo, String)>,
+}
+
+/// Decodes a PKIOperation body (DER or BER).
+pub fn decode_request(body: &[u8], ca: &DeviceCa) -> Result<PkiRequest, Malformed> {
+    let mut cms = CmsContentInfo::from_der(body)
+        .map_err(|_| Malformed("not a CMS ContentInfo (DER/BER)".into()))?;
+    // openssl accepts BER; re-encoding gives DER for our own reader.
+    let normalised = cms
+        .to_der()
+        .map_err(|_| Malformed("CMS structure cannot be re-encoded".into()))?;
+    let view = SignedDataView::parse(&normalised)?;
+    let signer_info = view
+        .signers
+        .first()
+        .ok_or_else(|| Malformed("SignedData has no signer".into()))?;
+    let signer_der = view
+        .signer_certificate()
+        .ok_or_else(|| Malformed("the signer's certificate is not included".into()))?;
+    let signer =
+        X509::from_der(signer_der).map_err(|_| Malformed("signer certificate unreadable".into()))?;
+    let text_attr = |oid: &str, name: &str| -> Result<String, Malformed> {
+        let value = signer_info
+            .attribute(oid)
+            .ok_or_else(|| Malformed(format!("signed attribute {name} is missing")))?;
+        Ok(der::string_value(&der::parse_single(value, name)?)?)
+    };
+    let message_type = text_attr(ATTR_MESSAGE_TYPE, "messageType")?;
+    let transaction_id = text_attr(ATTR_TRANSACTION_ID, "transactionID")?;
+    let sender_nonce = match signer_info.attribute(ATTR_SENDER_NONCE) {
+        Some(v) => der::parse_single(v, "senderNonce")?.content.to_vec(),
+        None => return Err(Malformed("signed attribute senderNonce is missing".into())),
+    };
+    let digest = Digest::from_oid(&signer_info.digest_oid).unwrap_or(Digest::Sha256);
+
+    let mut request = PkiRequest {
+        message_type,
+        transaction_id,
+        sender_nonce,
+        signer,
+        digest,
+        cipher: Cipher::aes_128_cbc(),
+        csr: None,
+        challenge: None,
+        problem: None,
+    };
+    let mut enveloped = Vec::new();
+    if cms
+        .verify(
+            None,
+            None,
+            None,
+            Some(&mut enveloped),
+            // The requester's certificate is self-signed: the signature proves possession.
+            CMSOptions::NO_SIGNER_CERT_VERIFY | CMSOptions::BINARY,
+        )
+        .is_err()
+    {
+        request.problem = Some((
+            FailInfo::BadMessageCheck,
+            "the request's signature does not verify".into(),
+        ));
+        return Ok(request);
+    }
+    if request.message_type != "19" {
+        request.problem = Some((
+            FailInfo::BadRequest,
+            format!(
+                "messageType {} is not supported (only PKCSReq, 19)",
+                request.message_type
+            ),
+        ));
+        return Ok(request);
+    }
+    let Ok(envelope) = CmsContentInfo::from_der(&enveloped) else {
+        request.problem = Some((
+            FailInfo::BadMessageCheck,
+            "the signed content is not EnvelopedData".into(),
+        ));
+        return Ok(request);
+    };
+    if let Some(cipher) = envelope
+        .to_der()
+        .ok()
+        .and_then(|d| cms::enveloped_cipher_oid(&d).ok())
+        .and_then(|oid| cipher_for(&oid))
+    {
+        request.cipher = cipher;
+    }
+    let csr_der = match envelope.decrypt(ca.key(), ca.certificate()) {
+        Ok(csr) => csr,
+        Err(_) => {
+            request.problem = Some((
+                FailInfo::BadMessageCheck,
+                "the request is not encrypted to this server's CA certificate".into(),
+            ));
+            return Ok(request);
+        }
+    };
+    let csr = match X509Req::from_der(&csr_der) {
+        Ok(csr) => csr,
+        Err(_) => {
+            request.problem = Some((FailInfo::BadRequest, "the CSR is not PKCS#10".into()));
+            return Ok(request);
+        }
+    };
+    let signed_by_own_key = csr
+        .public_key()
+        .and_then(|key| csr.verify(&key))
+        .unwrap_or(false);
+    if !signed_by_own_key {
+        request.problem = Some((
+            FailInfo::BadMessageCheck,
+            "the CSR's signature does not verify".into(),
+        ));
+        return Ok(request);
+    }
+    request.challenge = csr_challenge(&csr_der).unwrap_or(None);
+    request.csr = Some(csr);
+    Ok(request)
+}
+
+impl std::fmt::Debug for PkiRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The challenge is a secret: never printed.
+        f.debug_struct("PkiRequest")
+            .field("message_type", &self.message_type)
+            .field("transaction_id", &self.transaction_id)
+            .field("has_csr", &self.csr.is_some())
+            .field("problem", &self.problem)
+            .finish_non_exhaustive()
+    }
+}
+
+fn cipher_for(oid: &[u8]) -> Option<Cipher> {
+    [
+        ("2.16.840.1.101.3.4.1.2", Cipher::aes_128_cbc()),
+        ("2.16.840.1.101.3.4.1.22", Cipher::aes_192_cbc()),
+        ("2.16.840.1.101.3.4.1.42", Cipher::aes_256_cbc()),
+        ("1.2.840.113549.3.7", Cipher::des_ede3_cbc()),
+    ]
+    .into_iter()
+    .find(|(dotted, _)| der::oid(dotted) == oid)
+    .map(|(_, cipher)| cipher)
+}
+
+/// The challengePassword attribute of a DER PKCS#10 request, if any.
+pub fn csr_challenge(csr_der: &[u8]) -> Result<Option<String>, DerError> {
+    let outer = der::parse_single(csr_der, "CertificationRequest")?;
+    let info = outer.reader().expect(der::SEQUENCE, "certificationRequestInfo")?;
+    let mut r = info.reader();
+    r.expect(der::INTEGER, "version")?;
+    r.expect(der::SEQUENCE, "subject")?;
+    r.expect(der::SEQUENCE, "subjectPKInfo")?;
+    let Some(attributes) = r.optional(der::context(0))? else {
+        return Ok(None);
+    };
+    let wanted = der::oid(CHALLENGE_PASSWORD);
+    let mut attrs = attributes.reader();
+    while !attrs.is_empty() {
+        let attr = attrs.expect(der::SEQUENCE, "Attribute")?;
+        let mut a = attr.reader();
+        let oid = a.expect(der::OID, "Attribute.type")?;
+        let values = a.expect(der::SET, "Attribute.values")?;
+        if oid.raw == wanted.as_slice() {
+            let value = values.reader().read()?;
+            return der::string_value(&value).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// The CertRep answering `request`: the issued certificate, or a failure.
+pub fn cert_rep(
+    ca: &DeviceCa,
+    request: &PkiRequest,
+    outcome: Result<&X509, FailInfo>,
+) -> Result<Vec<u8>, cms::BuildError> {
+    let mut attributes: Vec<cms::Attribute> = vec![
+        (ATTR_MESSAGE_TYPE, der::printable_string("3")),
+        (
+            ATTR_TRANSACTION_ID,
+            der::printable_string(&request.transaction_id),
+        ),
+        (
+            ATTR_SENDER_NONCE,
+            der::octet_string(&uuid::Uuid::new_v4().into_bytes()),
+        ),
+        (
+            ATTR_RECIPIENT_NONCE,
+            der::octet_string(&request.sender_nonce),
+        ),
+    ];
+    let content = match outcome {
+        Ok(issued) => {
+            attributes.push((ATTR_PKI_STATUS, der::printable_string("0")));
+            let issued_der = issued.to_der()?;
+            let degenerate = cms::certs_only(&[&issued_der]);
+            let mut recipients = Stack::new()?;
+            recipients.push(request.signer.clone())?;
+            let envelope =
+                CmsContentInfo::encrypt(&recipients, &degenerate, request.cipher, CMSOptions::BINARY)?;
+            Some(envelope.to_der()?)
+        }
+        Err(fail) => {
+            attributes.push((ATTR_PKI_STATUS, der::printable_string("2")));
+            attributes.push((
+                ATTR_FAIL_INFO,
+                der::printable_string(&(fail as u8).to_string()),
+            ));
+            None
+        }
+    };
+    cms::build_signed_data(
+        content.as_deref(),
+        ca.certificate(),
+        ca.key(),
+        request.digest,
+        attributes,
+    )
+}
+
+/// Client side, used by the simulator: a PKCSReq for `csr`, signed by the requester's
+/// self-signed certificate and encrypted to the CA.
+pub fn encode_request(
+    csr_der: &[u8],
+    requester: &X509,
+    requester_key: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
+    ca: &X509,
+    transaction_id: &str,
+    sender_nonce: &[u8],
+) -> Result<Vec<u8>, cms::BuildError> {
+    let mut recipients = Stack::new()?;
+    recipients.push(ca.clone())?;
+    let envelope =
+        CmsContentInfo::encrypt(&recipients, csr_der, Cipher::aes_128_cbc(), CMSOptions::BINARY)?
+            .to_der()?;
+    cms::build_signed_data(
+        Some(&envelope),
+        requester,
+        requester_key,
+        Digest::Sha256,
+        vec![
+            (ATTR_MESSAGE_TYPE, der::printable_string("19")),
+            (ATTR_TRANSACTION_ID, der::printable_string(transaction_id)),
+            (ATTR_SENDER_NONCE, der::octet_string(sender_nonce)),
+        ],
+    )
+}
+
+/// Client side: the outcome of a CertRep — the issued certificate (DER) or the failInfo.
+pub fn decode_cert_rep(
+    body: &[u8],
+    ca: &X509,
+    requester: &X509,
+    requester_key: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
+) -> Result<Result<Vec<u8>, String>, Malformed> {
+    let mut cms = CmsContentInfo::from_der(body)
+        .map_err(|_| Malformed("CertRep is not a CMS ContentInfo".into()))?;
+    let mut certs = Stack::new().map_err(|e| Malformed(e.to_string()))?;
+    certs.push(ca.clone()).map_err(|e| Malformed(e.to_string()))?;
+    let normalised = cms.to_der().map_err(|e| Malformed(e.to_string()))?;
+    let view = SignedDataView::parse(&normalised)?;
+    let mut content = Vec::new();
+    // A FAILURE carries no content; its messageDigest covers the empty string.
+    let detached: Option<&[u8]> = if view.content.is_none() {
+        Some(&[])
+    } else {
+        None
+    };
+    cms.verify(
+        Some(&certs),
+        None,
+        detached,
+        Some(&mut content),
+        CMSOptions::NO_SIGNER_CERT_VERIFY | CMSOptions::BINARY,
+    )
+    .map_err(|_| Malformed("CertRep signature does not verify".into()))?;
+    let signer = view
+        .signers
+        .first()
+        .ok_or_else(|| Malformed("CertRep has no signer".into()))?;
+    let status = signer
+        .attribute(ATTR_PKI_STATUS)
+        .map(|v| der::parse_single(v, "pkiStatus").and_then(|t| der::string_value(&t)))
+        .transpose()?
+        .ok_or_else(|| Malformed("CertRep has no pkiStatus".into()))?;
+    if status != "0" {
+        let fail = signer
+            .attribute(ATTR_FAIL_INFO)
+            .map(|v| der::parse_single(v, "failInfo").and_then(|t| der::string_value(&t)))
+            .transpose()?
+            .unwrap_or_default();
+        return Ok(Err(format!("pkiStatus {status}, failInfo {fail}")));
+    }
+    let envelope = CmsContentInfo::from_der(&content)
+        .map_err(|_| Malformed("CertRep content is not EnvelopedData".into()))?;
+    let degenerate = envelope
+        .decrypt(requester_key, requester)
+        .map_err(|_| Malformed("CertRep is not encrypted to the requester".into()))?;
+    let p7 = SignedDataView::parse(&degenerate)?;
+    p7.certificates
+        .into_iter()
+        .next()
+        .map(Ok)
+        .ok_or_else(|| Malformed("CertRep carries no certificate".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::{PKey, Private};
+
+    /// A device-side key, CSR (with challenge) and self-signed requester certificate.
+    fn requester(challenge: Option<&str>) -> (PKey<Private>, Vec<u8>, X509) {
+        let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "sim-device").unwrap();
+        let name = name.build();
+        let mut req = openssl::x509::X509ReqBuilder::new().unwrap();
+        req.set_subject_name(&name).unwrap();
+        req.set_pubkey(&key).unwrap();
+        req.sign(&key, MessageDigest::sha256()).unwrap();
+        let mut csr = req.build().to_der().unwrap();
+        if let Some(challenge) = challenge {
+            csr = with_challenge(&csr, challenge, &key);
+        }
+        let cert = super::super::ca::self_signed_requester(&key, &name).unwrap();
+        (key, csr, cert)
+    }
+
+    /// Re-signs a CSR with a challengePassword attribute added (openssl's builder cannot).
+    fn with_challenge(csr: &[u8], challenge: &str, key: &PKey<Private>) -> Vec<u8> {
+        let outer = der::parse_single(csr, "csr").unwrap();
+        let info = outer.reader().expect(der::SEQUENCE, "info").unwrap();
+        let mut r = info.reader();
+        let version = r.read().unwrap().raw.to_vec();
+        let subject = r.read().unwrap().raw.to_vec();
+        let spki = r.read().unwrap().raw.to_vec();
+        let attr = der::sequence(&[
+            &der::oid(CHALLENGE_PASSWORD),
+            &der::set_of(vec![der::printable_string(challenge)]),
+        ]);
+        let attrs = der::constructed(der::context(0), &[&attr]);
+        let info = der::sequence(&[&version, &subject, &spki, &attrs]);
+        let mut signer = openssl::sign::Signer::new(MessageDigest::sha256(), key).unwrap();
+        signer.update(&info).unwrap();
+        let sig = signer.sign_to_vec().unwrap();
+        let mut bits = vec![0u8];
+        bits.extend(sig);
+        der::sequence(&[
+            &info,
+            &der::algorithm("1.2.840.113549.1.1.11"),
+            &der::tlv(0x03, &bits),
+        ])
+    }
+
+    #[test]
+    fn pkcs_req_round_trip_issues_a_certificate_for_the_requesters_key() {
+        let ca = DeviceCa::generate(365).unwrap();
+        let (key, csr, cert) = requester(Some("one-time-secret"));
+        let body = encode_request(&csr, &cert, &key, ca.certificate(), "tx-1", b"nonce-0123456789")
+            .unwrap();
+        let request = decode_request(&body, &ca).unwrap();
+        assert!(request.problem.is_none(), "{:?}", request.problem);
+        assert_eq!(request.challenge.as_deref(), Some("one-time-secret"));
+        assert_eq!(request.transaction_id, "tx-1");
+        let issued = ca.issue(request.csr.as_ref().unwrap()).unwrap();
+        let reply = cert_rep(&ca, &request, Ok(&issued)).unwrap();
+        let got = decode_cert_rep(&reply, ca.certificate(), &cert, &key)
+            .unwrap()
+            .expect("SUCCESS");
+        let got = X509::from_der(&got).unwrap();
+        assert!(got.public_key().unwrap().public_eq(&key));
+        assert!(!format!("{request:?}").contains("one-time-secret"));
+    }
+
+    #[test]
+    fn failure_reply_carries_the_fail_info() {
+        let ca = DeviceCa::generate(365).unwrap();
+        let (key, csr, cert) = requester(None);
+        let body =
+            encode_request(&csr, &cert, &key, ca.certificate(), "tx-2", b"nonce").unwrap();
+        let request = decode_request(&body, &ca).unwrap();
+        assert_eq!(request.challenge, None);
+        let reply = cert_rep(&ca, &request, Err(FailInfo::BadRequest)).unwrap();
+        let outcome = decode_cert_rep(&reply, ca.certificate(), &cert, &key).unwrap();
+        assert_eq!(outcome, Err("pkiStatus 2, failInfo 2".to_string()));
+    }
+
+    #[test]
+    fn request_encrypted_to_another_ca_is_a_bad_message_check() {
+        let ca = DeviceCa::generate(365).unwrap();
+        let other = DeviceCa::generate(365).unwrap();
+        let (key, csr, cert) = requester(Some("x"));
+        let body =
+            encode_request(&csr, &cert, &key, other.certificate(), "tx-3", b"nonce").unwrap();
+        let request = decode_request(&body, &ca).unwrap();
+        assert_eq!(
+            request.problem.as_ref().map(|p| p.0),
+            Some(FailInfo::BadMessageCheck)
+        );
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_a_panic() {
+        let ca = DeviceCa::generate(365).unwrap();
+        for body in [&b""[..], b"\x30\x80", b"hello world", &[0x30; 4096]] {
+            assert!(decode_request(body, &ca).is_err());
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! `Mdm-Signature`: a base64 detached CMS SignedData over the exact request body, signed with
+//! the device's identity key (PROTOCOL.md §3). Verifying it yields the signer's certificate,
+//! which the caller then checks against the CA and the store like a TLS client certificate.
+
+use super::cms::{self, SignedDataView};
+use base64::Engine as _;
+use openssl::cms::{CMSOptions, CmsContentInfo};
+use openssl::pkey::{PKeyRef, Private};
+use openssl::x509::X509Ref;
+
+/// Largest header we decode; Apple's are about 2 KB (one certificate and a signature).
+pub const MAX_SIGNATURE_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureProblem {
+    #[error("Mdm-Signature is larger than {MAX_SIGNATURE_BYTES} bytes")]
+    TooLarge,
+    #[error("Mdm-Signature is not base64")]
+    NotBase64,
+    #[error("Mdm-Signature is not a CMS SignedData structure")]
+    NotCms,
+    #[error("Mdm-Signature does not include the signer's certificate")]
+    NoSignerCertificate,
+    #[error("Mdm-Signature does not match the request body")]
+    Mismatch,
+}
+
+/// Verifies a detached signature over `body` and returns the signer's certificate (DER).
+/// The certificate's chain, validity and binding are not checked here.
+pub fn verify_mdm_signature(header: &str, body: &[u8]) -> Result<Vec<u8>, SignatureProblem> {
+    if header.len() > MAX_SIGNATURE_BYTES * 4 / 3 + 4 {
+        return Err(SignatureProblem::TooLarge);
+    }
+    let compact: String = header.split_ascii_whitespace().collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(compact.as_bytes())
+        .map_err(|_| SignatureProblem::NotBase64)?;
+    let mut cms = CmsContentInfo::from_der(&der).map_err(|_| SignatureProblem::NotCms)?;
+    let normalised = cms.to_der().map_err(|_| SignatureProblem::NotCms)?;
+    let view = SignedDataView::parse(&normalised).map_err(|_| SignatureProblem::NotCms)?;
+    let signer = view
+        .signer_certificate()
+        .ok_or(SignatureProblem::NoSignerCertificate)?
+        .to_vec();
+    cms.verify(
+        None,
+        None,
+        Some(body),
+        None,
+        // The chain is checked by the caller against our CA (openssl would also demand the
+        // S/MIME purpose, which device identity certificates do not have).
+        CMSOptions::NO_SIGNER_CERT_VERIFY | CMSOptions::BINARY,
+    )
+    .map_err(|_| SignatureProblem::Mismatch)?;
+    Ok(signer)
+}
+
+/// Signs `body` the way a device does (used by the simulator and tests).
+pub fn sign_mdm_body(
+    body: &[u8],
+    cert: &X509Ref,
+    key: &PKeyRef<Private>,
+) -> Result<String, cms::BuildError> {
+    let signed = CmsContentInfo::sign(
+        Some(cert),
+        Some(key),
+        None,
+        Some(body),
+        CMSOptions::DETACHED | CMSOptions::BINARY,
+    )?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(signed.to_der()?))
+}
