@@ -52,7 +52,23 @@ pub async fn serve_on(
     if let Some(ca) = &prepared.generated_ca {
         tracing::info!(ca = %ca.display(), "HTTPS uses a generated certificate; clients must trust this CA");
     }
-    let state = server::AppState::new(store, prepared.admin_token, config.limits);
+    let tls_root_der = match &prepared.tls_root_pem {
+        Some(pem) => Some(
+            openssl::x509::X509::from_pem(pem)
+                .and_then(|c| c.to_der())
+                .context("reading the generated TLS root")?,
+        ),
+        None => None,
+    };
+    let identity = server::IdentitySettings {
+        device_ca: prepared.device_ca.clone(),
+        policy: config.identity.clone(),
+        enrollment: config.enrollment.clone(),
+        public_url: config.public_url.clone(),
+        tls_root_der,
+        push_topic: None,
+    };
+    let state = server::AppState::new(store, prepared.admin_token, config.limits, identity);
     server::run(listener, prepared.tls, state, shutdown).await
 }
 

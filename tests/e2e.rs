@@ -123,7 +123,7 @@ async fn duplicate_and_unknown_results_are_answered_200_and_change_nothing() {
 
     let idle = encode_report(&udid, ReportStatus::Idle, None, plist::Dictionary::new());
     let (status, body) = server
-        .put_raw("/mdm/connect", CONNECT_CONTENT_TYPE, idle)
+        .put_as(&device, "/mdm/connect", CONNECT_CONTENT_TYPE, idle)
         .await;
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&body).contains(&uuid));
@@ -133,7 +133,7 @@ async fn duplicate_and_unknown_results_are_answered_200_and_change_nothing() {
     let ack = encode_report(&udid, ReportStatus::Acknowledged, Some(&uuid), first);
     for attempt in 0..2 {
         let (status, body) = server
-            .put_raw("/mdm/connect", CONNECT_CONTENT_TYPE, ack.clone())
+            .put_as(&device, "/mdm/connect", CONNECT_CONTENT_TYPE, ack.clone())
             .await;
         assert_eq!(status, 200, "attempt {attempt}");
         assert!(
@@ -149,7 +149,7 @@ async fn duplicate_and_unknown_results_are_answered_200_and_change_nothing() {
     );
     assert_eq!(
         server
-            .put_raw("/mdm/connect", CONNECT_CONTENT_TYPE, late_error)
+            .put_as(&device, "/mdm/connect", CONNECT_CONTENT_TYPE, late_error)
             .await
             .0,
         200
@@ -165,7 +165,7 @@ async fn duplicate_and_unknown_results_are_answered_200_and_change_nothing() {
         plist::Dictionary::new(),
     );
     let (status, body) = server
-        .put_raw("/mdm/connect", CONNECT_CONTENT_TYPE, stranger)
+        .put_as(&device, "/mdm/connect", CONNECT_CONTENT_TYPE, stranger)
         .await;
     assert_eq!((status, body.len()), (200, 0));
     server.stop().await;
@@ -189,7 +189,7 @@ async fn a_device_cannot_fetch_or_answer_another_devices_commands() {
     );
     assert_eq!(
         server
-            .put_raw("/mdm/connect", CONNECT_CONTENT_TYPE, forged)
+            .put_as(&other, "/mdm/connect", CONNECT_CONTENT_TYPE, forged)
             .await
             .0,
         200
@@ -281,7 +281,7 @@ async fn every_message_type_gets_its_protocol_answer() {
             .take(120)
             .collect::<String>();
         let (status, answer) = server
-            .put_raw("/mdm/checkin", CHECKIN_CONTENT_TYPE, body)
+            .put_as(&device, "/mdm/checkin", CHECKIN_CONTENT_TYPE, body)
             .await;
         let text = String::from_utf8_lossy(&answer);
         assert_eq!(status, expected_status, "{label}: {text}");
@@ -303,20 +303,20 @@ async fn oversized_and_malformed_bodies_are_refused_and_the_server_keeps_working
     let huge = vec![b'x'; 10_000];
     assert_eq!(
         server
-            .put_raw("/mdm/connect", CONNECT_CONTENT_TYPE, huge.clone())
+            .put_as(&device, "/mdm/connect", CONNECT_CONTENT_TYPE, huge.clone())
             .await
             .0,
         413
     );
     assert_eq!(
         server
-            .put_raw("/mdm/checkin", CHECKIN_CONTENT_TYPE, huge)
+            .put_as(&device, "/mdm/checkin", CHECKIN_CONTENT_TYPE, huge)
             .await
             .0,
         413
     );
     let (status, body) = server
-        .put_raw(
+        .put_as(&device, 
             "/mdm/connect",
             CONNECT_CONTENT_TYPE,
             b"\x00\x01garbage".to_vec(),
@@ -333,7 +333,7 @@ async fn oversized_and_malformed_bodies_are_refused_and_the_server_keeps_working
     );
     assert_eq!(
         server
-            .put_raw("/mdm/connect", CONNECT_CONTENT_TYPE, unknown_device)
+            .put_as(&device, "/mdm/connect", CONNECT_CONTENT_TYPE, unknown_device)
             .await
             .0,
         403
@@ -462,6 +462,7 @@ async fn a_fleet_with_injected_faults_converges() {
         not_now_rate: 0.2,
         error_rate: 0.1,
         one_url: false,
+        no_tls_client_certificate: false,
     };
     let summary = pomona::sim::run_fleet(
         &args,

@@ -4,6 +4,7 @@
 use pomona::protocol::report::encode_report;
 use pomona::protocol::{CommandEnvelope, ReportStatus, CONNECT_CONTENT_TYPE};
 use pomona::sim::device::{Endpoint, Faults, SimDevice};
+use pomona::sim::identity::ProfileSource;
 use serde_json::json;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -70,7 +71,12 @@ async fn a_server_killed_mid_queue_loses_no_command_and_no_result() {
         .unwrap()
         .trim()
         .to_string();
-    let endpoint = Arc::new(Endpoint::new(client.clone(), &served.base, false));
+    let ca = std::fs::read(dir.path().join("tls/ca.pem")).unwrap();
+    let endpoint = Arc::new(
+        Endpoint::new(client.clone(), &served.base, false)
+            .enrolling_with(ProfileSource::AdminToken(token.clone()))
+            .trusting(Some(ca)),
+    );
     let mut device = SimDevice::new(pomona::sim::hardware(5, 0), endpoint, Faults::default(), 5);
     device.enroll().await.unwrap();
     let udid = device.udid().to_string();
@@ -94,8 +100,9 @@ async fn a_server_killed_mid_queue_loses_no_command_and_no_result() {
     }
 
     // By hand: Idle → first command; acknowledge it → second command arrives; then the crash.
+    let device_client = device.identity.as_ref().unwrap().tls_client.clone();
     let put = |body: Vec<u8>| {
-        client
+        device_client
             .put(format!("{}/mdm/connect", served.base))
             .header("Content-Type", CONNECT_CONTENT_TYPE)
             .body(body)

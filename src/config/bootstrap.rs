@@ -2,7 +2,8 @@
 //! (keys 0600), and the admin token (0600, printed once by the caller). Later starts reuse them;
 //! the server certificate is re-issued from the same CA when the public host name changes.
 
-use super::{write_private_file, ServeConfig, TlsSource};
+use super::{write_private_file, CaSource, ServeConfig, TlsSource};
+use crate::pki::DeviceCa;
 use anyhow::{bail, Context as _};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
 use std::path::{Path, PathBuf};
@@ -16,6 +17,11 @@ pub struct Prepared {
     pub new_admin_token_file: Option<PathBuf>,
     /// The CA clients must trust when the certificate was generated.
     pub generated_ca: Option<PathBuf>,
+    /// The device certificate authority (SCEP issuer, identity checks).
+    pub device_ca: Arc<DeviceCa>,
+    /// PEM of the HTTPS chain's root when it is our generated one: enrollment profiles carry it
+    /// so devices trust the server.
+    pub tls_root_pem: Option<Vec<u8>>,
 }
 
 pub fn prepare(config: &ServeConfig) -> anyhow::Result<Prepared> {
@@ -32,13 +38,33 @@ pub fn prepare(config: &ServeConfig) -> anyhow::Result<Prepared> {
             (chain, key, Some(ca))
         }
     };
-    let tls = server_tls_config(&chain_pem, &key_pem)?;
+    let device_ca = match &config.device_ca {
+        CaSource::Generated => {
+            let dir = config.data_dir.join("ca");
+            create_private_dir(&dir)?;
+            DeviceCa::load_or_create(&dir, config.device_cert_days)
+        }
+        CaSource::Files { cert, key } => DeviceCa::load(cert, key, config.device_cert_days),
+    }
+    .context("device certificate authority")?;
+    let ca_subject = device_ca
+        .certificate()
+        .subject_name()
+        .to_der()
+        .context("device CA subject")?;
+    let tls = server_tls_config(&chain_pem, &key_pem, Some(ca_subject))?;
+    let tls_root_pem = match &generated_ca {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
+        None => None,
+    };
     let (admin_token, new_admin_token_file) = admin_token(config)?;
     Ok(Prepared {
         tls,
         admin_token,
         new_admin_token_file,
         generated_ca,
+        device_ca: Arc::new(device_ca),
+        tls_root_pem,
     })
 }
 
@@ -58,10 +84,12 @@ fn create_private_dir(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("creating data directory {}", path.display()))
 }
 
-/// Builds a rustls server configuration (ring provider) from PEM chain and key.
+/// Builds a rustls server configuration (ring provider) from PEM chain and key. With a device
+/// CA subject, clients are asked (not required) for a certificate from that CA.
 pub fn server_tls_config(
     chain_pem: &[u8],
     key_pem: &[u8],
+    device_ca_subject: Option<Vec<u8>>,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let chain = rustls_pemfile::certs(&mut &chain_pem[..])
         .collect::<Result<Vec<_>, _>>()
@@ -72,12 +100,18 @@ pub fn server_tls_config(
     let key = rustls_pemfile::private_key(&mut &key_pem[..])
         .context("TLS key file is not valid PEM")?
         .context("TLS key file holds no private key")?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .context("TLS protocol versions")?
-    .with_no_client_auth()
+    .context("TLS protocol versions")?;
+    let builder = match device_ca_subject {
+        Some(subject) => builder.with_client_cert_verifier(Arc::new(
+            crate::server::tls::OptionalClientCert::new(subject),
+        )),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
     .with_single_cert(chain, key)
     .context("TLS certificate and key do not match or are unsupported")?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

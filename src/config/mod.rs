@@ -48,6 +48,38 @@ pub struct ServeArgs {
     /// Seconds allowed to read request headers and body (default 30).
     #[arg(long, env = "POMONA_READ_TIMEOUT_SECS")]
     pub read_timeout_secs: Option<u64>,
+    /// PEM certificate of the device CA (default: generated into <data-dir>/ca/).
+    #[arg(long, env = "POMONA_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM private key (RSA) of the device CA, e.g. from a mounted Secret.
+    #[arg(long, env = "POMONA_CA_KEY")]
+    pub ca_key: Option<PathBuf>,
+    /// Validity of issued device identity certificates, in days (default 365).
+    #[arg(long, env = "POMONA_DEVICE_CERT_DAYS")]
+    pub device_cert_days: Option<u32>,
+    /// File holding a static SCEP challenge (default: one-time challenges only).
+    #[arg(long, env = "POMONA_SCEP_CHALLENGE_FILE")]
+    pub scep_challenge_file: Option<PathBuf>,
+    /// Lifetime of one-time SCEP challenges in seconds (default 3600).
+    #[arg(long, env = "POMONA_CHALLENGE_TTL_SECS")]
+    pub challenge_ttl_secs: Option<u64>,
+    /// Lifetime of one-time enrollment tokens in seconds (default 604800, a week).
+    #[arg(long, env = "POMONA_ENROLLMENT_TOKEN_TTL_SECS")]
+    pub enrollment_token_ttl_secs: Option<u64>,
+    /// Who may download /enroll: "token" (a one-time enrollment token or the admin token,
+    /// default) or "admin" (the admin token only).
+    #[arg(long, env = "POMONA_ENROLL_ACCESS")]
+    pub enroll_access: Option<String>,
+    /// Ask devices to sign every message (Mdm-Signature), e.g. behind a TLS-terminating proxy.
+    #[arg(long, env = "POMONA_SIGN_MESSAGE")]
+    pub sign_message: Option<bool>,
+    /// Address or CIDR range of a TLS-terminating proxy whose RFC 9440 Client-Cert header is
+    /// trusted (repeatable; comma-separated in the environment).
+    #[arg(long = "trusted-proxy", env = "POMONA_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+    /// Organization name shown in enrollment profiles (default "Pomona").
+    #[arg(long, env = "POMONA_ORGANIZATION")]
+    pub organization: Option<String>,
 }
 
 /// The same keys in a config file. Unknown keys are errors (a typo must not be ignored).
@@ -64,6 +96,16 @@ struct FileConfig {
     policy_dir: Option<PathBuf>,
     max_body_bytes: Option<u64>,
     read_timeout_secs: Option<u64>,
+    ca_cert: Option<PathBuf>,
+    ca_key: Option<PathBuf>,
+    device_cert_days: Option<u32>,
+    scep_challenge_file: Option<PathBuf>,
+    challenge_ttl_secs: Option<u64>,
+    enrollment_token_ttl_secs: Option<u64>,
+    enroll_access: Option<String>,
+    sign_message: Option<bool>,
+    trusted_proxies: Option<Vec<String>>,
+    organization: Option<String>,
 }
 
 /// Validated configuration for `pomona serve`.
@@ -78,6 +120,65 @@ pub struct ServeConfig {
     pub policy_dir: PathBuf,
     pub policy_dir_explicit: bool,
     pub limits: Limits,
+    pub device_ca: CaSource,
+    pub device_cert_days: u32,
+    pub enrollment: EnrollmentSettings,
+    pub identity: crate::server::identity::IdentityPolicy,
+}
+
+/// Where the device CA comes from.
+#[derive(Debug, Clone)]
+pub enum CaSource {
+    /// Created once in `<data-dir>/ca/`.
+    Generated,
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+/// Who may fetch an enrollment profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrollAccess {
+    /// A one-time enrollment token, or the admin token.
+    Token,
+    /// Only the admin token.
+    Admin,
+}
+
+/// How enrollment profiles are made and guarded.
+#[derive(Clone)]
+pub struct EnrollmentSettings {
+    pub access: EnrollAccess,
+    pub challenge_ttl: Duration,
+    pub token_ttl: Duration,
+    /// A static SCEP challenge (secret; never printed).
+    pub static_challenge: Option<String>,
+    pub sign_message: bool,
+    pub organization: String,
+}
+
+impl std::fmt::Debug for EnrollmentSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollmentSettings")
+            .field("access", &self.access)
+            .field("challenge_ttl", &self.challenge_ttl)
+            .field("token_ttl", &self.token_ttl)
+            .field("static_challenge", &self.static_challenge.as_ref().map(|_| "<redacted>"))
+            .field("sign_message", &self.sign_message)
+            .field("organization", &self.organization)
+            .finish()
+    }
+}
+
+impl Default for EnrollmentSettings {
+    fn default() -> Self {
+        Self {
+            access: EnrollAccess::Token,
+            challenge_ttl: Duration::from_secs(3600),
+            token_ttl: Duration::from_secs(7 * 86_400),
+            static_challenge: None,
+            sign_message: false,
+            organization: "Pomona".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -240,6 +341,87 @@ impl ServeArgs {
             None => {}
         }
 
+        let device_ca = match (
+            self.ca_cert.clone().or(file.ca_cert),
+            self.ca_key.clone().or(file.ca_key),
+        ) {
+            (None, None) => CaSource::Generated,
+            (Some(cert), Some(key)) => {
+                for (name, path) in [("ca_cert", &cert), ("ca_key", &key)] {
+                    if !path.is_file() {
+                        problems.push(format!(
+                            "{name}: {} does not exist or is not a file",
+                            path.display()
+                        ));
+                    }
+                }
+                CaSource::Files { cert, key }
+            }
+            _ => {
+                problems.push("ca_cert and ca_key: give both or neither".into());
+                CaSource::Generated
+            }
+        };
+        let device_cert_days = match self.device_cert_days.or(file.device_cert_days) {
+            Some(0) => {
+                problems.push("device_cert_days: must be at least 1".into());
+                365
+            }
+            Some(days) => days,
+            None => 365,
+        };
+
+        let mut enrollment = EnrollmentSettings::default();
+        if let Some(path) = self.scep_challenge_file.clone().or(file.scep_challenge_file) {
+            match std::fs::read_to_string(&path) {
+                Ok(text) if text.trim().len() < 8 => problems.push(format!(
+                    "scep_challenge_file: {} holds a challenge shorter than 8 characters",
+                    path.display()
+                )),
+                Ok(text) => enrollment.static_challenge = Some(text.trim().to_string()),
+                Err(e) => problems.push(format!(
+                    "scep_challenge_file: cannot read {}: {e}",
+                    path.display()
+                )),
+            }
+        }
+        match self.challenge_ttl_secs.or(file.challenge_ttl_secs) {
+            Some(0) => problems.push("challenge_ttl_secs: must be greater than 0".into()),
+            Some(n) => enrollment.challenge_ttl = Duration::from_secs(n),
+            None => {}
+        }
+        match self
+            .enrollment_token_ttl_secs
+            .or(file.enrollment_token_ttl_secs)
+        {
+            Some(0) => problems.push("enrollment_token_ttl_secs: must be greater than 0".into()),
+            Some(n) => enrollment.token_ttl = Duration::from_secs(n),
+            None => {}
+        }
+        match self.enroll_access.clone().or(file.enroll_access).as_deref() {
+            None | Some("token") => {}
+            Some("admin") => enrollment.access = EnrollAccess::Admin,
+            Some(other) => problems.push(format!(
+                "enroll_access: {other:?} is not \"token\" or \"admin\""
+            )),
+        }
+        enrollment.sign_message = self.sign_message.or(file.sign_message).unwrap_or(false);
+        if let Some(org) = self.organization.clone().or(file.organization) {
+            enrollment.organization = org;
+        }
+        let proxy_texts = if self.trusted_proxies.is_empty() {
+            file.trusted_proxies.unwrap_or_default()
+        } else {
+            self.trusted_proxies.clone()
+        };
+        let mut identity = crate::server::identity::IdentityPolicy::default();
+        for text in proxy_texts.iter().filter(|t| !t.trim().is_empty()) {
+            match text.parse() {
+                Ok(range) => identity.trusted_proxies.push(range),
+                Err(reason) => problems.push(format!("trusted_proxies: {reason}")),
+            }
+        }
+
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
@@ -253,6 +435,10 @@ impl ServeArgs {
             policy_dir,
             policy_dir_explicit,
             limits,
+            device_ca,
+            device_cert_days,
+            enrollment,
+            identity,
         })
     }
 }

@@ -251,10 +251,11 @@ impl DeviceCa {
 
 /// The throwaway self-signed certificate a SCEP client signs its request with (client side:
 /// the simulator and tests).
-pub fn self_signed_requester(
-    key: &PKey<Private>,
-    name: &openssl::x509::X509NameRef,
-) -> Result<X509, CaError> {
+pub fn self_signed_requester(key: &PKey<Private>, common_name: &str) -> Result<X509, CaError> {
+    let mut name = X509NameBuilder::new()?;
+    name.append_entry_by_nid(Nid::COMMONNAME, common_name)?;
+    let name = name.build();
+    let name = name.as_ref();
     let mut b = X509Builder::new()?;
     b.set_version(2)?;
     let serial = random_serial()?;

@@ -317,6 +317,43 @@ pub fn encode_request(
     )
 }
 
+/// Client side: a PKCS#10 request for `key` with subject CN=`common_name` and, when given, a
+/// challengePassword attribute (which openssl's request builder cannot add, hence DER).
+pub fn build_csr(
+    key: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
+    common_name: &str,
+    challenge: Option<&str>,
+) -> Result<Vec<u8>, cms::BuildError> {
+    let mut name = openssl::x509::X509NameBuilder::new()?;
+    name.append_entry_by_text("CN", common_name)?;
+    let name = name.build();
+    let spki = openssl::pkey::PKey::public_key_from_der(&key.public_key_to_der()?)?.public_key_to_der()?;
+    let attributes: Vec<Vec<u8>> = challenge
+        .map(|c| {
+            der::sequence(&[
+                &der::oid(CHALLENGE_PASSWORD),
+                &der::set_of(vec![der::tlv(der::UTF8_STRING, c.as_bytes())]),
+            ])
+        })
+        .into_iter()
+        .collect();
+    let info = der::sequence(&[
+        &der::integer(0),
+        &name.to_der()?,
+        &spki,
+        &der::constructed(der::context(0), &attributes.iter().map(Vec::as_slice).collect::<Vec<_>>()),
+    ]);
+    let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), key)?;
+    signer.update(&info)?;
+    let mut bits = vec![0u8]; // BIT STRING: no unused bits.
+    bits.extend(signer.sign_to_vec()?);
+    Ok(der::sequence(&[
+        &info,
+        &der::algorithm("1.2.840.113549.1.1.11"),
+        &der::tlv(0x03, &bits),
+    ]))
+}
+
 /// Client side: the outcome of a CertRep — the issued certificate (DER) or the failInfo.
 pub fn decode_cert_rep(
     body: &[u8],
@@ -378,51 +415,14 @@ pub fn decode_cert_rep(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openssl::hash::MessageDigest;
     use openssl::pkey::{PKey, Private};
 
     /// A device-side key, CSR (with challenge) and self-signed requester certificate.
     fn requester(challenge: Option<&str>) -> (PKey<Private>, Vec<u8>, X509) {
         let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
-        let mut name = openssl::x509::X509NameBuilder::new().unwrap();
-        name.append_entry_by_text("CN", "sim-device").unwrap();
-        let name = name.build();
-        let mut req = openssl::x509::X509ReqBuilder::new().unwrap();
-        req.set_subject_name(&name).unwrap();
-        req.set_pubkey(&key).unwrap();
-        req.sign(&key, MessageDigest::sha256()).unwrap();
-        let mut csr = req.build().to_der().unwrap();
-        if let Some(challenge) = challenge {
-            csr = with_challenge(&csr, challenge, &key);
-        }
-        let cert = super::super::ca::self_signed_requester(&key, &name).unwrap();
+        let csr = build_csr(&key, "sim-device", challenge).unwrap();
+        let cert = super::super::ca::self_signed_requester(&key, "sim-device").unwrap();
         (key, csr, cert)
-    }
-
-    /// Re-signs a CSR with a challengePassword attribute added (openssl's builder cannot).
-    fn with_challenge(csr: &[u8], challenge: &str, key: &PKey<Private>) -> Vec<u8> {
-        let outer = der::parse_single(csr, "csr").unwrap();
-        let info = outer.reader().expect(der::SEQUENCE, "info").unwrap();
-        let mut r = info.reader();
-        let version = r.read().unwrap().raw.to_vec();
-        let subject = r.read().unwrap().raw.to_vec();
-        let spki = r.read().unwrap().raw.to_vec();
-        let attr = der::sequence(&[
-            &der::oid(CHALLENGE_PASSWORD),
-            &der::set_of(vec![der::printable_string(challenge)]),
-        ]);
-        let attrs = der::constructed(der::context(0), &[&attr]);
-        let info = der::sequence(&[&version, &subject, &spki, &attrs]);
-        let mut signer = openssl::sign::Signer::new(MessageDigest::sha256(), key).unwrap();
-        signer.update(&info).unwrap();
-        let sig = signer.sign_to_vec().unwrap();
-        let mut bits = vec![0u8];
-        bits.extend(sig);
-        der::sequence(&[
-            &info,
-            &der::algorithm("1.2.840.113549.1.1.11"),
-            &der::tlv(0x03, &bits),
-        ])
     }
 
     #[test]

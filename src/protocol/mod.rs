@@ -9,6 +9,7 @@
 pub mod checkin;
 pub mod command;
 pub mod ddm;
+pub mod enrollment_profile;
 pub mod dict;
 pub mod json;
 pub mod profile;

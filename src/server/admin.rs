@@ -20,7 +20,7 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn store_error(e: StoreError) -> Response {
+pub(super) fn store_error(e: StoreError) -> Response {
     match e {
         StoreError::NotFound(m) => error(StatusCode::NOT_FOUND, m),
         StoreError::Conflict(m) => error(StatusCode::CONFLICT, m),
@@ -42,7 +42,7 @@ fn store_error(e: StoreError) -> Response {
 }
 
 /// Compares SHA-256 digests so the time taken does not depend on where the tokens differ.
-fn tokens_match(given: &str, expected: &str) -> bool {
+pub(super) fn tokens_match(given: &str, expected: &str) -> bool {
     let a = Sha256::digest(given.as_bytes());
     let b = Sha256::digest(expected.as_bytes());
     a.iter()
@@ -187,9 +187,53 @@ async fn resolve(state: &AppState, key: &str) -> Result<Enrollment, Response> {
 }
 
 pub async fn get_device(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    match resolve(&state, &id).await {
-        Ok(e) => Json(device_json(&e)).into_response(),
-        Err(r) => r,
+    let device = match resolve(&state, &id).await {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let certificates = match state.store.device_certificates(&device.device_id).await {
+        Ok(c) => c,
+        Err(e) => return store_error(e),
+    };
+    let mut view = device_json(&device);
+    view["certificates"] = certificates
+        .iter()
+        .map(|c| {
+            json!({
+                "serial": c.serial,
+                "fingerprint_sha256": c.fingerprint,
+                "subject": c.subject,
+                "not_before": rfc3339(c.not_before * 1000),
+                "not_after": rfc3339(c.not_after * 1000),
+                "issued_at": rfc3339(c.issued_at),
+                "bound": device.certificate_fingerprint.as_deref() == Some(c.fingerprint.as_str()),
+                "revoked_at": opt_time(c.revoked_at),
+            })
+        })
+        .collect();
+    Json(view).into_response()
+}
+
+/// `POST /api/v1/devices/{id}/revoke`: revokes the device's certificates; its next request
+/// is refused (403) until it enrolls again with a new identity.
+pub async fn revoke_device(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Response {
+    let device = match resolve(&state, &id).await {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    match state
+        .store
+        .revoke_device_certificates(&device.device_id, now_millis())
+        .await
+    {
+        Ok(n) => {
+            tracing::warn!(device = %device.device_id, revoked = n, "device certificates revoked by an administrator");
+            Json(json!({ "device_id": device.device_id, "revoked_certificates": n })).into_response()
+        }
+        Err(e) => store_error(e),
     }
 }
 

@@ -5,22 +5,25 @@
 //! Status codes: 400 for a message that cannot be understood, 403 for an identity that is
 //! refused, 503 when the database is unavailable. Never 401: it makes a device un-enroll.
 
-use super::identity::authenticate_device;
+use super::identity::{authorize, presented_certificate, IdentityRefusal, PresentedCertificate};
+use super::tls::TlsPeer;
 use super::{body, now_millis, AppState};
 use crate::protocol::ddm::{self, DdmAnswer};
 use crate::protocol::{self, Checkin, CheckinMessage, Report, ReportStatus};
 use crate::store::{
-    DeviceFacts, EnrollmentState, EnrollmentType, ReportOutcome, ReportRecord, StoreError,
+    DeviceFacts, EnrollmentType, ReportOutcome, ReportRecord, StoreError,
     TokenUpdateRecord,
 };
 use axum::body::Body;
 use axum::extract::State;
+use axum::Extension;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
 pub async fn checkin(
     State(state): State<Arc<AppState>>,
+    peer: Option<Extension<TlsPeer>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -28,11 +31,16 @@ pub async fn checkin(
         Ok(raw) => raw,
         Err((status, reason)) => return refuse(status, "check-in", &reason),
     };
-    handle_checkin(&state, &headers, &raw).await
+    let presented = match presented_certificate(&state, &headers, peer.as_deref(), &raw) {
+        Ok(p) => p,
+        Err(refusal) => return identity_refused(&state, refusal, "check-in"),
+    };
+    handle_checkin(&state, &presented, &raw).await
 }
 
 pub async fn connect(
     State(state): State<Arc<AppState>>,
+    peer: Option<Extension<TlsPeer>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -40,14 +48,28 @@ pub async fn connect(
         Ok(raw) => raw,
         Err((status, reason)) => return refuse(status, "command report", &reason),
     };
+    let presented = match presented_certificate(&state, &headers, peer.as_deref(), &raw) {
+        Ok(p) => p,
+        Err(refusal) => return identity_refused(&state, refusal, "command report"),
+    };
     let is_checkin = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.trim().starts_with(protocol::CHECKIN_CONTENT_TYPE));
     if is_checkin {
-        return handle_checkin(&state, &headers, &raw).await;
+        return handle_checkin(&state, &presented, &raw).await;
     }
-    handle_report(&state, &headers, &raw).await
+    handle_report(&state, &presented, &raw).await
+}
+
+fn identity_refused(state: &AppState, refusal: IdentityRefusal, what: &str) -> Response {
+    match refusal {
+        IdentityRefusal::Forbidden(reason) => {
+            state.metrics.count_identity_refusal();
+            refuse(StatusCode::FORBIDDEN, what, &format!("identity refused: {reason}"))
+        }
+        IdentityRefusal::Unavailable(e) => store_failure(e, what),
+    }
 }
 
 fn refuse(status: StatusCode, what: &str, reason: &str) -> Response {
@@ -90,7 +112,7 @@ fn empty_ok() -> Response {
     StatusCode::OK.into_response()
 }
 
-async fn handle_checkin(state: &AppState, headers: &HeaderMap, raw: &[u8]) -> Response {
+async fn handle_checkin(state: &AppState, presented: &PresentedCertificate, raw: &[u8]) -> Response {
     let checkin = match Checkin::parse(raw) {
         Ok(c) => c,
         Err(e) => {
@@ -103,14 +125,15 @@ async fn handle_checkin(state: &AppState, headers: &HeaderMap, raw: &[u8]) -> Re
         }
     };
     state.metrics.count_checkin(checkin.message.message_type());
-    let identity = match authenticate_device(headers, &checkin.ids) {
+    let is_authenticate = matches!(checkin.message, CheckinMessage::Authenticate(_));
+    let identity = match authorize(state, presented, &checkin.ids, is_authenticate).await {
         Ok(id) => id,
-        Err(rejected) => return refuse(StatusCode::FORBIDDEN, "identity", &rejected.0),
+        Err(refusal) => return identity_refused(state, refusal, "check-in"),
     };
     let now = now_millis();
     let device_id = identity.device_id.as_str();
     let message_type = checkin.message.message_type().to_string();
-    tracing::info!(device = device_id, message_type = %message_type, user_channel = identity.user_channel, "check-in");
+    tracing::info!(device = device_id, message_type = %message_type, user_channel = identity.user_channel, proof = presented.proof.as_str(), "check-in");
 
     if identity.user_channel {
         return user_channel_checkin(&checkin.message, device_id);
@@ -137,6 +160,7 @@ async fn handle_checkin(state: &AppState, headers: &HeaderMap, raw: &[u8]) -> Re
                 device_name: a.device_name,
                 imei: a.imei,
                 meid: a.meid,
+                certificate_fingerprint: Some(identity.certificate_fingerprint.clone()),
             };
             match state.store.authenticate(&facts, now).await {
                 Ok(outcome) => {
@@ -262,7 +286,7 @@ fn user_channel_checkin(message: &CheckinMessage, device_id: &str) -> Response {
     }
 }
 
-async fn handle_report(state: &AppState, headers: &HeaderMap, raw: &[u8]) -> Response {
+async fn handle_report(state: &AppState, presented: &PresentedCertificate, raw: &[u8]) -> Response {
     let report = match Report::parse(raw) {
         Ok(r) => r,
         Err(e) => {
@@ -275,34 +299,17 @@ async fn handle_report(state: &AppState, headers: &HeaderMap, raw: &[u8]) -> Res
         }
     };
     state.metrics.count_report(report.status.as_str());
-    let identity = match authenticate_device(headers, &report.ids) {
+    // Binding covers unknown and checked-out devices too: the answer is 403 without the
+    // unrecognized-device body, so a wiped or restored database never un-enrolls a fleet.
+    let identity = match authorize(state, presented, &report.ids, false).await {
         Ok(id) => id,
-        Err(rejected) => return refuse(StatusCode::FORBIDDEN, "identity", &rejected.0),
+        Err(refusal) => return identity_refused(state, refusal, "command report"),
     };
     if identity.user_channel {
         return empty_ok(); // No user-channel commands are queued yet.
     }
     let device_id = identity.device_id.as_str();
     let now = now_millis();
-
-    match state.store.enrollment(device_id).await {
-        Ok(Some(e)) if e.state != EnrollmentState::CheckedOut => {}
-        Ok(found) => {
-            // 403 without the unrecognized-device body: the device keeps its enrollment and
-            // retries, so a wiped or restored database never un-enrolls a fleet.
-            let reason = if found.is_some() {
-                "device is checked out"
-            } else {
-                "device is not enrolled here"
-            };
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "command report",
-                &format!("{reason}: {device_id}"),
-            );
-        }
-        Err(e) => return store_failure(e, "enrollment lookup"),
-    }
     state.last_seen.touch(device_id, now);
 
     match (report.status, report.command_uuid.as_deref()) {

@@ -15,6 +15,8 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     checkins: Mutex<BTreeMap<String, u64>>,
     reports: Mutex<BTreeMap<&'static str, u64>>,
+    identity_refusals: std::sync::atomic::AtomicU64,
+    scep: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -37,6 +39,16 @@ impl Metrics {
             "other"
         };
         *lock(&self.checkins).entry(label.to_string()).or_default() += 1;
+    }
+
+    pub fn count_identity_refusal(&self) {
+        self.identity_refusals
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// SCEP PKIOperation outcomes: "issued", or the failInfo name.
+    pub fn count_scep(&self, outcome: &'static str) {
+        *lock(&self.scep).entry(outcome).or_default() += 1;
     }
 
     pub fn count_report(&self, status: &'static str) {
@@ -96,6 +108,21 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
             out,
             "pomona_command_reports_total{{status=\"{status}\"}} {n}"
         );
+    }
+    out.push_str("# HELP pomona_identity_refusals_total Device requests refused (403) for their identity.\n");
+    out.push_str("# TYPE pomona_identity_refusals_total counter\n");
+    let _ = writeln!(
+        out,
+        "pomona_identity_refusals_total {}",
+        state
+            .metrics
+            .identity_refusals
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+    out.push_str("# HELP pomona_scep_requests_total SCEP PKIOperations by outcome.\n");
+    out.push_str("# TYPE pomona_scep_requests_total counter\n");
+    for (outcome, n) in lock(&state.metrics.scep).iter() {
+        let _ = writeln!(out, "pomona_scep_requests_total{{outcome=\"{outcome}\"}} {n}");
     }
     out.push_str("# HELP pomona_command_queue_depth Commands queued and not yet answered.\n");
     out.push_str("# TYPE pomona_command_queue_depth gauge\n");

@@ -5,12 +5,15 @@
 mod admin;
 mod body;
 mod device;
+pub mod enroll;
 pub mod identity;
 mod last_seen;
 mod metrics;
 mod sessions;
+pub mod tls;
 
-use crate::config::Limits;
+use crate::config::{EnrollmentSettings, Limits};
+use crate::pki::DeviceCa;
 use crate::store::Store;
 use axum::routing::{get, post, put};
 use axum::Router;
@@ -28,10 +31,34 @@ pub struct AppState {
     pub metrics: Metrics,
     pub last_seen: Arc<LastSeen>,
     sessions: sessions::NotNowSessions,
+    pub device_ca: Arc<DeviceCa>,
+    pub identity: identity::IdentityPolicy,
+    pub enrollment: EnrollmentSettings,
+    /// The https:// base URL devices use.
+    pub public_url: String,
+    /// DER of the HTTPS root that enrollment profiles install (generated TLS only).
+    pub tls_root_der: Option<Vec<u8>>,
+    /// The APNs topic from the push certificate, when one is configured.
+    pub push_topic: Option<String>,
+}
+
+/// Identity and enrollment settings for `AppState::new`.
+pub struct IdentitySettings {
+    pub device_ca: Arc<DeviceCa>,
+    pub policy: identity::IdentityPolicy,
+    pub enrollment: EnrollmentSettings,
+    pub public_url: String,
+    pub tls_root_der: Option<Vec<u8>>,
+    pub push_topic: Option<String>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, admin_token: String, limits: Limits) -> Arc<Self> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        admin_token: String,
+        limits: Limits,
+        identity: IdentitySettings,
+    ) -> Arc<Self> {
         Arc::new(Self {
             last_seen: Arc::new(LastSeen::new(store.clone())),
             store,
@@ -39,6 +66,12 @@ impl AppState {
             limits,
             metrics: Metrics::default(),
             sessions: sessions::NotNowSessions::default(),
+            device_ca: identity.device_ca,
+            identity: identity.policy,
+            enrollment: identity.enrollment,
+            public_url: identity.public_url.trim_end_matches('/').to_string(),
+            tls_root_der: identity.tls_root_der,
+            push_topic: identity.push_topic,
         })
     }
 }
@@ -47,6 +80,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     let admin = Router::new()
         .route("/devices", get(admin::list_devices))
         .route("/devices/{id}", get(admin::get_device))
+        .route("/devices/{id}/revoke", post(admin::revoke_device))
+        .route("/enrollment-tokens", post(enroll::create_enrollment_token))
         .route(
             "/devices/{id}/commands",
             post(admin::enqueue_command).get(admin::list_commands),
@@ -58,6 +93,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/mdm/checkin", put(device::checkin))
         .route("/mdm/connect", put(device::connect))
+        .route("/enroll", get(enroll::enrollment_profile))
+        .route("/scep", get(enroll::scep).post(enroll::scep))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(admin::readyz))
         .route("/metrics", get(metrics::render))
@@ -89,7 +126,10 @@ pub async fn run(
         });
     }
     let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
-    let mut server = axum_server::from_tcp_rustls(listener, config).handle(handle);
+    let acceptor = tls::PeerAcceptor::new(axum_server::tls_rustls::RustlsAcceptor::new(config));
+    let mut server = axum_server::from_tcp(listener)
+        .acceptor(acceptor)
+        .handle(handle);
     server
         .http_builder()
         .http1()

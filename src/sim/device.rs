@@ -1,9 +1,10 @@
-//! One simulated device on the wire: enrolls (Authenticate, TokenUpdate), then runs command
+//! One simulated device on the wire: enrolls (profile, SCEP, Authenticate, TokenUpdate), then runs command
 //! exchanges — `Idle`, execute, report, until the server answers with an empty body — exactly as
 //! PROTOCOL.md §4–§5 describe. A result the server did not accept (non-2xx or a broken
 //! connection) is cached and reported again at the start of the next exchange, as devices do.
 
 use super::behaviour::{self, Answer, DeviceState, Hardware};
+use super::identity::{self, ProfileSource, SimIdentity};
 use crate::protocol::report::encode_report;
 use crate::protocol::{CommandEnvelope, ReportStatus, CHECKIN_CONTENT_TYPE, CONNECT_CONTENT_TYPE};
 use plist::{Dictionary, Value};
@@ -13,10 +14,19 @@ use std::time::{Duration, Instant};
 
 /// Where and how devices talk to the server (shared by a fleet).
 pub struct Endpoint {
+    /// Trusts the server; presents no client certificate (enrollment, SCEP, admin API).
     pub client: reqwest::Client,
-    pub checkin_url: String,
-    pub connect_url: String,
-    pub topic: String,
+    /// Base URL, e.g. https://localhost:8443.
+    pub server: String,
+    /// Send check-ins to the ServerURL (as a profile without CheckInURL makes devices do).
+    pub one_url: bool,
+    /// How devices obtain their enrollment profile; None: they cannot enroll.
+    pub profile_source: Option<ProfileSource>,
+    /// PEM of the server's CA, trusted in addition to the profile's root payloads.
+    pub server_ca_pem: Option<Vec<u8>>,
+    /// Present the identity in the TLS handshake (false: as behind a TLS-terminating proxy,
+    /// where only `Mdm-Signature` can prove it).
+    pub tls_client_certificates: bool,
     /// Fleet-wide counters for progress output.
     pub progress: Progress,
 }
@@ -34,19 +44,27 @@ impl Endpoint {
     /// `server` is the base URL (https://host:port). In one-URL mode check-ins go to the
     /// connect URL and are recognised by their content type.
     pub fn new(client: reqwest::Client, server: &str, one_url: bool) -> Self {
-        let base = server.trim_end_matches('/');
-        let connect_url = format!("{base}/mdm/connect");
         Self {
             client,
-            checkin_url: if one_url {
-                connect_url.clone()
-            } else {
-                format!("{base}/mdm/checkin")
-            },
-            connect_url,
-            topic: "com.apple.mgmt.External.00000000-0000-4000-8000-000000000000".into(),
+            server: server.trim_end_matches('/').to_string(),
+            one_url,
+            profile_source: None,
+            server_ca_pem: None,
+            tls_client_certificates: true,
             progress: Progress::default(),
         }
+    }
+
+    /// Devices obtain their enrollment profile this way.
+    pub fn enrolling_with(mut self, source: ProfileSource) -> Self {
+        self.profile_source = Some(source);
+        self
+    }
+
+    /// Devices trust this CA (PEM) for the server, besides the profile's root payloads.
+    pub fn trusting(mut self, pem: Option<Vec<u8>>) -> Self {
+        self.server_ca_pem = pem;
+        self
     }
 }
 
@@ -88,6 +106,8 @@ pub enum SimError {
     BadCommand { what: String, reason: String },
     #[error("device was erased")]
     Erased,
+    #[error("{0}")]
+    Enroll(#[from] identity::EnrollError),
 }
 
 /// The outcome of one exchange.
@@ -102,6 +122,8 @@ pub struct SimDevice {
     pub state: DeviceState,
     pub stats: DeviceStats,
     endpoint: Arc<Endpoint>,
+    /// The identity from SCEP, once the enrollment profile is installed.
+    pub identity: Option<Arc<SimIdentity>>,
     pub faults: Faults,
     rng: fastrand::Rng,
     push_token: Vec<u8>,
@@ -122,6 +144,7 @@ impl SimDevice {
             state: DeviceState::default(),
             stats: DeviceStats::default(),
             endpoint,
+            identity: None,
             faults,
             rng,
             push_token,
@@ -135,12 +158,65 @@ impl SimDevice {
         &self.hw.udid
     }
 
-    /// Authenticate, then TokenUpdate (with an UnlockToken, as iOS sends it).
+    /// Installs the enrollment profile (SCEP identity), unless already done.
+    pub async fn install_profile(&mut self) -> Result<Arc<SimIdentity>, SimError> {
+        if let Some(identity) = &self.identity {
+            return Ok(identity.clone());
+        }
+        let source = self.endpoint.profile_source.clone().ok_or_else(|| {
+            identity::EnrollError("no enrollment profile source (admin token or profile)".into())
+        })?;
+        let profile =
+            identity::fetch_profile(&self.endpoint.client, &self.endpoint.server, &source).await?;
+        let installed = identity::install_profile(
+            &self.endpoint.client,
+            &profile,
+            "Pomona device identity",
+            self.endpoint.server_ca_pem.as_deref(),
+        )
+        .await?;
+        let installed = Arc::new(installed);
+        self.identity = Some(installed.clone());
+        Ok(installed)
+    }
+
+    /// The topic from the profile (a placeholder before enrollment).
+    fn topic(&self) -> String {
+        self.identity
+            .as_ref()
+            .map(|i| i.instructions.topic.clone())
+            .unwrap_or_else(|| crate::protocol::enrollment_profile::PLACEHOLDER_TOPIC.into())
+    }
+
+    fn connect_url(&self) -> String {
+        match &self.identity {
+            Some(i) => i.instructions.server_url.clone(),
+            None => format!("{}/mdm/connect", self.endpoint.server),
+        }
+    }
+
+    fn checkin_url(&self) -> String {
+        match &self.identity {
+            Some(_) if self.endpoint.one_url => self.connect_url(),
+            Some(i) => i
+                .instructions
+                .checkin_url
+                .clone()
+                .unwrap_or_else(|| i.instructions.server_url.clone()),
+            None if self.endpoint.one_url => self.connect_url(),
+            None => format!("{}/mdm/checkin", self.endpoint.server),
+        }
+    }
+
+    /// Installs the profile (SCEP), then Authenticate and TokenUpdate (with an UnlockToken,
+    /// as iOS sends it).
     pub async fn enroll(&mut self) -> Result<(), SimError> {
+        self.install_profile().await?;
+        let topic = self.topic();
         let hw = &self.hw;
         let mut auth = Dictionary::new();
         auth.insert("MessageType".into(), s("Authenticate"));
-        auth.insert("Topic".into(), s(&self.endpoint.topic));
+        auth.insert("Topic".into(), s(&topic));
         auth.insert("UDID".into(), s(&hw.udid));
         auth.insert("SerialNumber".into(), s(&hw.serial_number));
         auth.insert("Model".into(), s(&hw.model));
@@ -153,7 +229,7 @@ impl SimDevice {
 
         let mut token = Dictionary::new();
         token.insert("MessageType".into(), s("TokenUpdate"));
-        token.insert("Topic".into(), s(&self.endpoint.topic));
+        token.insert("Topic".into(), s(&topic));
         token.insert("UDID".into(), s(&self.hw.udid));
         token.insert("Token".into(), Value::Data(self.push_token.clone()));
         token.insert("PushMagic".into(), s(&self.push_magic));
@@ -168,7 +244,7 @@ impl SimDevice {
     pub async fn check_out(&mut self) -> Result<(), SimError> {
         let mut d = Dictionary::new();
         d.insert("MessageType".into(), s("CheckOut"));
-        d.insert("Topic".into(), s(&self.endpoint.topic));
+        d.insert("Topic".into(), s(&self.topic()));
         d.insert("UDID".into(), s(&self.hw.udid));
         self.checkin(d, "CheckOut").await.map(|_| ())
     }
@@ -176,7 +252,7 @@ impl SimDevice {
     /// Sends any check-in dictionary and returns the response body.
     pub async fn checkin(&mut self, dict: Dictionary, what: &str) -> Result<Vec<u8>, SimError> {
         let body = crate::protocol::to_xml(&Value::Dictionary(dict));
-        let url = self.endpoint.checkin_url.clone();
+        let url = self.checkin_url();
         self.put(&url, CHECKIN_CONTENT_TYPE, body, what).await
     }
 
@@ -192,7 +268,7 @@ impl SimDevice {
             None => encode_report(&self.hw.udid, ReportStatus::Idle, None, Dictionary::new()),
         };
         loop {
-            let url = self.endpoint.connect_url.clone();
+            let url = self.connect_url();
             let response = match self
                 .put(&url, CONNECT_CONTENT_TYPE, body.clone(), "connect")
                 .await
@@ -262,15 +338,19 @@ impl SimDevice {
         let started = Instant::now();
         self.stats.requests += 1;
         self.endpoint.progress.requests.fetch_add(1, Relaxed);
-        let result = self
-            .endpoint
-            .client
+        let identity = self.identity.clone();
+        let client = match &identity {
+            Some(id) if self.endpoint.tls_client_certificates => &id.tls_client,
+            _ => &self.endpoint.client,
+        };
+        let mut request = client
             .put(url)
             .header("Content-Type", content_type)
-            .header("User-Agent", "MDM/1.0")
-            .body(body)
-            .send()
-            .await;
+            .header("User-Agent", "MDM/1.0");
+        if let Some(id) = identity.as_ref().filter(|i| i.instructions.sign_message) {
+            request = request.header("Mdm-Signature", id.sign(&body));
+        }
+        let result = request.body(body).send().await;
         let outcome = match result {
             Err(source) => Err(SimError::Transport {
                 what: what.into(),

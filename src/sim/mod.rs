@@ -5,6 +5,7 @@
 
 pub mod behaviour;
 pub mod device;
+pub mod identity;
 
 use anyhow::Context as _;
 use behaviour::{Hardware, Platform};
@@ -25,7 +26,8 @@ pub struct SimArgs {
     /// PEM CA certificate to trust for the server (default: pomona-data/tls/ca.pem when present).
     #[arg(long)]
     pub server_ca: Option<PathBuf>,
-    /// Admin token file; needed to queue the --commands-per-device workload.
+    /// Admin token file: devices use it to obtain one-time enrollment tokens, and to queue
+    /// the --commands-per-device workload.
     #[arg(long)]
     pub admin_token_file: Option<PathBuf>,
     /// Seed for device identities and fault injection (same seed, same fleet).
@@ -49,6 +51,10 @@ pub struct SimArgs {
     /// Send check-ins to the connect URL too (devices whose profile has no CheckInURL).
     #[arg(long)]
     pub one_url: bool,
+    /// Do not present the identity in the TLS handshake, as behind a TLS-terminating proxy
+    /// (needs a server started with --sign-message, so devices sign each message instead).
+    #[arg(long)]
+    pub no_tls_client_certificate: bool,
 }
 
 /// Parses `500ms`, `30s`, `5m`, `2h` or a plain number of seconds.
@@ -161,9 +167,6 @@ pub async fn run_cli(args: SimArgs) -> anyhow::Result<Summary> {
     if !(0.0..=1.0).contains(&args.not_now_rate) || !(0.0..=1.0).contains(&args.error_rate) {
         anyhow::bail!("--not-now-rate and --error-rate must be between 0 and 1");
     }
-    if args.commands_per_device > 0 && args.admin_token_file.is_none() {
-        anyhow::bail!("--commands-per-device needs --admin-token-file (commands are queued through the admin API)");
-    }
     let default_ca = PathBuf::from("pomona-data/tls/ca.pem");
     let ca = args
         .server_ca
@@ -178,8 +181,24 @@ pub async fn run_cli(args: SimArgs) -> anyhow::Result<Summary> {
         ),
         None => None,
     };
+    let Some(admin_token_value) = admin_token.clone() else {
+        anyhow::bail!(
+            "--admin-token-file is needed: each simulated device obtains a one-time enrollment \
+             token through the admin API, downloads its enrollment profile and enrolls by SCEP"
+        );
+    };
+    let server_ca_pem = match &ca {
+        Some(path) => Some(
+            std::fs::read(path).with_context(|| format!("reading server CA {}", path.display()))?,
+        ),
+        None => None,
+    };
     let client = client(ca.as_deref())?;
-    let endpoint = Arc::new(Endpoint::new(client, &args.server, args.one_url));
+    let mut endpoint = Endpoint::new(client, &args.server, args.one_url)
+        .enrolling_with(identity::ProfileSource::AdminToken(admin_token_value))
+        .trusting(server_ca_pem);
+    endpoint.tls_client_certificates = !args.no_tls_client_certificate;
+    let endpoint = Arc::new(endpoint);
     eprintln!("sim: {} devices against {}", args.devices, args.server);
     let printer = {
         let endpoint = endpoint.clone();

@@ -3,7 +3,7 @@
 
 /// Versioned migrations: (version, SQLite text, PostgreSQL text). Append only; never edit one
 /// that has shipped.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(1, V1_SQLITE, V1_POSTGRES)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[(1, V1_SQLITE, V1_POSTGRES), (2, V2_IDENTITY, V2_IDENTITY)];
 
 const V1_SQLITE: &str = r#"
 CREATE TABLE enrollments (
@@ -109,4 +109,31 @@ CREATE TABLE command_results (
     raw BYTEA NOT NULL,
     received_at BIGINT NOT NULL
 );
+"#;
+
+/// Device identity: issued certificates (bound to a device at Authenticate), one-time secrets
+/// (SCEP challenges, enrollment tokens; only their SHA-256 is stored), and the certificate each
+/// enrollment is bound to. Same text on both backends.
+const V2_IDENTITY: &str = r#"
+CREATE TABLE device_certificates (
+    fingerprint TEXT PRIMARY KEY,
+    serial TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    not_before BIGINT NOT NULL,
+    not_after BIGINT NOT NULL,
+    issued_at BIGINT NOT NULL,
+    device_id TEXT,
+    bound_at BIGINT,
+    revoked_at BIGINT
+);
+CREATE INDEX device_certificates_by_device ON device_certificates (device_id);
+CREATE TABLE enrollment_secrets (
+    hash TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT
+);
+CREATE INDEX enrollment_secrets_by_expiry ON enrollment_secrets (expires_at);
+ALTER TABLE enrollments ADD COLUMN cert_fingerprint TEXT
 "#;

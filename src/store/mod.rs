@@ -122,6 +122,38 @@ pub trait Store: Send + Sync + 'static {
     async fn commands(&self, device_id: &str, limit: i64) -> StoreResult<Vec<CommandRecord>>;
     /// Number of queued commands across the fleet (for metrics).
     async fn queue_depth(&self) -> StoreResult<i64>;
+
+    /// Records a certificate the CA has just issued. With `challenge_hash`, the one-time SCEP
+    /// challenge is used up in the same transaction, and nothing is recorded unless it was
+    /// valid (the returned use says why not).
+    async fn record_certificate(
+        &self,
+        certificate: &CertificateRecord,
+        challenge_hash: Option<&str>,
+        now: i64,
+    ) -> StoreResult<SecretUse>;
+    /// The stored certificate with this fingerprint, with the binding of the enrollment
+    /// `device_id` (one round trip: this runs on every device request). None if not ours.
+    async fn certificate_standing(
+        &self,
+        fingerprint: &str,
+        device_id: &str,
+    ) -> StoreResult<Option<CertificateStanding>>;
+    /// Certificates bound to a device, newest first.
+    async fn device_certificates(&self, device_id: &str) -> StoreResult<Vec<CertificateRecord>>;
+    /// Revokes every certificate bound to a device; returns how many were newly revoked.
+    async fn revoke_device_certificates(&self, device_id: &str, now: i64) -> StoreResult<u64>;
+    /// Stores a one-time secret by its hash.
+    async fn create_secret(
+        &self,
+        kind: SecretKind,
+        hash: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<()>;
+    /// Uses a one-time secret up, atomically: of concurrent attempts exactly one is Accepted.
+    async fn consume_secret(&self, kind: SecretKind, hash: &str, now: i64)
+        -> StoreResult<SecretUse>;
 }
 
 /// Opens the store named by a URL: `sqlite://path` (created if missing) or `postgres://…`.

@@ -18,6 +18,8 @@ pub struct DeviceFacts {
     pub device_name: Option<String>,
     pub imei: Option<String>,
     pub meid: Option<String>,
+    /// The identity certificate the device authenticated with; bound to this enrollment.
+    pub certificate_fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -125,6 +127,8 @@ pub struct Enrollment {
     pub token_updated_at: Option<i64>,
     pub checked_out_at: Option<i64>,
     pub last_seen_at: Option<i64>,
+    /// SHA-256 of the identity certificate bound at Authenticate.
+    pub certificate_fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,4 +230,54 @@ pub struct CommandRecord {
     pub last_not_now_at: Option<i64>,
     pub completed_at: Option<i64>,
     pub result: Option<Vec<u8>>,
+}
+
+/// A device identity certificate this server issued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CertificateRecord {
+    pub fingerprint: String,
+    pub serial: String,
+    pub subject: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub issued_at: i64,
+    /// The device it was bound to at Authenticate (None until then).
+    pub device_id: Option<String>,
+    pub bound_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// What the store knows about a presented certificate, and about the enrollment it claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateStanding {
+    pub certificate: CertificateRecord,
+    /// The certificate bound to the claimed enrollment, if that enrollment exists.
+    pub enrollment_fingerprint: Option<String>,
+    pub enrollment_state: Option<EnrollmentState>,
+}
+
+/// One-time secrets: SCEP challenges and enrollment-profile tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKind {
+    ScepChallenge,
+    EnrollmentToken,
+}
+
+impl SecretKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ScepChallenge => "scep-challenge",
+            Self::EnrollmentToken => "enrollment-token",
+        }
+    }
+}
+
+/// The result of presenting a one-time secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretUse {
+    /// Valid, and now used up.
+    Accepted,
+    Unknown,
+    AlreadyUsed,
+    Expired,
 }

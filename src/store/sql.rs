@@ -8,7 +8,10 @@
 pub(crate) const ENROLLMENT_COLUMNS: &str = "id, enrollment_type, state, topic, serial_number, model, \
     model_name, product_name, os_version, build_version, device_name, imei, meid, \
     push_token IS NOT NULL AS has_push_token, unlock_token IS NOT NULL AS has_unlock_token, \
-    awaiting_configuration, created_at, authenticated_at, token_updated_at, checked_out_at, last_seen_at";
+    awaiting_configuration, created_at, authenticated_at, token_updated_at, checked_out_at, last_seen_at, cert_fingerprint";
+
+pub(crate) const CERTIFICATE_COLUMNS: &str = "fingerprint, serial, subject, not_before, not_after, \
+    issued_at, device_id, bound_at, revoked_at";
 
 pub(crate) const COMMAND_COLUMNS: &str = "c.uuid, c.enrollment_id, c.request_type, c.status, c.created_at, \
     c.updated_at, c.sent_count, c.last_sent_at, c.not_now_count, c.last_not_now_at, c.completed_at, r.raw";
@@ -23,7 +26,7 @@ pub(crate) fn placeholders(first: usize, count: usize) -> String {
 
 macro_rules! impl_sql_store {
     ($store:ty, $db:ty, $backend:literal) => {
-        use $crate::store::sql::{placeholders, COMMAND_COLUMNS, ENROLLMENT_COLUMNS};
+        use $crate::store::sql::{placeholders, CERTIFICATE_COLUMNS, COMMAND_COLUMNS, ENROLLMENT_COLUMNS};
         use $crate::store::*;
         use sqlx::Row as _;
 
@@ -52,6 +55,21 @@ macro_rules! impl_sql_store {
                 token_updated_at: row.try_get("token_updated_at")?,
                 checked_out_at: row.try_get("checked_out_at")?,
                 last_seen_at: row.try_get("last_seen_at")?,
+                certificate_fingerprint: row.try_get("cert_fingerprint")?,
+            })
+        }
+
+        fn certificate_from_row(row: &DbRow) -> Result<CertificateRecord, sqlx::Error> {
+            Ok(CertificateRecord {
+                fingerprint: row.try_get("fingerprint")?,
+                serial: row.try_get("serial")?,
+                subject: row.try_get("subject")?,
+                not_before: row.try_get("not_before")?,
+                not_after: row.try_get("not_after")?,
+                issued_at: row.try_get("issued_at")?,
+                device_id: row.try_get("device_id")?,
+                bound_at: row.try_get("bound_at")?,
+                revoked_at: row.try_get("revoked_at")?,
             })
         }
 
@@ -91,8 +109,9 @@ macro_rules! impl_sql_store {
                 let mut tx = self.pool.begin().await?;
                 let inserted: bool = sqlx::query(
                     "INSERT INTO enrollments (id, enrollment_type, state, topic, serial_number, model, model_name, \
-                     product_name, os_version, build_version, device_name, imei, meid, created_at, authenticated_at) \
-                     VALUES ($1, $2, 'authenticated', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) \
+                     product_name, os_version, build_version, device_name, imei, meid, created_at, authenticated_at, \
+                     cert_fingerprint) \
+                     VALUES ($1, $2, 'authenticated', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14) \
                      ON CONFLICT (id) DO UPDATE SET enrollment_type = excluded.enrollment_type, \
                        state = 'authenticated', topic = excluded.topic, \
                        serial_number = COALESCE(excluded.serial_number, enrollments.serial_number), \
@@ -105,7 +124,8 @@ macro_rules! impl_sql_store {
                        imei = COALESCE(excluded.imei, enrollments.imei), \
                        meid = COALESCE(excluded.meid, enrollments.meid), \
                        push_token = NULL, push_magic = NULL, awaiting_configuration = FALSE, \
-                       authenticated_at = excluded.authenticated_at, checked_out_at = NULL \
+                       authenticated_at = excluded.authenticated_at, checked_out_at = NULL, \
+                       cert_fingerprint = excluded.cert_fingerprint \
                      RETURNING created_at = authenticated_at AS inserted",
                 )
                 .bind(&f.device_id)
@@ -121,9 +141,20 @@ macro_rules! impl_sql_store {
                 .bind(&f.imei)
                 .bind(&f.meid)
                 .bind(now)
+                .bind(&f.certificate_fingerprint)
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get("inserted")?;
+                if let Some(fingerprint) = &f.certificate_fingerprint {
+                    sqlx::query(
+                        "UPDATE device_certificates SET device_id = $2, bound_at = $3 WHERE fingerprint = $1",
+                    )
+                    .bind(fingerprint)
+                    .bind(&f.device_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 let cancelled = sqlx::query(
                     "UPDATE commands SET status = 'cancelled', updated_at = $2 \
                      WHERE enrollment_id = $1 AND status = 'queued'",
@@ -416,9 +447,161 @@ macro_rules! impl_sql_store {
                     .await?;
                 Ok(row.try_get("n")?)
             }
+
+            async fn record_certificate(
+                &self,
+                c: &CertificateRecord,
+                challenge_hash: Option<&str>,
+                now: i64,
+            ) -> StoreResult<SecretUse> {
+                let mut tx = self.pool.begin().await?;
+                if let Some(hash) = challenge_hash {
+                    let used = sqlx::query(
+                        "UPDATE enrollment_secrets SET used_at = $3 \
+                         WHERE hash = $1 AND kind = $2 AND used_at IS NULL AND expires_at > $3",
+                    )
+                    .bind(hash)
+                    .bind(SecretKind::ScepChallenge.as_str())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if used != 1 {
+                        tx.rollback().await?;
+                        return self.secret_refusal(SecretKind::ScepChallenge, hash).await;
+                    }
+                }
+                sqlx::query(&format!(
+                    "INSERT INTO device_certificates ({CERTIFICATE_COLUMNS}) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                ))
+                .bind(&c.fingerprint)
+                .bind(&c.serial)
+                .bind(&c.subject)
+                .bind(c.not_before)
+                .bind(c.not_after)
+                .bind(c.issued_at)
+                .bind(&c.device_id)
+                .bind(c.bound_at)
+                .bind(c.revoked_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(SecretUse::Accepted)
+            }
+
+            async fn certificate_standing(
+                &self,
+                fingerprint: &str,
+                device_id: &str,
+            ) -> StoreResult<Option<CertificateStanding>> {
+                let row = sqlx::query(
+                    "SELECT c.fingerprint, c.serial, c.subject, c.not_before, c.not_after, c.issued_at, \
+                       c.device_id, c.bound_at, c.revoked_at, \
+                       e.cert_fingerprint AS enrollment_fingerprint, e.state AS enrollment_state \
+                     FROM device_certificates c LEFT JOIN enrollments e ON e.id = $2 \
+                     WHERE c.fingerprint = $1",
+                )
+                .bind(fingerprint)
+                .bind(device_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let state: Option<String> = row.try_get("enrollment_state")?;
+                Ok(Some(CertificateStanding {
+                    certificate: certificate_from_row(&row)?,
+                    enrollment_fingerprint: row.try_get("enrollment_fingerprint")?,
+                    enrollment_state: state.as_deref().map(EnrollmentState::parse),
+                }))
+            }
+
+            async fn device_certificates(&self, device_id: &str) -> StoreResult<Vec<CertificateRecord>> {
+                let rows = sqlx::query(&format!(
+                    "SELECT {CERTIFICATE_COLUMNS} FROM device_certificates WHERE device_id = $1 \
+                     ORDER BY issued_at DESC, fingerprint"
+                ))
+                .bind(device_id)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.iter().map(certificate_from_row).collect::<Result<_, _>>()?)
+            }
+
+            async fn revoke_device_certificates(&self, device_id: &str, now: i64) -> StoreResult<u64> {
+                Ok(sqlx::query(
+                    "UPDATE device_certificates SET revoked_at = $2 \
+                     WHERE device_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(device_id)
+                .bind(now)
+                .execute(&self.pool)
+                .await?
+                .rows_affected())
+            }
+
+            async fn create_secret(
+                &self,
+                kind: SecretKind,
+                hash: &str,
+                expires_at: i64,
+                now: i64,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO enrollment_secrets (hash, kind, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(hash)
+                .bind(kind.as_str())
+                .bind(now)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await?;
+                // Expired secrets are dead weight; dropping a few per creation keeps the table small
+                // without a background job (indexed by expiry).
+                sqlx::query(
+                    "DELETE FROM enrollment_secrets WHERE hash IN \
+                     (SELECT hash FROM enrollment_secrets WHERE expires_at < $1 LIMIT 100)",
+                )
+                .bind(now - 86_400_000)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn consume_secret(&self, kind: SecretKind, hash: &str, now: i64) -> StoreResult<SecretUse> {
+                // One conditional UPDATE: of concurrent attempts exactly one changes the row.
+                let used = sqlx::query(
+                    "UPDATE enrollment_secrets SET used_at = $3 \
+                     WHERE hash = $1 AND kind = $2 AND used_at IS NULL AND expires_at > $3",
+                )
+                .bind(hash)
+                .bind(kind.as_str())
+                .bind(now)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                if used == 1 {
+                    return Ok(SecretUse::Accepted);
+                }
+                self.secret_refusal(kind, hash).await
+            }
         }
 
         impl $store {
+            /// Why a one-time secret was not accepted: never seen, already used, or expired.
+            async fn secret_refusal(&self, kind: SecretKind, hash: &str) -> StoreResult<SecretUse> {
+                let row = sqlx::query(
+                    "SELECT used_at FROM enrollment_secrets WHERE hash = $1 AND kind = $2",
+                )
+                .bind(hash)
+                .bind(kind.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(match row {
+                    None => SecretUse::Unknown,
+                    Some(row) if row.try_get::<Option<i64>, _>("used_at")?.is_some() => SecretUse::AlreadyUsed,
+                    Some(_) => SecretUse::Expired,
+                })
+            }
+
             async fn finished_or_unknown(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 device_id: &str,

@@ -4,6 +4,7 @@
 
 use pomona::config::ServeArgs;
 use pomona::sim::device::{Endpoint, Faults, SimDevice};
+use pomona::sim::identity::ProfileSource;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -79,8 +80,17 @@ impl TestServer {
         }
     }
 
+    /// An endpoint whose devices enroll like real ones: a one-time enrollment token through
+    /// the admin API, the enrollment profile, SCEP, then mTLS (or Mdm-Signature).
     pub fn endpoint(&self, one_url: bool) -> Arc<Endpoint> {
-        Arc::new(Endpoint::new(self.client.clone(), &self.base_url, one_url))
+        Arc::new(self.endpoint_config(one_url))
+    }
+
+    pub fn endpoint_config(&self, one_url: bool) -> Endpoint {
+        let ca = std::fs::read(self.data_dir.join("tls/ca.pem")).expect("server CA");
+        Endpoint::new(self.client.clone(), &self.base_url, one_url)
+            .enrolling_with(ProfileSource::AdminToken(self.admin_token.clone()))
+            .trusting(Some(ca))
     }
 
     pub fn device(&self, index: usize) -> SimDevice {
@@ -160,7 +170,29 @@ impl TestServer {
             .unwrap_or_else(|| panic!("command {uuid} not listed"))
     }
 
-    /// PUTs a raw body to a device endpoint and returns (status, body).
+    /// PUTs a raw body to a device endpoint as `device` (its TLS client certificate, and its
+    /// Mdm-Signature when its profile asks for one) and returns (status, body).
+    pub async fn put_as(
+        &self,
+        device: &SimDevice,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, Vec<u8>) {
+        let identity = device.identity.as_ref().expect("device has enrolled");
+        let mut request = identity
+            .tls_client
+            .put(format!("{}{path}", self.base_url))
+            .header("Content-Type", content_type);
+        if identity.instructions.sign_message {
+            request = request.header("Mdm-Signature", identity.sign(&body));
+        }
+        let r = request.body(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.bytes().await.unwrap().to_vec())
+    }
+
+    /// PUTs a raw body to a device endpoint with no identity and returns (status, body).
     pub async fn put_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
         let r = self
             .client
