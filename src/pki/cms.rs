@@ -59,6 +59,9 @@ pub struct SignerView {
     pub digest_oid: Vec<u8>,
     /// Signed attributes: (encoded OID, encoded first value).
     pub signed_attributes: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The signed attributes exactly as received, re-tagged as the SET the signature covers.
+    pub signed_attributes_set: Option<Vec<u8>>,
+    pub signature: Vec<u8>,
 }
 
 impl SignerView {
@@ -140,6 +143,44 @@ impl SignedDataView {
     }
 }
 
+impl SignedDataView {
+    /// Verifies the first signer over the signed attributes *as received* and their
+    /// messageDigest over `content`. Some signers (Go's pkcs7) sign attributes in an order that
+    /// is not DER's, which openssl rejects because it re-encodes them sorted; the bytes as sent
+    /// are what the signature covers.
+    pub fn verify_first_signer_as_received(
+        &self,
+        content: &[u8],
+        signer: &openssl::x509::X509Ref,
+    ) -> bool {
+        let Some(info) = self.signers.first() else {
+            return false;
+        };
+        let Some(attributes) = info.signed_attributes_set.as_deref() else {
+            return false;
+        };
+        let Some(digest) = Digest::from_oid(&info.digest_oid) else {
+            return false;
+        };
+        let expected = match openssl::hash::hash(digest.message_digest(), content) {
+            Ok(h) => der::octet_string(&h),
+            Err(_) => return false,
+        };
+        if info.attribute(ATTR_MESSAGE_DIGEST) != Some(expected.as_slice()) {
+            return false;
+        }
+        let Ok(key) = signer.public_key() else {
+            return false;
+        };
+        openssl::sign::Verifier::new(digest.message_digest(), &key)
+            .and_then(|mut v| {
+                v.update(attributes)?;
+                v.verify(&info.signature)
+            })
+            .unwrap_or(false)
+    }
+}
+
 fn parse_signer(info: Tlv<'_>) -> DerResult<SignerView> {
     let mut r = info.reader();
     r.expect(der::INTEGER, "SignerInfo.version")?;
@@ -159,7 +200,11 @@ fn parse_signer(info: Tlv<'_>) -> DerResult<SignerView> {
     let digest = r.expect(der::SEQUENCE, "SignerInfo.digestAlgorithm")?;
     let digest_oid = digest.reader().expect(der::OID, "digest OID")?.raw.to_vec();
     let mut signed_attributes = Vec::new();
+    let mut signed_attributes_set = None;
     if let Some(attrs) = r.optional(der::context(0))? {
+        let mut as_set = attrs.raw.to_vec();
+        as_set[0] = der::SET;
+        signed_attributes_set = Some(as_set);
         let mut reader = attrs.reader();
         while !reader.is_empty() {
             let attr = reader.expect(der::SEQUENCE, "Attribute")?;
@@ -170,11 +215,18 @@ fn parse_signer(info: Tlv<'_>) -> DerResult<SignerView> {
             signed_attributes.push((oid, first));
         }
     }
+    r.expect(der::SEQUENCE, "SignerInfo.signatureAlgorithm")?;
+    let signature = r
+        .expect(der::OCTET_STRING, "SignerInfo.signature")?
+        .content
+        .to_vec();
     Ok(SignerView {
         serial,
         issuer,
         digest_oid,
         signed_attributes,
+        signed_attributes_set,
+        signature,
     })
 }
 

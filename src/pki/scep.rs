@@ -74,11 +74,17 @@ pub struct PkiRequest {
 pub fn decode_request(body: &[u8], ca: &DeviceCa) -> Result<PkiRequest, Malformed> {
     let mut cms = CmsContentInfo::from_der(body)
         .map_err(|_| Malformed("not a CMS ContentInfo (DER/BER)".into()))?;
-    // openssl accepts BER; re-encoding gives DER for our own reader.
-    let normalised = cms
-        .to_der()
-        .map_err(|_| Malformed("CMS structure cannot be re-encoded".into()))?;
-    let view = SignedDataView::parse(&normalised)?;
+    // Our reader needs DER: the body as sent when it is DER (keeping the signed attributes'
+    // exact bytes), else openssl's re-encoding of the BER.
+    let view = match SignedDataView::parse(body) {
+        Ok(view) => view,
+        Err(_) => {
+            let normalised = cms
+                .to_der()
+                .map_err(|_| Malformed("CMS structure cannot be re-encoded".into()))?;
+            SignedDataView::parse(&normalised)?
+        }
+    };
     let signer_info = view
         .signers
         .first()
@@ -114,7 +120,7 @@ pub fn decode_request(body: &[u8], ca: &DeviceCa) -> Result<PkiRequest, Malforme
         problem: None,
     };
     let mut enveloped = Vec::new();
-    if cms
+    let verified_by_openssl = cms
         .verify(
             None,
             None,
@@ -123,8 +129,16 @@ pub fn decode_request(body: &[u8], ca: &DeviceCa) -> Result<PkiRequest, Malforme
             // The requester's certificate is self-signed: the signature proves possession.
             CMSOptions::NO_SIGNER_CERT_VERIFY | CMSOptions::BINARY,
         )
-        .is_err()
-    {
+        .is_ok();
+    let verified = verified_by_openssl
+        || view.content.as_deref().is_some_and(|content| {
+            let ok = view.verify_first_signer_as_received(content, &request.signer);
+            if ok {
+                enveloped = content.to_vec();
+            }
+            ok
+        });
+    if !verified {
         request.problem = Some((
             FailInfo::BadMessageCheck,
             "the request's signature does not verify".into(),
@@ -156,12 +170,13 @@ pub fn decode_request(body: &[u8], ca: &DeviceCa) -> Result<PkiRequest, Malforme
     {
         request.cipher = cipher;
     }
+    enable_legacy_ciphers();
     let csr_der = match envelope.decrypt(ca.key(), ca.certificate()) {
         Ok(csr) => csr,
-        Err(_) => {
+        Err(e) => {
             request.problem = Some((
                 FailInfo::BadMessageCheck,
-                "the request is not encrypted to this server's CA certificate".into(),
+                format!("the request cannot be decrypted with this server's CA key ({e})"),
             ));
             return Ok(request);
         }
@@ -199,6 +214,21 @@ impl std::fmt::Debug for PkiRequest {
             .field("problem", &self.problem)
             .finish_non_exhaustive()
     }
+}
+
+/// Older SCEP clients (Debian's `scepclient` among them) encrypt with single DES, which
+/// OpenSSL 3 keeps in its "legacy" provider. Loaded once, next to the default provider; if it
+/// is not installed such requests fail with a logged badMessageCheck.
+fn enable_legacy_ciphers() {
+    static LEGACY: std::sync::OnceLock<Option<openssl::provider::Provider>> =
+        std::sync::OnceLock::new();
+    LEGACY.get_or_init(|| match openssl::provider::Provider::try_load(None, "legacy", true) {
+        Ok(provider) => Some(provider),
+        Err(e) => {
+            tracing::warn!(error = %e, "OpenSSL legacy provider unavailable: SCEP requests encrypted with single DES will be refused");
+            None
+        }
+    });
 }
 
 fn cipher_for(oid: &[u8]) -> Option<Cipher> {
