@@ -4,6 +4,7 @@
 //! `store`, and answers; administrators queue commands through the admin API. `sim` is a
 //! simulated fleet that speaks the same wire protocol as real devices.
 
+pub mod cli;
 pub mod config;
 pub mod pki;
 pub mod protocol;

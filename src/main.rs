@@ -1,4 +1,5 @@
-//! The `pomona` command: `serve` runs the server, `sim` runs a simulated fleet against one.
+//! The `pomona` command: `serve` runs the server, `sim` runs a simulated fleet against one,
+//! `enroll-profile` hands out enrollment profiles.
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -13,9 +14,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the MDM server (HTTPS). With no flags: SQLite in ./pomona-data, policies from ./policies.
-    Serve(pomona::config::ServeArgs),
+    Serve(Box<pomona::config::ServeArgs>),
     /// Run simulated devices against a server, speaking the real device protocol.
-    Sim(pomona::sim::SimArgs),
+    Sim(Box<pomona::sim::SimArgs>),
+    /// Write an enrollment profile (.mobileconfig with a one-time SCEP challenge), or with
+    /// --link print a one-time enrollment link to hand to a device's user.
+    EnrollProfile(pomona::cli::EnrollProfileArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,7 +55,14 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Sim(args) => match runtime.block_on(pomona::sim::run_cli(args)) {
+        Command::EnrollProfile(args) => match runtime.block_on(pomona::cli::enroll_profile(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Sim(args) => match runtime.block_on(pomona::sim::run_cli(*args)) {
             Ok(summary) if summary.failed_devices == 0 => ExitCode::SUCCESS,
             Ok(_) => ExitCode::from(1),
             Err(e) => {

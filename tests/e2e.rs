@@ -316,7 +316,8 @@ async fn oversized_and_malformed_bodies_are_refused_and_the_server_keeps_working
         413
     );
     let (status, body) = server
-        .put_as(&device, 
+        .put_as(
+            &device,
             "/mdm/connect",
             CONNECT_CONTENT_TYPE,
             b"\x00\x01garbage".to_vec(),
@@ -333,7 +334,12 @@ async fn oversized_and_malformed_bodies_are_refused_and_the_server_keeps_working
     );
     assert_eq!(
         server
-            .put_as(&device, "/mdm/connect", CONNECT_CONTENT_TYPE, unknown_device)
+            .put_as(
+                &device,
+                "/mdm/connect",
+                CONNECT_CONTENT_TYPE,
+                unknown_device
+            )
             .await
             .0,
         403

@@ -76,8 +76,9 @@ async fn scepclient_obtains_a_certificate_and_is_refused_with_a_wrong_challenge(
         String::from_utf8_lossy(&ok.stderr)
     );
     assert!(ok.status.success(), "scepclient failed:\n{log}");
-    let issued = openssl::x509::X509::from_pem(&std::fs::read(dir.path().join("cert.pem")).unwrap())
-        .expect("scepclient wrote a PEM certificate");
+    let issued =
+        openssl::x509::X509::from_pem(&std::fs::read(dir.path().join("cert.pem")).unwrap())
+            .expect("scepclient wrote a PEM certificate");
     let ca = openssl::x509::X509::from_pem(
         &std::fs::read(server.data_dir.join("ca/device-ca.pem")).unwrap(),
     )
@@ -95,13 +96,15 @@ async fn scepclient_obtains_a_certificate_and_is_refused_with_a_wrong_challenge(
 
     // The same challenge again: single use, so FAILURE and no new certificate.
     let again = tempfile::tempdir().unwrap();
-    let reused = tokio::task::block_in_place(|| run_scepclient(server_ref, again.path(), &challenge));
+    let reused =
+        tokio::task::block_in_place(|| run_scepclient(server_ref, again.path(), &challenge));
     assert!(!reused.status.success(), "a reused challenge was accepted");
     assert!(!again.path().join("cert.pem").exists());
 
     let wrong = tempfile::tempdir().unwrap();
-    let refused =
-        tokio::task::block_in_place(|| run_scepclient(server_ref, wrong.path(), "not-the-challenge"));
+    let refused = tokio::task::block_in_place(|| {
+        run_scepclient(server_ref, wrong.path(), "not-the-challenge")
+    });
     assert!(!refused.status.success(), "a wrong challenge was accepted");
     assert!(!wrong.path().join("cert.pem").exists());
     server.stop().await;

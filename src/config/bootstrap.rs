@@ -54,7 +54,9 @@ pub fn prepare(config: &ServeConfig) -> anyhow::Result<Prepared> {
         .context("device CA subject")?;
     let tls = server_tls_config(&chain_pem, &key_pem, Some(ca_subject))?;
     let tls_root_pem = match &generated_ca {
-        Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        }
         None => None,
     };
     let (admin_token, new_admin_token_file) = admin_token(config)?;
@@ -112,8 +114,8 @@ pub fn server_tls_config(
         None => builder.with_no_client_auth(),
     };
     let mut config = builder
-    .with_single_cert(chain, key)
-    .context("TLS certificate and key do not match or are unsupported")?;
+        .with_single_cert(chain, key)
+        .context("TLS certificate and key do not match or are unsupported")?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

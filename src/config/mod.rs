@@ -75,7 +75,11 @@ pub struct ServeArgs {
     pub sign_message: Option<bool>,
     /// Address or CIDR range of a TLS-terminating proxy whose RFC 9440 Client-Cert header is
     /// trusted (repeatable; comma-separated in the environment).
-    #[arg(long = "trusted-proxy", env = "POMONA_TRUSTED_PROXIES", value_delimiter = ',')]
+    #[arg(
+        long = "trusted-proxy",
+        env = "POMONA_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
     pub trusted_proxies: Vec<String>,
     /// Organization name shown in enrollment profiles (default "Pomona").
     #[arg(long, env = "POMONA_ORGANIZATION")]
@@ -131,7 +135,10 @@ pub struct ServeConfig {
 pub enum CaSource {
     /// Created once in `<data-dir>/ca/`.
     Generated,
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
 }
 
 /// Who may fetch an enrollment profile.
@@ -161,7 +168,10 @@ impl std::fmt::Debug for EnrollmentSettings {
             .field("access", &self.access)
             .field("challenge_ttl", &self.challenge_ttl)
             .field("token_ttl", &self.token_ttl)
-            .field("static_challenge", &self.static_challenge.as_ref().map(|_| "<redacted>"))
+            .field(
+                "static_challenge",
+                &self.static_challenge.as_ref().map(|_| "<redacted>"),
+            )
             .field("sign_message", &self.sign_message)
             .field("organization", &self.organization)
             .finish()
@@ -372,7 +382,11 @@ impl ServeArgs {
         };
 
         let mut enrollment = EnrollmentSettings::default();
-        if let Some(path) = self.scep_challenge_file.clone().or(file.scep_challenge_file) {
+        if let Some(path) = self
+            .scep_challenge_file
+            .clone()
+            .or(file.scep_challenge_file)
+        {
             match std::fs::read_to_string(&path) {
                 Ok(text) if text.trim().len() < 8 => problems.push(format!(
                     "scep_challenge_file: {} holds a challenge shorter than 8 characters",

@@ -100,10 +100,7 @@ impl SignedDataView {
         sd.expect(der::SET, "SignedData.digestAlgorithms")?;
         let encap = sd.expect(der::SEQUENCE, "SignedData.encapContentInfo")?;
         let mut encap_reader = encap.reader();
-        let content_type = encap_reader
-            .expect(der::OID, "eContentType")?
-            .raw
-            .to_vec();
+        let content_type = encap_reader.expect(der::OID, "eContentType")?.raw.to_vec();
         let content = match encap_reader.optional(der::context(0))? {
             Some(explicit) => {
                 let octets = der::parse_single(explicit.content, "eContent")?;
@@ -333,7 +330,10 @@ pub fn certs_only(certificates: &[&[u8]]) -> Vec<u8> {
 }
 
 fn content_info(kind: &str, content: &[u8]) -> Vec<u8> {
-    der::sequence(&[&der::oid(kind), &der::constructed(der::context(0), &[content])])
+    der::sequence(&[
+        &der::oid(kind),
+        &der::constructed(der::context(0), &[content]),
+    ])
 }
 
 fn attribute(dotted: &str, value: Vec<u8>) -> Vec<u8> {

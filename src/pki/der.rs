@@ -70,9 +70,13 @@ impl<'a> Reader<'a> {
 
     pub fn read(&mut self) -> DerResult<Tlv<'a>> {
         let data = self.data;
-        let tag = *data.first().ok_or_else(|| DerError("unexpected end".into()))?;
+        let tag = *data
+            .first()
+            .ok_or_else(|| DerError("unexpected end".into()))?;
         if tag & 0x1f == 0x1f {
-            return Err(DerError(format!("multi-byte tag 0x{tag:02x} not supported")));
+            return Err(DerError(format!(
+                "multi-byte tag 0x{tag:02x} not supported"
+            )));
         }
         let first = *data
             .get(1)
@@ -82,7 +86,9 @@ impl<'a> Reader<'a> {
         } else {
             let count = (first & 0x7f) as usize;
             if count == 0 {
-                return Err(DerError("indefinite length (BER) where DER is required".into()));
+                return Err(DerError(
+                    "indefinite length (BER) where DER is required".into(),
+                ));
             }
             if count > 4 {
                 return Err(DerError(format!("length of {count} bytes is too long")));
@@ -112,7 +118,9 @@ impl<'a> Reader<'a> {
 
     /// Reads the next element and checks its tag.
     pub fn expect(&mut self, tag: u8, what: &str) -> DerResult<Tlv<'a>> {
-        let tlv = self.read().map_err(|e| DerError(format!("{what}: {}", e.0)))?;
+        let tlv = self
+            .read()
+            .map_err(|e| DerError(format!("{what}: {}", e.0)))?;
         if tlv.tag != tag {
             return Err(DerError(format!(
                 "{what}: expected tag 0x{tag:02x}, found 0x{:02x}",
@@ -135,7 +143,9 @@ impl<'a> Reader<'a> {
 /// Reads exactly one element spanning all of `data`.
 pub fn parse_single<'a>(data: &'a [u8], what: &str) -> DerResult<Tlv<'a>> {
     let mut reader = Reader::new(data);
-    let tlv = reader.read().map_err(|e| DerError(format!("{what}: {}", e.0)))?;
+    let tlv = reader
+        .read()
+        .map_err(|e| DerError(format!("{what}: {}", e.0)))?;
     if !reader.is_empty() {
         return Err(DerError(format!("{what}: trailing bytes")));
     }
@@ -242,7 +252,9 @@ pub fn string_value(tlv: &Tlv<'_>) -> DerResult<String> {
             String::from_utf8(tlv.content.to_vec())
                 .map_err(|_| DerError("string is not valid UTF-8".into()))
         }
-        other => Err(DerError(format!("expected a string, found tag 0x{other:02x}"))),
+        other => Err(DerError(format!(
+            "expected a string, found tag 0x{other:02x}"
+        ))),
     }
 }
 

@@ -21,7 +21,8 @@ const ATTR_TRANSACTION_ID: &str = "2.16.840.1.113733.1.9.7";
 const CHALLENGE_PASSWORD: &str = "1.2.840.113549.1.9.7";
 
 /// What `GetCACaps` advertises, one per line.
-pub const CAPABILITIES: &str = "POSTPKIOperation\nSHA-256\nSHA-512\nSHA-1\nAES\nDES3\nSCEPStandard\n";
+pub const CAPABILITIES: &str =
+    "POSTPKIOperation\nSHA-256\nSHA-512\nSHA-1\nAES\nDES3\nSCEPStandard\n";
 
 /// SCEP failInfo values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,8 +93,8 @@ pub fn decode_request(body: &[u8], ca: &DeviceCa) -> Result<PkiRequest, Malforme
     let signer_der = view
         .signer_certificate()
         .ok_or_else(|| Malformed("the signer's certificate is not included".into()))?;
-    let signer =
-        X509::from_der(signer_der).map_err(|_| Malformed("signer certificate unreadable".into()))?;
+    let signer = X509::from_der(signer_der)
+        .map_err(|_| Malformed("signer certificate unreadable".into()))?;
     let text_attr = |oid: &str, name: &str| -> Result<String, Malformed> {
         let value = signer_info
             .attribute(oid)
@@ -246,7 +247,9 @@ fn cipher_for(oid: &[u8]) -> Option<Cipher> {
 /// The challengePassword attribute of a DER PKCS#10 request, if any.
 pub fn csr_challenge(csr_der: &[u8]) -> Result<Option<String>, DerError> {
     let outer = der::parse_single(csr_der, "CertificationRequest")?;
-    let info = outer.reader().expect(der::SEQUENCE, "certificationRequestInfo")?;
+    let info = outer
+        .reader()
+        .expect(der::SEQUENCE, "certificationRequestInfo")?;
     let mut r = info.reader();
     r.expect(der::INTEGER, "version")?;
     r.expect(der::SEQUENCE, "subject")?;
@@ -297,8 +300,12 @@ pub fn cert_rep(
             let degenerate = cms::certs_only(&[&issued_der]);
             let mut recipients = Stack::new()?;
             recipients.push(request.signer.clone())?;
-            let envelope =
-                CmsContentInfo::encrypt(&recipients, &degenerate, request.cipher, CMSOptions::BINARY)?;
+            let envelope = CmsContentInfo::encrypt(
+                &recipients,
+                &degenerate,
+                request.cipher,
+                CMSOptions::BINARY,
+            )?;
             Some(envelope.to_der()?)
         }
         Err(fail) => {
@@ -331,9 +338,13 @@ pub fn encode_request(
 ) -> Result<Vec<u8>, cms::BuildError> {
     let mut recipients = Stack::new()?;
     recipients.push(ca.clone())?;
-    let envelope =
-        CmsContentInfo::encrypt(&recipients, csr_der, Cipher::aes_128_cbc(), CMSOptions::BINARY)?
-            .to_der()?;
+    let envelope = CmsContentInfo::encrypt(
+        &recipients,
+        csr_der,
+        Cipher::aes_128_cbc(),
+        CMSOptions::BINARY,
+    )?
+    .to_der()?;
     cms::build_signed_data(
         Some(&envelope),
         requester,
@@ -357,7 +368,8 @@ pub fn build_csr(
     let mut name = openssl::x509::X509NameBuilder::new()?;
     name.append_entry_by_text("CN", common_name)?;
     let name = name.build();
-    let spki = openssl::pkey::PKey::public_key_from_der(&key.public_key_to_der()?)?.public_key_to_der()?;
+    let spki =
+        openssl::pkey::PKey::public_key_from_der(&key.public_key_to_der()?)?.public_key_to_der()?;
     let attributes: Vec<Vec<u8>> = challenge
         .map(|c| {
             der::sequence(&[
@@ -371,7 +383,10 @@ pub fn build_csr(
         &der::integer(0),
         &name.to_der()?,
         &spki,
-        &der::constructed(der::context(0), &attributes.iter().map(Vec::as_slice).collect::<Vec<_>>()),
+        &der::constructed(
+            der::context(0),
+            &attributes.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+        ),
     ]);
     let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), key)?;
     signer.update(&info)?;
@@ -394,7 +409,9 @@ pub fn decode_cert_rep(
     let mut cms = CmsContentInfo::from_der(body)
         .map_err(|_| Malformed("CertRep is not a CMS ContentInfo".into()))?;
     let mut certs = Stack::new().map_err(|e| Malformed(e.to_string()))?;
-    certs.push(ca.clone()).map_err(|e| Malformed(e.to_string()))?;
+    certs
+        .push(ca.clone())
+        .map_err(|e| Malformed(e.to_string()))?;
     let normalised = cms.to_der().map_err(|e| Malformed(e.to_string()))?;
     let view = SignedDataView::parse(&normalised)?;
     let mut content = Vec::new();
@@ -459,8 +476,15 @@ mod tests {
     fn pkcs_req_round_trip_issues_a_certificate_for_the_requesters_key() {
         let ca = DeviceCa::generate(365).unwrap();
         let (key, csr, cert) = requester(Some("one-time-secret"));
-        let body = encode_request(&csr, &cert, &key, ca.certificate(), "tx-1", b"nonce-0123456789")
-            .unwrap();
+        let body = encode_request(
+            &csr,
+            &cert,
+            &key,
+            ca.certificate(),
+            "tx-1",
+            b"nonce-0123456789",
+        )
+        .unwrap();
         let request = decode_request(&body, &ca).unwrap();
         assert!(request.problem.is_none(), "{:?}", request.problem);
         assert_eq!(request.challenge.as_deref(), Some("one-time-secret"));
@@ -479,8 +503,7 @@ mod tests {
     fn failure_reply_carries_the_fail_info() {
         let ca = DeviceCa::generate(365).unwrap();
         let (key, csr, cert) = requester(None);
-        let body =
-            encode_request(&csr, &cert, &key, ca.certificate(), "tx-2", b"nonce").unwrap();
+        let body = encode_request(&csr, &cert, &key, ca.certificate(), "tx-2", b"nonce").unwrap();
         let request = decode_request(&body, &ca).unwrap();
         assert_eq!(request.challenge, None);
         let reply = cert_rep(&ca, &request, Err(FailInfo::BadRequest)).unwrap();

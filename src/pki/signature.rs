@@ -70,3 +70,37 @@ pub fn sign_mdm_body(
     )?;
     Ok(base64::engine::general_purpose::STANDARD.encode(signed.to_der()?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_checks_name_what_is_wrong() {
+        let key =
+            openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        let cert = crate::pki::ca::self_signed_requester(&key, "device").unwrap();
+        let body = b"<plist>body</plist>";
+        let header = sign_mdm_body(body, &cert, &key).unwrap();
+        assert_eq!(
+            verify_mdm_signature(&header, body).unwrap(),
+            cert.to_der().unwrap()
+        );
+        assert_eq!(
+            verify_mdm_signature(&header, b"<plist>bodY</plist>"),
+            Err(SignatureProblem::Mismatch)
+        );
+        assert_eq!(
+            verify_mdm_signature("%%%", body),
+            Err(SignatureProblem::NotBase64)
+        );
+        assert_eq!(
+            verify_mdm_signature("aGVsbG8=", body),
+            Err(SignatureProblem::NotCms)
+        );
+        assert_eq!(
+            verify_mdm_signature(&"A".repeat(MAX_SIGNATURE_BYTES * 2), body),
+            Err(SignatureProblem::TooLarge)
+        );
+    }
+}

@@ -254,11 +254,20 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .map(|p| p.as_dictionary().unwrap()["PayloadType"].as_string().unwrap().to_string())
+            .map(|p| {
+                p.as_dictionary().unwrap()["PayloadType"]
+                    .as_string()
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
         assert_eq!(
             types,
-            ["com.apple.security.root", "com.apple.security.scep", "com.apple.mdm"]
+            [
+                "com.apple.security.root",
+                "com.apple.security.scep",
+                "com.apple.mdm"
+            ]
         );
     }
 }

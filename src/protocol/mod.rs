@@ -9,8 +9,8 @@
 pub mod checkin;
 pub mod command;
 pub mod ddm;
-pub mod enrollment_profile;
 pub mod dict;
+pub mod enrollment_profile;
 pub mod json;
 pub mod profile;
 pub mod report;

@@ -216,10 +216,7 @@ pub async fn get_device(State(state): State<Arc<AppState>>, Path(id): Path<Strin
 
 /// `POST /api/v1/devices/{id}/revoke`: revokes the device's certificates; its next request
 /// is refused (403) until it enrolls again with a new identity.
-pub async fn revoke_device(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-) -> Response {
+pub async fn revoke_device(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     let device = match resolve(&state, &id).await {
         Ok(e) => e,
         Err(r) => return r,
@@ -231,7 +228,8 @@ pub async fn revoke_device(
     {
         Ok(n) => {
             tracing::warn!(device = %device.device_id, revoked = n, "device certificates revoked by an administrator");
-            Json(json!({ "device_id": device.device_id, "revoked_certificates": n })).into_response()
+            Json(json!({ "device_id": device.device_id, "revoked_certificates": n }))
+                .into_response()
         }
         Err(e) => store_error(e),
     }

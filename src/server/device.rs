@@ -11,14 +11,13 @@ use super::{body, now_millis, AppState};
 use crate::protocol::ddm::{self, DdmAnswer};
 use crate::protocol::{self, Checkin, CheckinMessage, Report, ReportStatus};
 use crate::store::{
-    DeviceFacts, EnrollmentType, ReportOutcome, ReportRecord, StoreError,
-    TokenUpdateRecord,
+    DeviceFacts, EnrollmentType, ReportOutcome, ReportRecord, StoreError, TokenUpdateRecord,
 };
 use axum::body::Body;
 use axum::extract::State;
-use axum::Extension;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use std::sync::Arc;
 
 pub async fn checkin(
@@ -66,7 +65,11 @@ fn identity_refused(state: &AppState, refusal: IdentityRefusal, what: &str) -> R
     match refusal {
         IdentityRefusal::Forbidden(reason) => {
             state.metrics.count_identity_refusal();
-            refuse(StatusCode::FORBIDDEN, what, &format!("identity refused: {reason}"))
+            refuse(
+                StatusCode::FORBIDDEN,
+                what,
+                &format!("identity refused: {reason}"),
+            )
         }
         IdentityRefusal::Unavailable(e) => store_failure(e, what),
     }
@@ -112,7 +115,11 @@ fn empty_ok() -> Response {
     StatusCode::OK.into_response()
 }
 
-async fn handle_checkin(state: &AppState, presented: &PresentedCertificate, raw: &[u8]) -> Response {
+async fn handle_checkin(
+    state: &AppState,
+    presented: &PresentedCertificate,
+    raw: &[u8],
+) -> Response {
     let checkin = match Checkin::parse(raw) {
         Ok(c) => c,
         Err(e) => {

@@ -74,12 +74,10 @@ pub async fn enrollment_profile(
     let is_admin = bearer.is_some_and(|t| tokens_match(t.trim(), &state.admin_token));
     if !is_admin {
         let token = match (state.enrollment.access, query.token.as_deref()) {
-            (crate::config::EnrollAccess::Admin, _) => {
-                return error(
-                    StatusCode::FORBIDDEN,
-                    "this server hands out enrollment profiles to administrators only (admin token)",
-                )
-            }
+            (crate::config::EnrollAccess::Admin, _) => return error(
+                StatusCode::FORBIDDEN,
+                "this server hands out enrollment profiles to administrators only (admin token)",
+            ),
             (_, None) => {
                 return error(
                     StatusCode::FORBIDDEN,
@@ -262,7 +260,12 @@ async fn pki_operation(state: &AppState, message: &[u8]) -> Response {
         Ok(Ok(cert)) => scep::cert_rep(&state.device_ca, &request, Ok(cert)),
         Ok(Err((fail, reason))) => {
             state.metrics.count_scep(fail.name());
-            tracing::warn!(transaction, fail_info = fail.name(), reason, "SCEP request refused: FAILURE");
+            tracing::warn!(
+                transaction,
+                fail_info = fail.name(),
+                reason,
+                "SCEP request refused: FAILURE"
+            );
             scep::cert_rep(&state.device_ca, &request, Err(*fail))
         }
         Err(e) => {
@@ -324,7 +327,10 @@ async fn decide_and_issue(
         Ok(cert) => cert,
         Err(e) => {
             tracing::error!(error = %e, "issuing a device certificate failed");
-            return Ok(Err((FailInfo::BadRequest, "the CSR could not be signed".into())));
+            return Ok(Err((
+                FailInfo::BadRequest,
+                "the CSR could not be signed".into(),
+            )));
         }
     };
     let described = match crate::pki::ca::describe_certificate(&issued) {

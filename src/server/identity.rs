@@ -192,9 +192,7 @@ pub fn decide(
     }
     match (&standing.enrollment_state, &standing.enrollment_fingerprint) {
         (None, _) => Err(format!("device {device_id} is not enrolled here")),
-        (Some(EnrollmentState::CheckedOut), _) => {
-            Err(format!("device {device_id} is checked out"))
-        }
+        (Some(EnrollmentState::CheckedOut), _) => Err(format!("device {device_id} is checked out")),
         (Some(_), Some(bound)) if bound == &certificate.fingerprint => Ok(()),
         (Some(_), Some(_)) => Err(format!(
             "device {device_id} is bound to another certificate; certificate serial {serial} \
@@ -307,29 +305,95 @@ mod tests {
         }
     }
 
+    /// (case, standing, is Authenticate, expected: Ok or a fragment of the reason)
+    type BindingCase = (
+        &'static str,
+        Option<CertificateStanding>,
+        bool,
+        Result<(), &'static str>,
+    );
+
     #[test]
     fn binding_rules() {
         use EnrollmentState::*;
         let a = cert("fp-a");
-        let cases: Vec<(&str, Option<CertificateStanding>, bool, Result<(), &str>)> = vec![
-            ("unknown certificate", None, true, Err("not in this server's records")),
-            ("revoked certificate", Some(standing(Some("A"), true, Some((Enrolled, Some("fp-a"))))), false, Err("revoked")),
-            ("fresh certificate authenticates", Some(standing(None, false, None)), true, Ok(())),
-            ("another device's certificate", Some(standing(Some("B"), false, Some((Enrolled, Some("fp-a"))))), false, Err("belongs to device B")),
-            ("another device's certificate at Authenticate", Some(standing(Some("B"), false, None)), true, Err("belongs to device B")),
-            ("bound certificate", Some(standing(Some("A"), false, Some((Enrolled, Some("fp-a"))))), false, Ok(())),
-            ("unknown device", Some(standing(None, false, None)), false, Err("not enrolled here")),
-            ("device bound to another certificate", Some(standing(None, false, Some((Enrolled, Some("fp-z"))))), false, Err("bound to another certificate")),
-            ("re-enrollment with a new certificate", Some(standing(None, false, Some((Enrolled, Some("fp-z"))))), true, Ok(())),
-            ("checked-out device", Some(standing(Some("A"), false, Some((CheckedOut, Some("fp-a"))))), false, Err("checked out")),
-            ("enrollment without certificate", Some(standing(None, false, Some((Enrolled, None)))), false, Err("no bound certificate")),
+        let cases: Vec<BindingCase> = vec![
+            (
+                "unknown certificate",
+                None,
+                true,
+                Err("not in this server's records"),
+            ),
+            (
+                "revoked certificate",
+                Some(standing(Some("A"), true, Some((Enrolled, Some("fp-a"))))),
+                false,
+                Err("revoked"),
+            ),
+            (
+                "fresh certificate authenticates",
+                Some(standing(None, false, None)),
+                true,
+                Ok(()),
+            ),
+            (
+                "another device's certificate",
+                Some(standing(Some("B"), false, Some((Enrolled, Some("fp-a"))))),
+                false,
+                Err("belongs to device B"),
+            ),
+            (
+                "another device's certificate at Authenticate",
+                Some(standing(Some("B"), false, None)),
+                true,
+                Err("belongs to device B"),
+            ),
+            (
+                "bound certificate",
+                Some(standing(Some("A"), false, Some((Enrolled, Some("fp-a"))))),
+                false,
+                Ok(()),
+            ),
+            (
+                "unknown device",
+                Some(standing(None, false, None)),
+                false,
+                Err("not enrolled here"),
+            ),
+            (
+                "device bound to another certificate",
+                Some(standing(None, false, Some((Enrolled, Some("fp-z"))))),
+                false,
+                Err("bound to another certificate"),
+            ),
+            (
+                "re-enrollment with a new certificate",
+                Some(standing(None, false, Some((Enrolled, Some("fp-z"))))),
+                true,
+                Ok(()),
+            ),
+            (
+                "checked-out device",
+                Some(standing(Some("A"), false, Some((CheckedOut, Some("fp-a"))))),
+                false,
+                Err("checked out"),
+            ),
+            (
+                "enrollment without certificate",
+                Some(standing(None, false, Some((Enrolled, None)))),
+                false,
+                Err("no bound certificate"),
+            ),
         ];
         for (name, standing, is_auth, expected) in cases {
             let got = decide(standing.as_ref(), &a, "A", is_auth);
             match (expected, got) {
                 (Ok(()), Ok(())) => {}
                 (Err(needle), Err(reason)) => {
-                    assert!(reason.contains(needle), "{name}: {reason:?} lacks {needle:?}")
+                    assert!(
+                        reason.contains(needle),
+                        "{name}: {reason:?} lacks {needle:?}"
+                    )
                 }
                 (expected, got) => panic!("{name}: expected {expected:?}, got {got:?}"),
             }

@@ -109,7 +109,9 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
             "pomona_command_reports_total{{status=\"{status}\"}} {n}"
         );
     }
-    out.push_str("# HELP pomona_identity_refusals_total Device requests refused (403) for their identity.\n");
+    out.push_str(
+        "# HELP pomona_identity_refusals_total Device requests refused (403) for their identity.\n",
+    );
     out.push_str("# TYPE pomona_identity_refusals_total counter\n");
     let _ = writeln!(
         out,
@@ -122,7 +124,10 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
     out.push_str("# HELP pomona_scep_requests_total SCEP PKIOperations by outcome.\n");
     out.push_str("# TYPE pomona_scep_requests_total counter\n");
     for (outcome, n) in lock(&state.metrics.scep).iter() {
-        let _ = writeln!(out, "pomona_scep_requests_total{{outcome=\"{outcome}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "pomona_scep_requests_total{{outcome=\"{outcome}\"}} {n}"
+        );
     }
     out.push_str("# HELP pomona_command_queue_depth Commands queued and not yet answered.\n");
     out.push_str("# TYPE pomona_command_queue_depth gauge\n");

@@ -106,7 +106,8 @@ impl PeerAcceptor {
 impl<S: Send + 'static> Accept<tokio::net::TcpStream, S> for PeerAcceptor {
     type Stream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
     type Service = WithPeer<S>;
-    type Future = Pin<Box<dyn Future<Output = std::io::Result<(Self::Stream, Self::Service)>> + Send>>;
+    type Future =
+        Pin<Box<dyn Future<Output = std::io::Result<(Self::Stream, Self::Service)>> + Send>>;
 
     fn accept(&self, stream: tokio::net::TcpStream, service: S) -> Self::Future {
         let address = stream.peer_addr().ok();
@@ -123,7 +124,13 @@ impl<S: Send + 'static> Accept<tokio::net::TcpStream, S> for PeerAcceptor {
                 certificate,
                 address,
             };
-            Ok((stream, WithPeer { inner: service, peer }))
+            Ok((
+                stream,
+                WithPeer {
+                    inner: service,
+                    peer,
+                },
+            ))
         })
     }
 }

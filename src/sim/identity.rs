@@ -94,10 +94,9 @@ pub async fn install_profile(
 ) -> Result<SimIdentity, EnrollError> {
     let instructions = enrollment_profile::read(profile).map_err(EnrollError)?;
     let bits = instructions.key_size.max(2048);
-    let key = PKey::from_rsa(
-        openssl::rsa::Rsa::generate(bits).map_err(|e| EnrollError(e.to_string()))?,
-    )
-    .map_err(|e| EnrollError(e.to_string()))?;
+    let key =
+        PKey::from_rsa(openssl::rsa::Rsa::generate(bits).map_err(|e| EnrollError(e.to_string()))?)
+            .map_err(|e| EnrollError(e.to_string()))?;
     let certificate = scep_enroll(client, &instructions, &key, common_name).await?;
 
     let mut pem = certificate

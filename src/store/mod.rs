@@ -152,8 +152,12 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> StoreResult<()>;
     /// Uses a one-time secret up, atomically: of concurrent attempts exactly one is Accepted.
-    async fn consume_secret(&self, kind: SecretKind, hash: &str, now: i64)
-        -> StoreResult<SecretUse>;
+    async fn consume_secret(
+        &self,
+        kind: SecretKind,
+        hash: &str,
+        now: i64,
+    ) -> StoreResult<SecretUse>;
 }
 
 /// Opens the store named by a URL: `sqlite://path` (created if missing) or `postgres://…`.

@@ -10,7 +10,8 @@ pub(crate) const ENROLLMENT_COLUMNS: &str = "id, enrollment_type, state, topic, 
     push_token IS NOT NULL AS has_push_token, unlock_token IS NOT NULL AS has_unlock_token, \
     awaiting_configuration, created_at, authenticated_at, token_updated_at, checked_out_at, last_seen_at, cert_fingerprint";
 
-pub(crate) const CERTIFICATE_COLUMNS: &str = "fingerprint, serial, subject, not_before, not_after, \
+pub(crate) const CERTIFICATE_COLUMNS: &str =
+    "fingerprint, serial, subject, not_before, not_after, \
     issued_at, device_id, bound_at, revoked_at";
 
 pub(crate) const COMMAND_COLUMNS: &str = "c.uuid, c.enrollment_id, c.request_type, c.status, c.created_at, \
