@@ -83,3 +83,141 @@ fn every_reference_plist_decodes() {
         );
     }
 }
+
+/// One `- key:` entry of a reference profile schema: (indent, key, type, required).
+type SchemaKey = (usize, String, String, bool);
+
+/// The `- key:` / `type:` / `presence:` lines of a schema YAML, in order.
+fn schema_keys(path: &Path) -> Vec<SchemaKey> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut keys: Vec<SchemaKey> = Vec::new();
+    let mut in_payloadkeys = false;
+    for line in text.lines() {
+        if line.starts_with("payloadkeys:") {
+            in_payloadkeys = true;
+            continue;
+        }
+        if !in_payloadkeys {
+            continue;
+        }
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if let Some(name) = trimmed.strip_prefix("- key: ") {
+            keys.push((indent, name.trim().to_string(), String::new(), false));
+        } else if let (Some(last), Some(kind)) = (keys.last_mut(), trimmed.strip_prefix("type: ")) {
+            if last.2.is_empty() && indent == last.0 + 2 {
+                last.2 = kind.trim().to_string();
+            }
+        } else if let (Some(last), Some(p)) = (keys.last_mut(), trimmed.strip_prefix("presence: "))
+        {
+            if indent == last.0 + 2 {
+                last.3 = p.trim() == "required";
+            }
+        }
+    }
+    keys
+}
+
+fn plist_type(value: &plist::Value) -> &'static str {
+    match value {
+        plist::Value::String(_) => "<string>",
+        plist::Value::Integer(_) => "<integer>",
+        plist::Value::Boolean(_) => "<boolean>",
+        plist::Value::Data(_) => "<data>",
+        plist::Value::Array(_) => "<array>",
+        plist::Value::Dictionary(_) => "<dictionary>",
+        plist::Value::Real(_) => "<real>",
+        plist::Value::Date(_) => "<date>",
+        _ => "<other>",
+    }
+}
+
+/// Checks one dictionary against the top-level keys of `schema` (indent 0) plus `extra`:
+/// every key we write is known with the right type, every required key is present.
+fn check_dict(what: &str, dict: &plist::Dictionary, schema: &[SchemaKey], extra: &[SchemaKey]) {
+    let level: Vec<&SchemaKey> = schema
+        .iter()
+        .chain(extra)
+        .filter(|k| k.0 == schema.iter().map(|k| k.0).min().unwrap_or(0))
+        .collect();
+    for (key, value) in dict {
+        let known = level
+            .iter()
+            .find(|k| &k.1 == key)
+            .unwrap_or_else(|| panic!("{what}: key {key:?} is not in the reference schema"));
+        assert!(
+            known.2 == "<any>" || known.2 == plist_type(value),
+            "{what}: {key} is {} but the schema says {}",
+            plist_type(value),
+            known.2
+        );
+    }
+    for required in level.iter().filter(|k| k.3) {
+        assert!(
+            dict.contains_key(&required.1),
+            "{what}: required key {} is missing",
+            required.1
+        );
+    }
+}
+
+#[test]
+fn enrollment_profile_keys_match_the_reference_schemas() {
+    let Some(samples) = samples_dir() else {
+        assert!(std::env::var_os("POMONA_REFERENCE_DIR").is_none());
+        eprintln!("reference schemas not found next to the repository; nothing to check here");
+        return;
+    };
+    let profiles = samples.join("../apple-device-management/mdm/profiles");
+    let spec = pomona::protocol::enrollment_profile::EnrollmentProfileSpec {
+        server_url: "https://mdm.example/mdm/connect".into(),
+        checkin_url: "https://mdm.example/mdm/checkin".into(),
+        scep_url: "https://mdm.example/scep".into(),
+        challenge: "c".into(),
+        topic: "com.apple.mgmt.External.x".into(),
+        tls_root_der: Some(vec![0x30, 0x00]),
+        sign_message: false,
+        organization: "Example".into(),
+        access_rights: 8191,
+    };
+    let bytes = pomona::protocol::enrollment_profile::build(&spec);
+    let top: plist::Dictionary = plist::from_bytes(&bytes).unwrap();
+    check_dict(
+        "top level",
+        &top,
+        &schema_keys(&profiles.join("TopLevel.yaml")),
+        &[],
+    );
+    let common = schema_keys(&profiles.join("CommonPayloadKeys.yaml"));
+    let mut seen = Vec::new();
+    for payload in top["PayloadContent"].as_array().unwrap() {
+        let payload = payload.as_dictionary().unwrap();
+        let kind = payload["PayloadType"].as_string().unwrap();
+        seen.push(kind.to_string());
+        let schema = schema_keys(&profiles.join(format!("{kind}.yaml")));
+        check_dict(kind, payload, &schema, &common);
+        if kind == "com.apple.security.scep" {
+            // The SCEP options live inside PayloadContent: check them against its subkeys.
+            let start = schema.iter().position(|k| k.1 == "PayloadContent").unwrap();
+            let sub: Vec<SchemaKey> = schema[start + 1..]
+                .iter()
+                .take_while(|k| k.0 > schema[start].0)
+                .cloned()
+                .collect();
+            check_dict(
+                "com.apple.security.scep PayloadContent",
+                payload["PayloadContent"].as_dictionary().unwrap(),
+                &sub,
+                &[],
+            );
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "com.apple.security.root",
+            "com.apple.security.scep",
+            "com.apple.mdm"
+        ]
+    );
+}
