@@ -94,7 +94,8 @@ pub async fn enroll_profile(args: EnrollProfileArgs) -> anyhow::Result<()> {
     }
     crate::config::write_private_file(&args.output, &bytes)
         .with_context(|| format!("writing {}", args.output.display()))?;
-    let instructions = crate::protocol::enrollment_profile::read(&bytes)
+    let plain = crate::pki::unwrap_signed_profile(&bytes).map_err(|e| anyhow::anyhow!(e))?;
+    let instructions = crate::protocol::enrollment_profile::read(&plain)
         .map_err(|e| anyhow::anyhow!("the server sent an unreadable profile: {e}"))?;
     eprintln!(
         "wrote {} (ServerURL {}, topic {}); its SCEP challenge works once",

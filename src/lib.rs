@@ -68,6 +68,7 @@ pub async fn serve_on(
         public_url: config.public_url.clone(),
         tls_root_der,
         push_topic: None,
+        profile_signer: prepared.profile_signer.clone(),
     };
     let state = server::AppState::new(store, prepared.admin_token, config.limits, identity);
     server::run(listener, prepared.tls, state, shutdown).await

@@ -574,3 +574,39 @@ async fn enrollment_tokens_are_single_use_and_admin_only_mode_refuses_them() {
         .expect("enrollment with an admin-fetched profile");
     strict.stop().await;
 }
+
+#[tokio::test]
+async fn signed_enrollment_profiles_verify_and_enroll() {
+    let server = TestServer::start_with(|a| a.sign_profiles = Some(true)).await;
+    let bytes = server
+        .client
+        .get(format!("{}/enroll", server.base_url))
+        .bearer_auth(&server.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(!bytes.starts_with(b"<?xml"), "the profile is not signed");
+    let mut cms = openssl::cms::CmsContentInfo::from_der(&bytes).expect("CMS SignedData");
+    let ca =
+        openssl::x509::X509::from_pem(&std::fs::read(server.data_dir.join("tls/ca.pem")).unwrap())
+            .unwrap();
+    let mut store = openssl::x509::store::X509StoreBuilder::new().unwrap();
+    store.add_cert(ca).unwrap();
+    let store = store.build();
+    let mut content = Vec::new();
+    cms.verify(
+        None,
+        Some(&store),
+        None,
+        Some(&mut content),
+        openssl::cms::CMSOptions::BINARY | openssl::cms::CMSOptions::NO_SIGNER_CERT_VERIFY,
+    )
+    .expect("signature verifies");
+    assert!(pomona::protocol::enrollment_profile::read(&content).is_ok());
+    // Devices install it like a plain one.
+    server.enrolled_device(12).await;
+    server.stop().await;
+}

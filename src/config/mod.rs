@@ -73,6 +73,10 @@ pub struct ServeArgs {
     /// Ask devices to sign every message (Mdm-Signature), e.g. behind a TLS-terminating proxy.
     #[arg(long, env = "POMONA_SIGN_MESSAGE")]
     pub sign_message: Option<bool>,
+    /// Sign enrollment profiles (CMS) with the HTTPS certificate, so devices show them as
+    /// verified when that certificate is publicly trusted.
+    #[arg(long, env = "POMONA_SIGN_PROFILES")]
+    pub sign_profiles: Option<bool>,
     /// Address or CIDR range of a TLS-terminating proxy whose RFC 9440 Client-Cert header is
     /// trusted (repeatable; comma-separated in the environment).
     #[arg(
@@ -108,6 +112,7 @@ struct FileConfig {
     enrollment_token_ttl_secs: Option<u64>,
     enroll_access: Option<String>,
     sign_message: Option<bool>,
+    sign_profiles: Option<bool>,
     trusted_proxies: Option<Vec<String>>,
     organization: Option<String>,
 }
@@ -159,6 +164,7 @@ pub struct EnrollmentSettings {
     /// A static SCEP challenge (secret; never printed).
     pub static_challenge: Option<String>,
     pub sign_message: bool,
+    pub sign_profiles: bool,
     pub organization: String,
 }
 
@@ -173,6 +179,7 @@ impl std::fmt::Debug for EnrollmentSettings {
                 &self.static_challenge.as_ref().map(|_| "<redacted>"),
             )
             .field("sign_message", &self.sign_message)
+            .field("sign_profiles", &self.sign_profiles)
             .field("organization", &self.organization)
             .finish()
     }
@@ -186,6 +193,7 @@ impl Default for EnrollmentSettings {
             token_ttl: Duration::from_secs(7 * 86_400),
             static_challenge: None,
             sign_message: false,
+            sign_profiles: false,
             organization: "Pomona".into(),
         }
     }
@@ -420,6 +428,7 @@ impl ServeArgs {
             )),
         }
         enrollment.sign_message = self.sign_message.or(file.sign_message).unwrap_or(false);
+        enrollment.sign_profiles = self.sign_profiles.or(file.sign_profiles).unwrap_or(false);
         if let Some(org) = self.organization.clone().or(file.organization) {
             enrollment.organization = org;
         }

@@ -8,4 +8,7 @@ pub mod der;
 pub mod scep;
 pub mod signature;
 
+mod profile_signing;
+pub use profile_signing::{unwrap_signed_profile, ProfileSigner};
+
 pub use ca::{CertificateProblem, DeviceCa, DeviceCertificate};

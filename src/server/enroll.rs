@@ -160,7 +160,7 @@ async fn build_profile(state: &AppState) -> Result<Vec<u8>, StoreError> {
         }
     };
     let base = &state.public_url;
-    Ok(enrollment_profile::build(&EnrollmentProfileSpec {
+    let profile = enrollment_profile::build(&EnrollmentProfileSpec {
         server_url: format!("{base}/mdm/connect"),
         checkin_url: format!("{base}/mdm/checkin"),
         scep_url: format!("{base}/scep"),
@@ -170,7 +170,14 @@ async fn build_profile(state: &AppState) -> Result<Vec<u8>, StoreError> {
         sign_message: state.enrollment.sign_message,
         organization: state.enrollment.organization.clone(),
         access_rights: enrollment_profile::ALL_ACCESS_RIGHTS,
-    }))
+    });
+    match &state.profile_signer {
+        Some(signer) => signer.sign(&profile).map_err(|e| {
+            tracing::error!(error = %e, "signing the enrollment profile failed");
+            StoreError::Database(format!("signing the enrollment profile failed: {e}"))
+        }),
+        None => Ok(profile),
+    }
 }
 
 /// `pomona enroll-profile` and tests build the same profile without HTTP.

@@ -40,6 +40,8 @@ pub struct AppState {
     pub tls_root_der: Option<Vec<u8>>,
     /// The APNs topic from the push certificate, when one is configured.
     pub push_topic: Option<String>,
+    /// Signs enrollment profiles when `sign_profiles` is on.
+    pub profile_signer: Option<Arc<crate::pki::ProfileSigner>>,
 }
 
 /// Identity and enrollment settings for `AppState::new`.
@@ -50,6 +52,7 @@ pub struct IdentitySettings {
     pub public_url: String,
     pub tls_root_der: Option<Vec<u8>>,
     pub push_topic: Option<String>,
+    pub profile_signer: Option<Arc<crate::pki::ProfileSigner>>,
 }
 
 impl AppState {
@@ -72,6 +75,7 @@ impl AppState {
             public_url: identity.public_url.trim_end_matches('/').to_string(),
             tls_root_der: identity.tls_root_der,
             push_topic: identity.push_topic,
+            profile_signer: identity.profile_signer,
         })
     }
 }

@@ -92,7 +92,8 @@ pub async fn install_profile(
     common_name: &str,
     extra_root_pem: Option<&[u8]>,
 ) -> Result<SimIdentity, EnrollError> {
-    let instructions = enrollment_profile::read(profile).map_err(EnrollError)?;
+    let profile = crate::pki::unwrap_signed_profile(profile).map_err(EnrollError)?;
+    let instructions = enrollment_profile::read(&profile).map_err(EnrollError)?;
     let bits = instructions.key_size.max(2048);
     let key =
         PKey::from_rsa(openssl::rsa::Rsa::generate(bits).map_err(|e| EnrollError(e.to_string()))?)
