@@ -70,6 +70,13 @@ pub async fn serve_on(
         push_topic: None,
         profile_signer: prepared.profile_signer.clone(),
     };
+    if identity.push_topic.is_none() {
+        tracing::warn!(
+            topic = protocol::enrollment_profile::PLACEHOLDER_TOPIC,
+            "no push certificate configured: enrollment profiles carry a placeholder topic; \
+             devices enrolled with them check in but cannot be woken by push"
+        );
+    }
     let state = server::AppState::new(store, prepared.admin_token, config.limits, identity);
     server::run(listener, prepared.tls, state, shutdown).await
 }

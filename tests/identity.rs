@@ -118,17 +118,17 @@ async fn wrong_reused_and_expired_challenges_get_a_scep_failure_and_no_certifica
         .challenge
         .unwrap();
     let wrong = text.replace(&challenge, "guessed-challenge").into_bytes();
-    let err = install_profile(&server.client, &wrong, "dev", Some(&ca))
+    let err = install_profile(&server.client, &wrong, "dev", Some(&ca), None)
         .await
         .err()
         .expect("a wrong challenge must fail");
     assert!(err.to_string().contains("SCEP FAILURE"), "{err}");
     assert!(err.to_string().contains("failInfo 2"), "{err}");
 
-    install_profile(&server.client, &profile, "dev", Some(&ca))
+    install_profile(&server.client, &profile, "dev", Some(&ca), None)
         .await
         .expect("the right challenge, once");
-    let err = install_profile(&server.client, &profile, "dev", Some(&ca))
+    let err = install_profile(&server.client, &profile, "dev", Some(&ca), None)
         .await
         .err()
         .expect("a reused challenge must fail");
@@ -138,7 +138,7 @@ async fn wrong_reused_and_expired_challenges_get_a_scep_failure_and_no_certifica
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let err = install_profile(&server.client, &stale, "dev", Some(&ca))
+    let err = install_profile(&server.client, &stale, "dev", Some(&ca), None)
         .await
         .err()
         .expect("an expired challenge must fail");
@@ -608,5 +608,38 @@ async fn signed_enrollment_profiles_verify_and_enroll() {
     assert!(pomona::protocol::enrollment_profile::read(&content).is_ok());
     // Devices install it like a plain one.
     server.enrolled_device(12).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_static_challenge_from_config_enrolls_several_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("challenge");
+    std::fs::write(&file, "static-challenge-for-the-lab\n").unwrap();
+    let server = TestServer::start_with(|a| a.scep_challenge_file = Some(file)).await;
+    let profile = server
+        .client
+        .get(format!("{}/enroll", server.base_url))
+        .bearer_auth(&server.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    let read = pomona::protocol::enrollment_profile::read(&profile).unwrap();
+    assert_eq!(
+        read.challenge.as_deref(),
+        Some("static-challenge-for-the-lab")
+    );
+    // One profile, many devices: the static challenge is not used up.
+    for index in 20..23 {
+        let endpoint = server
+            .endpoint_config(false)
+            .enrolling_with(ProfileSource::Profile(profile.clone()));
+        let mut device = server.device_on(Arc::new(endpoint), index);
+        device.enroll().await.expect("static challenge enrollment");
+    }
     server.stop().await;
 }

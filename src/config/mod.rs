@@ -545,6 +545,50 @@ mod tests {
     }
 
     #[test]
+    fn identity_settings_are_validated_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("challenge");
+        std::fs::write(&short, "abc\n").unwrap();
+        let args = ServeArgs {
+            ca_cert: Some("/nonexistent/ca.pem".into()),
+            device_cert_days: Some(0),
+            scep_challenge_file: Some(short),
+            challenge_ttl_secs: Some(0),
+            enroll_access: Some("everyone".into()),
+            trusted_proxies: vec!["10.0.0.0/40".into()],
+            ..ServeArgs::default()
+        };
+        let err = args.resolve().unwrap_err();
+        let text = err.to_string();
+        for expected in [
+            "ca_cert and ca_key: give both or neither",
+            "device_cert_days:",
+            "shorter than 8 characters",
+            "challenge_ttl_secs:",
+            "enroll_access: \"everyone\"",
+            "trusted_proxies:",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from:\n{text}");
+        }
+        assert!(
+            !text.contains("abc"),
+            "a challenge leaked into the error: {text}"
+        );
+        assert_eq!(err.0.len(), 6, "{text}");
+
+        let fine = ServeArgs {
+            trusted_proxies: vec!["10.0.0.0/8".into()],
+            enroll_access: Some("admin".into()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(fine.enrollment.access, EnrollAccess::Admin);
+        assert!(fine.identity.trusts_proxy("10.1.2.3".parse().unwrap()));
+        assert_eq!(fine.device_cert_days, 365);
+    }
+
+    #[test]
     fn config_file_keys_apply_and_flags_win() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pomona.toml");

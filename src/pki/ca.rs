@@ -1,20 +1,24 @@
 //! The device certificate authority: created on first start (or loaded from files, e.g. a
 //! mounted Kubernetes Secret), it issues device identity certificates from SCEP requests and
 //! checks that a presented certificate is one of its own and in its validity period.
-//! Revocation and binding to a device live in the store; this type holds no state beyond the
-//! CA's certificate and key. The key is never formatted into logs or errors.
+//! Revocation and binding to a device live in the store; beyond the CA's certificate and key this
+//! type only memoises certificates it has already verified (they are immutable, so a hit skips
+//! parsing and the RSA check; validity is still compared with the clock on every use). The key
+//! is never formatted into logs or errors.
 
 use openssl::asn1::{Asn1Integer, Asn1Time};
 use openssl::bn::{BigNum, MsbOption};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
-use openssl::pkey::{PKey, Private};
+use openssl::pkey::{PKey, Private, Public};
 use openssl::rsa::Rsa;
 use openssl::x509::extension::{
     AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectKeyIdentifier,
 };
 use openssl::x509::{X509Builder, X509NameBuilder, X509Req, X509};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -55,9 +59,21 @@ pub struct DeviceCertificate {
 pub struct DeviceCa {
     cert: X509,
     key: PKey<Private>,
+    /// Decoded once: OpenSSL 3 key decoding costs more than the signature check itself.
+    public_key: PKey<Public>,
     cert_der: Vec<u8>,
     validity_days: u32,
+    verified: Mutex<HashMap<[u8; 32], Arc<VerifiedCertificate>>>,
 }
+
+/// A device certificate that verified against this CA, with its public key.
+pub struct VerifiedCertificate {
+    pub certificate: DeviceCertificate,
+    pub public_key: PKey<Public>,
+}
+
+/// Bound on memoised certificates (≈ 1 KB each); the memo is simply emptied when full.
+const VERIFIED_CAPACITY: usize = 200_000;
 
 impl std::fmt::Debug for DeviceCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -117,9 +133,11 @@ impl DeviceCa {
     fn from_parts(cert: X509, key: PKey<Private>, validity_days: u32) -> Result<Self, CaError> {
         Ok(Self {
             cert_der: cert.to_der()?,
+            public_key: cert.public_key()?,
             cert,
             key,
             validity_days,
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -213,40 +231,87 @@ impl DeviceCa {
         der: &[u8],
         now: i64,
     ) -> Result<DeviceCertificate, CertificateProblem> {
+        self.verify_with_key(der, now)
+            .map(|v| v.certificate.clone())
+    }
+
+    /// Like `verify_device_certificate`, also returning the certificate's public key.
+    pub fn verify_with_key(
+        &self,
+        der: &[u8],
+        now: i64,
+    ) -> Result<Arc<VerifiedCertificate>, CertificateProblem> {
+        use sha2::Digest as _;
+        let digest: [u8; 32] = sha2::Sha256::digest(der).into();
+        let cached = self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+            .cloned();
+        let verified = match cached {
+            Some(v) => v,
+            None => {
+                let v = Arc::new(self.verify_uncached(der)?);
+                let mut memo = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+                if memo.len() >= VERIFIED_CAPACITY {
+                    memo.clear();
+                }
+                memo.insert(digest, v.clone());
+                v
+            }
+        };
+        let c = &verified.certificate;
+        if now < c.not_before {
+            return Err(CertificateProblem::NotYetValid {
+                not_before: unix_text(c.not_before),
+            });
+        }
+        if now > c.not_after {
+            return Err(CertificateProblem::Expired {
+                not_after: unix_text(c.not_after),
+            });
+        }
+        Ok(verified)
+    }
+
+    fn verify_uncached(&self, der: &[u8]) -> Result<VerifiedCertificate, CertificateProblem> {
         let cert = X509::from_der(der).map_err(|_| CertificateProblem::Unparseable)?;
         let issuer = cert.issuer_name();
-        let ours = self.cert.subject_name();
         let same_issuer = issuer
             .to_der()
             .ok()
-            .zip(ours.to_der().ok())
+            .zip(self.cert.subject_name().to_der().ok())
             .is_some_and(|(a, b)| a == b);
         if !same_issuer {
             return Err(CertificateProblem::ForeignIssuer {
                 issuer: name_text(issuer),
             });
         }
-        let ca_key = self
-            .cert
-            .public_key()
-            .map_err(|_| CertificateProblem::BadSignature)?;
-        if !cert.verify(&ca_key).unwrap_or(false) {
+        if !cert.verify(&self.public_key).unwrap_or(false) {
             return Err(CertificateProblem::BadSignature);
         }
+        let public_key = cert
+            .public_key()
+            .map_err(|_| CertificateProblem::Unparseable)?;
         let not_before = asn1_unix(cert.not_before());
         let not_after = asn1_unix(cert.not_after());
-        if now < not_before {
-            return Err(CertificateProblem::NotYetValid {
-                not_before: cert.not_before().to_string(),
-            });
-        }
-        if now > not_after {
-            return Err(CertificateProblem::Expired {
-                not_after: cert.not_after().to_string(),
-            });
-        }
-        Ok(describe(&cert, der, not_before, not_after))
+        Ok(VerifiedCertificate {
+            certificate: describe(&cert, der, not_before, not_after),
+            public_key,
+        })
     }
+}
+
+/// A Unix time as RFC 3339 for messages.
+fn unix_text(seconds: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| seconds.to_string())
 }
 
 /// The throwaway self-signed certificate a SCEP client signs its request with (client side:
@@ -328,7 +393,7 @@ fn random_serial() -> Result<Asn1Integer, openssl::error::ErrorStack> {
     serial.to_asn1_integer()
 }
 
-pub(crate) fn unix_now() -> i64 {
+pub fn unix_now() -> i64 {
     crate::store::now_millis() / 1000
 }
 

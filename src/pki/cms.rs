@@ -145,10 +145,18 @@ impl SignedDataView {
     /// messageDigest over `content`. Some signers (Go's pkcs7) sign attributes in an order that
     /// is not DER's, which openssl rejects because it re-encodes them sorted; the bytes as sent
     /// are what the signature covers.
+    /// Whether the first signer signed attributes (the usual form, and the only one the fast
+    /// path checks).
+    pub fn has_signed_attributes(&self) -> bool {
+        self.signers
+            .first()
+            .is_some_and(|s| s.signed_attributes_set.is_some())
+    }
+
     pub fn verify_first_signer_as_received(
         &self,
         content: &[u8],
-        signer: &openssl::x509::X509Ref,
+        signer_key: &openssl::pkey::PKeyRef<openssl::pkey::Public>,
     ) -> bool {
         let Some(info) = self.signers.first() else {
             return false;
@@ -166,10 +174,7 @@ impl SignedDataView {
         if info.attribute(ATTR_MESSAGE_DIGEST) != Some(expected.as_slice()) {
             return false;
         }
-        let Ok(key) = signer.public_key() else {
-            return false;
-        };
-        openssl::sign::Verifier::new(digest.message_digest(), &key)
+        openssl::sign::Verifier::new(digest.message_digest(), signer_key)
             .and_then(|mut v| {
                 v.update(attributes)?;
                 v.verify(&info.signature)

@@ -5,7 +5,7 @@
 use super::cms::{self, SignedDataView};
 use base64::Engine as _;
 use openssl::cms::{CMSOptions, CmsContentInfo};
-use openssl::pkey::{PKeyRef, Private};
+use openssl::pkey::{PKeyRef, Private, Public};
 use openssl::x509::X509Ref;
 
 /// Largest header we decode; Apple's are about 2 KB (one certificate and a signature).
@@ -25,33 +25,87 @@ pub enum SignatureProblem {
     Mismatch,
 }
 
+/// A decoded `Mdm-Signature`: the CMS structure and the signer's certificate, not yet checked.
+pub struct MdmSignature {
+    der: Vec<u8>,
+    view: SignedDataView,
+    /// True when `view` was read from the bytes as sent (DER), so the signed attributes are
+    /// exactly what the signature covers.
+    as_sent: bool,
+}
+
+impl MdmSignature {
+    /// Decodes the header value (base64 of a DER or BER CMS SignedData).
+    pub fn decode(header: &str) -> Result<Self, SignatureProblem> {
+        if header.len() > MAX_SIGNATURE_BYTES * 4 / 3 + 4 {
+            return Err(SignatureProblem::TooLarge);
+        }
+        let compact: String = header.split_ascii_whitespace().collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(compact.as_bytes())
+            .map_err(|_| SignatureProblem::NotBase64)?;
+        if let Ok(view) = SignedDataView::parse(&der) {
+            return Ok(Self {
+                der,
+                view,
+                as_sent: true,
+            });
+        }
+        // BER (indefinite lengths): let openssl read it and re-encode.
+        let cms = CmsContentInfo::from_der(&der).map_err(|_| SignatureProblem::NotCms)?;
+        let normalised = cms.to_der().map_err(|_| SignatureProblem::NotCms)?;
+        let view = SignedDataView::parse(&normalised).map_err(|_| SignatureProblem::NotCms)?;
+        Ok(Self {
+            der,
+            view,
+            as_sent: false,
+        })
+    }
+
+    /// The signer's certificate (DER), to be checked against the CA by the caller.
+    pub fn signer_certificate(&self) -> Result<&[u8], SignatureProblem> {
+        self.view
+            .signer_certificate()
+            .ok_or(SignatureProblem::NoSignerCertificate)
+    }
+
+    /// Checks the signature over `body` with the signer's public key. The common DER form is
+    /// checked directly (digest of the body, RSA over the signed attributes as sent); anything
+    /// else goes through openssl's CMS verification.
+    pub fn verify(
+        &self,
+        body: &[u8],
+        signer_key: &PKeyRef<Public>,
+    ) -> Result<(), SignatureProblem> {
+        if self.as_sent && self.view.has_signed_attributes() {
+            return if self.view.verify_first_signer_as_received(body, signer_key) {
+                Ok(())
+            } else {
+                Err(SignatureProblem::Mismatch)
+            };
+        }
+        let mut cms = CmsContentInfo::from_der(&self.der).map_err(|_| SignatureProblem::NotCms)?;
+        cms.verify(
+            None,
+            None,
+            Some(body),
+            None,
+            // The chain is checked by the caller against our CA (openssl would also demand the
+            // S/MIME purpose, which device identity certificates do not have).
+            CMSOptions::NO_SIGNER_CERT_VERIFY | CMSOptions::BINARY,
+        )
+        .map_err(|_| SignatureProblem::Mismatch)
+    }
+}
+
 /// Verifies a detached signature over `body` and returns the signer's certificate (DER).
 /// The certificate's chain, validity and binding are not checked here.
 pub fn verify_mdm_signature(header: &str, body: &[u8]) -> Result<Vec<u8>, SignatureProblem> {
-    if header.len() > MAX_SIGNATURE_BYTES * 4 / 3 + 4 {
-        return Err(SignatureProblem::TooLarge);
-    }
-    let compact: String = header.split_ascii_whitespace().collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(compact.as_bytes())
-        .map_err(|_| SignatureProblem::NotBase64)?;
-    let mut cms = CmsContentInfo::from_der(&der).map_err(|_| SignatureProblem::NotCms)?;
-    let normalised = cms.to_der().map_err(|_| SignatureProblem::NotCms)?;
-    let view = SignedDataView::parse(&normalised).map_err(|_| SignatureProblem::NotCms)?;
-    let signer = view
-        .signer_certificate()
-        .ok_or(SignatureProblem::NoSignerCertificate)?
-        .to_vec();
-    cms.verify(
-        None,
-        None,
-        Some(body),
-        None,
-        // The chain is checked by the caller against our CA (openssl would also demand the
-        // S/MIME purpose, which device identity certificates do not have).
-        CMSOptions::NO_SIGNER_CERT_VERIFY | CMSOptions::BINARY,
-    )
-    .map_err(|_| SignatureProblem::Mismatch)?;
+    let signature = MdmSignature::decode(header)?;
+    let signer = signature.signer_certificate()?.to_vec();
+    let cert = openssl::x509::X509::from_der(&signer).map_err(|_| SignatureProblem::NotCms)?;
+    let key = cert.public_key().map_err(|_| SignatureProblem::NotCms)?;
+    signature.verify(body, &key)?;
     Ok(signer)
 }
 

@@ -150,14 +150,8 @@ async fn build_profile(state: &AppState) -> Result<Vec<u8>, StoreError> {
     };
     let topic = match &state.push_topic {
         Some(topic) => topic.clone(),
-        None => {
-            tracing::warn!(
-                topic = enrollment_profile::PLACEHOLDER_TOPIC,
-                "no push certificate configured: the enrollment profile carries a placeholder \
-                 topic; devices enrolled with it cannot be woken by push"
-            );
-            enrollment_profile::PLACEHOLDER_TOPIC.to_string()
-        }
+        // Warned about once at start (lib.rs), not per profile.
+        None => enrollment_profile::PLACEHOLDER_TOPIC.to_string(),
     };
     let base = &state.public_url;
     let profile = enrollment_profile::build(&EnrollmentProfileSpec {

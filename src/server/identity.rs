@@ -11,7 +11,7 @@
 
 use super::tls::TlsPeer;
 use super::AppState;
-use crate::pki::signature::verify_mdm_signature;
+use crate::pki::signature::MdmSignature;
 use crate::pki::DeviceCertificate;
 use crate::protocol::EnrollmentIds;
 use crate::store::{CertificateStanding, EnrollmentState, StoreError};
@@ -76,15 +76,39 @@ pub fn presented_certificate(
     body: &[u8],
 ) -> Result<PresentedCertificate, IdentityRefusal> {
     let forbidden = |reason: String| IdentityRefusal::Forbidden(reason);
-    let (der, proof) = if let Some(cert) = peer.and_then(|p| p.certificate.as_ref()) {
-        (cert.as_ref().clone(), ProofKind::TlsClientCertificate)
-    } else if let Some(value) = headers.get(MDM_SIGNATURE_HEADER) {
+    let now = crate::pki::ca::unix_now();
+    let check = |der: &[u8], proof: ProofKind| {
+        state
+            .device_ca
+            .verify_with_key(der, now)
+            .map_err(|problem| forbidden(format!("{} {problem}", proof_noun(proof))))
+    };
+    if let Some(cert) = peer.and_then(|p| p.certificate.as_ref()) {
+        let verified = check(cert, ProofKind::TlsClientCertificate)?;
+        return Ok(PresentedCertificate {
+            certificate: verified.certificate.clone(),
+            proof: ProofKind::TlsClientCertificate,
+        });
+    }
+    if let Some(value) = headers.get(MDM_SIGNATURE_HEADER) {
         let text = value
             .to_str()
             .map_err(|_| forbidden("Mdm-Signature header is not ASCII".into()))?;
-        let der = verify_mdm_signature(text, body).map_err(|e| forbidden(e.to_string()))?;
-        (der, ProofKind::MdmSignature)
-    } else if let Some(value) = headers.get(CLIENT_CERT_HEADER) {
+        let signature = MdmSignature::decode(text).map_err(|e| forbidden(e.to_string()))?;
+        let signer = signature
+            .signer_certificate()
+            .map_err(|e| forbidden(e.to_string()))?;
+        // The certificate first: a foreign signer is refused before any signature work.
+        let verified = check(signer, ProofKind::MdmSignature)?;
+        signature
+            .verify(body, &verified.public_key)
+            .map_err(|e| forbidden(e.to_string()))?;
+        return Ok(PresentedCertificate {
+            certificate: verified.certificate.clone(),
+            proof: ProofKind::MdmSignature,
+        });
+    }
+    if let Some(value) = headers.get(CLIENT_CERT_HEADER) {
         let from = peer.and_then(|p| p.address).map(|a| a.ip());
         let trusted = from.is_some_and(|ip| state.identity.trusts_proxy(ip));
         if !trusted {
@@ -95,18 +119,15 @@ pub fn presented_certificate(
             )));
         }
         let der = parse_client_cert_header(value.as_bytes()).map_err(forbidden)?;
-        (der, ProofKind::ProxyClientCertHeader)
-    } else {
-        return Err(forbidden(
-            "no device identity: no TLS client certificate and no Mdm-Signature header".into(),
-        ));
-    };
-    let now = crate::pki::ca::unix_now();
-    let certificate = state
-        .device_ca
-        .verify_device_certificate(&der, now)
-        .map_err(|problem| forbidden(format!("{} {problem}", proof_noun(proof))))?;
-    Ok(PresentedCertificate { certificate, proof })
+        let verified = check(&der, ProofKind::ProxyClientCertHeader)?;
+        return Ok(PresentedCertificate {
+            certificate: verified.certificate.clone(),
+            proof: ProofKind::ProxyClientCertHeader,
+        });
+    }
+    Err(forbidden(
+        "no device identity: no TLS client certificate and no Mdm-Signature header".into(),
+    ))
 }
 
 fn proof_noun(proof: ProofKind) -> &'static str {

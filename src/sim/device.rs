@@ -124,6 +124,8 @@ pub struct SimDevice {
     endpoint: Arc<Endpoint>,
     /// The identity from SCEP, once the enrollment profile is installed.
     pub identity: Option<Arc<SimIdentity>>,
+    /// A key generated ahead of time (benchmarks keep key generation out of the timing).
+    pub pregenerated_key: Option<openssl::pkey::PKey<openssl::pkey::Private>>,
     pub faults: Faults,
     rng: fastrand::Rng,
     push_token: Vec<u8>,
@@ -145,6 +147,7 @@ impl SimDevice {
             stats: DeviceStats::default(),
             endpoint,
             identity: None,
+            pregenerated_key: None,
             faults,
             rng,
             push_token,
@@ -173,6 +176,7 @@ impl SimDevice {
             &profile,
             "Pomona device identity",
             self.endpoint.server_ca_pem.as_deref(),
+            self.pregenerated_key.take(),
         )
         .await?;
         let installed = Arc::new(installed);

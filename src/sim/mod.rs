@@ -145,6 +145,9 @@ pub struct Summary {
     pub elapsed: Duration,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// From the start until the last device finished enrolling (profile, SCEP, Authenticate,
+    /// TokenUpdate); device keys are generated before the clock starts.
+    pub enroll_elapsed: Duration,
     pub failures: Vec<String>,
 }
 
@@ -153,7 +156,21 @@ impl Summary {
         (self.requests + self.admin_requests) as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
+    pub fn enrollments_per_second(&self) -> f64 {
+        self.enrolled as f64 / self.enroll_elapsed.as_secs_f64().max(1e-9)
+    }
+
     pub fn line(&self) -> String {
+        format!(
+            "{} · {} enrollments (token, profile, SCEP, Authenticate, TokenUpdate) in {:.2}s = {:.1}/s",
+            self.traffic_line(),
+            self.enrolled,
+            self.enroll_elapsed.as_secs_f64(),
+            self.enrollments_per_second()
+        )
+    }
+
+    fn traffic_line(&self) -> String {
         format!(
             "{} devices ({} enrolled, {} failed) · {} device + {} admin requests in {:.1}s = {:.0} req/s · device p50 {:.2} ms · p99 {:.2} ms · commands: {} acknowledged, {} error, {} not-now · {} failed requests",
             self.devices, self.enrolled, self.failed_devices, self.requests, self.admin_requests, self.elapsed.as_secs_f64(),
@@ -237,6 +254,10 @@ pub async fn run_fleet(
     endpoint: Arc<Endpoint>,
     admin_token: Option<String>,
 ) -> Summary {
+    let count = args.devices;
+    let mut keys = tokio::task::spawn_blocking(move || pregenerate_keys(count))
+        .await
+        .unwrap_or_default();
     let started = Instant::now();
     let deadline = args.duration.map(|d| started + d);
     let faults = Faults {
@@ -252,6 +273,7 @@ pub async fn run_fleet(
             faults,
             args.seed ^ (index as u64) << 1,
         );
+        device.pregenerated_key = keys.pop();
         let admin = admin_token
             .clone()
             .map(|t| (t, args.server.clone(), endpoint.client.clone()));
@@ -285,7 +307,12 @@ pub async fn run_fleet(
         summary.not_now += stats.not_now;
         latencies.extend_from_slice(&stats.latencies_us);
         match outcome {
-            Ok(enrolled) => summary.enrolled += usize::from(enrolled),
+            Ok((enrolled, enrolled_at)) => {
+                summary.enrolled += usize::from(enrolled);
+                summary.enroll_elapsed = summary
+                    .enroll_elapsed
+                    .max(enrolled_at.saturating_duration_since(started));
+            }
             Err(e) => {
                 summary.failed_devices += 1;
                 summary.failures.push(format!("{}: {e}", device.udid()));
@@ -305,6 +332,38 @@ fn percentile(sorted_us: &[u32], q: f64) -> f64 {
     }
     let index = ((sorted_us.len() as f64 - 1.0) * q).round() as usize;
     sorted_us[index] as f64 / 1000.0
+}
+
+/// RSA-2048 keys for `count` devices, made on every core before the clock starts: key
+/// generation is the device's cost, not the server's.
+fn pregenerate_keys(count: usize) -> Vec<openssl::pkey::PKey<openssl::pkey::Private>> {
+    let started = Instant::now();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let per_thread = count.div_ceil(threads.max(1));
+    let keys: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let n = per_thread.min(count.saturating_sub(t * per_thread));
+                scope.spawn(move || {
+                    (0..n)
+                        .filter_map(|_| identity::generate_key(2048).ok())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    if count >= 50 {
+        eprintln!(
+            "sim: generated {} device keys in {:.1}s (not part of the timings)",
+            keys.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    keys
 }
 
 /// The workload commands, cycled per device.
@@ -327,8 +386,9 @@ async fn drive(
     commands: usize,
     poll: Duration,
     deadline: Option<Instant>,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<(bool, Instant)> {
     device.enroll().await.context("enrolling")?;
+    let enrolled_at = Instant::now();
     if let Some((token, server, client)) = &admin {
         for i in 0..commands {
             let url = format!(
@@ -355,7 +415,7 @@ async fn drive(
     loop {
         match device.exchange().await {
             Ok(_) => {}
-            Err(device::SimError::Erased) => return Ok(true),
+            Err(device::SimError::Erased) => return Ok((true, enrolled_at)),
             // A failed exchange is retried at the next poll, like a device would.
             Err(e) => tracing::debug!(device = device.udid(), error = %e, "exchange failed"),
         }
@@ -376,7 +436,7 @@ async fn drive(
             anyhow::bail!("workload unfinished; last failure: {failure}");
         }
     }
-    Ok(true)
+    Ok((true, enrolled_at))
 }
 
 #[cfg(test)]
