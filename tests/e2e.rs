@@ -484,15 +484,7 @@ async fn a_fleet_with_injected_faults_converges() {
         "{}",
         summary.line()
     );
-    let metrics = server
-        .client
-        .get(format!("{}/metrics", server.base_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("pomona_command_queue_depth 0"),
         "{metrics}"

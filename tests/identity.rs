@@ -104,7 +104,7 @@ async fn a_request_without_any_identity_is_refused_with_403() {
 
 #[tokio::test]
 async fn wrong_reused_and_expired_challenges_get_a_scep_failure_and_no_certificate() {
-    let server = TestServer::start_with(|a| a.challenge_ttl_secs = Some(1)).await;
+    let server = TestServer::start().await;
     let ca = std::fs::read(server.data_dir.join("tls/ca.pem")).unwrap();
     let source = ProfileSource::AdminToken(server.admin_token.clone());
     let profile = fetch_profile(&server.client, &server.base_url, &source)
@@ -134,27 +134,9 @@ async fn wrong_reused_and_expired_challenges_get_a_scep_failure_and_no_certifica
         .expect("a reused challenge must fail");
     assert!(err.to_string().contains("SCEP FAILURE"), "{err}");
 
-    let stale = fetch_profile(&server.client, &server.base_url, &source)
-        .await
-        .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let err = install_profile(&server.client, &stale, "dev", Some(&ca), None)
-        .await
-        .err()
-        .expect("an expired challenge must fail");
-    assert!(err.to_string().contains("SCEP FAILURE"), "{err}");
-
-    let metrics = server
-        .client
-        .get(format!("{}/metrics", server.base_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
-        metrics.contains("pomona_scep_requests_total{outcome=\"badRequest\"} 3"),
+        metrics.contains("pomona_scep_requests_total{outcome=\"badRequest\"} 2"),
         "{metrics}"
     );
     assert!(
@@ -162,6 +144,25 @@ async fn wrong_reused_and_expired_challenges_get_a_scep_failure_and_no_certifica
         "{metrics}"
     );
     server.stop().await;
+
+    // A challenge that lived one second, used after two.
+    let short = TestServer::start_with(|a| a.challenge_ttl_secs = Some(1)).await;
+    let ca = std::fs::read(short.data_dir.join("tls/ca.pem")).unwrap();
+    let source = ProfileSource::AdminToken(short.admin_token.clone());
+    let stale = fetch_profile(&short.client, &short.base_url, &source)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let err = install_profile(&short.client, &stale, "dev", Some(&ca), None)
+        .await
+        .err()
+        .expect("an expired challenge must fail");
+    assert!(err.to_string().contains("SCEP FAILURE"), "{err}");
+    assert!(short
+        .metrics()
+        .await
+        .contains("pomona_scep_requests_total{outcome=\"badRequest\"} 1"));
+    short.stop().await;
 }
 
 #[tokio::test]
@@ -553,17 +554,7 @@ async fn enrollment_tokens_are_single_use_and_admin_only_mode_refuses_them() {
         .unwrap()
         .contains("administrators only"));
     // An administrator downloads the profile and hands it to the device.
-    let profile = strict
-        .client
-        .get(format!("{}/enroll", strict.base_url))
-        .bearer_auth(&strict.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
+    let profile = strict.admin_profile().await;
     let endpoint = strict
         .endpoint_config(false)
         .enrolling_with(ProfileSource::Profile(profile));
@@ -578,16 +569,7 @@ async fn enrollment_tokens_are_single_use_and_admin_only_mode_refuses_them() {
 #[tokio::test]
 async fn signed_enrollment_profiles_verify_and_enroll() {
     let server = TestServer::start_with(|a| a.sign_profiles = Some(true)).await;
-    let bytes = server
-        .client
-        .get(format!("{}/enroll", server.base_url))
-        .bearer_auth(&server.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let bytes = server.admin_profile().await;
     assert!(!bytes.starts_with(b"<?xml"), "the profile is not signed");
     let mut cms = openssl::cms::CmsContentInfo::from_der(&bytes).expect("CMS SignedData");
     let ca =
@@ -617,17 +599,7 @@ async fn a_static_challenge_from_config_enrolls_several_devices() {
     let file = dir.path().join("challenge");
     std::fs::write(&file, "static-challenge-for-the-lab\n").unwrap();
     let server = TestServer::start_with(|a| a.scep_challenge_file = Some(file)).await;
-    let profile = server
-        .client
-        .get(format!("{}/enroll", server.base_url))
-        .bearer_auth(&server.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
+    let profile = server.admin_profile().await;
     let read = pomona::protocol::enrollment_profile::read(&profile).unwrap();
     assert_eq!(
         read.challenge.as_deref(),

@@ -20,16 +20,7 @@ fn scepclient() -> std::path::PathBuf {
 
 /// Downloads an enrollment profile as the admin and returns its one-time SCEP challenge.
 async fn fresh_challenge(server: &TestServer) -> String {
-    let profile = server
-        .client
-        .get(format!("{}/enroll", server.base_url))
-        .bearer_auth(&server.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let profile = server.admin_profile().await;
     pomona::protocol::enrollment_profile::read(&profile)
         .unwrap()
         .challenge

@@ -64,20 +64,29 @@ pub async fn fetch_profile(
             json["error"]
         ))
     })?;
-    let response = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| EnrollError(format!("downloading the enrollment profile: {e}")))?;
+    body_of(
+        client.get(url).send().await,
+        "downloading the enrollment profile",
+    )
+    .await
+}
+
+/// The body of a successful response; transport failures and non-2xx answers become errors
+/// that say what was being done.
+async fn body_of(
+    sent: Result<reqwest::Response, reqwest::Error>,
+    what: &str,
+) -> Result<Vec<u8>, EnrollError> {
+    let response = sent.map_err(|e| EnrollError(format!("{what}: {e}")))?;
     let status = response.status();
     let bytes = response
         .bytes()
         .await
-        .map_err(|e| EnrollError(format!("downloading the enrollment profile: {e}")))?;
+        .map_err(|e| EnrollError(format!("{what}: {e}")))?;
     if !status.is_success() {
         return Err(EnrollError(format!(
-            "downloading the enrollment profile: HTTP {status}: {}",
-            String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+            "{what}: HTTP {status}: {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).trim()
         )));
     }
     Ok(bytes.to_vec())
@@ -167,24 +176,16 @@ async fn scep_enroll(
     let nonce = uuid::Uuid::new_v4().into_bytes();
     let message = scep::encode_request(&csr, &requester, key, &ca, &transaction, &nonce)
         .map_err(|e| EnrollError(e.to_string()))?;
-    let response = client
-        .post(format!("{url}?operation=PKIOperation"))
-        .header("Content-Type", "application/x-pki-message")
-        .body(message)
-        .send()
-        .await
-        .map_err(|e| EnrollError(format!("SCEP PKIOperation: {e}")))?;
-    let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| EnrollError(format!("SCEP PKIOperation: {e}")))?;
-    if !status.is_success() {
-        return Err(EnrollError(format!(
-            "SCEP PKIOperation: HTTP {status}: {}",
-            String::from_utf8_lossy(&body[..body.len().min(200)]).trim()
-        )));
-    }
+    let body = body_of(
+        client
+            .post(format!("{url}?operation=PKIOperation"))
+            .header("Content-Type", "application/x-pki-message")
+            .body(message)
+            .send()
+            .await,
+        "SCEP PKIOperation",
+    )
+    .await?;
     match scep::decode_cert_rep(&body, &ca, &requester, key) {
         Ok(Ok(der)) => X509::from_der(&der).map_err(|e| EnrollError(e.to_string())),
         Ok(Err(failure)) => Err(EnrollError(format!("SCEP FAILURE: {failure}"))),
@@ -193,18 +194,5 @@ async fn scep_enroll(
 }
 
 async fn get_bytes(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, EnrollError> {
-    let response = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| EnrollError(format!("GET {url}: {e}")))?;
-    let status = response.status();
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| EnrollError(format!("GET {url}: {e}")))?;
-    if !status.is_success() {
-        return Err(EnrollError(format!("GET {url}: HTTP {status}")));
-    }
-    Ok(bytes.to_vec())
+    body_of(client.get(url).send().await, &format!("GET {url}")).await
 }

@@ -153,6 +153,31 @@ impl TestServer {
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// The enrollment profile, downloaded with the admin token.
+    pub async fn admin_profile(&self) -> Vec<u8> {
+        let r = self
+            .client
+            .get(format!("{}/enroll", self.base_url))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "GET /enroll as admin");
+        r.bytes().await.unwrap().to_vec()
+    }
+
+    /// The Prometheus text from /metrics.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// The commands of a device as the admin API lists them (newest first).
     pub async fn commands(&self, device: &str) -> Vec<serde_json::Value> {
         let (status, json) = self
