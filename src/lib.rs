@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod pki;
+pub mod policy;
 pub mod protocol;
 pub mod server;
 pub mod sim;

@@ -1,0 +1,7 @@
+//! Declared intent: the policy model (`mdm.pomona.dev/v1alpha1` documents that are both YAML in
+//! a policy directory or git and Kubernetes custom resources), its validation, and the sources
+//! that turn documents into an immutable, validated `PolicySnapshot`. Nothing here talks to
+//! devices or the store.
+
+pub mod model;
+pub mod restrictions;

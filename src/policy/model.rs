@@ -1,0 +1,229 @@
+//! The declared model, `mdm.pomona.dev/v1alpha1`: the documents administrators write (YAML in a
+//! policy directory or git, and — with the same types — Kubernetes custom resources). Unknown
+//! keys are errors everywhere: a typo must never be silently ignored.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const API_GROUP: &str = "mdm.pomona.dev";
+pub const API_VERSION: &str = "mdm.pomona.dev/v1alpha1";
+
+/// Names and labels of a document (the Kubernetes `metadata` subset we read).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// One policy document: `apiVersion`, `kind`, `metadata`, `spec`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Document<S> {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: S,
+}
+
+/// Device platforms as groups and restrictions name them.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+pub enum Platform {
+    #[serde(rename = "iOS")]
+    Ios,
+    #[serde(rename = "iPadOS")]
+    IpadOs,
+    #[serde(rename = "macOS")]
+    MacOs,
+    #[serde(rename = "tvOS")]
+    TvOs,
+    #[serde(rename = "visionOS")]
+    VisionOs,
+    #[serde(rename = "watchOS")]
+    WatchOs,
+}
+
+impl Platform {
+    pub const ALL: [Platform; 6] = [
+        Platform::Ios,
+        Platform::IpadOs,
+        Platform::MacOs,
+        Platform::TvOs,
+        Platform::VisionOs,
+        Platform::WatchOs,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Ios => "iOS",
+            Platform::IpadOs => "iPadOS",
+            Platform::MacOs => "macOS",
+            Platform::TvOs => "tvOS",
+            Platform::VisionOs => "visionOS",
+            Platform::WatchOs => "watchOS",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == text)
+    }
+
+    /// The reference schemas describe iPadOS under "iOS".
+    pub fn schema_name(self) -> &'static str {
+        match self {
+            Platform::IpadOs => "iOS",
+            other => other.as_str(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// DeviceGroup
+
+/// Which devices belong to a group: a label selector over device labels and inventory
+/// attributes, and/or explicit serial numbers and UDIDs. A device matching either is a member.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DeviceGroupSpec {
+    /// Label selector; inventory attributes are available as `pomona.dev/…` labels
+    /// (platform, model, os-version, serial-number, supervised, enrollment-type).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub serial_numbers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub udids: Vec<String>,
+}
+
+/// Kubernetes-style label selector: all `matchLabels` and all `matchExpressions` must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<SelectorRequirement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SelectorRequirement {
+    pub key: String,
+    pub operator: SelectorOperator,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+/// `In`/`NotIn`/`Exists`/`DoesNotExist` as in Kubernetes, plus version comparisons for
+/// `pomona.dev/os-version` (dotted numbers: 17.4 < 17.10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SelectorOperator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+    /// The value is a version at least `values[0]`.
+    VersionAtLeast,
+    /// The value is a version below `values[0]`.
+    VersionBelow,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Profile
+
+/// What happens on devices when a profile stops targeting them (or is deleted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RemovalPolicy {
+    /// Remove it from devices that are no longer targeted.
+    #[default]
+    Remove,
+    /// Leave it installed.
+    Keep,
+}
+
+/// A configuration profile installed on the members of some groups. Exactly one of
+/// `mobileconfig`, `mobileconfigFile` or `payloads` gives the content.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProfileSpec {
+    /// DeviceGroup names whose members get the profile.
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub removal_policy: RemovalPolicy,
+    /// A whole .mobileconfig (XML plist), inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobileconfig: Option<String>,
+    /// Path of a .mobileconfig, relative to the policy source's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobileconfig_file: Option<String>,
+    /// Payloads Pomona assembles into a profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payloads: Option<Vec<PayloadSpec>>,
+    /// Top-level PayloadIdentifier for assembled profiles (default `dev.pomona.<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identifier: Option<String>,
+    /// PayloadDisplayName for assembled profiles (default: the document name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// CMS-sign the profile with the server's certificate before installing it.
+    #[serde(default)]
+    pub sign: bool,
+}
+
+/// One payload of an assembled profile: its PayloadType and its keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PayloadSpec {
+    pub payload_type: String,
+    /// PayloadIdentifier (default: the profile identifier + "." + index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identifier: Option<String>,
+    /// The payload's own keys, as in Apple's documentation. Binary values are written as
+    /// `{ "base64": "…" }`.
+    #[serde(default)]
+    pub content: BTreeMap<String, serde_json::Value>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restrictions
+
+/// A typed subset of `com.apple.applicationaccess`, compiled into a profile.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RestrictionsSpec {
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub removal_policy: RemovalPolicy,
+    pub settings: super::restrictions::RestrictionSettings,
+}
+
+// ---------------------------------------------------------------------------------------------
+// DeviceLabels
+
+/// Labels for devices, by serial number or UDID, declared next to the policies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DeviceLabelsSpec {
+    pub devices: Vec<LabelledDevice>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LabelledDevice {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udid: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The document kinds this version understands.
+pub const KINDS: [&str; 4] = ["DeviceGroup", "Profile", "Restrictions", "DeviceLabels"];
