@@ -108,3 +108,46 @@ pub async fn enroll_profile(args: EnrollProfileArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ValidateArgs {
+    /// The policy directory to check (default ./policies).
+    #[arg(default_value = "policies")]
+    pub dir: PathBuf,
+}
+
+/// `pomona validate DIR`: 0 when valid (warnings allowed), 2 when any error. Problems are
+/// printed as `file:line: severity: Kind/name: message`.
+pub fn validate(args: &ValidateArgs) -> u8 {
+    if !args.dir.is_dir() {
+        eprintln!("{}: not a directory", args.dir.display());
+        return 2;
+    }
+    match crate::policy::source::load_dir(&args.dir) {
+        Ok(snapshot) => {
+            for warning in &snapshot.warnings {
+                println!("{warning}");
+            }
+            println!(
+                "{}: valid ({} groups, {} profiles, {} warnings; revision {})",
+                args.dir.display(),
+                snapshot.groups.len(),
+                snapshot.profiles.len(),
+                snapshot.warnings.len(),
+                snapshot.revision
+            );
+            0
+        }
+        Err(problems) => {
+            for problem in &problems {
+                println!("{problem}");
+            }
+            let errors = problems
+                .iter()
+                .filter(|p| p.severity == crate::policy::load::Severity::Error)
+                .count();
+            println!("{}: invalid ({errors} errors)", args.dir.display());
+            2
+        }
+    }
+}

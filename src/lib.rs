@@ -82,26 +82,33 @@ pub async fn serve_on(
     server::run(listener, prepared.tls, state, shutdown).await
 }
 
+/// Reads the policy directory once at start and reports what it declares. (The reconciler
+/// that applies it, and re-reading on change, arrive with the reconciler issue.)
 fn report_policy_dir(config: &config::ServeConfig) {
     let dir = &config.policy_dir;
     if !dir.is_dir() {
         tracing::info!(dir = %dir.display(), "no policy directory; nothing is declared yet");
         return;
     }
-    let documents = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|e| {
-                    e.path()
-                        .extension()
-                        .is_some_and(|x| x == "yaml" || x == "yml")
-                })
-                .count()
-        })
-        .unwrap_or(0);
-    // Policy evaluation arrives with the reconciler; until then the files are only counted.
-    tracing::info!(dir = %dir.display(), yaml_files = documents, "policy directory found (policies are not evaluated yet)");
+    match policy::source::load_dir(dir) {
+        Ok(snapshot) => {
+            for warning in &snapshot.warnings {
+                tracing::warn!(%warning, "policy warning");
+            }
+            tracing::info!(
+                dir = %dir.display(),
+                revision = %snapshot.revision,
+                groups = snapshot.groups.len(),
+                profiles = snapshot.profiles.len(),
+                "policy directory is valid (not applied to devices yet)"
+            );
+        }
+        Err(problems) => {
+            for problem in &problems {
+                tracing::error!(%problem, "invalid policy");
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -20,6 +20,8 @@ enum Command {
     /// Write an enrollment profile (.mobileconfig with a one-time SCEP challenge), or with
     /// --link print a one-time enrollment link to hand to a device's user.
     EnrollProfile(pomona::cli::EnrollProfileArgs),
+    /// Check a policy directory: exit 0 valid, 2 invalid; problems as file:line: message.
+    Validate(pomona::cli::ValidateArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,7 +40,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Command::Validate(args) = &cli.command {
+        return ExitCode::from(pomona::cli::validate(args));
+    }
     match cli.command {
+        Command::Validate(_) => unreachable!("handled above"),
         Command::Serve(args) => {
             let config = match args.resolve() {
                 Ok(c) => c,

@@ -3,5 +3,9 @@
 //! that turn documents into an immutable, validated `PolicySnapshot`. Nothing here talks to
 //! devices or the store.
 
+pub mod load;
 pub mod model;
 pub mod restrictions;
+pub mod selector;
+pub mod snapshot;
+pub mod source;

@@ -1,0 +1,286 @@
+//! Reading policy documents from YAML text: splitting files into documents (`---`), recognising
+//! `apiVersion`/`kind`, and deserialising each into its typed form with problems located as
+//! `file:line`. Semantic checks (references, content) live in `validate.rs`.
+
+use super::model::*;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::fmt;
+
+/// How bad a problem is: errors make a snapshot invalid, warnings are reported and served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem, located in the policy source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub severity: Severity,
+    pub file: String,
+    pub line: usize,
+    /// `Kind/name` of the document, when known.
+    pub document: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{}:{}: {level}: ", self.file, self.line)?;
+        if let Some(doc) = &self.document {
+            write!(f, "{doc}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// A document with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located<S> {
+    pub file: String,
+    pub line: usize,
+    pub doc: Document<S>,
+}
+
+impl<S> Located<S> {
+    pub fn name(&self) -> &str {
+        &self.doc.metadata.name
+    }
+
+    /// `Kind/name`, as problems name documents.
+    pub fn title(&self) -> String {
+        format!("{}/{}", self.doc.kind, self.doc.metadata.name)
+    }
+
+    pub fn problem(&self, severity: Severity, message: impl Into<String>) -> Problem {
+        Problem {
+            severity,
+            file: self.file.clone(),
+            line: self.line,
+            document: Some(self.title()),
+            message: message.into(),
+        }
+    }
+}
+
+/// Every document of a policy source, by kind, in source order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Documents {
+    pub groups: Vec<Located<DeviceGroupSpec>>,
+    pub profiles: Vec<Located<ProfileSpec>>,
+    pub restrictions: Vec<Located<RestrictionsSpec>>,
+    pub labels: Vec<Located<DeviceLabelsSpec>>,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "apiVersion")]
+    api_version: Option<String>,
+    kind: Option<String>,
+}
+
+/// Parses every document of one YAML file into `into`; problems are appended to `problems`.
+pub fn parse_file(file: &str, text: &str, into: &mut Documents, problems: &mut Vec<Problem>) {
+    for (first_line, body) in split_documents(text) {
+        let located = |line: usize, message: String| Problem {
+            severity: Severity::Error,
+            file: file.to_string(),
+            line,
+            document: None,
+            message,
+        };
+        let envelope: Envelope = match serde_saphyr::from_str(&body) {
+            Ok(e) => e,
+            Err(e) => {
+                let (line, message) = describe(&e);
+                problems.push(located(first_line + line - 1, message));
+                continue;
+            }
+        };
+        let Some(kind) = envelope.kind else {
+            problems.push(located(
+                first_line,
+                format!("document has no `kind` (one of {})", KINDS.join(", ")),
+            ));
+            continue;
+        };
+        match envelope.api_version.as_deref() {
+            Some(API_VERSION) => {}
+            Some(other) => {
+                problems.push(located(
+                    first_line,
+                    format!("apiVersion {other:?} is not supported: use {API_VERSION}"),
+                ));
+                continue;
+            }
+            None => {
+                problems.push(located(
+                    first_line,
+                    format!("document has no apiVersion: add `apiVersion: {API_VERSION}`"),
+                ));
+                continue;
+            }
+        }
+        let result = match kind.as_str() {
+            "DeviceGroup" => typed(file, first_line, &body).map(|d| into.groups.push(d)),
+            "Profile" => typed(file, first_line, &body).map(|d| into.profiles.push(d)),
+            "Restrictions" => typed(file, first_line, &body).map(|d| into.restrictions.push(d)),
+            "DeviceLabels" => typed(file, first_line, &body).map(|d| into.labels.push(d)),
+            other => Err(located(
+                first_line,
+                format!(
+                    "unknown kind {other:?}: expected one of {}",
+                    KINDS.join(", ")
+                ),
+            )),
+        };
+        if let Err(mut problem) = result {
+            problem.document = Some(kind);
+            problems.push(problem);
+        }
+    }
+}
+
+fn typed<S: DeserializeOwned>(
+    file: &str,
+    first_line: usize,
+    body: &str,
+) -> Result<Located<S>, Problem> {
+    serde_saphyr::from_str::<Document<S>>(body)
+        .map(|doc| Located {
+            file: file.to_string(),
+            line: first_line,
+            doc,
+        })
+        .map_err(|e| {
+            let (line, message) = describe(&e);
+            Problem {
+                severity: Severity::Error,
+                file: file.to_string(),
+                line: first_line + line - 1,
+                document: None,
+                message,
+            }
+        })
+}
+
+/// (line within the document, one-line message) of a YAML error.
+fn describe(e: &serde_saphyr::Error) -> (usize, String) {
+    let line = e
+        .location()
+        .map(|l| l.line() as usize)
+        .filter(|l| *l > 0)
+        .unwrap_or(1);
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    // "error: line 4 column 3: unknown field …" → "unknown field …"
+    let message = first
+        .strip_prefix("error: ")
+        .unwrap_or(first)
+        .split_once(": ")
+        .filter(|(prefix, _)| prefix.starts_with("line "))
+        .map(|(_, rest)| rest)
+        .unwrap_or(first)
+        .to_string();
+    (line, message)
+}
+
+/// Splits a YAML stream at `---` lines into (first line number, text) of non-empty documents.
+/// Line numbers stay those of the file (the text keeps no leading lines, so the parser's
+/// line 1 is `first line`).
+pub fn split_documents(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut start = 1;
+    for (index, line) in text.lines().enumerate() {
+        let number = index + 1;
+        let is_marker = line == "---" || line.starts_with("--- ") || line == "...";
+        if is_marker {
+            push_document(&mut out, start, &mut current);
+            start = number + 1;
+            continue;
+        }
+        if current.is_empty() && line.trim().is_empty() {
+            start = number + 1;
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    push_document(&mut out, start, &mut current);
+    out
+}
+
+fn push_document(out: &mut Vec<(usize, String)>, start: usize, current: &mut String) {
+    let has_content = current
+        .lines()
+        .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    if has_content {
+        out.push((start, std::mem::take(current)));
+    } else {
+        current.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> (Documents, Vec<Problem>) {
+        let mut docs = Documents::default();
+        let mut problems = Vec::new();
+        parse_file("policies/a.yaml", text, &mut docs, &mut problems);
+        (docs, problems)
+    }
+
+    #[test]
+    fn documents_are_split_with_their_file_line_numbers() {
+        let text = "# comment\n\n---\napiVersion: mdm.pomona.dev/v1alpha1\nkind: DeviceGroup\nmetadata:\n  name: a\nspec:\n  serialNumbers: [X]\n---\n---\napiVersion: mdm.pomona.dev/v1alpha1\nkind: DeviceGroup\nmetadata:\n  name: b\nspec:\n  udids: [U]\n";
+        let (docs, problems) = parse(text);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(docs.groups.len(), 2);
+        assert_eq!(docs.groups[0].line, 4);
+        assert_eq!(docs.groups[1].line, 12);
+    }
+
+    #[test]
+    fn problems_name_file_line_document_and_fix() {
+        let text = "apiVersion: mdm.pomona.dev/v1alpha1\nkind: Profile\nmetadata:\n  name: wifi\nspec:\n  groups: [all]\n  removalPolcy: Keep\n---\nkind: DeviceGroup\nmetadata: {name: x}\nspec: {}\n---\napiVersion: v1\nkind: DeviceGroup\n---\napiVersion: mdm.pomona.dev/v1alpha1\nkind: Gadget\n";
+        let (_, problems) = parse(text);
+        let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("policies/a.yaml:7: error: Profile: unknown field `removalPolcy`"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].starts_with("policies/a.yaml:9: error:")
+                && lines[1].contains("add `apiVersion: mdm.pomona.dev/v1alpha1`"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].contains(":13:") && lines[2].contains("\"v1\" is not supported"),
+            "{}",
+            lines[2]
+        );
+        assert!(
+            lines[3].contains(":16:") && lines[3].contains("unknown kind \"Gadget\""),
+            "{}",
+            lines[3]
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_errors_are_located() {
+        let (_, problems) = parse("apiVersion: mdm.pomona.dev/v1alpha1\nkind: DeviceGroup\nmetadata:\n  name: [unclosed\n");
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].line, 4, "{}", problems[0]);
+    }
+}

@@ -1,0 +1,282 @@
+//! Group membership: what a device looks like to a selector (its labels plus inventory
+//! attributes as `pomona.dev/…` labels) and whether it belongs to a DeviceGroup. Pure.
+
+use super::model::{DeviceGroupSpec, LabelSelector, Platform, SelectorOperator};
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+pub const LABEL_PLATFORM: &str = "pomona.dev/platform";
+pub const LABEL_MODEL: &str = "pomona.dev/model";
+pub const LABEL_OS_VERSION: &str = "pomona.dev/os-version";
+pub const LABEL_SERIAL: &str = "pomona.dev/serial-number";
+pub const LABEL_SUPERVISED: &str = "pomona.dev/supervised";
+pub const LABEL_ENROLLMENT_TYPE: &str = "pomona.dev/enrollment-type";
+
+/// The inventory labels a selector may use besides ordinary device labels.
+pub const INVENTORY_LABELS: [&str; 6] = [
+    LABEL_PLATFORM,
+    LABEL_MODEL,
+    LABEL_OS_VERSION,
+    LABEL_SERIAL,
+    LABEL_SUPERVISED,
+    LABEL_ENROLLMENT_TYPE,
+];
+
+/// What is known about one device, for membership decisions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceAttributes {
+    pub device_id: String,
+    pub serial_number: Option<String>,
+    pub platform: Option<Platform>,
+    pub model: Option<String>,
+    pub os_version: Option<String>,
+    pub supervised: Option<bool>,
+    /// "Device" or "UserEnrollment".
+    pub enrollment_type: Option<String>,
+    /// Labels from policy (DeviceLabels) and from the admin API.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl DeviceAttributes {
+    /// A label value: inventory attributes first (they cannot be overridden), then labels.
+    pub fn label(&self, key: &str) -> Option<String> {
+        let inventory = match key {
+            LABEL_PLATFORM => self.platform.map(|p| p.as_str().to_string()),
+            LABEL_MODEL => self.model.clone(),
+            LABEL_OS_VERSION => self.os_version.clone(),
+            LABEL_SERIAL => self.serial_number.clone(),
+            LABEL_SUPERVISED => self.supervised.map(|s| s.to_string()),
+            LABEL_ENROLLMENT_TYPE => self.enrollment_type.clone(),
+            _ => return self.labels.get(key).cloned(),
+        };
+        inventory
+    }
+}
+
+/// Whether `device` is a member of the group.
+pub fn is_member(group: &DeviceGroupSpec, device: &DeviceAttributes) -> bool {
+    let listed = device
+        .serial_number
+        .as_ref()
+        .is_some_and(|s| group.serial_numbers.iter().any(|x| x == s))
+        || group.udids.contains(&device.device_id);
+    listed
+        || group
+            .selector
+            .as_ref()
+            .is_some_and(|selector| selects(selector, device))
+}
+
+/// Whether a selector selects the device. An empty selector selects every device.
+pub fn selects(selector: &LabelSelector, device: &DeviceAttributes) -> bool {
+    let labels_hold = selector
+        .match_labels
+        .iter()
+        .all(|(k, v)| device.label(k).as_deref() == Some(v.as_str()));
+    labels_hold
+        && selector.match_expressions.iter().all(|req| {
+            let value = device.label(&req.key);
+            match req.operator {
+                SelectorOperator::In => value.is_some_and(|v| req.values.contains(&v)),
+                SelectorOperator::NotIn => !value.is_some_and(|v| req.values.contains(&v)),
+                SelectorOperator::Exists => value.is_some(),
+                SelectorOperator::DoesNotExist => value.is_none(),
+                SelectorOperator::VersionAtLeast => {
+                    compare_to_first(value.as_deref(), &req.values).is_some_and(Ordering::is_ge)
+                }
+                SelectorOperator::VersionBelow => {
+                    compare_to_first(value.as_deref(), &req.values).is_some_and(Ordering::is_lt)
+                }
+            }
+        })
+}
+
+fn compare_to_first(value: Option<&str>, values: &[String]) -> Option<Ordering> {
+    compare_versions(value?, values.first()?)
+}
+
+/// Compares dotted numeric versions (17.4 < 17.10, 17 == 17.0). None if either is not one.
+pub fn compare_versions(a: &str, b: &str) -> Option<Ordering> {
+    let parse = |v: &str| -> Option<Vec<u64>> {
+        v.trim().split('.').map(|part| part.parse().ok()).collect()
+    };
+    let (mut a, mut b) = (parse(a)?, parse(b)?);
+    let len = a.len().max(b.len());
+    a.resize(len, 0);
+    b.resize(len, 0);
+    Some(a.cmp(&b))
+}
+
+/// Whether text is a dotted numeric version (for validation).
+pub fn is_version(text: &str) -> bool {
+    compare_versions(text, "0").is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::model::SelectorRequirement;
+
+    fn iphone() -> DeviceAttributes {
+        DeviceAttributes {
+            device_id: "UDID-1".into(),
+            serial_number: Some("SER1".into()),
+            platform: Some(Platform::Ios),
+            model: Some("iPhone15,2".into()),
+            os_version: Some("17.4.1".into()),
+            supervised: Some(true),
+            enrollment_type: Some("Device".into()),
+            labels: [("team".to_string(), "sales".to_string())].into(),
+        }
+    }
+
+    fn req(key: &str, operator: SelectorOperator, values: &[&str]) -> SelectorRequirement {
+        SelectorRequirement {
+            key: key.into(),
+            operator,
+            values: values.iter().map(|v| v.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn selector_table() {
+        use SelectorOperator::*;
+        let cases: Vec<(&str, LabelSelector, bool)> = vec![
+            ("empty selects all", LabelSelector::default(), true),
+            (
+                "matchLabels on a label",
+                LabelSelector {
+                    match_labels: [("team".into(), "sales".into())].into(),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                "matchLabels mismatch",
+                LabelSelector {
+                    match_labels: [("team".into(), "eng".into())].into(),
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                "platform In",
+                LabelSelector {
+                    match_expressions: vec![req(LABEL_PLATFORM, In, &["iOS", "iPadOS"])],
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                "platform NotIn",
+                LabelSelector {
+                    match_expressions: vec![req(LABEL_PLATFORM, NotIn, &["iOS"])],
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                "missing label NotIn",
+                LabelSelector {
+                    match_expressions: vec![req("floor", NotIn, &["3"])],
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                "Exists",
+                LabelSelector {
+                    match_expressions: vec![req("team", Exists, &[])],
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                "DoesNotExist",
+                LabelSelector {
+                    match_expressions: vec![req("team", DoesNotExist, &[])],
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                "version at least 17.4",
+                LabelSelector {
+                    match_expressions: vec![req(LABEL_OS_VERSION, VersionAtLeast, &["17.4"])],
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                "version at least 17.10",
+                LabelSelector {
+                    match_expressions: vec![req(LABEL_OS_VERSION, VersionAtLeast, &["17.10"])],
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                "version below 18",
+                LabelSelector {
+                    match_expressions: vec![req(LABEL_OS_VERSION, VersionBelow, &["18"])],
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                "supervised true",
+                LabelSelector {
+                    match_labels: [(LABEL_SUPERVISED.into(), "true".into())].into(),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                "all must hold",
+                LabelSelector {
+                    match_labels: [("team".into(), "sales".into())].into(),
+                    match_expressions: vec![req(LABEL_PLATFORM, In, &["macOS"])],
+                },
+                false,
+            ),
+        ];
+        let device = iphone();
+        for (name, selector, expected) in cases {
+            assert_eq!(selects(&selector, &device), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn explicit_lists_make_members_without_a_selector() {
+        let device = iphone();
+        let by_serial = DeviceGroupSpec {
+            serial_numbers: vec!["SER1".into()],
+            ..Default::default()
+        };
+        let by_udid = DeviceGroupSpec {
+            udids: vec!["UDID-1".into()],
+            ..Default::default()
+        };
+        let neither = DeviceGroupSpec {
+            serial_numbers: vec!["OTHER".into()],
+            ..Default::default()
+        };
+        assert!(is_member(&by_serial, &device));
+        assert!(is_member(&by_udid, &device));
+        assert!(!is_member(&neither, &device));
+    }
+
+    #[test]
+    fn labels_cannot_shadow_inventory() {
+        let mut device = iphone();
+        device.labels.insert(LABEL_PLATFORM.into(), "macOS".into());
+        assert_eq!(device.label(LABEL_PLATFORM).as_deref(), Some("iOS"));
+    }
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert_eq!(compare_versions("17.10", "17.4"), Some(Ordering::Greater));
+        assert_eq!(compare_versions("17", "17.0.0"), Some(Ordering::Equal));
+        assert_eq!(compare_versions("17.beta", "17"), None);
+    }
+}

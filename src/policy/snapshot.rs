@@ -1,0 +1,566 @@
+//! `PolicySnapshot`: the validated, immutable result of reading a policy source — groups,
+//! compiled profiles (each a .mobileconfig with a content hash and a stable identifier), and
+//! device labels — stamped with a revision. Building one checks everything that can be checked
+//! without devices: names, references, exactly one content source, profile plists, duplicate
+//! PayloadIdentifiers. Compilation is deterministic: the same documents give byte-identical
+//! profiles, so content hashes only change when content does.
+
+use super::load::{Documents, Located, Problem, Severity};
+use super::model::*;
+use super::restrictions::RestrictionSettings;
+use super::selector;
+use plist::{Dictionary, Value};
+use sha2::Digest as _;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Where a compiled profile was declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ProfileOrigin {
+    Profile,
+    Restrictions,
+}
+
+/// A profile ready to install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledProfile {
+    /// `Profile/name` or `Restrictions/name`.
+    pub key: String,
+    pub origin: ProfileOrigin,
+    pub name: String,
+    /// Top-level PayloadIdentifier: what devices list in ProfileList and RemoveProfile takes.
+    pub identifier: String,
+    /// Top-level PayloadUUID.
+    pub uuid: String,
+    pub mobileconfig: Arc<Vec<u8>>,
+    /// Hex SHA-256 of `mobileconfig`.
+    pub hash: String,
+    pub groups: Vec<String>,
+    pub removal_policy: RemovalPolicy,
+    pub sign: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicySnapshot {
+    /// Identifies the source content (a commit SHA for git, a content hash for a directory).
+    pub revision: String,
+    pub groups: BTreeMap<String, DeviceGroupSpec>,
+    /// By `key`.
+    pub profiles: BTreeMap<String, CompiledProfile>,
+    pub labels_by_serial: BTreeMap<String, BTreeMap<String, String>>,
+    pub labels_by_udid: BTreeMap<String, BTreeMap<String, String>>,
+    /// Warnings found while building (errors prevent a snapshot).
+    pub warnings: Vec<Problem>,
+}
+
+impl PolicySnapshot {
+    /// The compiled profiles a device should carry.
+    pub fn desired_for(&self, device: &selector::DeviceAttributes) -> Vec<&CompiledProfile> {
+        let member_of: BTreeSet<&str> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| selector::is_member(g, device))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        self.profiles
+            .values()
+            .filter(|p| p.groups.iter().any(|g| member_of.contains(g.as_str())))
+            .collect()
+    }
+
+    /// Labels declared in policy for a device.
+    pub fn declared_labels(&self, serial: Option<&str>, udid: &str) -> BTreeMap<String, String> {
+        let mut labels = serial
+            .and_then(|s| self.labels_by_serial.get(s))
+            .cloned()
+            .unwrap_or_default();
+        if let Some(by_udid) = self.labels_by_udid.get(udid) {
+            labels.extend(by_udid.clone());
+        }
+        labels
+    }
+}
+
+/// Builds a snapshot from parsed documents. `root` is the policy source's directory (for
+/// `mobileconfigFile`). Returns every problem; any error means no snapshot.
+pub fn build(
+    docs: &Documents,
+    root: &Path,
+    revision: String,
+) -> Result<PolicySnapshot, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut snapshot = PolicySnapshot {
+        revision,
+        ..PolicySnapshot::default()
+    };
+    check_names(docs, &mut problems);
+
+    for group in &docs.groups {
+        check_group(group, &mut problems);
+        snapshot
+            .groups
+            .insert(group.name().to_string(), group.doc.spec.clone());
+    }
+    let group_names: BTreeSet<&str> = docs.groups.iter().map(|g| g.name()).collect();
+    let check_refs = |title: &Located<()>, groups: &[String], problems: &mut Vec<Problem>| {
+        if groups.is_empty() {
+            problems.push(title.problem(
+                Severity::Error,
+                "spec.groups is empty: name at least one DeviceGroup",
+            ));
+        }
+        for g in groups {
+            if !group_names.contains(g.as_str()) {
+                problems.push(title.problem(
+                    Severity::Error,
+                    format!(
+                        "spec.groups: DeviceGroup {g:?} is not declared (declared: {})",
+                        if group_names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            group_names.iter().copied().collect::<Vec<_>>().join(", ")
+                        }
+                    ),
+                ));
+            }
+        }
+    };
+
+    for profile in &docs.profiles {
+        check_refs(&header(profile), &profile.doc.spec.groups, &mut problems);
+        match compile_profile(profile, root) {
+            Ok(compiled) => {
+                snapshot.profiles.insert(compiled.key.clone(), compiled);
+            }
+            Err(problem) => problems.push(problem),
+        }
+    }
+    for restrictions in &docs.restrictions {
+        check_refs(
+            &header(restrictions),
+            &restrictions.doc.spec.groups,
+            &mut problems,
+        );
+        let compiled = compile_restrictions(restrictions);
+        for platform in Platform::ALL {
+            for warning in restrictions.doc.spec.settings.warnings_for(platform) {
+                problems.push(restrictions.problem(Severity::Warning, warning));
+            }
+        }
+        match compiled {
+            Ok(compiled) => {
+                snapshot.profiles.insert(compiled.key.clone(), compiled);
+            }
+            Err(problem) => problems.push(problem),
+        }
+    }
+    check_identifiers(&snapshot, docs, &mut problems);
+
+    for labels in &docs.labels {
+        for (index, device) in labels.doc.spec.devices.iter().enumerate() {
+            match (&device.serial_number, &device.udid) {
+                (Some(serial), _) => {
+                    snapshot
+                        .labels_by_serial
+                        .entry(serial.clone())
+                        .or_default()
+                        .extend(device.labels.clone());
+                }
+                (None, Some(udid)) => {
+                    snapshot
+                        .labels_by_udid
+                        .entry(udid.clone())
+                        .or_default()
+                        .extend(device.labels.clone());
+                }
+                (None, None) => problems.push(labels.problem(
+                    Severity::Error,
+                    format!("spec.devices[{index}]: give serialNumber or udid"),
+                )),
+            }
+            for key in device.labels.keys() {
+                if selector::INVENTORY_LABELS.contains(&key.as_str()) {
+                    problems.push(labels.problem(
+                        Severity::Error,
+                        format!("spec.devices[{index}].labels: {key} is an inventory attribute and cannot be set"),
+                    ));
+                }
+            }
+        }
+    }
+
+    let (errors, warnings): (Vec<_>, Vec<_>) = problems
+        .into_iter()
+        .partition(|p| p.severity == Severity::Error);
+    if !errors.is_empty() {
+        let mut all = errors;
+        all.extend(warnings);
+        return Err(all);
+    }
+    snapshot.warnings = warnings;
+    Ok(snapshot)
+}
+
+fn header<S>(doc: &Located<S>) -> Located<()> {
+    Located {
+        file: doc.file.clone(),
+        line: doc.line,
+        doc: Document {
+            api_version: doc.doc.api_version.clone(),
+            kind: doc.doc.kind.clone(),
+            metadata: doc.doc.metadata.clone(),
+            spec: (),
+        },
+    }
+}
+
+/// Lowercase alphanumerics, '-' and '.', starting and ending alphanumeric, at most 253
+/// characters: Kubernetes object names, so the same documents work as custom resources.
+pub fn is_valid_name(name: &str) -> bool {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    let ends_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    !name.is_empty()
+        && name.len() <= 253
+        && ok_chars
+        && ends_ok(name.chars().next())
+        && ends_ok(name.chars().last())
+}
+
+fn check_names(docs: &Documents, problems: &mut Vec<Problem>) {
+    let mut seen: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    let all = docs
+        .groups
+        .iter()
+        .map(header)
+        .chain(docs.profiles.iter().map(header))
+        .chain(docs.restrictions.iter().map(header))
+        .chain(docs.labels.iter().map(header));
+    for doc in all {
+        if !is_valid_name(doc.name()) {
+            problems.push(doc.problem(
+                Severity::Error,
+                format!(
+                    "metadata.name {:?} must be lowercase letters, digits, '-' or '.', starting and ending with a letter or digit",
+                    doc.name()
+                ),
+            ));
+        }
+        let key = doc.title();
+        if let Some((file, line)) = seen.get(&key) {
+            problems.push(doc.problem(
+                Severity::Error,
+                format!("declared twice: also at {file}:{line}"),
+            ));
+        } else {
+            seen.insert(key, (doc.file.clone(), doc.line));
+        }
+    }
+}
+
+fn check_group(group: &Located<DeviceGroupSpec>, problems: &mut Vec<Problem>) {
+    let spec = &group.doc.spec;
+    if spec.selector.is_none() && spec.serial_numbers.is_empty() && spec.udids.is_empty() {
+        problems.push(group.problem(
+            Severity::Error,
+            "spec needs a selector, serialNumbers or udids (use `selector: {}` for every device)",
+        ));
+    }
+    let Some(selector) = &spec.selector else {
+        return;
+    };
+    for (i, req) in selector.match_expressions.iter().enumerate() {
+        let at = format!("spec.selector.matchExpressions[{i}]");
+        let message = match req.operator {
+            SelectorOperator::In | SelectorOperator::NotIn if req.values.is_empty() => {
+                Some(format!("{at}: {:?} needs at least one value", req.operator))
+            }
+            SelectorOperator::Exists | SelectorOperator::DoesNotExist if !req.values.is_empty() => {
+                Some(format!("{at}: {:?} takes no values", req.operator))
+            }
+            SelectorOperator::VersionAtLeast | SelectorOperator::VersionBelow => {
+                match req.values.as_slice() {
+                    [v] if selector::is_version(v) => None,
+                    _ => Some(format!(
+                        "{at}: {:?} takes exactly one dotted version such as \"17.4\"",
+                        req.operator
+                    )),
+                }
+            }
+            _ => None,
+        };
+        if let Some(message) = message {
+            problems.push(group.problem(Severity::Error, message));
+        }
+        if req.key == selector::LABEL_PLATFORM {
+            for v in &req.values {
+                if Platform::parse(v).is_none() {
+                    problems.push(group.problem(
+                        Severity::Error,
+                        format!(
+                            "{at}: unknown platform {v:?} (one of iOS, iPadOS, macOS, tvOS, visionOS, watchOS)"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn check_identifiers(snapshot: &PolicySnapshot, docs: &Documents, problems: &mut Vec<Problem>) {
+    let mut by_identifier: BTreeMap<&str, &str> = BTreeMap::new();
+    for profile in snapshot.profiles.values() {
+        if let Some(other) = by_identifier.insert(&profile.identifier, &profile.key) {
+            let (file, line) = locate(docs, &profile.key);
+            problems.push(Problem {
+                severity: Severity::Error,
+                file,
+                line,
+                document: Some(profile.key.clone()),
+                message: format!(
+                    "PayloadIdentifier {:?} is also used by {other}: devices would replace one with the other",
+                    profile.identifier
+                ),
+            });
+        }
+    }
+}
+
+fn locate(docs: &Documents, key: &str) -> (String, usize) {
+    docs.profiles
+        .iter()
+        .map(header)
+        .chain(docs.restrictions.iter().map(header))
+        .find(|d| d.title() == key)
+        .map(|d| (d.file, d.line))
+        .unwrap_or_default()
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// A UUID derived from content, so recompiling gives the same profile bytes.
+fn stable_uuid(seed: &[u8]) -> String {
+    let digest = sha2::Sha256::digest(seed);
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+        .to_uppercase()
+}
+
+fn compile_profile(
+    profile: &Located<ProfileSpec>,
+    root: &Path,
+) -> Result<CompiledProfile, Problem> {
+    let spec = &profile.doc.spec;
+    let sources = [
+        spec.mobileconfig.is_some(),
+        spec.mobileconfig_file.is_some(),
+        spec.payloads.is_some(),
+    ]
+    .iter()
+    .filter(|s| **s)
+    .count();
+    if sources != 1 {
+        return Err(profile.problem(
+            Severity::Error,
+            "give exactly one of spec.mobileconfig, spec.mobileconfigFile or spec.payloads",
+        ));
+    }
+    let bytes = if let Some(inline) = &spec.mobileconfig {
+        inline.as_bytes().to_vec()
+    } else if let Some(relative) = &spec.mobileconfig_file {
+        read_relative(root, relative).map_err(|m| profile.problem(Severity::Error, m))?
+    } else {
+        let payloads = spec.payloads.as_deref().unwrap_or_default();
+        let identifier = spec
+            .identifier
+            .clone()
+            .unwrap_or_else(|| format!("dev.pomona.{}", profile.name()));
+        let display = spec
+            .display_name
+            .clone()
+            .unwrap_or_else(|| profile.name().to_string());
+        let mut contents = Vec::new();
+        for (index, payload) in payloads.iter().enumerate() {
+            let mut dict = Dictionary::new();
+            for (key, value) in &payload.content {
+                if key.starts_with("Payload") {
+                    return Err(profile.problem(
+                        Severity::Error,
+                        format!("spec.payloads[{index}].content.{key}: Payload* keys are set by Pomona (use payloadType / identifier)"),
+                    ));
+                }
+                let value = json_to_plist(value).map_err(|m| {
+                    profile.problem(
+                        Severity::Error,
+                        format!("spec.payloads[{index}].content.{key}: {m}"),
+                    )
+                })?;
+                dict.insert(key.clone(), value);
+            }
+            let payload_id = payload
+                .identifier
+                .clone()
+                .unwrap_or_else(|| format!("{identifier}.{index}"));
+            contents.push((payload.payload_type.clone(), payload_id, dict));
+        }
+        if contents.is_empty() {
+            return Err(profile.problem(Severity::Error, "spec.payloads is empty"));
+        }
+        assemble(&identifier, &display, contents)
+    };
+    let (identifier, uuid) = profile_identity(&bytes)
+        .map_err(|m| profile.problem(Severity::Error, format!("the profile is not usable: {m}")))?;
+    Ok(CompiledProfile {
+        key: profile.title(),
+        origin: ProfileOrigin::Profile,
+        name: profile.name().to_string(),
+        identifier,
+        uuid,
+        hash: hex_sha256(&bytes),
+        mobileconfig: Arc::new(bytes),
+        groups: spec.groups.clone(),
+        removal_policy: spec.removal_policy,
+        sign: spec.sign,
+    })
+}
+
+fn compile_restrictions(doc: &Located<RestrictionsSpec>) -> Result<CompiledProfile, Problem> {
+    let spec = &doc.doc.spec;
+    let content = RestrictionSettings::to_payload_content(&spec.settings);
+    if content.is_empty() {
+        return Err(doc.problem(Severity::Error, "spec.settings sets nothing"));
+    }
+    let identifier = format!("dev.pomona.restrictions.{}", doc.name());
+    let bytes = assemble(
+        &identifier,
+        &format!("Restrictions: {}", doc.name()),
+        vec![(
+            "com.apple.applicationaccess".to_string(),
+            format!("{identifier}.applicationaccess"),
+            content,
+        )],
+    );
+    let (identifier, uuid) =
+        profile_identity(&bytes).map_err(|m| doc.problem(Severity::Error, m))?;
+    Ok(CompiledProfile {
+        key: doc.title(),
+        origin: ProfileOrigin::Restrictions,
+        name: doc.name().to_string(),
+        identifier,
+        uuid,
+        hash: hex_sha256(&bytes),
+        mobileconfig: Arc::new(bytes),
+        groups: spec.groups.clone(),
+        removal_policy: spec.removal_policy,
+        sign: false,
+    })
+}
+
+/// Builds a .mobileconfig whose UUIDs derive from its content.
+fn assemble(
+    identifier: &str,
+    display: &str,
+    payloads: Vec<(String, String, Dictionary)>,
+) -> Vec<u8> {
+    let mut items = Vec::new();
+    for (payload_type, payload_id, mut dict) in payloads {
+        let seed = crate::protocol::to_xml(&Value::Dictionary(dict.clone()));
+        dict.insert("PayloadType".into(), Value::String(payload_type));
+        dict.insert("PayloadVersion".into(), Value::Integer(1.into()));
+        dict.insert(
+            "PayloadUUID".into(),
+            Value::String(stable_uuid(&[payload_id.as_bytes(), &seed].concat())),
+        );
+        dict.insert("PayloadIdentifier".into(), Value::String(payload_id));
+        items.push(Value::Dictionary(dict));
+    }
+    let body = crate::protocol::to_xml(&Value::Array(items.clone()));
+    let mut top = Dictionary::new();
+    top.insert("PayloadType".into(), Value::String("Configuration".into()));
+    top.insert("PayloadVersion".into(), Value::Integer(1.into()));
+    top.insert("PayloadIdentifier".into(), Value::String(identifier.into()));
+    top.insert(
+        "PayloadUUID".into(),
+        Value::String(stable_uuid(
+            &[identifier.as_bytes(), display.as_bytes(), &body].concat(),
+        )),
+    );
+    top.insert("PayloadDisplayName".into(), Value::String(display.into()));
+    top.insert("PayloadOrganization".into(), Value::String("Pomona".into()));
+    top.insert("PayloadContent".into(), Value::Array(items));
+    crate::protocol::to_xml(&Value::Dictionary(top))
+}
+
+/// (PayloadIdentifier, PayloadUUID) of a profile, checking it is one.
+pub fn profile_identity(bytes: &[u8]) -> Result<(String, String), String> {
+    let top: Dictionary =
+        plist::from_bytes(bytes).map_err(|e| format!("not a plist dictionary ({e})"))?;
+    let text = |key: &str| top.get(key).and_then(Value::as_string).map(str::to_string);
+    if text("PayloadType").as_deref() != Some("Configuration") {
+        return Err("PayloadType must be \"Configuration\"".into());
+    }
+    let identifier = text("PayloadIdentifier").ok_or("PayloadIdentifier is missing")?;
+    let uuid = text("PayloadUUID").ok_or("PayloadUUID is missing")?;
+    if !matches!(top.get("PayloadContent"), Some(Value::Array(_))) {
+        return Err("PayloadContent must be an array of payloads".into());
+    }
+    Ok((identifier, uuid))
+}
+
+fn read_relative(root: &Path, relative: &str) -> Result<Vec<u8>, String> {
+    let path = Path::new(relative);
+    if path.is_absolute()
+        || path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!(
+            "spec.mobileconfigFile {relative:?} must be a relative path inside the policy source"
+        ));
+    }
+    std::fs::read(root.join(path))
+        .map_err(|e| format!("spec.mobileconfigFile {relative:?}: cannot read: {e}"))
+}
+
+/// JSON (from YAML) to plist: strings, booleans, integers, reals, arrays, dictionaries, and
+/// `{ base64: … }` for data.
+fn json_to_plist(value: &serde_json::Value) -> Result<Value, String> {
+    use serde_json::Value as J;
+    Ok(match value {
+        J::Null => return Err("null is not a plist value".into()),
+        J::Bool(b) => Value::Boolean(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => Value::Integer(i.into()),
+            None => Value::Real(n.as_f64().unwrap_or_default()),
+        },
+        J::String(s) => Value::String(s.clone()),
+        J::Array(items) => Value::Array(items.iter().map(json_to_plist).collect::<Result<_, _>>()?),
+        J::Object(map) if map.len() == 1 && map.contains_key("base64") => {
+            use base64::Engine as _;
+            let text = map["base64"].as_str().ok_or("base64 must be a string")?;
+            let compact: String = text.split_ascii_whitespace().collect();
+            Value::Data(
+                base64::engine::general_purpose::STANDARD
+                    .decode(compact)
+                    .map_err(|_| "base64 value is not valid base64".to_string())?,
+            )
+        }
+        J::Object(map) => {
+            let mut dict = Dictionary::new();
+            for (k, v) in map {
+                dict.insert(
+                    k.clone(),
+                    json_to_plist(v).map_err(|m| format!("{k}: {m}"))?,
+                );
+            }
+            Value::Dictionary(dict)
+        }
+    })
+}

@@ -1,0 +1,157 @@
+//! Policy directories: a valid one builds a deterministic snapshot whose profiles reach exactly
+//! the devices their groups select; invalid ones are refused with every problem located as
+//! file:line; `pomona validate` exits 0 / 2 accordingly.
+
+use pomona::policy::model::Platform;
+use pomona::policy::selector::DeviceAttributes;
+use pomona::policy::source::load_dir;
+use std::path::{Path, PathBuf};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn device(platform: Platform, serial: &str, os: &str) -> DeviceAttributes {
+    DeviceAttributes {
+        device_id: format!("UDID-{serial}"),
+        serial_number: Some(serial.into()),
+        platform: Some(platform),
+        os_version: Some(os.into()),
+        ..DeviceAttributes::default()
+    }
+}
+
+#[test]
+fn a_valid_directory_builds_a_deterministic_snapshot() {
+    let snapshot = load_dir(&fixture("policies-valid")).expect("valid fixture");
+    assert_eq!(snapshot.groups.len(), 2);
+    let keys: Vec<&str> = snapshot.profiles.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "Profile/office-wifi",
+            "Profile/raw-file",
+            "Restrictions/no-camera"
+        ]
+    );
+    let wifi = &snapshot.profiles["Profile/office-wifi"];
+    assert_eq!(wifi.identifier, "dev.pomona.office-wifi");
+    let text = String::from_utf8(wifi.mobileconfig.to_vec()).unwrap();
+    assert!(text.contains("<key>SSID_STR</key>") && text.contains("<string>Office</string>"));
+    assert_eq!(
+        snapshot.profiles["Profile/raw-file"].identifier,
+        "com.example.raw"
+    );
+
+    let again = load_dir(&fixture("policies-valid")).unwrap();
+    assert_eq!(again.revision, snapshot.revision);
+    assert_eq!(
+        again.profiles, snapshot.profiles,
+        "compilation must be deterministic"
+    );
+}
+
+#[test]
+fn desired_profiles_follow_group_membership() {
+    let snapshot = load_dir(&fixture("policies-valid")).unwrap();
+    let names = |d: &DeviceAttributes| -> Vec<String> {
+        let mut d = d.clone();
+        d.labels = snapshot.declared_labels(d.serial_number.as_deref(), &d.device_id);
+        snapshot
+            .desired_for(&d)
+            .iter()
+            .map(|p| p.key.clone())
+            .collect()
+    };
+    // SER1 is labelled team=sales in policy and runs 17.4: all three.
+    assert_eq!(
+        names(&device(Platform::Ios, "SER1", "17.4")),
+        [
+            "Profile/office-wifi",
+            "Profile/raw-file",
+            "Restrictions/no-camera"
+        ]
+    );
+    // Same device on 16.7: too old for sales-modern.
+    assert_eq!(
+        names(&device(Platform::Ios, "SER1", "16.7")),
+        ["Profile/office-wifi", "Restrictions/no-camera"]
+    );
+    // A Mac listed by serial in sales-modern only.
+    assert_eq!(
+        names(&device(Platform::MacOs, "C02XYZ123456", "14.5")),
+        ["Profile/raw-file"]
+    );
+    assert!(names(&device(Platform::MacOs, "OTHER", "14.5")).is_empty());
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+#[test]
+fn every_problem_is_reported_with_file_line_and_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("policies");
+    std::fs::create_dir(&root).unwrap();
+    write(
+        &root,
+        "a.yaml",
+        "apiVersion: mdm.pomona.dev/v1alpha1\nkind: DeviceGroup\nmetadata:\n  name: Bad_Name\nspec:\n  selector:\n    matchExpressions:\n      - key: pomona.dev/os-version\n        operator: VersionAtLeast\n        values: [seventeen]\n",
+    );
+    write(
+        &root,
+        "b.yaml",
+        "apiVersion: mdm.pomona.dev/v1alpha1\nkind: Profile\nmetadata:\n  name: p\nspec:\n  groups: [nowhere]\n  mobileconfig: \"not a plist\"\n---\napiVersion: mdm.pomona.dev/v1alpha1\nkind: Profile\nmetadata:\n  name: q\nspec:\n  groups: []\n  mobileconfigFile: ../../etc/passwd\n",
+    );
+    let problems = load_dir(&root).expect_err("invalid");
+    let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    let expect = [
+        "policies/a.yaml:1: error: DeviceGroup/Bad_Name: metadata.name \"Bad_Name\" must be lowercase",
+        "policies/a.yaml:1: error: DeviceGroup/Bad_Name: spec.selector.matchExpressions[0]: VersionAtLeast takes exactly one dotted version",
+        "policies/b.yaml:1: error: Profile/p: spec.groups: DeviceGroup \"nowhere\" is not declared (declared: Bad_Name)",
+        "policies/b.yaml:1: error: Profile/p: the profile is not usable",
+        "policies/b.yaml:9: error: Profile/q: spec.groups is empty",
+        "policies/b.yaml:9: error: Profile/q: spec.mobileconfigFile \"../../etc/passwd\" must be a relative path inside the policy source",
+    ];
+    for e in expect {
+        assert!(
+            text.iter().any(|t| t.starts_with(e)),
+            "missing {e:?} in {text:#?}"
+        );
+    }
+    assert_eq!(text.len(), expect.len(), "{text:#?}");
+}
+
+#[test]
+fn pomona_validate_exits_0_for_valid_and_2_for_invalid() {
+    let bin = env!("CARGO_BIN_EXE_pomona");
+    let ok = std::process::Command::new(bin)
+        .args(["validate"])
+        .arg(fixture("policies-valid"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert_eq!(ok.status.code(), Some(0), "{out}");
+    assert!(out.contains("valid (2 groups, 3 profiles"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "x.yaml",
+        "apiVersion: mdm.pomona.dev/v1alpha1\nkind: Profile\nmetadata:\n  name: x\nspec:\n  groups: [g]\n  mobileconfg: x\n",
+    );
+    let bad = std::process::Command::new(bin)
+        .arg("validate")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("x.yaml:7: error: Profile: unknown field `mobileconfg`"),
+        "{out}"
+    );
+}
