@@ -9,6 +9,7 @@ pub mod config;
 pub mod pki;
 pub mod policy;
 pub mod protocol;
+pub mod reconcile;
 pub mod server;
 pub mod sim;
 pub mod store;

@@ -1,0 +1,479 @@
+//! The planner: a pure function from (what this device should carry, what Pomona has installed
+//! on it, what it last reported, our commands in flight and just finished, now) to the commands
+//! that close the difference and the updated inventory. No I/O, no clock.
+//!
+//! Per profile identifier the inventory moves Pending → (InstallProfile acknowledged) Verifying
+//! → (a later ProfileList lists it with our PayloadUUID) Verified; errors are retried with
+//! backoff up to `max_attempts`, then Failed with the device's error text; a verified profile
+//! that disappears or changes on the device is reinstalled (drift). Only profiles Pomona
+//! installed are ever removed. Command UUIDs derive from (device, intent, identifier, content
+//! hash, install count), so planning the same input twice yields the same commands and a
+//! replayed enqueue is a no-op.
+
+use crate::policy::model::RemovalPolicy;
+use crate::policy::snapshot::CompiledProfile;
+use sha2::Digest as _;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// Where one managed profile stands on one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ProfileState {
+    /// Needs (re)installing, or an install is queued.
+    Pending,
+    /// InstallProfile acknowledged; waiting for a ProfileList that lists it.
+    Verifying,
+    /// Listed by the device with our PayloadUUID.
+    Verified,
+    /// Gave up after `max_attempts`; `last_error` says why.
+    Failed,
+    /// No longer desired; RemoveProfile queued or sent.
+    Removing,
+}
+
+impl ProfileState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Verifying => "verifying",
+            Self::Verified => "verified",
+            Self::Failed => "failed",
+            Self::Removing => "removing",
+        }
+    }
+
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "verifying" => Self::Verifying,
+            "verified" => Self::Verified,
+            "failed" => Self::Failed,
+            "removing" => Self::Removing,
+            _ => Self::Pending,
+        }
+    }
+}
+
+/// Pomona's record of one profile it manages on one device (persisted by the driver).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedProfile {
+    pub identifier: String,
+    /// `Profile/name` or `Restrictions/name` that wanted it.
+    pub profile_key: String,
+    /// Content hash and PayloadUUID of the version installed or being installed.
+    pub hash: String,
+    pub uuid: String,
+    pub state: ProfileState,
+    /// Failed attempts for the current version (install, verification or removal).
+    pub attempts: u32,
+    /// InstallProfile commands issued for this entry so far (part of command UUIDs).
+    pub installs: u32,
+    pub last_attempt_at: Option<i64>,
+    pub acknowledged_at: Option<i64>,
+    pub last_error: Option<String>,
+    /// The removal policy of the profile when it was last desired.
+    pub removal_policy: RemovalPolicy,
+}
+
+/// The device's latest ProfileList: identifier → top-level PayloadUUID.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReportedProfiles {
+    pub reported_at: i64,
+    pub profiles: BTreeMap<String, String>,
+}
+
+/// What one of our commands is for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Intent {
+    Install { identifier: String, hash: String },
+    Remove { identifier: String },
+    ProfileList,
+}
+
+/// A command of ours the device has not answered yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFlight {
+    pub command_uuid: String,
+    pub intent: Intent,
+    /// Still queued (not sent): it may be cancelled when superseded.
+    pub queued: bool,
+}
+
+/// The device's answer to one of our commands, not yet folded into the inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub command_uuid: String,
+    pub intent: Intent,
+    pub result: CommandResult,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandResult {
+    Acknowledged,
+    /// Error or CommandFormatError, with the device's ErrorChain text.
+    Error(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanSettings {
+    pub max_attempts: u32,
+    /// First retry delay; doubled per failed attempt up to `max_backoff_ms`.
+    pub backoff_ms: i64,
+    pub max_backoff_ms: i64,
+}
+
+impl Default for PlanSettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            backoff_ms: 60_000,
+            max_backoff_ms: 3_600_000,
+        }
+    }
+}
+
+/// Everything the planner looks at for one device.
+#[derive(Debug, Clone)]
+pub struct PlanInput<'a> {
+    pub device_id: &'a str,
+    pub desired: Vec<&'a CompiledProfile>,
+    pub managed: Vec<ManagedProfile>,
+    pub reported: Option<&'a ReportedProfiles>,
+    pub in_flight: Vec<InFlight>,
+    pub finished: Vec<Finished>,
+    pub now: i64,
+    pub settings: PlanSettings,
+}
+
+/// A command to queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedCommand {
+    pub uuid: String,
+    pub intent: Intent,
+    /// For installs: the .mobileconfig to send.
+    pub payload: Option<Arc<Vec<u8>>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    pub commands: Vec<PlannedCommand>,
+    /// Queued commands a newer plan supersedes (cancel if still queued).
+    pub cancel: Vec<String>,
+    /// The inventory after this plan, by identifier.
+    pub managed: Vec<ManagedProfile>,
+    /// When to plan this device again even if nothing happens (a retry is due).
+    pub wake_at: Option<i64>,
+}
+
+pub fn plan(input: PlanInput<'_>) -> Plan {
+    let PlanInput {
+        device_id,
+        desired,
+        managed,
+        reported,
+        in_flight,
+        finished,
+        now,
+        settings,
+    } = input;
+    let mut inventory: BTreeMap<String, ManagedProfile> = managed
+        .into_iter()
+        .map(|m| (m.identifier.clone(), m))
+        .collect();
+    apply_finished(&mut inventory, finished, &settings);
+
+    let mut out = Plan::default();
+    let mut needs_profile_list = false;
+    let desired_by_id: BTreeMap<&str, &CompiledProfile> = desired
+        .iter()
+        .map(|p| (p.identifier.as_str(), *p))
+        .collect();
+    let install_in_flight = |identifier: &str, hash: &str| {
+        in_flight.iter().any(|f| {
+            matches!(&f.intent, Intent::Install { identifier: i, hash: h } if i == identifier && h == hash)
+        })
+    };
+    let remove_in_flight = |identifier: &str| {
+        in_flight
+            .iter()
+            .any(|f| matches!(&f.intent, Intent::Remove { identifier: i } if i == identifier))
+    };
+
+    // Superseded queued installs: another version, or no longer desired.
+    for f in in_flight.iter().filter(|f| f.queued) {
+        if let Intent::Install { identifier, hash } = &f.intent {
+            let current = desired_by_id.get(identifier.as_str()).map(|p| &p.hash);
+            if current != Some(hash) {
+                out.cancel.push(f.command_uuid.clone());
+            }
+        }
+    }
+
+    for profile in &desired {
+        let entry = inventory
+            .entry(profile.identifier.clone())
+            .or_insert_with(|| fresh(profile));
+        entry.profile_key = profile.key.clone();
+        entry.removal_policy = profile.removal_policy;
+        if entry.hash != profile.hash || entry.state == ProfileState::Removing {
+            // New content (or wanted again while being removed): a new install cycle.
+            *entry = ManagedProfile {
+                installs: entry.installs,
+                ..fresh(profile)
+            };
+        }
+        if install_in_flight(&entry.identifier, &entry.hash) {
+            continue;
+        }
+        match entry.state {
+            ProfileState::Failed => {}
+            ProfileState::Pending => {
+                let due = match (entry.attempts, entry.last_attempt_at) {
+                    (0, _) | (_, None) => now,
+                    (n, Some(at)) => at + backoff(n, &settings),
+                };
+                if now >= due {
+                    out.commands.push(install(device_id, entry, profile));
+                } else {
+                    out.wake_at = Some(out.wake_at.map_or(due, |w| w.min(due)));
+                }
+            }
+            ProfileState::Verifying => {
+                let acknowledged = entry.acknowledged_at.unwrap_or(0);
+                match reported.filter(|r| r.reported_at > acknowledged) {
+                    Some(r) if r.profiles.get(&entry.identifier) == Some(&entry.uuid) => {
+                        entry.state = ProfileState::Verified;
+                        entry.attempts = 0;
+                        entry.last_error = None;
+                    }
+                    Some(r) => {
+                        let why = if r.profiles.contains_key(&entry.identifier) {
+                            "the device lists another version after acknowledging the install"
+                        } else {
+                            "the device acknowledged the install but ProfileList does not list it"
+                        };
+                        fail_attempt(entry, why.to_string(), now, &settings);
+                        if entry.state == ProfileState::Pending {
+                            out.wake_at = Some(now + backoff(entry.attempts, &settings));
+                        }
+                    }
+                    None => needs_profile_list = true,
+                }
+            }
+            ProfileState::Verified => {
+                let acknowledged = entry.acknowledged_at.unwrap_or(0);
+                if let Some(r) = reported.filter(|r| r.reported_at > acknowledged) {
+                    if r.profiles.get(&entry.identifier) != Some(&entry.uuid) {
+                        // Drift: removed or replaced on the device. Reinstall.
+                        entry.state = ProfileState::Pending;
+                        entry.attempts = 0;
+                        entry.last_error = None;
+                        out.commands.push(install(device_id, entry, profile));
+                    }
+                }
+            }
+            ProfileState::Removing => unreachable!("reset above"),
+        }
+    }
+
+    let desired_ids: BTreeSet<&str> = desired_by_id.keys().copied().collect();
+    let mut forget = Vec::new();
+    for entry in inventory
+        .values_mut()
+        .filter(|m| !desired_ids.contains(m.identifier.as_str()))
+    {
+        if entry.removal_policy == RemovalPolicy::Keep {
+            forget.push(entry.identifier.clone()); // left installed, no longer managed
+            continue;
+        }
+        if remove_in_flight(&entry.identifier) {
+            entry.state = ProfileState::Removing;
+            continue;
+        }
+        let installing = in_flight.iter().any(|f| {
+            matches!(&f.intent, Intent::Install { identifier, .. } if *identifier == entry.identifier)
+        });
+        let known_absent = reported.is_some_and(|r| {
+            r.reported_at
+                > entry
+                    .last_attempt_at
+                    .unwrap_or(0)
+                    .max(entry.acknowledged_at.unwrap_or(0))
+                && !r.profiles.contains_key(&entry.identifier)
+        });
+        if known_absent && !installing {
+            forget.push(entry.identifier.clone());
+            continue;
+        }
+        if entry.state == ProfileState::Failed && entry.acknowledged_at.is_none() && !installing {
+            forget.push(entry.identifier.clone()); // never installed
+            continue;
+        }
+        if entry.state == ProfileState::Removing && entry.attempts >= settings.max_attempts {
+            continue; // removal gave up; status shows why
+        }
+        if entry.state != ProfileState::Removing {
+            entry.state = ProfileState::Removing;
+            entry.attempts = 0;
+        }
+        let due = match (entry.attempts, entry.last_attempt_at) {
+            (0, _) | (_, None) => now,
+            (n, Some(at)) => at + backoff(n, &settings),
+        };
+        if now >= due {
+            out.commands.push(PlannedCommand {
+                uuid: command_uuid(
+                    device_id,
+                    "remove",
+                    &entry.identifier,
+                    &entry.hash,
+                    entry.installs + entry.attempts,
+                ),
+                intent: Intent::Remove {
+                    identifier: entry.identifier.clone(),
+                },
+                payload: None,
+            });
+        } else {
+            out.wake_at = Some(out.wake_at.map_or(due, |w| w.min(due)));
+        }
+    }
+    for identifier in forget {
+        inventory.remove(&identifier);
+    }
+
+    let list_in_flight = in_flight.iter().any(|f| f.intent == Intent::ProfileList);
+    if needs_profile_list && !list_in_flight {
+        // Seeded by the newest acknowledgement, so a replay asks once.
+        let newest = inventory
+            .values()
+            .filter_map(|m| m.acknowledged_at)
+            .max()
+            .unwrap_or(0);
+        out.commands.push(PlannedCommand {
+            uuid: command_uuid(device_id, "profile-list", "", &newest.to_string(), 0),
+            intent: Intent::ProfileList,
+            payload: None,
+        });
+    }
+    out.managed = inventory.into_values().collect();
+    out
+}
+
+fn fresh(profile: &CompiledProfile) -> ManagedProfile {
+    ManagedProfile {
+        identifier: profile.identifier.clone(),
+        profile_key: profile.key.clone(),
+        hash: profile.hash.clone(),
+        uuid: profile.uuid.clone(),
+        state: ProfileState::Pending,
+        attempts: 0,
+        installs: 0,
+        last_attempt_at: None,
+        acknowledged_at: None,
+        last_error: None,
+        removal_policy: profile.removal_policy,
+    }
+}
+
+fn install(
+    device_id: &str,
+    entry: &mut ManagedProfile,
+    profile: &CompiledProfile,
+) -> PlannedCommand {
+    let uuid = command_uuid(
+        device_id,
+        "install",
+        &entry.identifier,
+        &entry.hash,
+        entry.installs,
+    );
+    entry.installs += 1;
+    entry.state = ProfileState::Pending;
+    PlannedCommand {
+        uuid,
+        intent: Intent::Install {
+            identifier: entry.identifier.clone(),
+            hash: entry.hash.clone(),
+        },
+        payload: Some(profile.mobileconfig.clone()),
+    }
+}
+
+fn apply_finished(
+    inventory: &mut BTreeMap<String, ManagedProfile>,
+    finished: Vec<Finished>,
+    settings: &PlanSettings,
+) {
+    // Removal failures are counted here but judged in `plan` (Removing, attempts).
+    for f in finished {
+        match (&f.intent, f.result) {
+            (Intent::Install { identifier, hash }, result) => {
+                let Some(entry) = inventory.get_mut(identifier) else {
+                    continue;
+                };
+                if entry.hash != *hash {
+                    continue; // an older version's answer
+                }
+                match result {
+                    CommandResult::Acknowledged => {
+                        entry.state = ProfileState::Verifying;
+                        entry.acknowledged_at = Some(f.at);
+                        entry.last_attempt_at = Some(f.at);
+                    }
+                    CommandResult::Error(chain) => fail_attempt(entry, chain, f.at, settings),
+                }
+            }
+            (Intent::Remove { identifier }, result) => {
+                let Some(entry) = inventory.get_mut(identifier) else {
+                    continue;
+                };
+                match result {
+                    CommandResult::Acknowledged => {
+                        inventory.remove(identifier);
+                    }
+                    CommandResult::Error(chain) => {
+                        // Stays Removing; after max_attempts the planner stops retrying.
+                        entry.attempts += 1;
+                        entry.last_error = Some(chain);
+                        entry.last_attempt_at = Some(f.at);
+                    }
+                }
+            }
+            (Intent::ProfileList, _) => {} // arrives as `reported`
+        }
+    }
+}
+
+fn fail_attempt(entry: &mut ManagedProfile, why: String, at: i64, settings: &PlanSettings) {
+    entry.attempts += 1;
+    entry.last_error = Some(why);
+    entry.last_attempt_at = Some(at);
+    entry.state = if entry.attempts >= settings.max_attempts {
+        ProfileState::Failed
+    } else {
+        ProfileState::Pending
+    };
+}
+
+/// Delay before retry number `attempts` (1-based): base × 2^(attempts−1), capped.
+pub fn backoff(attempts: u32, settings: &PlanSettings) -> i64 {
+    let factor = 1i64 << attempts.saturating_sub(1).min(20);
+    settings
+        .backoff_ms
+        .saturating_mul(factor)
+        .min(settings.max_backoff_ms)
+}
+
+/// Deterministic command UUID for an intent.
+pub fn command_uuid(device_id: &str, intent: &str, identifier: &str, hash: &str, n: u32) -> String {
+    let digest = sha2::Sha256::digest(
+        format!("{device_id}\0{intent}\0{identifier}\0{hash}\0{n}").as_bytes(),
+    );
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+        .to_uppercase()
+}
