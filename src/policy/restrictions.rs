@@ -728,7 +728,7 @@ pub struct RestrictionSettings {
         skip_serializing_if = "Option::is_none"
     )]
     pub rating_region: Option<String>,
-    /// Highest app age rating allowed: 0 none, 100 4+, 200 9+, 300 12+, 600 17+, 1000 all.
+    /// Highest app age rating allowed (US labels): 0 none, 100 4+, 200 9+, 300 12+, 600 17+, 1000 all.
     #[serde(
         rename = "ratingApps",
         default,
