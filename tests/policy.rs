@@ -155,3 +155,23 @@ fn pomona_validate_exits_0_for_valid_and_2_for_invalid() {
         "{out}"
     );
 }
+
+#[test]
+fn restrictions_warn_only_about_platforms_their_groups_can_contain() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "r.yaml",
+        "apiVersion: mdm.pomona.dev/v1alpha1\nkind: DeviceGroup\nmetadata: {name: macs}\nspec:\n  selector:\n    matchLabels: {pomona.dev/platform: macOS}\n---\napiVersion: mdm.pomona.dev/v1alpha1\nkind: Restrictions\nmetadata: {name: r}\nspec:\n  groups: [macs]\n  settings:\n    allowCamera: false\n    allowAppRemoval: false\n",
+    );
+    let snapshot = load_dir(dir.path()).expect("warnings do not invalidate");
+    let text: Vec<String> = snapshot.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(
+        text.iter().all(|w| w.contains("macOS") && !w.contains("watchOS")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter().any(|w| w.contains("allowAppRemoval")),
+        "allowAppRemoval is iOS-only: expected a macOS warning in {text:#?}"
+    );
+}

@@ -1644,17 +1644,3 @@ mod tests {
         );
     }
 }
-
-impl RestrictionSettings {
-    pub fn to_payload_content(&self) -> plist::Dictionary {
-        let mut d = plist::Dictionary::new();
-        if let Some(v) = self.allow_camera {
-            d.insert("allowCamera".into(), plist::Value::Boolean(v));
-        }
-        d
-    }
-
-    pub fn warnings_for(&self, _platform: super::model::Platform) -> Vec<String> {
-        Vec::new()
-    }
-}

@@ -143,7 +143,22 @@ pub fn build(
             &mut problems,
         );
         let compiled = compile_restrictions(restrictions);
-        for platform in Platform::ALL {
+        if let Err(errors) = restrictions.doc.spec.settings.validate() {
+            for error in errors {
+                problems
+                    .push(restrictions.problem(Severity::Error, format!("spec.settings: {error}")));
+            }
+        }
+        // Warn only about platforms the targeted groups can contain.
+        let platforms: BTreeSet<Platform> = restrictions
+            .doc
+            .spec
+            .groups
+            .iter()
+            .filter_map(|g| docs.groups.iter().find(|d| d.name() == g))
+            .flat_map(|g| possible_platforms(&g.doc.spec))
+            .collect();
+        for platform in platforms {
             for warning in restrictions.doc.spec.settings.warnings_for(platform) {
                 problems.push(restrictions.problem(Severity::Warning, warning));
             }
@@ -200,6 +215,35 @@ pub fn build(
     }
     snapshot.warnings = warnings;
     Ok(snapshot)
+}
+
+/// The platforms a group's members can have: narrowed by a platform selector, otherwise all
+/// (explicit serial/UDID lists can name any device).
+pub fn possible_platforms(group: &DeviceGroupSpec) -> BTreeSet<Platform> {
+    let all: BTreeSet<Platform> = Platform::ALL.into_iter().collect();
+    if !group.serial_numbers.is_empty() || !group.udids.is_empty() {
+        return all;
+    }
+    let Some(selector) = &group.selector else {
+        return all;
+    };
+    let mut possible = all;
+    if let Some(p) = selector.match_labels.get(selector::LABEL_PLATFORM) {
+        possible.retain(|x| x.as_str() == p);
+    }
+    for req in &selector.match_expressions {
+        if req.key != selector::LABEL_PLATFORM {
+            continue;
+        }
+        match req.operator {
+            SelectorOperator::In => possible.retain(|x| req.values.iter().any(|v| v == x.as_str())),
+            SelectorOperator::NotIn => {
+                possible.retain(|x| !req.values.iter().any(|v| v == x.as_str()))
+            }
+            _ => {}
+        }
+    }
+    possible
 }
 
 fn header<S>(doc: &Located<S>) -> Located<()> {
