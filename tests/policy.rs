@@ -167,7 +167,8 @@ fn restrictions_warn_only_about_platforms_their_groups_can_contain() {
     let snapshot = load_dir(dir.path()).expect("warnings do not invalidate");
     let text: Vec<String> = snapshot.warnings.iter().map(|w| w.to_string()).collect();
     assert!(
-        text.iter().all(|w| w.contains("macOS") && !w.contains("watchOS")),
+        text.iter()
+            .all(|w| w.contains("macOS") && !w.contains("watchOS")),
         "{text:#?}"
     );
     assert!(

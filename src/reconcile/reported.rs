@@ -1,0 +1,139 @@
+//! What devices report, turned into what the planner and group selectors read: a ProfileList
+//! result becomes `ReportedProfiles`; Authenticate facts and DeviceInformation answers become
+//! `DeviceAttributes`. Pure functions over decoded plists.
+
+use super::plan::ReportedProfiles;
+use crate::policy::model::Platform;
+use crate::policy::selector::DeviceAttributes;
+use plist::{Dictionary, Value};
+
+/// The DeviceInformation queries whose answers groups can select on.
+pub const INVENTORY_QUERIES: [&str; 6] = [
+    "ProductName",
+    "Model",
+    "OSVersion",
+    "SerialNumber",
+    "IsSupervised",
+    "DeviceName",
+];
+
+/// Reads a ProfileList result (`ProfileList`: array of dictionaries with PayloadIdentifier
+/// and PayloadUUID). Entries without both are skipped.
+pub fn profile_list(result: &Dictionary, reported_at: i64) -> Result<ReportedProfiles, String> {
+    let list = result
+        .get("ProfileList")
+        .and_then(Value::as_array)
+        .ok_or("the result has no ProfileList array")?;
+    let profiles = list
+        .iter()
+        .filter_map(Value::as_dictionary)
+        .filter_map(|p| {
+            let id = p.get("PayloadIdentifier")?.as_string()?;
+            let uuid = p.get("PayloadUUID")?.as_string()?;
+            Some((id.to_string(), uuid.to_string()))
+        })
+        .collect();
+    Ok(ReportedProfiles {
+        reported_at,
+        profiles,
+    })
+}
+
+/// The platform a device runs, from its ProductName or Model identifier ("iPhone15,2",
+/// "iPad13,18", "Mac14,2", "AppleTV11,1", "Watch6,1", "RealityDevice14,1").
+pub fn platform_of(product_or_model: &str) -> Option<Platform> {
+    let p = product_or_model;
+    if p.starts_with("iPhone") || p.starts_with("iPod") {
+        Some(Platform::Ios)
+    } else if p.starts_with("iPad") {
+        Some(Platform::IpadOs)
+    } else if p.starts_with("Mac") || p.starts_with("iMac") || p.starts_with("VirtualMac") {
+        Some(Platform::MacOs)
+    } else if p.starts_with("AppleTV") {
+        Some(Platform::TvOs)
+    } else if p.starts_with("Watch") {
+        Some(Platform::WatchOs)
+    } else if p.starts_with("RealityDevice") {
+        Some(Platform::VisionOs)
+    } else {
+        None
+    }
+}
+
+/// Folds a DeviceInformation answer (`QueryResponses`) into the attributes.
+pub fn apply_device_information(attributes: &mut DeviceAttributes, result: &Dictionary) {
+    let Some(answers) = result.get("QueryResponses").and_then(Value::as_dictionary) else {
+        return;
+    };
+    let text = |key: &str| {
+        answers
+            .get(key)
+            .and_then(Value::as_string)
+            .map(str::to_string)
+    };
+    if let Some(product) = text("ProductName") {
+        attributes.platform = platform_of(&product).or(attributes.platform);
+    }
+    if let Some(model) = text("Model") {
+        attributes.model = Some(model);
+    }
+    if let Some(os) = text("OSVersion") {
+        attributes.os_version = Some(os);
+    }
+    if let Some(serial) = text("SerialNumber") {
+        attributes.serial_number = Some(serial);
+    }
+    if let Some(supervised) = answers.get("IsSupervised").and_then(Value::as_boolean) {
+        attributes.supervised = Some(supervised);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_list_results_become_identifier_to_uuid() {
+        let xml = br#"<?xml version="1.0"?><plist version="1.0"><dict>
+<key>ProfileList</key><array>
+<dict><key>PayloadIdentifier</key><string>com.example.wifi</string><key>PayloadUUID</key><string>U1</string></dict>
+<dict><key>PayloadIdentifier</key><string>broken</string></dict>
+</array><key>Status</key><string>Acknowledged</string></dict></plist>"#;
+        let dict: Dictionary = plist::from_bytes(xml).unwrap();
+        let reported = profile_list(&dict, 7).unwrap();
+        assert_eq!(reported.reported_at, 7);
+        assert_eq!(reported.profiles.len(), 1);
+        assert_eq!(reported.profiles["com.example.wifi"], "U1");
+        assert!(profile_list(&Dictionary::new(), 7).is_err());
+    }
+
+    #[test]
+    fn platforms_follow_product_names() {
+        for (product, platform) in [
+            ("iPhone15,2", Platform::Ios),
+            ("iPad13,18", Platform::IpadOs),
+            ("Mac14,2", Platform::MacOs),
+            ("AppleTV11,1", Platform::TvOs),
+            ("Watch6,1", Platform::WatchOs),
+            ("RealityDevice14,1", Platform::VisionOs),
+        ] {
+            assert_eq!(platform_of(product), Some(platform), "{product}");
+        }
+        assert_eq!(platform_of("Toaster1,1"), None);
+    }
+
+    #[test]
+    fn device_information_updates_selector_attributes() {
+        let mut attributes = DeviceAttributes::default();
+        let mut answers = Dictionary::new();
+        answers.insert("ProductName".into(), Value::String("iPad13,18".into()));
+        answers.insert("OSVersion".into(), Value::String("17.5".into()));
+        answers.insert("IsSupervised".into(), Value::Boolean(true));
+        let mut result = Dictionary::new();
+        result.insert("QueryResponses".into(), Value::Dictionary(answers));
+        apply_device_information(&mut attributes, &result);
+        assert_eq!(attributes.platform, Some(Platform::IpadOs));
+        assert_eq!(attributes.os_version.as_deref(), Some("17.5"));
+        assert_eq!(attributes.supervised, Some(true));
+    }
+}
