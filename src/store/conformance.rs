@@ -129,7 +129,128 @@ pub fn cases() -> Vec<Case> {
         ("one_time_secrets_are_single_use_even_when_raced", |s| {
             Box::pin(secrets_single_use(s))
         }),
+        (
+            "a_plan_is_applied_atomically_and_a_replay_queues_nothing",
+            |s| Box::pin(plan_applied_and_replayed(s)),
+        ),
     ]
+}
+
+async fn plan_applied_and_replayed(s: Arc<dyn Store>) -> CaseResult {
+    use crate::policy::model::RemovalPolicy;
+    use crate::reconcile::plan::{Intent, ManagedProfile, ProfileState, ReportedProfiles};
+    use reconcile::PlanChange;
+    enrolled(&*s, "D1").await?;
+    let managed = ManagedProfile {
+        identifier: "com.example.wifi".into(),
+        profile_key: "Profile/wifi".into(),
+        hash: "h1".into(),
+        uuid: "U1".into(),
+        state: ProfileState::Pending,
+        attempts: 0,
+        installs: 1,
+        last_attempt_at: None,
+        acknowledged_at: None,
+        last_error: None,
+        removal_policy: RemovalPolicy::Keep,
+    };
+    let install = Intent::Install {
+        identifier: "com.example.wifi".into(),
+        hash: "h1".into(),
+    };
+    let change = PlanChange {
+        managed: vec![managed.clone()],
+        enqueue: vec![
+            (command("I1"), install.clone()),
+            (command("L1"), Intent::ProfileList),
+        ],
+        ..PlanChange::default()
+    };
+    let queued = ok(s.apply_plan("D1", &change, 2000).await, "apply")?;
+    check!(queued == 2, "queued {queued}");
+    let replay = ok(s.apply_plan("D1", &change, 2001).await, "replay")?;
+    check!(replay == 0, "a replay queued {replay}");
+    let state = ok(s.reconcile_state("D1").await, "state")?;
+    check!(
+        state.managed == vec![managed.clone()],
+        "managed {:?}",
+        state.managed
+    );
+    check!(
+        state.open.len() == 2 && state.open[0].intent == install && !state.open[0].sent,
+        "open {:?}",
+        state.open
+    );
+    // The device answers the install; the result shows up as an open, finished command.
+    ok(s.next_command("D1", &[], 2002).await, "next")?;
+    ok(
+        s.record_report(
+            "D1",
+            &report("I1", ReportStatus::Acknowledged, b"ack"),
+            2003,
+        )
+        .await,
+        "report",
+    )?;
+    let state = ok(s.reconcile_state("D1").await, "state")?;
+    let i1 = state
+        .open
+        .iter()
+        .find(|c| c.uuid == "I1")
+        .ok_or("I1 not open")?;
+    check!(
+        i1.status == CommandStatus::Acknowledged
+            && i1.result.as_deref() == Some(&b"ack"[..])
+            && i1.sent,
+        "I1 {i1:?}"
+    );
+    // Fold it in, cancel the queued ProfileList, remember a report; older reports do not win.
+    let mut verifying = managed.clone();
+    verifying.state = ProfileState::Verifying;
+    let fold = PlanChange {
+        managed: vec![verifying.clone()],
+        processed: vec!["I1".into()],
+        cancel: vec!["L1".into()],
+        reported: Some(ReportedProfiles {
+            reported_at: 3000,
+            profiles: [("com.example.wifi".to_string(), "U1".to_string())].into(),
+        }),
+        ..PlanChange::default()
+    };
+    ok(s.apply_plan("D1", &fold, 3000).await, "fold")?;
+    let older = PlanChange {
+        managed: vec![verifying.clone()],
+        reported: Some(ReportedProfiles {
+            reported_at: 1000,
+            profiles: Default::default(),
+        }),
+        ..PlanChange::default()
+    };
+    ok(s.apply_plan("D1", &older, 3001).await, "older report")?;
+    let state = ok(s.reconcile_state("D1").await, "state")?;
+    check!(state.open.is_empty(), "still open: {:?}", state.open);
+    check!(
+        state.managed == vec![verifying],
+        "managed {:?}",
+        state.managed
+    );
+    let reported = state.reported.ok_or("no report stored")?;
+    check!(
+        reported.reported_at == 3000 && reported.profiles.len() == 1,
+        "report {reported:?}"
+    );
+    let list = ok(s.commands("D1", 10).await, "commands")?;
+    let l1 = list.iter().find(|c| c.uuid == "L1").ok_or("L1 missing")?;
+    check!(l1.status == CommandStatus::Cancelled, "L1 {:?}", l1.status);
+    let counts = ok(s.profile_counts().await, "counts")?;
+    check!(
+        counts.len() == 1 && counts[0].verifying == 1 && counts[0].profile_key == "Profile/wifi",
+        "counts {counts:?}"
+    );
+    // Nothing is queued for a device that is not enrolled here.
+    let nobody = ok(s.apply_plan("GHOST", &change, 4000).await, "ghost")?;
+    check!(nobody == 0, "queued {nobody} for an unknown device");
+    Ok(())
 }
 
 fn certificate(fingerprint: &str) -> CertificateRecord {

@@ -3,8 +3,11 @@
 
 /// Versioned migrations: (version, SQLite text, PostgreSQL text). Append only; never edit one
 /// that has shipped.
-pub const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, V1_SQLITE, V1_POSTGRES), (2, V2_IDENTITY, V2_IDENTITY)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, V1_SQLITE, V1_POSTGRES),
+    (2, V2_IDENTITY, V2_IDENTITY),
+    (4, super::reconcile::SCHEMA, super::reconcile::SCHEMA),
+];
 
 const V1_SQLITE: &str = r#"
 CREATE TABLE enrollments (

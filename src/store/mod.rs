@@ -11,6 +11,7 @@ pub mod conformance;
 mod migrations;
 mod model;
 mod postgres;
+pub mod reconcile;
 mod sql;
 mod sqlite;
 
@@ -67,7 +68,7 @@ impl From<sqlx::Error> for StoreError {
 
 /// Everything the server persists. Times are Unix milliseconds passed in by the caller.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: reconcile::ReconcileStore + Send + Sync + 'static {
     /// Brings the schema up to date (idempotent, safe with several replicas starting at once).
     async fn migrate(&self) -> StoreResult<()>;
     /// Cheap round trip for readiness checks.

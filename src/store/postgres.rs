@@ -34,3 +34,4 @@ impl PostgresStore {
 }
 
 super::sql::impl_sql_store!(PostgresStore, sqlx::Postgres, "postgres");
+super::reconcile::impl_reconcile_store!(PostgresStore, sqlx::Postgres);

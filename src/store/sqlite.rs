@@ -42,3 +42,4 @@ impl SqliteStore {
 }
 
 super::sql::impl_sql_store!(SqliteStore, sqlx::Sqlite, "sqlite");
+super::reconcile::impl_reconcile_store!(SqliteStore, sqlx::Sqlite);

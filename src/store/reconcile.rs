@@ -1,0 +1,413 @@
+//! What the reconciler persists per device: the inventory of profiles Pomona manages there, the
+//! device's latest ProfileList, and the intent behind each command the reconciler queued (so a
+//! result can be folded back into the inventory). `apply_plan` writes one plan — inventory,
+//! folded results, new commands, cancellations — in one transaction. Implemented for both
+//! backends by `impl_reconcile_store!`, with the same SQL.
+
+use super::{CommandStatus, NewCommand, StoreResult};
+use crate::reconcile::plan::{Intent, ManagedProfile, ReportedProfiles};
+use async_trait::async_trait;
+
+/// One of the reconciler's commands whose result has not been folded into the inventory yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenCommand {
+    pub uuid: String,
+    pub intent: Intent,
+    pub status: CommandStatus,
+    /// Sent at least once (a queued command never sent can still be cancelled cleanly).
+    pub sent: bool,
+    /// The device's raw result plist, for finished commands.
+    pub result: Option<Vec<u8>>,
+    pub updated_at: i64,
+}
+
+/// The reconciler's stored view of one device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileState {
+    pub managed: Vec<ManagedProfile>,
+    pub reported: Option<ReportedProfiles>,
+    pub open: Vec<OpenCommand>,
+}
+
+/// Everything one plan changes, written atomically.
+#[derive(Debug, Clone, Default)]
+pub struct PlanChange {
+    /// The full inventory after the plan (replaces the stored one).
+    pub managed: Vec<ManagedProfile>,
+    /// Reconciler commands whose results this plan folded in.
+    pub processed: Vec<String>,
+    /// A newer ProfileList to remember.
+    pub reported: Option<ReportedProfiles>,
+    /// Commands to queue, with their intent.
+    pub enqueue: Vec<(NewCommand, Intent)>,
+    /// Queued commands to cancel (only if still queued).
+    pub cancel: Vec<String>,
+}
+
+/// Managed-profile counts of one profile, for status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfileCounts {
+    pub profile_key: String,
+    pub pending: i64,
+    pub verifying: i64,
+    pub verified: i64,
+    pub failed: i64,
+    pub removing: i64,
+}
+
+#[async_trait]
+pub trait ReconcileStore: Send + Sync {
+    async fn reconcile_state(&self, device_id: &str) -> StoreResult<ReconcileState>;
+    /// Applies a plan; returns how many commands were newly queued (replays queue none).
+    /// Nothing is queued for unknown or checked-out devices.
+    async fn apply_plan(&self, device_id: &str, change: &PlanChange, now: i64) -> StoreResult<u64>;
+    /// Per-profile state counts across the fleet.
+    async fn profile_counts(&self) -> StoreResult<Vec<ProfileCounts>>;
+    /// Managed profiles in `state` for a profile, with their devices (bounded).
+    async fn managed_in_state(
+        &self,
+        profile_key: &str,
+        state: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<(String, ManagedProfile)>>;
+}
+
+pub(crate) fn intent_columns(intent: &Intent) -> (&'static str, Option<&str>, Option<&str>) {
+    match intent {
+        Intent::Install { identifier, hash } => ("install", Some(identifier), Some(hash)),
+        Intent::Remove { identifier } => ("remove", Some(identifier), None),
+        Intent::ProfileList => ("profile-list", None, None),
+    }
+}
+
+pub(crate) fn intent_from_columns(
+    kind: &str,
+    identifier: Option<String>,
+    hash: Option<String>,
+) -> Intent {
+    match kind {
+        "install" => Intent::Install {
+            identifier: identifier.unwrap_or_default(),
+            hash: hash.unwrap_or_default(),
+        },
+        "remove" => Intent::Remove {
+            identifier: identifier.unwrap_or_default(),
+        },
+        _ => Intent::ProfileList,
+    }
+}
+
+pub(crate) fn encode_reported(r: &ReportedProfiles) -> String {
+    serde_json::to_string(&r.profiles).unwrap_or_else(|_| "{}".into())
+}
+
+pub(crate) fn decode_reported(reported_at: i64, json: &str) -> ReportedProfiles {
+    ReportedProfiles {
+        reported_at,
+        profiles: serde_json::from_str(json).unwrap_or_default(),
+    }
+}
+
+pub(crate) const MANAGED_COLUMNS: &str = "identifier, profile_key, hash, uuid, state, attempts, \
+    installs, last_attempt_at, acknowledged_at, last_error, removal_policy";
+
+macro_rules! impl_reconcile_store {
+    ($store:ty, $db:ty) => {
+        const _: () = {
+            use $crate::policy::model::RemovalPolicy;
+            use $crate::reconcile::plan::{ManagedProfile, ProfileState};
+            use $crate::store::reconcile::*;
+            use $crate::store::*;
+            use sqlx::Row as _;
+
+            type DbRow = <$db as sqlx::Database>::Row;
+
+            fn managed_from_row(row: &DbRow) -> Result<ManagedProfile, sqlx::Error> {
+                Ok(ManagedProfile {
+                    identifier: row.try_get("identifier")?,
+                    profile_key: row.try_get("profile_key")?,
+                    hash: row.try_get("hash")?,
+                    uuid: row.try_get("uuid")?,
+                    state: ProfileState::parse(&row.try_get::<String, _>("state")?),
+                    attempts: row.try_get::<i64, _>("attempts")? as u32,
+                    installs: row.try_get::<i64, _>("installs")? as u32,
+                    last_attempt_at: row.try_get("last_attempt_at")?,
+                    acknowledged_at: row.try_get("acknowledged_at")?,
+                    last_error: row.try_get("last_error")?,
+                    removal_policy: if row.try_get::<String, _>("removal_policy")? == "Keep" {
+                        RemovalPolicy::Keep
+                    } else {
+                        RemovalPolicy::Remove
+                    },
+                })
+            }
+
+            #[async_trait::async_trait]
+            impl ReconcileStore for $store {
+                async fn reconcile_state(&self, device_id: &str) -> StoreResult<ReconcileState> {
+                    let managed = sqlx::query(&format!(
+                        "SELECT {MANAGED_COLUMNS} FROM managed_profiles WHERE device_id = $1 ORDER BY identifier"
+                    ))
+                    .bind(device_id)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(managed_from_row)
+                    .collect::<Result<Vec<_>, _>>()?;
+                    let reported = sqlx::query(
+                        "SELECT reported_at, profiles FROM reported_profiles WHERE device_id = $1",
+                    )
+                    .bind(device_id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(|row| -> Result<_, sqlx::Error> {
+                        Ok(decode_reported(
+                            row.try_get("reported_at")?,
+                            &row.try_get::<String, _>("profiles")?,
+                        ))
+                    })
+                    .transpose()?;
+                    let open = sqlx::query(
+                        "SELECT rc.command_uuid, rc.intent, rc.identifier, rc.hash, c.status, \
+                           c.sent_count, c.updated_at, r.raw \
+                         FROM reconcile_commands rc \
+                         JOIN commands c ON c.uuid = rc.command_uuid \
+                         LEFT JOIN command_results r ON r.command_uuid = rc.command_uuid \
+                         WHERE rc.device_id = $1 AND rc.processed_at IS NULL \
+                         ORDER BY c.seq",
+                    )
+                    .bind(device_id)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(|row| -> Result<OpenCommand, sqlx::Error> {
+                        Ok(OpenCommand {
+                            uuid: row.try_get("command_uuid")?,
+                            intent: intent_from_columns(
+                                &row.try_get::<String, _>("intent")?,
+                                row.try_get("identifier")?,
+                                row.try_get("hash")?,
+                            ),
+                            status: CommandStatus::parse(&row.try_get::<String, _>("status")?),
+                            sent: row.try_get::<i64, _>("sent_count")? > 0,
+                            result: row.try_get("raw")?,
+                            updated_at: row.try_get("updated_at")?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                    Ok(ReconcileState {
+                        managed,
+                        reported,
+                        open,
+                    })
+                }
+
+                async fn apply_plan(
+                    &self,
+                    device_id: &str,
+                    change: &PlanChange,
+                    now: i64,
+                ) -> StoreResult<u64> {
+                    let mut tx = self.pool.begin().await?;
+                    // Write first (SQLite takes the write lock up front), then the rest.
+                    sqlx::query("DELETE FROM managed_profiles WHERE device_id = $1")
+                        .bind(device_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    for m in &change.managed {
+                        sqlx::query(&format!(
+                            "INSERT INTO managed_profiles (device_id, {MANAGED_COLUMNS}, updated_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+                        ))
+                        .bind(device_id)
+                        .bind(&m.identifier)
+                        .bind(&m.profile_key)
+                        .bind(&m.hash)
+                        .bind(&m.uuid)
+                        .bind(m.state.as_str())
+                        .bind(m.attempts as i64)
+                        .bind(m.installs as i64)
+                        .bind(m.last_attempt_at)
+                        .bind(m.acknowledged_at)
+                        .bind(&m.last_error)
+                        .bind(match m.removal_policy {
+                            RemovalPolicy::Keep => "Keep",
+                            RemovalPolicy::Remove => "Remove",
+                        })
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    for uuid in &change.processed {
+                        sqlx::query(
+                            "UPDATE reconcile_commands SET processed_at = $2 WHERE command_uuid = $1",
+                        )
+                        .bind(uuid)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    if let Some(r) = &change.reported {
+                        sqlx::query(
+                            "INSERT INTO reported_profiles (device_id, reported_at, profiles) VALUES ($1, $2, $3) \
+                             ON CONFLICT (device_id) DO UPDATE SET reported_at = excluded.reported_at, \
+                               profiles = excluded.profiles \
+                             WHERE excluded.reported_at >= reported_profiles.reported_at",
+                        )
+                        .bind(device_id)
+                        .bind(r.reported_at)
+                        .bind(encode_reported(r))
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    for uuid in &change.cancel {
+                        let cancelled = sqlx::query(
+                            "UPDATE commands SET status = 'cancelled', updated_at = $3 \
+                             WHERE uuid = $1 AND enrollment_id = $2 AND status = 'queued'",
+                        )
+                        .bind(uuid)
+                        .bind(device_id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                        if cancelled == 1 {
+                            sqlx::query(
+                                "UPDATE reconcile_commands SET processed_at = $2 WHERE command_uuid = $1",
+                            )
+                            .bind(uuid)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
+                    let mut queued = 0;
+                    for (command, intent) in &change.enqueue {
+                        let inserted = sqlx::query(
+                            "INSERT INTO commands (uuid, enrollment_id, request_type, command, status, created_at, updated_at) \
+                             SELECT $1, id, $3, $4, 'queued', $5, $5 FROM enrollments \
+                             WHERE id = $2 AND state <> 'checked_out' \
+                             ON CONFLICT (uuid) DO NOTHING",
+                        )
+                        .bind(&command.uuid)
+                        .bind(device_id)
+                        .bind(&command.request_type)
+                        .bind(&command.command)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                        if inserted == 0 {
+                            continue; // replay, or the device is gone
+                        }
+                        queued += 1;
+                        let (kind, identifier, hash) = intent_columns(intent);
+                        sqlx::query(
+                            "INSERT INTO reconcile_commands (command_uuid, device_id, intent, identifier, hash, created_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (command_uuid) DO NOTHING",
+                        )
+                        .bind(&command.uuid)
+                        .bind(device_id)
+                        .bind(kind)
+                        .bind(identifier)
+                        .bind(hash)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(queued)
+                }
+
+                async fn profile_counts(&self) -> StoreResult<Vec<ProfileCounts>> {
+                    let rows = sqlx::query(
+                        "SELECT profile_key, state, COUNT(*) AS n FROM managed_profiles \
+                         GROUP BY profile_key, state ORDER BY profile_key",
+                    )
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let mut out: Vec<ProfileCounts> = Vec::new();
+                    for row in rows {
+                        let key: String = row.try_get("profile_key")?;
+                        let state: String = row.try_get("state")?;
+                        let n: i64 = row.try_get("n")?;
+                        if out.last().map(|c| &c.profile_key) != Some(&key) {
+                            out.push(ProfileCounts {
+                                profile_key: key,
+                                ..ProfileCounts::default()
+                            });
+                        }
+                        let counts = out.last_mut().expect("pushed above");
+                        match ProfileState::parse(&state) {
+                            ProfileState::Pending => counts.pending += n,
+                            ProfileState::Verifying => counts.verifying += n,
+                            ProfileState::Verified => counts.verified += n,
+                            ProfileState::Failed => counts.failed += n,
+                            ProfileState::Removing => counts.removing += n,
+                        }
+                    }
+                    Ok(out)
+                }
+
+                async fn managed_in_state(
+                    &self,
+                    profile_key: &str,
+                    state: &str,
+                    limit: i64,
+                ) -> StoreResult<Vec<(String, ManagedProfile)>> {
+                    let rows = sqlx::query(&format!(
+                        "SELECT device_id, {MANAGED_COLUMNS} FROM managed_profiles \
+                         WHERE profile_key = $1 AND state = $2 ORDER BY device_id LIMIT $3"
+                    ))
+                    .bind(profile_key)
+                    .bind(state)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.iter()
+                        .map(|row| Ok((row.try_get("device_id")?, managed_from_row(row)?)))
+                        .collect::<Result<Vec<_>, sqlx::Error>>()
+                        .map_err(Into::into)
+                }
+            }
+        };
+    };
+}
+
+pub(crate) use impl_reconcile_store;
+
+/// Schema for the reconciler's tables (same text on both backends).
+pub(crate) const SCHEMA: &str = r#"
+CREATE TABLE managed_profiles (
+    device_id TEXT NOT NULL,
+    identifier TEXT NOT NULL,
+    profile_key TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    uuid TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts BIGINT NOT NULL,
+    installs BIGINT NOT NULL,
+    last_attempt_at BIGINT,
+    acknowledged_at BIGINT,
+    last_error TEXT,
+    removal_policy TEXT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (device_id, identifier)
+);
+CREATE INDEX managed_profiles_by_profile ON managed_profiles (profile_key, state);
+CREATE TABLE reported_profiles (
+    device_id TEXT PRIMARY KEY,
+    reported_at BIGINT NOT NULL,
+    profiles TEXT NOT NULL
+);
+CREATE TABLE reconcile_commands (
+    command_uuid TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    intent TEXT NOT NULL,
+    identifier TEXT,
+    hash TEXT,
+    created_at BIGINT NOT NULL,
+    processed_at BIGINT
+);
+CREATE INDEX reconcile_commands_open ON reconcile_commands (device_id) WHERE processed_at IS NULL
+"#;
