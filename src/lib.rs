@@ -38,7 +38,6 @@ pub async fn serve_on(
             prepared.admin_token
         );
     }
-    report_policy_dir(&config);
     let store = store::open(&config.database)
         .await
         .context("opening the database")?;
@@ -79,36 +78,81 @@ pub async fn serve_on(
              devices enrolled with them check in but cannot be woken by push"
         );
     }
-    let state = server::AppState::new(store, prepared.admin_token, config.limits, identity);
-    server::run(listener, prepared.tls, state, shutdown).await
+    let reconciler = reconcile::driver::Reconciler::new(store.clone(), config.plan);
+    let devices = reconciler
+        .load_devices()
+        .await
+        .context("loading enrolled devices")?;
+    tracing::info!(devices, "enrolled devices loaded for reconciling");
+    let watcher = tokio::spawn(watch_policy_dir(
+        config.policy_dir.clone(),
+        reconciler.clone(),
+        std::time::Duration::from_secs(2),
+    ));
+    let driver = tokio::spawn(reconciler.clone().run(4, std::future::pending::<()>()));
+    let state = server::AppState::new(
+        store,
+        prepared.admin_token,
+        config.limits,
+        identity,
+        reconciler,
+    );
+    let served = server::run(listener, prepared.tls, state, shutdown).await;
+    watcher.abort();
+    driver.abort();
+    served
 }
 
-/// Reads the policy directory once at start and reports what it declares. (The reconciler
-/// that applies it, and re-reading on change, arrive with the reconciler issue.)
-fn report_policy_dir(config: &config::ServeConfig) {
-    let dir = &config.policy_dir;
-    if !dir.is_dir() {
-        tracing::info!(dir = %dir.display(), "no policy directory; nothing is declared yet");
-        return;
-    }
-    match policy::source::load_dir(dir) {
-        Ok(snapshot) => {
-            for warning in &snapshot.warnings {
-                tracing::warn!(%warning, "policy warning");
+/// Reads the policy directory now and whenever its content changes (checked every `every`).
+/// An invalid change is reported and the last good snapshot keeps serving.
+async fn watch_policy_dir(
+    dir: std::path::PathBuf,
+    reconciler: std::sync::Arc<reconcile::driver::Reconciler>,
+    every: std::time::Duration,
+) {
+    let mut last_seen: Option<String> = None;
+    loop {
+        if !dir.is_dir() {
+            if last_seen.as_deref() != Some("") {
+                tracing::info!(dir = %dir.display(), "no policy directory; nothing is declared");
+                last_seen = Some(String::new());
             }
-            tracing::info!(
-                dir = %dir.display(),
-                revision = %snapshot.revision,
-                groups = snapshot.groups.len(),
-                profiles = snapshot.profiles.len(),
-                "policy directory is valid (not applied to devices yet)"
-            );
-        }
-        Err(problems) => {
-            for problem in &problems {
-                tracing::error!(%problem, "invalid policy");
+        } else {
+            let dir_for_load = dir.clone();
+            let loaded =
+                tokio::task::spawn_blocking(move || policy::source::load_dir(&dir_for_load)).await;
+            match loaded {
+                Ok(Ok(snapshot)) => {
+                    if last_seen.as_deref() != Some(snapshot.revision.as_str()) {
+                        last_seen = Some(snapshot.revision.clone());
+                        for warning in &snapshot.warnings {
+                            tracing::warn!(%warning, "policy warning");
+                        }
+                        tracing::info!(
+                            dir = %dir.display(),
+                            revision = %snapshot.revision,
+                            groups = snapshot.groups.len(),
+                            profiles = snapshot.profiles.len(),
+                            "policy loaded"
+                        );
+                        reconciler.set_snapshot(snapshot);
+                    }
+                }
+                Ok(Err(problems)) => {
+                    let texts: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+                    let fingerprint = texts.join("\n");
+                    if last_seen.as_deref() != Some(fingerprint.as_str()) {
+                        for problem in &texts {
+                            tracing::error!(%problem, "invalid policy; the previous revision keeps serving");
+                        }
+                        last_seen = Some(fingerprint);
+                        reconciler.policy_refused(texts);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "policy loader crashed"),
             }
         }
+        tokio::time::sleep(every).await;
     }
 }
 

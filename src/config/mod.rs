@@ -88,6 +88,17 @@ pub struct ServeArgs {
     /// Organization name shown in enrollment profiles (default "Pomona").
     #[arg(long, env = "POMONA_ORGANIZATION")]
     pub organization: Option<String>,
+    /// First delay before re-sending a profile a device refused, in milliseconds; doubles per
+    /// attempt up to an hour (default 60000).
+    #[arg(long, env = "POMONA_RETRY_BACKOFF_MS")]
+    pub retry_backoff_ms: Option<u64>,
+    /// Attempts before a profile is marked Failed on a device (default 5).
+    #[arg(long, env = "POMONA_MAX_ATTEMPTS")]
+    pub max_attempts: Option<u32>,
+    /// How often each device is asked for its ProfileList to catch drift, in seconds
+    /// (default 14400, four hours).
+    #[arg(long, env = "POMONA_INVENTORY_INTERVAL_SECS")]
+    pub inventory_interval_secs: Option<u64>,
 }
 
 /// The same keys in a config file. Unknown keys are errors (a typo must not be ignored).
@@ -115,6 +126,9 @@ struct FileConfig {
     sign_profiles: Option<bool>,
     trusted_proxies: Option<Vec<String>>,
     organization: Option<String>,
+    retry_backoff_ms: Option<u64>,
+    max_attempts: Option<u32>,
+    inventory_interval_secs: Option<u64>,
 }
 
 /// Validated configuration for `pomona serve`.
@@ -133,6 +147,7 @@ pub struct ServeConfig {
     pub device_cert_days: u32,
     pub enrollment: EnrollmentSettings,
     pub identity: crate::server::identity::IdentityPolicy,
+    pub plan: crate::reconcile::plan::PlanSettings,
 }
 
 /// Where the device CA comes from.
@@ -445,10 +460,29 @@ impl ServeArgs {
             }
         }
 
+        let mut plan = crate::reconcile::plan::PlanSettings::default();
+        if let Some(ms) = self.retry_backoff_ms.or(file.retry_backoff_ms) {
+            plan.backoff_ms = ms as i64;
+        }
+        match self
+            .inventory_interval_secs
+            .or(file.inventory_interval_secs)
+        {
+            Some(0) => problems.push("inventory_interval_secs: must be at least 1".into()),
+            Some(n) => plan.inventory_interval_ms = n as i64 * 1000,
+            None => {}
+        }
+        match self.max_attempts.or(file.max_attempts) {
+            Some(0) => problems.push("max_attempts: must be at least 1".into()),
+            Some(n) => plan.max_attempts = n,
+            None => {}
+        }
+
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
         Ok(ServeConfig {
+            plan,
             listen,
             data_dir,
             database,

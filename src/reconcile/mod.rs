@@ -2,6 +2,7 @@
 //! driver that runs plans against the store and wakes devices arrives with the rest of the
 //! reconciler issue. Nothing here parses HTTP.
 
+pub mod driver;
 pub mod plan;
 #[cfg(test)]
 mod plan_tests;

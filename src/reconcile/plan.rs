@@ -120,6 +120,8 @@ pub struct PlanSettings {
     /// First retry delay; doubled per failed attempt up to `max_backoff_ms`.
     pub backoff_ms: i64,
     pub max_backoff_ms: i64,
+    /// How often the driver asks each device for a fresh ProfileList (drift detection).
+    pub inventory_interval_ms: i64,
 }
 
 impl Default for PlanSettings {
@@ -128,6 +130,7 @@ impl Default for PlanSettings {
             max_attempts: 5,
             backoff_ms: 60_000,
             max_backoff_ms: 3_600_000,
+            inventory_interval_ms: 4 * 3_600_000,
         }
     }
 }

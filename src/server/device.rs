@@ -193,7 +193,11 @@ async fn handle_checkin(
                 awaiting_configuration: t.awaiting_configuration,
             };
             match state.store.token_update(&record, now).await {
-                Ok(()) => empty_ok(),
+                Ok(()) => {
+                    // Enrolled and pushable: time to bring it in line with policy.
+                    state.reconciler.mark_dirty(device_id);
+                    empty_ok()
+                }
                 Err(e) => store_failure(e, "TokenUpdate"),
             }
         }
@@ -329,6 +333,7 @@ async fn handle_report(state: &AppState, presented: &PresentedCertificate, raw: 
             };
             match state.store.record_report(device_id, &record, now).await {
                 Ok(ReportOutcome::Dequeued) => {
+                    state.reconciler.mark_dirty(device_id);
                     tracing::info!(
                         device = device_id,
                         command = uuid,

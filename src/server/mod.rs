@@ -10,6 +10,7 @@ pub mod identity;
 mod last_seen;
 mod metrics;
 mod sessions;
+mod status;
 pub mod tls;
 
 use crate::config::{EnrollmentSettings, Limits};
@@ -42,6 +43,8 @@ pub struct AppState {
     pub push_topic: Option<String>,
     /// Signs enrollment profiles when `sign_profiles` is on.
     pub profile_signer: Option<Arc<crate::pki::ProfileSigner>>,
+    /// Plans and queues what policy asks of each device.
+    pub reconciler: Arc<crate::reconcile::driver::Reconciler>,
 }
 
 /// Identity and enrollment settings for `AppState::new`.
@@ -61,8 +64,10 @@ impl AppState {
         admin_token: String,
         limits: Limits,
         identity: IdentitySettings,
+        reconciler: Arc<crate::reconcile::driver::Reconciler>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            reconciler,
             last_seen: Arc::new(LastSeen::new(store.clone())),
             store,
             admin_token,
@@ -86,6 +91,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/devices/{id}", get(admin::get_device))
         .route("/devices/{id}/revoke", post(admin::revoke_device))
         .route("/enrollment-tokens", post(enroll::create_enrollment_token))
+        .route("/status", get(status::status))
         .route(
             "/devices/{id}/commands",
             post(admin::enqueue_command).get(admin::list_commands),

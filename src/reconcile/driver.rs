@@ -1,0 +1,490 @@
+//! The driver: keeps the current `PolicySnapshot` and an in-memory index of device attributes,
+//! and re-plans devices when something that concerns them changes — a policy change (only the
+//! devices whose groups or profiles it touches), a device report (only that device), a retry
+//! coming due — one reconcile per device at a time, a few devices in parallel. Each reconcile
+//! reads the device's stored state, runs the pure planner, writes the result in one
+//! transaction, and wakes the device when it queued something.
+
+use super::plan::{
+    command_uuid, plan, CommandResult, Finished, InFlight, Intent, PlanInput, PlanSettings,
+    ReportedProfiles,
+};
+use super::reported;
+use crate::policy::selector::DeviceAttributes;
+use crate::policy::snapshot::PolicySnapshot;
+use crate::protocol::CommandEnvelope;
+use crate::store::reconcile::PlanChange;
+use crate::store::{CommandStatus, Enrollment, EnrollmentState, NewCommand, Store};
+use plist::{Dictionary, Value};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// Called with a device id when commands were queued for it (the push scheduler).
+pub type Wake = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// The outcome of the last policy load, for status.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyHealth {
+    pub revision: Option<String>,
+    /// Problems of the last load that was refused (the previous snapshot keeps serving).
+    pub last_error: Option<Vec<String>>,
+    pub warnings: Vec<String>,
+}
+
+pub struct Reconciler {
+    store: Arc<dyn Store>,
+    snapshot: RwLock<Arc<PolicySnapshot>>,
+    health: RwLock<PolicyHealth>,
+    devices: RwLock<HashMap<String, DeviceAttributes>>,
+    dirty: Mutex<BTreeSet<String>>,
+    busy: Mutex<BTreeSet<String>>,
+    notify: tokio::sync::Notify,
+    wake: RwLock<Option<Wake>>,
+    pub settings: PlanSettings,
+    /// Reconciles run so far (for metrics and benchmarks).
+    pub reconciles: std::sync::atomic::AtomicU64,
+}
+
+impl Reconciler {
+    pub fn new(store: Arc<dyn Store>, settings: PlanSettings) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            snapshot: RwLock::new(Arc::new(PolicySnapshot::default())),
+            health: RwLock::new(PolicyHealth::default()),
+            devices: RwLock::new(HashMap::new()),
+            dirty: Mutex::new(BTreeSet::new()),
+            busy: Mutex::new(BTreeSet::new()),
+            notify: tokio::sync::Notify::new(),
+            wake: RwLock::new(None),
+            settings,
+            reconciles: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    pub fn set_wake(&self, wake: Wake) {
+        *write(&self.wake) = Some(wake);
+    }
+
+    pub fn snapshot(&self) -> Arc<PolicySnapshot> {
+        read(&self.snapshot).clone()
+    }
+
+    pub fn health(&self) -> PolicyHealth {
+        read(&self.health).clone()
+    }
+
+    /// Queues a device for reconciling.
+    pub fn mark_dirty(&self, device_id: &str) {
+        lock(&self.dirty).insert(device_id.to_string());
+        self.notify.notify_one();
+    }
+
+    /// Records what an enrollment says about a device (Authenticate facts, TokenUpdate).
+    pub fn observe_enrollment(&self, e: &Enrollment) {
+        if e.state == EnrollmentState::CheckedOut {
+            write(&self.devices).remove(&e.device_id);
+            return;
+        }
+        let mut devices = write(&self.devices);
+        let attributes = devices
+            .entry(e.device_id.clone())
+            .or_insert_with(|| DeviceAttributes {
+                device_id: e.device_id.clone(),
+                ..DeviceAttributes::default()
+            });
+        attributes.serial_number = e.serial_number.clone().or(attributes.serial_number.take());
+        attributes.model = e.model.clone().or(attributes.model.take());
+        attributes.os_version = e.os_version.clone().or(attributes.os_version.take());
+        attributes.enrollment_type = Some(e.enrollment_type.as_str().to_string());
+        let product = e.product_name.as_deref().or(e.model.as_deref());
+        if let Some(platform) = product.and_then(reported::platform_of) {
+            attributes.platform = Some(platform);
+        }
+    }
+
+    /// Loads every enrolled device into the index and marks all of them dirty (start-up).
+    pub async fn load_devices(&self) -> anyhow::Result<usize> {
+        let mut after: Option<String> = None;
+        let mut count = 0;
+        loop {
+            let page = self.store.list_enrollments(after.as_deref(), 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.device_id.clone());
+            for e in &page {
+                if e.state == EnrollmentState::Enrolled {
+                    self.observe_enrollment(e);
+                    lock(&self.dirty).insert(e.device_id.clone());
+                    count += 1;
+                }
+            }
+        }
+        self.notify.notify_one();
+        Ok(count)
+    }
+
+    /// Installs a new snapshot and marks the devices it touches.
+    pub fn set_snapshot(&self, new: PolicySnapshot) -> usize {
+        let new = Arc::new(new);
+        let old = std::mem::replace(&mut *write(&self.snapshot), new.clone());
+        {
+            let mut health = write(&self.health);
+            health.revision = Some(new.revision.clone());
+            health.last_error = None;
+            health.warnings = new.warnings.iter().map(|w| w.to_string()).collect();
+        }
+        let touched = touched_devices(&old, &new, &read(&self.devices));
+        let count = touched.len();
+        lock(&self.dirty).extend(touched);
+        self.notify.notify_one();
+        tracing::info!(revision = %new.revision, touched_devices = count, "policy snapshot applied");
+        count
+    }
+
+    /// Records a refused policy change; the current snapshot keeps serving.
+    pub fn policy_refused(&self, problems: Vec<String>) {
+        write(&self.health).last_error = Some(problems);
+    }
+
+    /// Profiles each indexed device should carry, counted per profile key (targeted counts).
+    pub fn targeted_counts(&self) -> HashMap<String, i64> {
+        let snapshot = self.snapshot();
+        let mut counts = HashMap::new();
+        for attributes in read(&self.devices).values() {
+            for p in snapshot.desired_for(&with_labels(&snapshot, attributes)) {
+                *counts.entry(p.key.clone()).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
+    /// Runs reconciles until `shutdown` resolves, `parallel` devices at a time.
+    pub async fn run(
+        self: Arc<Self>,
+        parallel: usize,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+        loop {
+            let batch: Vec<String> = {
+                let mut dirty = lock(&self.dirty);
+                let busy = lock(&self.busy);
+                let ready: Vec<String> = dirty
+                    .iter()
+                    .filter(|d| !busy.contains(*d))
+                    .take(256)
+                    .cloned()
+                    .collect();
+                for d in &ready {
+                    dirty.remove(d);
+                }
+                ready
+            };
+            if batch.is_empty() {
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    _ = self.notify.notified() => continue,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+            for device in batch {
+                let permit = tokio::select! {
+                    _ = &mut shutdown => return,
+                    p = permits.clone().acquire_owned() => p.expect("semaphore open"),
+                };
+                lock(&self.busy).insert(device.clone());
+                let this = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = this.reconcile(&device).await {
+                        tracing::warn!(device = %device, error = %e, "reconcile failed; retrying later");
+                        let again = this.clone();
+                        let id = device.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                            again.mark_dirty(&id);
+                        });
+                    }
+                    lock(&this.busy).remove(&device);
+                    drop(permit);
+                });
+            }
+        }
+    }
+
+    /// Plans one device and writes the plan. Public for tests and benchmarks.
+    pub async fn reconcile(self: &Arc<Self>, device_id: &str) -> anyhow::Result<u64> {
+        self.reconciles
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(enrollment) = self.store.enrollment(device_id).await? else {
+            return Ok(0);
+        };
+        self.observe_enrollment(&enrollment);
+        if enrollment.state != EnrollmentState::Enrolled {
+            return Ok(0); // not pushable yet, or checked out
+        }
+        let attributes = read(&self.devices)
+            .get(device_id)
+            .cloned()
+            .unwrap_or_default();
+        let snapshot = self.snapshot();
+        let state = self.store.reconcile_state(device_id).await?;
+        let now = crate::store::now_millis();
+
+        let mut finished = Vec::new();
+        let mut in_flight = Vec::new();
+        let mut processed = Vec::new();
+        let mut newest_report: Option<ReportedProfiles> = state.reported.clone();
+        for open in &state.open {
+            match open.status {
+                CommandStatus::Queued => in_flight.push(InFlight {
+                    command_uuid: open.uuid.clone(),
+                    intent: open.intent.clone(),
+                    queued: !open.sent,
+                }),
+                CommandStatus::Cancelled => processed.push(open.uuid.clone()),
+                status => {
+                    processed.push(open.uuid.clone());
+                    let result_dict: Option<Dictionary> = open
+                        .result
+                        .as_deref()
+                        .and_then(|raw| plist::from_bytes(raw).ok());
+                    let result = if status == CommandStatus::Acknowledged {
+                        CommandResult::Acknowledged
+                    } else {
+                        CommandResult::Error(error_text(result_dict.as_ref()))
+                    };
+                    if open.intent == Intent::ProfileList && result == CommandResult::Acknowledged {
+                        if let Some(r) = result_dict
+                            .as_ref()
+                            .and_then(|d| reported::profile_list(d, open.updated_at).ok())
+                        {
+                            if newest_report
+                                .as_ref()
+                                .is_none_or(|n| n.reported_at <= r.reported_at)
+                            {
+                                newest_report = Some(r);
+                            }
+                        }
+                    }
+                    finished.push(Finished {
+                        command_uuid: open.uuid.clone(),
+                        intent: open.intent.clone(),
+                        result,
+                        at: open.updated_at,
+                    });
+                }
+            }
+        }
+
+        let attributes = with_labels(&snapshot, &attributes);
+        let desired = snapshot.desired_for(&attributes);
+        let result = plan(PlanInput {
+            device_id,
+            desired,
+            managed: state.managed.clone(),
+            reported: newest_report.as_ref(),
+            in_flight: in_flight.clone(),
+            finished,
+            now,
+            settings: self.settings,
+        });
+
+        let mut enqueue: Vec<(NewCommand, Intent)> = result
+            .commands
+            .iter()
+            .map(|c| {
+                (
+                    to_command(&c.uuid, &c.intent, c.payload.as_deref()),
+                    c.intent.clone(),
+                )
+            })
+            .collect();
+        // Inventory: a device never inventoried, or not for `inventory_interval`, is asked for
+        // its ProfileList, so drift and foreign profiles are known. The UUID is seeded by the
+        // interval bucket, so replays ask once per interval.
+        let list_pending = in_flight.iter().any(|f| f.intent == Intent::ProfileList)
+            || enqueue.iter().any(|(_, i)| *i == Intent::ProfileList);
+        let interval = self.settings.inventory_interval_ms.max(1);
+        let inventory_due = newest_report
+            .as_ref()
+            .map(|r| r.reported_at + interval)
+            .unwrap_or(now);
+        if now >= inventory_due && !list_pending {
+            let bucket = (now / interval).to_string();
+            let uuid = command_uuid(device_id, "profile-list", "", &bucket, 0);
+            enqueue.push((
+                to_command(&uuid, &Intent::ProfileList, None),
+                Intent::ProfileList,
+            ));
+        }
+        let next_inventory =
+            inventory_due.max(now) + if now >= inventory_due { interval } else { 0 };
+        let reported_changed = newest_report != state.reported;
+        let nothing_changed = enqueue.is_empty()
+            && result.cancel.is_empty()
+            && processed.is_empty()
+            && !reported_changed
+            && result.managed == state.managed;
+        if !nothing_changed {
+            let change = PlanChange {
+                managed: result.managed,
+                processed,
+                reported: newest_report.filter(|_| reported_changed),
+                enqueue,
+                cancel: result.cancel,
+            };
+            let queued = self.store.apply_plan(device_id, &change, now).await?;
+            if queued > 0 {
+                if let Some(wake) = read(&self.wake).clone() {
+                    wake(device_id);
+                }
+            }
+            let at = result
+                .wake_at
+                .map_or(next_inventory, |w| w.min(next_inventory));
+            self.mark_dirty_at(device_id, at - now);
+            return Ok(queued);
+        }
+        let at = result
+            .wake_at
+            .map_or(next_inventory, |w| w.min(next_inventory));
+        self.mark_dirty_at(device_id, at - now);
+        Ok(0)
+    }
+
+    fn mark_dirty_at(self: &Arc<Self>, device_id: &str, delay_ms: i64) {
+        let this = self.clone();
+        let id = device_id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(delay_ms.max(0) as u64)).await;
+            this.mark_dirty(&id);
+        });
+    }
+}
+
+/// Attributes plus the labels policy declares for the device.
+fn with_labels(snapshot: &PolicySnapshot, attributes: &DeviceAttributes) -> DeviceAttributes {
+    let mut a = attributes.clone();
+    let declared = snapshot.declared_labels(a.serial_number.as_deref(), &a.device_id);
+    for (k, v) in declared {
+        a.labels.entry(k).or_insert(v);
+    }
+    a
+}
+
+/// Devices whose desired profiles may differ between two snapshots: members (under either
+/// snapshot) of a group that changed or that a changed profile targets, and devices whose
+/// declared labels changed. Only these are re-planned.
+pub fn touched_devices(
+    old: &PolicySnapshot,
+    new: &PolicySnapshot,
+    devices: &HashMap<String, DeviceAttributes>,
+) -> BTreeSet<String> {
+    let mut groups: BTreeSet<&str> = BTreeSet::new();
+    for name in old.groups.keys().chain(new.groups.keys()) {
+        if old.groups.get(name) != new.groups.get(name) {
+            groups.insert(name);
+        }
+    }
+    for key in old.profiles.keys().chain(new.profiles.keys()) {
+        let (a, b) = (old.profiles.get(key), new.profiles.get(key));
+        if a != b {
+            for p in [a, b].into_iter().flatten() {
+                groups.extend(p.groups.iter().map(String::as_str));
+            }
+        }
+    }
+    let labels_changed =
+        old.labels_by_serial != new.labels_by_serial || old.labels_by_udid != new.labels_by_udid;
+    if groups.is_empty() && !labels_changed {
+        return BTreeSet::new();
+    }
+    devices
+        .values()
+        .filter(|d| {
+            let (a, b) = (with_labels(old, d), with_labels(new, d));
+            if labels_changed && a.labels != b.labels {
+                return true;
+            }
+            groups.iter().any(|g| {
+                old.groups
+                    .get(*g)
+                    .is_some_and(|spec| crate::policy::selector::is_member(spec, &a))
+                    || new
+                        .groups
+                        .get(*g)
+                        .is_some_and(|spec| crate::policy::selector::is_member(spec, &b))
+            })
+        })
+        .map(|d| d.device_id.clone())
+        .collect()
+}
+
+/// The command envelope for an intent.
+fn to_command(uuid: &str, intent: &Intent, payload: Option<&Vec<u8>>) -> NewCommand {
+    let mut dict = Dictionary::new();
+    let request_type = match intent {
+        Intent::Install { .. } => {
+            dict.insert(
+                "Payload".into(),
+                Value::Data(payload.cloned().unwrap_or_default()),
+            );
+            "InstallProfile"
+        }
+        Intent::Remove { identifier } => {
+            dict.insert("Identifier".into(), Value::String(identifier.clone()));
+            "RemoveProfile"
+        }
+        Intent::ProfileList => {
+            dict.insert("ManagedOnly".into(), Value::Boolean(false));
+            "ProfileList"
+        }
+    };
+    dict.insert("RequestType".into(), Value::String(request_type.into()));
+    NewCommand {
+        uuid: uuid.to_string(),
+        request_type: request_type.to_string(),
+        command: CommandEnvelope::encode(uuid, &dict),
+    }
+}
+
+/// The device's ErrorChain as one line ("domain code: description; …").
+fn error_text(result: Option<&Dictionary>) -> String {
+    let Some(chain) = result
+        .and_then(|d| d.get("ErrorChain"))
+        .and_then(Value::as_array)
+    else {
+        return "the device reported an error without an ErrorChain".into();
+    };
+    chain
+        .iter()
+        .filter_map(Value::as_dictionary)
+        .map(|e| {
+            let text = |k: &str| e.get(k).and_then(Value::as_string).unwrap_or_default();
+            let code = e
+                .get("ErrorCode")
+                .and_then(Value::as_signed_integer)
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            let description = match text("USEnglishDescription") {
+                "" => text("LocalizedDescription"),
+                us => us,
+            };
+            format!("{} {code}: {description}", text("ErrorDomain"))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}

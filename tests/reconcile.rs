@@ -1,0 +1,233 @@
+//! The reconciler end to end, over real HTTPS with simulated devices (polling here; the push
+//! issue's tests wake devices by push): a declared profile reaches every targeted device and is
+//! verified by ProfileList; a content change reinstalls it; narrowing a group removes it where
+//! it no longer applies; a device that deletes it gets it back; a device that always fails ends
+//! Failed with its reason; an invalid change keeps the previous revision serving.
+
+mod support;
+
+use pomona::sim::device::{Faults, SimDevice};
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::TestServer;
+
+const GROUPS: &str = "apiVersion: mdm.pomona.dev/v1alpha1
+kind: DeviceGroup
+metadata: {name: everyone}
+spec:
+  selector: {}
+---
+apiVersion: mdm.pomona.dev/v1alpha1
+kind: DeviceGroup
+metadata: {name: phones}
+spec:
+  selector:
+    matchExpressions:
+      - {key: pomona.dev/platform, operator: In, values: [iOS]}
+";
+
+fn wifi(ssid: &str, group: &str) -> String {
+    format!(
+        "apiVersion: mdm.pomona.dev/v1alpha1
+kind: Profile
+metadata: {{name: wifi}}
+spec:
+  groups: [{group}]
+  payloads:
+    - payloadType: com.apple.wifi.managed
+      content: {{SSID_STR: {ssid}, AutoJoin: true}}
+"
+    )
+}
+
+fn write_policy(dir: &Path, profile: &str) {
+    std::fs::write(dir.join("groups.yaml"), GROUPS).unwrap();
+    std::fs::write(dir.join("wifi.yaml"), profile).unwrap();
+}
+
+async fn status(server: &TestServer) -> Value {
+    let (code, body) = server.admin_get("/api/v1/status").await;
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+fn wifi_status(status: &Value) -> Value {
+    status["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["profile"] == "Profile/wifi")
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Lets every device run exchanges until `done` holds for the status (bounded wait).
+async fn converge(
+    server: &TestServer,
+    devices: &mut [SimDevice],
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for d in devices.iter_mut() {
+            let _ = d.exchange().await;
+        }
+        let s = status(server).await;
+        if done(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{what}: did not converge: {s:#}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+fn installed_ssid(device: &SimDevice) -> Option<String> {
+    device
+        .state
+        .profiles
+        .get("dev.pomona.wifi")
+        .map(|p| p.summary.uuid.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_profiles_converge_change_narrow_repair_and_fail_cleanly() {
+    let policy = tempfile::tempdir().unwrap();
+    write_policy(policy.path(), &wifi("Office", "everyone"));
+    let dir = policy.path().to_path_buf();
+    let server = TestServer::start_with(move |a| {
+        a.policy_dir = Some(dir);
+        a.retry_backoff_ms = Some(50);
+        a.max_attempts = Some(3);
+        a.inventory_interval_secs = Some(1);
+    })
+    .await;
+
+    // 10 devices: indexes 0–2 are iPhones, 3 an iPad, 4 a Mac (sim::hardware cycles by 5).
+    let mut devices = Vec::new();
+    for i in 0..10 {
+        devices.push(server.enrolled_device(i).await);
+    }
+    let s = converge(&server, &mut devices, "first install", |s| {
+        wifi_status(s)["verified"] == 10
+    })
+    .await;
+    assert_eq!(wifi_status(&s)["targeted"], 10, "{s:#}");
+    let first_uuid = installed_ssid(&devices[0]).expect("installed");
+
+    // Change the content: reinstalled everywhere, with a new PayloadUUID.
+    write_policy(policy.path(), &wifi("Office-5G", "everyone"));
+    converge(&server, &mut devices, "content change", |_| {
+        true // status counts stay 10 verified during the change; check the devices instead
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while devices
+        .iter()
+        .any(|d| installed_ssid(d).as_deref() == Some(first_uuid.as_str()))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "content change did not reach every device"
+        );
+        for d in devices.iter_mut() {
+            let _ = d.exchange().await;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    converge(&server, &mut devices, "re-verified", |s| {
+        wifi_status(s)["verified"] == 10
+    })
+    .await;
+
+    // Narrow to iPhones: removed from the 4 iPads/Macs (indexes 3, 4, 8, 9), kept on 6 phones.
+    write_policy(policy.path(), &wifi("Office-5G", "phones"));
+    let s = converge(&server, &mut devices, "narrowed", |s| {
+        let w = wifi_status(s);
+        w["verified"] == 6 && w["removing"] == 0 && w["targeted"] == 6
+    })
+    .await;
+    for (i, d) in devices.iter().enumerate() {
+        let is_phone = i % 5 <= 2;
+        assert_eq!(installed_ssid(d).is_some(), is_phone, "device {i}: {s:#}");
+    }
+
+    // A phone's user removes the profile: the next inventory (every second here) finds the
+    // drift and the profile is reinstalled.
+    devices[0].state.profiles.remove("dev.pomona.wifi");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while installed_ssid(&devices[0]).is_none() {
+        assert!(Instant::now() < deadline, "drift was not repaired");
+        let _ = devices[0].exchange().await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+
+    // An invalid change: refused, reported, and the previous revision keeps serving.
+    let before = status(&server).await["policy"]["revision"].clone();
+    std::fs::write(policy.path().join("broken.yaml"), "apiVersion: mdm.pomona.dev/v1alpha1\nkind: Profile\nmetadata: {name: broken}\nspec: {grups: []}\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let s = status(&server).await;
+        if !s["policy"]["last_error"].is_null() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "invalid policy was not reported: {s:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(refused["policy"]["revision"], before);
+    assert!(
+        refused["policy"]["last_error"][0]
+            .as_str()
+            .unwrap()
+            .contains("broken.yaml:4: error: Profile: unknown field `grups`"),
+        "{refused:#}"
+    );
+    assert_eq!(wifi_status(&refused)["targeted"], 6, "{refused:#}");
+    std::fs::remove_file(policy.path().join("broken.yaml")).unwrap();
+
+    // A phone that refuses everything ends Failed with its error, the others stay verified.
+    let mut stubborn = server.device(20); // index 20 → an iPhone
+    stubborn.faults = Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    };
+    stubborn.enroll().await.unwrap();
+    let stubborn_id = stubborn.udid().to_string();
+    devices.push(stubborn);
+    let s = converge(&server, &mut devices, "failure", |s| {
+        let w = wifi_status(s);
+        w["failed"] == 1 && w["verified"] == 6
+    })
+    .await;
+    let w = wifi_status(&s);
+    assert_eq!(w["verified"], 6, "{s:#}");
+    assert_eq!(w["failing_devices"][0]["device_id"], stubborn_id.as_str());
+    assert!(
+        w["failing_devices"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Injected failure"),
+        "{w:#}"
+    );
+
+    // Deleting the profile removes it from every device (removalPolicy Remove).
+    std::fs::remove_file(policy.path().join("wifi.yaml")).unwrap();
+    converge(&server, &mut devices, "deleted", |s| {
+        let w = wifi_status(s);
+        w.is_null() || (w["verified"] == 0 && w["removing"] == 0 && w["pending"] == 0)
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while devices.iter().any(|d| installed_ssid(d).is_some()) {
+        assert!(Instant::now() < deadline, "profile not removed everywhere");
+        for d in devices.iter_mut() {
+            let _ = d.exchange().await;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    server.stop().await;
+}
