@@ -306,11 +306,13 @@ impl Reconciler {
         let list_pending = in_flight.iter().any(|f| f.intent == Intent::ProfileList)
             || enqueue.iter().any(|(_, i)| *i == Intent::ProfileList);
         let interval = self.settings.inventory_interval_ms.max(1);
+        // With nothing declared and nothing managed there is nothing to verify: no traffic.
+        let nothing_to_manage = snapshot.profiles.is_empty() && result.managed.is_empty();
         let inventory_due = newest_report
             .as_ref()
             .map(|r| r.reported_at + interval)
             .unwrap_or(now);
-        if now >= inventory_due && !list_pending {
+        if now >= inventory_due && !list_pending && !nothing_to_manage {
             let bucket = (now / interval).to_string();
             let uuid = command_uuid(device_id, "profile-list", "", &bucket, 0);
             enqueue.push((
@@ -318,8 +320,11 @@ impl Reconciler {
                 Intent::ProfileList,
             ));
         }
-        let next_inventory =
-            inventory_due.max(now) + if now >= inventory_due { interval } else { 0 };
+        let next_inventory = if nothing_to_manage {
+            now + interval
+        } else {
+            inventory_due.max(now) + if now >= inventory_due { interval } else { 0 }
+        };
         let reported_changed = newest_report != state.reported;
         let nothing_changed = enqueue.is_empty()
             && result.cancel.is_empty()
