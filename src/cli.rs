@@ -151,3 +151,151 @@ pub fn validate(args: &ValidateArgs) -> u8 {
         }
     }
 }
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PlanArgs {
+    /// The candidate policy directory (e.g. a pull request's checkout).
+    pub dir: PathBuf,
+    /// Compare against the fleet in this database (sqlite://… or postgres://…).
+    #[arg(long, conflicts_with = "server")]
+    pub database: Option<String>,
+    /// Compare against a running server's fleet, through its admin API.
+    #[arg(long)]
+    pub server: Option<String>,
+    #[arg(long, default_value = "pomona-data/admin-token")]
+    pub admin_token_file: PathBuf,
+    #[arg(long)]
+    pub server_ca: Option<PathBuf>,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `pomona plan DIR`: exit 0 no change, 1 changes, 2 error (invalid policy, unreachable fleet).
+pub async fn plan(args: PlanArgs) -> u8 {
+    match plan_inner(&args).await {
+        Ok(preview) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&preview).unwrap_or_default()
+                );
+            } else {
+                print!("{}", preview.render());
+            }
+            u8::from(preview.has_changes())
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            2
+        }
+    }
+}
+
+async fn plan_inner(args: &PlanArgs) -> anyhow::Result<crate::reconcile::preview::PlanPreview> {
+    let snapshot = crate::policy::source::load_dir(&args.dir).map_err(|problems| {
+        anyhow::anyhow!(
+            "the policy is invalid:\n{}",
+            problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    if let Some(url) = &args.database {
+        let store = crate::store::open(url)
+            .await
+            .context("opening the fleet database")?;
+        return crate::reconcile::preview::preview(&*store, &snapshot).await;
+    }
+    let Some(server) = &args.server else {
+        anyhow::bail!("give --database URL or --server URL to compare with a fleet");
+    };
+    let connection = AdminConnection {
+        server: server.clone(),
+        admin_token_file: args.admin_token_file.clone(),
+        server_ca: args.server_ca.clone(),
+    };
+    let (client, token) = connection.client()?;
+    let files = crate::policy::source::read_files(&args.dir)?;
+    let response = client
+        .post(connection.url("/api/v1/plan"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "files": files }))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {server}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!(
+            "the server refused the plan (HTTP {status}): {}",
+            body["error"]
+        );
+    }
+    Ok(serde_json::from_value(body)?)
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub connection: AdminConnection,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `pomona status`: the policy revision and per-profile device counts, as a table.
+pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let (client, token) = args.connection.client()?;
+    let response = client
+        .get(args.connection.url("/api/v1/status"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {}", args.connection.server))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("HTTP {status}: {}", body["error"]);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
+    let policy = &body["policy"];
+    println!(
+        "policy revision: {}",
+        policy["revision"].as_str().unwrap_or("(none loaded)")
+    );
+    if let Some(errors) = policy["last_error"].as_array() {
+        println!("last change REFUSED (previous revision still serving):");
+        for e in errors {
+            println!("  {}", e.as_str().unwrap_or_default());
+        }
+    }
+    println!(
+        "{:<40} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "PROFILE", "TARGETED", "VERIFIED", "PENDING", "FAILED", "REMOVING"
+    );
+    for p in body["profiles"].as_array().into_iter().flatten() {
+        println!(
+            "{:<40} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            p["profile"].as_str().unwrap_or("?"),
+            p["targeted"],
+            p["verified"],
+            p["pending"],
+            p["failed"],
+            p["removing"]
+        );
+        for f in p["failing_devices"].as_array().into_iter().flatten() {
+            println!(
+                "    failed on {}: {}",
+                f["device_id"].as_str().unwrap_or("?"),
+                f["reason"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    Ok(())
+}

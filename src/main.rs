@@ -22,6 +22,10 @@ enum Command {
     EnrollProfile(pomona::cli::EnrollProfileArgs),
     /// Check a policy directory: exit 0 valid, 2 invalid; problems as file:line: message.
     Validate(pomona::cli::ValidateArgs),
+    /// What a policy directory would change on the fleet: exit 0 none, 1 changes, 2 error.
+    Plan(pomona::cli::PlanArgs),
+    /// Policy revision and per-profile device counts of a running server.
+    Status(pomona::cli::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +49,14 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Validate(_) => unreachable!("handled above"),
+        Command::Plan(args) => ExitCode::from(runtime.block_on(pomona::cli::plan(args))),
+        Command::Status(args) => match runtime.block_on(pomona::cli::status(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Serve(args) => {
             let config = match args.resolve() {
                 Ok(c) => c,

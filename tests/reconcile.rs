@@ -231,3 +231,86 @@ async fn declared_profiles_converge_change_narrow_repair_and_fail_cleanly() {
     }
     server.stop().await;
 }
+
+fn run_cli(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pomona"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_and_status_show_what_a_change_would_do_and_where_the_fleet_stands() {
+    let policy = tempfile::tempdir().unwrap();
+    write_policy(policy.path(), &wifi("Office", "everyone"));
+    let dir = policy.path().to_path_buf();
+    let server = TestServer::start_with(move |a| a.policy_dir = Some(dir)).await;
+    let mut devices = Vec::new();
+    for i in 0..5 {
+        devices.push(server.enrolled_device(i).await);
+    }
+    converge(&server, &mut devices, "install", |s| {
+        wifi_status(s)["verified"] == 5
+    })
+    .await;
+
+    let token = server.data_dir.join("admin-token");
+    let ca = server.data_dir.join("tls/ca.pem");
+    let connection = [
+        "--server",
+        &server.base_url,
+        "--admin-token-file",
+        token.to_str().unwrap(),
+        "--server-ca",
+        ca.to_str().unwrap(),
+    ];
+
+    // The live policy again: nothing to do (exit 0).
+    let same = policy.path().to_str().unwrap();
+    let (code, out) = run_cli(&[&["plan", same][..], &connection[..]].concat());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("no changes"), "{out}");
+
+    // A pull request narrowing the group to phones: removal from the iPad and the Mac (exit 1),
+    // through the API and directly against the database.
+    let candidate = tempfile::tempdir().unwrap();
+    write_policy(candidate.path(), &wifi("Office", "phones"));
+    let candidate = candidate.path().to_str().unwrap().to_string();
+    let (code, out) = run_cli(&[&["plan", candidate.as_str()][..], &connection[..]].concat());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("Profile/wifi") && out.contains("remove from      2"), "{out}");
+    let db = format!("sqlite://{}", server.data_dir.join("pomona.db").display());
+    let (code, out) = run_cli(&["plan", candidate.as_str(), "--database", &db, "--json"]);
+    assert_eq!(code, 1, "{out}");
+    let json: Value = serde_json::from_str(&out).expect("JSON plan");
+    assert_eq!(json["devices"], 5);
+    assert_eq!(json["changes"][0]["remove"], 2);
+
+    // An invalid candidate: exit 2 with the located problem.
+    std::fs::write(
+        Path::new(&candidate).join("wifi.yaml"),
+        "apiVersion: mdm.pomona.dev/v1alpha1\nkind: Profile\nmetadata: {name: wifi}\nspec: {groups: [nope], mobileconfig: x}\n",
+    )
+    .unwrap();
+    let (code, out) = run_cli(&[&["plan", candidate.as_str()][..], &connection[..]].concat());
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("wifi.yaml:1: error: Profile/wifi"), "{out}");
+
+    let (code, out) = run_cli(&[&["status"][..], &connection[..]].concat());
+    assert_eq!(code, 0, "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("Profile/wifi"))
+        .unwrap_or_else(|| panic!("no wifi row in {out}"));
+    let numbers: Vec<&str> = row.split_whitespace().skip(1).collect();
+    assert_eq!(numbers, ["5", "5", "0", "0", "0"], "{out}");
+    server.stop().await;
+}

@@ -75,3 +75,73 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>, problems: 
         }
     }
 }
+
+/// Every regular file under a policy directory (relative path → UTF-8 text), for sending a
+/// candidate policy to a server (`pomona plan --server`). At most 16 MiB in total.
+pub fn read_files(root: &Path) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        out: &mut std::collections::BTreeMap<String, String>,
+        total: &mut usize,
+    ) -> anyhow::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let hidden = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
+            if hidden {
+                continue;
+            }
+            if path.is_dir() {
+                walk(root, &path, out, total)?;
+            } else {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                *total += text.len();
+                anyhow::ensure!(
+                    *total <= 16 << 20,
+                    "the policy directory is larger than 16 MiB"
+                );
+                let relative = path
+                    .strip_prefix(root)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .to_string();
+                out.insert(relative, text);
+            }
+        }
+        Ok(())
+    }
+    let mut out = std::collections::BTreeMap::new();
+    let mut total = 0;
+    walk(root, root, &mut out, &mut total)?;
+    Ok(out)
+}
+
+/// Writes files received from `read_files` under `root` (a fresh directory), refusing paths
+/// that would escape it.
+pub fn write_files(
+    root: &Path,
+    files: &std::collections::BTreeMap<String, String>,
+) -> Result<(), String> {
+    for (relative, text) in files {
+        let path = Path::new(relative);
+        let escapes = path.is_absolute()
+            || path
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)));
+        if escapes {
+            return Err(format!(
+                "file path {relative:?} must be relative and stay inside the policy"
+            ));
+        }
+        let target = root.join(path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{relative}: {e}"))?;
+        }
+        std::fs::write(&target, text).map_err(|e| format!("{relative}: {e}"))?;
+    }
+    Ok(())
+}

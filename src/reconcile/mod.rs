@@ -6,4 +6,5 @@ pub mod driver;
 pub mod plan;
 #[cfg(test)]
 mod plan_tests;
+pub mod preview;
 pub mod reported;

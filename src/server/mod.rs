@@ -92,6 +92,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/devices/{id}/revoke", post(admin::revoke_device))
         .route("/enrollment-tokens", post(enroll::create_enrollment_token))
         .route("/status", get(status::status))
+        .route("/plan", post(status::plan))
         .route(
             "/devices/{id}/commands",
             post(admin::enqueue_command).get(admin::list_commands),

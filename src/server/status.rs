@@ -69,3 +69,63 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Response {
     }))
     .into_response()
 }
+
+#[derive(serde::Deserialize)]
+pub struct PlanRequest {
+    files: std::collections::BTreeMap<String, String>,
+}
+
+/// `POST /api/v1/plan`: a candidate policy (its files) compared with the live fleet.
+pub async fn plan(State(state): State<Arc<AppState>>, body: axum::body::Body) -> Response {
+    use super::admin::error;
+    use axum::http::StatusCode;
+    let raw = match super::body::read(&state, body).await {
+        Ok(raw) => raw,
+        Err((status, reason)) => return error(status, reason),
+    };
+    let request: PlanRequest = match serde_json::from_slice(&raw) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"files\": {{path: text}}}}: {e}"),
+            )
+        }
+    };
+    let dir = match tempfile_dir() {
+        Ok(d) => d,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let root = dir.join("policies");
+    let loaded = crate::policy::source::write_files(&root, &request.files)
+        .map_err(|e| vec![e])
+        .and_then(|()| {
+            crate::policy::source::load_dir(&root)
+                .map_err(|problems| problems.iter().map(|p| p.to_string()).collect())
+        });
+    let _ = std::fs::remove_dir_all(&dir);
+    let snapshot = match loaded {
+        Ok(s) => s,
+        Err(problems) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({"error": "the policy is invalid", "problems": problems})),
+            )
+                .into_response()
+        }
+    };
+    match crate::reconcile::preview::preview(&*state.store, &snapshot).await {
+        Ok(preview) => Json(preview).into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot read the fleet: {e}"),
+        ),
+    }
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("pomona-plan-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    Ok(dir)
+}
