@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod protocol;
+pub mod push;
 pub mod server;
 pub mod sim;
 pub mod store;
@@ -51,8 +52,17 @@ pub async fn serve_on(
     if let Some(ca) = &prepared.generated_ca {
         tracing::info!(ca = %ca.display(), "HTTPS uses a generated certificate; clients must trust this CA");
     }
+    let push = push::Push::new(store.clone(), &config.push).context("setting up APNs push")?;
+    push.report_at_start().await;
     let state = server::AppState::new(store, prepared.admin_token, config.limits);
-    server::run(listener, prepared.tls, state, shutdown).await
+    let _ = state.push.set(push.clone());
+    let scheduler = push.spawn_scheduler();
+    let served = server::run(listener, prepared.tls, state, shutdown).await;
+    if let Some(task) = scheduler {
+        // Pending pushes are in the store; the next start picks them up.
+        task.abort();
+    }
+    served
 }
 
 fn report_policy_dir(config: &config::ServeConfig) {

@@ -1,4 +1,5 @@
-//! The `pomona` command: `serve` runs the server, `sim` runs a simulated fleet against one.
+//! The `pomona` command: `serve` runs the server, `sim` runs a simulated fleet against one,
+//! `push` asks a server to push one device.
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -16,6 +17,8 @@ enum Command {
     Serve(pomona::config::ServeArgs),
     /// Run simulated devices against a server, speaking the real device protocol.
     Sim(pomona::sim::SimArgs),
+    /// Ask a running server to push one device through APNs now.
+    Push(pomona::push::cli::PushArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +54,14 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Push(args) => match runtime.block_on(pomona::push::cli::run(args)) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Sim(args) => match runtime.block_on(pomona::sim::run_cli(args)) {
             Ok(summary) if summary.failed_devices == 0 => ExitCode::SUCCESS,
             Ok(_) => ExitCode::from(1),

@@ -28,6 +28,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub last_seen: Arc<LastSeen>,
     sessions: sessions::NotNowSessions,
+    /// APNs push, set once at start (admin API: wake after enqueue, push now).
+    pub push: std::sync::OnceLock<Arc<crate::push::Push>>,
 }
 
 impl AppState {
@@ -39,6 +41,7 @@ impl AppState {
             limits,
             metrics: Metrics::default(),
             sessions: sessions::NotNowSessions::default(),
+            push: std::sync::OnceLock::new(),
         })
     }
 }
@@ -51,6 +54,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/devices/{id}/commands",
             post(admin::enqueue_command).get(admin::list_commands),
         )
+        .route("/devices/{id}/push", post(admin::push_device))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             admin::require_token,

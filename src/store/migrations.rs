@@ -3,7 +3,11 @@
 
 /// Versioned migrations: (version, SQLite text, PostgreSQL text). Append only; never edit one
 /// that has shipped.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(1, V1_SQLITE, V1_POSTGRES)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, V1_SQLITE, V1_POSTGRES),
+    // Version 2 is reserved for the device identity tables.
+    (3, V3_PUSH, V3_PUSH),
+];
 
 const V1_SQLITE: &str = r#"
 CREATE TABLE enrollments (
@@ -109,4 +113,21 @@ CREATE TABLE command_results (
     raw BYTEA NOT NULL,
     received_at BIGINT NOT NULL
 );
+"#;
+
+/// Push scheduling (issue 4): one row per device that was ever asked to be woken. The scheduler
+/// reads due rows through the partial index on `next_push_at`, so its cost follows the number of
+/// pending pushes, not the fleet. Same text for both databases.
+const V3_PUSH: &str = r#"
+CREATE TABLE push_state (
+    enrollment_id TEXT PRIMARY KEY REFERENCES enrollments (id),
+    next_push_at BIGINT,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    failures BIGINT NOT NULL DEFAULT 0,
+    last_push_at BIGINT,
+    last_result TEXT,
+    last_result_at BIGINT,
+    token_invalid_at BIGINT
+);
+CREATE INDEX push_state_due ON push_state (next_push_at) WHERE next_push_at IS NOT NULL;
 "#;
