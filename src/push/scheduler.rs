@@ -322,7 +322,7 @@ mod tests {
     #[test]
     fn backoff_follows_the_schedule_then_repeats_the_daily_cap() {
         let s = ScheduleSettings::default();
-        let minutes = |n| Duration::from_secs(n * 60);
+        let minutes = |n: u64| Duration::from_secs(n * 60);
         assert_eq!(s.backoff_after(1), minutes(1));
         assert_eq!(s.backoff_after(2), minutes(5));
         assert_eq!(s.backoff_after(3), minutes(30));

@@ -5,6 +5,7 @@
 
 pub mod behaviour;
 pub mod device;
+pub mod wake;
 
 use anyhow::Context as _;
 use behaviour::{Hardware, Platform};
