@@ -123,7 +123,7 @@ impl ApnsResponse {
 struct Connection {
     sender: http2::SendRequest<Full<Bytes>>,
     /// Finishes when the connection ends, with the reason if it failed.
-    ended: tokio::task::JoinHandle<Option<String>>,
+    ended: tokio::task::JoinHandle<Option<PushError>>,
 }
 
 /// The APNs HTTP/2 client. Cheap to share behind an `Arc`.
@@ -317,7 +317,7 @@ impl ApnsClient {
                 Err(e) => {
                     let error = classify(&base_url, &e);
                     tracing::warn!(error = %error, "APNs connection ended");
-                    Some(error.to_string())
+                    Some(error)
                 }
             }
         });
@@ -337,7 +337,7 @@ impl ApnsClient {
             if let Ok(Ok(Some(reason))) =
                 tokio::time::timeout(Duration::from_secs(1), connection.ended).await
             {
-                return reclassify(&self.base_url, reason);
+                return reason;
             }
         }
         request_failure
@@ -380,30 +380,37 @@ fn classify(endpoint: &str, error: &(dyn std::error::Error + 'static)) -> PushEr
             endpoint,
             detail: format!("TLS: {other}"),
         },
-        None => PushError::Connection {
-            endpoint,
-            detail: chain(error),
-        },
+        // h2 keeps I/O errors in a form that cannot be downcast: recognise the alert by name.
+        None => {
+            let detail = chain(error);
+            match alert_named_in(&detail) {
+                Some(alert) => PushError::CertificateRejected {
+                    endpoint,
+                    detail: format!("TLS alert {alert}"),
+                },
+                None => PushError::Connection { endpoint, detail },
+            }
+        }
     }
 }
 
-/// The connection task can only hand its reason over as text; keep its category.
-fn reclassify(endpoint: &str, reason: String) -> PushError {
-    if reason.contains("rejected the push certificate") {
-        let detail = reason
-            .split_once('(')
-            .and_then(|(_, rest)| rest.split_once(')'))
-            .map(|(d, _)| d.to_string())
-            .unwrap_or(reason);
-        return PushError::CertificateRejected {
-            endpoint: endpoint.to_string(),
-            detail,
-        };
-    }
-    PushError::Connection {
-        endpoint: endpoint.to_string(),
-        detail: reason,
-    }
+/// The certificate-related TLS alert a rustls error message names, if any.
+fn alert_named_in(text: &str) -> Option<&'static str> {
+    const ALERTS: &[&str] = &[
+        "BadCertificate",
+        "UnknownCA",
+        "CertificateRequired",
+        "CertificateUnknown",
+        "CertificateRevoked",
+        "CertificateExpired",
+        "UnsupportedCertificate",
+        "AccessDenied",
+    ];
+    let after = text.split("received fatal alert: ").nth(1)?;
+    ALERTS
+        .iter()
+        .copied()
+        .find(|alert| after.starts_with(alert))
 }
 
 fn certificate_alert(alert: &rustls::AlertDescription) -> bool {
@@ -498,6 +505,16 @@ mod tests {
             answer(410, Some("Unregistered")).summary(),
             "410 Unregistered"
         );
+    }
+
+    #[test]
+    fn certificate_alerts_are_recognised_in_messages() {
+        assert_eq!(
+            alert_named_in("connection error: received fatal alert: UnknownCA"),
+            Some("UnknownCA")
+        );
+        assert_eq!(alert_named_in("received fatal alert: DecodeError"), None);
+        assert_eq!(alert_named_in("connection refused"), None);
     }
 
     #[test]

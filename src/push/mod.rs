@@ -166,11 +166,14 @@ impl Push {
                 ))
             }
         };
+        let mut schedule = settings.schedule.clone();
+        // A claimed push must outlive the time one push may take, with margin.
+        schedule.lease = settings.timeout.saturating_mul(2) + Duration::from_secs(1);
         Ok(Arc::new(Self {
             store,
             client,
             certificate,
-            schedule: settings.schedule.clone(),
+            schedule,
             wake: Notify::new(),
             metrics: PushMetrics::default(),
             breaker: Mutex::new(Breaker::default()),

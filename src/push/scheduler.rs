@@ -34,6 +34,9 @@ pub struct ScheduleSettings {
     pub batch: i64,
     /// Consecutive failures (across devices) that open the circuit breaker.
     pub breaker_threshold: u32,
+    /// How long a claimed push is reserved for the process that claimed it; if that process
+    /// dies, the push is due again after this. Longer than one push may take.
+    pub lease: Duration,
 }
 
 impl Default for ScheduleSettings {
@@ -49,6 +52,7 @@ impl Default for ScheduleSettings {
             poll_interval: Duration::from_secs(1),
             batch: 500,
             breaker_threshold: 20,
+            lease: Duration::from_secs(60),
         }
     }
 }
@@ -162,8 +166,7 @@ impl Push {
         let mut handled = 0;
         loop {
             let now = crate::store::now_millis();
-            // The lease outlives the client's timeout: a crash leaves the row due again.
-            let lease = now + (self.schedule.retry_max.as_millis() as i64).max(60_000);
+            let lease = now + self.schedule.lease.as_millis() as i64;
             let due = self
                 .store
                 .claim_due_pushes(now, lease, self.schedule.batch)

@@ -252,7 +252,7 @@ impl FakeApns {
         args.push_retry_base = Some("100ms".into());
         args.push_retry_max = Some("400ms".into());
         args.push_backoff = Some("1h".into());
-        args.push_timeout = Some("5s".into());
+        args.push_timeout = Some("2s".into());
     }
 
     /// The wake-up signal for the device with this token (created on first use).
