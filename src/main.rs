@@ -14,7 +14,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the MDM server (HTTPS). With no flags: SQLite in ./pomona-data, policies from ./policies.
-    Serve(pomona::config::ServeArgs),
+    Serve(Box<pomona::config::ServeArgs>),
     /// Run simulated devices against a server, speaking the real device protocol.
     Sim(pomona::sim::SimArgs),
     /// Ask a running server to push one device through APNs now.
