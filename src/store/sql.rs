@@ -348,11 +348,19 @@ macro_rules! impl_sql_store {
                     query = query.bind(uuid);
                 }
                 let row = query.fetch_optional(&self.pool).await?;
-                // The device answered: its push backoff starts over. Writes only while in backoff.
-                sqlx::query("UPDATE push_state SET attempts = 0 WHERE enrollment_id = $1 AND attempts > 0")
+                // The device answered: its push backoff starts over. Read first, so that the
+                // common case (not in backoff) takes no write lock.
+                let in_backoff = sqlx::query("SELECT 1 AS one FROM push_state WHERE enrollment_id = $1 AND attempts > 0")
                     .bind(device_id)
-                    .execute(&self.pool)
-                    .await?;
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .is_some();
+                if in_backoff {
+                    sqlx::query("UPDATE push_state SET attempts = 0 WHERE enrollment_id = $1")
+                        .bind(device_id)
+                        .execute(&self.pool)
+                        .await?;
+                }
                 Ok(match row {
                     Some(row) => Some(QueuedCommand {
                         uuid: row.try_get("uuid")?,
