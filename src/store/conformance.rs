@@ -252,16 +252,20 @@ async fn due_pushes_are_leased(s: Arc<dyn Store>) -> CaseResult {
     // Nothing recorded (a crash): due again when the lease ends, together with D2.
     let after = ok(s.claim_due_pushes(50_000, 90_000, 10).await, "claim")?;
     check!(after.len() == 2, "after the lease both are due: {after:?}");
-    // A wake requested while a push is out is kept when the outcome is recorded.
+    // A wake requested while a push is out is covered by it: one push, then the backoff.
     ok(s.request_push("D2", 60_000).await, "request")?;
+    check!(
+        push_status_of(&*s, "D2").await?.next_push_at == Some(90_000),
+        "a push being sent must not be repeated for a request it covers"
+    );
     ok(
         s.record_push(&accepted("D2", 55_000, 90_000, 1, 3_655_000))
             .await,
         "record",
     )?;
     check!(
-        push_status_of(&*s, "D2").await?.next_push_at == Some(60_000),
-        "the newer wake-up was lost"
+        push_status_of(&*s, "D2").await?.next_push_at == Some(3_655_000),
+        "backoff not set after the push"
     );
     // Batches respect the limit.
     ok(s.request_push("D1", 1).await, "request")?;

@@ -127,7 +127,8 @@ CREATE TABLE push_state (
     last_push_at BIGINT,
     last_result TEXT,
     last_result_at BIGINT,
-    token_invalid_at BIGINT
+    token_invalid_at BIGINT,
+    claimed_until BIGINT
 );
 CREATE INDEX push_state_due ON push_state (next_push_at) WHERE next_push_at IS NOT NULL;
 "#;

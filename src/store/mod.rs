@@ -124,7 +124,8 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_depth(&self) -> StoreResult<i64>;
 
     /// Asks for a push to the device at `at`. Pending pushes coalesce: an earlier pending time
-    /// is kept, and a device in backoff (pushed, not answered since) keeps its backoff time.
+    /// is kept, a push being sent covers the request, and a device in backoff (pushed, not
+    /// answered since) keeps its backoff time.
     /// NotFound for an unknown device.
     async fn request_push(&self, device_id: &str, at: i64) -> StoreResult<()>;
     /// Claims up to `limit` pushes due at `now`, oldest first, moving them to `claimed_until` so

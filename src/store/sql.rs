@@ -450,6 +450,7 @@ macro_rules! impl_sql_store {
                      ON CONFLICT (enrollment_id) DO UPDATE SET next_push_at = CASE \
                        WHEN push_state.next_push_at IS NULL THEN excluded.next_push_at \
                        WHEN push_state.next_push_at <= excluded.next_push_at THEN push_state.next_push_at \
+                       WHEN push_state.claimed_until >= excluded.next_push_at THEN push_state.next_push_at \
                        WHEN push_state.attempts = 0 THEN excluded.next_push_at \
                        WHEN EXISTS (SELECT 1 FROM enrollments e WHERE e.id = push_state.enrollment_id \
                          AND e.last_seen_at >= push_state.last_push_at) THEN excluded.next_push_at \
@@ -471,7 +472,7 @@ macro_rules! impl_sql_store {
                 // PostgreSQL replicas skip each other's rows; SQLite serialises writers anyway.
                 let lock = if $backend == "postgres" { " FOR UPDATE SKIP LOCKED" } else { "" };
                 let claimed: Vec<String> = sqlx::query(&format!(
-                    "UPDATE push_state SET next_push_at = $2 WHERE enrollment_id IN \
+                    "UPDATE push_state SET next_push_at = $2, claimed_until = $2 WHERE enrollment_id IN \
                      (SELECT enrollment_id FROM push_state WHERE next_push_at <= $1 \
                       ORDER BY next_push_at LIMIT $3{lock}) RETURNING enrollment_id"
                 ))
@@ -537,7 +538,7 @@ macro_rules! impl_sql_store {
                            last_result = COALESCE($4, last_result), \
                            last_result_at = CASE WHEN $4 IS NULL THEN last_result_at ELSE $2 END, \
                            token_invalid_at = CASE WHEN $5 THEN $2 ELSE token_invalid_at END, \
-                           attempts = $6, failures = $7, \
+                           attempts = $6, failures = $7, claimed_until = NULL, \
                            next_push_at = CASE WHEN $5 THEN NULL \
                              WHEN next_push_at IS NOT NULL AND next_push_at < $8 THEN next_push_at \
                              ELSE $9 END \
