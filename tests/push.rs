@@ -493,3 +493,38 @@ fn a_key_that_does_not_match_the_certificate_is_refused() {
     let missing = PushCertificate::from_pem_files(&pki.path("nope.pem"), None).unwrap_err();
     assert!(missing.to_string().contains("nope.pem"), "{missing}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_only_answers_not_now_keeps_backing_off() {
+    let Setup { apns, server, .. } = setup(|_, _, args| {
+        args.push_backoff = Some("200ms,400ms,1h".into());
+    })
+    .await;
+    let mut device = server.enrolled_device(0).await;
+    device.faults.not_now_rate = 1.0;
+    let udid = device.udid().to_string();
+    let token = device.push_token().to_vec();
+    let (task, stop) = wake_on_push(&apns, device);
+    let profile = support::b64(&support::profile("com.example.wifi", "Wi-Fi"));
+    let uuid = server
+        .queue(&udid, json!({"type": "InstallProfile", "payload": profile}))
+        .await;
+    let view = eventually("the backoff reaches its last step", PATIENCE, || async {
+        let view = push_view(&server, &udid).await;
+        (view["attempts_since_seen"] == 3).then_some(view)
+    })
+    .await;
+    let wait = millis(&view["next_push_at"]) - millis(&view["last_push_at"]);
+    assert!(wait >= 30 * 60 * 1000, "next push after {wait} ms: {view}");
+    assert_eq!(apns.accepted_for(&token), 3);
+    stop.send(true).unwrap();
+    let (_, stats) = task.await.unwrap();
+    assert!(
+        stats.wakes >= 3,
+        "the device answered every push: {stats:?}"
+    );
+    let command = server.command(&udid, &uuid).await;
+    assert_eq!(command["status"], "queued");
+    assert!(command["not_now_count"].as_i64().unwrap() >= 3, "{command}");
+    server.stop().await;
+}

@@ -4,7 +4,8 @@
 //! back what comes next:
 //!
 //! - accepted → the next push only if the device stays silent, after 1 min, 5 min, 30 min, 2 h,
-//!   then daily (configurable); a device that connects starts over;
+//!   then daily (configurable); a device that connects and drains its queue starts over, one
+//!   that only answers NotNow keeps backing off;
 //! - 410 Unregistered / BadDeviceToken → token invalid, no pushes until a new TokenUpdate;
 //! - 429, 5xx, connection failures → retried after a jittered exponential delay, and when APNs
 //!   fails for many devices in a row a circuit breaker pauses all pushes for a while;
@@ -215,10 +216,15 @@ impl Push {
             };
             return self.record(&due, now, false, None, false, later).await;
         }
-        // A device seen since the last push answered it, even if the last-seen batch arrived
-        // after its connect reset.
+        // A device seen since the last push answered it (its connect may have come before the
+        // push was recorded). With new work its backoff starts over; with only commands it
+        // deferred (NotNow) the backoff goes on, so a busy device is not pushed every minute.
         let answered = matches!((due.last_seen_at, due.last_push_at), (Some(seen), Some(pushed)) if seen >= pushed);
-        let attempts = if answered { 0 } else { due.attempts };
+        let attempts = if answered && due.has_commands_queued_since_seen {
+            0
+        } else {
+            due.attempts
+        };
         let client = self
             .client
             .as_ref()

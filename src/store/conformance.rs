@@ -189,6 +189,10 @@ async fn push_requests_coalesce(s: Arc<dyn Store>) -> CaseResult {
         due[0].has_queued_commands,
         "the device has a queued command"
     );
+    check!(
+        due[0].has_commands_queued_since_seen,
+        "the command is newer than the device's last contact"
+    );
     let creds = due[0]
         .credentials
         .clone()
@@ -219,11 +223,40 @@ async fn push_requests_coalesce(s: Arc<dyn Store>) -> CaseResult {
         "backoff must be kept for a silent device"
     );
 
-    // The device connects: its backoff starts over and a new request is honoured.
-    ok(s.next_command("D1", &[], 7000).await, "next_command")?;
+    // The device connects but defers its command (NotNow): the backoff goes on.
+    let c1 =
+        ok(s.next_command("D1", &[], 7000).await, "next_command")?.ok_or("C1 not handed out")?;
+    ok(
+        s.record_report("D1", &report(&c1.uuid, ReportStatus::NotNow, b"x"), 7001)
+            .await,
+        "report",
+    )?;
+    ok(
+        s.next_command("D1", &[c1.uuid.clone()], 7002).await,
+        "next_command",
+    )?;
+    check!(
+        push_status_of(&*s, "D1").await?.attempts == 1,
+        "a device that only deferred its commands must keep its backoff"
+    );
+    // The device drains its queue: its backoff starts over and a new request is honoured.
+    ok(s.next_command("D1", &[], 7100).await, "next_command")?;
+    ok(
+        s.record_report(
+            "D1",
+            &report(&c1.uuid, ReportStatus::Acknowledged, b"x"),
+            7101,
+        )
+        .await,
+        "report",
+    )?;
+    check!(
+        ok(s.next_command("D1", &[], 7102).await, "next_command")?.is_none(),
+        "queue should be empty"
+    );
     check!(
         push_status_of(&*s, "D1").await?.attempts == 0,
-        "connecting must reset attempts"
+        "draining the queue must reset attempts"
     );
     ok(s.request_push("D1", 8000).await, "request")?;
     check!(

@@ -243,6 +243,9 @@ pub struct DuePush {
     /// None when the device cannot be pushed: not enrolled, no TokenUpdate yet, or token invalid.
     pub credentials: Option<PushCredentials>,
     pub has_queued_commands: bool,
+    /// Some queued command is newer than the device's last contact (fresh work, not only
+    /// commands it deferred with NotNow).
+    pub has_commands_queued_since_seen: bool,
 }
 
 /// The schedule the scheduler decided after handling a claimed push.

@@ -348,13 +348,16 @@ macro_rules! impl_sql_store {
                     query = query.bind(uuid);
                 }
                 let row = query.fetch_optional(&self.pool).await?;
-                // The device answered: its push backoff starts over. Read first, so that the
-                // common case (not in backoff) takes no write lock.
-                let in_backoff = sqlx::query("SELECT 1 AS one FROM push_state WHERE enrollment_id = $1 AND attempts > 0")
-                    .bind(device_id)
-                    .fetch_optional(&self.pool)
-                    .await?
-                    .is_some();
+                // The device drained its queue: its push backoff starts over. Not when it only
+                // deferred commands (NotNow): those keep backing off instead of being pushed
+                // again every minute. Read first, so the common case takes no write lock.
+                let drained = row.is_none() && skip.is_empty();
+                let in_backoff = drained
+                    && sqlx::query("SELECT 1 AS one FROM push_state WHERE enrollment_id = $1 AND attempts > 0")
+                        .bind(device_id)
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .is_some();
                 if in_backoff {
                     sqlx::query("UPDATE push_state SET attempts = 0 WHERE enrollment_id = $1")
                         .bind(device_id)
@@ -492,7 +495,9 @@ macro_rules! impl_sql_store {
                     "SELECT p.enrollment_id, p.attempts, p.failures, p.last_push_at, p.token_invalid_at, \
                        e.state, e.topic, e.push_token, e.push_magic, e.last_seen_at, \
                        EXISTS (SELECT 1 FROM commands c WHERE c.enrollment_id = p.enrollment_id \
-                         AND c.status = 'queued') AS has_queued \
+                         AND c.status = 'queued') AS has_queued, \
+                       EXISTS (SELECT 1 FROM commands c WHERE c.enrollment_id = p.enrollment_id \
+                         AND c.status = 'queued' AND c.created_at > COALESCE(e.last_seen_at, 0)) AS has_new \
                      FROM push_state p JOIN enrollments e ON e.id = p.enrollment_id \
                      WHERE p.enrollment_id IN ({})",
                     placeholders(1, claimed.len())
@@ -524,6 +529,7 @@ macro_rules! impl_sql_store {
                         last_seen_at: row.try_get("last_seen_at")?,
                         credentials,
                         has_queued_commands: row.try_get("has_queued")?,
+                        has_commands_queued_since_seen: row.try_get("has_new")?,
                     });
                 }
                 Ok(due)
