@@ -232,7 +232,8 @@ async fn push_requests_coalesce(s: Arc<dyn Store>) -> CaseResult {
         "report",
     )?;
     ok(
-        s.next_command("D1", std::slice::from_ref(&c1.uuid), 7002).await,
+        s.next_command("D1", std::slice::from_ref(&c1.uuid), 7002)
+            .await,
         "next_command",
     )?;
     check!(
