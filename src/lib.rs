@@ -9,6 +9,7 @@ pub mod config;
 pub mod pki;
 pub mod policy;
 pub mod protocol;
+pub mod push;
 pub mod reconcile;
 pub mod server;
 pub mod sim;
@@ -62,13 +63,15 @@ pub async fn serve_on(
         ),
         None => None,
     };
+    let push = push::Push::new(store.clone(), &config.push).context("setting up APNs push")?;
+    push.report_at_start().await;
     let identity = server::IdentitySettings {
         device_ca: prepared.device_ca.clone(),
         policy: config.identity.clone(),
         enrollment: config.enrollment.clone(),
         public_url: config.public_url.clone(),
         tls_root_der,
-        push_topic: None,
+        push_topic: push.topic().map(str::to_string),
         profile_signer: prepared.profile_signer.clone(),
     };
     if identity.push_topic.is_none() {
@@ -79,6 +82,19 @@ pub async fn serve_on(
         );
     }
     let reconciler = reconcile::driver::Reconciler::new(store.clone(), config.plan);
+    {
+        // Queued commands wake their device through the (persisted) push schedule.
+        let push = push.clone();
+        reconciler.set_wake(std::sync::Arc::new(move |device_id: &str| {
+            let push = push.clone();
+            let device_id = device_id.to_string();
+            tokio::spawn(async move {
+                if let Err(e) = push.wake(&device_id).await {
+                    tracing::warn!(device = %device_id, error = %e, "could not schedule a push");
+                }
+            });
+        }));
+    }
     let devices = reconciler
         .load_devices()
         .await
@@ -97,9 +113,15 @@ pub async fn serve_on(
         identity,
         reconciler,
     );
+    let _ = state.push.set(push.clone());
+    let scheduler = push.spawn_scheduler();
     let served = server::run(listener, prepared.tls, state, shutdown).await;
     watcher.abort();
     driver.abort();
+    if let Some(task) = scheduler {
+        // Pending pushes are in the store; the next start picks them up.
+        task.abort();
+    }
     served
 }
 

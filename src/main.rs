@@ -1,5 +1,6 @@
 //! The `pomona` command: `serve` runs the server, `sim` runs a simulated fleet against one,
-//! `enroll-profile` hands out enrollment profiles.
+//! `enroll-profile` hands out enrollment profiles, `validate`/`plan`/`status` serve policy
+//! authors, `push` asks a server to push one device.
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ enum Command {
     Plan(pomona::cli::PlanArgs),
     /// Policy revision and per-profile device counts of a running server.
     Status(pomona::cli::StatusArgs),
+    /// Ask a running server to push one device through APNs now.
+    Push(pomona::push::cli::PushArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +78,14 @@ fn main() -> ExitCode {
         }
         Command::EnrollProfile(args) => match runtime.block_on(pomona::cli::enroll_profile(args)) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Push(args) => match runtime.block_on(pomona::push::cli::run(args)) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
             Err(e) => {
                 eprintln!("error: {e:#}");
                 ExitCode::from(1)

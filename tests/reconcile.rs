@@ -286,7 +286,10 @@ async fn plan_and_status_show_what_a_change_would_do_and_where_the_fleet_stands(
     let candidate = candidate.path().to_str().unwrap().to_string();
     let (code, out) = run_cli(&[&["plan", candidate.as_str()][..], &connection[..]].concat());
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("Profile/wifi") && out.contains("remove from      2"), "{out}");
+    assert!(
+        out.contains("Profile/wifi") && out.contains("remove from      2"),
+        "{out}"
+    );
     let db = format!("sqlite://{}", server.data_dir.join("pomona.db").display());
     let (code, out) = run_cli(&["plan", candidate.as_str(), "--database", &db, "--json"]);
     assert_eq!(code, 1, "{out}");

@@ -99,6 +99,45 @@ pub struct ServeArgs {
     /// (default 14400, four hours).
     #[arg(long, env = "POMONA_INVENTORY_INTERVAL_SECS")]
     pub inventory_interval_secs: Option<u64>,
+    /// MDM push certificate, PEM (from the Apple Push Certificates Portal). Enables APNs push.
+    #[arg(long, env = "POMONA_PUSH_CERT")]
+    pub push_cert: Option<PathBuf>,
+    /// PEM private key of --push-cert (default: looked for in the --push-cert file).
+    #[arg(long, env = "POMONA_PUSH_KEY")]
+    pub push_key: Option<PathBuf>,
+    /// MDM push certificate and key as PKCS#12 (instead of --push-cert).
+    #[arg(long, env = "POMONA_PUSH_P12")]
+    pub push_p12: Option<PathBuf>,
+    /// File holding the --push-p12 password.
+    #[arg(long, env = "POMONA_PUSH_P12_PASSWORD_FILE")]
+    pub push_p12_password_file: Option<PathBuf>,
+    /// APNs endpoint: production (default), sandbox, or an https:// URL (tests, proxies).
+    #[arg(long, env = "POMONA_PUSH_ENDPOINT")]
+    pub push_endpoint: Option<String>,
+    /// Extra PEM CA certificate(s) trusted for the APNs endpoint (test servers, proxies).
+    #[arg(long, env = "POMONA_PUSH_CA")]
+    pub push_ca: Option<PathBuf>,
+    /// Enqueues within this window become one push (default 1s).
+    #[arg(long, env = "POMONA_PUSH_COALESCE")]
+    pub push_coalesce: Option<String>,
+    /// Re-push delays for a device that does not answer, the last repeating (default 1m,5m,30m,2h,24h).
+    #[arg(long, env = "POMONA_PUSH_BACKOFF")]
+    pub push_backoff: Option<String>,
+    /// First retry delay after APNs failed (429, 5xx, no connection); doubles (default 5s).
+    #[arg(long, env = "POMONA_PUSH_RETRY_BASE")]
+    pub push_retry_base: Option<String>,
+    /// Longest retry delay and circuit-breaker pause (default 10m).
+    #[arg(long, env = "POMONA_PUSH_RETRY_MAX")]
+    pub push_retry_max: Option<String>,
+    /// How often the scheduler looks for due pushes (default 1s).
+    #[arg(long, env = "POMONA_PUSH_POLL_INTERVAL")]
+    pub push_poll_interval: Option<String>,
+    /// Pushes in flight at once on the APNs connection (default 200).
+    #[arg(long, env = "POMONA_PUSH_CONCURRENCY")]
+    pub push_concurrency: Option<usize>,
+    /// Time allowed for one push, connecting included (default 15s).
+    #[arg(long, env = "POMONA_PUSH_TIMEOUT")]
+    pub push_timeout: Option<String>,
 }
 
 /// The same keys in a config file. Unknown keys are errors (a typo must not be ignored).
@@ -129,6 +168,19 @@ struct FileConfig {
     retry_backoff_ms: Option<u64>,
     max_attempts: Option<u32>,
     inventory_interval_secs: Option<u64>,
+    push_cert: Option<PathBuf>,
+    push_key: Option<PathBuf>,
+    push_p12: Option<PathBuf>,
+    push_p12_password_file: Option<PathBuf>,
+    push_endpoint: Option<String>,
+    push_ca: Option<PathBuf>,
+    push_coalesce: Option<String>,
+    push_backoff: Option<String>,
+    push_retry_base: Option<String>,
+    push_retry_max: Option<String>,
+    push_poll_interval: Option<String>,
+    push_concurrency: Option<usize>,
+    push_timeout: Option<String>,
 }
 
 /// Validated configuration for `pomona serve`.
@@ -148,6 +200,7 @@ pub struct ServeConfig {
     pub enrollment: EnrollmentSettings,
     pub identity: crate::server::identity::IdentityPolicy,
     pub plan: crate::reconcile::plan::PlanSettings,
+    pub push: crate::push::PushSettings,
 }
 
 /// Where the device CA comes from.
@@ -262,6 +315,7 @@ impl ServeArgs {
             },
             None => FileConfig::default(),
         };
+        let push = resolve_push(self, &file, &mut problems);
 
         let listen_text = self
             .listen
@@ -496,8 +550,142 @@ impl ServeArgs {
             device_cert_days,
             enrollment,
             identity,
+            push,
         })
     }
+}
+
+/// Push settings from flags over the file; problems are appended, never fatal on their own.
+fn resolve_push(
+    args: &ServeArgs,
+    file: &FileConfig,
+    problems: &mut Vec<String>,
+) -> crate::push::PushSettings {
+    use crate::push::CertificateSource;
+    let mut push = crate::push::PushSettings::default();
+    let pick = |flag: &Option<PathBuf>, key: &Option<PathBuf>| flag.clone().or(key.clone());
+    let cert = pick(&args.push_cert, &file.push_cert);
+    let key = pick(&args.push_key, &file.push_key);
+    let p12 = pick(&args.push_p12, &file.push_p12);
+    let password_file = pick(&args.push_p12_password_file, &file.push_p12_password_file);
+    let mut must_exist = |name: &str, path: &Option<PathBuf>| {
+        if let Some(path) = path {
+            if !path.is_file() {
+                problems.push(format!(
+                    "{name}: {} does not exist or is not a file",
+                    path.display()
+                ));
+            }
+        }
+    };
+    must_exist("push_cert", &cert);
+    must_exist("push_key", &key);
+    must_exist("push_p12", &p12);
+    must_exist("push_p12_password_file", &password_file);
+    must_exist("push_ca", &pick(&args.push_ca, &file.push_ca));
+    push.certificate = match (cert, key, p12, password_file) {
+        (None, None, None, None) => None,
+        (Some(cert), key, None, None) => Some(CertificateSource::Pem { cert, key }),
+        (None, None, Some(path), Some(password_file)) => Some(CertificateSource::Pkcs12 {
+            path,
+            password_file,
+        }),
+        (None, Some(_), None, None) => {
+            problems.push("push_key is set but push_cert is not: give the certificate too".into());
+            None
+        }
+        (None, None, Some(_), None) => {
+            problems.push(
+                "push_p12 needs push_p12_password_file (the PKCS#12 password, in a file)".into(),
+            );
+            None
+        }
+        (None, None, None, Some(_)) => {
+            problems.push("push_p12_password_file is set but push_p12 is not".into());
+            None
+        }
+        _ => {
+            problems.push("give the push certificate either as push_cert (+ push_key) or as push_p12 (+ push_p12_password_file), not both".into());
+            None
+        }
+    };
+    if let Some(endpoint) = args.push_endpoint.clone().or(file.push_endpoint.clone()) {
+        match crate::push::client::endpoint_url(&endpoint) {
+            Ok(_) => push.endpoint = endpoint,
+            Err(reason) => problems.push(format!("push_endpoint: {reason}")),
+        }
+    }
+    push.extra_ca = pick(&args.push_ca, &file.push_ca);
+    let mut duration = |name: &str,
+                        flag: &Option<String>,
+                        key: &Option<String>,
+                        target: &mut Duration| {
+        if let Some(text) = flag.clone().or(key.clone()) {
+            match crate::sim::parse_duration(&text) {
+                Ok(d) if d.is_zero() => problems.push(format!("{name}: must be greater than 0")),
+                Ok(d) => *target = d,
+                Err(reason) => problems.push(format!("{name}: {reason}")),
+            }
+        }
+    };
+    let schedule = &mut push.schedule;
+    duration(
+        "push_coalesce",
+        &args.push_coalesce,
+        &file.push_coalesce,
+        &mut schedule.coalesce,
+    );
+    duration(
+        "push_retry_base",
+        &args.push_retry_base,
+        &file.push_retry_base,
+        &mut schedule.retry_base,
+    );
+    duration(
+        "push_retry_max",
+        &args.push_retry_max,
+        &file.push_retry_max,
+        &mut schedule.retry_max,
+    );
+    duration(
+        "push_poll_interval",
+        &args.push_poll_interval,
+        &file.push_poll_interval,
+        &mut schedule.poll_interval,
+    );
+    duration(
+        "push_timeout",
+        &args.push_timeout,
+        &file.push_timeout,
+        &mut push.timeout,
+    );
+    if let Some(text) = args.push_backoff.clone().or(file.push_backoff.clone()) {
+        let parsed: Result<Vec<Duration>, String> = text
+            .split(',')
+            .map(|part| {
+                crate::sim::parse_duration(part).and_then(|d| {
+                    if d.is_zero() {
+                        Err(format!("{part:?} must be greater than 0"))
+                    } else {
+                        Ok(d)
+                    }
+                })
+            })
+            .collect();
+        match parsed {
+            Ok(list) if !list.is_empty() => push.schedule.backoff = list,
+            Ok(_) => {
+                problems.push("push_backoff: give at least one delay, e.g. 1m,5m,30m,2h,24h".into())
+            }
+            Err(reason) => problems.push(format!("push_backoff: {reason} (e.g. 1m,5m,30m,2h,24h)")),
+        }
+    }
+    match args.push_concurrency.or(file.push_concurrency) {
+        Some(0) => problems.push("push_concurrency: must be greater than 0".into()),
+        Some(n) => push.concurrency = n,
+        None => {}
+    }
+    push
 }
 
 fn check_public_url(url: &str) -> Result<(), String> {
@@ -649,6 +837,49 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(err.to_string().contains("unknown field `lissten`"), "{err}");
+    }
+
+    #[test]
+    fn push_settings_are_validated_together() {
+        let args = ServeArgs {
+            push_p12: Some("/nonexistent.p12".into()),
+            push_endpoint: Some("staging".into()),
+            push_backoff: Some("1m,soon".into()),
+            push_coalesce: Some("0s".into()),
+            ..ServeArgs::default()
+        };
+        let text = args.resolve().unwrap_err().to_string();
+        for expected in [
+            "push_p12: /nonexistent.p12 does not exist",
+            "push_p12 needs push_p12_password_file",
+            "push_endpoint:",
+            "push_backoff:",
+            "push_coalesce: must be greater than 0",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn push_intervals_come_from_flags() {
+        let c = ServeArgs {
+            push_backoff: Some("100ms,200ms".into()),
+            push_coalesce: Some("50ms".into()),
+            push_endpoint: Some("sandbox".into()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert!(
+            c.push.certificate.is_none(),
+            "push stays off without a certificate"
+        );
+        assert_eq!(c.push.endpoint, "sandbox");
+        assert_eq!(c.push.schedule.coalesce, Duration::from_millis(50));
+        assert_eq!(
+            c.push.schedule.backoff,
+            vec![Duration::from_millis(100), Duration::from_millis(200)]
+        );
     }
 
     #[test]

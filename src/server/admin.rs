@@ -1,4 +1,5 @@
-//! Admin API (JSON over HTTPS, bearer token): devices, their commands and results, readiness.
+//! Admin API (JSON over HTTPS, bearer token): devices, their commands and results, push,
+//! identity (revocation), readiness.
 //! Errors are `{"error": "..."}` with a message that names what was wrong.
 
 use super::{body, now_millis, AppState};
@@ -211,6 +212,10 @@ pub async fn get_device(State(state): State<Arc<AppState>>, Path(id): Path<Strin
             })
         })
         .collect();
+    match state.store.push_status(&device.device_id).await {
+        Ok(status) => view["push"] = push_json(&status.unwrap_or_default()),
+        Err(e) => return store_error(e),
+    }
     Json(view).into_response()
 }
 
@@ -232,6 +237,58 @@ pub async fn revoke_device(State(state): State<Arc<AppState>>, Path(id): Path<St
                 .into_response()
         }
         Err(e) => store_error(e),
+    }
+}
+
+fn push_json(p: &crate::store::PushStatus) -> Value {
+    json!({
+        "last_push_at": opt_time(p.last_push_at),
+        "last_result": p.last_result,
+        "last_result_at": opt_time(p.last_result_at),
+        "next_push_at": opt_time(p.next_push_at),
+        "attempts_since_seen": p.attempts,
+        "consecutive_failures": p.failures,
+        "token_invalid": p.token_invalid_at.is_some(),
+        "token_invalid_at": opt_time(p.token_invalid_at),
+    })
+}
+
+/// `POST /devices/{id}/push`: push one device now and answer with what APNs said.
+pub async fn push_device(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    use crate::push::AdminPushError as E;
+    let device = match resolve(&state, &id).await {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let Some(push) = state.push.get() else {
+        return error(StatusCode::CONFLICT, E::Disabled.to_string());
+    };
+    match push.push_now(&device.device_id).await {
+        Ok(response) => {
+            let accepted = response.status == 200;
+            tracing::info!(device = %device.device_id, result = %response.summary(), "push requested by an administrator");
+            let status = if accepted {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            (
+                status,
+                Json(json!({
+                    "device_id": device.device_id,
+                    "accepted": accepted,
+                    "apns_status": response.status,
+                    "apns_id": response.apns_id,
+                    "result": response.summary(),
+                })),
+            )
+                .into_response()
+        }
+        Err(E::Store(e)) => store_error(e),
+        Err(e @ (E::Disabled | E::NoToken(_) | E::TokenInvalid(_))) => {
+            error(StatusCode::CONFLICT, e.to_string())
+        }
+        Err(e @ E::Apns(_)) => error(StatusCode::BAD_GATEWAY, e.to_string()),
     }
 }
 
@@ -274,6 +331,12 @@ pub async fn enqueue_command(
     {
         Ok(()) => {
             tracing::info!(device = %device.device_id, command = %uuid, request_type = %command.request_type, "command queued");
+            if let Some(push) = state.push.get() {
+                // The command is queued either way; a lost wake-up is re-requested at next start.
+                if let Err(e) = push.wake(&device.device_id).await {
+                    tracing::warn!(device = %device.device_id, error = %e, "could not schedule a push");
+                }
+            }
             (
                 StatusCode::CREATED,
                 Json(json!({

@@ -137,5 +137,8 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "queue depth unavailable for metrics"),
     }
+    if let Some(push) = state.push.get() {
+        push.render_metrics(&mut out);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

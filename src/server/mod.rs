@@ -45,6 +45,8 @@ pub struct AppState {
     pub profile_signer: Option<Arc<crate::pki::ProfileSigner>>,
     /// Plans and queues what policy asks of each device.
     pub reconciler: Arc<crate::reconcile::driver::Reconciler>,
+    /// APNs push, set once at start (admin API: wake after enqueue, push now).
+    pub push: std::sync::OnceLock<Arc<crate::push::Push>>,
 }
 
 /// Identity and enrollment settings for `AppState::new`.
@@ -81,6 +83,7 @@ impl AppState {
             tls_root_der: identity.tls_root_der,
             push_topic: identity.push_topic,
             profile_signer: identity.profile_signer,
+            push: std::sync::OnceLock::new(),
         })
     }
 }
@@ -97,6 +100,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/devices/{id}/commands",
             post(admin::enqueue_command).get(admin::list_commands),
         )
+        .route("/devices/{id}/push", post(admin::push_device))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             admin::require_token,

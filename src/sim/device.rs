@@ -214,6 +214,16 @@ impl SimDevice {
 
     /// Installs the profile (SCEP), then Authenticate and TokenUpdate (with an UnlockToken,
     /// as iOS sends it).
+    /// The APNs token this device sends in TokenUpdate (raw bytes).
+    pub fn push_token(&self) -> &[u8] {
+        &self.push_token
+    }
+
+    pub fn push_magic(&self) -> &str {
+        &self.push_magic
+    }
+
+    /// Authenticate, then TokenUpdate (with an UnlockToken, as iOS sends it).
     pub async fn enroll(&mut self) -> Result<(), SimError> {
         self.install_profile().await?;
         let topic = self.topic();

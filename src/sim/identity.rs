@@ -29,6 +29,23 @@ pub struct SimIdentity {
 }
 
 impl SimIdentity {
+    /// The same identity talking to a server that moved to another base URL (tests restart
+    /// servers on new ports; a real device would need a new profile for a new ServerURL).
+    pub fn moved_to(&self, old_base: &str, new_base: &str) -> SimIdentity {
+        let mut instructions = self.instructions.clone();
+        instructions.server_url = instructions.server_url.replace(old_base, new_base);
+        instructions.checkin_url = instructions
+            .checkin_url
+            .map(|u| u.replace(old_base, new_base));
+        instructions.scep_url = instructions.scep_url.replace(old_base, new_base);
+        SimIdentity {
+            certificate: self.certificate.clone(),
+            key: self.key.clone(),
+            tls_client: self.tls_client.clone(),
+            instructions,
+        }
+    }
+
     /// The `Mdm-Signature` header value for `body`.
     pub fn sign(&self, body: &[u8]) -> String {
         signature::sign_mdm_body(body, &self.certificate, &self.key)

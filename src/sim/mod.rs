@@ -6,6 +6,7 @@
 pub mod behaviour;
 pub mod device;
 pub mod identity;
+pub mod wake;
 
 use anyhow::Context as _;
 use behaviour::{Hardware, Platform};

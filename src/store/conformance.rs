@@ -133,6 +133,25 @@ pub fn cases() -> Vec<Case> {
             "a_plan_is_applied_atomically_and_a_replay_queues_nothing",
             |s| Box::pin(plan_applied_and_replayed(s)),
         ),
+        (
+            "push_requests_coalesce_and_a_silent_device_keeps_its_backoff",
+            |s| Box::pin(push_requests_coalesce(s)),
+        ),
+        (
+            "due_pushes_are_claimed_once_and_come_back_after_the_lease",
+            |s| Box::pin(due_pushes_are_leased(s)),
+        ),
+        (
+            "an_invalid_token_stops_pushes_until_the_next_token_update",
+            |s| Box::pin(invalid_token_until_token_update(s)),
+        ),
+        (
+            "devices_without_token_update_are_claimed_without_credentials",
+            |s| Box::pin(unpushable_devices(s)),
+        ),
+        ("queued_commands_get_a_push_after_restart", |s| {
+            Box::pin(queued_commands_get_push(s))
+        }),
     ]
 }
 
@@ -919,6 +938,262 @@ async fn concurrent_reports(s: Arc<dyn Store>) -> CaseResult {
     check!(
         ok(s.queue_depth().await, "depth")? == 0,
         "commands left in the queue"
+    );
+    Ok(())
+}
+
+fn accepted(device: &str, at: i64, claimed_until: i64, attempts: i64, next: i64) -> PushOutcome {
+    PushOutcome {
+        device_id: device.into(),
+        at,
+        accepted: true,
+        result: Some("accepted".into()),
+        token_invalid: false,
+        schedule: Some(PushSchedule {
+            claimed_until,
+            next_push_at: Some(next),
+            attempts,
+            failures: 0,
+        }),
+    }
+}
+
+async fn push_status_of(s: &dyn Store, id: &str) -> Result<PushStatus, String> {
+    ok(s.push_status(id).await, "push_status")?.ok_or_else(|| format!("no push state for {id}"))
+}
+
+async fn push_requests_coalesce(s: Arc<dyn Store>) -> CaseResult {
+    enrolled(&*s, "D1").await?;
+    ok(s.enqueue("D1", &command("C1"), 2000).await, "enqueue")?;
+    check!(
+        matches!(
+            s.request_push("nobody", 1).await,
+            Err(StoreError::NotFound(_))
+        ),
+        "request_push for an unknown device must be NotFound"
+    );
+    ok(s.request_push("D1", 5000).await, "request")?;
+    ok(s.request_push("D1", 6000).await, "request")?;
+    check!(
+        push_status_of(&*s, "D1").await?.next_push_at == Some(5000),
+        "a later request moved the pending push"
+    );
+    ok(s.request_push("D1", 4000).await, "request")?;
+    check!(
+        push_status_of(&*s, "D1").await?.next_push_at == Some(4000),
+        "an earlier request must win while not in backoff"
+    );
+
+    let due = ok(s.claim_due_pushes(4000, 100_000, 10).await, "claim")?;
+    check!(due.len() == 1, "expected one due push, got {}", due.len());
+    check!(
+        due[0].has_queued_commands,
+        "the device has a queued command"
+    );
+    check!(
+        due[0].has_commands_queued_since_seen,
+        "the command is newer than the device's last contact"
+    );
+    let creds = due[0]
+        .credentials
+        .clone()
+        .ok_or("an enrolled device has credentials")?;
+    check!(
+        creds.token == vec![1, 2, 3, 4] && creds.push_magic == "magic-D1",
+        "credentials {creds:?}"
+    );
+    ok(
+        s.record_push(&accepted("D1", 4100, 100_000, 1, 64_100))
+            .await,
+        "record",
+    )?;
+    let status = push_status_of(&*s, "D1").await?;
+    check!(
+        status.attempts == 1 && status.last_push_at == Some(4100),
+        "after a push: {status:?}"
+    );
+    check!(
+        status.next_push_at == Some(64_100) && status.last_result.as_deref() == Some("accepted"),
+        "{status:?}"
+    );
+
+    // Silent since the push: new commands do not pull the backoff forward.
+    ok(s.request_push("D1", 5000).await, "request")?;
+    check!(
+        push_status_of(&*s, "D1").await?.next_push_at == Some(64_100),
+        "backoff must be kept for a silent device"
+    );
+
+    // The device connects but defers its command (NotNow): the backoff goes on.
+    let c1 =
+        ok(s.next_command("D1", &[], 7000).await, "next_command")?.ok_or("C1 not handed out")?;
+    ok(
+        s.record_report("D1", &report(&c1.uuid, ReportStatus::NotNow, b"x"), 7001)
+            .await,
+        "report",
+    )?;
+    ok(
+        s.next_command("D1", std::slice::from_ref(&c1.uuid), 7002)
+            .await,
+        "next_command",
+    )?;
+    check!(
+        push_status_of(&*s, "D1").await?.attempts == 1,
+        "a device that only deferred its commands must keep its backoff"
+    );
+    // The device drains its queue: its backoff starts over and a new request is honoured.
+    ok(s.next_command("D1", &[], 7100).await, "next_command")?;
+    ok(
+        s.record_report(
+            "D1",
+            &report(&c1.uuid, ReportStatus::Acknowledged, b"x"),
+            7101,
+        )
+        .await,
+        "report",
+    )?;
+    check!(
+        ok(s.next_command("D1", &[], 7102).await, "next_command")?.is_none(),
+        "queue should be empty"
+    );
+    check!(
+        push_status_of(&*s, "D1").await?.attempts == 0,
+        "draining the queue must reset attempts"
+    );
+    ok(s.request_push("D1", 8000).await, "request")?;
+    check!(
+        push_status_of(&*s, "D1").await?.next_push_at == Some(8000),
+        "a device that answered gets the new push"
+    );
+    Ok(())
+}
+
+async fn due_pushes_are_leased(s: Arc<dyn Store>) -> CaseResult {
+    enrolled(&*s, "D1").await?;
+    enrolled(&*s, "D2").await?;
+    ok(s.request_push("D1", 1000).await, "request")?;
+    ok(s.request_push("D2", 9000).await, "request")?;
+    let first = ok(s.claim_due_pushes(2000, 50_000, 10).await, "claim")?;
+    check!(
+        first.len() == 1 && first[0].device_id == "D1",
+        "only D1 is due: {first:?}"
+    );
+    check!(first[0].claimed_until == 50_000, "lease not reported");
+    let again = ok(s.claim_due_pushes(2000, 50_000, 10).await, "claim")?;
+    check!(
+        again.is_empty(),
+        "a claimed push must not be claimed twice: {again:?}"
+    );
+    // Nothing recorded (a crash): due again when the lease ends, together with D2.
+    let after = ok(s.claim_due_pushes(50_000, 90_000, 10).await, "claim")?;
+    check!(after.len() == 2, "after the lease both are due: {after:?}");
+    // A wake requested while a push is out is covered by it: one push, then the backoff.
+    ok(s.request_push("D2", 60_000).await, "request")?;
+    check!(
+        push_status_of(&*s, "D2").await?.next_push_at == Some(90_000),
+        "a push being sent must not be repeated for a request it covers"
+    );
+    ok(
+        s.record_push(&accepted("D2", 55_000, 90_000, 1, 3_655_000))
+            .await,
+        "record",
+    )?;
+    check!(
+        push_status_of(&*s, "D2").await?.next_push_at == Some(3_655_000),
+        "backoff not set after the push"
+    );
+    // Batches respect the limit.
+    ok(s.request_push("D1", 1).await, "request")?;
+    ok(s.request_push("D2", 1).await, "request")?;
+    let limited = ok(s.claim_due_pushes(100_000, 200_000, 1).await, "claim")?;
+    check!(limited.len() == 1, "limit ignored: {}", limited.len());
+    Ok(())
+}
+
+async fn invalid_token_until_token_update(s: Arc<dyn Store>) -> CaseResult {
+    enrolled(&*s, "D1").await?;
+    ok(s.enqueue("D1", &command("C1"), 2000).await, "enqueue")?;
+    ok(s.request_push("D1", 2000).await, "request")?;
+    let due = ok(s.claim_due_pushes(2000, 9000, 10).await, "claim")?;
+    check!(due.len() == 1, "due");
+    ok(
+        s.record_push(&PushOutcome {
+            device_id: "D1".into(),
+            at: 2100,
+            accepted: false,
+            result: Some("410 Unregistered".into()),
+            token_invalid: true,
+            schedule: Some(PushSchedule {
+                claimed_until: 9000,
+                next_push_at: None,
+                attempts: 0,
+                failures: 0,
+            }),
+        })
+        .await,
+        "record",
+    )?;
+    let status = push_status_of(&*s, "D1").await?;
+    check!(
+        status.token_invalid_at == Some(2100) && status.next_push_at.is_none(),
+        "{status:?}"
+    );
+    ok(s.request_push("D1", 3000).await, "request")?;
+    let due = ok(s.claim_due_pushes(3000, 9000, 10).await, "claim")?;
+    check!(
+        due.len() == 1 && due[0].credentials.is_none(),
+        "an invalid token must not be handed out: {due:?}"
+    );
+    ok(
+        s.token_update(&token("D1", None), 4000).await,
+        "token_update",
+    )?;
+    let status = push_status_of(&*s, "D1").await?;
+    check!(
+        status.token_invalid_at.is_none(),
+        "TokenUpdate must clear the invalid mark"
+    );
+    check!(
+        status.next_push_at == Some(4000) || status.next_push_at == Some(9000),
+        "queued commands need a push after TokenUpdate: {status:?}"
+    );
+    Ok(())
+}
+
+async fn unpushable_devices(s: Arc<dyn Store>) -> CaseResult {
+    ok(s.authenticate(&facts("D1"), 1000).await, "authenticate")?;
+    ok(s.enqueue("D1", &command("C1"), 1100).await, "enqueue")?;
+    ok(s.request_push("D1", 1200).await, "request")?;
+    let due = ok(s.claim_due_pushes(1200, 5000, 10).await, "claim")?;
+    check!(
+        due.len() == 1 && due[0].credentials.is_none(),
+        "no push before TokenUpdate: {due:?}"
+    );
+    check!(due[0].has_queued_commands, "queued command not seen");
+    Ok(())
+}
+
+async fn queued_commands_get_push(s: Arc<dyn Store>) -> CaseResult {
+    enrolled(&*s, "D1").await?;
+    enrolled(&*s, "D2").await?;
+    ok(s.enqueue("D1", &command("C1"), 2000).await, "enqueue")?;
+    let scheduled = ok(s.request_pushes_for_queued(3000).await, "recover")?;
+    check!(
+        scheduled == 1,
+        "expected 1 device scheduled, got {scheduled}"
+    );
+    check!(
+        push_status_of(&*s, "D1").await?.next_push_at == Some(3000),
+        "D1 not scheduled"
+    );
+    check!(
+        ok(s.push_status("D2").await, "status")?.is_none(),
+        "D2 has nothing queued"
+    );
+    let topics = ok(s.enrolled_topics().await, "topics")?;
+    check!(
+        topics == vec![("com.apple.mgmt.External.test".to_string(), 2)],
+        "topics {topics:?}"
     );
     Ok(())
 }

@@ -6,6 +6,7 @@
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, V1_SQLITE, V1_POSTGRES),
     (2, V2_IDENTITY, V2_IDENTITY),
+    (3, V3_PUSH, V3_PUSH),
     (4, super::reconcile::SCHEMA, super::reconcile::SCHEMA),
 ];
 
@@ -140,4 +141,22 @@ CREATE TABLE enrollment_secrets (
 );
 CREATE INDEX enrollment_secrets_by_expiry ON enrollment_secrets (expires_at);
 ALTER TABLE enrollments ADD COLUMN cert_fingerprint TEXT
+"#;
+
+/// Push scheduling (issue 4): one row per device that was ever asked to be woken. The scheduler
+/// reads due rows through the partial index on `next_push_at`, so its cost follows the number of
+/// pending pushes, not the fleet. Same text for both databases.
+const V3_PUSH: &str = r#"
+CREATE TABLE push_state (
+    enrollment_id TEXT PRIMARY KEY REFERENCES enrollments (id),
+    next_push_at BIGINT,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    failures BIGINT NOT NULL DEFAULT 0,
+    last_push_at BIGINT,
+    last_result TEXT,
+    last_result_at BIGINT,
+    token_invalid_at BIGINT,
+    claimed_until BIGINT
+);
+CREATE INDEX push_state_due ON push_state (next_push_at) WHERE next_push_at IS NOT NULL;
 "#;

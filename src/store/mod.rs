@@ -1,5 +1,5 @@
-//! Persistent state: enrollments, the per-device command queue, command results and push
-//! credentials, behind one small async trait with a SQLite backend (embedded, the default) and a
+//! Persistent state: enrollments, the per-device command queue, command results, push
+//! credentials and push scheduling, behind one small async trait with a SQLite backend (embedded, the default) and a
 //! PostgreSQL backend (several replicas, scale). Both run the same SQL (see `sql.rs`) and must
 //! pass the same conformance suite (`conformance.rs`).
 //!
@@ -159,6 +159,27 @@ pub trait Store: reconcile::ReconcileStore + Send + Sync + 'static {
         hash: &str,
         now: i64,
     ) -> StoreResult<SecretUse>;
+    /// Asks for a push to the device at `at`. Pending pushes coalesce: an earlier pending time
+    /// is kept, a push being sent covers the request, and a device in backoff (pushed, not
+    /// answered since) keeps its backoff time.
+    /// NotFound for an unknown device.
+    async fn request_push(&self, device_id: &str, at: i64) -> StoreResult<()>;
+    /// Claims up to `limit` pushes due at `now`, oldest first, moving them to `claimed_until` so
+    /// that a crash leaves them due again rather than lost.
+    async fn claim_due_pushes(
+        &self,
+        now: i64,
+        claimed_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<DuePush>>;
+    /// Records what happened to a push and, for scheduled ones, what comes next.
+    async fn record_push(&self, outcome: &PushOutcome) -> StoreResult<()>;
+    async fn push_status(&self, device_id: &str) -> StoreResult<Option<PushStatus>>;
+    /// Requests a push at `at` for every enrolled device with queued commands and none pending
+    /// (run at start: a wake requested just before a crash is not lost).
+    async fn request_pushes_for_queued(&self, at: i64) -> StoreResult<u64>;
+    /// Enrolled devices per push topic (checked against the push certificate at start).
+    async fn enrolled_topics(&self) -> StoreResult<Vec<(String, i64)>>;
 }
 
 /// Opens the store named by a URL: `sqlite://path` (created if missing) or `postgres://…`.

@@ -281,3 +281,61 @@ pub enum SecretUse {
     AlreadyUsed,
     Expired,
 }
+
+/// A device whose push is due, claimed by one scheduler, with what is needed to decide and send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuePush {
+    pub device_id: String,
+    /// The lease written when claiming: the row is due again then if nothing is recorded.
+    pub claimed_until: i64,
+    /// Pushes accepted by APNs since the device last answered.
+    pub attempts: i64,
+    /// Consecutive failures to hand this push to APNs (429, 5xx, connection errors).
+    pub failures: i64,
+    pub last_push_at: Option<i64>,
+    pub last_seen_at: Option<i64>,
+    /// None when the device cannot be pushed: not enrolled, no TokenUpdate yet, or token invalid.
+    pub credentials: Option<PushCredentials>,
+    pub has_queued_commands: bool,
+    /// Some queued command is newer than the device's last contact (fresh work, not only
+    /// commands it deferred with NotNow).
+    pub has_commands_queued_since_seen: bool,
+}
+
+/// The schedule the scheduler decided after handling a claimed push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushSchedule {
+    /// `DuePush::claimed_until`: a wake requested meanwhile (an earlier time) is kept.
+    pub claimed_until: i64,
+    pub next_push_at: Option<i64>,
+    pub attempts: i64,
+    pub failures: i64,
+}
+
+/// What happened to one push (scheduled or requested by an administrator).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushOutcome {
+    pub device_id: String,
+    pub at: i64,
+    /// True when APNs accepted the push (sets `last_push_at`).
+    pub accepted: bool,
+    /// `accepted`, `410 Unregistered`, `connection failed: …`; None keeps the last result
+    /// (a claimed push that was not sent).
+    pub result: Option<String>,
+    /// APNs said the token is invalid: no pushes until the next TokenUpdate.
+    pub token_invalid: bool,
+    /// None: leave the schedule as it is (an administrator's push).
+    pub schedule: Option<PushSchedule>,
+}
+
+/// A device's push state as the admin API shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PushStatus {
+    pub next_push_at: Option<i64>,
+    pub attempts: i64,
+    pub failures: i64,
+    pub last_push_at: Option<i64>,
+    pub last_result: Option<String>,
+    pub last_result_at: Option<i64>,
+    pub token_invalid_at: Option<i64>,
+}

@@ -170,6 +170,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn token_update(&self, u: &TokenUpdateRecord, now: i64) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
                 // Upsert: a device whose Authenticate was lost still becomes reachable.
                 sqlx::query(
                     "INSERT INTO enrollments (id, enrollment_type, state, topic, push_token, push_magic, \
@@ -189,8 +190,20 @@ macro_rules! impl_sql_store {
                 .bind(&u.unlock_token)
                 .bind(u.awaiting_configuration)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+                // A new token may work again; commands still waiting deserve a wake-up.
+                sqlx::query(
+                    "UPDATE push_state SET token_invalid_at = NULL, attempts = 0, failures = 0, \
+                     next_push_at = CASE WHEN next_push_at IS NULL AND EXISTS (SELECT 1 FROM commands \
+                       WHERE enrollment_id = $1 AND status = 'queued') THEN $2 ELSE next_push_at END \
+                     WHERE enrollment_id = $1",
+                )
+                .bind(&u.device_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -367,6 +380,22 @@ macro_rules! impl_sql_store {
                     query = query.bind(uuid);
                 }
                 let row = query.fetch_optional(&self.pool).await?;
+                // The device drained its queue: its push backoff starts over. Not when it only
+                // deferred commands (NotNow): those keep backing off instead of being pushed
+                // again every minute. Read first, so the common case takes no write lock.
+                let drained = row.is_none() && skip.is_empty();
+                let in_backoff = drained
+                    && sqlx::query("SELECT 1 AS one FROM push_state WHERE enrollment_id = $1 AND attempts > 0")
+                        .bind(device_id)
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .is_some();
+                if in_backoff {
+                    sqlx::query("UPDATE push_state SET attempts = 0 WHERE enrollment_id = $1")
+                        .bind(device_id)
+                        .execute(&self.pool)
+                        .await?;
+                }
                 Ok(match row {
                     Some(row) => Some(QueuedCommand {
                         uuid: row.try_get("uuid")?,
@@ -583,6 +612,187 @@ macro_rules! impl_sql_store {
                     return Ok(SecretUse::Accepted);
                 }
                 self.secret_refusal(kind, hash).await
+            }
+
+            async fn request_push(&self, device_id: &str, at: i64) -> StoreResult<()> {
+                // Keep an earlier pending time; a device pushed and silent since keeps its backoff.
+                let affected = sqlx::query(
+                    "INSERT INTO push_state (enrollment_id, next_push_at) SELECT id, $2 FROM enrollments WHERE id = $1 \
+                     ON CONFLICT (enrollment_id) DO UPDATE SET next_push_at = CASE \
+                       WHEN push_state.next_push_at IS NULL THEN excluded.next_push_at \
+                       WHEN push_state.next_push_at <= excluded.next_push_at THEN push_state.next_push_at \
+                       WHEN push_state.claimed_until >= excluded.next_push_at THEN push_state.next_push_at \
+                       WHEN push_state.attempts = 0 THEN excluded.next_push_at \
+                       WHEN EXISTS (SELECT 1 FROM enrollments e WHERE e.id = push_state.enrollment_id \
+                         AND e.last_seen_at >= push_state.last_push_at) THEN excluded.next_push_at \
+                       ELSE push_state.next_push_at END",
+                )
+                .bind(device_id)
+                .bind(at)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                if affected == 0 {
+                    return Err(StoreError::NotFound(format!("no device {device_id}")));
+                }
+                Ok(())
+            }
+
+            async fn claim_due_pushes(&self, now: i64, claimed_until: i64, limit: i64) -> StoreResult<Vec<DuePush>> {
+                let mut tx = self.pool.begin().await?;
+                // PostgreSQL replicas skip each other's rows; SQLite serialises writers anyway.
+                let lock = if $backend == "postgres" { " FOR UPDATE SKIP LOCKED" } else { "" };
+                let claimed: Vec<String> = sqlx::query(&format!(
+                    "UPDATE push_state SET next_push_at = $2, claimed_until = $2 WHERE enrollment_id IN \
+                     (SELECT enrollment_id FROM push_state WHERE next_push_at <= $1 \
+                      ORDER BY next_push_at LIMIT $3{lock}) RETURNING enrollment_id"
+                ))
+                .bind(now)
+                .bind(claimed_until)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|row| row.try_get("enrollment_id"))
+                .collect::<Result<_, _>>()?;
+                if claimed.is_empty() {
+                    tx.commit().await?;
+                    return Ok(Vec::new());
+                }
+                let details = format!(
+                    "SELECT p.enrollment_id, p.attempts, p.failures, p.last_push_at, p.token_invalid_at, \
+                       e.state, e.topic, e.push_token, e.push_magic, e.last_seen_at, \
+                       EXISTS (SELECT 1 FROM commands c WHERE c.enrollment_id = p.enrollment_id \
+                         AND c.status = 'queued') AS has_queued, \
+                       EXISTS (SELECT 1 FROM commands c WHERE c.enrollment_id = p.enrollment_id \
+                         AND c.status = 'queued' AND c.created_at > COALESCE(e.last_seen_at, 0)) AS has_new \
+                     FROM push_state p JOIN enrollments e ON e.id = p.enrollment_id \
+                     WHERE p.enrollment_id IN ({})",
+                    placeholders(1, claimed.len())
+                );
+                let mut query = sqlx::query(&details);
+                for id in &claimed {
+                    query = query.bind(id);
+                }
+                let rows = query.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                let mut due = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let token: Option<Vec<u8>> = row.try_get("push_token")?;
+                    let magic: Option<String> = row.try_get("push_magic")?;
+                    let state: String = row.try_get("state")?;
+                    let invalid: Option<i64> = row.try_get("token_invalid_at")?;
+                    let credentials = match (token, magic) {
+                        (Some(token), Some(push_magic)) if state == "enrolled" && invalid.is_none() => {
+                            Some(PushCredentials { topic: row.try_get("topic")?, token, push_magic })
+                        }
+                        _ => None,
+                    };
+                    due.push(DuePush {
+                        device_id: row.try_get("enrollment_id")?,
+                        claimed_until,
+                        attempts: row.try_get("attempts")?,
+                        failures: row.try_get("failures")?,
+                        last_push_at: row.try_get("last_push_at")?,
+                        last_seen_at: row.try_get("last_seen_at")?,
+                        credentials,
+                        has_queued_commands: row.try_get("has_queued")?,
+                        has_commands_queued_since_seen: row.try_get("has_new")?,
+                    });
+                }
+                Ok(due)
+            }
+
+            async fn record_push(&self, o: &PushOutcome) -> StoreResult<()> {
+                let query = match &o.schedule {
+                    // A wake requested while the push was out (an earlier time) is kept.
+                    Some(schedule) => sqlx::query(
+                        "UPDATE push_state SET \
+                           last_push_at = CASE WHEN $3 THEN $2 ELSE last_push_at END, \
+                           last_result = COALESCE($4, last_result), \
+                           last_result_at = CASE WHEN $4 IS NULL THEN last_result_at ELSE $2 END, \
+                           token_invalid_at = CASE WHEN $5 THEN $2 ELSE token_invalid_at END, \
+                           attempts = $6, failures = $7, claimed_until = NULL, \
+                           next_push_at = CASE WHEN $5 THEN NULL \
+                             WHEN next_push_at IS NOT NULL AND next_push_at < $8 THEN next_push_at \
+                             ELSE $9 END \
+                         WHERE enrollment_id = $1",
+                    )
+                    .bind(&o.device_id)
+                    .bind(o.at)
+                    .bind(o.accepted)
+                    .bind(&o.result)
+                    .bind(o.token_invalid)
+                    .bind(schedule.attempts)
+                    .bind(schedule.failures)
+                    .bind(schedule.claimed_until)
+                    .bind(schedule.next_push_at),
+                    None => sqlx::query(
+                        "INSERT INTO push_state (enrollment_id, last_push_at, last_result, last_result_at, token_invalid_at) \
+                         SELECT id, CASE WHEN $3 THEN $2 ELSE NULL END, $4, $2, CASE WHEN $5 THEN $2 ELSE NULL END \
+                         FROM enrollments WHERE id = $1 \
+                         ON CONFLICT (enrollment_id) DO UPDATE SET \
+                           last_push_at = COALESCE(excluded.last_push_at, push_state.last_push_at), \
+                           last_result = excluded.last_result, last_result_at = excluded.last_result_at, \
+                           token_invalid_at = COALESCE(excluded.token_invalid_at, push_state.token_invalid_at), \
+                           next_push_at = CASE WHEN $5 THEN NULL ELSE push_state.next_push_at END",
+                    )
+                    .bind(&o.device_id)
+                    .bind(o.at)
+                    .bind(o.accepted)
+                    .bind(&o.result)
+                    .bind(o.token_invalid),
+                };
+                query.execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn push_status(&self, device_id: &str) -> StoreResult<Option<PushStatus>> {
+                let row = sqlx::query(
+                    "SELECT next_push_at, attempts, failures, last_push_at, last_result, last_result_at, \
+                     token_invalid_at FROM push_state WHERE enrollment_id = $1",
+                )
+                .bind(device_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(match row {
+                    Some(row) => Some(PushStatus {
+                        next_push_at: row.try_get("next_push_at")?,
+                        attempts: row.try_get("attempts")?,
+                        failures: row.try_get("failures")?,
+                        last_push_at: row.try_get("last_push_at")?,
+                        last_result: row.try_get("last_result")?,
+                        last_result_at: row.try_get("last_result_at")?,
+                        token_invalid_at: row.try_get("token_invalid_at")?,
+                    }),
+                    None => None,
+                })
+            }
+
+            async fn request_pushes_for_queued(&self, at: i64) -> StoreResult<u64> {
+                let affected = sqlx::query(
+                    "INSERT INTO push_state (enrollment_id, next_push_at) \
+                     SELECT DISTINCT c.enrollment_id, $1 FROM commands c WHERE c.status = 'queued' \
+                     ON CONFLICT (enrollment_id) DO UPDATE SET next_push_at = excluded.next_push_at \
+                     WHERE push_state.next_push_at IS NULL AND push_state.token_invalid_at IS NULL",
+                )
+                .bind(at)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(affected)
+            }
+
+            async fn enrolled_topics(&self) -> StoreResult<Vec<(String, i64)>> {
+                let rows = sqlx::query(
+                    "SELECT topic, COUNT(*) AS n FROM enrollments WHERE state = 'enrolled' GROUP BY topic ORDER BY topic",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| Ok((row.try_get("topic")?, row.try_get("n")?)))
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(Into::into)
             }
         }
 

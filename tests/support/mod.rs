@@ -2,6 +2,8 @@
 //! plus helpers for simulated devices and the admin API.
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod apns;
+
 use pomona::config::ServeArgs;
 use pomona::sim::device::{Endpoint, Faults, SimDevice};
 use pomona::sim::identity::ProfileSource;

@@ -1,0 +1,63 @@
+//! `pomona push <device>`: asks a running server, through its admin API, to push one device now,
+//! and prints what APNs answered. Talks only HTTP to the server; must not load certificates.
+
+use anyhow::Context as _;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PushArgs {
+    /// The device: UDID, EnrollmentID or serial number.
+    pub device: String,
+    /// Server base URL.
+    #[arg(long, default_value = "https://localhost:8443")]
+    pub server: String,
+    /// Admin token file (default: pomona-data/admin-token).
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+    /// PEM CA certificate to trust for the server (default: pomona-data/tls/ca.pem when present).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+}
+
+/// Returns true when APNs accepted the push.
+pub async fn run(args: PushArgs) -> anyhow::Result<bool> {
+    let token_file = args
+        .admin_token_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("pomona-data/admin-token"));
+    let token = std::fs::read_to_string(&token_file)
+        .with_context(|| format!("reading admin token file {}", token_file.display()))?;
+    let default_ca = PathBuf::from("pomona-data/tls/ca.pem");
+    let ca = args
+        .ca
+        .clone()
+        .or_else(|| default_ca.exists().then_some(default_ca));
+    let client = crate::sim::client(ca.as_deref())?;
+    let url = format!(
+        "{}/api/v1/devices/{}/push",
+        args.server.trim_end_matches('/'),
+        args.device
+    );
+    let response = client
+        .post(&url)
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if status.is_success() && body["accepted"] == true {
+        println!(
+            "pushed {}: APNs accepted it (apns-id {})",
+            body["device_id"].as_str().unwrap_or(&args.device),
+            body["apns_id"].as_str().unwrap_or("-")
+        );
+        return Ok(true);
+    }
+    let reason = body["error"]
+        .as_str()
+        .or(body["result"].as_str())
+        .unwrap_or("no details");
+    eprintln!("push to {} failed (HTTP {status}): {reason}", args.device);
+    Ok(false)
+}
