@@ -264,12 +264,12 @@ impl DeviceCa {
         let c = &verified.certificate;
         if now < c.not_before {
             return Err(CertificateProblem::NotYetValid {
-                not_before: unix_text(c.not_before),
+                not_before: rfc3339_seconds(c.not_before),
             });
         }
         if now > c.not_after {
             return Err(CertificateProblem::Expired {
-                not_after: unix_text(c.not_after),
+                not_after: rfc3339_seconds(c.not_after),
             });
         }
         Ok(verified)
@@ -303,8 +303,8 @@ impl DeviceCa {
     }
 }
 
-/// A Unix time as RFC 3339 for messages.
-fn unix_text(seconds: i64) -> String {
+/// A Unix time (seconds) as RFC 3339, for messages and logs.
+pub fn rfc3339_seconds(seconds: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(seconds)
         .ok()
         .and_then(|t| {

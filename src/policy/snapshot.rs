@@ -387,7 +387,7 @@ fn hex_sha256(bytes: &[u8]) -> String {
 }
 
 /// A UUID derived from content, so recompiling gives the same profile bytes.
-fn stable_uuid(seed: &[u8]) -> String {
+pub fn stable_uuid(seed: &[u8]) -> String {
     let digest = sha2::Sha256::digest(seed);
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
@@ -459,19 +459,38 @@ fn compile_profile(
         }
         assemble(&identifier, &display, contents)
     };
+    compiled(
+        profile,
+        ProfileOrigin::Profile,
+        bytes,
+        &spec.groups,
+        spec.removal_policy,
+        spec.sign,
+    )
+}
+
+/// The compiled form of a document's profile bytes (checked to be a profile).
+fn compiled<S>(
+    doc: &Located<S>,
+    origin: ProfileOrigin,
+    bytes: Vec<u8>,
+    groups: &[String],
+    removal_policy: RemovalPolicy,
+    sign: bool,
+) -> Result<CompiledProfile, Problem> {
     let (identifier, uuid) = profile_identity(&bytes)
-        .map_err(|m| profile.problem(Severity::Error, format!("the profile is not usable: {m}")))?;
+        .map_err(|m| doc.problem(Severity::Error, format!("the profile is not usable: {m}")))?;
     Ok(CompiledProfile {
-        key: profile.title(),
-        origin: ProfileOrigin::Profile,
-        name: profile.name().to_string(),
+        key: doc.title(),
+        origin,
+        name: doc.name().to_string(),
         identifier,
         uuid,
         hash: hex_sha256(&bytes),
         mobileconfig: Arc::new(bytes),
-        groups: spec.groups.clone(),
-        removal_policy: spec.removal_policy,
-        sign: spec.sign,
+        groups: groups.to_vec(),
+        removal_policy,
+        sign,
     })
 }
 
@@ -491,20 +510,14 @@ fn compile_restrictions(doc: &Located<RestrictionsSpec>) -> Result<CompiledProfi
             content,
         )],
     );
-    let (identifier, uuid) =
-        profile_identity(&bytes).map_err(|m| doc.problem(Severity::Error, m))?;
-    Ok(CompiledProfile {
-        key: doc.title(),
-        origin: ProfileOrigin::Restrictions,
-        name: doc.name().to_string(),
-        identifier,
-        uuid,
-        hash: hex_sha256(&bytes),
-        mobileconfig: Arc::new(bytes),
-        groups: spec.groups.clone(),
-        removal_policy: spec.removal_policy,
-        sign: false,
-    })
+    compiled(
+        doc,
+        ProfileOrigin::Restrictions,
+        bytes,
+        &spec.groups,
+        spec.removal_policy,
+        false,
+    )
 }
 
 /// Builds a .mobileconfig whose UUIDs derive from its content.

@@ -350,13 +350,4 @@ fn read_ca_file(
     Ok(certs)
 }
 
-/// RFC 3339 text for Unix seconds (logs).
-pub fn rfc3339_seconds(seconds: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(seconds)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| seconds.to_string())
-}
+pub use crate::pki::ca::rfc3339_seconds;

@@ -12,7 +12,6 @@
 
 use crate::policy::model::RemovalPolicy;
 use crate::policy::snapshot::CompiledProfile;
-use sha2::Digest as _;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -470,13 +469,7 @@ pub fn backoff(attempts: u32, settings: &PlanSettings) -> i64 {
 
 /// Deterministic command UUID for an intent.
 pub fn command_uuid(device_id: &str, intent: &str, identifier: &str, hash: &str, n: u32) -> String {
-    let digest = sha2::Sha256::digest(
+    crate::policy::snapshot::stable_uuid(
         format!("{device_id}\0{intent}\0{identifier}\0{hash}\0{n}").as_bytes(),
-    );
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
-        .to_string()
-        .to_uppercase()
+    )
 }
