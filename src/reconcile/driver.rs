@@ -320,11 +320,14 @@ impl Reconciler {
                 Intent::ProfileList,
             ));
         }
-        let next_inventory = if nothing_to_manage {
-            now + interval
-        } else {
-            inventory_due.max(now) + if now >= inventory_due { interval } else { 0 }
-        };
+        // Up to 10 % jitter, so a fleet enrolled at once does not report in lockstep.
+        let jitter = fastrand::i64(0..=interval / 10);
+        let next_inventory = jitter
+            + if nothing_to_manage {
+                now + interval
+            } else {
+                inventory_due.max(now) + if now >= inventory_due { interval } else { 0 }
+            };
         let reported_changed = newest_report != state.reported;
         let nothing_changed = enqueue.is_empty()
             && result.cancel.is_empty()
