@@ -205,6 +205,11 @@ async fn declared_profiles_converge_change_narrow_repair_and_fail_cleanly() {
     .await;
     let w = wifi_status(&s);
     assert_eq!(w["verified"], 6, "{s:#}");
+    let (_, view) = server
+        .admin_get(&format!("/api/v1/devices/{stubborn_id}"))
+        .await;
+    assert_eq!(view["profiles"][0]["state"], "failed", "{view:#}");
+    assert_eq!(view["profiles"][0]["identifier"], "dev.pomona.wifi");
     assert_eq!(w["failing_devices"][0]["device_id"], stubborn_id.as_str());
     assert!(
         w["failing_devices"][0]["reason"]

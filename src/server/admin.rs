@@ -216,6 +216,27 @@ pub async fn get_device(State(state): State<Arc<AppState>>, Path(id): Path<Strin
         Ok(status) => view["push"] = push_json(&status.unwrap_or_default()),
         Err(e) => return store_error(e),
     }
+    // Each profile the reconciler manages on this device, and where it stands.
+    match state.store.reconcile_state(&device.device_id).await {
+        Ok(reconcile) => {
+            view["profiles"] = reconcile
+                .managed
+                .iter()
+                .map(|m| {
+                    json!({
+                        "profile": m.profile_key,
+                        "identifier": m.identifier,
+                        "state": m.state.as_str(),
+                        "attempts": m.attempts,
+                        "last_error": m.last_error,
+                    })
+                })
+                .collect();
+            view["profiles_reported_at"] =
+                opt_time(reconcile.reported.as_ref().map(|r| r.reported_at));
+        }
+        Err(e) => return store_error(e),
+    }
     Json(view).into_response()
 }
 
