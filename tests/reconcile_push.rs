@@ -86,12 +86,37 @@ async fn two_hundred_devices_woken_by_pushes_converge_on_a_declared_profile_and_
     assert_eq!(wifi(&server).await["targeted"], DEVICES);
 
     std::fs::remove_file(policy.path().join("wifi.yaml")).unwrap();
-    eventually("removed everywhere", PATIENCE, || async {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
         let w = wifi(&server).await;
-        let gone = w.is_null() || (w["verified"] == 0 && w["pending"] == 0 && w["removing"] == 0);
-        gone.then_some(())
-    })
-    .await;
+        if w.is_null() || (w["verified"] == 0 && w["pending"] == 0 && w["removing"] == 0) {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            // Say which device is stuck, and how, before failing.
+            let (_, list) = server.admin_get("/api/v1/devices?limit=500").await;
+            let mut stuck = Vec::new();
+            for d in list["devices"].as_array().unwrap() {
+                let id = d["device_id"].as_str().unwrap();
+                let (_, v) = server.admin_get(&format!("/api/v1/devices/{id}")).await;
+                if v["profiles"].as_array().is_some_and(|p| !p.is_empty()) {
+                    let commands = server.commands(id).await;
+                    stuck.push(format!(
+                        "{id}: profiles {} push {} newest commands {:?}",
+                        v["profiles"],
+                        v["push"],
+                        commands
+                            .iter()
+                            .take(3)
+                            .map(|c| (c["request_type"].clone(), c["status"].clone()))
+                            .collect::<Vec<_>>()
+                    ));
+                }
+            }
+            panic!("not removed everywhere: {w}\n{}", stuck.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     stop.send(true).unwrap();
     for task in tasks {

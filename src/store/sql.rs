@@ -380,18 +380,23 @@ macro_rules! impl_sql_store {
                     query = query.bind(uuid);
                 }
                 let row = query.fetch_optional(&self.pool).await?;
-                // The device drained its queue: its push backoff starts over. Not when it only
-                // deferred commands (NotNow): those keep backing off instead of being pushed
-                // again every minute. Read first, so the common case takes no write lock.
+                // The device drained its queue: its push backoff starts over, and a push still
+                // being sent no longer covers new work (the device answered it already — often
+                // before APNs acknowledged it). Not when it only deferred commands (NotNow):
+                // those keep backing off instead of being pushed again every minute. Read
+                // first, so the common case takes no write lock.
                 let drained = row.is_none() && skip.is_empty();
                 let in_backoff = drained
-                    && sqlx::query("SELECT 1 AS one FROM push_state WHERE enrollment_id = $1 AND attempts > 0")
+                    && sqlx::query(
+                        "SELECT 1 AS one FROM push_state WHERE enrollment_id = $1 \
+                         AND (attempts > 0 OR claimed_until IS NOT NULL)",
+                    )
                         .bind(device_id)
                         .fetch_optional(&self.pool)
                         .await?
                         .is_some();
                 if in_backoff {
-                    sqlx::query("UPDATE push_state SET attempts = 0 WHERE enrollment_id = $1")
+                    sqlx::query("UPDATE push_state SET attempts = 0, claimed_until = NULL WHERE enrollment_id = $1")
                         .bind(device_id)
                         .execute(&self.pool)
                         .await?;
