@@ -710,16 +710,20 @@ macro_rules! impl_sql_store {
 
             async fn record_push(&self, o: &PushOutcome) -> StoreResult<()> {
                 let query = match &o.schedule {
-                    // A wake requested while the push was out (an earlier time) is kept.
+                    // A wake requested while the push was out (an earlier time) is kept. A device
+                    // that already drained its queue (claim cleared by next_command) answered this
+                    // push: no backoff, no re-push unless new work asked for one.
                     Some(schedule) => sqlx::query(
                         "UPDATE push_state SET \
                            last_push_at = CASE WHEN $3 THEN $2 ELSE last_push_at END, \
                            last_result = COALESCE($4, last_result), \
                            last_result_at = CASE WHEN $4 IS NULL THEN last_result_at ELSE $2 END, \
                            token_invalid_at = CASE WHEN $5 THEN $2 ELSE token_invalid_at END, \
-                           attempts = $6, failures = $7, claimed_until = NULL, \
+                           attempts = CASE WHEN claimed_until IS NULL THEN 0 ELSE $6 END, \
+                           failures = $7, claimed_until = NULL, \
                            next_push_at = CASE WHEN $5 THEN NULL \
                              WHEN next_push_at IS NOT NULL AND next_push_at < $8 THEN next_push_at \
+                             WHEN claimed_until IS NULL THEN NULL \
                              ELSE $9 END \
                          WHERE enrollment_id = $1",
                     )
