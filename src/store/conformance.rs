@@ -149,6 +149,10 @@ pub fn cases() -> Vec<Case> {
             "devices_without_token_update_are_claimed_without_credentials",
             |s| Box::pin(unpushable_devices(s)),
         ),
+        (
+            "a_push_answered_before_apns_acknowledged_it_leaves_no_backoff",
+            |s| Box::pin(push_answered_before_acknowledged(s)),
+        ),
         ("queued_commands_get_a_push_after_restart", |s| {
             Box::pin(queued_commands_get_push(s))
         }),
@@ -1194,6 +1198,49 @@ async fn queued_commands_get_push(s: Arc<dyn Store>) -> CaseResult {
     check!(
         topics == vec![("com.apple.mgmt.External.test".to_string(), 2)],
         "topics {topics:?}"
+    );
+    Ok(())
+}
+
+/// The device answers a push (and drains its queue) before APNs' acknowledgement is recorded:
+/// no backoff may be left behind, and work queued meanwhile gets its own push promptly.
+async fn push_answered_before_acknowledged(s: Arc<dyn Store>) -> CaseResult {
+    enrolled(&*s, "D1").await?;
+    ok(s.enqueue("D1", &command("A"), 1000).await, "enqueue")?;
+    ok(s.request_push("D1", 1000).await, "request")?;
+    let claimed = ok(s.claim_due_pushes(1000, 61_000, 10).await, "claim")?;
+    check!(claimed.len() == 1, "claimed {}", claimed.len());
+    // The device wakes, answers A and drains its queue while the push is still "out".
+    let a = ok(s.next_command("D1", &[], 1100).await, "next")?;
+    check!(a.is_some(), "A not delivered");
+    ok(
+        s.record_report("D1", &report("A", ReportStatus::Acknowledged, b"ok"), 1200)
+            .await,
+        "report",
+    )?;
+    check!(
+        ok(s.next_command("D1", &[], 1300).await, "next")?.is_none(),
+        "queue not drained"
+    );
+    // Then APNs' acknowledgement is recorded with the usual backoff.
+    ok(
+        s.record_push(&accepted("D1", 1400, 61_000, 1, 61_400))
+            .await,
+        "record",
+    )?;
+    let status = push_status_of(&*s, "D1").await?;
+    check!(
+        status.attempts == 0 && status.next_push_at.is_none(),
+        "an answered push left a backoff: {status:?}"
+    );
+    // New work is pushed after the coalescing delay, not after a backoff.
+    ok(s.enqueue("D1", &command("B"), 2000).await, "enqueue")?;
+    ok(s.request_push("D1", 3000).await, "request")?;
+    let status = push_status_of(&*s, "D1").await?;
+    check!(
+        status.next_push_at == Some(3000),
+        "new work waits for {:?}",
+        status.next_push_at
     );
     Ok(())
 }
