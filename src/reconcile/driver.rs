@@ -40,6 +40,9 @@ pub struct Reconciler {
     dirty: Mutex<BTreeSet<String>>,
     busy: Mutex<BTreeSet<String>>,
     notify: tokio::sync::Notify,
+    /// When each device wants planning again (a retry coming due, the next inventory): one
+    /// entry per device, replaced by each plan, so timers never pile up.
+    wakeups: Mutex<Wakeups>,
     wake: RwLock<Option<Wake>>,
     pub settings: PlanSettings,
     /// Reconciles run so far (for metrics and benchmarks).
@@ -56,6 +59,7 @@ impl Reconciler {
             dirty: Mutex::new(BTreeSet::new()),
             busy: Mutex::new(BTreeSet::new()),
             notify: tokio::sync::Notify::new(),
+            wakeups: Mutex::new(Wakeups::default()),
             wake: RwLock::new(None),
             settings,
             reconciles: std::sync::atomic::AtomicU64::new(0),
@@ -167,6 +171,7 @@ impl Reconciler {
         tokio::pin!(shutdown);
         let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
         loop {
+            let next_wakeup = self.move_due_wakeups(crate::store::now_millis());
             let batch: Vec<String> = {
                 let mut dirty = lock(&self.dirty);
                 let busy = lock(&self.busy);
@@ -182,10 +187,13 @@ impl Reconciler {
                 ready
             };
             if batch.is_empty() {
+                let idle = next_wakeup
+                    .map(|at| (at - crate::store::now_millis()).clamp(1, 1000))
+                    .unwrap_or(1000);
                 tokio::select! {
                     _ = &mut shutdown => return,
                     _ = self.notify.notified() => continue,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = tokio::time::sleep(Duration::from_millis(idle as u64)) => continue,
                 }
             }
             for device in batch {
@@ -198,12 +206,7 @@ impl Reconciler {
                 tokio::spawn(async move {
                     if let Err(e) = this.reconcile(&device).await {
                         tracing::warn!(device = %device, error = %e, "reconcile failed; retrying later");
-                        let again = this.clone();
-                        let id = device.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(Duration::from_secs(5)).await;
-                            again.mark_dirty(&id);
-                        });
+                        this.schedule_wakeup(&device, crate::store::now_millis() + 5_000);
                     }
                     lock(&this.busy).remove(&device);
                     drop(permit);
@@ -351,23 +354,59 @@ impl Reconciler {
             let at = result
                 .wake_at
                 .map_or(next_inventory, |w| w.min(next_inventory));
-            self.mark_dirty_at(device_id, at - now);
+            self.schedule_wakeup(device_id, at);
             return Ok(queued);
         }
         let at = result
             .wake_at
             .map_or(next_inventory, |w| w.min(next_inventory));
-        self.mark_dirty_at(device_id, at - now);
+        self.schedule_wakeup(device_id, at);
         Ok(0)
     }
 
-    fn mark_dirty_at(self: &Arc<Self>, device_id: &str, delay_ms: i64) {
-        let this = self.clone();
-        let id = device_id.to_string();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(delay_ms.max(0) as u64)).await;
-            this.mark_dirty(&id);
-        });
+    /// Plans `device_id` again at `at` (Unix ms), replacing any earlier request for it.
+    fn schedule_wakeup(&self, device_id: &str, at: i64) {
+        lock(&self.wakeups).schedule(device_id, at);
+    }
+
+    /// Moves devices whose wakeup is due into the dirty set; returns the next wakeup time.
+    fn move_due_wakeups(&self, now: i64) -> Option<i64> {
+        let (due, next) = lock(&self.wakeups).take_due(now);
+        if !due.is_empty() {
+            lock(&self.dirty).extend(due);
+        }
+        next
+    }
+}
+
+/// Pending wakeups, by time (to find what is due) and by device (one entry each).
+#[derive(Default)]
+struct Wakeups {
+    by_time: BTreeSet<(i64, String)>,
+    by_device: HashMap<String, i64>,
+}
+
+impl Wakeups {
+    /// The newest plan knows best: its time replaces the device's previous one.
+    fn schedule(&mut self, device_id: &str, at: i64) {
+        if let Some(old) = self.by_device.insert(device_id.to_string(), at) {
+            self.by_time.remove(&(old, device_id.to_string()));
+        }
+        self.by_time.insert((at, device_id.to_string()));
+    }
+
+    /// Removes and returns the devices due at `now`, and the next time after that.
+    fn take_due(&mut self, now: i64) -> (Vec<String>, Option<i64>) {
+        let mut due = Vec::new();
+        while let Some((at, device)) = self.by_time.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.by_time.pop_first();
+            self.by_device.remove(&device);
+            due.push(device);
+        }
+        (due, self.by_time.first().map(|(at, _)| *at))
     }
 }
 
@@ -495,4 +534,21 @@ fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod wakeup_tests {
+    use super::Wakeups;
+
+    #[test]
+    fn one_wakeup_per_device_and_the_newest_plan_wins() {
+        let mut w = Wakeups::default();
+        w.schedule("A", 100);
+        w.schedule("A", 500); // re-planned: the later time replaces the earlier one
+        w.schedule("B", 200);
+        assert_eq!(w.take_due(150), (vec![], Some(200)));
+        assert_eq!(w.take_due(300), (vec!["B".to_string()], Some(500)));
+        assert_eq!(w.take_due(500), (vec!["A".to_string()], None));
+        assert_eq!(w.by_device.len(), 0);
+    }
 }
