@@ -28,15 +28,7 @@ spec:
 ";
 
 async fn wifi(server: &TestServer) -> Value {
-    let (code, status) = server.admin_get("/api/v1/status").await;
-    assert_eq!(code, 200, "{status}");
-    status["profiles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["profile"] == "Profile/wifi")
-        .cloned()
-        .unwrap_or(Value::Null)
+    server.profile_status("Profile/wifi").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

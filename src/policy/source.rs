@@ -10,10 +10,24 @@ use std::path::{Path, PathBuf};
 
 /// Reads and validates a policy directory.
 pub fn load_dir(root: &Path) -> Result<PolicySnapshot, Vec<Problem>> {
-    let mut files = Vec::new();
     let mut problems = Vec::new();
-    collect(root, root, &mut files, &mut problems);
-    files.sort();
+    let files: Vec<(String, PathBuf)> = match visible_files(root) {
+        Ok(files) => files
+            .into_iter()
+            .filter(|(_, path)| path.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .map(|(relative, path)| (shown(root, &relative), path))
+            .collect(),
+        Err((dir, e)) => {
+            problems.push(Problem {
+                severity: Severity::Error,
+                file: dir.display().to_string(),
+                line: 1,
+                document: None,
+                message: format!("cannot read the policy directory: {e}"),
+            });
+            Vec::new()
+        }
+    };
     let mut docs = Documents::default();
     let mut revision = sha2::Sha256::new();
     for (display, path) in &files {
@@ -41,52 +55,25 @@ pub fn load_dir(root: &Path) -> Result<PolicySnapshot, Vec<Problem>> {
     build(&docs, root, revision)
 }
 
-fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>, problems: &mut Vec<Problem>) {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            problems.push(Problem {
-                severity: Severity::Error,
-                file: dir.display().to_string(),
-                line: 1,
-                document: None,
-                message: format!("cannot read the policy directory: {e}"),
-            });
-            return;
-        }
-    };
-    for entry in entries.filter_map(Result::ok) {
-        let path = entry.path();
-        let hidden = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        if path.is_dir() {
-            collect(root, &path, out, problems);
-        } else if path.extension().is_some_and(|x| x == "yaml" || x == "yml") {
-            let shown = Path::new(root.file_name().unwrap_or_default())
-                .join(path.strip_prefix(root).unwrap_or(&path))
-                .display()
-                .to_string();
-            out.push((shown, path));
-        }
-    }
+/// How problems name a file: the policy directory's own name, then the relative path.
+fn shown(root: &Path, relative: &str) -> String {
+    Path::new(root.file_name().unwrap_or_default())
+        .join(relative)
+        .display()
+        .to_string()
 }
 
-/// Every regular file under a policy directory (relative path → UTF-8 text), for sending a
-/// candidate policy to a server (`pomona plan --server`). At most 16 MiB in total.
-pub fn read_files(root: &Path) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+/// Every non-hidden regular file under `root` (recursively), as (relative path, path), in
+/// path order. Hidden files and directories (`.git`, editor swap files) are skipped.
+fn visible_files(root: &Path) -> Result<Vec<(String, PathBuf)>, (PathBuf, std::io::Error)> {
     fn walk(
         root: &Path,
         dir: &Path,
-        out: &mut std::collections::BTreeMap<String, String>,
-        total: &mut usize,
-    ) -> anyhow::Result<()> {
-        for entry in std::fs::read_dir(dir)? {
-            let path = entry?.path();
+        out: &mut Vec<(String, PathBuf)>,
+    ) -> Result<(), (PathBuf, std::io::Error)> {
+        let entries = std::fs::read_dir(dir).map_err(|e| (dir.to_path_buf(), e))?;
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
             let hidden = path
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -95,28 +82,41 @@ pub fn read_files(root: &Path) -> anyhow::Result<std::collections::BTreeMap<Stri
                 continue;
             }
             if path.is_dir() {
-                walk(root, &path, out, total)?;
+                walk(root, &path, out)?;
             } else {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                *total += text.len();
-                anyhow::ensure!(
-                    *total <= 16 << 20,
-                    "the policy directory is larger than 16 MiB"
-                );
                 let relative = path
                     .strip_prefix(root)
                     .unwrap_or(&path)
                     .to_string_lossy()
                     .to_string();
-                out.insert(relative, text);
+                out.push((relative, path));
             }
         }
         Ok(())
     }
+    let mut out = Vec::new();
+    walk(root, root, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+/// Every regular file under a policy directory (relative path → UTF-8 text), for sending a
+/// candidate policy to a server (`pomona plan --server`). At most 16 MiB in total.
+pub fn read_files(root: &Path) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let files =
+        visible_files(root).map_err(|(dir, e)| anyhow::anyhow!("{}: {e}", dir.display()))?;
     let mut out = std::collections::BTreeMap::new();
     let mut total = 0;
-    walk(root, root, &mut out, &mut total)?;
+    for (relative, path) in files {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        total += text.len();
+        anyhow::ensure!(
+            total <= 16 << 20,
+            "the policy directory is larger than 16 MiB"
+        );
+        out.insert(relative, text);
+    }
     Ok(out)
 }
 

@@ -168,6 +168,19 @@ impl TestServer {
         r.bytes().await.unwrap().to_vec()
     }
 
+    /// One profile's entry in `GET /api/v1/status` (Null when neither declared nor managed).
+    pub async fn profile_status(&self, key: &str) -> serde_json::Value {
+        let (code, status) = self.admin_get("/api/v1/status").await;
+        assert_eq!(code, 200, "{status}");
+        status["profiles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["profile"] == key)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    }
+
     /// The Prometheus text from /metrics.
     pub async fn metrics(&self) -> String {
         self.client
