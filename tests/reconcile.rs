@@ -322,3 +322,42 @@ async fn plan_and_status_show_what_a_change_would_do_and_where_the_fleet_stands(
     assert_eq!(numbers, ["5", "5", "0", "0", "0"], "{out}");
     server.stop().await;
 }
+
+fn reconciles(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("pomona_reconciles_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("pomona_reconciles_total exported")
+}
+
+#[tokio::test]
+async fn with_nothing_declared_command_results_cause_no_replanning() {
+    let empty = tempfile::tempdir().unwrap();
+    let dir = empty.path().to_path_buf();
+    let server = TestServer::start_with(move |a| a.policy_dir = Some(dir)).await;
+    let mut device = server.enrolled_device(0).await;
+    // Let the enrollment's own reconcile happen, then count.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reconciles(&server.metrics().await) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the enrollment was never reconciled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = reconciles(&server.metrics().await);
+    for _ in 0..3 {
+        server
+            .queue(device.udid(), serde_json::json!({"type": "SecurityInfo"}))
+            .await;
+    }
+    assert_eq!(device.exchange().await.unwrap().received.len(), 3);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        reconciles(&server.metrics().await),
+        before,
+        "answers to administrators' commands were re-planned with no policy declared"
+    );
+    server.stop().await;
+}

@@ -39,6 +39,9 @@ pub struct Reconciler {
     devices: RwLock<HashMap<String, DeviceAttributes>>,
     dirty: Mutex<BTreeSet<String>>,
     busy: Mutex<BTreeSet<String>>,
+    /// Devices the reconciler has business with (managed profiles or its commands in flight).
+    /// With nothing declared, a command result from any other device needs no re-plan.
+    involved: Mutex<std::collections::HashSet<String>>,
     notify: tokio::sync::Notify,
     /// When each device wants planning again (a retry coming due, the next inventory): one
     /// entry per device, replaced by each plan, so timers never pile up.
@@ -58,6 +61,7 @@ impl Reconciler {
             devices: RwLock::new(HashMap::new()),
             dirty: Mutex::new(BTreeSet::new()),
             busy: Mutex::new(BTreeSet::new()),
+            involved: Mutex::new(std::collections::HashSet::new()),
             notify: tokio::sync::Notify::new(),
             wakeups: Mutex::new(Wakeups::default()),
             wake: RwLock::new(None),
@@ -82,6 +86,15 @@ impl Reconciler {
     pub fn mark_dirty(&self, device_id: &str) {
         lock(&self.dirty).insert(device_id.to_string());
         self.notify.notify_one();
+    }
+
+    /// A device answered a command: re-plan it if the reconciler may care.
+    pub fn command_answered(&self, device_id: &str) {
+        let cares =
+            !read(&self.snapshot).profiles.is_empty() || lock(&self.involved).contains(device_id);
+        if cares {
+            self.mark_dirty(device_id);
+        }
     }
 
     /// Records what an enrollment says about a device (Authenticate facts, TokenUpdate).
@@ -331,6 +344,12 @@ impl Reconciler {
             } else {
                 inventory_due.max(now) + if now >= inventory_due { interval } else { 0 }
             };
+        let involved = !result.managed.is_empty() || !enqueue.is_empty() || !in_flight.is_empty();
+        if involved {
+            lock(&self.involved).insert(device_id.to_string());
+        } else {
+            lock(&self.involved).remove(device_id);
+        }
         let reported_changed = newest_report != state.reported;
         let nothing_changed = enqueue.is_empty()
             && result.cancel.is_empty()

@@ -333,7 +333,7 @@ async fn handle_report(state: &AppState, presented: &PresentedCertificate, raw: 
             };
             match state.store.record_report(device_id, &record, now).await {
                 Ok(ReportOutcome::Dequeued) => {
-                    state.reconciler.mark_dirty(device_id);
+                    state.reconciler.command_answered(device_id);
                     tracing::info!(
                         device = device_id,
                         command = uuid,

@@ -109,6 +109,16 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
             "pomona_command_reports_total{{status=\"{status}\"}} {n}"
         );
     }
+    out.push_str("# HELP pomona_reconciles_total Device reconciles run (plans made).\n");
+    out.push_str("# TYPE pomona_reconciles_total counter\n");
+    let _ = writeln!(
+        out,
+        "pomona_reconciles_total {}",
+        state
+            .reconciler
+            .reconciles
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
     out.push_str(
         "# HELP pomona_identity_refusals_total Device requests refused (403) for their identity.\n",
     );
