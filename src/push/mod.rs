@@ -201,6 +201,11 @@ impl Push {
     /// Commands were queued for this device: push it once the coalescing window has passed
     /// (persisted first, so a restart does not lose the wake-up).
     pub async fn wake(&self, device_id: &str) -> Result<(), StoreError> {
+        if !self.enabled() {
+            // Nothing would send it; if push is configured later, the start-up sweep pushes
+            // every device with queued commands. Skipping saves a write per enqueue.
+            return Ok(());
+        }
         let at = crate::store::now_millis() + self.schedule.coalesce.as_millis() as i64;
         self.store.request_push(device_id, at).await?;
         self.wake.notify_one();

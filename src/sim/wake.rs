@@ -16,6 +16,8 @@ pub struct WakeStats {
     pub wakes: u64,
     /// Exchanges that failed (the device waits for the next push, as a real one would).
     pub failed_exchanges: u64,
+    /// Why the last failed exchange failed (for test and benchmark messages).
+    pub last_failure: Option<String>,
 }
 
 /// Runs exchanges on each push until `stop` turns true or the device is erased.
@@ -39,6 +41,7 @@ pub async fn answer_pushes(
             Err(SimError::Erased) => return stats,
             Err(e) => {
                 stats.failed_exchanges += 1;
+                stats.last_failure = Some(e.to_string());
                 tracing::debug!(device = device.udid(), error = %e, "woken exchange failed");
             }
         }
