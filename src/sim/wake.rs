@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::{watch, Notify};
 
 /// What a device in wake-on-push mode did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct WakeStats {
     /// Pushes that woke the device (several pushes before it wakes count once).
     pub wakes: u64,
