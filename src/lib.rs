@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod controller;
 pub mod pki;
 pub mod policy;
 pub mod protocol;
@@ -100,12 +101,27 @@ pub async fn serve_on(
         .await
         .context("loading enrolled devices")?;
     tracing::info!(devices, "enrolled devices loaded for reconciling");
-    let watcher = tokio::spawn(watch_policy_dir(
-        config.policy_dir.clone(),
-        reconciler.clone(),
-        std::time::Duration::from_secs(2),
-    ));
-    let driver = tokio::spawn(reconciler.clone().run(4, std::future::pending::<()>()));
+    let (watcher, driver) = match &config.kube {
+        // Custom resources; the reconciler runs on the replica that holds the Lease.
+        Some(settings) => {
+            let settings = settings.clone();
+            let (reconciler, store) = (reconciler.clone(), store.clone());
+            let source = tokio::spawn(async move {
+                if let Err(e) = controller::run(settings, reconciler, store).await {
+                    tracing::error!(error = format!("{e:#}"), "the Kubernetes source stopped");
+                }
+            });
+            (source, tokio::spawn(async {}))
+        }
+        None => (
+            tokio::spawn(watch_policy_dir(
+                config.policy_dir.clone(),
+                reconciler.clone(),
+                std::time::Duration::from_secs(2),
+            )),
+            tokio::spawn(reconciler.clone().run(4, std::future::pending::<()>())),
+        ),
+    };
     let state = server::AppState::new(
         store,
         prepared.admin_token,

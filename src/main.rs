@@ -1,6 +1,6 @@
 //! The `pomona` command: `serve` runs the server, `sim` runs a simulated fleet against one,
 //! `enroll-profile` hands out enrollment profiles, `validate`/`plan`/`status` serve policy
-//! authors, `push` asks a server to push one device.
+//! authors, `push` asks a server to push one device, `crds` prints the CustomResourceDefinitions.
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -29,6 +29,32 @@ enum Command {
     Status(pomona::cli::StatusArgs),
     /// Ask a running server to push one device through APNs now.
     Push(pomona::push::cli::PushArgs),
+    /// Print the CustomResourceDefinitions (generated from the policy types), or write one file
+    /// per definition into --output-dir.
+    Crds(CrdsArgs),
+}
+
+#[derive(clap::Args)]
+struct CrdsArgs {
+    /// Write `<name>.yaml` files here instead of printing one YAML stream.
+    #[arg(long)]
+    output_dir: Option<std::path::PathBuf>,
+}
+
+fn crds(args: CrdsArgs) -> ExitCode {
+    let Some(dir) = args.output_dir else {
+        print!("{}", pomona::policy::crd::definitions_yaml());
+        return ExitCode::SUCCESS;
+    };
+    for (file, yaml) in pomona::policy::crd::definition_files() {
+        let path = dir.join(file);
+        if let Err(e) = std::fs::write(&path, yaml) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+        eprintln!("wrote {}", path.display());
+    }
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
@@ -47,11 +73,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Command::Crds(args) = cli.command {
+        return crds(args);
+    }
     if let Command::Validate(args) = &cli.command {
         return ExitCode::from(pomona::cli::validate(args));
     }
     match cli.command {
-        Command::Validate(_) => unreachable!("handled above"),
+        Command::Validate(_) | Command::Crds(_) => unreachable!("handled above"),
         Command::Plan(args) => ExitCode::from(runtime.block_on(pomona::cli::plan(args))),
         Command::Status(args) => match runtime.block_on(pomona::cli::status(args)) {
             Ok(()) => ExitCode::SUCCESS,

@@ -138,6 +138,30 @@ pub struct ServeArgs {
     /// Time allowed for one push, connecting included (default 15s).
     #[arg(long, env = "POMONA_PUSH_TIMEOUT")]
     pub push_timeout: Option<String>,
+    /// Read policies from Kubernetes custom resources instead of the policy directory.
+    #[arg(long, env = "POMONA_KUBE")]
+    pub kube: bool,
+    /// With --kube: watch only this namespace (default: all namespaces).
+    #[arg(long, env = "POMONA_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// With --kube: kubeconfig file (default: the in-cluster service account).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// With --kube: namespace of the leader Lease (default: --namespace, else "default").
+    #[arg(long, env = "POMONA_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// With --kube: this replica's name in the Lease and events (default: a random name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// With --kube: seconds a leader's Lease lasts without renewal (default 15).
+    #[arg(long, env = "POMONA_LEASE_DURATION_SECS")]
+    pub lease_duration_secs: Option<u64>,
+    /// With --kube: seconds between status refreshes (default 10).
+    #[arg(long, env = "POMONA_STATUS_INTERVAL_SECS")]
+    pub status_interval_secs: Option<u64>,
+    /// With --kube: seconds a deleted Profile waits for devices to remove it (default 600).
+    #[arg(long, env = "POMONA_REMOVAL_TIMEOUT_SECS")]
+    pub removal_timeout_secs: Option<u64>,
 }
 
 /// The same keys in a config file. Unknown keys are errors (a typo must not be ignored).
@@ -201,6 +225,8 @@ pub struct ServeConfig {
     pub identity: crate::server::identity::IdentityPolicy,
     pub plan: crate::reconcile::plan::PlanSettings,
     pub push: crate::push::PushSettings,
+    /// `--kube`: policies from custom resources, with leader election.
+    pub kube: Option<crate::controller::KubeSettings>,
 }
 
 /// Where the device CA comes from.
@@ -299,6 +325,41 @@ impl Default for Limits {
 pub struct ConfigErrors(pub Vec<String>);
 
 impl ServeArgs {
+    fn kube_settings(&self, problems: &mut Vec<String>) -> crate::controller::KubeSettings {
+        let secs = |name: &str, value: Option<u64>, default: u64, problems: &mut Vec<String>| {
+            match value {
+                Some(0) => {
+                    problems.push(format!("{name}: must be at least 1"));
+                    Duration::from_secs(default)
+                }
+                Some(n) => Duration::from_secs(n),
+                None => Duration::from_secs(default),
+            }
+        };
+        if let Some(path) = &self.kubeconfig {
+            if !path.is_file() {
+                problems.push(format!("kubeconfig: {} is not a file", path.display()));
+            }
+        }
+        crate::controller::KubeSettings {
+            kubeconfig: self.kubeconfig.clone(),
+            namespace: self.namespace.clone(),
+            lease_namespace: self
+                .lease_namespace
+                .clone()
+                .or(self.namespace.clone())
+                .unwrap_or_else(|| "default".into()),
+            identity: self
+                .identity
+                .clone()
+                .unwrap_or_else(|| format!("pomona-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])),
+            lease_duration: secs("lease_duration_secs", self.lease_duration_secs, 15, problems),
+            status_interval: secs("status_interval_secs", self.status_interval_secs, 10, problems),
+            removal_timeout: secs("removal_timeout_secs", self.removal_timeout_secs, 600, problems),
+            sweep_interval: Duration::from_secs(2),
+        }
+    }
+
     /// Merges flags over the config file over defaults and validates the result.
     pub fn resolve(&self) -> Result<ServeConfig, ConfigErrors> {
         let mut problems = Vec::new();
@@ -532,10 +593,13 @@ impl ServeArgs {
             None => {}
         }
 
+        let kube = self.kube.then(|| self.kube_settings(&mut problems));
+
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
         Ok(ServeConfig {
+            kube,
             plan,
             listen,
             data_dir,

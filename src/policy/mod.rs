@@ -3,6 +3,7 @@
 //! that turn documents into an immutable, validated `PolicySnapshot`. Nothing here talks to
 //! devices or the store.
 
+pub mod crd;
 pub mod load;
 pub mod model;
 pub mod restrictions;

@@ -1,13 +1,31 @@
 //! The declared model, `mdm.pomona.dev/v1alpha1`: the documents administrators write (YAML in a
 //! policy directory or git, and — with the same types — Kubernetes custom resources). Unknown
 //! keys are errors everywhere: a typo must never be silently ignored.
+//!
+//! The spec types also derive `kube::CustomResource`: the custom resource definitions in
+//! `crds/` are generated from exactly these types (see `crd.rs`), so YAML files and custom
+//! resources are validated by the same code, and the OpenAPI schema rejects early whatever it
+//! can express (enums, required fields, name patterns).
 
+use super::crd::PolicyStatus;
+use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub const API_GROUP: &str = "mdm.pomona.dev";
 pub const API_VERSION: &str = "mdm.pomona.dev/v1alpha1";
+
+/// What a reference to another object's name must look like (a Kubernetes object name).
+pub const NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$";
+
+/// Free-form payload keys: kept as written (the API server must not prune them).
+fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
 
 /// Names and labels of a document (the Kubernetes `metadata` subset we read).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -90,7 +108,23 @@ impl Platform {
 
 /// Which devices belong to a group: a label selector over device labels and inventory
 /// attributes, and/or explicit serial numbers and UDIDs. A device matching either is a member.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, CustomResource,
+)]
+#[kube(
+    group = "mdm.pomona.dev",
+    version = "v1alpha1",
+    kind = "DeviceGroup",
+    root = "DeviceGroupResource",
+    namespaced,
+    status = "PolicyStatus",
+    shortname = "dg",
+    category = "pomona",
+    doc = "A set of Apple devices, by label selector and/or explicit serial numbers and UDIDs.",
+    printcolumn(name = "Devices", type_ = "integer", json_path = ".status.targeted"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DeviceGroupSpec {
     /// Label selector; inventory attributes are available as `pomona.dev/…` labels
@@ -116,6 +150,7 @@ pub struct LabelSelector {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SelectorRequirement {
+    #[schemars(length(min = 1))]
     pub key: String,
     pub operator: SelectorOperator,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -151,10 +186,28 @@ pub enum RemovalPolicy {
 
 /// A configuration profile installed on the members of some groups. Exactly one of
 /// `mobileconfig`, `mobileconfigFile` or `payloads` gives the content.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
+#[kube(
+    group = "mdm.pomona.dev",
+    version = "v1alpha1",
+    kind = "Profile",
+    root = "ProfileResource",
+    namespaced,
+    status = "PolicyStatus",
+    shortname = "mdmprofile",
+    category = "pomona",
+    doc = "A configuration profile installed on the members of some DeviceGroups.",
+    printcolumn(name = "Targeted", type_ = "integer", json_path = ".status.targeted"),
+    printcolumn(name = "Verified", type_ = "integer", json_path = ".status.verified"),
+    printcolumn(name = "Pending", type_ = "integer", json_path = ".status.pending"),
+    printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failed"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ProfileSpec {
     /// DeviceGroup names whose members get the profile.
+    #[schemars(length(min = 1), inner(regex(pattern = NAME_PATTERN)))]
     pub groups: Vec<String>,
     #[serde(default)]
     pub removal_policy: RemovalPolicy,
@@ -182,6 +235,7 @@ pub struct ProfileSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PayloadSpec {
+    #[schemars(length(min = 1))]
     pub payload_type: String,
     /// PayloadIdentifier (default: the profile identifier + "." + index).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,6 +243,7 @@ pub struct PayloadSpec {
     /// The payload's own keys, as in Apple's documentation. Binary values are written as
     /// `{ "base64": "…" }`.
     #[serde(default)]
+    #[schemars(schema_with = "free_form")]
     pub content: BTreeMap<String, serde_json::Value>,
 }
 
@@ -196,9 +251,28 @@ pub struct PayloadSpec {
 // Restrictions
 
 /// A typed subset of `com.apple.applicationaccess`, compiled into a profile.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
+#[kube(
+    group = "mdm.pomona.dev",
+    version = "v1alpha1",
+    kind = "Restrictions",
+    plural = "restrictions",
+    root = "RestrictionsResource",
+    namespaced,
+    status = "PolicyStatus",
+    shortname = "restr",
+    category = "pomona",
+    doc = "Typed device restrictions (com.apple.applicationaccess) for the members of some DeviceGroups.",
+    printcolumn(name = "Targeted", type_ = "integer", json_path = ".status.targeted"),
+    printcolumn(name = "Verified", type_ = "integer", json_path = ".status.verified"),
+    printcolumn(name = "Pending", type_ = "integer", json_path = ".status.pending"),
+    printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failed"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RestrictionsSpec {
+    #[schemars(length(min = 1), inner(regex(pattern = NAME_PATTERN)))]
     pub groups: Vec<String>,
     #[serde(default)]
     pub removal_policy: RemovalPolicy,
@@ -209,7 +283,23 @@ pub struct RestrictionsSpec {
 // DeviceLabels
 
 /// Labels for devices, by serial number or UDID, declared next to the policies.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, CustomResource,
+)]
+#[kube(
+    group = "mdm.pomona.dev",
+    version = "v1alpha1",
+    kind = "DeviceLabels",
+    plural = "devicelabels",
+    root = "DeviceLabelsResource",
+    namespaced,
+    status = "PolicyStatus",
+    shortname = "dlabels",
+    category = "pomona",
+    doc = "Labels for devices, by serial number or UDID, for DeviceGroup selectors.",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DeviceLabelsSpec {
     pub devices: Vec<LabelledDevice>,

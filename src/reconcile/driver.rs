@@ -175,6 +175,22 @@ impl Reconciler {
         counts
     }
 
+    /// Members of each declared group among indexed devices (DeviceGroup status).
+    pub fn group_member_counts(&self) -> HashMap<String, i64> {
+        let snapshot = self.snapshot();
+        let mut counts: HashMap<String, i64> =
+            snapshot.groups.keys().map(|g| (g.clone(), 0)).collect();
+        for attributes in read(&self.devices).values() {
+            let device = with_labels(&snapshot, attributes);
+            for (name, group) in &snapshot.groups {
+                if crate::policy::selector::is_member(group, &device) {
+                    *counts.entry(name.clone()).or_insert(0) += 1;
+                }
+            }
+        }
+        counts
+    }
+
     /// Runs reconciles until `shutdown` resolves, `parallel` devices at a time.
     pub async fn run(
         self: Arc<Self>,

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // Each test binary uses a different subset.
 
 pub mod apns;
+pub mod kube;
 
 use pomona::config::ServeArgs;
 use pomona::sim::device::{Endpoint, Faults, SimDevice};

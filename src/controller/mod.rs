@@ -1,0 +1,382 @@
+//! The Kubernetes policy source and controller (`pomona serve --kube`): watches the Pomona
+//! custom resources, turns them into the same `PolicySnapshot` as the directory source (see
+//! `source.rs`), and — on the one replica that holds the `coordination.k8s.io` Lease — runs the
+//! reconciler, writes status through the status subresource (`status.rs`), records events and
+//! releases the Profile/Restrictions finalizer once devices no longer carry the profile. Every
+//! replica serves the device endpoints; queued commands live in the store, so a new leader
+//! carries on where the old one stopped. It must not plan, nor touch devices other than
+//! through the reconciler.
+
+pub mod source;
+pub mod status;
+
+use crate::policy::model::{
+    DeviceGroupResource, DeviceLabelsResource, ProfileResource, RestrictionsResource,
+};
+use crate::reconcile::driver::Reconciler;
+use crate::store::Store;
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use kube::runtime::reflector::{self, Store as Reader};
+use kube::runtime::{watcher, WatchStreamExt as _};
+use kube::{Api, Client, Resource, ResourceExt};
+use source::{Built, Object, ObjectKey, Objects};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The finalizer Pomona puts on Profile and Restrictions objects.
+pub const FINALIZER: &str = "mdm.pomona.dev/remove-from-devices";
+/// Name of the Lease the replicas compete for.
+pub const LEASE_NAME: &str = "pomona-controller";
+
+/// How `serve --kube` talks to the cluster.
+#[derive(Debug, Clone)]
+pub struct KubeSettings {
+    /// A kubeconfig file; none: in-cluster service account (or the usual inference).
+    pub kubeconfig: Option<PathBuf>,
+    /// Watch only this namespace; none: every namespace.
+    pub namespace: Option<String>,
+    /// Where the leader Lease lives.
+    pub lease_namespace: String,
+    /// This replica's name in the Lease and in events (the pod name on Kubernetes).
+    pub identity: String,
+    /// Lease validity; a dead leader is replaced after at most this long.
+    pub lease_duration: Duration,
+    /// How often status is recomputed (it is also written on every policy change).
+    pub status_interval: Duration,
+    /// How long a deleted Profile waits for devices to remove it before its finalizer is
+    /// released anyway (the event and log name the devices that kept it).
+    pub removal_timeout: Duration,
+    /// How often the leader looks for devices that talked to other replicas.
+    pub sweep_interval: Duration,
+}
+
+/// Shared between the source loop and the leader's status writer.
+#[derive(Default)]
+struct Shared {
+    built: Mutex<Option<Arc<Built>>>,
+    changed: tokio::sync::Notify,
+}
+
+/// The watched objects, one reflector store per kind.
+#[derive(Clone)]
+pub(crate) struct Readers {
+    groups: Reader<DeviceGroupResource>,
+    profiles: Reader<ProfileResource>,
+    restrictions: Reader<RestrictionsResource>,
+    labels: Reader<DeviceLabelsResource>,
+}
+
+/// Connects to the API server as configured.
+pub async fn client(settings: &KubeSettings) -> anyhow::Result<Client> {
+    let config = match &settings.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .with_context(|| format!("kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig given and no in-cluster service account found")?,
+    };
+    Client::try_from(config).context("creating the Kubernetes client")
+}
+
+fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Starts a reflector for one kind; every change pokes `changed`.
+fn reflect<K>(api: Api<K>, shared: Arc<Shared>) -> (Reader<K>, tokio::task::JoinHandle<()>)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .applied_objects();
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(_) => shared.changed.notify_one(),
+                Err(e) => tracing::warn!(error = %e, kind = %K::kind(&Default::default()), "watch error; retrying"),
+            }
+        }
+    });
+    (reader, task)
+}
+
+fn object<K, S>(kind: &'static str, o: &K, spec: &S) -> Object<S>
+where
+    K: Resource,
+    S: Clone,
+{
+    Object {
+        key: ObjectKey {
+            kind,
+            namespace: o.meta().namespace.clone().unwrap_or_default(),
+            name: o.meta().name.clone().unwrap_or_default(),
+        },
+        generation: o.meta().generation,
+        deleting: o.meta().deletion_timestamp.is_some(),
+        spec: spec.clone(),
+    }
+}
+
+impl Readers {
+    fn objects(&self) -> Objects {
+        Objects {
+            groups: self
+                .groups
+                .state()
+                .iter()
+                .map(|o| object("DeviceGroup", &**o, &o.spec))
+                .collect(),
+            profiles: self
+                .profiles
+                .state()
+                .iter()
+                .map(|o| object("Profile", &**o, &o.spec))
+                .collect(),
+            restrictions: self
+                .restrictions
+                .state()
+                .iter()
+                .map(|o| object("Restrictions", &**o, &o.spec))
+                .collect(),
+            labels: self
+                .labels
+                .state()
+                .iter()
+                .map(|o| object("DeviceLabels", &**o, &o.spec))
+                .collect(),
+        }
+    }
+}
+
+/// Runs the Kubernetes source and, while this replica leads, the reconciler and the status
+/// writer. Returns only on a setup error; tasks end when the returned future is dropped.
+pub async fn run(
+    settings: KubeSettings,
+    reconciler: Arc<Reconciler>,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let client = client(&settings).await?;
+    let shared = Arc::new(Shared::default());
+    let mut tasks = TaskSet::default();
+    let (groups, t) = reflect(api(&client, &settings.namespace), shared.clone());
+    tasks.push(t);
+    let (profiles, t) = reflect(api(&client, &settings.namespace), shared.clone());
+    tasks.push(t);
+    let (restrictions, t) = reflect(api(&client, &settings.namespace), shared.clone());
+    tasks.push(t);
+    let (labels, t) = reflect(api(&client, &settings.namespace), shared.clone());
+    tasks.push(t);
+    let readers = Readers {
+        groups,
+        profiles,
+        restrictions,
+        labels,
+    };
+    for ready in [
+        readers.groups.wait_until_ready().await,
+        readers.profiles.wait_until_ready().await,
+        readers.restrictions.wait_until_ready().await,
+        readers.labels.wait_until_ready().await,
+    ] {
+        ready.context("the custom resource watches never became ready (are the CRDs installed? `pomona crds | kubectl apply -f -`)")?;
+    }
+    tracing::info!(namespace = settings.namespace.as_deref().unwrap_or("(all)"), "watching Pomona custom resources");
+
+    let status_kick = Arc::new(tokio::sync::Notify::new());
+    tasks.push(tokio::spawn(source_loop(
+        readers.clone(),
+        shared.clone(),
+        reconciler.clone(),
+        status_kick.clone(),
+    )));
+
+    let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+        .with_namespace(settings.lease_namespace.clone())
+        .with_identity(settings.identity.clone())
+        .with_duration(settings.lease_duration.as_secs().max(2))
+        .with_grace((settings.lease_duration.as_secs() / 3).max(1))
+        .build()
+        .await
+        .context("setting up the leader Lease")?;
+    let (mut leading, lease_task) = lease.watch().await;
+    let mut leader_tasks: Option<TaskSet> = None;
+    loop {
+        let is_leader = *leading.borrow_and_update();
+        match (is_leader, leader_tasks.is_some()) {
+            (true, false) => {
+                tracing::info!(identity = %settings.identity, "this replica leads: reconciling and writing status");
+                let mut t = TaskSet::default();
+                if let Err(e) = reconciler.load_devices().await {
+                    tracing::warn!(error = %e, "could not load devices on taking the lead");
+                }
+                t.push(tokio::spawn(
+                    reconciler.clone().run(4, std::future::pending::<()>()),
+                ));
+                t.push(tokio::spawn(status::status_loop(
+                    client.clone(),
+                    settings.clone(),
+                    readers.clone(),
+                    shared_built(shared.clone()),
+                    reconciler.clone(),
+                    store.clone(),
+                    status_kick.clone(),
+                )));
+                t.push(tokio::spawn(sweep_loop(
+                    reconciler.clone(),
+                    store.clone(),
+                    settings.sweep_interval,
+                )));
+                leader_tasks = Some(t);
+            }
+            (false, true) => {
+                tracing::warn!(identity = %settings.identity, "this replica lost the lead: it only serves devices now");
+                leader_tasks = None; // dropping aborts them
+            }
+            _ => {}
+        }
+        if leading.changed().await.is_err() {
+            break;
+        }
+    }
+    drop(leader_tasks);
+    match lease_task.await {
+        Ok(Ok(_)) => anyhow::bail!("the leader election stopped"),
+        Ok(Err(e)) => Err(anyhow::anyhow!(e).context("leader election failed")),
+        Err(e) => Err(anyhow::anyhow!(e).context("leader election task crashed")),
+    }
+}
+
+/// A getter for the latest build, for the status writer.
+pub(crate) type BuiltGetter = Arc<dyn Fn() -> Option<Arc<Built>> + Send + Sync>;
+
+fn shared_built(shared: Arc<Shared>) -> BuiltGetter {
+    Arc::new(move || shared.built.lock().expect("lock").clone())
+}
+
+/// Rebuilds the snapshot whenever a watched object changes (debounced), and hands a new
+/// revision to the reconciler.
+async fn source_loop(
+    readers: Readers,
+    shared: Arc<Shared>,
+    reconciler: Arc<Reconciler>,
+    status_kick: Arc<tokio::sync::Notify>,
+) {
+    let mut last_revision: Option<String> = None;
+    let mut last_verdicts = None;
+    loop {
+        let objects = readers.objects();
+        let built = tokio::task::spawn_blocking(move || source::build_snapshot(&objects)).await;
+        match built {
+            Ok(built) => {
+                let revision = built.snapshot.revision.clone();
+                let invalid: Vec<String> = built
+                    .verdicts
+                    .iter()
+                    .filter_map(|(k, (_, v))| match v {
+                        source::Verdict::Invalid { errors } => {
+                            Some(format!("{k}: {}", errors.join("; ")))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                if last_revision.as_deref() != Some(revision.as_str()) {
+                    tracing::info!(
+                        %revision,
+                        groups = built.snapshot.groups.len(),
+                        profiles = built.snapshot.profiles.len(),
+                        invalid = invalid.len(),
+                        "policy from custom resources"
+                    );
+                    reconciler.set_snapshot(built.snapshot.clone());
+                    last_revision = Some(revision);
+                }
+                if last_verdicts.as_ref() != Some(&built.verdicts) {
+                    for problem in &invalid {
+                        tracing::error!(%problem, "invalid custom resource: left out, the others are served");
+                    }
+                    if !invalid.is_empty() {
+                        reconciler.policy_refused(invalid);
+                    }
+                    last_verdicts = Some(built.verdicts.clone());
+                }
+                *shared.built.lock().expect("lock") = Some(Arc::new(built));
+                status_kick.notify_one();
+            }
+            Err(e) => tracing::error!(error = %e, "building the snapshot crashed"),
+        }
+        shared.changed.notified().await;
+        // Let a burst of changes (kubectl apply -f dir/) settle into one snapshot.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Devices that talked to another replica were marked dirty there, where no reconciler runs:
+/// the leader re-plans every device seen since its last look.
+async fn sweep_loop(reconciler: Arc<Reconciler>, store: Arc<dyn Store>, every: Duration) {
+    let mut since = crate::store::now_millis();
+    loop {
+        tokio::time::sleep(every).await;
+        let now = crate::store::now_millis();
+        // Last-seen writes are batched: look back a little further than the interval.
+        let horizon = since - 5_000;
+        let mut after: Option<String> = None;
+        loop {
+            let page = match store.list_enrollments(after.as_deref(), 1000).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "device sweep could not read enrollments");
+                    break;
+                }
+            };
+            let Some(last) = page.last() else { break };
+            after = Some(last.device_id.clone());
+            for e in &page {
+                if e.last_seen_at.is_some_and(|t| t >= horizon) {
+                    reconciler.mark_dirty(&e.device_id);
+                }
+            }
+        }
+        since = now;
+    }
+}
+
+/// Tasks that are aborted together when the set is dropped.
+#[derive(Default)]
+pub(crate) struct TaskSet(Vec<tokio::task::JoinHandle<()>>);
+
+impl TaskSet {
+    pub(crate) fn push(&mut self, task: tokio::task::JoinHandle<()>) {
+        self.0.push(task);
+    }
+}
+
+impl Drop for TaskSet {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// The name of an object, for messages.
+pub(crate) fn name_of<K: ResourceExt>(o: &K) -> String {
+    format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any())
+}

@@ -1,0 +1,552 @@
+//! Status of the Pomona custom resources, written by the leader: kstatus conditions (`Ready`,
+//! `Reconciling`, `Stalled`, each with `observedGeneration`), device counts from the store and
+//! the reconciler's targeting index, a bounded message naming failing devices, events on
+//! transitions, and the Profile/Restrictions finalizer (added to live objects; released once
+//! no device carries the profile, at once for `removalPolicy: Keep`, or after the removal
+//! timeout, naming the devices that kept it). Secrets never appear here: messages carry device
+//! ids and device-reported reasons only.
+
+use super::source::{ObjectKey, Verdict};
+use super::{name_of, BuiltGetter, KubeSettings, Readers, FINALIZER};
+use crate::policy::crd::{bounded, Condition, PolicyStatus};
+use crate::policy::model::RemovalPolicy;
+use crate::reconcile::driver::Reconciler;
+use crate::store::Store;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Failing or lingering devices named in a message (the rest are counted).
+const DEVICES_NAMED: i64 = 5;
+
+/// What the status of one object should say (before transition times).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    pub ready: (bool, &'static str, String),
+    pub reconciling: (bool, &'static str),
+    pub stalled: (bool, &'static str),
+    pub counts: Option<Counts>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub targeted: i64,
+    pub verified: i64,
+    pub pending: i64,
+    pub failed: i64,
+    pub removing: i64,
+}
+
+/// The conditions for a profile-like object from its verdict and counts. Pure.
+pub fn profile_conditions(verdict: &Verdict, counts: &Counts, failing: &str) -> Desired {
+    match verdict {
+        Verdict::Invalid { errors } => Desired {
+            ready: (false, "Invalid", errors.join("; ")),
+            reconciling: (false, "Invalid"),
+            stalled: (true, "Invalid"),
+            counts: Some(counts.clone()),
+        },
+        Verdict::Deleting => Desired {
+            ready: (
+                false,
+                "Removing",
+                format!("being removed from {} device(s)", counts.removing + counts.verified + counts.pending),
+            ),
+            reconciling: (true, "Removing"),
+            stalled: (false, "Removing"),
+            counts: Some(counts.clone()),
+        },
+        Verdict::Accepted { warnings } => {
+            let warn = if warnings.is_empty() {
+                String::new()
+            } else {
+                format!(" (warnings: {})", warnings.join("; "))
+            };
+            if counts.failed > 0 {
+                Desired {
+                    ready: (
+                        false,
+                        "DevicesFailed",
+                        format!("{} of {} device(s) failed: {failing}{warn}", counts.failed, counts.targeted),
+                    ),
+                    reconciling: (counts.pending > 0, if counts.pending > 0 { "Installing" } else { "DevicesFailed" }),
+                    stalled: (counts.pending == 0, "DevicesFailed"),
+                    counts: Some(counts.clone()),
+                }
+            } else if counts.pending > 0 || counts.verified < counts.targeted || counts.removing > 0 {
+                Desired {
+                    ready: (
+                        false,
+                        "Installing",
+                        format!(
+                            "{} of {} device(s) verified, {} pending{warn}",
+                            counts.verified, counts.targeted, counts.pending
+                        ),
+                    ),
+                    reconciling: (true, "Installing"),
+                    stalled: (false, "Installing"),
+                    counts: Some(counts.clone()),
+                }
+            } else {
+                Desired {
+                    ready: (
+                        true,
+                        "Verified",
+                        format!("verified on {} device(s){warn}", counts.verified),
+                    ),
+                    reconciling: (false, "Verified"),
+                    stalled: (false, "Verified"),
+                    counts: Some(counts.clone()),
+                }
+            }
+        }
+    }
+}
+
+/// The conditions for a DeviceGroup or DeviceLabels object. Pure.
+pub fn plain_conditions(verdict: &Verdict, members: Option<i64>) -> Desired {
+    let counts = members.map(|m| Counts {
+        targeted: m,
+        ..Counts::default()
+    });
+    match verdict {
+        Verdict::Invalid { errors } => Desired {
+            ready: (false, "Invalid", errors.join("; ")),
+            reconciling: (false, "Invalid"),
+            stalled: (true, "Invalid"),
+            counts,
+        },
+        Verdict::Deleting => Desired {
+            ready: (false, "Deleting", "being deleted".into()),
+            reconciling: (true, "Deleting"),
+            stalled: (false, "Deleting"),
+            counts,
+        },
+        Verdict::Accepted { warnings } => {
+            let mut message = match members {
+                Some(m) => format!("{m} device(s)"),
+                None => "accepted".into(),
+            };
+            if !warnings.is_empty() {
+                message.push_str(&format!(" (warnings: {})", warnings.join("; ")));
+            }
+            Desired {
+                ready: (true, "Accepted", message),
+                reconciling: (false, "Accepted"),
+                stalled: (false, "Accepted"),
+                counts,
+            }
+        }
+    }
+}
+
+fn status_word(b: bool) -> String {
+    if b { "True" } else { "False" }.to_string()
+}
+
+/// The full status, keeping transition times of conditions whose status did not change.
+pub fn render(
+    desired: &Desired,
+    generation: Option<i64>,
+    revision: &str,
+    old: Option<&PolicyStatus>,
+    now: &str,
+) -> PolicyStatus {
+    let old_conditions: HashMap<&str, &Condition> = old
+        .map(|o| o.conditions.iter().map(|c| (c.type_.as_str(), c)).collect())
+        .unwrap_or_default();
+    let condition = |type_: &str, status: bool, reason: &str, message: String| {
+        let status = status_word(status);
+        let since = old_conditions
+            .get(type_)
+            .filter(|c| c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| now.to_string());
+        Condition {
+            type_: type_.to_string(),
+            status,
+            reason: reason.to_string(),
+            message: bounded(&message),
+            last_transition_time: since,
+            observed_generation: generation,
+        }
+    };
+    let (ready, ready_reason, message) = &desired.ready;
+    let counts = desired.counts.clone();
+    PolicyStatus {
+        observed_generation: generation,
+        conditions: vec![
+            condition("Ready", *ready, ready_reason, message.clone()),
+            condition(
+                "Reconciling",
+                desired.reconciling.0,
+                desired.reconciling.1,
+                if desired.reconciling.0 { message.clone() } else { String::new() },
+            ),
+            condition(
+                "Stalled",
+                desired.stalled.0,
+                desired.stalled.1,
+                if desired.stalled.0 { message.clone() } else { String::new() },
+            ),
+        ],
+        targeted: counts.as_ref().map(|c| c.targeted),
+        verified: counts.as_ref().map(|c| c.verified),
+        pending: counts.as_ref().map(|c| c.pending),
+        failed: counts.as_ref().map(|c| c.failed),
+        removing: counts.as_ref().map(|c| c.removing),
+        revision: Some(revision.to_string()),
+    }
+}
+
+struct Writer {
+    client: Client,
+    recorder: Recorder,
+    settings: KubeSettings,
+    reconciler: Arc<Reconciler>,
+    store: Arc<dyn Store>,
+}
+
+/// Writes status now and whenever kicked or every `status_interval`.
+pub(crate) async fn status_loop(
+    client: Client,
+    settings: KubeSettings,
+    readers: Readers,
+    built: BuiltGetter,
+    reconciler: Arc<Reconciler>,
+    store: Arc<dyn Store>,
+    kick: Arc<tokio::sync::Notify>,
+) {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "pomona".into(),
+            instance: Some(settings.identity.clone()),
+        },
+    );
+    let writer = Writer {
+        client,
+        recorder,
+        settings,
+        reconciler,
+        store,
+    };
+    loop {
+        if let Some(built) = built() {
+            if let Err(e) = writer.pass(&readers, &built).await {
+                tracing::warn!(error = %e, "writing custom resource status failed; retrying");
+            }
+        }
+        tokio::select! {
+            _ = kick.notified() => {}
+            _ = tokio::time::sleep(writer.settings.status_interval) => {}
+        }
+    }
+}
+
+impl Writer {
+    async fn pass(&self, readers: &Readers, built: &super::source::Built) -> anyhow::Result<()> {
+        let now = crate::pki::ca::rfc3339_seconds(crate::store::now_millis() / 1000);
+        let revision = built.snapshot.revision.clone();
+        let counts: BTreeMap<String, crate::store::reconcile::ProfileCounts> = self
+            .store
+            .profile_counts()
+            .await?
+            .into_iter()
+            .map(|c| (c.profile_key.clone(), c))
+            .collect();
+        let targeted = self.reconciler.targeted_counts();
+        let members = self.reconciler.group_member_counts();
+        let verdict_of = |kind: &'static str, o: &dyn ResourceMeta| -> Option<(Option<i64>, Verdict)> {
+            let key = ObjectKey {
+                kind,
+                namespace: o.ns(),
+                name: o.nm(),
+            };
+            built.verdicts.get(&key).cloned()
+        };
+
+        for o in readers.profiles.state() {
+            let Some((generation, verdict)) = verdict_of("Profile", &*o) else { continue };
+            let key = format!("Profile/{}", o.name_any());
+            let removal = o.spec.removal_policy;
+            self.profile_like(&*o, &key, generation, &verdict, removal, &counts, &targeted, &revision, &now)
+                .await?;
+        }
+        for o in readers.restrictions.state() {
+            let Some((generation, verdict)) = verdict_of("Restrictions", &*o) else { continue };
+            let key = format!("Restrictions/{}", o.name_any());
+            let removal = o.spec.removal_policy;
+            self.profile_like(&*o, &key, generation, &verdict, removal, &counts, &targeted, &revision, &now)
+                .await?;
+        }
+        for o in readers.groups.state() {
+            let Some((generation, verdict)) = verdict_of("DeviceGroup", &*o) else { continue };
+            let desired = plain_conditions(&verdict, Some(members.get(&o.name_any()).copied().unwrap_or(0)));
+            self.write(&*o, &desired, generation, &revision, o.status.as_ref(), &now).await?;
+        }
+        for o in readers.labels.state() {
+            let Some((generation, verdict)) = verdict_of("DeviceLabels", &*o) else { continue };
+            let desired = plain_conditions(&verdict, None);
+            self.write(&*o, &desired, generation, &revision, o.status.as_ref(), &now).await?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn profile_like<K>(
+        &self,
+        o: &K,
+        key: &str,
+        generation: Option<i64>,
+        verdict: &Verdict,
+        removal: RemovalPolicy,
+        counts: &BTreeMap<String, crate::store::reconcile::ProfileCounts>,
+        targeted: &HashMap<String, i64>,
+        revision: &str,
+        now: &str,
+    ) -> anyhow::Result<()>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + HasStatus
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let c = counts.get(key).cloned().unwrap_or_default();
+        let counts = Counts {
+            targeted: targeted.get(key).copied().unwrap_or(0),
+            verified: c.verified,
+            pending: c.pending + c.verifying,
+            failed: c.failed,
+            removing: c.removing,
+        };
+        let api: Api<K> = Api::namespaced(self.client.clone(), &o.meta().namespace.clone().unwrap_or_default());
+        let has_finalizer = o.finalizers().iter().any(|f| f == FINALIZER);
+        if o.meta().deletion_timestamp.is_some() {
+            if has_finalizer {
+                self.maybe_release(&api, o, key, removal, &counts, verdict).await?;
+            }
+            // Status of a deleting object is still written (it shows the removal progress).
+        } else if !has_finalizer {
+            let mut finalizers = o.finalizers().to_vec();
+            finalizers.push(FINALIZER.to_string());
+            api.patch(
+                &o.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
+            )
+            .await?;
+        }
+        let failing = if counts.failed > 0 {
+            self.store
+                .managed_in_state(key, "failed", DEVICES_NAMED)
+                .await?
+                .into_iter()
+                .map(|(device, m)| {
+                    format!("{device}: {}", m.last_error.unwrap_or_else(|| "no reason given".into()))
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        } else {
+            String::new()
+        };
+        let desired = profile_conditions(verdict, &counts, &failing);
+        self.write(o, &desired, generation, revision, o.status_ref(), now).await
+    }
+
+    /// Releases the finalizer of a deleted Profile/Restrictions when devices are done with it.
+    async fn maybe_release<K>(
+        &self,
+        api: &Api<K>,
+        o: &K,
+        key: &str,
+        removal: RemovalPolicy,
+        counts: &Counts,
+        verdict: &Verdict,
+    ) -> anyhow::Result<()>
+    where
+        K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let on_devices = counts.verified + counts.pending + counts.removing + counts.failed;
+        let deleted_at = o
+            .meta()
+            .deletion_timestamp
+            .as_ref()
+            .map(|t| t.0.as_millisecond())
+            .unwrap_or_default();
+        let waited = crate::store::now_millis() - deleted_at;
+        let timed_out = waited > self.settings.removal_timeout.as_millis() as i64;
+        let (release, event) = if removal == RemovalPolicy::Keep {
+            (true, Some(("Kept", "removalPolicy is Keep: the profile stays on devices".to_string(), EventType::Normal)))
+        } else if matches!(verdict, Verdict::Invalid { .. }) || on_devices == 0 {
+            (true, Some(("Removed", "no device carries the profile any more".to_string(), EventType::Normal)))
+        } else if timed_out {
+            let kept: Vec<String> = self
+                .store
+                .managed_in_state(key, "removing", DEVICES_NAMED)
+                .await?
+                .into_iter()
+                .map(|(device, _)| device)
+                .collect();
+            let message = format!(
+                "gave up after {} s: {} device(s) did not confirm removal ({}{})",
+                self.settings.removal_timeout.as_secs(),
+                on_devices,
+                kept.join(", "),
+                if on_devices > kept.len() as i64 { ", …" } else { "" }
+            );
+            tracing::warn!(object = %name_of(o), %message, "finalizer released after the removal timeout");
+            (true, Some(("RemovalTimedOut", message, EventType::Warning)))
+        } else {
+            (false, None)
+        };
+        if let Some((reason, note, type_)) = event {
+            self.event(o, type_, reason, note).await;
+        }
+        if release {
+            let finalizers: Vec<String> = o.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+            api.patch(
+                &o.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn write<K>(
+        &self,
+        o: &K,
+        desired: &Desired,
+        generation: Option<i64>,
+        revision: &str,
+        old: Option<&PolicyStatus>,
+        now: &str,
+    ) -> anyhow::Result<()>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let status = render(desired, generation, revision, old, now);
+        if old == Some(&status) {
+            return Ok(());
+        }
+        let was_ready = old.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready")).map(|c| c.status == "True");
+        let was_stalled = old.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Stalled")).map(|c| c.status == "True");
+        let api: Api<K> = Api::namespaced(self.client.clone(), &o.meta().namespace.clone().unwrap_or_default());
+        let patched = api
+            .patch_status(&o.name_any(), &PatchParams::default(), &Patch::Merge(json!({"status": status})))
+            .await;
+        match patched {
+            Ok(_) => {}
+            // Deleted meanwhile: nothing to report on.
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        let (ready, reason, message) = &desired.ready;
+        if *ready && was_ready != Some(true) {
+            self.event(o, EventType::Normal, "Ready", bounded(message)).await;
+        } else if desired.stalled.0 && was_stalled != Some(true) {
+            self.event(o, EventType::Warning, reason, bounded(message)).await;
+        }
+        Ok(())
+    }
+
+    async fn event<K: Resource<DynamicType = ()>>(&self, o: &K, type_: EventType, reason: &str, note: String) {
+        let reference = o.object_ref(&());
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(bounded(&note)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, object = ?reference.name, "could not record an event");
+        }
+    }
+}
+
+/// Namespace and name of an object, object-safe.
+trait ResourceMeta {
+    fn ns(&self) -> String;
+    fn nm(&self) -> String;
+}
+
+impl<K: Resource> ResourceMeta for K {
+    fn ns(&self) -> String {
+        self.meta().namespace.clone().unwrap_or_default()
+    }
+    fn nm(&self) -> String {
+        self.meta().name.clone().unwrap_or_default()
+    }
+}
+
+/// The status of the generated resource types.
+pub(crate) trait HasStatus {
+    fn status_ref(&self) -> Option<&PolicyStatus>;
+}
+
+macro_rules! has_status {
+    ($($t:ty),*) => {$(
+        impl HasStatus for $t {
+            fn status_ref(&self) -> Option<&PolicyStatus> {
+                self.status.as_ref()
+            }
+        }
+    )*};
+}
+has_status!(
+    crate::policy::model::ProfileResource,
+    crate::policy::model::RestrictionsResource
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(targeted: i64, verified: i64, pending: i64, failed: i64) -> Counts {
+        Counts {
+            targeted,
+            verified,
+            pending,
+            failed,
+            removing: 0,
+        }
+    }
+
+    #[test]
+    fn conditions_follow_the_fleet() {
+        let ok = Verdict::Accepted { warnings: vec![] };
+        let d = profile_conditions(&ok, &counts(3, 3, 0, 0), "");
+        assert_eq!((d.ready.0, d.reconciling.0, d.stalled.0), (true, false, false));
+        let d = profile_conditions(&ok, &counts(3, 1, 2, 0), "");
+        assert_eq!((d.ready.0, d.reconciling.0, d.stalled.0), (false, true, false));
+        assert_eq!(d.ready.2, "1 of 3 device(s) verified, 2 pending");
+        let d = profile_conditions(&ok, &counts(3, 2, 0, 1), "D1: refused");
+        assert_eq!((d.ready.0, d.stalled.0), (false, true));
+        assert!(d.ready.2.contains("D1: refused"), "{}", d.ready.2);
+        let bad = Verdict::Invalid { errors: vec!["spec.groups: DeviceGroup \"x\" is not declared".into()] };
+        let d = profile_conditions(&bad, &Counts::default(), "");
+        assert_eq!((d.ready.0, d.stalled.0, d.stalled.1), (false, true, "Invalid"));
+    }
+
+    #[test]
+    fn transition_times_survive_unchanged_conditions() {
+        let ok = Verdict::Accepted { warnings: vec![] };
+        let first = render(&profile_conditions(&ok, &counts(1, 1, 0, 0), ""), Some(1), "r", None, "T1");
+        let again = render(&profile_conditions(&ok, &counts(1, 1, 0, 0), ""), Some(1), "r", Some(&first), "T2");
+        assert_eq!(first, again, "nothing changed: nothing to write");
+        let moved = render(&profile_conditions(&ok, &counts(2, 1, 1, 0), ""), Some(2), "r", Some(&first), "T3");
+        let ready = moved.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!((ready.status.as_str(), ready.last_transition_time.as_str()), ("False", "T3"));
+        assert_eq!(ready.observed_generation, Some(2));
+    }
+}

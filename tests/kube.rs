@@ -1,0 +1,246 @@
+//! Kubernetes, for real: a kube-apiserver and etcd built from Go modules (`scripts/envtest`),
+//! the CRDs from `crds/` and the deploy/ manifests applied with kubectl, and Pomona running as
+//! the deploy/ service account (so its RBAC is exactly enough). Administrators `kubectl apply`
+//! a DeviceGroup and a Profile; simulated devices converge; `kubectl get profiles` shows the
+//! counts and Ready=True; a change reinstalls; an invalid object is Stalled with its message
+//! while the others keep working; deleting a Profile removes it from devices before its
+//! finalizer goes, and gives up after the timeout naming the devices that kept it. With two
+//! replicas on one PostgreSQL database, killing the leader hands over to the other, which
+//! finishes the convergence.
+
+mod support;
+
+use pomona::sim::device::SimDevice;
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::kube::ApiServer;
+use support::TestServer;
+
+const NS: &str = "mdm";
+
+fn repo(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(path)
+        .display()
+        .to_string()
+}
+
+/// CRDs and the deploy/ manifests installed, a namespace for policies.
+fn install(api: &ApiServer) {
+    api.kubectl(&["apply", "-k", &repo("deploy")]);
+    api.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/profiles.mdm.pomona.dev",
+        "crd/devicegroups.mdm.pomona.dev",
+        "crd/restrictions.mdm.pomona.dev",
+        "crd/devicelabels.mdm.pomona.dev",
+    ]);
+    api.kubectl(&["create", "namespace", NS]);
+}
+
+fn group(name: &str) -> String {
+    format!(
+        "apiVersion: mdm.pomona.dev/v1alpha1
+kind: DeviceGroup
+metadata: {{name: {name}, namespace: {NS}}}
+spec:
+  selector: {{}}
+"
+    )
+}
+
+fn wifi(name: &str, ssid: &str, group: &str) -> String {
+    format!(
+        "apiVersion: mdm.pomona.dev/v1alpha1
+kind: Profile
+metadata: {{name: {name}, namespace: {NS}}}
+spec:
+  groups: [{group}]
+  payloads:
+    - payloadType: com.apple.wifi.managed
+      content: {{SSID_STR: {ssid}, AutoJoin: true}}
+"
+    )
+}
+
+fn get(api: &ApiServer, kind: &str, name: &str) -> Option<Value> {
+    let (ok, out, err) =
+        api.kubectl_result(&["get", kind, name, "-n", NS, "-o", "json"], None);
+    if !ok {
+        assert!(err.contains("NotFound"), "kubectl get {kind} {name}: {err}");
+        return None;
+    }
+    Some(serde_json::from_str(&out).unwrap())
+}
+
+fn condition<'a>(object: &'a Value, type_: &str) -> &'a Value {
+    object["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .unwrap_or(&Value::Null)
+}
+
+/// Devices exchange until `done` holds for the object (bounded wait).
+async fn converge(
+    api: &ApiServer,
+    devices: &mut [SimDevice],
+    kind: &str,
+    name: &str,
+    what: &str,
+    done: impl Fn(Option<&Value>) -> bool,
+) -> Option<Value> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        for d in devices.iter_mut() {
+            let _ = d.exchange().await;
+        }
+        let object = get(api, kind, name);
+        if done(object.as_ref()) {
+            return object;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: did not converge: {:#}",
+            object.unwrap_or(Value::Null)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn ready_with(object: Option<&Value>, verified: i64, generation: i64) -> bool {
+    object.is_some_and(|o| {
+        o["status"]["verified"] == verified
+            && o["status"]["pending"] == 0
+            && o["status"]["observedGeneration"] == generation
+            && condition(o, "Ready")["status"] == "True"
+    })
+}
+
+fn has_profile(device: &SimDevice, identifier: &str) -> bool {
+    device.state.profiles.contains_key(identifier)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_apply_converges_devices_and_status_follows_changes_errors_and_deletes() {
+    let api = ApiServer::start().await;
+    install(&api);
+    let kubeconfig = api.controller_kubeconfig.clone();
+    let server = TestServer::start_with(move |a| {
+        a.kube = true;
+        a.kubeconfig = Some(kubeconfig);
+        a.lease_namespace = Some("pomona-system".into());
+        a.identity = Some("replica-a".into());
+        a.status_interval_secs = Some(1);
+        a.removal_timeout_secs = Some(6);
+        a.lease_duration_secs = Some(4);
+        a.retry_backoff_ms = Some(50);
+        a.inventory_interval_secs = Some(1);
+    })
+    .await;
+    let mut devices = Vec::new();
+    for i in 0..5 {
+        devices.push(server.enrolled_device(i).await);
+    }
+
+    // kubectl apply → devices converge → kubectl get profiles shows it.
+    api.apply(&format!("{}---\n{}", group("everyone"), wifi("wifi", "Office", "everyone")));
+    let object = converge(&api, &mut devices, "profile", "wifi", "first install", |o| {
+        ready_with(o, 5, 1)
+    })
+    .await
+    .unwrap();
+    assert_eq!(object["status"]["targeted"], 5, "{object:#}");
+    assert_eq!(condition(&object, "Stalled")["status"], "False");
+    assert_eq!(
+        object["metadata"]["finalizers"],
+        serde_json::json!([pomona::controller::FINALIZER])
+    );
+    assert!(devices.iter().all(|d| has_profile(d, "dev.pomona.wifi")));
+    let table = api.kubectl(&["get", "profiles", "-n", NS]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "TARGETED", "VERIFIED", "PENDING", "FAILED", "READY", "AGE"],
+        "{table}"
+    );
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..6], ["wifi", "5", "5", "0", "0", "True"], "{table}");
+    let groups = api.kubectl(&["get", "dg", "-n", NS]);
+    assert!(groups.lines().nth(1).is_some_and(|l| l.split_whitespace().take(3).collect::<Vec<_>>() == ["everyone", "5", "True"]), "{groups}");
+
+    // The schema rejects what it can express, before Pomona sees it.
+    let (ok, _, err) = api.kubectl_result(
+        &["apply", "-f", "-"],
+        Some(&wifi("bad-policy", "X", "everyone").replace("  groups:", "  removalPolicy: Sometimes\n  groups:")),
+    );
+    assert!(!ok && err.contains("removalPolicy"), "{err}");
+    let (ok, _, err) = api.kubectl_result(&["apply", "-f", "-"], Some(&wifi("bad-group", "X", "Not_A_Name")));
+    assert!(!ok && err.contains("spec.groups"), "{err}");
+
+    // An object only Pomona can judge: Stalled with the reason; the others keep working.
+    api.apply(&wifi("typo", "Guest", "everyon"));
+    let typo = converge(&api, &mut devices, "profile", "typo", "invalid object stalls", |o| {
+        o.is_some_and(|o| condition(o, "Stalled")["status"] == "True")
+    })
+    .await
+    .unwrap();
+    let message = condition(&typo, "Stalled")["message"].as_str().unwrap().to_string();
+    assert!(message.contains("DeviceGroup \"everyon\" is not declared"), "{message}");
+    assert_eq!(condition(&typo, "Ready")["status"], "False");
+
+    // A change reinstalls everywhere; status follows the new generation.
+    api.apply(&wifi("wifi", "Office-5G", "everyone"));
+    converge(&api, &mut devices, "profile", "wifi", "content change", |o| ready_with(o, 5, 2)).await;
+    let wifi_still = get(&api, "profile", "wifi").unwrap();
+    assert_eq!(condition(&wifi_still, "Ready")["status"], "True");
+
+    // Delete: removed from devices first, then the finalizer goes and the object with it.
+    api.kubectl(&["delete", "profile", "wifi", "-n", NS, "--wait=false"]);
+    converge(&api, &mut devices, "profile", "wifi", "delete", |o| o.is_none()).await;
+    for _ in 0..3 {
+        for d in devices.iter_mut() {
+            let _ = d.exchange().await;
+        }
+    }
+    assert!(
+        devices.iter().all(|d| !has_profile(d, "dev.pomona.wifi")),
+        "the deleted profile is gone from every device"
+    );
+
+    // Devices that never answer: after the timeout the finalizer goes anyway and the event
+    // names them.
+    api.apply(&wifi("stubborn", "Lab", "everyone"));
+    converge(&api, &mut devices, "profile", "stubborn", "stubborn install", |o| ready_with(o, 5, 1)).await;
+    let started = Instant::now();
+    api.kubectl(&["delete", "profile", "stubborn", "-n", NS, "--wait=false"]);
+    loop {
+        if get(&api, "profile", "stubborn").is_none() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "finalizer never released");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_secs(5), "released before the timeout");
+    let events = api.kubectl(&[
+        "get", "events.events.k8s.io", "-n", NS, "-o", "json",
+    ]);
+    let events: Value = serde_json::from_str(&events).unwrap();
+    let timed_out = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["reason"] == "RemovalTimedOut" && e["regarding"]["name"] == "stubborn")
+        .unwrap_or_else(|| panic!("no RemovalTimedOut event: {events:#}"));
+    let note = timed_out["note"].as_str().unwrap();
+    assert!(note.contains("5 device(s) did not confirm removal"), "{note}");
+    assert!(devices.iter().any(|d| note.contains(&d.hw.udid)), "names a device: {note}");
+    assert!(
+        events["items"].as_array().unwrap().iter().any(|e| e["reason"] == "Ready" && e["regarding"]["name"] == "wifi"),
+        "a Ready event for wifi: {events:#}"
+    );
+
+    server.stop().await;
+}
