@@ -105,7 +105,7 @@ impl ApiServer {
         let (client_port, peer_port) = (free_port(), free_port());
         let etcd_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let mut etcd = Process::start(
+        let etcd = Process::start(
             "etcd",
             &bin.join("etcd"),
             &[
