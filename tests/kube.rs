@@ -67,8 +67,7 @@ spec:
 }
 
 fn get(api: &ApiServer, kind: &str, name: &str) -> Option<Value> {
-    let (ok, out, err) =
-        api.kubectl_result(&["get", kind, name, "-n", NS, "-o", "json"], None);
+    let (ok, out, err) = api.kubectl_result(&["get", kind, name, "-n", NS, "-o", "json"], None);
     if !ok {
         assert!(err.contains("NotFound"), "kubectl get {kind} {name}: {err}");
         return None;
@@ -146,10 +145,19 @@ async fn kubectl_apply_converges_devices_and_status_follows_changes_errors_and_d
     }
 
     // kubectl apply → devices converge → kubectl get profiles shows it.
-    api.apply(&format!("{}---\n{}", group("everyone"), wifi("wifi", "Office", "everyone")));
-    let object = converge(&api, &mut devices, "profile", "wifi", "first install", |o| {
-        ready_with(o, 5, 1)
-    })
+    api.apply(&format!(
+        "{}---\n{}",
+        group("everyone"),
+        wifi("wifi", "Office", "everyone")
+    ));
+    let object = converge(
+        &api,
+        &mut devices,
+        "profile",
+        "wifi",
+        "first install",
+        |o| ready_with(o, 5, 1),
+    )
     .await
     .unwrap();
     assert_eq!(object["status"]["targeted"], 5, "{object:#}");
@@ -169,37 +177,70 @@ async fn kubectl_apply_converges_devices_and_status_follows_changes_errors_and_d
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(&row[..6], ["wifi", "5", "5", "0", "0", "True"], "{table}");
     let groups = api.kubectl(&["get", "dg", "-n", NS]);
-    assert!(groups.lines().nth(1).is_some_and(|l| l.split_whitespace().take(3).collect::<Vec<_>>() == ["everyone", "5", "True"]), "{groups}");
+    assert!(
+        groups.lines().nth(1).is_some_and(
+            |l| l.split_whitespace().take(3).collect::<Vec<_>>() == ["everyone", "5", "True"]
+        ),
+        "{groups}"
+    );
 
     // The schema rejects what it can express, before Pomona sees it.
     let (ok, _, err) = api.kubectl_result(
         &["apply", "-f", "-"],
-        Some(&wifi("bad-policy", "X", "everyone").replace("  groups:", "  removalPolicy: Sometimes\n  groups:")),
+        Some(
+            &wifi("bad-policy", "X", "everyone")
+                .replace("  groups:", "  removalPolicy: Sometimes\n  groups:"),
+        ),
     );
     assert!(!ok && err.contains("removalPolicy"), "{err}");
-    let (ok, _, err) = api.kubectl_result(&["apply", "-f", "-"], Some(&wifi("bad-group", "X", "Not_A_Name")));
+    let (ok, _, err) = api.kubectl_result(
+        &["apply", "-f", "-"],
+        Some(&wifi("bad-group", "X", "Not_A_Name")),
+    );
     assert!(!ok && err.contains("spec.groups"), "{err}");
 
     // An object only Pomona can judge: Stalled with the reason; the others keep working.
     api.apply(&wifi("typo", "Guest", "everyon"));
-    let typo = converge(&api, &mut devices, "profile", "typo", "invalid object stalls", |o| {
-        o.is_some_and(|o| condition(o, "Stalled")["status"] == "True")
-    })
+    let typo = converge(
+        &api,
+        &mut devices,
+        "profile",
+        "typo",
+        "invalid object stalls",
+        |o| o.is_some_and(|o| condition(o, "Stalled")["status"] == "True"),
+    )
     .await
     .unwrap();
-    let message = condition(&typo, "Stalled")["message"].as_str().unwrap().to_string();
-    assert!(message.contains("DeviceGroup \"everyon\" is not declared"), "{message}");
+    let message = condition(&typo, "Stalled")["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("DeviceGroup \"everyon\" is not declared"),
+        "{message}"
+    );
     assert_eq!(condition(&typo, "Ready")["status"], "False");
 
     // A change reinstalls everywhere; status follows the new generation.
     api.apply(&wifi("wifi", "Office-5G", "everyone"));
-    converge(&api, &mut devices, "profile", "wifi", "content change", |o| ready_with(o, 5, 2)).await;
+    converge(
+        &api,
+        &mut devices,
+        "profile",
+        "wifi",
+        "content change",
+        |o| ready_with(o, 5, 2),
+    )
+    .await;
     let wifi_still = get(&api, "profile", "wifi").unwrap();
     assert_eq!(condition(&wifi_still, "Ready")["status"], "True");
 
     // Delete: removed from devices first, then the finalizer goes and the object with it.
     api.kubectl(&["delete", "profile", "wifi", "-n", NS, "--wait=false"]);
-    converge(&api, &mut devices, "profile", "wifi", "delete", |o| o.is_none()).await;
+    converge(&api, &mut devices, "profile", "wifi", "delete", |o| {
+        o.is_none()
+    })
+    .await;
     for _ in 0..3 {
         for d in devices.iter_mut() {
             let _ = d.exchange().await;
@@ -213,20 +254,32 @@ async fn kubectl_apply_converges_devices_and_status_follows_changes_errors_and_d
     // Devices that never answer: after the timeout the finalizer goes anyway and the event
     // names them.
     api.apply(&wifi("stubborn", "Lab", "everyone"));
-    converge(&api, &mut devices, "profile", "stubborn", "stubborn install", |o| ready_with(o, 5, 1)).await;
+    converge(
+        &api,
+        &mut devices,
+        "profile",
+        "stubborn",
+        "stubborn install",
+        |o| ready_with(o, 5, 1),
+    )
+    .await;
     let started = Instant::now();
     api.kubectl(&["delete", "profile", "stubborn", "-n", NS, "--wait=false"]);
     loop {
         if get(&api, "profile", "stubborn").is_none() {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "finalizer never released");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "finalizer never released"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    assert!(started.elapsed() >= Duration::from_secs(5), "released before the timeout");
-    let events = api.kubectl(&[
-        "get", "events.events.k8s.io", "-n", NS, "-o", "json",
-    ]);
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "released before the timeout"
+    );
+    let events = api.kubectl(&["get", "events.events.k8s.io", "-n", NS, "-o", "json"]);
     let events: Value = serde_json::from_str(&events).unwrap();
     let timed_out = events["items"]
         .as_array()
@@ -235,10 +288,20 @@ async fn kubectl_apply_converges_devices_and_status_follows_changes_errors_and_d
         .find(|e| e["reason"] == "RemovalTimedOut" && e["regarding"]["name"] == "stubborn")
         .unwrap_or_else(|| panic!("no RemovalTimedOut event: {events:#}"));
     let note = timed_out["note"].as_str().unwrap();
-    assert!(note.contains("5 device(s) did not confirm removal"), "{note}");
-    assert!(devices.iter().any(|d| note.contains(&d.hw.udid)), "names a device: {note}");
     assert!(
-        events["items"].as_array().unwrap().iter().any(|e| e["reason"] == "Ready" && e["regarding"]["name"] == "wifi"),
+        note.contains("5 device(s) did not confirm removal"),
+        "{note}"
+    );
+    assert!(
+        devices.iter().any(|d| note.contains(&d.hw.udid)),
+        "names a device: {note}"
+    );
+    assert!(
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"] == "Ready" && e["regarding"]["name"] == "wifi"),
         "a Ready event for wifi: {events:#}"
     );
 

@@ -53,7 +53,9 @@ async fn fresh_database() -> String {
              throwaway PostgreSQL (apt-get install postgresql)"
         )
     });
-    let admin = sqlx::PgPool::connect(&url).await.expect("connect to PostgreSQL");
+    let admin = sqlx::PgPool::connect(&url)
+        .await
+        .expect("connect to PostgreSQL");
     let name = format!("kube_failover_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&admin)
@@ -66,24 +68,51 @@ async fn fresh_database() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn when_the_leader_dies_the_other_replica_takes_over_and_finishes_convergence() {
     let api = ApiServer::start().await;
-    api.kubectl(&["apply", "-k", &format!("{}/deploy", env!("CARGO_MANIFEST_DIR"))]);
-    api.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "crd/profiles.mdm.pomona.dev"]);
+    api.kubectl(&[
+        "apply",
+        "-k",
+        &format!("{}/deploy", env!("CARGO_MANIFEST_DIR")),
+    ]);
+    api.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/profiles.mdm.pomona.dev",
+    ]);
     api.kubectl(&["create", "namespace", NS]);
     let database = fresh_database().await;
     let data = tempfile::tempdir().unwrap();
 
     // Replica A: its own process, so it can really be killed.
-    let port_a = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port_a = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let log_a = std::fs::File::create(data.path().join("replica-a.log")).unwrap();
     let mut replica_a = Command::new(env!("CARGO_BIN_EXE_pomona"))
-        .args(["serve", "--kube", "--identity", "replica-a", "--lease-namespace", "pomona-system"])
+        .args([
+            "serve",
+            "--kube",
+            "--identity",
+            "replica-a",
+            "--lease-namespace",
+            "pomona-system",
+        ])
         .arg("--kubeconfig")
         .arg(&api.controller_kubeconfig)
         .arg("--data-dir")
         .arg(data.path())
         .args(["--database", &database])
         .args(["--listen", &format!("127.0.0.1:{port_a}")])
-        .args(["--lease-duration-secs", "4", "--status-interval-secs", "1", "--inventory-interval-secs", "1"])
+        .args([
+            "--lease-duration-secs",
+            "4",
+            "--status-interval-secs",
+            "1",
+            "--inventory-interval-secs",
+            "1",
+        ])
         .env_remove("KUBECONFIG")
         .env("POMONA_LOG", "info,sqlx=warn")
         .stdout(Stdio::null())
@@ -106,7 +135,11 @@ async fn when_the_leader_dies_the_other_replica_takes_over_and_finishes_converge
         a.inventory_interval_secs = Some(1);
     })
     .await;
-    assert_eq!(lease_holder(&api), "replica-a", "B must not steal a live lease");
+    assert_eq!(
+        lease_holder(&api),
+        "replica-a",
+        "B must not steal a live lease"
+    );
     let mut devices = Vec::new();
     for i in 0..4 {
         devices.push(server.enrolled_device(i).await);
@@ -152,7 +185,11 @@ spec:
         if ready && p["status"]["verified"] == 4 {
             break;
         }
-        assert!(Instant::now() < deadline, "no convergence after failover: {p:#}\nlease holder: {}", lease_holder(&api));
+        assert!(
+            Instant::now() < deadline,
+            "no convergence after failover: {p:#}\nlease holder: {}",
+            lease_holder(&api)
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert_eq!(lease_holder(&api), "replica-b");
@@ -164,7 +201,10 @@ spec:
             .into_iter()
             .filter(|c| c["request_type"] == "InstallProfile")
             .count();
-        assert_eq!(installs, 1, "the install A queued was delivered, not queued again");
+        assert_eq!(
+            installs, 1,
+            "the install A queued was delivered, not queued again"
+        );
     }
     server.stop().await;
 }

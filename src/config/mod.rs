@@ -349,13 +349,27 @@ impl ServeArgs {
                 .clone()
                 .or(self.namespace.clone())
                 .unwrap_or_else(|| "default".into()),
-            identity: self
-                .identity
-                .clone()
-                .unwrap_or_else(|| format!("pomona-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])),
-            lease_duration: secs("lease_duration_secs", self.lease_duration_secs, 15, problems),
-            status_interval: secs("status_interval_secs", self.status_interval_secs, 10, problems),
-            removal_timeout: secs("removal_timeout_secs", self.removal_timeout_secs, 600, problems),
+            identity: self.identity.clone().unwrap_or_else(|| {
+                format!("pomona-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+            }),
+            lease_duration: secs(
+                "lease_duration_secs",
+                self.lease_duration_secs,
+                15,
+                problems,
+            ),
+            status_interval: secs(
+                "status_interval_secs",
+                self.status_interval_secs,
+                10,
+                problems,
+            ),
+            removal_timeout: secs(
+                "removal_timeout_secs",
+                self.removal_timeout_secs,
+                600,
+                problems,
+            ),
             sweep_interval: Duration::from_secs(2),
         }
     }

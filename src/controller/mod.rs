@@ -111,7 +111,9 @@ where
         while let Some(item) = stream.next().await {
             match item {
                 Ok(_) => shared.changed.notify_one(),
-                Err(e) => tracing::warn!(error = %e, kind = %K::kind(&Default::default()), "watch error; retrying"),
+                Err(e) => {
+                    tracing::warn!(error = %e, kind = %K::kind(&Default::default()), "watch error; retrying")
+                }
             }
         }
     });
@@ -198,7 +200,10 @@ pub async fn run(
     ] {
         ready.context("the custom resource watches never became ready (are the CRDs installed? `pomona crds | kubectl apply -f -`)")?;
     }
-    tracing::info!(namespace = settings.namespace.as_deref().unwrap_or("(all)"), "watching Pomona custom resources");
+    tracing::info!(
+        namespace = settings.namespace.as_deref().unwrap_or("(all)"),
+        "watching Pomona custom resources"
+    );
 
     let status_kick = Arc::new(tokio::sync::Notify::new());
     tasks.push(tokio::spawn(source_loop(

@@ -293,10 +293,14 @@ mod tests {
             profiles: vec![
                 object("Profile", "wifi", wifi(&["everyone"])),
                 object("Profile", "typo", wifi(&["everyon"])),
-                object("Profile", "empty", ProfileSpec {
-                    groups: vec!["everyone".into()],
-                    ..ProfileSpec::default()
-                }),
+                object(
+                    "Profile",
+                    "empty",
+                    ProfileSpec {
+                        groups: vec!["everyone".into()],
+                        ..ProfileSpec::default()
+                    },
+                ),
             ],
             ..Objects::default()
         };

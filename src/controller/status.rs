@@ -53,7 +53,10 @@ pub fn profile_conditions(verdict: &Verdict, counts: &Counts, failing: &str) -> 
             ready: (
                 false,
                 "Removing",
-                format!("being removed from {} device(s)", counts.removing + counts.verified + counts.pending),
+                format!(
+                    "being removed from {} device(s)",
+                    counts.removing + counts.verified + counts.pending
+                ),
             ),
             reconciling: (true, "Removing"),
             stalled: (false, "Removing"),
@@ -70,13 +73,24 @@ pub fn profile_conditions(verdict: &Verdict, counts: &Counts, failing: &str) -> 
                     ready: (
                         false,
                         "DevicesFailed",
-                        format!("{} of {} device(s) failed: {failing}{warn}", counts.failed, counts.targeted),
+                        format!(
+                            "{} of {} device(s) failed: {failing}{warn}",
+                            counts.failed, counts.targeted
+                        ),
                     ),
-                    reconciling: (counts.pending > 0, if counts.pending > 0 { "Installing" } else { "DevicesFailed" }),
+                    reconciling: (
+                        counts.pending > 0,
+                        if counts.pending > 0 {
+                            "Installing"
+                        } else {
+                            "DevicesFailed"
+                        },
+                    ),
                     stalled: (counts.pending == 0, "DevicesFailed"),
                     counts: Some(counts.clone()),
                 }
-            } else if counts.pending > 0 || counts.verified < counts.targeted || counts.removing > 0 {
+            } else if counts.pending > 0 || counts.verified < counts.targeted || counts.removing > 0
+            {
                 Desired {
                     ready: (
                         false,
@@ -184,13 +198,21 @@ pub fn render(
                 "Reconciling",
                 desired.reconciling.0,
                 desired.reconciling.1,
-                if desired.reconciling.0 { message.clone() } else { String::new() },
+                if desired.reconciling.0 {
+                    message.clone()
+                } else {
+                    String::new()
+                },
             ),
             condition(
                 "Stalled",
                 desired.stalled.0,
                 desired.stalled.1,
-                if desired.stalled.0 { message.clone() } else { String::new() },
+                if desired.stalled.0 {
+                    message.clone()
+                } else {
+                    String::new()
+                },
             ),
         ],
         targeted: counts.as_ref().map(|c| c.targeted),
@@ -260,38 +282,70 @@ impl Writer {
             .collect();
         let targeted = self.reconciler.targeted_counts();
         let members = self.reconciler.group_member_counts();
-        let verdict_of = |kind: &'static str, o: &dyn ResourceMeta| -> Option<(Option<i64>, Verdict)> {
-            let key = ObjectKey {
-                kind,
-                namespace: o.ns(),
-                name: o.nm(),
+        let verdict_of =
+            |kind: &'static str, o: &dyn ResourceMeta| -> Option<(Option<i64>, Verdict)> {
+                let key = ObjectKey {
+                    kind,
+                    namespace: o.ns(),
+                    name: o.nm(),
+                };
+                built.verdicts.get(&key).cloned()
             };
-            built.verdicts.get(&key).cloned()
-        };
 
         for o in readers.profiles.state() {
-            let Some((generation, verdict)) = verdict_of("Profile", &*o) else { continue };
+            let Some((generation, verdict)) = verdict_of("Profile", &*o) else {
+                continue;
+            };
             let key = format!("Profile/{}", o.name_any());
             let removal = o.spec.removal_policy;
-            self.profile_like(&*o, &key, generation, &verdict, removal, &counts, &targeted, &revision, &now)
-                .await?;
+            self.profile_like(
+                &*o, &key, generation, &verdict, removal, &counts, &targeted, &revision, &now,
+            )
+            .await?;
         }
         for o in readers.restrictions.state() {
-            let Some((generation, verdict)) = verdict_of("Restrictions", &*o) else { continue };
+            let Some((generation, verdict)) = verdict_of("Restrictions", &*o) else {
+                continue;
+            };
             let key = format!("Restrictions/{}", o.name_any());
             let removal = o.spec.removal_policy;
-            self.profile_like(&*o, &key, generation, &verdict, removal, &counts, &targeted, &revision, &now)
-                .await?;
+            self.profile_like(
+                &*o, &key, generation, &verdict, removal, &counts, &targeted, &revision, &now,
+            )
+            .await?;
         }
         for o in readers.groups.state() {
-            let Some((generation, verdict)) = verdict_of("DeviceGroup", &*o) else { continue };
-            let desired = plain_conditions(&verdict, Some(members.get(&o.name_any()).copied().unwrap_or(0)));
-            self.write(&*o, &desired, generation, &revision, o.status.as_ref(), &now).await?;
+            let Some((generation, verdict)) = verdict_of("DeviceGroup", &*o) else {
+                continue;
+            };
+            let desired = plain_conditions(
+                &verdict,
+                Some(members.get(&o.name_any()).copied().unwrap_or(0)),
+            );
+            self.write(
+                &*o,
+                &desired,
+                generation,
+                &revision,
+                o.status.as_ref(),
+                &now,
+            )
+            .await?;
         }
         for o in readers.labels.state() {
-            let Some((generation, verdict)) = verdict_of("DeviceLabels", &*o) else { continue };
+            let Some((generation, verdict)) = verdict_of("DeviceLabels", &*o) else {
+                continue;
+            };
             let desired = plain_conditions(&verdict, None);
-            self.write(&*o, &desired, generation, &revision, o.status.as_ref(), &now).await?;
+            self.write(
+                &*o,
+                &desired,
+                generation,
+                &revision,
+                o.status.as_ref(),
+                &now,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -324,11 +378,15 @@ impl Writer {
             failed: c.failed,
             removing: c.removing,
         };
-        let api: Api<K> = Api::namespaced(self.client.clone(), &o.meta().namespace.clone().unwrap_or_default());
+        let api: Api<K> = Api::namespaced(
+            self.client.clone(),
+            &o.meta().namespace.clone().unwrap_or_default(),
+        );
         let has_finalizer = o.finalizers().iter().any(|f| f == FINALIZER);
         if o.meta().deletion_timestamp.is_some() {
             if has_finalizer {
-                self.maybe_release(&api, o, key, removal, &counts, verdict).await?;
+                self.maybe_release(&api, o, key, removal, &counts, verdict)
+                    .await?;
             }
             // Status of a deleting object is still written (it shows the removal progress).
         } else if !has_finalizer {
@@ -347,7 +405,10 @@ impl Writer {
                 .await?
                 .into_iter()
                 .map(|(device, m)| {
-                    format!("{device}: {}", m.last_error.unwrap_or_else(|| "no reason given".into()))
+                    format!(
+                        "{device}: {}",
+                        m.last_error.unwrap_or_else(|| "no reason given".into())
+                    )
                 })
                 .collect::<Vec<_>>()
                 .join("; ")
@@ -355,7 +416,8 @@ impl Writer {
             String::new()
         };
         let desired = profile_conditions(verdict, &counts, &failing);
-        self.write(o, &desired, generation, revision, o.status_ref(), now).await
+        self.write(o, &desired, generation, revision, o.status_ref(), now)
+            .await
     }
 
     /// Releases the finalizer of a deleted Profile/Restrictions when devices are done with it.
@@ -381,9 +443,23 @@ impl Writer {
         let waited = crate::store::now_millis() - deleted_at;
         let timed_out = waited > self.settings.removal_timeout.as_millis() as i64;
         let (release, event) = if removal == RemovalPolicy::Keep {
-            (true, Some(("Kept", "removalPolicy is Keep: the profile stays on devices".to_string(), EventType::Normal)))
+            (
+                true,
+                Some((
+                    "Kept",
+                    "removalPolicy is Keep: the profile stays on devices".to_string(),
+                    EventType::Normal,
+                )),
+            )
         } else if matches!(verdict, Verdict::Invalid { .. }) || on_devices == 0 {
-            (true, Some(("Removed", "no device carries the profile any more".to_string(), EventType::Normal)))
+            (
+                true,
+                Some((
+                    "Removed",
+                    "no device carries the profile any more".to_string(),
+                    EventType::Normal,
+                )),
+            )
         } else if timed_out {
             let kept: Vec<String> = self
                 .store
@@ -397,7 +473,11 @@ impl Writer {
                 self.settings.removal_timeout.as_secs(),
                 on_devices,
                 kept.join(", "),
-                if on_devices > kept.len() as i64 { ", …" } else { "" }
+                if on_devices > kept.len() as i64 {
+                    ", …"
+                } else {
+                    ""
+                }
             );
             tracing::warn!(object = %name_of(o), %message, "finalizer released after the removal timeout");
             (true, Some(("RemovalTimedOut", message, EventType::Warning)))
@@ -408,7 +488,12 @@ impl Writer {
             self.event(o, type_, reason, note).await;
         }
         if release {
-            let finalizers: Vec<String> = o.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+            let finalizers: Vec<String> = o
+                .finalizers()
+                .iter()
+                .filter(|f| *f != FINALIZER)
+                .cloned()
+                .collect();
             api.patch(
                 &o.name_any(),
                 &PatchParams::default(),
@@ -438,11 +523,22 @@ impl Writer {
         if old == Some(&status) {
             return Ok(());
         }
-        let was_ready = old.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready")).map(|c| c.status == "True");
-        let was_stalled = old.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Stalled")).map(|c| c.status == "True");
-        let api: Api<K> = Api::namespaced(self.client.clone(), &o.meta().namespace.clone().unwrap_or_default());
+        let was_ready = old
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.status == "True");
+        let was_stalled = old
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Stalled"))
+            .map(|c| c.status == "True");
+        let api: Api<K> = Api::namespaced(
+            self.client.clone(),
+            &o.meta().namespace.clone().unwrap_or_default(),
+        );
         let patched = api
-            .patch_status(&o.name_any(), &PatchParams::default(), &Patch::Merge(json!({"status": status})))
+            .patch_status(
+                &o.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": status})),
+            )
             .await;
         match patched {
             Ok(_) => {}
@@ -452,14 +548,22 @@ impl Writer {
         }
         let (ready, reason, message) = &desired.ready;
         if *ready && was_ready != Some(true) {
-            self.event(o, EventType::Normal, "Ready", bounded(message)).await;
+            self.event(o, EventType::Normal, "Ready", bounded(message))
+                .await;
         } else if desired.stalled.0 && was_stalled != Some(true) {
-            self.event(o, EventType::Warning, reason, bounded(message)).await;
+            self.event(o, EventType::Warning, reason, bounded(message))
+                .await;
         }
         Ok(())
     }
 
-    async fn event<K: Resource<DynamicType = ()>>(&self, o: &K, type_: EventType, reason: &str, note: String) {
+    async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        o: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
         let reference = o.object_ref(&());
         let event = Event {
             type_,
@@ -526,27 +630,63 @@ mod tests {
     fn conditions_follow_the_fleet() {
         let ok = Verdict::Accepted { warnings: vec![] };
         let d = profile_conditions(&ok, &counts(3, 3, 0, 0), "");
-        assert_eq!((d.ready.0, d.reconciling.0, d.stalled.0), (true, false, false));
+        assert_eq!(
+            (d.ready.0, d.reconciling.0, d.stalled.0),
+            (true, false, false)
+        );
         let d = profile_conditions(&ok, &counts(3, 1, 2, 0), "");
-        assert_eq!((d.ready.0, d.reconciling.0, d.stalled.0), (false, true, false));
+        assert_eq!(
+            (d.ready.0, d.reconciling.0, d.stalled.0),
+            (false, true, false)
+        );
         assert_eq!(d.ready.2, "1 of 3 device(s) verified, 2 pending");
         let d = profile_conditions(&ok, &counts(3, 2, 0, 1), "D1: refused");
         assert_eq!((d.ready.0, d.stalled.0), (false, true));
         assert!(d.ready.2.contains("D1: refused"), "{}", d.ready.2);
-        let bad = Verdict::Invalid { errors: vec!["spec.groups: DeviceGroup \"x\" is not declared".into()] };
+        let bad = Verdict::Invalid {
+            errors: vec!["spec.groups: DeviceGroup \"x\" is not declared".into()],
+        };
         let d = profile_conditions(&bad, &Counts::default(), "");
-        assert_eq!((d.ready.0, d.stalled.0, d.stalled.1), (false, true, "Invalid"));
+        assert_eq!(
+            (d.ready.0, d.stalled.0, d.stalled.1),
+            (false, true, "Invalid")
+        );
     }
 
     #[test]
     fn transition_times_survive_unchanged_conditions() {
         let ok = Verdict::Accepted { warnings: vec![] };
-        let first = render(&profile_conditions(&ok, &counts(1, 1, 0, 0), ""), Some(1), "r", None, "T1");
-        let again = render(&profile_conditions(&ok, &counts(1, 1, 0, 0), ""), Some(1), "r", Some(&first), "T2");
+        let first = render(
+            &profile_conditions(&ok, &counts(1, 1, 0, 0), ""),
+            Some(1),
+            "r",
+            None,
+            "T1",
+        );
+        let again = render(
+            &profile_conditions(&ok, &counts(1, 1, 0, 0), ""),
+            Some(1),
+            "r",
+            Some(&first),
+            "T2",
+        );
         assert_eq!(first, again, "nothing changed: nothing to write");
-        let moved = render(&profile_conditions(&ok, &counts(2, 1, 1, 0), ""), Some(2), "r", Some(&first), "T3");
-        let ready = moved.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
-        assert_eq!((ready.status.as_str(), ready.last_transition_time.as_str()), ("False", "T3"));
+        let moved = render(
+            &profile_conditions(&ok, &counts(2, 1, 1, 0), ""),
+            Some(2),
+            "r",
+            Some(&first),
+            "T3",
+        );
+        let ready = moved
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.last_transition_time.as_str()),
+            ("False", "T3")
+        );
         assert_eq!(ready.observed_generation, Some(2));
     }
 }

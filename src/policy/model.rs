@@ -122,8 +122,16 @@ impl Platform {
     category = "pomona",
     doc = "A set of Apple devices, by label selector and/or explicit serial numbers and UDIDs.",
     printcolumn(name = "Devices", type_ = "integer", json_path = ".status.targeted"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DeviceGroupSpec {
@@ -187,6 +195,8 @@ pub enum RemovalPolicy {
 /// A configuration profile installed on the members of some groups. Exactly one of
 /// `mobileconfig`, `mobileconfigFile` or `payloads` gives the content.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
+// clippy reads the repeated `type_ = …` of printcolumn(…) as a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[kube(
     group = "mdm.pomona.dev",
     version = "v1alpha1",
@@ -201,8 +211,16 @@ pub enum RemovalPolicy {
     printcolumn(name = "Verified", type_ = "integer", json_path = ".status.verified"),
     printcolumn(name = "Pending", type_ = "integer", json_path = ".status.pending"),
     printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failed"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ProfileSpec {
@@ -252,6 +270,8 @@ pub struct PayloadSpec {
 
 /// A typed subset of `com.apple.applicationaccess`, compiled into a profile.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
+// clippy reads the repeated `type_ = …` of printcolumn(…) as a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[kube(
     group = "mdm.pomona.dev",
     version = "v1alpha1",
@@ -267,8 +287,16 @@ pub struct PayloadSpec {
     printcolumn(name = "Verified", type_ = "integer", json_path = ".status.verified"),
     printcolumn(name = "Pending", type_ = "integer", json_path = ".status.pending"),
     printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failed"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RestrictionsSpec {
@@ -297,8 +325,16 @@ pub struct RestrictionsSpec {
     shortname = "dlabels",
     category = "pomona",
     doc = "Labels for devices, by serial number or UDID, for DeviceGroup selectors.",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DeviceLabelsSpec {
