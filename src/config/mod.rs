@@ -205,6 +205,14 @@ struct FileConfig {
     push_poll_interval: Option<String>,
     push_concurrency: Option<usize>,
     push_timeout: Option<String>,
+    kube: Option<bool>,
+    namespace: Option<String>,
+    kubeconfig: Option<PathBuf>,
+    lease_namespace: Option<String>,
+    identity: Option<String>,
+    lease_duration_secs: Option<u64>,
+    status_interval_secs: Option<u64>,
+    removal_timeout_secs: Option<u64>,
 }
 
 /// Validated configuration for `pomona serve`.
@@ -325,51 +333,64 @@ impl Default for Limits {
 pub struct ConfigErrors(pub Vec<String>);
 
 impl ServeArgs {
-    fn kube_settings(&self, problems: &mut Vec<String>) -> crate::controller::KubeSettings {
-        let secs = |name: &str, value: Option<u64>, default: u64, problems: &mut Vec<String>| {
-            match value {
+    fn kube_settings(
+        &self,
+        file: &FileConfig,
+        problems: &mut Vec<String>,
+    ) -> crate::controller::KubeSettings {
+        let mut secs =
+            |name: &str, flag: Option<u64>, key: Option<u64>, default: u64| match flag.or(key) {
                 Some(0) => {
                     problems.push(format!("{name}: must be at least 1"));
                     Duration::from_secs(default)
                 }
                 Some(n) => Duration::from_secs(n),
                 None => Duration::from_secs(default),
-            }
-        };
-        if let Some(path) = &self.kubeconfig {
+            };
+        let lease_duration = secs(
+            "lease_duration_secs",
+            self.lease_duration_secs,
+            file.lease_duration_secs,
+            15,
+        );
+        let status_interval = secs(
+            "status_interval_secs",
+            self.status_interval_secs,
+            file.status_interval_secs,
+            10,
+        );
+        let removal_timeout = secs(
+            "removal_timeout_secs",
+            self.removal_timeout_secs,
+            file.removal_timeout_secs,
+            600,
+        );
+        let kubeconfig = self.kubeconfig.clone().or(file.kubeconfig.clone());
+        if let Some(path) = &kubeconfig {
             if !path.is_file() {
                 problems.push(format!("kubeconfig: {} is not a file", path.display()));
             }
         }
+        let namespace = self.namespace.clone().or(file.namespace.clone());
         crate::controller::KubeSettings {
-            kubeconfig: self.kubeconfig.clone(),
-            namespace: self.namespace.clone(),
+            kubeconfig,
             lease_namespace: self
                 .lease_namespace
                 .clone()
-                .or(self.namespace.clone())
+                .or(file.lease_namespace.clone())
+                .or(namespace.clone())
                 .unwrap_or_else(|| "default".into()),
-            identity: self.identity.clone().unwrap_or_else(|| {
-                format!("pomona-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
-            }),
-            lease_duration: secs(
-                "lease_duration_secs",
-                self.lease_duration_secs,
-                15,
-                problems,
-            ),
-            status_interval: secs(
-                "status_interval_secs",
-                self.status_interval_secs,
-                10,
-                problems,
-            ),
-            removal_timeout: secs(
-                "removal_timeout_secs",
-                self.removal_timeout_secs,
-                600,
-                problems,
-            ),
+            namespace,
+            identity: self
+                .identity
+                .clone()
+                .or(file.identity.clone())
+                .unwrap_or_else(|| {
+                    format!("pomona-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+                }),
+            lease_duration,
+            status_interval,
+            removal_timeout,
             sweep_interval: Duration::from_secs(2),
         }
     }
@@ -390,6 +411,8 @@ impl ServeArgs {
             },
             None => FileConfig::default(),
         };
+        let kube = (self.kube || file.kube == Some(true))
+            .then(|| self.kube_settings(&file, &mut problems));
         let push = resolve_push(self, &file, &mut problems);
 
         let listen_text = self
@@ -489,6 +512,14 @@ impl ServeArgs {
                 "policy_dir: {} is not a directory",
                 policy_dir.display()
             ));
+        }
+
+        if kube.is_some() && policy_dir_explicit {
+            problems.push(
+                "policy_dir and kube exclude each other: policies come from a directory or from \
+                 custom resources"
+                    .into(),
+            );
         }
 
         let mut limits = Limits::default();
@@ -606,8 +637,6 @@ impl ServeArgs {
             Some(n) => plan.max_attempts = n,
             None => {}
         }
-
-        let kube = self.kube.then(|| self.kube_settings(&mut problems));
 
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
@@ -818,6 +847,43 @@ mod tests {
         assert_eq!(c.public_url, "https://localhost:8443");
         assert!(matches!(c.tls, TlsSource::Generated));
         assert_eq!(c.limits.max_body_bytes, 10 * 1024 * 1024);
+    }
+
+    #[test]
+    fn kube_settings_default_sensibly_and_exclude_a_policy_directory() {
+        let c = ServeArgs {
+            kube: true,
+            namespace: Some("mdm".into()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        let k = c.kube.expect("--kube gives kube settings");
+        assert_eq!(k.namespace.as_deref(), Some("mdm"));
+        assert_eq!(k.lease_namespace, "mdm", "the Lease follows --namespace");
+        assert_eq!(k.lease_duration, Duration::from_secs(15));
+        assert_eq!(k.removal_timeout, Duration::from_secs(600));
+        assert!(k.identity.starts_with("pomona-"));
+        assert!(ServeArgs::default().resolve().unwrap().kube.is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let err = ServeArgs {
+            kube: true,
+            policy_dir: Some(dir.path().to_path_buf()),
+            kubeconfig: Some("/nonexistent/kubeconfig".into()),
+            removal_timeout_secs: Some(0),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "policy_dir and kube exclude",
+            "kubeconfig:",
+            "removal_timeout_secs:",
+        ] {
+            assert!(err.contains(expected), "{expected} missing from:\n{err}");
+        }
     }
 
     #[test]

@@ -269,6 +269,11 @@ pub(crate) async fn status_loop(
     }
 }
 
+/// One object's status could not be written: the others still are, and the next pass retries.
+fn report(object: &str, e: anyhow::Error) {
+    tracing::warn!(%object, error = format!("{e:#}"), "could not update a custom resource; retrying");
+}
+
 impl Writer {
     async fn pass(&self, readers: &Readers, built: &super::source::Built) -> anyhow::Result<()> {
         let now = crate::pki::ca::rfc3339_seconds(crate::store::now_millis() / 1000);
@@ -301,7 +306,8 @@ impl Writer {
             self.profile_like(
                 &*o, &key, generation, &verdict, removal, &counts, &targeted, &revision, &now,
             )
-            .await?;
+            .await
+            .unwrap_or_else(|e| report(&name_of(&*o), e));
         }
         for o in readers.restrictions.state() {
             let Some((generation, verdict)) = verdict_of("Restrictions", &*o) else {
@@ -312,7 +318,8 @@ impl Writer {
             self.profile_like(
                 &*o, &key, generation, &verdict, removal, &counts, &targeted, &revision, &now,
             )
-            .await?;
+            .await
+            .unwrap_or_else(|e| report(&name_of(&*o), e));
         }
         for o in readers.groups.state() {
             let Some((generation, verdict)) = verdict_of("DeviceGroup", &*o) else {
@@ -330,7 +337,8 @@ impl Writer {
                 o.status.as_ref(),
                 &now,
             )
-            .await?;
+            .await
+            .unwrap_or_else(|e| report(&name_of(&*o), e));
         }
         for o in readers.labels.state() {
             let Some((generation, verdict)) = verdict_of("DeviceLabels", &*o) else {
@@ -345,7 +353,8 @@ impl Writer {
                 o.status.as_ref(),
                 &now,
             )
-            .await?;
+            .await
+            .unwrap_or_else(|e| report(&name_of(&*o), e));
         }
         Ok(())
     }
@@ -392,12 +401,7 @@ impl Writer {
         } else if !has_finalizer {
             let mut finalizers = o.finalizers().to_vec();
             finalizers.push(FINALIZER.to_string());
-            api.patch(
-                &o.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
-            )
-            .await?;
+            patch_finalizers(&api, o, finalizers).await?;
         }
         let failing = if counts.failed > 0 {
             self.store
@@ -494,12 +498,7 @@ impl Writer {
                 .filter(|f| *f != FINALIZER)
                 .cloned()
                 .collect();
-            api.patch(
-                &o.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
-            )
-            .await?;
+            patch_finalizers(api, o, finalizers).await?;
         }
         Ok(())
     }
@@ -575,6 +574,27 @@ impl Writer {
         if let Err(e) = self.recorder.publish(&event, &reference).await {
             tracing::warn!(error = %e, object = ?reference.name, "could not record an event");
         }
+    }
+}
+
+/// Sets the finalizer list, only if the object is unchanged since it was read (the
+/// resourceVersion makes the patch conditional): another controller's finalizer is never lost.
+async fn patch_finalizers<K>(api: &Api<K>, o: &K, finalizers: Vec<String>) -> anyhow::Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({"metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": o.meta().resource_version,
+    }});
+    match api
+        .patch(&o.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Changed meanwhile: the watch brings the new version and the next pass retries.
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
