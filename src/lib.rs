@@ -101,13 +101,22 @@ pub async fn serve_on(
         .await
         .context("loading enrolled devices")?;
     tracing::info!(devices, "enrolled devices loaded for reconciling");
+    // With --kube, shutting down also hands the Lease over (at once, not after it expires).
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping.send(());
+    };
     let (watcher, driver) = match &config.kube {
         // Custom resources; the reconciler runs on the replica that holds the Lease.
         Some(settings) => {
             let settings = settings.clone();
             let (reconciler, store) = (reconciler.clone(), store.clone());
+            let stop = async move {
+                let _ = stopped.await;
+            };
             let source = tokio::spawn(async move {
-                if let Err(e) = controller::run(settings, reconciler, store).await {
+                if let Err(e) = controller::run(settings, reconciler, store, stop).await {
                     tracing::error!(error = format!("{e:#}"), "the Kubernetes source stopped");
                 }
             });
@@ -132,7 +141,18 @@ pub async fn serve_on(
     let _ = state.push.set(push.clone());
     let scheduler = push.spawn_scheduler();
     let served = server::run(listener, prepared.tls, state, shutdown).await;
-    watcher.abort();
+    if config.kube.is_some() {
+        // The controller releases its Lease and returns; do not wait forever for the API.
+        let abort = watcher.abort_handle();
+        if tokio::time::timeout(std::time::Duration::from_secs(5), watcher)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    } else {
+        watcher.abort();
+    }
     driver.abort();
     if let Some(task) = scheduler {
         // Pending pushes are in the store; the next start picks them up.

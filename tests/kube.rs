@@ -4,13 +4,14 @@
 //! a DeviceGroup and a Profile; simulated devices converge; `kubectl get profiles` shows the
 //! counts and Ready=True; a change reinstalls; an invalid object is Stalled with its message
 //! while the others keep working; deleting a Profile removes it from devices before its
-//! finalizer goes, and gives up after the timeout naming the devices that kept it. With two
+//! finalizer goes, and gives up after the timeout naming the devices that kept it; a device
+//! that refuses a profile is named, with its reason, in a Stalled condition. With two
 //! replicas on one PostgreSQL database, killing the leader hands over to the other, which
 //! finishes the convergence.
 
 mod support;
 
-use pomona::sim::device::SimDevice;
+use pomona::sim::device::{Faults, SimDevice};
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -170,6 +171,7 @@ async fn kubectl_apply_converges_devices_and_status_follows_changes_errors_and_d
         a.removal_timeout_secs = Some(6);
         a.lease_duration_secs = Some(4);
         a.retry_backoff_ms = Some(50);
+        a.max_attempts = Some(3);
         a.inventory_interval_secs = Some(1);
     })
     .await;
@@ -353,6 +355,42 @@ async fn kubectl_apply_converges_devices_and_status_follows_changes_errors_and_d
             .any(|e| e["reason"] == "Ready" && e["regarding"]["name"] == "wifi"),
         "a Ready event for wifi: {events:#}"
     );
+
+    // A device that refuses the profile: Failed after max_attempts; the status names it and
+    // its reason, and the object is Stalled (DevicesFailed) while the others stay Ready.
+    let mut refuser = server.device(20);
+    refuser.faults = Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    };
+    refuser.enroll().await.unwrap();
+    let refuser_id = refuser.udid().to_string();
+    api.apply(&format!(
+        "apiVersion: mdm.pomona.dev/v1alpha1
+kind: DeviceGroup
+metadata: {{name: lab, namespace: {NS}}}
+spec:
+  udids: [{refuser_id}]
+---
+{}",
+        wifi("lab-vpn", "Lab", "lab")
+    ));
+    devices.push(refuser);
+    let failed = converge(&api, &mut devices, "profile", "lab-vpn", "refused", |o| {
+        o.is_some_and(|o| o["status"]["failed"] == 1)
+    })
+    .await
+    .unwrap();
+    assert_eq!(condition(&failed, "Ready")["status"], "False", "{failed:#}");
+    let stalled = condition(&failed, "Stalled");
+    assert_eq!(stalled["status"], "True", "{failed:#}");
+    assert_eq!(stalled["reason"], "DevicesFailed");
+    let message = stalled["message"].as_str().unwrap();
+    assert!(
+        message.contains(&refuser_id) && message.contains("Injected failure"),
+        "{message}"
+    );
+    assert!(message.len() <= pomona::policy::crd::MESSAGE_LIMIT);
 
     server.stop().await;
 }

@@ -2,7 +2,7 @@
 //! for the Lease. The leader (a separate process) queues the installs; it is SIGKILLed before
 //! any device fetched them; the other replica takes the Lease, the devices fetch exactly the
 //! commands the dead leader queued (nothing lost, nothing queued twice), and the survivor
-//! finishes the convergence and writes Ready.
+//! finishes the convergence and writes Ready. Stopping it gracefully releases the Lease.
 
 mod support;
 
@@ -206,5 +206,7 @@ spec:
             "the install A queued was delivered, not queued again"
         );
     }
+    // A graceful stop hands the Lease back at once (a rolling update needs no expiry wait).
     server.stop().await;
+    assert_eq!(lease_holder(&api), "", "the Lease is released on shutdown");
 }

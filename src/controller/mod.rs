@@ -169,12 +169,15 @@ impl Readers {
 }
 
 /// Runs the Kubernetes source and, while this replica leads, the reconciler and the status
-/// writer. Returns only on a setup error; tasks end when the returned future is dropped.
+/// writer, until `stop` resolves (then the Lease is released so another replica takes over at
+/// once). Tasks also end when the returned future is dropped (the Lease then expires).
 pub async fn run(
     settings: KubeSettings,
     reconciler: Arc<Reconciler>,
     store: Arc<dyn Store>,
+    stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    tokio::pin!(stop);
     let client = client(&settings).await?;
     let shared = Arc::new(Shared::default());
     let mut tasks = TaskSet::default();
@@ -257,8 +260,20 @@ pub async fn run(
             }
             _ => {}
         }
-        if leading.changed().await.is_err() {
-            break;
+        tokio::select! {
+            changed = leading.changed() => if changed.is_err() { break },
+            _ = &mut stop => {
+                drop(leader_tasks);
+                drop(leading); // the Lease task releases the Lease and ends
+                return match lease_task.await {
+                    Ok(Ok(_)) => {
+                        tracing::info!(identity = %settings.identity, "stopped; the Lease is released");
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(anyhow::anyhow!(e).context("releasing the Lease")),
+                    Err(e) => Err(anyhow::anyhow!(e).context("leader election task crashed")),
+                };
+            }
         }
     }
     drop(leader_tasks);
