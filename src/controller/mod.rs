@@ -195,13 +195,27 @@ pub async fn run(
         restrictions,
         labels,
     };
-    for ready in [
-        readers.groups.wait_until_ready().await,
-        readers.profiles.wait_until_ready().await,
-        readers.restrictions.wait_until_ready().await,
-        readers.labels.wait_until_ready().await,
-    ] {
-        ready.context("the custom resource watches never became ready (are the CRDs installed? `pomona crds | kubectl apply -f -`)")?;
+    let all_ready = async {
+        for ready in [
+            readers.groups.wait_until_ready().await,
+            readers.profiles.wait_until_ready().await,
+            readers.restrictions.wait_until_ready().await,
+            readers.labels.wait_until_ready().await,
+        ] {
+            ready.context("a custom resource watch stopped before it was ready")?;
+        }
+        anyhow::Ok(())
+    };
+    tokio::pin!(all_ready);
+    loop {
+        tokio::select! {
+            ready = &mut all_ready => { ready?; break }
+            _ = tokio::time::sleep(Duration::from_secs(30)) => tracing::error!(
+                "the Pomona custom resources cannot be listed yet: are the CRDs installed \
+                 (`pomona crds | kubectl apply -f -`) and may this identity list them (deploy/rbac.yaml)? \
+                 Devices are served meanwhile; policies apply once the watches start"
+            ),
+        }
     }
     tracing::info!(
         namespace = settings.namespace.as_deref().unwrap_or("(all)"),
