@@ -299,3 +299,110 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LabelArgs {
+    #[command(flatten)]
+    pub connection: AdminConnection,
+    /// The device: its UDID (device id) or serial number.
+    pub device: String,
+    /// `key=value` sets a label, `key-` removes one (as `kubectl label`). With none, the
+    /// device's labels are printed.
+    pub changes: Vec<String>,
+}
+
+/// What one `pomona label` argument asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum LabelChange {
+    Set(String, String),
+    Remove(String),
+}
+
+fn parse_label_change(arg: &str) -> anyhow::Result<LabelChange> {
+    if let Some((key, value)) = arg.split_once('=') {
+        crate::policy::selector::check_label(key, value).map_err(anyhow::Error::msg)?;
+        return Ok(LabelChange::Set(key.into(), value.into()));
+    }
+    if let Some(key) = arg.strip_suffix('-') {
+        return Ok(LabelChange::Remove(key.into()));
+    }
+    anyhow::bail!("{arg:?}: write key=value to set a label or key- to remove one")
+}
+
+/// `pomona label DEVICE [key=value | key-]...`: reads the device's labels, applies the changes
+/// and writes them back; the device's groups (and so its profiles) follow.
+pub async fn label(args: LabelArgs) -> anyhow::Result<()> {
+    let changes = args
+        .changes
+        .iter()
+        .map(|c| parse_label_change(c))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (client, token) = args.connection.client()?;
+    let device_url = args
+        .connection
+        .url(&format!("/api/v1/devices/{}", args.device));
+    let response = client
+        .get(&device_url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {}", args.connection.server))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("HTTP {status}: {}", body["error"]);
+    }
+    let mut labels: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(body["labels"].clone()).unwrap_or_default();
+    if !changes.is_empty() {
+        for change in changes {
+            match change {
+                LabelChange::Set(k, v) => {
+                    labels.insert(k, v);
+                }
+                LabelChange::Remove(k) => {
+                    labels.remove(&k);
+                }
+            }
+        }
+        let device_id = body["device_id"].as_str().unwrap_or(&args.device);
+        let response = client
+            .put(
+                args.connection
+                    .url(&format!("/api/v1/devices/{device_id}/labels")),
+            )
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "labels": labels }))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", args.connection.server))?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        if !status.is_success() {
+            anyhow::bail!("HTTP {status}: {}", body["error"]);
+        }
+    }
+    for (k, v) in &labels {
+        println!("{k}={v}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::{parse_label_change, LabelChange};
+
+    #[test]
+    fn label_arguments_set_remove_or_are_refused() {
+        assert_eq!(
+            parse_label_change("team=sales").unwrap(),
+            LabelChange::Set("team".into(), "sales".into())
+        );
+        assert_eq!(
+            parse_label_change("team-").unwrap(),
+            LabelChange::Remove("team".into())
+        );
+        assert!(parse_label_change("team").is_err());
+        assert!(parse_label_change("pomona.dev/platform=iOS").is_err());
+    }
+}

@@ -27,6 +27,8 @@ enum Command {
     Plan(pomona::cli::PlanArgs),
     /// Policy revision and per-profile device counts of a running server.
     Status(pomona::cli::StatusArgs),
+    /// Show or change a device's labels (`key=value` sets, `key-` removes): groups select on them.
+    Label(pomona::cli::LabelArgs),
     /// Ask a running server to push one device through APNs now.
     Push(pomona::push::cli::PushArgs),
 }
@@ -53,6 +55,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate(_) => unreachable!("handled above"),
         Command::Plan(args) => ExitCode::from(runtime.block_on(pomona::cli::plan(args))),
+        Command::Label(args) => match runtime.block_on(pomona::cli::label(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Status(args) => match runtime.block_on(pomona::cli::status(args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

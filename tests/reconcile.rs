@@ -361,3 +361,142 @@ async fn with_nothing_declared_command_results_cause_no_replanning() {
     );
     server.stop().await;
 }
+
+const BY_FACTS_AND_LABELS: &str = "apiVersion: mdm.pomona.dev/v1alpha1
+kind: DeviceGroup
+metadata: {name: supervised}
+spec:
+  selector:
+    matchLabels: {pomona.dev/supervised: 'true'}
+---
+apiVersion: mdm.pomona.dev/v1alpha1
+kind: DeviceGroup
+metadata: {name: sales}
+spec:
+  selector:
+    matchLabels: {team: sales}
+---
+apiVersion: mdm.pomona.dev/v1alpha1
+kind: Profile
+metadata: {name: kiosk}
+spec:
+  groups: [supervised]
+  payloads:
+    - payloadType: com.apple.wifi.managed
+      content: {SSID_STR: Kiosk, AutoJoin: true}
+---
+apiVersion: mdm.pomona.dev/v1alpha1
+kind: Profile
+metadata: {name: sales-wifi}
+spec:
+  groups: [sales]
+  payloads:
+    - payloadType: com.apple.wifi.managed
+      content: {SSID_STR: Sales, AutoJoin: true}
+";
+
+fn profile_counts(status: &Value, key: &str) -> (i64, i64) {
+    let p = status["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["profile"] == key)
+        .cloned()
+        .unwrap_or(Value::Null);
+    (
+        p["targeted"].as_i64().unwrap_or(0),
+        p["verified"].as_i64().unwrap_or(0),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_follow_device_information_facts_and_labels_set_through_the_api() {
+    let policy = tempfile::tempdir().unwrap();
+    std::fs::write(policy.path().join("p.yaml"), BY_FACTS_AND_LABELS).unwrap();
+    let dir = policy.path().to_path_buf();
+    let server = TestServer::start_with(move |a| a.policy_dir = Some(dir)).await;
+    // Indexes 0–3 are iPhones and an iPad (supervised in the simulator), 4 a Mac (not).
+    let mut devices = Vec::new();
+    for i in 0..5 {
+        devices.push(server.enrolled_device(i).await);
+    }
+    // Supervision is not in Authenticate: only the DeviceInformation answer makes the phones
+    // and the iPad members.
+    converge(&server, &mut devices, "supervised devices", |s| {
+        profile_counts(s, "Profile/kiosk") == (4, 4)
+    })
+    .await;
+    let mac = devices[4].udid().to_string();
+    let (_, view) = server.admin_get(&format!("/api/v1/devices/{mac}")).await;
+    assert_eq!(view["facts"]["supervised"], false, "{view:#}");
+    assert_eq!(view["facts"]["model"], "Mac14,2", "{view:#}");
+    assert!(!devices[4].state.profiles.contains_key("dev.pomona.kiosk"));
+
+    // A label through the API puts the Mac in the sales group; removing it takes it out.
+    let labels_url = format!("{}/api/v1/devices/{mac}/labels", server.base_url);
+    let put = |labels: Value| {
+        server
+            .client
+            .put(&labels_url)
+            .bearer_auth(&server.admin_token)
+            .json(&serde_json::json!({ "labels": labels }))
+            .send()
+    };
+    let response = put(serde_json::json!({"team": "sales"})).await.unwrap();
+    assert_eq!(response.status(), 200);
+    converge(&server, &mut devices, "labelled into sales", |s| {
+        profile_counts(s, "Profile/sales-wifi") == (1, 1)
+    })
+    .await;
+    assert!(devices[4]
+        .state
+        .profiles
+        .contains_key("dev.pomona.sales-wifi"));
+    let (_, view) = server.admin_get(&format!("/api/v1/devices/{mac}")).await;
+    assert_eq!(view["labels"]["team"], "sales", "{view:#}");
+
+    // Invalid labels are refused with a reason and change nothing.
+    let refused = put(serde_json::json!({"pomona.dev/supervised": "true"}))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("reserved"),
+        "{body}"
+    );
+    let unknown = server
+        .client
+        .put(format!(
+            "{}/api/v1/devices/NO-SUCH-DEVICE/labels",
+            server.base_url
+        ))
+        .bearer_auth(&server.admin_token)
+        .json(&serde_json::json!({"labels": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    let response = put(serde_json::json!({})).await.unwrap();
+    assert_eq!(response.status(), 200);
+    converge(&server, &mut devices, "label removed", |s| {
+        profile_counts(s, "Profile/sales-wifi").1 == 0
+            && profile_counts(s, "Profile/sales-wifi").0 == 0
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while devices[4]
+        .state
+        .profiles
+        .contains_key("dev.pomona.sales-wifi")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "sales-wifi never removed from the Mac"
+        );
+        let _ = devices[4].exchange().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+}

@@ -5,6 +5,7 @@
 //! reads the device's stored state, runs the pure planner, writes the result in one
 //! transaction, and wakes the device when it queued something.
 
+use super::membership::{with_labels, Membership};
 use super::plan::{
     command_uuid, plan, CommandResult, Finished, InFlight, Intent, PlanInput, PlanSettings,
     ReportedProfiles,
@@ -13,6 +14,7 @@ use super::reported;
 use crate::policy::selector::DeviceAttributes;
 use crate::policy::snapshot::PolicySnapshot;
 use crate::protocol::CommandEnvelope;
+use crate::store::inventory::ReportedFacts;
 use crate::store::reconcile::PlanChange;
 use crate::store::{CommandStatus, Enrollment, EnrollmentState, NewCommand, Store};
 use plist::{Dictionary, Value};
@@ -37,6 +39,9 @@ pub struct Reconciler {
     snapshot: RwLock<Arc<PolicySnapshot>>,
     health: RwLock<PolicyHealth>,
     devices: RwLock<HashMap<String, DeviceAttributes>>,
+    /// Group → member devices, kept in step with `devices` and the snapshot. Lock order:
+    /// `devices`, then `membership`, then `facts`.
+    membership: RwLock<Membership>,
     dirty: Mutex<BTreeSet<String>>,
     busy: Mutex<BTreeSet<String>>,
     /// Devices the reconciler has business with (managed profiles or its commands in flight).
@@ -47,6 +52,9 @@ pub struct Reconciler {
     /// entry per device, replaced by each plan, so timers never pile up.
     wakeups: Mutex<Wakeups>,
     wake: RwLock<Option<Wake>>,
+    /// Each device's latest answer to our DeviceInformation queries, and when (Unix ms).
+    /// Facts override what Authenticate said (they are newer), until the next Authenticate.
+    facts: Mutex<HashMap<String, (ReportedFacts, i64)>>,
     pub settings: PlanSettings,
     /// Reconciles run so far (for metrics and benchmarks).
     pub reconciles: std::sync::atomic::AtomicU64,
@@ -59,12 +67,14 @@ impl Reconciler {
             snapshot: RwLock::new(Arc::new(PolicySnapshot::default())),
             health: RwLock::new(PolicyHealth::default()),
             devices: RwLock::new(HashMap::new()),
+            membership: RwLock::new(Membership::default()),
             dirty: Mutex::new(BTreeSet::new()),
             busy: Mutex::new(BTreeSet::new()),
             involved: Mutex::new(std::collections::HashSet::new()),
             notify: tokio::sync::Notify::new(),
             wakeups: Mutex::new(Wakeups::default()),
             wake: RwLock::new(None),
+            facts: Mutex::new(HashMap::new()),
             settings,
             reconciles: std::sync::atomic::AtomicU64::new(0),
         })
@@ -100,7 +110,10 @@ impl Reconciler {
     /// Records what an enrollment says about a device (Authenticate facts, TokenUpdate).
     pub fn observe_enrollment(&self, e: &Enrollment) {
         if e.state == EnrollmentState::CheckedOut {
-            write(&self.devices).remove(&e.device_id);
+            let mut devices = write(&self.devices);
+            devices.remove(&e.device_id);
+            write(&self.membership).remove_device(&e.device_id);
+            lock(&self.facts).remove(&e.device_id);
             return;
         }
         let mut devices = write(&self.devices);
@@ -118,6 +131,19 @@ impl Reconciler {
         if let Some(platform) = product.and_then(reported::platform_of) {
             attributes.platform = Some(platform);
         }
+        {
+            let mut facts = lock(&self.facts);
+            match facts.get(&e.device_id) {
+                // Re-enrolled since: the facts may be stale; they are asked again.
+                Some((_, at)) if *at < e.authenticated_at => {
+                    facts.remove(&e.device_id);
+                }
+                Some((known, _)) => reported::apply_facts(attributes, known),
+                None => {}
+            }
+        }
+        let snapshot = self.snapshot();
+        write(&self.membership).update_device(&snapshot, attributes);
     }
 
     /// Loads every enrolled device into the index and marks all of them dirty (start-up).
@@ -136,8 +162,42 @@ impl Reconciler {
                 }
             }
         }
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.store.inventory_page(after.as_deref(), 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.device_id.clone());
+            for inventory in page {
+                self.observe_inventory(inventory);
+            }
+        }
         self.notify.notify_one();
         Ok(count)
+    }
+
+    /// Folds a stored inventory row (facts, API labels) into the index.
+    fn observe_inventory(&self, inventory: crate::store::inventory::DeviceInventory) {
+        let mut devices = write(&self.devices);
+        let Some(attributes) = devices.get_mut(&inventory.device_id) else {
+            return; // not enrolled (any more)
+        };
+        attributes.labels = inventory.labels;
+        if let Some((facts, _)) = &inventory.facts {
+            reported::apply_facts(attributes, facts);
+        }
+        write(&self.membership).update_device(&self.snapshot(), attributes);
+        if let Some(facts) = inventory.facts {
+            lock(&self.facts).insert(inventory.device_id, facts);
+        }
+    }
+
+    /// Replaces a device's API labels (already stored) and re-plans it: its groups may change.
+    pub fn set_labels(&self, device_id: &str, labels: std::collections::BTreeMap<String, String>) {
+        if let Some(attributes) = write(&self.devices).get_mut(device_id) {
+            attributes.labels = labels;
+            write(&self.membership).update_device(&self.snapshot(), attributes);
+        }
+        self.mark_dirty(device_id);
     }
 
     /// Installs a new snapshot and marks the devices it touches.
@@ -150,7 +210,17 @@ impl Reconciler {
             health.last_error = None;
             health.warnings = new.warnings.iter().map(|w| w.to_string()).collect();
         }
-        let touched = touched_devices(&old, &new, &read(&self.devices));
+        let mut touched = {
+            let devices = read(&self.devices);
+            write(&self.membership).apply_snapshot(&old, &new, &devices)
+        };
+        if !new.profiles.is_empty() {
+            // Devices never inventoried may belong to groups that select on what
+            // DeviceInformation reports: plan them so that they are asked.
+            let devices = read(&self.devices);
+            let facts = lock(&self.facts); // lock order: devices, then facts
+            touched.extend(devices.keys().filter(|d| !facts.contains_key(*d)).cloned());
+        }
         let count = touched.len();
         lock(&self.dirty).extend(touched);
         self.notify.notify_one();
@@ -165,14 +235,7 @@ impl Reconciler {
 
     /// Profiles each indexed device should carry, counted per profile key (targeted counts).
     pub fn targeted_counts(&self) -> HashMap<String, i64> {
-        let snapshot = self.snapshot();
-        let mut counts = HashMap::new();
-        for attributes in read(&self.devices).values() {
-            for p in snapshot.desired_for(&with_labels(&snapshot, attributes)) {
-                *counts.entry(p.key.clone()).or_insert(0) += 1;
-            }
-        }
-        counts
+        read(&self.membership).targeted_counts(&self.snapshot())
     }
 
     /// Runs reconciles until `shutdown` resolves, `parallel` devices at a time.
@@ -239,10 +302,6 @@ impl Reconciler {
         if enrollment.state != EnrollmentState::Enrolled {
             return Ok(0); // not pushable yet, or checked out
         }
-        let attributes = read(&self.devices)
-            .get(device_id)
-            .cloned()
-            .unwrap_or_default();
         let snapshot = self.snapshot();
         let state = self.store.reconcile_state(device_id).await?;
         let now = crate::store::now_millis();
@@ -270,6 +329,21 @@ impl Reconciler {
                     } else {
                         CommandResult::Error(error_text(result_dict.as_ref()))
                     };
+                    if open.intent == Intent::DeviceInformation
+                        && result == CommandResult::Acknowledged
+                    {
+                        if let Some(facts) = result_dict.as_ref().and_then(reported::device_facts) {
+                            self.store
+                                .set_device_facts(device_id, &facts, open.updated_at)
+                                .await?;
+                            if let Some(a) = write(&self.devices).get_mut(device_id) {
+                                reported::apply_facts(a, &facts);
+                                write(&self.membership).update_device(&snapshot, a);
+                            }
+                            lock(&self.facts)
+                                .insert(device_id.to_string(), (facts, open.updated_at));
+                        }
+                    }
                     if open.intent == Intent::ProfileList && result == CommandResult::Acknowledged {
                         if let Some(r) = result_dict
                             .as_ref()
@@ -293,6 +367,10 @@ impl Reconciler {
             }
         }
 
+        let attributes = read(&self.devices)
+            .get(device_id)
+            .cloned()
+            .unwrap_or_default();
         let attributes = with_labels(&snapshot, &attributes);
         let desired = snapshot.desired_for(&attributes);
         let result = plan(PlanInput {
@@ -335,6 +413,24 @@ impl Reconciler {
                 to_command(&uuid, &Intent::ProfileList, None),
                 Intent::ProfileList,
             ));
+        }
+        // Facts groups select on: asked once after enrollment and then with each inventory.
+        let facts_due = lock(&self.facts)
+            .get(device_id)
+            .is_none_or(|(_, at)| now >= at + interval);
+        let facts_pending = in_flight
+            .iter()
+            .any(|f| f.intent == Intent::DeviceInformation);
+        if facts_due && !facts_pending && !nothing_to_manage {
+            let bucket = (now / interval).to_string();
+            let uuid = command_uuid(device_id, "device-information", "", &bucket, 0);
+            enqueue.insert(
+                0,
+                (
+                    to_command(&uuid, &Intent::DeviceInformation, None),
+                    Intent::DeviceInformation,
+                ),
+            );
         }
         // Up to 10 % jitter, so a fleet enrolled at once does not report in lockstep.
         let jitter = fastrand::i64(0..=interval / 10);
@@ -429,64 +525,6 @@ impl Wakeups {
     }
 }
 
-/// Attributes plus the labels policy declares for the device.
-fn with_labels(snapshot: &PolicySnapshot, attributes: &DeviceAttributes) -> DeviceAttributes {
-    let mut a = attributes.clone();
-    let declared = snapshot.declared_labels(a.serial_number.as_deref(), &a.device_id);
-    for (k, v) in declared {
-        a.labels.entry(k).or_insert(v);
-    }
-    a
-}
-
-/// Devices whose desired profiles may differ between two snapshots: members (under either
-/// snapshot) of a group that changed or that a changed profile targets, and devices whose
-/// declared labels changed. Only these are re-planned.
-pub fn touched_devices(
-    old: &PolicySnapshot,
-    new: &PolicySnapshot,
-    devices: &HashMap<String, DeviceAttributes>,
-) -> BTreeSet<String> {
-    let mut groups: BTreeSet<&str> = BTreeSet::new();
-    for name in old.groups.keys().chain(new.groups.keys()) {
-        if old.groups.get(name) != new.groups.get(name) {
-            groups.insert(name);
-        }
-    }
-    for key in old.profiles.keys().chain(new.profiles.keys()) {
-        let (a, b) = (old.profiles.get(key), new.profiles.get(key));
-        if a != b {
-            for p in [a, b].into_iter().flatten() {
-                groups.extend(p.groups.iter().map(String::as_str));
-            }
-        }
-    }
-    let labels_changed =
-        old.labels_by_serial != new.labels_by_serial || old.labels_by_udid != new.labels_by_udid;
-    if groups.is_empty() && !labels_changed {
-        return BTreeSet::new();
-    }
-    devices
-        .values()
-        .filter(|d| {
-            let (a, b) = (with_labels(old, d), with_labels(new, d));
-            if labels_changed && a.labels != b.labels {
-                return true;
-            }
-            groups.iter().any(|g| {
-                old.groups
-                    .get(*g)
-                    .is_some_and(|spec| crate::policy::selector::is_member(spec, &a))
-                    || new
-                        .groups
-                        .get(*g)
-                        .is_some_and(|spec| crate::policy::selector::is_member(spec, &b))
-            })
-        })
-        .map(|d| d.device_id.clone())
-        .collect()
-}
-
 /// The command envelope for an intent.
 fn to_command(uuid: &str, intent: &Intent, payload: Option<&Vec<u8>>) -> NewCommand {
     let mut dict = Dictionary::new();
@@ -505,6 +543,14 @@ fn to_command(uuid: &str, intent: &Intent, payload: Option<&Vec<u8>>) -> NewComm
         Intent::ProfileList => {
             dict.insert("ManagedOnly".into(), Value::Boolean(false));
             "ProfileList"
+        }
+        Intent::DeviceInformation => {
+            let queries = reported::INVENTORY_QUERIES
+                .iter()
+                .map(|q| Value::String(q.to_string()))
+                .collect();
+            dict.insert("Queries".into(), Value::Array(queries));
+            "DeviceInformation"
         }
     };
     dict.insert("RequestType".into(), Value::String(request_type.into()));

@@ -83,9 +83,16 @@ pub struct ReportedProfiles {
 /// What one of our commands is for.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Intent {
-    Install { identifier: String, hash: String },
-    Remove { identifier: String },
+    Install {
+        identifier: String,
+        hash: String,
+    },
+    Remove {
+        identifier: String,
+    },
     ProfileList,
+    /// The inventory queries groups select on (supervision, model, OS version…).
+    DeviceInformation,
 }
 
 /// A command of ours the device has not answered yet.
@@ -442,7 +449,8 @@ fn apply_finished(
                     }
                 }
             }
-            (Intent::ProfileList, _) => {} // arrives as `reported`
+            // These arrive as `reported` and as device attributes.
+            (Intent::ProfileList | Intent::DeviceInformation, _) => {}
         }
     }
 }

@@ -93,6 +93,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/devices", get(admin::list_devices))
         .route("/devices/{id}", get(admin::get_device))
         .route("/devices/{id}/revoke", post(admin::revoke_device))
+        .route("/devices/{id}/labels", put(admin::put_labels))
         .route("/enrollment-tokens", post(enroll::create_enrollment_token))
         .route("/status", get(status::status))
         .route("/plan", post(status::plan))
