@@ -381,6 +381,7 @@ kind: Profile
 metadata: {name: kiosk}
 spec:
   groups: [supervised]
+  sign: true
   payloads:
     - payloadType: com.apple.wifi.managed
       content: {SSID_STR: Kiosk, AutoJoin: true}
@@ -410,7 +411,8 @@ fn profile_counts(status: &Value, key: &str) -> (i64, i64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn groups_follow_device_information_facts_and_labels_set_through_the_api() {
+async fn groups_follow_device_information_facts_and_labels_set_through_the_api_and_signed_profiles_arrive_signed(
+) {
     let policy = tempfile::tempdir().unwrap();
     std::fs::write(policy.path().join("p.yaml"), BY_FACTS_AND_LABELS).unwrap();
     let dir = policy.path().to_path_buf();
@@ -431,6 +433,8 @@ async fn groups_follow_device_information_facts_and_labels_set_through_the_api()
     assert_eq!(view["facts"]["supervised"], false, "{view:#}");
     assert_eq!(view["facts"]["model"], "Mac14,2", "{view:#}");
     assert!(!devices[4].state.profiles.contains_key("dev.pomona.kiosk"));
+    // `sign: true`: the devices received a signed profile whose signature verified.
+    assert!(devices[0].state.profiles["dev.pomona.kiosk"].signed);
 
     // A label through the API puts the Mac in the sales group; removing it takes it out.
     let labels_url = format!("{}/api/v1/devices/{mac}/labels", server.base_url);

@@ -106,7 +106,13 @@ async fn a_fleet_converges_on_one_profile_change() {
         let gate = gate.clone();
         enrolling.spawn(async move {
             let _permit = gate.acquire().await.unwrap();
-            device.enroll().await.expect("enroll");
+            // As a real device does, try again later when the server says 503 (busy).
+            let mut attempt = 1;
+            while let Err(e) = device.enroll().await {
+                assert!(attempt < 10, "enroll failed {attempt} times: {e}");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
             device
         });
     }

@@ -52,6 +52,8 @@ pub struct Reconciler {
     /// entry per device, replaced by each plan, so timers never pile up.
     wakeups: Mutex<Wakeups>,
     wake: RwLock<Option<Wake>>,
+    /// Signs profiles declared with `sign: true` (the server's HTTPS identity).
+    signer: RwLock<Option<Arc<crate::pki::ProfileSigner>>>,
     /// Each device's latest answer to our DeviceInformation queries, and when (Unix ms).
     /// Facts override what Authenticate said (they are newer), until the next Authenticate.
     facts: Mutex<HashMap<String, (ReportedFacts, i64)>>,
@@ -74,6 +76,7 @@ impl Reconciler {
             notify: tokio::sync::Notify::new(),
             wakeups: Mutex::new(Wakeups::default()),
             wake: RwLock::new(None),
+            signer: RwLock::new(None),
             facts: Mutex::new(HashMap::new()),
             settings,
             reconciles: std::sync::atomic::AtomicU64::new(0),
@@ -82,6 +85,38 @@ impl Reconciler {
 
     pub fn set_wake(&self, wake: Wake) {
         *write(&self.wake) = Some(wake);
+    }
+
+    pub fn set_signer(&self, signer: Arc<crate::pki::ProfileSigner>) {
+        *write(&self.signer) = Some(signer);
+    }
+
+    /// Signs the profiles of `new` declared with `sign: true`, once per content: a profile
+    /// whose content is unchanged keeps the signed bytes it had in `old` (a signature carries a
+    /// time, so re-signing would make an unchanged profile look changed). The content hash
+    /// stays the hash of the unsigned profile.
+    fn sign_profiles(&self, old: &PolicySnapshot, new: &mut PolicySnapshot) {
+        let signer = read(&self.signer).clone();
+        for profile in new.profiles.values_mut().filter(|p| p.sign) {
+            if let Some(previous) = old
+                .profiles
+                .get(&profile.key)
+                .filter(|p| p.sign && p.hash == profile.hash)
+            {
+                profile.mobileconfig = previous.mobileconfig.clone();
+                continue;
+            }
+            let Some(signer) = &signer else {
+                tracing::warn!(profile = %profile.key, "no signing identity: the profile is sent unsigned");
+                continue;
+            };
+            match signer.sign(&profile.mobileconfig) {
+                Ok(signed) => profile.mobileconfig = Arc::new(signed),
+                Err(e) => {
+                    tracing::error!(profile = %profile.key, error = %e, "signing failed: the profile is sent unsigned")
+                }
+            }
+        }
     }
 
     pub fn snapshot(&self) -> Arc<PolicySnapshot> {
@@ -201,7 +236,8 @@ impl Reconciler {
     }
 
     /// Installs a new snapshot and marks the devices it touches.
-    pub fn set_snapshot(&self, new: PolicySnapshot) -> usize {
+    pub fn set_snapshot(&self, mut new: PolicySnapshot) -> usize {
+        self.sign_profiles(&self.snapshot(), &mut new);
         let new = Arc::new(new);
         let old = std::mem::replace(&mut *write(&self.snapshot), new.clone());
         {

@@ -276,16 +276,17 @@ pub async fn put_labels(
         Ok(raw) => raw,
         Err((status, reason)) => return error(status, reason),
     };
-    let request: LabelsRequest =
-        match serde_json::from_slice(&raw) {
-            Ok(r) => r,
-            Err(e) => return error(
+    let request: LabelsRequest = match serde_json::from_slice(&raw) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "invalid labels JSON (expected {{\"labels\": {{\"key\": \"value\"}}}}): {e}"
                 ),
-            ),
-        };
+            )
+        }
+    };
     if request.labels.len() > MAX_LABELS {
         return error(
             StatusCode::BAD_REQUEST,
