@@ -275,6 +275,13 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             println!("  {}", e.as_str().unwrap_or_default());
         }
     }
+    let waiting = body["rollout"]["waiting_devices"].as_u64().unwrap_or(0);
+    if waiting > 0 {
+        println!(
+            "rollout: {waiting} devices waiting for a slot, {} installing (at most {} at once)",
+            body["rollout"]["installing_devices"], body["rollout"]["max_devices"]
+        );
+    }
     println!(
         "{:<40} {:>8} {:>8} {:>8} {:>8} {:>8}",
         "PROFILE", "TARGETED", "VERIFIED", "PENDING", "FAILED", "REMOVING"

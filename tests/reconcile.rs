@@ -504,3 +504,52 @@ async fn groups_follow_device_information_facts_and_labels_set_through_the_api_a
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_is_paced_to_the_configured_number_of_devices() {
+    let policy = tempfile::tempdir().unwrap();
+    let dir = policy.path().to_path_buf();
+    let server = TestServer::start_with(move |a| {
+        a.policy_dir = Some(dir);
+        a.rollout_max_devices = Some(2);
+    })
+    .await;
+    let mut devices = Vec::new();
+    for i in 0..6 {
+        devices.push(server.enrolled_device(i).await);
+    }
+    write_policy(policy.path(), &wifi("Office", "everyone"));
+    let mut most_installing = 0;
+    let mut saw_waiting = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status(&server).await;
+        let installing = s["rollout"]["installing_devices"].as_u64().unwrap();
+        most_installing = most_installing.max(installing);
+        saw_waiting |= s["rollout"]["waiting_devices"].as_u64().unwrap() > 0;
+        if wifi_status(&s)["verified"] == 6 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not converge: {s:#}");
+        // One device at a time, so the counts are seen between exchanges.
+        for d in devices.iter_mut() {
+            let _ = d.exchange().await;
+            let s = status(&server).await;
+            most_installing =
+                most_installing.max(s["rollout"]["installing_devices"].as_u64().unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(saw_waiting, "devices waited for a rollout slot");
+    assert!(
+        most_installing <= 2,
+        "{most_installing} devices had installs outstanding at once (limit 2)"
+    );
+    let all_free = server
+        .metrics()
+        .await
+        .lines()
+        .any(|l| l == "pomona_rollout_installing_devices 0");
+    assert!(all_free, "every slot is free once the fleet converged");
+    server.stop().await;
+}

@@ -99,6 +99,10 @@ pub struct ServeArgs {
     /// (default 14400, four hours).
     #[arg(long, env = "POMONA_INVENTORY_INTERVAL_SECS")]
     pub inventory_interval_secs: Option<u64>,
+    /// Paces rollouts: at most this many devices with profile installs outstanding at once
+    /// after a policy change; the others wait their turn (default 5000; 0 = no limit).
+    #[arg(long, env = "POMONA_ROLLOUT_MAX_DEVICES")]
+    pub rollout_max_devices: Option<usize>,
     /// MDM push certificate, PEM (from the Apple Push Certificates Portal). Enables APNs push.
     #[arg(long, env = "POMONA_PUSH_CERT")]
     pub push_cert: Option<PathBuf>,
@@ -168,6 +172,7 @@ struct FileConfig {
     retry_backoff_ms: Option<u64>,
     max_attempts: Option<u32>,
     inventory_interval_secs: Option<u64>,
+    rollout_max_devices: Option<usize>,
     push_cert: Option<PathBuf>,
     push_key: Option<PathBuf>,
     push_p12: Option<PathBuf>,
@@ -525,6 +530,9 @@ impl ServeArgs {
             Some(0) => problems.push("inventory_interval_secs: must be at least 1".into()),
             Some(n) => plan.inventory_interval_ms = n as i64 * 1000,
             None => {}
+        }
+        if let Some(n) = self.rollout_max_devices.or(file.rollout_max_devices) {
+            plan.rollout_max_devices = n;
         }
         match self.max_attempts.or(file.max_attempts) {
             Some(0) => problems.push("max_attempts: must be at least 1".into()),

@@ -43,6 +43,8 @@ pub struct Reconciler {
     /// `devices`, then `membership`, then `facts`.
     membership: RwLock<Membership>,
     dirty: Mutex<BTreeSet<String>>,
+    /// Devices a policy change touched, waiting for a rollout slot (see `Rollout`).
+    rollout: Mutex<Rollout>,
     busy: Mutex<BTreeSet<String>>,
     /// Devices the reconciler has business with (managed profiles or its commands in flight).
     /// With nothing declared, a command result from any other device needs no re-plan.
@@ -71,6 +73,7 @@ impl Reconciler {
             devices: RwLock::new(HashMap::new()),
             membership: RwLock::new(Membership::default()),
             dirty: Mutex::new(BTreeSet::new()),
+            rollout: Mutex::new(Rollout::default()),
             busy: Mutex::new(BTreeSet::new()),
             involved: Mutex::new(std::collections::HashSet::new()),
             notify: tokio::sync::Notify::new(),
@@ -258,10 +261,16 @@ impl Reconciler {
             touched.extend(devices.keys().filter(|d| !facts.contains_key(*d)).cloned());
         }
         let count = touched.len();
-        lock(&self.dirty).extend(touched);
+        lock(&self.rollout).enqueue(touched);
         self.notify.notify_one();
         tracing::info!(revision = %new.revision, touched_devices = count, "policy snapshot applied");
         count
+    }
+
+    /// Rollout progress: (devices waiting for a slot, devices with installs outstanding).
+    pub fn rollout_progress(&self) -> (usize, usize) {
+        let rollout = lock(&self.rollout);
+        (rollout.waiting.len(), rollout.installing.len())
     }
 
     /// Records a refused policy change; the current snapshot keeps serving.
@@ -284,6 +293,13 @@ impl Reconciler {
         let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
         loop {
             let next_wakeup = self.move_due_wakeups(crate::store::now_millis());
+            let admitted = lock(&self.rollout).admit(
+                self.settings.rollout_max_devices,
+                crate::store::now_millis(),
+            );
+            if !admitted.is_empty() {
+                lock(&self.dirty).extend(admitted);
+            }
             let batch: Vec<String> = {
                 let mut dirty = lock(&self.dirty);
                 let busy = lock(&self.busy);
@@ -332,10 +348,12 @@ impl Reconciler {
         self.reconciles
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Some(enrollment) = self.store.enrollment(device_id).await? else {
+            self.release_slot(device_id);
             return Ok(0);
         };
         self.observe_enrollment(&enrollment);
         if enrollment.state != EnrollmentState::Enrolled {
+            self.release_slot(device_id);
             return Ok(0); // not pushable yet, or checked out
         }
         let snapshot = self.snapshot();
@@ -476,6 +494,15 @@ impl Reconciler {
             } else {
                 inventory_due.max(now) + if now >= inventory_due { interval } else { 0 }
             };
+        let installing = enqueue
+            .iter()
+            .any(|(_, i)| matches!(i, Intent::Install { .. }))
+            || in_flight
+                .iter()
+                .any(|f| matches!(f.intent, Intent::Install { .. }));
+        if lock(&self.rollout).set_installing(device_id, installing, now) {
+            self.notify.notify_one(); // a slot came free
+        }
         let involved = !result.managed.is_empty() || !enqueue.is_empty() || !in_flight.is_empty();
         if involved {
             lock(&self.involved).insert(device_id.to_string());
@@ -515,6 +542,14 @@ impl Reconciler {
         Ok(0)
     }
 
+    /// A device that will not be planned gives its rollout slot back.
+    fn release_slot(&self, device_id: &str) {
+        let now = crate::store::now_millis();
+        if lock(&self.rollout).set_installing(device_id, false, now) {
+            self.notify.notify_one();
+        }
+    }
+
     /// Plans `device_id` again at `at` (Unix ms), replacing any earlier request for it.
     fn schedule_wakeup(&self, device_id: &str, at: i64) {
         lock(&self.wakeups).schedule(device_id, at);
@@ -527,6 +562,69 @@ impl Reconciler {
             lock(&self.dirty).extend(due);
         }
         next
+    }
+}
+
+/// Rollout pacing. A policy change can touch the whole fleet at once; its devices queue here
+/// (in order, once each) and are admitted for planning while fewer than the limit have
+/// profile installs outstanding (queued or sent, not yet answered). A device leaves
+/// `installing` when its plan has no install in flight, or after `ROLLOUT_SLOT_MS` — so devices
+/// that are switched off cannot stall a rollout. Device reports and retries bypass the queue:
+/// they concern devices already admitted, or one device at a time.
+#[derive(Default)]
+struct Rollout {
+    waiting: std::collections::VecDeque<String>,
+    queued: std::collections::HashSet<String>,
+    /// Device → when it took its slot (Unix ms).
+    installing: HashMap<String, i64>,
+}
+
+/// How long a device with installs outstanding holds a rollout slot.
+const ROLLOUT_SLOT_MS: i64 = 120_000;
+
+impl Rollout {
+    fn enqueue(&mut self, devices: impl IntoIterator<Item = String>) {
+        for device in devices {
+            if self.queued.insert(device.clone()) {
+                self.waiting.push_back(device);
+            }
+        }
+    }
+
+    /// Devices to plan now: as many as there are free slots (`limit` 0: all).
+    fn admit(&mut self, limit: usize, now: i64) -> Vec<String> {
+        if self.waiting.is_empty() {
+            return Vec::new();
+        }
+        self.installing
+            .retain(|_, since| *since + ROLLOUT_SLOT_MS > now);
+        let free = if limit == 0 {
+            usize::MAX
+        } else {
+            limit.saturating_sub(self.installing.len())
+        };
+        let mut admitted = Vec::new();
+        while admitted.len() < free {
+            let Some(device) = self.waiting.pop_front() else {
+                break;
+            };
+            self.queued.remove(&device);
+            // Counted as installing until its plan says otherwise, so one pass cannot admit
+            // more devices than there are slots.
+            self.installing.insert(device.clone(), now);
+            admitted.push(device);
+        }
+        admitted
+    }
+
+    /// Records whether a device has installs outstanding; true when a slot came free.
+    fn set_installing(&mut self, device: &str, installing: bool, now: i64) -> bool {
+        if installing {
+            self.installing.entry(device.to_string()).or_insert(now);
+            false
+        } else {
+            self.installing.remove(device).is_some() && !self.waiting.is_empty()
+        }
     }
 }
 
@@ -635,6 +733,33 @@ fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod rollout_tests {
+    use super::Rollout;
+
+    #[test]
+    fn a_rollout_admits_only_as_many_devices_as_there_are_free_slots() {
+        let mut r = Rollout::default();
+        r.enqueue(["A", "B", "C", "D", "A"].map(String::from));
+        assert_eq!(r.admit(2, 0), ["A", "B"].map(String::from));
+        assert!(
+            r.admit(2, 0).is_empty(),
+            "both slots are taken until A and B are planned"
+        );
+        assert!(!r.set_installing("A", true, 0));
+        assert!(
+            r.set_installing("B", false, 0),
+            "B needed no install: its slot is free"
+        );
+        assert_eq!(r.admit(2, 0), ["C"].map(String::from));
+        // A device that never answers gives its slot up after a while.
+        assert!(r.admit(2, 1_000).is_empty());
+        assert_eq!(r.admit(2, super::ROLLOUT_SLOT_MS), ["D"].map(String::from));
+        r.enqueue(["E", "F"].map(String::from));
+        assert_eq!(r.admit(0, 0).len(), 2, "0 means no limit");
+    }
 }
 
 #[cfg(test)]

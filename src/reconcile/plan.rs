@@ -128,6 +128,8 @@ pub struct PlanSettings {
     pub max_backoff_ms: i64,
     /// How often the driver asks each device for a fresh ProfileList (drift detection).
     pub inventory_interval_ms: i64,
+    /// The driver's rollout pacing: devices with installs outstanding at once (0: no limit).
+    pub rollout_max_devices: usize,
 }
 
 impl Default for PlanSettings {
@@ -137,6 +139,7 @@ impl Default for PlanSettings {
             backoff_ms: 60_000,
             max_backoff_ms: 3_600_000,
             inventory_interval_ms: 4 * 3_600_000,
+            rollout_max_devices: 5_000,
         }
     }
 }

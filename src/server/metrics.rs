@@ -109,6 +109,17 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
             "pomona_command_reports_total{{status=\"{status}\"}} {n}"
         );
     }
+    let (waiting, installing) = state.reconciler.rollout_progress();
+    out.push_str(
+        "# HELP pomona_rollout_waiting_devices Devices a policy change touched, waiting for a rollout slot.\n",
+    );
+    out.push_str("# TYPE pomona_rollout_waiting_devices gauge\n");
+    let _ = writeln!(out, "pomona_rollout_waiting_devices {waiting}");
+    out.push_str(
+        "# HELP pomona_rollout_installing_devices Devices with profile installs outstanding.\n",
+    );
+    out.push_str("# TYPE pomona_rollout_installing_devices gauge\n");
+    let _ = writeln!(out, "pomona_rollout_installing_devices {installing}");
     out.push_str("# HELP pomona_reconciles_total Device reconciles run (plans made).\n");
     out.push_str("# TYPE pomona_reconciles_total counter\n");
     let _ = writeln!(

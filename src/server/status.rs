@@ -59,11 +59,17 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Response {
             "failing_devices": failing,
         }));
     }
+    let (waiting, installing) = reconciler.rollout_progress();
     Json(json!({
         "policy": {
             "revision": health.revision,
             "last_error": health.last_error,
             "warnings": health.warnings,
+        },
+        "rollout": {
+            "waiting_devices": waiting,
+            "installing_devices": installing,
+            "max_devices": reconciler.settings.rollout_max_devices,
         },
         "profiles": profiles,
     }))
