@@ -5,6 +5,7 @@
 
 pub mod load;
 pub mod model;
+pub mod payload_schema;
 pub mod restrictions;
 pub mod selector;
 pub mod snapshot;
