@@ -213,7 +213,10 @@ pub async fn plan(args: PlanArgs) -> u8 {
 
 async fn plan_inner(args: &PlanArgs) -> anyhow::Result<crate::reconcile::preview::PlanPreview> {
     let Some(url) = &args.git else {
-        let dir = args.dir.clone().context("give a policy directory or --git URL")?;
+        let dir = args
+            .dir
+            .clone()
+            .context("give a policy directory or --git URL")?;
         let snapshot = crate::policy::source::load_dir(&dir);
         return plan_snapshot(args, &dir, snapshot).await;
     };

@@ -6,9 +6,9 @@
 //! and recovers; an https remote (`git http-backend` behind a TLS test server) with a token;
 //! only commits SSH-signed by allowed keys are applied; the example policy repository is valid.
 
-mod support;
 #[path = "support/git_http.rs"]
 mod git_http;
+mod support;
 
 use hmac::Mac as _;
 use pomona::sim::device::SimDevice;
@@ -49,7 +49,10 @@ impl Repo {
         let work = dir.path().join("work");
         let remote = dir.path().join("remote.git");
         std::fs::create_dir_all(&work).unwrap();
-        git(dir.path(), &["init", "-q", "--bare", "-b", "main", "remote.git"]);
+        git(
+            dir.path(),
+            &["init", "-q", "--bare", "-b", "main", "remote.git"],
+        );
         git(&work, &["init", "-q", "-b", "main"]);
         for (key, value) in [
             ("user.name", "Policy Author"),
@@ -58,7 +61,10 @@ impl Repo {
         ] {
             git(&work, &["config", key, value]);
         }
-        git(&work, &["remote", "add", "origin", remote.to_str().unwrap()]);
+        git(
+            &work,
+            &["remote", "add", "origin", remote.to_str().unwrap()],
+        );
         Self {
             work,
             remote,
@@ -245,9 +251,9 @@ async fn commits_reach_devices_a_bad_commit_keeps_the_last_good_one_and_force_pu
     repo.publish();
     wait_for(&server, &mut devices, "changed profile", |s, devices| {
         s["policy"]["revision"] == revision(&changed)
-            && devices.iter().all(|d| {
-                installed_wifi(d).is_some_and(|uuid| uuid != first_uuid)
-            })
+            && devices
+                .iter()
+                .all(|d| installed_wifi(d).is_some_and(|uuid| uuid != first_uuid))
             && wifi_profile(s)["verified"] == 3
     })
     .await;
@@ -286,10 +292,15 @@ async fn commits_reach_devices_a_bad_commit_keeps_the_last_good_one_and_force_pu
     repo.remove("policies/wifi.yaml");
     let removed = repo.commit("Remove the Wi-Fi profile");
     repo.publish();
-    let s = wait_for(&server, &mut devices, "force-pushed removal", |s, devices| {
-        s["policy"]["revision"] == revision(&removed)
-            && devices.iter().all(|d| installed_wifi(d).is_none())
-    })
+    let s = wait_for(
+        &server,
+        &mut devices,
+        "force-pushed removal",
+        |s, devices| {
+            s["policy"]["revision"] == revision(&removed)
+                && devices.iter().all(|d| installed_wifi(d).is_none())
+        },
+    )
     .await;
     assert!(s["policy"]["last_error"].is_null(), "{s:#}");
     assert!(s["policy"]["refused_commit"].is_null(), "{s:#}");
@@ -301,7 +312,15 @@ async fn commits_reach_devices_a_bad_commit_keeps_the_last_good_one_and_force_pu
     repo.publish_to("feature/phones-wifi");
     let db = format!("sqlite://{}", server.data_dir.join("pomona.db").display());
     let url = repo.url();
-    let common = ["plan", "--git", &url, "--path", "policies", "--database", &db];
+    let common = [
+        "plan",
+        "--git",
+        &url,
+        "--path",
+        "policies",
+        "--database",
+        &db,
+    ];
     let (code, out) = run_cli(&[&common[..], &["--ref", "feature/phones-wifi"]].concat());
     assert_eq!(code, 1, "{out}");
     assert!(out.contains(&proposal), "names the planned commit: {out}");
@@ -377,14 +396,20 @@ async fn webhooks_with_good_signatures_fetch_and_bad_ones_are_refused() {
                 github_signature("not-the-secret", &body),
             )],
         ),
-        ("wrong GitLab token", vec![("X-Gitlab-Token", "guess".into())]),
+        (
+            "wrong GitLab token",
+            vec![("X-Gitlab-Token", "guess".into())],
+        ),
         ("no signature", vec![]),
     ] {
         let response = post(headers).await.unwrap();
         assert_eq!(response.status(), 401, "{what}");
         let json: Value = response.json().await.unwrap();
         assert!(json["error"].is_string(), "{what}: {json}");
-        assert!(!json.to_string().contains(secret), "{what} leaks the secret");
+        assert!(
+            !json.to_string().contains(secret),
+            "{what} leaks the secret"
+        );
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let s = status(&server).await;
@@ -491,8 +516,8 @@ async fn an_https_remote_is_fetched_with_a_token_and_a_wrong_token_is_reported()
     repo.publish();
     let files = tempfile::tempdir().unwrap();
     let token = "ghp_test_token_0123456789";
-    let http = git_http::GitHttpServer::start(repo.remote.parent().unwrap(), token, files.path())
-        .await;
+    let http =
+        git_http::GitHttpServer::start(repo.remote.parent().unwrap(), token, files.path()).await;
     let url = format!("{}/remote.git", http.base_url);
     let token_file = files.path().join("token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
@@ -559,12 +584,7 @@ async fn only_commits_signed_by_allowed_ssh_keys_are_applied() {
     let public = std::fs::read_to_string(trusted.with_extension("pub")).unwrap();
     let signers = keys.path().join("allowed_signers");
     std::fs::write(&signers, format!("release@example.com {public}")).unwrap();
-    let sign_with = |key: &Path| {
-        vec![
-            "-S".to_string(),
-            format!("--gpg-sign={}", key.display()),
-        ]
-    };
+    let sign_with = |key: &Path| vec!["-S".to_string(), format!("--gpg-sign={}", key.display())];
     git(&repo.work, &["config", "gpg.format", "ssh"]);
     let signed_commit = |message: &str, key: &Path| {
         let args = sign_with(key);

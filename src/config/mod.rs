@@ -1095,6 +1095,75 @@ mod tests {
     }
 
     #[test]
+    fn git_settings_are_validated_together_and_secrets_stay_out_of_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "ghp_secret_value\n").unwrap();
+        let policies = dir.path().join("policies");
+        std::fs::create_dir(&policies).unwrap();
+        let err = ServeArgs {
+            git: Some("git@github.com:example/policy.git".into()),
+            git_token_file: Some(token.clone()),
+            git_path: Some("../outside".into()),
+            git_interval: Some("0s".into()),
+            policy_dir: Some(policies),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        let text = err.to_string();
+        for expected in [
+            "git_token_file is only used with https:// remotes",
+            "git_path:",
+            "git_interval: must be greater than 0",
+            "ssh remotes need git_known_hosts",
+            "policy_dir and git are both set",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from:\n{text}");
+        }
+        assert!(!text.contains("ghp_secret"), "{text}");
+        assert_eq!(err.0.len(), 5, "{text}");
+
+        let err = ServeArgs {
+            git: Some("http://example.com/policy.git".into()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.to_string().contains("is not an https://"), "{err}");
+
+        let err = ServeArgs {
+            git_branch: Some("main".into()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("git_branch is set but git"),
+            "{err}"
+        );
+
+        let c = ServeArgs {
+            git: Some("https://github.com/example/policy.git".into()),
+            git_token_file: Some(token),
+            git_path: Some("policies/".into()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        let git = c.git.expect("git settings");
+        assert_eq!(git.branch, "main");
+        assert_eq!(git.path, "policies");
+        assert_eq!(git.interval, Duration::from_secs(60));
+        assert_eq!(git.auth.token.as_deref(), Some("ghp_secret_value"));
+        assert!(!format!("{git:?}").contains("ghp_secret"));
+        assert_eq!(
+            git.describe(),
+            "git https://github.com/example/policy.git main policies"
+        );
+    }
+
+    #[test]
     fn url_hosts_are_extracted() {
         assert_eq!(url_host("mdm.example.com:8443/mdm"), "mdm.example.com");
         assert_eq!(url_host("[::1]:8443"), "::1");

@@ -38,10 +38,12 @@ pub fn parse_allowed_signers(text: &str) -> Result<Vec<AllowedSigner>, Vec<Strin
         };
         match ssh_key::PublicKey::from_openssh(&format!("{} {blob}", words[at])) {
             Ok(key) => signers.push(AllowedSigner {
-                principal: if at == 0 {
-                    key.comment().to_string()
-                } else {
+                principal: if at > 0 {
                     words[0].to_string()
+                } else if words.len() > 2 {
+                    words[2..].join(" ")
+                } else {
+                    key.fingerprint(ssh_key::HashAlg::Sha256).to_string()
                 },
                 key,
             }),

@@ -45,8 +45,7 @@ impl GitHttpServer {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca = params.self_signed(&ca_key).expect("CA");
         let key = KeyPair::generate().expect("key");
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let cert = params.signed_by(&key, &ca, &ca_key).expect("certificate");
         let ca_file = files.join("git-ca.pem");
@@ -64,7 +63,10 @@ impl GitHttpServer {
         .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("https://localhost:{}", listener.local_addr().unwrap().port());
+        let base_url = format!(
+            "https://localhost:{}",
+            listener.local_addr().unwrap().port()
+        );
         let refused = Arc::new(AtomicU64::new(0));
         let state = Arc::new(State {
             root: root.to_path_buf(),
@@ -87,9 +89,7 @@ impl GitHttpServer {
                     };
                     let service = hyper::service::service_fn(move |request| {
                         let state = state.clone();
-                        async move {
-                            Ok::<_, std::convert::Infallible>(handle(&state, request).await)
-                        }
+                        async move { Ok::<_, std::convert::Infallible>(handle(&state, request).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), service)
