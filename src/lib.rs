@@ -103,8 +103,7 @@ pub async fn serve_on(
     let git_source = match &config.git {
         Some(settings) => {
             if let Some(ca) = &config.git_ca_file {
-                // SAFETY: set once at start, before any fetch runs on another thread.
-                unsafe { git2::opts::set_ssl_cert_file(ca) }
+                policy::git::trust_ca_file(ca)
                     .with_context(|| format!("loading git_ca_file {}", ca.display()))?;
             }
             tracing::info!(source = %settings.describe(), interval = ?settings.interval, webhook = settings.webhook_secret.is_some(), signed_commits_only = settings.allowed_signers.is_some(), "policy comes from git");

@@ -3,7 +3,8 @@
 //! an invalid commit keeps the previous revision serving and status names the commit; a
 //! force-push is followed; `pomona plan --git` plans a branch against the fleet; webhooks with
 //! good signatures fetch and bad ones are 401; an unreachable remote keeps the last good revision
-//! and recovers; an https remote (`git http-backend` behind a TLS test server) with a token;
+//! and recovers (also across a restart); an https remote (`git http-backend` behind a TLS test
+//! server) with a token; an ssh remote (a private `sshd`) whose host key must be in known_hosts;
 //! only commits SSH-signed by allowed keys are applied; the example policy repository is valid.
 
 #[path = "support/git_http.rs"]
@@ -571,12 +572,7 @@ async fn only_commits_signed_by_allowed_ssh_keys_are_applied() {
     let keys = tempfile::tempdir().unwrap();
     let keygen = |name: &str| {
         let path = keys.path().join(name);
-        let out = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-            .arg(&path)
-            .output()
-            .expect("ssh-keygen (apt-get install openssh-client)");
-        assert!(out.status.success(), "{out:?}");
+        ssh_keygen(&path, name);
         path
     };
     let trusted = keygen("release-manager");
@@ -647,4 +643,182 @@ fn the_example_policy_repository_is_valid() {
     let (code, out) = run_cli(&["validate", dir.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("valid"), "{out}");
+}
+
+/// A private sshd on a loopback port, serving the current user with one client key.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    user: String,
+    client_key: PathBuf,
+    host_public: String,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ssh_keygen(path: &Path, comment: &str) -> String {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .arg(path)
+        .output()
+        .expect("ssh-keygen (apt-get install openssh-client)");
+    assert!(out.status.success(), "{out:?}");
+    std::fs::read_to_string(path.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+impl Sshd {
+    fn start(dir: &Path) -> Self {
+        let sshd = Path::new("/usr/sbin/sshd");
+        assert!(
+            sshd.exists(),
+            "the ssh transport test needs sshd: apt-get install openssh-server"
+        );
+        // sshd insists on its privilege-separation directory.
+        std::fs::create_dir_all("/run/sshd")
+            .expect("cannot create /run/sshd (needed by sshd; run the tests as root or create it)");
+        let host_public = ssh_keygen(&dir.join("host_key"), "test-host");
+        let client_public = ssh_keygen(&dir.join("client_key"), "pomona");
+        std::fs::write(dir.join("authorized_keys"), format!("{client_public}\n")).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+                 StrictModes no\nUsePAM no\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
+                 PidFile none\nLogLevel ERROR\n",
+                dir.join("host_key").display(),
+                dir.join("authorized_keys").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .spawn()
+            .expect("start sshd");
+        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_string();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            port,
+            user,
+            client_key: dir.join("client_key"),
+            host_public,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ssh_remote_is_fetched_only_when_its_host_key_is_known() {
+    let repo = Repo::new();
+    repo.write("groups.yaml", GROUPS);
+    let first = repo.commit("Groups");
+    repo.publish();
+    let dir = tempfile::tempdir().unwrap();
+    let sshd = Sshd::start(dir.path());
+    let url = format!(
+        "ssh://{}@127.0.0.1:{}{}",
+        sshd.user,
+        sshd.port,
+        repo.remote.display()
+    );
+
+    // A known_hosts that lists another key for this host: refused, never prompted.
+    let impostor = ssh_keygen(&dir.path().join("impostor"), "impostor");
+    let wrong_hosts = dir.path().join("known_hosts_wrong");
+    std::fs::write(
+        &wrong_hosts,
+        format!("[127.0.0.1]:{} {impostor}\n", sshd.port),
+    )
+    .unwrap();
+    let (u, k, h) = (url.clone(), sshd.client_key.clone(), wrong_hosts);
+    let server = TestServer::start_with(move |a| {
+        a.git = Some(u);
+        a.git_interval = Some("200ms".into());
+        a.git_ssh_key_file = Some(k);
+        a.git_known_hosts = Some(h);
+    })
+    .await;
+    let s = wait_for(&server, &mut [], "unknown host key refused", |s, _| {
+        s["policy"]["last_fetch_error"].is_string()
+    })
+    .await;
+    let error = s["policy"]["last_fetch_error"].as_str().unwrap();
+    assert!(error.contains("host key of 127.0.0.1"), "{error}");
+    assert!(s["policy"]["revision"].is_null(), "{s:#}");
+    server.stop().await;
+
+    let known_hosts = dir.path().join("known_hosts");
+    std::fs::write(
+        &known_hosts,
+        format!("[127.0.0.1]:{} {}\n", sshd.port, sshd.host_public),
+    )
+    .unwrap();
+    let k = sshd.client_key.clone();
+    let server = TestServer::start_with(move |a| {
+        a.git = Some(url);
+        a.git_interval = Some("200ms".into());
+        a.git_ssh_key_file = Some(k);
+        a.git_known_hosts = Some(known_hosts);
+    })
+    .await;
+    let s = wait_for(&server, &mut [], "fetch over ssh", |s, _| {
+        s["policy"]["revision"] == revision(&first)
+    })
+    .await;
+    assert!(s["policy"]["last_fetch_error"].is_null(), "{s:#}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_with_the_remote_down_the_local_clone_keeps_serving() {
+    let repo = Repo::new();
+    repo.write("groups.yaml", GROUPS);
+    repo.write("wifi.yaml", &wifi("Office", "everyone"));
+    let first = repo.commit("Policy");
+    repo.publish();
+    let data = tempfile::tempdir().unwrap();
+    let url = repo.url();
+    let settings = move |a: &mut pomona::config::ServeArgs| {
+        a.git = Some(url.clone());
+        a.git_interval = Some("200ms".into());
+    };
+    let server = TestServer::start_in(data.path().to_path_buf(), settings.clone()).await;
+    wait_for(&server, &mut [], "first fetch", |s, _| {
+        s["policy"]["revision"] == revision(&first)
+    })
+    .await;
+    server.stop().await;
+
+    std::fs::rename(&repo.remote, repo.remote.with_extension("away")).unwrap();
+    let server = TestServer::start_in(data.path().to_path_buf(), settings).await;
+    let s = wait_for(&server, &mut [], "served from the local clone", |s, _| {
+        s["policy"]["revision"] == revision(&first)
+    })
+    .await;
+    assert!(s["policy"]["last_fetch_error"].is_string(), "{s:#}");
+    assert_eq!(s["policy"]["commit"], first.as_str());
+    server.stop().await;
 }

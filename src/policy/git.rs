@@ -138,6 +138,21 @@ pub fn redact_url(url: &str) -> String {
     url.to_string()
 }
 
+/// Adds a PEM CA file to what libgit2 trusts for https remotes (besides the system roots).
+/// The setting is process-wide: each file is installed once.
+pub fn trust_ca_file(path: &Path) -> Result<(), git2::Error> {
+    static INSTALLED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    let mut installed = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
+    if installed.iter().any(|p| p == path) {
+        return Ok(());
+    }
+    // SAFETY: libgit2 options are process-wide; the lock keeps two starts from racing here,
+    // and it is called at start, before this server fetches anything.
+    unsafe { git2::opts::set_ssl_cert_file(path) }?;
+    installed.push(path.to_path_buf());
+    Ok(())
+}
+
 /// Why a fetch failed (the remote, credentials, the branch): retried with backoff.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
@@ -149,8 +164,9 @@ fn fetch_error(what: &str, url: &str, e: git2::Error) -> FetchError {
     FetchError(format!("{what} {}: {message}", redact_url(url)))
 }
 
-/// Callbacks answering credential requests and checking host keys.
-fn callbacks(auth: &GitAuth) -> RemoteCallbacks<'_> {
+/// Callbacks answering credential requests and checking host keys. A host key refusal's reason
+/// is left in `refusal` (libgit2 replaces the callback's error with a generic message).
+fn callbacks<'a>(auth: &'a GitAuth, refusal: &'a Mutex<Option<String>>) -> RemoteCallbacks<'a> {
     let mut callbacks = RemoteCallbacks::new();
     let mut attempts = 0;
     callbacks.credentials(move |_url, username, allowed| {
@@ -210,12 +226,14 @@ fn callbacks(auth: &GitAuth) -> RemoteCallbacks<'_> {
         if known_host(&text, host, kind.name(), key) {
             Ok(CertificateCheckStatus::CertificateOk)
         } else {
-            Err(git2::Error::from_str(&format!(
+            let reason = format!(
                 "the ssh host key of {host} ({}) is not in {}: add it (ssh-keyscan {host}) \
                  after checking its fingerprint",
                 kind.name(),
                 known_hosts.display()
-            )))
+            );
+            *refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
+            Err(git2::Error::from_str(&reason))
         }
     });
     callbacks
@@ -275,12 +293,22 @@ pub fn fetch(
         let mut remote = repo
             .remote_anonymous(url)
             .map_err(|e| fetch_error("invalid remote", url, e))?;
+        let refusal = Mutex::new(None);
         let mut options = FetchOptions::new();
-        options.remote_callbacks(callbacks(auth));
+        options.remote_callbacks(callbacks(auth, &refusal));
         options.download_tags(git2::AutotagOption::None);
-        remote
-            .fetch(refspecs, Some(&mut options), Some("pomona fetch"))
-            .map_err(|e| fetch_error("cannot fetch from", url, e))?;
+        let fetched = remote.fetch(refspecs, Some(&mut options), Some("pomona fetch"));
+        drop(options);
+        if let Err(e) = fetched {
+            return Err(
+                match refusal.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                    Some(reason) => {
+                        FetchError(format!("cannot fetch from {}: {reason}", redact_url(url)))
+                    }
+                    None => fetch_error("cannot fetch from", url, e),
+                },
+            );
+        }
     }
     Ok(repo)
 }
