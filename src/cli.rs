@@ -164,7 +164,7 @@ pub struct PlanArgs {
     #[arg(long = "ref")]
     pub git_ref: Option<String>,
     /// With --git: the policy directory inside the repository (default: its root).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub path: String,
     /// With --git over https: file holding a token, or user:password.
     #[arg(long)]
@@ -175,6 +175,9 @@ pub struct PlanArgs {
     /// With --git over ssh: known_hosts file the host key must be in.
     #[arg(long)]
     pub git_known_hosts: Option<PathBuf>,
+    /// With --git over https: extra PEM CA certificate(s) to trust for the remote.
+    #[arg(long)]
+    pub git_ca_file: Option<PathBuf>,
     /// Compare against the fleet in this database (sqlite://… or postgres://…).
     #[arg(long, conflicts_with = "server")]
     pub database: Option<String>,
@@ -235,6 +238,10 @@ async fn plan_inner(args: &PlanArgs) -> anyhow::Result<crate::reconcile::preview
         ssh_key: args.git_ssh_key_file.clone(),
         known_hosts: args.git_known_hosts.clone(),
     };
+    if let Some(ca) = &args.git_ca_file {
+        crate::policy::git::trust_ca_file(ca)
+            .with_context(|| format!("loading --git-ca-file {}", ca.display()))?;
+    }
     let work = tempfile::tempdir().context("creating a temporary directory")?;
     eprintln!(
         "fetching {reference} from {}…",

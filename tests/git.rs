@@ -543,6 +543,34 @@ async fn an_https_remote_is_fetched_with_a_token_and_a_wrong_token_is_reported()
     let source = s["policy"]["source"].as_str().unwrap();
     assert!(source.starts_with("git https://localhost:"), "{source}");
 
+    // `pomona plan --git` over https, with the token and the CA.
+    let db = format!("sqlite://{}", server.data_dir.join("pomona.db").display());
+    let args: Vec<String> = [
+        "plan",
+        "--git",
+        &url,
+        "--ref",
+        "main",
+        "--path",
+        "policies",
+        "--git-token-file",
+        token_file.to_str().unwrap(),
+        "--git-ca-file",
+        http.ca_file.to_str().unwrap(),
+        "--database",
+        &db,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let (code, out) = tokio::task::spawn_blocking(move || {
+        run_cli(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&first), "{out}");
+
     // The same remote with a wrong token: the error is reported, the token is not.
     let wrong = files.path().join("wrong-token");
     std::fs::write(&wrong, "ghp_wrong_wrong_wrong").unwrap();

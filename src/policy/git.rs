@@ -269,6 +269,20 @@ pub fn known_host(known_hosts: &str, host: &str, kind: &str, key: &[u8]) -> bool
     })
 }
 
+/// Bounds every network wait of libgit2 (process-wide, set once before the first fetch): a
+/// remote that accepts the connection and then hangs fails the fetch instead of stalling the
+/// source forever.
+fn set_timeouts() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: plain integer options, set once before any fetch of this process.
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(30_000);
+            let _ = git2::opts::set_server_timeout_in_milliseconds(120_000);
+        }
+    });
+}
+
 /// Opens (or creates) the bare repository at `dir` and fetches `refspecs` from `url`.
 pub fn fetch(
     dir: &Path,
@@ -276,6 +290,7 @@ pub fn fetch(
     refspecs: &[String],
     auth: &GitAuth,
 ) -> Result<Repository, FetchError> {
+    set_timeouts();
     let repo = match Repository::open_bare(dir) {
         Ok(repo) => repo,
         Err(_) => {
