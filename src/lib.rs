@@ -106,7 +106,13 @@ pub async fn serve_on(
                 policy::git::trust_ca_file(ca)
                     .with_context(|| format!("loading git_ca_file {}", ca.display()))?;
             }
-            tracing::info!(source = %settings.describe(), interval = ?settings.interval, webhook = settings.webhook_secret.is_some(), signed_commits_only = settings.allowed_signers.is_some(), "policy comes from git");
+            tracing::info!(
+                source = %settings.describe(),
+                interval = ?settings.interval,
+                webhook = settings.webhook_secret.is_some(),
+                signed_commits_only = settings.allowed_signers.is_some(),
+                "policy comes from git"
+            );
             Some(policy::git::GitSource::new(
                 settings.clone(),
                 &config.data_dir,
