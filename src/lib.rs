@@ -101,11 +101,34 @@ pub async fn serve_on(
         .await
         .context("loading enrolled devices")?;
     tracing::info!(devices, "enrolled devices loaded for reconciling");
-    let watcher = tokio::spawn(watch_policy_dir(
-        config.policy_dir.clone(),
-        reconciler.clone(),
-        std::time::Duration::from_secs(2),
-    ));
+    let git_source = match &config.git {
+        Some(settings) => {
+            if let Some(ca) = &config.git_ca_file {
+                policy::git::trust_ca_file(ca)
+                    .with_context(|| format!("loading git_ca_file {}", ca.display()))?;
+            }
+            tracing::info!(
+                source = %settings.describe(),
+                interval = ?settings.interval,
+                webhook = settings.webhook_secret.is_some(),
+                signed_commits_only = settings.allowed_signers.is_some(),
+                "policy comes from git"
+            );
+            Some(policy::git::GitSource::new(
+                settings.clone(),
+                &config.data_dir,
+            ))
+        }
+        None => None,
+    };
+    let watcher = match &git_source {
+        Some(source) => tokio::spawn(source.clone().run(reconciler.clone())),
+        None => tokio::spawn(watch_policy_dir(
+            config.policy_dir.clone(),
+            reconciler.clone(),
+            std::time::Duration::from_secs(2),
+        )),
+    };
     let driver = tokio::spawn(reconciler.clone().run(4, std::future::pending::<()>()));
     let state = server::AppState::new(
         store,
@@ -115,6 +138,9 @@ pub async fn serve_on(
         reconciler,
     );
     let _ = state.push.set(push.clone());
+    if let Some(source) = git_source {
+        let _ = state.git.set(source);
+    }
     let scheduler = push.spawn_scheduler();
     let served = server::run(listener, prepared.tls, state, shutdown).await;
     watcher.abort();
@@ -134,6 +160,8 @@ async fn watch_policy_dir(
     every: std::time::Duration,
 ) {
     let mut last_seen: Option<String> = None;
+    let source = format!("dir {}", dir.display());
+    reconciler.update_health(|h| h.source = Some(source));
     loop {
         if !dir.is_dir() {
             if last_seen.as_deref() != Some("") {

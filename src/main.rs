@@ -23,7 +23,8 @@ enum Command {
     EnrollProfile(pomona::cli::EnrollProfileArgs),
     /// Check a policy directory: exit 0 valid, 2 invalid; problems as file:line: message.
     Validate(pomona::cli::ValidateArgs),
-    /// What a policy directory would change on the fleet: exit 0 none, 1 changes, 2 error.
+    /// What a policy directory (or a git commit, with --git) would change on the fleet: exit 0
+    /// none, 1 changes, 2 error.
     Plan(pomona::cli::PlanArgs),
     /// Policy revision and per-profile device counts of a running server.
     Status(pomona::cli::StatusArgs),

@@ -3,6 +3,8 @@
 //! that turn documents into an immutable, validated `PolicySnapshot`. Nothing here talks to
 //! devices or the store.
 
+pub mod git;
+pub mod git_signature;
 pub mod load;
 pub mod model;
 pub mod payload_schema;

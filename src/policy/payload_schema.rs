@@ -158,18 +158,18 @@ fn check_value(
     platforms: &BTreeSet<&str>,
     warnings: &mut Vec<String>,
 ) {
-    let fits = match (schema.kind.as_str(), value) {
-        ("any", _) => true,
-        ("string", Value::String(_)) => true,
-        ("boolean", Value::Boolean(_)) => true,
-        ("integer", Value::Integer(_)) => true,
-        ("real", Value::Real(_) | Value::Integer(_)) => true,
-        ("array", Value::Array(_)) => true,
-        ("dictionary", Value::Dictionary(_)) => true,
-        ("data", Value::Data(_)) => true,
-        ("date", Value::Date(_)) => true,
-        _ => false,
-    };
+    let fits = matches!(
+        (schema.kind.as_str(), value),
+        ("any", _)
+            | ("string", Value::String(_))
+            | ("boolean", Value::Boolean(_))
+            | ("integer", Value::Integer(_))
+            | ("real", Value::Real(_) | Value::Integer(_))
+            | ("array", Value::Array(_))
+            | ("dictionary", Value::Dictionary(_))
+            | ("data", Value::Data(_))
+            | ("date", Value::Date(_))
+    );
     if !fits {
         warnings.push(format!(
             "{payload_type}: {here} should be {} but is {}",

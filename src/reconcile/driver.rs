@@ -32,6 +32,14 @@ pub struct PolicyHealth {
     /// Problems of the last load that was refused (the previous snapshot keeps serving).
     pub last_error: Option<Vec<String>>,
     pub warnings: Vec<String>,
+    /// Where policy comes from (`dir <path>`, `git <url> <branch> <path>`).
+    pub source: Option<String>,
+    /// Git sources: the full SHA of the applied commit, the commit of the refused change, the
+    /// last successful fetch (Unix ms) and the error of the last fetch when it failed.
+    pub commit: Option<String>,
+    pub refused_commit: Option<String>,
+    pub last_fetch_at: Option<i64>,
+    pub last_fetch_error: Option<String>,
 }
 
 pub struct Reconciler {
@@ -271,6 +279,11 @@ impl Reconciler {
     pub fn rollout_progress(&self) -> (usize, usize) {
         let rollout = lock(&self.rollout);
         (rollout.waiting.len(), rollout.installing.len())
+    }
+
+    /// Lets a policy source record what it knows about itself (source, commit, fetch state).
+    pub fn update_health(&self, update: impl FnOnce(&mut PolicyHealth)) {
+        update(&mut write(&self.health));
     }
 
     /// Records a refused policy change; the current snapshot keeps serving.

@@ -63,8 +63,13 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Response {
     Json(json!({
         "policy": {
             "revision": health.revision,
+            "source": health.source,
+            "commit": health.commit,
             "last_error": health.last_error,
+            "refused_commit": health.refused_commit,
             "warnings": health.warnings,
+            "last_fetch_at": health.last_fetch_at.map(super::admin::rfc3339),
+            "last_fetch_error": health.last_fetch_error,
         },
         "rollout": {
             "waiting_devices": waiting,
