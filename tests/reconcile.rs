@@ -553,3 +553,43 @@ async fn a_rollout_is_paced_to_the_configured_number_of_devices() {
     assert!(all_free, "every slot is free once the fleet converged");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_profile_with_removal_policy_keep_stays_on_the_devices() {
+    let policy = tempfile::tempdir().unwrap();
+    let keep = wifi("Office", "everyone").replace(
+        "  groups: [everyone]\n",
+        "  groups: [everyone]\n  removalPolicy: Keep\n",
+    );
+    write_policy(policy.path(), &keep);
+    let dir = policy.path().to_path_buf();
+    let server = TestServer::start_with(move |a| a.policy_dir = Some(dir)).await;
+    let mut devices = Vec::new();
+    for i in 0..3 {
+        devices.push(server.enrolled_device(i).await);
+    }
+    converge(&server, &mut devices, "installed", |s| {
+        wifi_status(s)["verified"] == 3
+    })
+    .await;
+    std::fs::remove_file(policy.path().join("wifi.yaml")).unwrap();
+    converge(&server, &mut devices, "released", |s| {
+        let w = wifi_status(s);
+        w.is_null() || (w["verified"] == 0 && w["pending"] == 0 && w["removing"] == 0)
+    })
+    .await;
+    // A few more exchanges: nothing may remove it.
+    for _ in 0..3 {
+        for d in devices.iter_mut() {
+            let received = d.exchange().await.unwrap().received;
+            assert!(
+                !received.iter().any(|r| r == "RemoveProfile"),
+                "a Keep profile was removed: {received:?}"
+            );
+        }
+    }
+    for d in &devices {
+        assert!(installed_ssid(d).is_some(), "{} lost the profile", d.udid());
+    }
+    server.stop().await;
+}
