@@ -154,8 +154,30 @@ pub fn validate(args: &ValidateArgs) -> u8 {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PlanArgs {
-    /// The candidate policy directory (e.g. a pull request's checkout).
-    pub dir: PathBuf,
+    /// The candidate policy directory (e.g. a pull request's checkout); or give --git.
+    #[arg(required_unless_present = "git", conflicts_with = "git")]
+    pub dir: Option<PathBuf>,
+    /// Plan a commit of this git repository instead (https://, ssh://, git@host:path, file://).
+    #[arg(long, requires = "git_ref")]
+    pub git: Option<String>,
+    /// With --git: the branch, tag, ref (e.g. refs/pull/42/head) or commit SHA to plan.
+    #[arg(long = "ref")]
+    pub git_ref: Option<String>,
+    /// With --git: the policy directory inside the repository (default: its root).
+    #[arg(long, default_value = "", hide_default_value = true)]
+    pub path: String,
+    /// With --git over https: file holding a token, or user:password.
+    #[arg(long)]
+    pub git_token_file: Option<PathBuf>,
+    /// With --git over ssh: private key file (default: an ssh agent).
+    #[arg(long)]
+    pub git_ssh_key_file: Option<PathBuf>,
+    /// With --git over ssh: known_hosts file the host key must be in.
+    #[arg(long)]
+    pub git_known_hosts: Option<PathBuf>,
+    /// With --git over https: extra PEM CA certificate(s) to trust for the remote.
+    #[arg(long)]
+    pub git_ca_file: Option<PathBuf>,
     /// Compare against the fleet in this database (sqlite://… or postgres://…).
     #[arg(long, conflicts_with = "server")]
     pub database: Option<String>,
@@ -193,7 +215,54 @@ pub async fn plan(args: PlanArgs) -> u8 {
 }
 
 async fn plan_inner(args: &PlanArgs) -> anyhow::Result<crate::reconcile::preview::PlanPreview> {
-    let snapshot = crate::policy::source::load_dir(&args.dir).map_err(|problems| {
+    let Some(url) = &args.git else {
+        let dir = args
+            .dir
+            .clone()
+            .context("give a policy directory or --git URL")?;
+        let snapshot = crate::policy::source::load_dir(&dir);
+        return plan_snapshot(args, &dir, snapshot).await;
+    };
+    let reference = args.git_ref.clone().unwrap_or_else(|| "main".into());
+    let path = crate::policy::git::normalise_path(&args.path).map_err(|e| anyhow::anyhow!(e))?;
+    let auth = crate::policy::git::GitAuth {
+        token: match &args.git_token_file {
+            Some(file) => Some(
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("reading {}", file.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        },
+        ssh_key: args.git_ssh_key_file.clone(),
+        known_hosts: args.git_known_hosts.clone(),
+    };
+    if let Some(ca) = &args.git_ca_file {
+        crate::policy::git::trust_ca_file(ca)
+            .with_context(|| format!("loading --git-ca-file {}", ca.display()))?;
+    }
+    let work = tempfile::tempdir().context("creating a temporary directory")?;
+    eprintln!(
+        "fetching {reference} from {}…",
+        crate::policy::git::redact_url(url)
+    );
+    let (url, work_path, fetched_path) = (url.clone(), work.path().to_path_buf(), path.clone());
+    let (root, commit) = tokio::task::spawn_blocking(move || {
+        crate::policy::git::checkout_ref(&url, &reference, &fetched_path, &auth, &work_path)
+    })
+    .await??;
+    eprintln!("planning commit {} ({})", commit.sha, commit.summary);
+    let snapshot = crate::policy::source::load_tree(&root, &path, Some(commit.revision()));
+    plan_snapshot(args, &root, snapshot).await
+}
+
+async fn plan_snapshot(
+    args: &PlanArgs,
+    dir: &std::path::Path,
+    snapshot: Result<crate::policy::snapshot::PolicySnapshot, Vec<crate::policy::load::Problem>>,
+) -> anyhow::Result<crate::reconcile::preview::PlanPreview> {
+    let snapshot = snapshot.map_err(|problems| {
         anyhow::anyhow!(
             "the policy is invalid:\n{}",
             problems
@@ -218,7 +287,7 @@ async fn plan_inner(args: &PlanArgs) -> anyhow::Result<crate::reconcile::preview
         server_ca: args.server_ca.clone(),
     };
     let (client, token) = connection.client()?;
-    let files = crate::policy::source::read_files(&args.dir)?;
+    let files = crate::policy::source::read_files(dir)?;
     let response = client
         .post(connection.url("/api/v1/plan"))
         .bearer_auth(&token)
@@ -269,11 +338,30 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         "policy revision: {}",
         policy["revision"].as_str().unwrap_or("(none loaded)")
     );
+    if let Some(source) = policy["source"].as_str() {
+        println!("source: {source}");
+    }
+    if let Some(commit) = policy["commit"].as_str() {
+        println!("commit: {commit}");
+    }
+    if let Some(at) = policy["last_fetch_at"].as_str() {
+        println!("last successful fetch: {at}");
+    }
+    if let Some(e) = policy["last_fetch_error"].as_str() {
+        println!("last fetch FAILED (previous revision still serving): {e}");
+    }
     if let Some(errors) = policy["last_error"].as_array() {
         println!("last change REFUSED (previous revision still serving):");
         for e in errors {
             println!("  {}", e.as_str().unwrap_or_default());
         }
+    }
+    let waiting = body["rollout"]["waiting_devices"].as_u64().unwrap_or(0);
+    if waiting > 0 {
+        println!(
+            "rollout: {waiting} devices waiting for a slot, {} installing (at most {} at once)",
+            body["rollout"]["installing_devices"], body["rollout"]["max_devices"]
+        );
     }
     println!(
         "{:<40} {:>8} {:>8} {:>8} {:>8} {:>8}",
@@ -298,4 +386,111 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LabelArgs {
+    #[command(flatten)]
+    pub connection: AdminConnection,
+    /// The device: its UDID (device id) or serial number.
+    pub device: String,
+    /// `key=value` sets a label, `key-` removes one (as `kubectl label`). With none, the
+    /// device's labels are printed.
+    pub changes: Vec<String>,
+}
+
+/// What one `pomona label` argument asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum LabelChange {
+    Set(String, String),
+    Remove(String),
+}
+
+fn parse_label_change(arg: &str) -> anyhow::Result<LabelChange> {
+    if let Some((key, value)) = arg.split_once('=') {
+        crate::policy::selector::check_label(key, value).map_err(anyhow::Error::msg)?;
+        return Ok(LabelChange::Set(key.into(), value.into()));
+    }
+    if let Some(key) = arg.strip_suffix('-') {
+        return Ok(LabelChange::Remove(key.into()));
+    }
+    anyhow::bail!("{arg:?}: write key=value to set a label or key- to remove one")
+}
+
+/// `pomona label DEVICE [key=value | key-]...`: reads the device's labels, applies the changes
+/// and writes them back; the device's groups (and so its profiles) follow.
+pub async fn label(args: LabelArgs) -> anyhow::Result<()> {
+    let changes = args
+        .changes
+        .iter()
+        .map(|c| parse_label_change(c))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (client, token) = args.connection.client()?;
+    let device_url = args
+        .connection
+        .url(&format!("/api/v1/devices/{}", args.device));
+    let response = client
+        .get(&device_url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {}", args.connection.server))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("HTTP {status}: {}", body["error"]);
+    }
+    let mut labels: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(body["labels"].clone()).unwrap_or_default();
+    if !changes.is_empty() {
+        for change in changes {
+            match change {
+                LabelChange::Set(k, v) => {
+                    labels.insert(k, v);
+                }
+                LabelChange::Remove(k) => {
+                    labels.remove(&k);
+                }
+            }
+        }
+        let device_id = body["device_id"].as_str().unwrap_or(&args.device);
+        let response = client
+            .put(
+                args.connection
+                    .url(&format!("/api/v1/devices/{device_id}/labels")),
+            )
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "labels": labels }))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", args.connection.server))?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        if !status.is_success() {
+            anyhow::bail!("HTTP {status}: {}", body["error"]);
+        }
+    }
+    for (k, v) in &labels {
+        println!("{k}={v}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::{parse_label_change, LabelChange};
+
+    #[test]
+    fn label_arguments_set_remove_or_are_refused() {
+        assert_eq!(
+            parse_label_change("team=sales").unwrap(),
+            LabelChange::Set("team".into(), "sales".into())
+        );
+        assert_eq!(
+            parse_label_change("team-").unwrap(),
+            LabelChange::Remove("team".into())
+        );
+        assert!(parse_label_change("team").is_err());
+        assert!(parse_label_change("pomona.dev/platform=iOS").is_err());
+    }
 }

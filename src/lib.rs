@@ -83,6 +83,7 @@ pub async fn serve_on(
         );
     }
     let reconciler = reconcile::driver::Reconciler::new(store.clone(), config.plan);
+    reconciler.set_signer(prepared.signer.clone());
     {
         // Queued commands wake their device through the (persisted) push schedule.
         let push = push.clone();
@@ -101,15 +102,35 @@ pub async fn serve_on(
         .await
         .context("loading enrolled devices")?;
     tracing::info!(devices, "enrolled devices loaded for reconciling");
+    let git_source = match &config.git {
+        Some(settings) => {
+            if let Some(ca) = &config.git_ca_file {
+                policy::git::trust_ca_file(ca)
+                    .with_context(|| format!("loading git_ca_file {}", ca.display()))?;
+            }
+            tracing::info!(
+                source = %settings.describe(),
+                interval = ?settings.interval,
+                webhook = settings.webhook_secret.is_some(),
+                signed_commits_only = settings.allowed_signers.is_some(),
+                "policy comes from git"
+            );
+            Some(policy::git::GitSource::new(
+                settings.clone(),
+                &config.data_dir,
+            ))
+        }
+        None => None,
+    };
     // With --kube, shutting down also hands the Lease over (at once, not after it expires).
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         shutdown.await;
         let _ = stopping.send(());
     };
-    let (watcher, driver) = match &config.kube {
+    let (watcher, driver) = match (&config.kube, &git_source) {
         // Custom resources; the reconciler runs on the replica that holds the Lease.
-        Some(settings) => {
+        (Some(settings), _) => {
             let settings = settings.clone();
             let (reconciler, store) = (reconciler.clone(), store.clone());
             let stop = async move {
@@ -122,7 +143,11 @@ pub async fn serve_on(
             });
             (source, tokio::spawn(async {}))
         }
-        None => (
+        (None, Some(source)) => (
+            tokio::spawn(source.clone().run(reconciler.clone())),
+            tokio::spawn(reconciler.clone().run(4, std::future::pending::<()>())),
+        ),
+        (None, None) => (
             tokio::spawn(watch_policy_dir(
                 config.policy_dir.clone(),
                 reconciler.clone(),
@@ -139,6 +164,9 @@ pub async fn serve_on(
         reconciler,
     );
     let _ = state.push.set(push.clone());
+    if let Some(source) = git_source {
+        let _ = state.git.set(source);
+    }
     let scheduler = push.spawn_scheduler();
     let served = server::run(listener, prepared.tls, state, shutdown).await;
     if config.kube.is_some() {
@@ -169,6 +197,8 @@ async fn watch_policy_dir(
     every: std::time::Duration,
 ) {
     let mut last_seen: Option<String> = None;
+    let source = format!("dir {}", dir.display());
+    reconciler.update_health(|h| h.source = Some(source));
     loop {
         if !dir.is_dir() {
             if last_seen.as_deref() != Some("") {

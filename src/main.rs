@@ -23,10 +23,13 @@ enum Command {
     EnrollProfile(pomona::cli::EnrollProfileArgs),
     /// Check a policy directory: exit 0 valid, 2 invalid; problems as file:line: message.
     Validate(pomona::cli::ValidateArgs),
-    /// What a policy directory would change on the fleet: exit 0 none, 1 changes, 2 error.
+    /// What a policy directory (or a git commit, with --git) would change on the fleet: exit 0
+    /// none, 1 changes, 2 error.
     Plan(pomona::cli::PlanArgs),
     /// Policy revision and per-profile device counts of a running server.
     Status(pomona::cli::StatusArgs),
+    /// Show or change a device's labels (`key=value` sets, `key-` removes): groups select on them.
+    Label(pomona::cli::LabelArgs),
     /// Ask a running server to push one device through APNs now.
     Push(pomona::push::cli::PushArgs),
     /// Print the CustomResourceDefinitions (generated from the policy types), or write one file
@@ -82,6 +85,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate(_) | Command::Crds(_) => unreachable!("handled above"),
         Command::Plan(args) => ExitCode::from(runtime.block_on(pomona::cli::plan(args))),
+        Command::Label(args) => match runtime.block_on(pomona::cli::label(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Status(args) => match runtime.block_on(pomona::cli::status(args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

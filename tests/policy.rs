@@ -176,3 +176,27 @@ fn restrictions_warn_only_about_platforms_their_groups_can_contain() {
         "allowAppRemoval is iOS-only: expected a macOS warning in {text:#?}"
     );
 }
+
+#[test]
+fn payloads_are_checked_against_apple_schemas_with_located_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "wifi.yaml",
+        "apiVersion: mdm.pomona.dev/v1alpha1\nkind: DeviceGroup\nmetadata: {name: phones}\nspec:\n  selector:\n    matchLabels: {pomona.dev/platform: iOS}\n---\napiVersion: mdm.pomona.dev/v1alpha1\nkind: Profile\nmetadata: {name: wifi}\nspec:\n  groups: [phones]\n  payloads:\n    - payloadType: com.apple.wifi.managed\n      content: {SSID_STR: Office, AutoJoin: 'yes', EncryptionType: WPA9}\n    - payloadType: com.apple.MCX.FileVault2\n      content: {Enable: 'On'}\n",
+    );
+    let snapshot = load_dir(dir.path()).expect("warnings do not invalidate");
+    let text: Vec<String> = snapshot.warnings.iter().map(|w| w.to_string()).collect();
+    let all = text.join("\n");
+    for expected in [
+        "spec.payloads[0]: com.apple.wifi.managed: AutoJoin should be a boolean but is a string",
+        "spec.payloads[0]: com.apple.wifi.managed: EncryptionType is \"WPA9\"; allowed:",
+        "spec.payloads[1]: com.apple.MCX.FileVault2 is not supported on iOS",
+    ] {
+        assert!(all.contains(expected), "missing {expected:?} in\n{all}");
+    }
+    assert!(
+        text.iter().all(|w| w.contains("wifi.yaml:")),
+        "every warning names the file and line: {all}"
+    );
+}

@@ -361,3 +361,235 @@ async fn with_nothing_declared_command_results_cause_no_replanning() {
     );
     server.stop().await;
 }
+
+const BY_FACTS_AND_LABELS: &str = "apiVersion: mdm.pomona.dev/v1alpha1
+kind: DeviceGroup
+metadata: {name: supervised}
+spec:
+  selector:
+    matchLabels: {pomona.dev/supervised: 'true'}
+---
+apiVersion: mdm.pomona.dev/v1alpha1
+kind: DeviceGroup
+metadata: {name: sales}
+spec:
+  selector:
+    matchLabels: {team: sales}
+---
+apiVersion: mdm.pomona.dev/v1alpha1
+kind: Profile
+metadata: {name: kiosk}
+spec:
+  groups: [supervised]
+  sign: true
+  payloads:
+    - payloadType: com.apple.wifi.managed
+      content: {SSID_STR: Kiosk, AutoJoin: true}
+---
+apiVersion: mdm.pomona.dev/v1alpha1
+kind: Profile
+metadata: {name: sales-wifi}
+spec:
+  groups: [sales]
+  payloads:
+    - payloadType: com.apple.wifi.managed
+      content: {SSID_STR: Sales, AutoJoin: true}
+";
+
+fn profile_counts(status: &Value, key: &str) -> (i64, i64) {
+    let p = status["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["profile"] == key)
+        .cloned()
+        .unwrap_or(Value::Null);
+    (
+        p["targeted"].as_i64().unwrap_or(0),
+        p["verified"].as_i64().unwrap_or(0),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_follow_device_information_facts_and_labels_set_through_the_api_and_signed_profiles_arrive_signed(
+) {
+    let policy = tempfile::tempdir().unwrap();
+    std::fs::write(policy.path().join("p.yaml"), BY_FACTS_AND_LABELS).unwrap();
+    let dir = policy.path().to_path_buf();
+    let server = TestServer::start_with(move |a| a.policy_dir = Some(dir)).await;
+    // Indexes 0–3 are iPhones and an iPad (supervised in the simulator), 4 a Mac (not).
+    let mut devices = Vec::new();
+    for i in 0..5 {
+        devices.push(server.enrolled_device(i).await);
+    }
+    // Supervision is not in Authenticate: only the DeviceInformation answer makes the phones
+    // and the iPad members.
+    converge(&server, &mut devices, "supervised devices", |s| {
+        profile_counts(s, "Profile/kiosk") == (4, 4)
+    })
+    .await;
+    let mac = devices[4].udid().to_string();
+    let (_, view) = server.admin_get(&format!("/api/v1/devices/{mac}")).await;
+    assert_eq!(view["facts"]["supervised"], false, "{view:#}");
+    assert_eq!(view["facts"]["model"], "Mac14,2", "{view:#}");
+    assert!(!devices[4].state.profiles.contains_key("dev.pomona.kiosk"));
+    // `sign: true`: the devices received a signed profile whose signature verified.
+    assert!(devices[0].state.profiles["dev.pomona.kiosk"].signed);
+
+    // A label through the API puts the Mac in the sales group; removing it takes it out.
+    let labels_url = format!("{}/api/v1/devices/{mac}/labels", server.base_url);
+    let put = |labels: Value| {
+        server
+            .client
+            .put(&labels_url)
+            .bearer_auth(&server.admin_token)
+            .json(&serde_json::json!({ "labels": labels }))
+            .send()
+    };
+    let response = put(serde_json::json!({"team": "sales"})).await.unwrap();
+    assert_eq!(response.status(), 200);
+    converge(&server, &mut devices, "labelled into sales", |s| {
+        profile_counts(s, "Profile/sales-wifi") == (1, 1)
+    })
+    .await;
+    assert!(devices[4]
+        .state
+        .profiles
+        .contains_key("dev.pomona.sales-wifi"));
+    let (_, view) = server.admin_get(&format!("/api/v1/devices/{mac}")).await;
+    assert_eq!(view["labels"]["team"], "sales", "{view:#}");
+
+    // Invalid labels are refused with a reason and change nothing.
+    let refused = put(serde_json::json!({"pomona.dev/supervised": "true"}))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("reserved"),
+        "{body}"
+    );
+    let unknown = server
+        .client
+        .put(format!(
+            "{}/api/v1/devices/NO-SUCH-DEVICE/labels",
+            server.base_url
+        ))
+        .bearer_auth(&server.admin_token)
+        .json(&serde_json::json!({"labels": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    let response = put(serde_json::json!({})).await.unwrap();
+    assert_eq!(response.status(), 200);
+    converge(&server, &mut devices, "label removed", |s| {
+        profile_counts(s, "Profile/sales-wifi").1 == 0
+            && profile_counts(s, "Profile/sales-wifi").0 == 0
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while devices[4]
+        .state
+        .profiles
+        .contains_key("dev.pomona.sales-wifi")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "sales-wifi never removed from the Mac"
+        );
+        let _ = devices[4].exchange().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_is_paced_to_the_configured_number_of_devices() {
+    let policy = tempfile::tempdir().unwrap();
+    let dir = policy.path().to_path_buf();
+    let server = TestServer::start_with(move |a| {
+        a.policy_dir = Some(dir);
+        a.rollout_max_devices = Some(2);
+    })
+    .await;
+    let mut devices = Vec::new();
+    for i in 0..6 {
+        devices.push(server.enrolled_device(i).await);
+    }
+    write_policy(policy.path(), &wifi("Office", "everyone"));
+    let mut most_installing = 0;
+    let mut saw_waiting = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status(&server).await;
+        let installing = s["rollout"]["installing_devices"].as_u64().unwrap();
+        most_installing = most_installing.max(installing);
+        saw_waiting |= s["rollout"]["waiting_devices"].as_u64().unwrap() > 0;
+        if wifi_status(&s)["verified"] == 6 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not converge: {s:#}");
+        // One device at a time, so the counts are seen between exchanges.
+        for d in devices.iter_mut() {
+            let _ = d.exchange().await;
+            let s = status(&server).await;
+            most_installing =
+                most_installing.max(s["rollout"]["installing_devices"].as_u64().unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(saw_waiting, "devices waited for a rollout slot");
+    assert!(
+        most_installing <= 2,
+        "{most_installing} devices had installs outstanding at once (limit 2)"
+    );
+    let all_free = server
+        .metrics()
+        .await
+        .lines()
+        .any(|l| l == "pomona_rollout_installing_devices 0");
+    assert!(all_free, "every slot is free once the fleet converged");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_profile_with_removal_policy_keep_stays_on_the_devices() {
+    let policy = tempfile::tempdir().unwrap();
+    let keep = wifi("Office", "everyone").replace(
+        "  groups: [everyone]\n",
+        "  groups: [everyone]\n  removalPolicy: Keep\n",
+    );
+    write_policy(policy.path(), &keep);
+    let dir = policy.path().to_path_buf();
+    let server = TestServer::start_with(move |a| a.policy_dir = Some(dir)).await;
+    let mut devices = Vec::new();
+    for i in 0..3 {
+        devices.push(server.enrolled_device(i).await);
+    }
+    converge(&server, &mut devices, "installed", |s| {
+        wifi_status(s)["verified"] == 3
+    })
+    .await;
+    std::fs::remove_file(policy.path().join("wifi.yaml")).unwrap();
+    converge(&server, &mut devices, "released", |s| {
+        let w = wifi_status(s);
+        w.is_null() || (w["verified"] == 0 && w["pending"] == 0 && w["removing"] == 0)
+    })
+    .await;
+    // A few more exchanges: nothing may remove it.
+    for _ in 0..3 {
+        for d in devices.iter_mut() {
+            let received = d.exchange().await.unwrap().received;
+            assert!(
+                !received.iter().any(|r| r == "RemoveProfile"),
+                "a Keep profile was removed: {received:?}"
+            );
+        }
+    }
+    for d in &devices {
+        assert!(installed_ssid(d).is_some(), "{} lost the profile", d.udid());
+    }
+    server.stop().await;
+}

@@ -22,8 +22,10 @@ pub struct Prepared {
     /// PEM of the HTTPS chain's root when it is our generated one: enrollment profiles carry it
     /// so devices trust the server.
     pub tls_root_pem: Option<Vec<u8>>,
-    /// The HTTPS certificate chain and key, for signing enrollment profiles.
+    /// The HTTPS certificate chain and key, for signing enrollment profiles (when configured).
     pub profile_signer: Option<Arc<crate::pki::ProfileSigner>>,
+    /// The same signer, for declared profiles with `spec.sign: true`.
+    pub signer: Arc<crate::pki::ProfileSigner>,
 }
 
 pub fn prepare(config: &ServeConfig) -> anyhow::Result<Prepared> {
@@ -61,18 +63,16 @@ pub fn prepare(config: &ServeConfig) -> anyhow::Result<Prepared> {
         }
         None => None,
     };
-    let profile_signer = if config.enrollment.sign_profiles {
-        Some(Arc::new(
-            crate::pki::ProfileSigner::from_pem(&chain_pem, &key_pem).map_err(|e| {
-                anyhow::anyhow!("sign_profiles: the HTTPS certificate and key: {e}")
-            })?,
-        ))
-    } else {
-        None
-    };
+    let signer = Arc::new(
+        crate::pki::ProfileSigner::from_pem(&chain_pem, &key_pem).map_err(|e| {
+            anyhow::anyhow!("the HTTPS certificate and key cannot sign profiles: {e}")
+        })?,
+    );
+    let profile_signer = config.enrollment.sign_profiles.then(|| signer.clone());
     let (admin_token, new_admin_token_file) = admin_token(config)?;
     Ok(Prepared {
         profile_signer,
+        signer,
         tls,
         admin_token,
         new_admin_token_file,

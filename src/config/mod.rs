@@ -99,6 +99,10 @@ pub struct ServeArgs {
     /// (default 14400, four hours).
     #[arg(long, env = "POMONA_INVENTORY_INTERVAL_SECS")]
     pub inventory_interval_secs: Option<u64>,
+    /// Paces rollouts: at most this many devices with profile installs outstanding at once
+    /// after a policy change; the others wait their turn (default 5000; 0 = no limit).
+    #[arg(long, env = "POMONA_ROLLOUT_MAX_DEVICES")]
+    pub rollout_max_devices: Option<usize>,
     /// MDM push certificate, PEM (from the Apple Push Certificates Portal). Enables APNs push.
     #[arg(long, env = "POMONA_PUSH_CERT")]
     pub push_cert: Option<PathBuf>,
@@ -162,6 +166,37 @@ pub struct ServeArgs {
     /// With --kube: seconds a deleted Profile waits for devices to remove it (default 600).
     #[arg(long, env = "POMONA_REMOVAL_TIMEOUT_SECS")]
     pub removal_timeout_secs: Option<u64>,
+    /// Read policy from this git repository (https://, ssh:// or git@host:path, file://)
+    /// instead of a policy directory.
+    #[arg(long, env = "POMONA_GIT")]
+    pub git: Option<String>,
+    /// Branch to follow (default main).
+    #[arg(long, alias = "branch", env = "POMONA_GIT_BRANCH")]
+    pub git_branch: Option<String>,
+    /// Policy directory inside the repository (default: the repository root).
+    #[arg(long, alias = "path", env = "POMONA_GIT_PATH")]
+    pub git_path: Option<String>,
+    /// How often to fetch, jittered ±10 % (default 60s); webhooks fetch at once.
+    #[arg(long, alias = "interval", env = "POMONA_GIT_INTERVAL")]
+    pub git_interval: Option<String>,
+    /// https: file holding a token, or user:password.
+    #[arg(long, env = "POMONA_GIT_TOKEN_FILE")]
+    pub git_token_file: Option<PathBuf>,
+    /// ssh: private key file (default: an ssh agent).
+    #[arg(long, env = "POMONA_GIT_SSH_KEY_FILE")]
+    pub git_ssh_key_file: Option<PathBuf>,
+    /// ssh: known_hosts file the server's host key must be in (required for ssh remotes).
+    #[arg(long, env = "POMONA_GIT_KNOWN_HOSTS")]
+    pub git_known_hosts: Option<PathBuf>,
+    /// https: extra PEM CA certificate(s) to trust for the remote.
+    #[arg(long, env = "POMONA_GIT_CA_FILE")]
+    pub git_ca_file: Option<PathBuf>,
+    /// File holding the secret of the POST /hooks/git webhook (GitHub HMAC or GitLab token).
+    #[arg(long, env = "POMONA_GIT_WEBHOOK_SECRET_FILE")]
+    pub git_webhook_secret_file: Option<PathBuf>,
+    /// Apply only commits SSH-signed by a key in this file (git allowedSignersFile format).
+    #[arg(long, env = "POMONA_GIT_ALLOWED_SIGNERS")]
+    pub git_allowed_signers: Option<PathBuf>,
 }
 
 /// The same keys in a config file. Unknown keys are errors (a typo must not be ignored).
@@ -192,6 +227,7 @@ struct FileConfig {
     retry_backoff_ms: Option<u64>,
     max_attempts: Option<u32>,
     inventory_interval_secs: Option<u64>,
+    rollout_max_devices: Option<usize>,
     push_cert: Option<PathBuf>,
     push_key: Option<PathBuf>,
     push_p12: Option<PathBuf>,
@@ -213,6 +249,16 @@ struct FileConfig {
     lease_duration_secs: Option<u64>,
     status_interval_secs: Option<u64>,
     removal_timeout_secs: Option<u64>,
+    git: Option<String>,
+    git_branch: Option<String>,
+    git_path: Option<String>,
+    git_interval: Option<String>,
+    git_token_file: Option<PathBuf>,
+    git_ssh_key_file: Option<PathBuf>,
+    git_known_hosts: Option<PathBuf>,
+    git_ca_file: Option<PathBuf>,
+    git_webhook_secret_file: Option<PathBuf>,
+    git_allowed_signers: Option<PathBuf>,
 }
 
 /// Validated configuration for `pomona serve`.
@@ -235,6 +281,10 @@ pub struct ServeConfig {
     pub push: crate::push::PushSettings,
     /// `--kube`: policies from custom resources, with leader election.
     pub kube: Option<crate::controller::KubeSettings>,
+    /// Policy from git instead of `policy_dir`.
+    pub git: Option<crate::policy::git::GitSettings>,
+    /// Extra CA file for https remotes (installed into libgit2 once, at start).
+    pub git_ca_file: Option<PathBuf>,
 }
 
 /// Where the device CA comes from.
@@ -414,6 +464,16 @@ impl ServeArgs {
         let kube = (self.kube || file.kube == Some(true))
             .then(|| self.kube_settings(&file, &mut problems));
         let push = resolve_push(self, &file, &mut problems);
+        let git = resolve_git(self, &file, &mut problems);
+        let git_ca_file = self.git_ca_file.clone().or(file.git_ca_file.clone());
+        if let Some(path) = &git_ca_file {
+            if !path.is_file() {
+                problems.push(format!(
+                    "git_ca_file: {} does not exist or is not a file",
+                    path.display()
+                ));
+            }
+        }
 
         let listen_text = self
             .listen
@@ -507,13 +567,21 @@ impl ServeArgs {
             .clone()
             .or(file.policy_dir)
             .unwrap_or_else(|| "policies".into());
-        if policy_dir_explicit && !policy_dir.is_dir() {
+        if policy_dir_explicit && git.is_some() {
+            problems.push(
+                "policy_dir and git are both set: policy comes from one source, choose one".into(),
+            );
+        } else if policy_dir_explicit && !policy_dir.is_dir() {
             problems.push(format!(
                 "policy_dir: {} is not a directory",
                 policy_dir.display()
             ));
         }
 
+        if kube.is_some() && git.is_some() {
+            problems
+                .push("git and kube are both set: policy comes from one source, choose one".into());
+        }
         if kube.is_some() && policy_dir_explicit {
             problems.push(
                 "policy_dir and kube exclude each other: policies come from a directory or from \
@@ -632,6 +700,9 @@ impl ServeArgs {
             Some(n) => plan.inventory_interval_ms = n as i64 * 1000,
             None => {}
         }
+        if let Some(n) = self.rollout_max_devices.or(file.rollout_max_devices) {
+            plan.rollout_max_devices = n;
+        }
         match self.max_attempts.or(file.max_attempts) {
             Some(0) => problems.push("max_attempts: must be at least 1".into()),
             Some(n) => plan.max_attempts = n,
@@ -658,8 +729,161 @@ impl ServeArgs {
             enrollment,
             identity,
             push,
+            git,
+            git_ca_file,
         })
     }
+}
+
+/// Reads a secret file: trimmed, non-empty. Problems name the key and the path, never the value.
+fn read_secret(name: &str, path: &Path, problems: &mut Vec<String>) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => {
+            problems.push(format!("{name}: {} is empty", path.display()));
+            None
+        }
+        Ok(text) => Some(text.trim().to_string()),
+        Err(e) => {
+            problems.push(format!("{name}: cannot read {}: {e}", path.display()));
+            None
+        }
+    }
+}
+
+/// Git source settings from flags over the file (`None` without `git`).
+fn resolve_git(
+    args: &ServeArgs,
+    file: &FileConfig,
+    problems: &mut Vec<String>,
+) -> Option<crate::policy::git::GitSettings> {
+    use crate::policy::git;
+    let pick = |flag: &Option<PathBuf>, key: &Option<PathBuf>| flag.clone().or(key.clone());
+    let token_file = pick(&args.git_token_file, &file.git_token_file);
+    let ssh_key = pick(&args.git_ssh_key_file, &file.git_ssh_key_file);
+    let known_hosts = pick(&args.git_known_hosts, &file.git_known_hosts);
+    let secret_file = pick(&args.git_webhook_secret_file, &file.git_webhook_secret_file);
+    let signers_file = pick(&args.git_allowed_signers, &file.git_allowed_signers);
+    let Some(url) = args.git.clone().or(file.git.clone()) else {
+        let stray = [
+            (
+                "git_branch",
+                args.git_branch.is_some() || file.git_branch.is_some(),
+            ),
+            (
+                "git_path",
+                args.git_path.is_some() || file.git_path.is_some(),
+            ),
+            (
+                "git_interval",
+                args.git_interval.is_some() || file.git_interval.is_some(),
+            ),
+            ("git_token_file", token_file.is_some()),
+            ("git_ssh_key_file", ssh_key.is_some()),
+            ("git_known_hosts", known_hosts.is_some()),
+            ("git_webhook_secret_file", secret_file.is_some()),
+            ("git_allowed_signers", signers_file.is_some()),
+        ];
+        for (name, set) in stray {
+            if set {
+                problems.push(format!("{name} is set but git (the repository URL) is not"));
+            }
+        }
+        return None;
+    };
+    let transport = git::transport(&url);
+    if transport.is_none() {
+        problems.push(format!(
+            "git: {:?} is not an https://, ssh://, git@host:path or file:// URL",
+            git::redact_url(&url)
+        ));
+    }
+    let branch = args
+        .git_branch
+        .clone()
+        .or(file.git_branch.clone())
+        .unwrap_or_else(|| "main".into());
+    if branch.trim().is_empty() || branch.starts_with("refs/") || branch.contains("..") {
+        problems.push(format!(
+            "git_branch: {branch:?} must be a branch name like main (not a ref path)"
+        ));
+    }
+    let path = match git::normalise_path(
+        &args
+            .git_path
+            .clone()
+            .or(file.git_path.clone())
+            .unwrap_or_default(),
+    ) {
+        Ok(p) => p,
+        Err(reason) => {
+            problems.push(format!("git_path: {reason}"));
+            String::new()
+        }
+    };
+    let mut interval = Duration::from_secs(60);
+    if let Some(text) = args.git_interval.clone().or(file.git_interval.clone()) {
+        match crate::sim::parse_duration(&text) {
+            Ok(d) if d.is_zero() => problems.push("git_interval: must be greater than 0".into()),
+            Ok(d) => interval = d,
+            Err(reason) => problems.push(format!("git_interval: {reason}")),
+        }
+    }
+    let mut auth = git::GitAuth::default();
+    if let Some(path) = &token_file {
+        if transport.is_some_and(|t| t != "https") {
+            problems.push("git_token_file is only used with https:// remotes".into());
+        }
+        auth.token = read_secret("git_token_file", path, problems);
+    }
+    for (name, path) in [
+        ("git_ssh_key_file", &ssh_key),
+        ("git_known_hosts", &known_hosts),
+    ] {
+        if let Some(path) = path {
+            if transport.is_some_and(|t| t != "ssh") {
+                problems.push(format!("{name} is only used with ssh remotes"));
+            }
+            if !path.is_file() {
+                problems.push(format!(
+                    "{name}: {} does not exist or is not a file",
+                    path.display()
+                ));
+            }
+        }
+    }
+    if transport == Some("ssh") && known_hosts.is_none() {
+        problems.push(
+            "git: ssh remotes need git_known_hosts (the server's host key is checked, never \
+             accepted blindly)"
+                .into(),
+        );
+    }
+    auth.ssh_key = ssh_key;
+    auth.known_hosts = known_hosts;
+    let webhook_secret = secret_file
+        .as_ref()
+        .and_then(|path| read_secret("git_webhook_secret_file", path, problems));
+    let allowed_signers = signers_file.as_ref().and_then(|path| {
+        let text = read_secret("git_allowed_signers", path, problems)?;
+        match crate::policy::git_signature::parse_allowed_signers(&text) {
+            Ok(signers) => Some(signers),
+            Err(list) => {
+                for p in list {
+                    problems.push(format!("git_allowed_signers: {}: {p}", path.display()));
+                }
+                None
+            }
+        }
+    });
+    Some(git::GitSettings {
+        url,
+        branch,
+        path,
+        interval,
+        auth,
+        webhook_secret,
+        allowed_signers,
+    })
 }
 
 /// Push settings from flags over the file; problems are appended, never fatal on their own.
@@ -1023,6 +1247,75 @@ mod tests {
         assert_eq!(
             c.push.schedule.backoff,
             vec![Duration::from_millis(100), Duration::from_millis(200)]
+        );
+    }
+
+    #[test]
+    fn git_settings_are_validated_together_and_secrets_stay_out_of_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "ghp_secret_value\n").unwrap();
+        let policies = dir.path().join("policies");
+        std::fs::create_dir(&policies).unwrap();
+        let err = ServeArgs {
+            git: Some("git@github.com:example/policy.git".into()),
+            git_token_file: Some(token.clone()),
+            git_path: Some("../outside".into()),
+            git_interval: Some("0s".into()),
+            policy_dir: Some(policies),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        let text = err.to_string();
+        for expected in [
+            "git_token_file is only used with https:// remotes",
+            "git_path:",
+            "git_interval: must be greater than 0",
+            "ssh remotes need git_known_hosts",
+            "policy_dir and git are both set",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from:\n{text}");
+        }
+        assert!(!text.contains("ghp_secret"), "{text}");
+        assert_eq!(err.0.len(), 5, "{text}");
+
+        let err = ServeArgs {
+            git: Some("http://example.com/policy.git".into()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.to_string().contains("is not an https://"), "{err}");
+
+        let err = ServeArgs {
+            git_branch: Some("main".into()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("git_branch is set but git"),
+            "{err}"
+        );
+
+        let c = ServeArgs {
+            git: Some("https://github.com/example/policy.git".into()),
+            git_token_file: Some(token),
+            git_path: Some("policies/".into()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        let git = c.git.expect("git settings");
+        assert_eq!(git.branch, "main");
+        assert_eq!(git.path, "policies");
+        assert_eq!(git.interval, Duration::from_secs(60));
+        assert_eq!(git.auth.token.as_deref(), Some("ghp_secret_value"));
+        assert!(!format!("{git:?}").contains("ghp_secret"));
+        assert_eq!(
+            git.describe(),
+            "git https://github.com/example/policy.git main policies"
         );
     }
 

@@ -4,8 +4,11 @@
 //! devices or the store.
 
 pub mod crd;
+pub mod git;
+pub mod git_signature;
 pub mod load;
 pub mod model;
+pub mod payload_schema;
 pub mod restrictions;
 pub mod selector;
 pub mod snapshot;

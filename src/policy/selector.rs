@@ -22,6 +22,46 @@ pub const INVENTORY_LABELS: [&str; 6] = [
     LABEL_ENROLLMENT_TYPE,
 ];
 
+/// Checks a device label as Kubernetes does (an optional DNS-style prefix and `/`, a name of at
+/// most 63 of `A-Za-z0-9-_.` starting and ending alphanumeric; the value likewise, or empty).
+/// The `pomona.dev/` prefix is reserved for inventory attributes.
+pub fn check_label(key: &str, value: &str) -> Result<(), String> {
+    fn segment_ok(s: &str) -> bool {
+        s.len() <= 63
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+    }
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if prefix == Some("pomona.dev") {
+        return Err(format!(
+            "label {key:?}: the pomona.dev/ prefix is reserved for inventory attributes ({})",
+            INVENTORY_LABELS.join(", ")
+        ));
+    }
+    let prefix_ok = prefix.is_none_or(|p| {
+        p.len() <= 253
+            && !p.is_empty()
+            && p.split('.')
+                .all(|part| segment_ok(part) && !part.contains('_'))
+    });
+    if !prefix_ok || !segment_ok(name) {
+        return Err(format!(
+            "label key {key:?} is not valid: use [prefix/]name, name at most 63 characters of A-Z a-z 0-9 - _ . beginning and ending alphanumeric"
+        ));
+    }
+    if !value.is_empty() && !segment_ok(value) {
+        return Err(format!(
+            "label {key:?}: value {value:?} is not valid: at most 63 characters of A-Z a-z 0-9 - _ . beginning and ending alphanumeric"
+        ));
+    }
+    Ok(())
+}
+
 /// What is known about one device, for membership decisions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceAttributes {
@@ -110,6 +150,23 @@ pub fn compare_versions(a: &str, b: &str) -> Option<Ordering> {
 /// Whether text is a dotted numeric version (for validation).
 pub fn is_version(text: &str) -> bool {
     compare_versions(text, "0").is_some()
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::check_label;
+
+    #[test]
+    fn labels_follow_kubernetes_syntax_and_inventory_names_are_reserved() {
+        assert!(check_label("team", "sales").is_ok());
+        assert!(check_label("example.com/cost-centre", "4711").is_ok());
+        assert!(check_label("team", "").is_ok());
+        assert!(check_label("-team", "x").is_err());
+        assert!(check_label("team", "has space").is_err());
+        assert!(check_label(&"k".repeat(64), "x").is_err());
+        let reserved = check_label("pomona.dev/supervised", "true").unwrap_err();
+        assert!(reserved.contains("reserved"), "{reserved}");
+    }
 }
 
 #[cfg(test)]

@@ -131,6 +131,22 @@ pub fn build(
         check_refs(&header(profile), &profile.doc.spec.groups, &mut problems);
         match compile_profile(profile, root) {
             Ok(compiled) => {
+                let platforms = targeted_platforms(docs, &profile.doc.spec.groups);
+                let structured = profile.doc.spec.payloads.is_some();
+                for (index, payload_type, content) in payloads_of(&compiled.mobileconfig) {
+                    let place = if structured {
+                        format!("spec.payloads[{index}]")
+                    } else {
+                        format!("PayloadContent[{index}]")
+                    };
+                    for warning in
+                        super::payload_schema::check_payload(&payload_type, &content, &platforms)
+                    {
+                        problems.push(
+                            profile.problem(Severity::Warning, format!("{place}: {warning}")),
+                        );
+                    }
+                }
                 snapshot.profiles.insert(compiled.key.clone(), compiled);
             }
             Err(problem) => problems.push(problem),
@@ -150,14 +166,7 @@ pub fn build(
             }
         }
         // Warn only about platforms the targeted groups can contain.
-        let platforms: BTreeSet<Platform> = restrictions
-            .doc
-            .spec
-            .groups
-            .iter()
-            .filter_map(|g| docs.groups.iter().find(|d| d.name() == g))
-            .flat_map(|g| possible_platforms(&g.doc.spec))
-            .collect();
+        let platforms = targeted_platforms(docs, &restrictions.doc.spec.groups);
         for platform in platforms {
             for warning in restrictions.doc.spec.settings.warnings_for(platform) {
                 problems.push(restrictions.problem(Severity::Warning, warning));
@@ -215,6 +224,33 @@ pub fn build(
     }
     snapshot.warnings = warnings;
     Ok(snapshot)
+}
+
+/// The platforms the members of some groups can have.
+fn targeted_platforms(docs: &Documents, groups: &[String]) -> BTreeSet<Platform> {
+    groups
+        .iter()
+        .filter_map(|g| docs.groups.iter().find(|d| d.name() == g))
+        .flat_map(|g| possible_platforms(&g.doc.spec))
+        .collect()
+}
+
+/// The payloads of a profile: (index, PayloadType, the payload's keys).
+fn payloads_of(profile: &[u8]) -> Vec<(usize, String, Dictionary)> {
+    let Ok(top) = plist::from_bytes::<Dictionary>(profile) else {
+        return Vec::new();
+    };
+    top.get("PayloadContent")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(index, payload)| {
+            let dict = payload.as_dictionary()?;
+            let kind = dict.get("PayloadType")?.as_string()?.to_string();
+            Some((index, kind, dict.clone()))
+        })
+        .collect()
 }
 
 /// The platforms a group's members can have: narrowed by a platform selector, otherwise all

@@ -10,12 +10,24 @@ use std::path::{Path, PathBuf};
 
 /// Reads and validates a policy directory.
 pub fn load_dir(root: &Path) -> Result<PolicySnapshot, Vec<Problem>> {
+    let label = root.file_name().unwrap_or_default().to_string_lossy();
+    load_tree(root, &label, None)
+}
+
+/// The one loader behind every source: reads and validates the policy files under `root`.
+/// Problems name files as `label/relative-path` (the directory's name, or the policy path inside
+/// a git commit). The revision is `revision` when given (a git commit), else `dir:<content hash>`.
+pub fn load_tree(
+    root: &Path,
+    label: &str,
+    revision: Option<String>,
+) -> Result<PolicySnapshot, Vec<Problem>> {
     let mut problems = Vec::new();
     let files: Vec<(String, PathBuf)> = match visible_files(root) {
         Ok(files) => files
             .into_iter()
             .filter(|(_, path)| path.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-            .map(|(relative, path)| (shown(root, &relative), path))
+            .map(|(relative, path)| (shown(label, &relative), path))
             .collect(),
         Err((dir, e)) => {
             problems.push(Problem {
@@ -29,14 +41,14 @@ pub fn load_dir(root: &Path) -> Result<PolicySnapshot, Vec<Problem>> {
         }
     };
     let mut docs = Documents::default();
-    let mut revision = sha2::Sha256::new();
+    let mut revision_hash = sha2::Sha256::new();
     for (display, path) in &files {
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                revision.update(display.as_bytes());
-                revision.update([0]);
-                revision.update(text.as_bytes());
-                revision.update([0]);
+                revision_hash.update(display.as_bytes());
+                revision_hash.update([0]);
+                revision_hash.update(text.as_bytes());
+                revision_hash.update([0]);
                 parse_file(display, &text, &mut docs, &mut problems);
             }
             Err(e) => problems.push(Problem {
@@ -48,19 +60,18 @@ pub fn load_dir(root: &Path) -> Result<PolicySnapshot, Vec<Problem>> {
             }),
         }
     }
-    let revision = format!("dir:{}", &hex::encode(revision.finalize())[..12]);
+    let revision =
+        revision.unwrap_or_else(|| format!("dir:{}", &hex::encode(revision_hash.finalize())[..12]));
     if problems.iter().any(|p| p.severity == Severity::Error) {
         return Err(problems);
     }
     build(&docs, root, revision)
 }
 
-/// How problems name a file: the policy directory's own name, then the relative path.
-fn shown(root: &Path, relative: &str) -> String {
-    Path::new(root.file_name().unwrap_or_default())
-        .join(relative)
-        .display()
-        .to_string()
+/// How problems name a file: the source's label (the directory's own name), then the
+/// relative path.
+fn shown(label: &str, relative: &str) -> String {
+    Path::new(label).join(relative).display().to_string()
 }
 
 /// Every non-hidden regular file under `root` (recursively), as (relative path, path), in

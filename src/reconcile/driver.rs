@@ -5,6 +5,7 @@
 //! reads the device's stored state, runs the pure planner, writes the result in one
 //! transaction, and wakes the device when it queued something.
 
+use super::membership::{with_labels, Membership};
 use super::plan::{
     command_uuid, plan, CommandResult, Finished, InFlight, Intent, PlanInput, PlanSettings,
     ReportedProfiles,
@@ -13,6 +14,7 @@ use super::reported;
 use crate::policy::selector::DeviceAttributes;
 use crate::policy::snapshot::PolicySnapshot;
 use crate::protocol::CommandEnvelope;
+use crate::store::inventory::ReportedFacts;
 use crate::store::reconcile::PlanChange;
 use crate::store::{CommandStatus, Enrollment, EnrollmentState, NewCommand, Store};
 use plist::{Dictionary, Value};
@@ -30,6 +32,14 @@ pub struct PolicyHealth {
     /// Problems of the last load that was refused (the previous snapshot keeps serving).
     pub last_error: Option<Vec<String>>,
     pub warnings: Vec<String>,
+    /// Where policy comes from (`dir <path>`, `git <url> <branch> <path>`).
+    pub source: Option<String>,
+    /// Git sources: the full SHA of the applied commit, the commit of the refused change, the
+    /// last successful fetch (Unix ms) and the error of the last fetch when it failed.
+    pub commit: Option<String>,
+    pub refused_commit: Option<String>,
+    pub last_fetch_at: Option<i64>,
+    pub last_fetch_error: Option<String>,
 }
 
 pub struct Reconciler {
@@ -37,7 +47,12 @@ pub struct Reconciler {
     snapshot: RwLock<Arc<PolicySnapshot>>,
     health: RwLock<PolicyHealth>,
     devices: RwLock<HashMap<String, DeviceAttributes>>,
+    /// Group → member devices, kept in step with `devices` and the snapshot. Lock order:
+    /// `devices`, then `membership`, then `facts`.
+    membership: RwLock<Membership>,
     dirty: Mutex<BTreeSet<String>>,
+    /// Devices a policy change touched, waiting for a rollout slot (see `Rollout`).
+    rollout: Mutex<Rollout>,
     busy: Mutex<BTreeSet<String>>,
     /// Devices the reconciler has business with (managed profiles or its commands in flight).
     /// With nothing declared, a command result from any other device needs no re-plan.
@@ -47,6 +62,11 @@ pub struct Reconciler {
     /// entry per device, replaced by each plan, so timers never pile up.
     wakeups: Mutex<Wakeups>,
     wake: RwLock<Option<Wake>>,
+    /// Signs profiles declared with `sign: true` (the server's HTTPS identity).
+    signer: RwLock<Option<Arc<crate::pki::ProfileSigner>>>,
+    /// Each device's latest answer to our DeviceInformation queries, and when (Unix ms).
+    /// Facts override what Authenticate said (they are newer), until the next Authenticate.
+    facts: Mutex<HashMap<String, (ReportedFacts, i64)>>,
     pub settings: PlanSettings,
     /// Reconciles run so far (for metrics and benchmarks).
     pub reconciles: std::sync::atomic::AtomicU64,
@@ -59,12 +79,16 @@ impl Reconciler {
             snapshot: RwLock::new(Arc::new(PolicySnapshot::default())),
             health: RwLock::new(PolicyHealth::default()),
             devices: RwLock::new(HashMap::new()),
+            membership: RwLock::new(Membership::default()),
             dirty: Mutex::new(BTreeSet::new()),
+            rollout: Mutex::new(Rollout::default()),
             busy: Mutex::new(BTreeSet::new()),
             involved: Mutex::new(std::collections::HashSet::new()),
             notify: tokio::sync::Notify::new(),
             wakeups: Mutex::new(Wakeups::default()),
             wake: RwLock::new(None),
+            signer: RwLock::new(None),
+            facts: Mutex::new(HashMap::new()),
             settings,
             reconciles: std::sync::atomic::AtomicU64::new(0),
         })
@@ -72,6 +96,38 @@ impl Reconciler {
 
     pub fn set_wake(&self, wake: Wake) {
         *write(&self.wake) = Some(wake);
+    }
+
+    pub fn set_signer(&self, signer: Arc<crate::pki::ProfileSigner>) {
+        *write(&self.signer) = Some(signer);
+    }
+
+    /// Signs the profiles of `new` declared with `sign: true`, once per content: a profile
+    /// whose content is unchanged keeps the signed bytes it had in `old` (a signature carries a
+    /// time, so re-signing would make an unchanged profile look changed). The content hash
+    /// stays the hash of the unsigned profile.
+    fn sign_profiles(&self, old: &PolicySnapshot, new: &mut PolicySnapshot) {
+        let signer = read(&self.signer).clone();
+        for profile in new.profiles.values_mut().filter(|p| p.sign) {
+            if let Some(previous) = old
+                .profiles
+                .get(&profile.key)
+                .filter(|p| p.sign && p.hash == profile.hash)
+            {
+                profile.mobileconfig = previous.mobileconfig.clone();
+                continue;
+            }
+            let Some(signer) = &signer else {
+                tracing::warn!(profile = %profile.key, "no signing identity: the profile is sent unsigned");
+                continue;
+            };
+            match signer.sign(&profile.mobileconfig) {
+                Ok(signed) => profile.mobileconfig = Arc::new(signed),
+                Err(e) => {
+                    tracing::error!(profile = %profile.key, error = %e, "signing failed: the profile is sent unsigned")
+                }
+            }
+        }
     }
 
     pub fn snapshot(&self) -> Arc<PolicySnapshot> {
@@ -100,7 +156,10 @@ impl Reconciler {
     /// Records what an enrollment says about a device (Authenticate facts, TokenUpdate).
     pub fn observe_enrollment(&self, e: &Enrollment) {
         if e.state == EnrollmentState::CheckedOut {
-            write(&self.devices).remove(&e.device_id);
+            let mut devices = write(&self.devices);
+            devices.remove(&e.device_id);
+            write(&self.membership).remove_device(&e.device_id);
+            lock(&self.facts).remove(&e.device_id);
             return;
         }
         let mut devices = write(&self.devices);
@@ -118,6 +177,19 @@ impl Reconciler {
         if let Some(platform) = product.and_then(reported::platform_of) {
             attributes.platform = Some(platform);
         }
+        {
+            let mut facts = lock(&self.facts);
+            match facts.get(&e.device_id) {
+                // Re-enrolled since: the facts may be stale; they are asked again.
+                Some((_, at)) if *at < e.authenticated_at => {
+                    facts.remove(&e.device_id);
+                }
+                Some((known, _)) => reported::apply_facts(attributes, known),
+                None => {}
+            }
+        }
+        let snapshot = self.snapshot();
+        write(&self.membership).update_device(&snapshot, attributes);
     }
 
     /// Loads every enrolled device into the index and marks all of them dirty (start-up).
@@ -136,12 +208,47 @@ impl Reconciler {
                 }
             }
         }
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.store.inventory_page(after.as_deref(), 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.device_id.clone());
+            for inventory in page {
+                self.observe_inventory(inventory);
+            }
+        }
         self.notify.notify_one();
         Ok(count)
     }
 
+    /// Folds a stored inventory row (facts, API labels) into the index.
+    fn observe_inventory(&self, inventory: crate::store::inventory::DeviceInventory) {
+        let mut devices = write(&self.devices);
+        let Some(attributes) = devices.get_mut(&inventory.device_id) else {
+            return; // not enrolled (any more)
+        };
+        attributes.labels = inventory.labels;
+        if let Some((facts, _)) = &inventory.facts {
+            reported::apply_facts(attributes, facts);
+        }
+        write(&self.membership).update_device(&self.snapshot(), attributes);
+        if let Some(facts) = inventory.facts {
+            lock(&self.facts).insert(inventory.device_id, facts);
+        }
+    }
+
+    /// Replaces a device's API labels (already stored) and re-plans it: its groups may change.
+    pub fn set_labels(&self, device_id: &str, labels: std::collections::BTreeMap<String, String>) {
+        if let Some(attributes) = write(&self.devices).get_mut(device_id) {
+            attributes.labels = labels;
+            write(&self.membership).update_device(&self.snapshot(), attributes);
+        }
+        self.mark_dirty(device_id);
+    }
+
     /// Installs a new snapshot and marks the devices it touches.
-    pub fn set_snapshot(&self, new: PolicySnapshot) -> usize {
+    pub fn set_snapshot(&self, mut new: PolicySnapshot) -> usize {
+        self.sign_profiles(&self.snapshot(), &mut new);
         let new = Arc::new(new);
         let old = std::mem::replace(&mut *write(&self.snapshot), new.clone());
         {
@@ -150,12 +257,33 @@ impl Reconciler {
             health.last_error = None;
             health.warnings = new.warnings.iter().map(|w| w.to_string()).collect();
         }
-        let touched = touched_devices(&old, &new, &read(&self.devices));
+        let mut touched = {
+            let devices = read(&self.devices);
+            write(&self.membership).apply_snapshot(&old, &new, &devices)
+        };
+        if !new.profiles.is_empty() {
+            // Devices never inventoried may belong to groups that select on what
+            // DeviceInformation reports: plan them so that they are asked.
+            let devices = read(&self.devices);
+            let facts = lock(&self.facts); // lock order: devices, then facts
+            touched.extend(devices.keys().filter(|d| !facts.contains_key(*d)).cloned());
+        }
         let count = touched.len();
-        lock(&self.dirty).extend(touched);
+        lock(&self.rollout).enqueue(touched);
         self.notify.notify_one();
         tracing::info!(revision = %new.revision, touched_devices = count, "policy snapshot applied");
         count
+    }
+
+    /// Rollout progress: (devices waiting for a slot, devices with installs outstanding).
+    pub fn rollout_progress(&self) -> (usize, usize) {
+        let rollout = lock(&self.rollout);
+        (rollout.waiting.len(), rollout.installing.len())
+    }
+
+    /// Lets a policy source record what it knows about itself (source, commit, fetch state).
+    pub fn update_health(&self, update: impl FnOnce(&mut PolicyHealth)) {
+        update(&mut write(&self.health));
     }
 
     /// Records a refused policy change; the current snapshot keeps serving.
@@ -165,14 +293,7 @@ impl Reconciler {
 
     /// Profiles each indexed device should carry, counted per profile key (targeted counts).
     pub fn targeted_counts(&self) -> HashMap<String, i64> {
-        let snapshot = self.snapshot();
-        let mut counts = HashMap::new();
-        for attributes in read(&self.devices).values() {
-            for p in snapshot.desired_for(&with_labels(&snapshot, attributes)) {
-                *counts.entry(p.key.clone()).or_insert(0) += 1;
-            }
-        }
-        counts
+        read(&self.membership).targeted_counts(&self.snapshot())
     }
 
     /// Members of each declared group among indexed devices (DeviceGroup status).
@@ -201,6 +322,13 @@ impl Reconciler {
         let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
         loop {
             let next_wakeup = self.move_due_wakeups(crate::store::now_millis());
+            let admitted = lock(&self.rollout).admit(
+                self.settings.rollout_max_devices,
+                crate::store::now_millis(),
+            );
+            if !admitted.is_empty() {
+                lock(&self.dirty).extend(admitted);
+            }
             let batch: Vec<String> = {
                 let mut dirty = lock(&self.dirty);
                 let busy = lock(&self.busy);
@@ -249,16 +377,14 @@ impl Reconciler {
         self.reconciles
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Some(enrollment) = self.store.enrollment(device_id).await? else {
+            self.release_slot(device_id);
             return Ok(0);
         };
         self.observe_enrollment(&enrollment);
         if enrollment.state != EnrollmentState::Enrolled {
+            self.release_slot(device_id);
             return Ok(0); // not pushable yet, or checked out
         }
-        let attributes = read(&self.devices)
-            .get(device_id)
-            .cloned()
-            .unwrap_or_default();
         let snapshot = self.snapshot();
         let state = self.store.reconcile_state(device_id).await?;
         let now = crate::store::now_millis();
@@ -286,6 +412,21 @@ impl Reconciler {
                     } else {
                         CommandResult::Error(error_text(result_dict.as_ref()))
                     };
+                    if open.intent == Intent::DeviceInformation
+                        && result == CommandResult::Acknowledged
+                    {
+                        if let Some(facts) = result_dict.as_ref().and_then(reported::device_facts) {
+                            self.store
+                                .set_device_facts(device_id, &facts, open.updated_at)
+                                .await?;
+                            if let Some(a) = write(&self.devices).get_mut(device_id) {
+                                reported::apply_facts(a, &facts);
+                                write(&self.membership).update_device(&snapshot, a);
+                            }
+                            lock(&self.facts)
+                                .insert(device_id.to_string(), (facts, open.updated_at));
+                        }
+                    }
                     if open.intent == Intent::ProfileList && result == CommandResult::Acknowledged {
                         if let Some(r) = result_dict
                             .as_ref()
@@ -309,6 +450,10 @@ impl Reconciler {
             }
         }
 
+        let attributes = read(&self.devices)
+            .get(device_id)
+            .cloned()
+            .unwrap_or_default();
         let attributes = with_labels(&snapshot, &attributes);
         let desired = snapshot.desired_for(&attributes);
         let result = plan(PlanInput {
@@ -352,6 +497,24 @@ impl Reconciler {
                 Intent::ProfileList,
             ));
         }
+        // Facts groups select on: asked once after enrollment and then with each inventory.
+        let facts_due = lock(&self.facts)
+            .get(device_id)
+            .is_none_or(|(_, at)| now >= at + interval);
+        let facts_pending = in_flight
+            .iter()
+            .any(|f| f.intent == Intent::DeviceInformation);
+        if facts_due && !facts_pending && !nothing_to_manage {
+            let bucket = (now / interval).to_string();
+            let uuid = command_uuid(device_id, "device-information", "", &bucket, 0);
+            enqueue.insert(
+                0,
+                (
+                    to_command(&uuid, &Intent::DeviceInformation, None),
+                    Intent::DeviceInformation,
+                ),
+            );
+        }
         // Up to 10 % jitter, so a fleet enrolled at once does not report in lockstep.
         let jitter = fastrand::i64(0..=interval / 10);
         let next_inventory = jitter
@@ -360,6 +523,15 @@ impl Reconciler {
             } else {
                 inventory_due.max(now) + if now >= inventory_due { interval } else { 0 }
             };
+        let installing = enqueue
+            .iter()
+            .any(|(_, i)| matches!(i, Intent::Install { .. }))
+            || in_flight
+                .iter()
+                .any(|f| matches!(f.intent, Intent::Install { .. }));
+        if lock(&self.rollout).set_installing(device_id, installing, now) {
+            self.notify.notify_one(); // a slot came free
+        }
         let involved = !result.managed.is_empty() || !enqueue.is_empty() || !in_flight.is_empty();
         if involved {
             lock(&self.involved).insert(device_id.to_string());
@@ -399,6 +571,14 @@ impl Reconciler {
         Ok(0)
     }
 
+    /// A device that will not be planned gives its rollout slot back.
+    fn release_slot(&self, device_id: &str) {
+        let now = crate::store::now_millis();
+        if lock(&self.rollout).set_installing(device_id, false, now) {
+            self.notify.notify_one();
+        }
+    }
+
     /// Plans `device_id` again at `at` (Unix ms), replacing any earlier request for it.
     fn schedule_wakeup(&self, device_id: &str, at: i64) {
         lock(&self.wakeups).schedule(device_id, at);
@@ -411,6 +591,69 @@ impl Reconciler {
             lock(&self.dirty).extend(due);
         }
         next
+    }
+}
+
+/// Rollout pacing. A policy change can touch the whole fleet at once; its devices queue here
+/// (in order, once each) and are admitted for planning while fewer than the limit have
+/// profile installs outstanding (queued or sent, not yet answered). A device leaves
+/// `installing` when its plan has no install in flight, or after `ROLLOUT_SLOT_MS` — so devices
+/// that are switched off cannot stall a rollout. Device reports and retries bypass the queue:
+/// they concern devices already admitted, or one device at a time.
+#[derive(Default)]
+struct Rollout {
+    waiting: std::collections::VecDeque<String>,
+    queued: std::collections::HashSet<String>,
+    /// Device → when it took its slot (Unix ms).
+    installing: HashMap<String, i64>,
+}
+
+/// How long a device with installs outstanding holds a rollout slot.
+const ROLLOUT_SLOT_MS: i64 = 120_000;
+
+impl Rollout {
+    fn enqueue(&mut self, devices: impl IntoIterator<Item = String>) {
+        for device in devices {
+            if self.queued.insert(device.clone()) {
+                self.waiting.push_back(device);
+            }
+        }
+    }
+
+    /// Devices to plan now: as many as there are free slots (`limit` 0: all).
+    fn admit(&mut self, limit: usize, now: i64) -> Vec<String> {
+        if self.waiting.is_empty() {
+            return Vec::new();
+        }
+        self.installing
+            .retain(|_, since| *since + ROLLOUT_SLOT_MS > now);
+        let free = if limit == 0 {
+            usize::MAX
+        } else {
+            limit.saturating_sub(self.installing.len())
+        };
+        let mut admitted = Vec::new();
+        while admitted.len() < free {
+            let Some(device) = self.waiting.pop_front() else {
+                break;
+            };
+            self.queued.remove(&device);
+            // Counted as installing until its plan says otherwise, so one pass cannot admit
+            // more devices than there are slots.
+            self.installing.insert(device.clone(), now);
+            admitted.push(device);
+        }
+        admitted
+    }
+
+    /// Records whether a device has installs outstanding; true when a slot came free.
+    fn set_installing(&mut self, device: &str, installing: bool, now: i64) -> bool {
+        if installing {
+            self.installing.entry(device.to_string()).or_insert(now);
+            false
+        } else {
+            self.installing.remove(device).is_some() && !self.waiting.is_empty()
+        }
     }
 }
 
@@ -445,64 +688,6 @@ impl Wakeups {
     }
 }
 
-/// Attributes plus the labels policy declares for the device.
-fn with_labels(snapshot: &PolicySnapshot, attributes: &DeviceAttributes) -> DeviceAttributes {
-    let mut a = attributes.clone();
-    let declared = snapshot.declared_labels(a.serial_number.as_deref(), &a.device_id);
-    for (k, v) in declared {
-        a.labels.entry(k).or_insert(v);
-    }
-    a
-}
-
-/// Devices whose desired profiles may differ between two snapshots: members (under either
-/// snapshot) of a group that changed or that a changed profile targets, and devices whose
-/// declared labels changed. Only these are re-planned.
-pub fn touched_devices(
-    old: &PolicySnapshot,
-    new: &PolicySnapshot,
-    devices: &HashMap<String, DeviceAttributes>,
-) -> BTreeSet<String> {
-    let mut groups: BTreeSet<&str> = BTreeSet::new();
-    for name in old.groups.keys().chain(new.groups.keys()) {
-        if old.groups.get(name) != new.groups.get(name) {
-            groups.insert(name);
-        }
-    }
-    for key in old.profiles.keys().chain(new.profiles.keys()) {
-        let (a, b) = (old.profiles.get(key), new.profiles.get(key));
-        if a != b {
-            for p in [a, b].into_iter().flatten() {
-                groups.extend(p.groups.iter().map(String::as_str));
-            }
-        }
-    }
-    let labels_changed =
-        old.labels_by_serial != new.labels_by_serial || old.labels_by_udid != new.labels_by_udid;
-    if groups.is_empty() && !labels_changed {
-        return BTreeSet::new();
-    }
-    devices
-        .values()
-        .filter(|d| {
-            let (a, b) = (with_labels(old, d), with_labels(new, d));
-            if labels_changed && a.labels != b.labels {
-                return true;
-            }
-            groups.iter().any(|g| {
-                old.groups
-                    .get(*g)
-                    .is_some_and(|spec| crate::policy::selector::is_member(spec, &a))
-                    || new
-                        .groups
-                        .get(*g)
-                        .is_some_and(|spec| crate::policy::selector::is_member(spec, &b))
-            })
-        })
-        .map(|d| d.device_id.clone())
-        .collect()
-}
-
 /// The command envelope for an intent.
 fn to_command(uuid: &str, intent: &Intent, payload: Option<&Vec<u8>>) -> NewCommand {
     let mut dict = Dictionary::new();
@@ -521,6 +706,14 @@ fn to_command(uuid: &str, intent: &Intent, payload: Option<&Vec<u8>>) -> NewComm
         Intent::ProfileList => {
             dict.insert("ManagedOnly".into(), Value::Boolean(false));
             "ProfileList"
+        }
+        Intent::DeviceInformation => {
+            let queries = reported::INVENTORY_QUERIES
+                .iter()
+                .map(|q| Value::String(q.to_string()))
+                .collect();
+            dict.insert("Queries".into(), Value::Array(queries));
+            "DeviceInformation"
         }
     };
     dict.insert("RequestType".into(), Value::String(request_type.into()));
@@ -569,6 +762,33 @@ fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod rollout_tests {
+    use super::Rollout;
+
+    #[test]
+    fn a_rollout_admits_only_as_many_devices_as_there_are_free_slots() {
+        let mut r = Rollout::default();
+        r.enqueue(["A", "B", "C", "D", "A"].map(String::from));
+        assert_eq!(r.admit(2, 0), ["A", "B"].map(String::from));
+        assert!(
+            r.admit(2, 0).is_empty(),
+            "both slots are taken until A and B are planned"
+        );
+        assert!(!r.set_installing("A", true, 0));
+        assert!(
+            r.set_installing("B", false, 0),
+            "B needed no install: its slot is free"
+        );
+        assert_eq!(r.admit(2, 0), ["C"].map(String::from));
+        // A device that never answers gives its slot up after a while.
+        assert!(r.admit(2, 1_000).is_empty());
+        assert_eq!(r.admit(2, super::ROLLOUT_SLOT_MS), ["D"].map(String::from));
+        r.enqueue(["E", "F"].map(String::from));
+        assert_eq!(r.admit(0, 0).len(), 2, "0 means no limit");
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
-//! From declared to reported: desired-state resolution and the pure planner (`plan.rs`). The
-//! driver that runs plans against the store and wakes devices arrives with the rest of the
-//! reconciler issue. Nothing here parses HTTP.
+//! From declared to reported: the pure planner (`plan.rs`), the group membership index
+//! (`membership.rs`), what devices report (`reported.rs`), the driver that runs plans against
+//! the store and wakes devices (`driver.rs`), and previews of a candidate policy
+//! (`preview.rs`). Nothing here parses HTTP.
 
 pub mod driver;
+pub mod membership;
 pub mod plan;
 #[cfg(test)]
 mod plan_tests;

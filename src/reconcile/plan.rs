@@ -83,9 +83,16 @@ pub struct ReportedProfiles {
 /// What one of our commands is for.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Intent {
-    Install { identifier: String, hash: String },
-    Remove { identifier: String },
+    Install {
+        identifier: String,
+        hash: String,
+    },
+    Remove {
+        identifier: String,
+    },
     ProfileList,
+    /// The inventory queries groups select on (supervision, model, OS version…).
+    DeviceInformation,
 }
 
 /// A command of ours the device has not answered yet.
@@ -121,6 +128,8 @@ pub struct PlanSettings {
     pub max_backoff_ms: i64,
     /// How often the driver asks each device for a fresh ProfileList (drift detection).
     pub inventory_interval_ms: i64,
+    /// The driver's rollout pacing: devices with installs outstanding at once (0: no limit).
+    pub rollout_max_devices: usize,
 }
 
 impl Default for PlanSettings {
@@ -130,6 +139,7 @@ impl Default for PlanSettings {
             backoff_ms: 60_000,
             max_backoff_ms: 3_600_000,
             inventory_interval_ms: 4 * 3_600_000,
+            rollout_max_devices: 5_000,
         }
     }
 }
@@ -442,7 +452,8 @@ fn apply_finished(
                     }
                 }
             }
-            (Intent::ProfileList, _) => {} // arrives as `reported`
+            // These arrive as `reported` and as device attributes.
+            (Intent::ProfileList | Intent::DeviceInformation, _) => {}
         }
     }
 }

@@ -5,6 +5,7 @@
 use super::plan::ReportedProfiles;
 use crate::policy::model::Platform;
 use crate::policy::selector::DeviceAttributes;
+use crate::store::inventory::ReportedFacts;
 use plist::{Dictionary, Value};
 
 /// The DeviceInformation queries whose answers groups can select on.
@@ -60,30 +61,43 @@ pub fn platform_of(product_or_model: &str) -> Option<Platform> {
     }
 }
 
-/// Folds a DeviceInformation answer (`QueryResponses`) into the attributes.
-pub fn apply_device_information(attributes: &mut DeviceAttributes, result: &Dictionary) {
-    let Some(answers) = result.get("QueryResponses").and_then(Value::as_dictionary) else {
-        return;
-    };
+/// Reads a DeviceInformation answer (`QueryResponses`); None when it has none.
+pub fn device_facts(result: &Dictionary) -> Option<ReportedFacts> {
+    let answers = result
+        .get("QueryResponses")
+        .and_then(Value::as_dictionary)?;
     let text = |key: &str| {
         answers
             .get(key)
             .and_then(Value::as_string)
             .map(str::to_string)
     };
-    if let Some(product) = text("ProductName") {
-        attributes.platform = platform_of(&product).or(attributes.platform);
+    Some(ReportedFacts {
+        product_name: text("ProductName"),
+        model: text("Model"),
+        os_version: text("OSVersion"),
+        serial_number: text("SerialNumber"),
+        supervised: answers.get("IsSupervised").and_then(Value::as_boolean),
+        device_name: text("DeviceName"),
+    })
+}
+
+/// Folds reported facts into the attributes groups select on (absent facts change nothing).
+pub fn apply_facts(attributes: &mut DeviceAttributes, facts: &ReportedFacts) {
+    let platform = facts.product_name.as_deref().or(facts.model.as_deref());
+    if let Some(platform) = platform.and_then(platform_of) {
+        attributes.platform = Some(platform);
     }
-    if let Some(model) = text("Model") {
-        attributes.model = Some(model);
+    if let Some(model) = &facts.model {
+        attributes.model = Some(model.clone());
     }
-    if let Some(os) = text("OSVersion") {
-        attributes.os_version = Some(os);
+    if let Some(os) = &facts.os_version {
+        attributes.os_version = Some(os.clone());
     }
-    if let Some(serial) = text("SerialNumber") {
-        attributes.serial_number = Some(serial);
+    if let Some(serial) = &facts.serial_number {
+        attributes.serial_number = Some(serial.clone());
     }
-    if let Some(supervised) = answers.get("IsSupervised").and_then(Value::as_boolean) {
+    if let Some(supervised) = facts.supervised {
         attributes.supervised = Some(supervised);
     }
 }
@@ -131,7 +145,8 @@ mod tests {
         answers.insert("IsSupervised".into(), Value::Boolean(true));
         let mut result = Dictionary::new();
         result.insert("QueryResponses".into(), Value::Dictionary(answers));
-        apply_device_information(&mut attributes, &result);
+        apply_facts(&mut attributes, &device_facts(&result).unwrap());
+        assert!(device_facts(&Dictionary::new()).is_none());
         assert_eq!(attributes.platform, Some(Platform::IpadOs));
         assert_eq!(attributes.os_version.as_deref(), Some("17.5"));
         assert_eq!(attributes.supervised, Some(true));

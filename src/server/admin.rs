@@ -216,6 +216,21 @@ pub async fn get_device(State(state): State<Arc<AppState>>, Path(id): Path<Strin
         Ok(status) => view["push"] = push_json(&status.unwrap_or_default()),
         Err(e) => return store_error(e),
     }
+    match state.store.device_inventory(&device.device_id).await {
+        Ok(inventory) => {
+            let inventory = inventory.unwrap_or_default();
+            view["labels"] = json!(inventory.labels);
+            view["facts"] = match inventory.facts {
+                Some((facts, at)) => {
+                    let mut f = json!(facts);
+                    f["reported_at"] = json!(rfc3339(at));
+                    f
+                }
+                None => Value::Null,
+            };
+        }
+        Err(e) => return store_error(e),
+    }
     // Each profile the reconciler manages on this device, and where it stands.
     match state.store.reconcile_state(&device.device_id).await {
         Ok(reconcile) => {
@@ -238,6 +253,72 @@ pub async fn get_device(State(state): State<Arc<AppState>>, Path(id): Path<Strin
         Err(e) => return store_error(e),
     }
     Json(view).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabelsRequest {
+    labels: std::collections::BTreeMap<String, String>,
+}
+
+/// At most this many labels per device (they are kept in memory for every device).
+const MAX_LABELS: usize = 64;
+
+/// `PUT /api/v1/devices/{id}/labels` with `{"labels": {...}}`: replaces the device's labels
+/// (what groups select on besides inventory attributes and policy-declared labels) and
+/// re-plans the device.
+pub async fn put_labels(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    let raw = match body::read(&state, body).await {
+        Ok(raw) => raw,
+        Err((status, reason)) => return error(status, reason),
+    };
+    let request: LabelsRequest = match serde_json::from_slice(&raw) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "invalid labels JSON (expected {{\"labels\": {{\"key\": \"value\"}}}}): {e}"
+                ),
+            )
+        }
+    };
+    if request.labels.len() > MAX_LABELS {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("at most {MAX_LABELS} labels per device"),
+        );
+    }
+    for (key, value) in &request.labels {
+        if let Err(message) = crate::policy::selector::check_label(key, value) {
+            return error(StatusCode::BAD_REQUEST, message);
+        }
+    }
+    let device = match resolve(&state, &id).await {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    match state
+        .store
+        .set_device_labels(&device.device_id, &request.labels, now_millis())
+        .await
+    {
+        Ok(true) => {
+            state
+                .reconciler
+                .set_labels(&device.device_id, request.labels.clone());
+            Json(json!({ "device_id": device.device_id, "labels": request.labels })).into_response()
+        }
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            format!("no device {:?}", device.device_id),
+        ),
+        Err(e) => store_error(e),
+    }
 }
 
 /// `POST /api/v1/devices/{id}/revoke`: revokes the device's certificates; its next request

@@ -109,6 +109,17 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
             "pomona_command_reports_total{{status=\"{status}\"}} {n}"
         );
     }
+    let (waiting, installing) = state.reconciler.rollout_progress();
+    out.push_str(
+        "# HELP pomona_rollout_waiting_devices Devices a policy change touched, waiting for a rollout slot.\n",
+    );
+    out.push_str("# TYPE pomona_rollout_waiting_devices gauge\n");
+    let _ = writeln!(out, "pomona_rollout_waiting_devices {waiting}");
+    out.push_str(
+        "# HELP pomona_rollout_installing_devices Devices with profile installs outstanding.\n",
+    );
+    out.push_str("# TYPE pomona_rollout_installing_devices gauge\n");
+    let _ = writeln!(out, "pomona_rollout_installing_devices {installing}");
     out.push_str("# HELP pomona_reconciles_total Device reconciles run (plans made).\n");
     out.push_str("# TYPE pomona_reconciles_total counter\n");
     let _ = writeln!(
@@ -147,8 +158,63 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "queue depth unavailable for metrics"),
     }
+    render_policy(&state, &mut out);
     if let Some(push) = state.push.get() {
         push.render_metrics(&mut out);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The policy revision in force and, for git sources, fetch health.
+fn render_policy(state: &AppState, out: &mut String) {
+    let health = state.reconciler.health();
+    let escape = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    out.push_str(
+        "# HELP pomona_policy_revision_info The policy revision being served (value 1).\n",
+    );
+    out.push_str("# TYPE pomona_policy_revision_info gauge\n");
+    if let Some(revision) = &health.revision {
+        let _ = writeln!(
+            out,
+            "pomona_policy_revision_info{{revision=\"{}\",commit=\"{}\"}} 1",
+            escape(revision),
+            escape(health.commit.as_deref().unwrap_or(""))
+        );
+    }
+    out.push_str(
+        "# HELP pomona_policy_refused 1 while the latest policy change is refused (the previous revision serves).\n",
+    );
+    out.push_str("# TYPE pomona_policy_refused gauge\n");
+    let _ = writeln!(
+        out,
+        "pomona_policy_refused {}",
+        u8::from(health.last_error.is_some())
+    );
+    let Some(git) = state.git.get() else {
+        return;
+    };
+    let stats = git.stats();
+    out.push_str("# HELP pomona_git_fetches_total Git fetches by outcome.\n");
+    out.push_str("# TYPE pomona_git_fetches_total counter\n");
+    let _ = writeln!(
+        out,
+        "pomona_git_fetches_total{{outcome=\"success\"}} {}",
+        stats.fetches
+    );
+    let _ = writeln!(
+        out,
+        "pomona_git_fetches_total{{outcome=\"failure\"}} {}",
+        stats.failures
+    );
+    out.push_str(
+        "# HELP pomona_git_last_successful_fetch_timestamp_seconds When the remote last answered.\n",
+    );
+    out.push_str("# TYPE pomona_git_last_successful_fetch_timestamp_seconds gauge\n");
+    if let Some(ms) = stats.last_success_ms {
+        let _ = writeln!(
+            out,
+            "pomona_git_last_successful_fetch_timestamp_seconds {:.3}",
+            ms as f64 / 1000.0
+        );
+    }
 }

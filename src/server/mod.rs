@@ -6,6 +6,7 @@ mod admin;
 mod body;
 mod device;
 pub mod enroll;
+pub mod hooks;
 pub mod identity;
 mod last_seen;
 mod metrics;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub reconciler: Arc<crate::reconcile::driver::Reconciler>,
     /// APNs push, set once at start (admin API: wake after enqueue, push now).
     pub push: std::sync::OnceLock<Arc<crate::push::Push>>,
+    /// The git policy source, when policy comes from git (webhook, metrics).
+    pub git: std::sync::OnceLock<Arc<crate::policy::git::GitSource>>,
 }
 
 /// Identity and enrollment settings for `AppState::new`.
@@ -84,6 +87,7 @@ impl AppState {
             push_topic: identity.push_topic,
             profile_signer: identity.profile_signer,
             push: std::sync::OnceLock::new(),
+            git: std::sync::OnceLock::new(),
         })
     }
 }
@@ -93,6 +97,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/devices", get(admin::list_devices))
         .route("/devices/{id}", get(admin::get_device))
         .route("/devices/{id}/revoke", post(admin::revoke_device))
+        .route("/devices/{id}/labels", put(admin::put_labels))
         .route("/enrollment-tokens", post(enroll::create_enrollment_token))
         .route("/status", get(status::status))
         .route("/plan", post(status::plan))
@@ -113,6 +118,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(admin::readyz))
         .route("/metrics", get(metrics::render))
+        .route("/hooks/git", post(hooks::git))
         .nest("/api/v1", admin)
         .fallback(admin::not_found)
         .route_layer(axum::middleware::from_fn_with_state(

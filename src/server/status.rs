@@ -59,11 +59,22 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Response {
             "failing_devices": failing,
         }));
     }
+    let (waiting, installing) = reconciler.rollout_progress();
     Json(json!({
         "policy": {
             "revision": health.revision,
+            "source": health.source,
+            "commit": health.commit,
             "last_error": health.last_error,
+            "refused_commit": health.refused_commit,
             "warnings": health.warnings,
+            "last_fetch_at": health.last_fetch_at.map(super::admin::rfc3339),
+            "last_fetch_error": health.last_fetch_error,
+        },
+        "rollout": {
+            "waiting_devices": waiting,
+            "installing_devices": installing,
+            "max_devices": reconciler.settings.rollout_max_devices,
         },
         "profiles": profiles,
     }))

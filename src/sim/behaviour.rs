@@ -32,6 +32,8 @@ pub enum Platform {
 #[derive(Debug, Clone)]
 pub struct InstalledProfile {
     pub summary: ProfileSummary,
+    /// Installed from a signed (CMS) payload whose signature verified.
+    pub signed: bool,
 }
 
 /// Mutable device state that commands change.
@@ -213,11 +215,13 @@ fn install_profile(state: &mut DeviceState, command: &Dictionary) -> Answer {
             "The profile could not be read.",
         );
     };
-    match ProfileSummary::parse(plist_bytes) {
+    let signed = matches!(plist_bytes, std::borrow::Cow::Owned(_));
+    match ProfileSummary::parse(&plist_bytes) {
         Ok(summary) => {
-            state
-                .profiles
-                .insert(summary.identifier.clone(), InstalledProfile { summary });
+            state.profiles.insert(
+                summary.identifier.clone(),
+                InstalledProfile { summary, signed },
+            );
             Answer::ack(Dictionary::new())
         }
         Err(reason) => Answer::error(
@@ -228,19 +232,15 @@ fn install_profile(state: &mut DeviceState, command: &Dictionary) -> Answer {
     }
 }
 
-/// A signed profile carries its plist verbatim inside the CMS structure; an unsigned one is the
-/// plist itself. (The simulator does not verify signatures; real devices do.)
-fn profile_plist(payload: &[u8]) -> Option<&[u8]> {
+/// The profile plist of an InstallProfile payload: as is, or unwrapped from a CMS signature
+/// that must verify (a device refuses a profile whose signature is broken).
+fn profile_plist(payload: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
     if payload.first() != Some(&0x30) {
-        return Some(payload);
+        return Some(std::borrow::Cow::Borrowed(payload));
     }
-    let start = find(payload, b"<?xml")?;
-    let end = find(&payload[start..], b"</plist>")? + start + b"</plist>".len();
-    Some(&payload[start..end])
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    crate::pki::unwrap_signed_profile(payload)
+        .ok()
+        .map(std::borrow::Cow::Owned)
 }
 
 fn profile_entry(p: &InstalledProfile) -> Value {

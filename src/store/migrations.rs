@@ -8,6 +8,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, V2_IDENTITY, V2_IDENTITY),
     (3, V3_PUSH, V3_PUSH),
     (4, super::reconcile::SCHEMA, super::reconcile::SCHEMA),
+    (5, super::inventory::SCHEMA, super::inventory::SCHEMA),
 ];
 
 const V1_SQLITE: &str = r#"

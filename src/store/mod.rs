@@ -8,6 +8,7 @@
 //! no policy: it stores what it is told and answers what it is asked.
 
 pub mod conformance;
+pub mod inventory;
 mod migrations;
 mod model;
 mod postgres;
@@ -68,7 +69,9 @@ impl From<sqlx::Error> for StoreError {
 
 /// Everything the server persists. Times are Unix milliseconds passed in by the caller.
 #[async_trait]
-pub trait Store: reconcile::ReconcileStore + Send + Sync + 'static {
+pub trait Store:
+    reconcile::ReconcileStore + inventory::InventoryStore + Send + Sync + 'static
+{
     /// Brings the schema up to date (idempotent, safe with several replicas starting at once).
     async fn migrate(&self) -> StoreResult<()>;
     /// Cheap round trip for readiness checks.

@@ -77,6 +77,7 @@ pub(crate) fn intent_columns(intent: &Intent) -> (&'static str, Option<&str>, Op
         Intent::Install { identifier, hash } => ("install", Some(identifier), Some(hash)),
         Intent::Remove { identifier } => ("remove", Some(identifier), None),
         Intent::ProfileList => ("profile-list", None, None),
+        Intent::DeviceInformation => ("device-information", None, None),
     }
 }
 
@@ -93,6 +94,7 @@ pub(crate) fn intent_from_columns(
         "remove" => Intent::Remove {
             identifier: identifier.unwrap_or_default(),
         },
+        "device-information" => Intent::DeviceInformation,
         _ => Intent::ProfileList,
     }
 }

@@ -1,0 +1,282 @@
+//! Reconciler benchmark (timings belong here, never in tests). Ignored by default; run with
+//!
+//! ```sh
+//! cargo test --release --test reconcile_bench -- --ignored --nocapture --test-threads 1
+//! ```
+//!
+//! `a_fleet_converges_on_one_profile_change` enrolls POMONA_BENCH_DEVICES simulated devices
+//! (default 10,000) that only answer pushes, declares one profile for all of them in the policy
+//! directory, and measures the time from the snapshot being applied to every device verified
+//! (installed, then confirmed by ProfileList), the device requests per second over that time,
+//! and the process's peak RSS. `planning_one_change_costs_what_it_touches` times the driver's
+//! fan-out (the group membership index) and the pure planner over a synthetic fleet, for a change that
+//! touches every device and for one that touches a hundredth of them.
+
+mod support;
+
+use pomona::policy::model::Platform;
+use pomona::policy::selector::DeviceAttributes;
+use pomona::reconcile::membership::Membership;
+use pomona::sim::wake::answer_pushes;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use support::apns::{FakeApns, TestPki};
+use support::TestServer;
+
+fn fleet_size() -> usize {
+    std::env::var("POMONA_BENCH_DEVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.trim_start_matches("VmHWM:").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Device requests served so far (check-ins and command exchanges), from the metrics.
+fn device_requests(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("pomona_http_requests_total{endpoint=\"/mdm"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn reconciles(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("pomona_reconciles_total "))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+const GROUP: &str = "apiVersion: mdm.pomona.dev/v1alpha1
+kind: DeviceGroup
+metadata: {name: everyone}
+spec: {selector: {}}
+";
+
+fn profile(ssid: &str) -> String {
+    format!(
+        "apiVersion: mdm.pomona.dev/v1alpha1
+kind: Profile
+metadata: {{name: wifi}}
+spec:
+  groups: [everyone]
+  payloads:
+    - payloadType: com.apple.wifi.managed
+      content: {{SSID_STR: {ssid}, AutoJoin: true}}
+"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+async fn a_fleet_converges_on_one_profile_change() {
+    let devices = fleet_size();
+    let pki = TestPki::new();
+    let apns = FakeApns::start(&pki).await;
+    let policy = tempfile::tempdir().unwrap();
+    std::fs::write(policy.path().join("group.yaml"), GROUP).unwrap();
+    let dir = policy.path().to_path_buf();
+    let server = TestServer::start_with(|args| {
+        apns.configure(&pki, args);
+        args.policy_dir = Some(dir);
+        args.push_coalesce = Some("1s".into());
+        args.push_poll_interval = Some("1s".into());
+        args.push_backoff = Some("1m,5m,30m,2h,24h".into());
+    })
+    .await;
+
+    let endpoint = server.endpoint(false);
+    let enroll_started = Instant::now();
+    let mut enrolling = tokio::task::JoinSet::new();
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+    for index in 0..devices {
+        let mut device = server.device_on(endpoint.clone(), index);
+        let gate = gate.clone();
+        enrolling.spawn(async move {
+            let _permit = gate.acquire().await.unwrap();
+            // As a real device does, try again later when the server says 503 (busy).
+            let mut attempt = 1;
+            while let Err(e) = device.enroll().await {
+                assert!(attempt < 10, "enroll failed {attempt} times: {e}");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            device
+        });
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut answering = Vec::with_capacity(devices);
+    while let Some(device) = enrolling.join_next().await {
+        let mut device = device.unwrap();
+        let pushed = apns.device(device.push_token());
+        let stopped = stopped.clone();
+        answering.push(tokio::spawn(async move {
+            answer_pushes(&mut device, pushed, stopped).await
+        }));
+    }
+    eprintln!(
+        "enrolled {devices} devices in {:.1}s",
+        enroll_started.elapsed().as_secs_f64()
+    );
+
+    let (_, before) = server.admin_get("/api/v1/status").await;
+    let old_revision = before["policy"]["revision"].clone();
+    let requests_before = device_requests(&server.metrics().await);
+    let written = Instant::now();
+    std::fs::write(policy.path().join("wifi.yaml"), profile("Office")).unwrap();
+    // The directory is polled every 2 s: the clock that matters starts when the new snapshot
+    // is in force.
+    let applied = loop {
+        let (_, status) = server.admin_get("/api/v1/status").await;
+        if status["policy"]["revision"] != old_revision {
+            break Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut first_verified = None;
+    let mut half = None;
+    let deadline = applied + Duration::from_secs(600);
+    loop {
+        let w = server.profile_status("Profile/wifi").await;
+        let verified = w["verified"].as_u64().unwrap_or(0) as usize;
+        if verified > 0 && first_verified.is_none() {
+            first_verified = Some(applied.elapsed());
+        }
+        if verified * 2 >= devices && half.is_none() {
+            half = Some(applied.elapsed());
+        }
+        if verified == devices {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not converged after 600 s: {w}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let converged = applied.elapsed();
+    let metrics = server.metrics().await;
+    let requests = device_requests(&metrics) - requests_before;
+    let reconciles = reconciles(&metrics);
+    println!(
+        "reconcile: {devices} devices · snapshot applied {:.1}s after the file was written · \
+         first verified {:.2}s · half {:.2}s · all verified {:.2}s after the snapshot · \
+         {requests:.0} device requests = {:.0} req/s · {reconciles:.0} reconciles since start · \
+         {} pushes",
+        (applied - written).as_secs_f64(),
+        first_verified.unwrap_or_default().as_secs_f64(),
+        half.unwrap_or_default().as_secs_f64(),
+        converged.as_secs_f64(),
+        requests / converged.as_secs_f64(),
+        apns.pushes().len(),
+    );
+    println!(
+        "reconcile: peak RSS of the whole process (server + {devices} simulated devices + APNs): {}",
+        peak_rss()
+    );
+    stop.send(true).unwrap();
+    let mut failed = 0;
+    for task in answering {
+        failed += task.await.unwrap().failed_exchanges;
+    }
+    assert_eq!(failed, 0, "no exchange failed");
+    server.stop().await;
+}
+
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn planning_one_change_costs_what_it_touches() {
+    let devices = fleet_size();
+    let fleet: HashMap<String, DeviceAttributes> = (0..devices)
+        .map(|i| {
+            let id = format!("DEVICE-{i:06}");
+            let mut labels = std::collections::BTreeMap::new();
+            labels.insert("team".to_string(), format!("team-{}", i % 100));
+            let a = DeviceAttributes {
+                device_id: id.clone(),
+                serial_number: Some(format!("SERIAL{i:06}")),
+                platform: Some(Platform::Ios),
+                os_version: Some("17.4".into()),
+                labels,
+                ..DeviceAttributes::default()
+            };
+            (id, a)
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = |everyone: &str, team: &str| {
+        format!(
+            "{GROUP}---\napiVersion: mdm.pomona.dev/v1alpha1
+kind: DeviceGroup
+metadata: {{name: team-7}}
+spec: {{selector: {{matchLabels: {{team: team-7}}}}}}
+---
+{}---
+apiVersion: mdm.pomona.dev/v1alpha1
+kind: Profile
+metadata: {{name: team-wifi}}
+spec:
+  groups: [team-7]
+  payloads:
+    - payloadType: com.apple.wifi.managed
+      content: {{SSID_STR: {team}, AutoJoin: true}}
+",
+            profile(everyone)
+        )
+    };
+    let load = |text: String| {
+        std::fs::write(dir.path().join("p.yaml"), text).unwrap();
+        pomona::policy::source::load_dir(dir.path()).expect("valid policy")
+    };
+    let empty = pomona::policy::snapshot::PolicySnapshot::default();
+    let first = load(policy("A", "A"));
+    // Everyone's wifi changes: the whole fleet is touched.
+    let second = load(policy("B", "A"));
+    // Only team 7's profile changes: a hundredth of the fleet.
+    let team_only = load(policy("B", "C"));
+    for (what, old, new) in [
+        ("first profile, whole fleet", &empty, &first),
+        ("changed profile, whole fleet", &first, &second),
+        ("one team's profile (1 %)", &second, &team_only),
+    ] {
+        let mut index = Membership::rebuild(old, &fleet);
+        let started = Instant::now();
+        let touched = index.apply_snapshot(old, new, &fleet);
+        let fan_out = started.elapsed();
+        let started = Instant::now();
+        let mut planned = 0;
+        for id in &touched {
+            let attributes = &fleet[id];
+            let desired = new.desired_for(attributes);
+            let result = pomona::reconcile::plan::plan(pomona::reconcile::plan::PlanInput {
+                device_id: id,
+                desired,
+                managed: Default::default(),
+                reported: None,
+                in_flight: Vec::new(),
+                finished: Vec::new(),
+                now: 0,
+                settings: Default::default(),
+            });
+            planned += result.commands.len();
+        }
+        let planning = started.elapsed();
+        println!(
+            "plan: {what}: {} of {devices} devices touched in {:.2} ms; planned {planned} commands in {:.2} ms ({:.1} µs per device)",
+            touched.len(),
+            fan_out.as_secs_f64() * 1000.0,
+            planning.as_secs_f64() * 1000.0,
+            planning.as_secs_f64() * 1e6 / touched.len().max(1) as f64,
+        );
+        assert!(!touched.is_empty(), "{what}: the change touches devices");
+    }
+}
