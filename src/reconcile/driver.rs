@@ -296,20 +296,18 @@ impl Reconciler {
         read(&self.membership).targeted_counts(&self.snapshot())
     }
 
-    /// Members of each declared group among indexed devices (DeviceGroup status).
+    /// Members of each declared group (DeviceGroup status), from the membership index.
     pub fn group_member_counts(&self) -> HashMap<String, i64> {
         let snapshot = self.snapshot();
-        let mut counts: HashMap<String, i64> =
-            snapshot.groups.keys().map(|g| (g.clone(), 0)).collect();
-        for attributes in read(&self.devices).values() {
-            let device = with_labels(&snapshot, attributes);
-            for (name, group) in &snapshot.groups {
-                if crate::policy::selector::is_member(group, &device) {
-                    *counts.entry(name.clone()).or_insert(0) += 1;
-                }
-            }
-        }
-        counts
+        let membership = read(&self.membership);
+        snapshot
+            .groups
+            .keys()
+            .map(|g| {
+                let members = membership.members(g).map_or(0, |m| m.len() as i64);
+                (g.clone(), members)
+            })
+            .collect()
     }
 
     /// Runs reconciles until `shutdown` resolves, `parallel` devices at a time.
