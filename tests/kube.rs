@@ -203,6 +203,16 @@ async fn kubectl_apply_converges_devices_and_status_follows_changes_errors_and_d
         serde_json::json!([pomona::controller::FINALIZER])
     );
     assert!(devices.iter().all(|d| has_profile(d, "dev.pomona.wifi")));
+    // The admin API tells where policy comes from.
+    let (_, status) = server.admin_get("/api/v1/status").await;
+    assert_eq!(
+        status["policy"]["source"], "kube (all namespaces)",
+        "{status:#}"
+    );
+    assert!(status["policy"]["revision"]
+        .as_str()
+        .unwrap()
+        .starts_with("kube:"));
     let table = api.kubectl(&["get", "profiles", "-n", NS]);
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(

@@ -217,6 +217,11 @@ pub async fn run(
             ),
         }
     }
+    let source = format!(
+        "kube {}",
+        settings.namespace.as_deref().unwrap_or("(all namespaces)")
+    );
+    reconciler.update_health(|h| h.source = Some(source));
     tracing::info!(
         namespace = settings.namespace.as_deref().unwrap_or("(all)"),
         "watching Pomona custom resources"
