@@ -355,7 +355,20 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
     }
 
     let list_in_flight = in_flight.iter().any(|f| f.intent == Intent::ProfileList);
-    if needs_profile_list && !list_in_flight {
+    let first_install = out
+        .commands
+        .iter()
+        .find(|c| matches!(c.intent, Intent::Install { .. }))
+        .map(|c| c.uuid.clone());
+    if let (Some(install_uuid), false) = (first_install, list_in_flight) {
+        // Verification rides along: queued behind the installs, the ProfileList is answered
+        // in the same session, so a device is verified without a second push.
+        out.commands.push(PlannedCommand {
+            uuid: command_uuid(device_id, "profile-list-after", "", &install_uuid, 0),
+            intent: Intent::ProfileList,
+            payload: None,
+        });
+    } else if needs_profile_list && !list_in_flight {
         // Seeded by the newest acknowledgement, so a replay asks once.
         let newest = inventory
             .values()

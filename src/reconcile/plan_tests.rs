@@ -88,7 +88,10 @@ fn state_of(plan: &Plan, identifier: &str) -> Option<ProfileState> {
 fn a_missing_profile_is_installed_once_and_a_replay_queues_nothing_new() {
     let wifi = profile("wifi", "h1", RemovalPolicy::Remove);
     let first = plan(input(vec![&wifi], vec![], None));
-    assert_eq!(intents(&first), [install_intent("wifi", "h1")]);
+    assert_eq!(
+        intents(&first),
+        [install_intent("wifi", "h1"), Intent::ProfileList]
+    );
     assert_eq!(
         first.commands[0].payload.as_deref(),
         Some(&wifi.mobileconfig.to_vec())
@@ -187,7 +190,10 @@ fn errors_are_retried_with_backoff_then_fail_with_the_device_error() {
             let mut later = input(vec![&wifi], vec![entry.clone()], None);
             later.now = NOW + backoff(attempt, &settings);
             let retry = plan(later);
-            assert_eq!(intents(&retry), [install_intent("wifi", "h1")]);
+            assert_eq!(
+                intents(&retry),
+                [install_intent("wifi", "h1"), Intent::ProfileList]
+            );
             assert!(
                 seen_uuids.insert(retry.commands[0].uuid.clone()),
                 "UUID reused"
@@ -207,7 +213,10 @@ fn errors_are_retried_with_backoff_then_fail_with_the_device_error() {
     assert!(failed.commands.is_empty());
     let fixed = profile("wifi", "h2", RemovalPolicy::Remove);
     let fixed_plan = plan(input(vec![&fixed], vec![entry], None));
-    assert_eq!(intents(&fixed_plan), [install_intent("wifi", "h2")]);
+    assert_eq!(
+        intents(&fixed_plan),
+        [install_intent("wifi", "h2"), Intent::ProfileList]
+    );
 }
 
 #[test]
@@ -233,7 +242,10 @@ fn changed_content_is_reinstalled_and_the_queued_old_version_cancelled() {
         queued: true,
     }];
     let p = plan(changed);
-    assert_eq!(intents(&p), [install_intent("wifi", "h2")]);
+    assert_eq!(
+        intents(&p),
+        [install_intent("wifi", "h2"), Intent::ProfileList]
+    );
     assert_eq!(p.cancel, ["OLD"]);
     let entry = &p.managed[0];
     assert_eq!(
@@ -348,11 +360,17 @@ fn drift_is_repaired_and_foreign_profiles_are_never_touched() {
     // The user removed it.
     let removed = reported(NOW, &[("com.vendor.vpn", "X")]);
     let p = plan(input(vec![&wifi], vec![verified.clone()], Some(&removed)));
-    assert_eq!(intents(&p), [install_intent("wifi", "h1")]);
+    assert_eq!(
+        intents(&p),
+        [install_intent("wifi", "h1"), Intent::ProfileList]
+    );
     // Someone replaced it with another version (other PayloadUUID).
     let replaced = reported(NOW, &[("wifi", "UUID-other")]);
     let p = plan(input(vec![&wifi], vec![verified.clone()], Some(&replaced)));
-    assert_eq!(intents(&p), [install_intent("wifi", "h1")]);
+    assert_eq!(
+        intents(&p),
+        [install_intent("wifi", "h1"), Intent::ProfileList]
+    );
     // Still there: nothing to do; the foreign VPN profile is not ours and stays.
     let fine = reported(NOW, &[("wifi", "UUID-h1"), ("com.vendor.vpn", "X")]);
     let p = plan(input(vec![&wifi], vec![verified], Some(&fine)));
@@ -365,4 +383,37 @@ fn nothing_desired_nothing_managed_means_no_commands() {
     let report = reported(NOW, &[("com.vendor.vpn", "X")]);
     let p = plan(input(vec![], vec![], Some(&report)));
     assert_eq!(p, Plan::default());
+}
+
+#[test]
+fn a_profile_list_rides_along_behind_installs_so_one_session_verifies() {
+    let wifi = profile("wifi", "h1", RemovalPolicy::Remove);
+    let first = plan(input(vec![&wifi], vec![], None));
+    assert_eq!(
+        intents(&first),
+        [install_intent("wifi", "h1"), Intent::ProfileList],
+        "the install, then its verification"
+    );
+    let again = plan(input(vec![&wifi], vec![], None));
+    assert_eq!(
+        again.commands[1].uuid, first.commands[1].uuid,
+        "replays queue nothing"
+    );
+
+    // The device answers both in one session: acknowledged, then listed → verified at once.
+    let mut answered = input(vec![&wifi], first.managed.clone(), None);
+    answered.finished = vec![Finished {
+        command_uuid: first.commands[0].uuid.clone(),
+        intent: install_intent("wifi", "h1"),
+        result: CommandResult::Acknowledged,
+        at: NOW - 5,
+    }];
+    let listed = ReportedProfiles {
+        reported_at: NOW - 4,
+        profiles: [("wifi".to_string(), wifi.uuid.clone())].into(),
+    };
+    answered.reported = Some(&listed);
+    let verified = plan(answered);
+    assert_eq!(state_of(&verified, "wifi"), Some(ProfileState::Verified));
+    assert!(verified.commands.is_empty(), "{verified:?}");
 }
