@@ -376,21 +376,19 @@ async fn sweep_loop(reconciler: Arc<Reconciler>, store: Arc<dyn Store>, every: D
         let now = crate::store::now_millis();
         // Last-seen writes are batched: look back a little further than the interval.
         let horizon = since - 5_000;
-        let mut after: Option<String> = None;
+        let mut after: Option<(i64, String)> = None;
         loop {
-            let page = match store.list_enrollments(after.as_deref(), 1000).await {
+            let page = match store.devices_seen_since(horizon, after.clone(), 1000).await {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::warn!(error = %e, "device sweep could not read enrollments");
+                    tracing::warn!(error = %e, "device sweep could not read recent devices");
                     break;
                 }
             };
             let Some(last) = page.last() else { break };
-            after = Some(last.device_id.clone());
-            for e in &page {
-                if e.last_seen_at.is_some_and(|t| t >= horizon) {
-                    reconciler.mark_dirty(&e.device_id);
-                }
+            after = Some(last.clone());
+            for (_, device_id) in &page {
+                reconciler.mark_dirty(device_id);
             }
         }
         since = now;

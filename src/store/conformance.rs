@@ -856,6 +856,18 @@ async fn last_seen_batches(s: Arc<dyn Store>) -> CaseResult {
         "D2 last seen {:?}",
         d2.last_seen_at
     );
+    // Devices seen lately, paged through the last-seen index.
+    enrolled(&*s, "D3").await?;
+    ok(s.record_last_seen(&[("D3".into(), 6000)]).await, "D3 seen")?;
+    let recent = ok(s.devices_seen_since(5500, None, 1).await, "seen since")?;
+    check!(recent == [(6000, "D2".to_string())], "page 1 {recent:?}");
+    let rest = ok(
+        s.devices_seen_since(5500, recent.last().cloned(), 10).await,
+        "seen since",
+    )?;
+    check!(rest == [(6000, "D3".to_string())], "page 2 {rest:?}");
+    let all = ok(s.devices_seen_since(0, None, 10).await, "seen since")?;
+    check!(all.len() == 3, "everyone seen since 0: {all:?}");
     Ok(())
 }
 

@@ -9,7 +9,12 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, V3_PUSH, V3_PUSH),
     (4, super::reconcile::SCHEMA, super::reconcile::SCHEMA),
     (5, super::inventory::SCHEMA, super::inventory::SCHEMA),
+    (6, V6_LAST_SEEN_INDEX, V6_LAST_SEEN_INDEX),
 ];
+
+/// Finding the devices seen lately (the Kubernetes leader's sweep) without a fleet scan.
+const V6_LAST_SEEN_INDEX: &str =
+    "CREATE INDEX enrollments_by_last_seen ON enrollments (last_seen_at)";
 
 const V1_SQLITE: &str = r#"
 CREATE TABLE enrollments (

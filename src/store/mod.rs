@@ -93,6 +93,15 @@ pub trait Store:
     async fn enrollment(&self, device_id: &str) -> StoreResult<Option<Enrollment>>;
     /// Looks a device up by UDID/EnrollmentID, then by serial number.
     async fn find_enrollment(&self, key: &str) -> StoreResult<Option<Enrollment>>;
+    /// Devices last seen at or after `since` (Unix ms), ordered by (last seen, id), after the
+    /// cursor `after` (keyset pagination through the last-seen index): what changed lately,
+    /// without reading the fleet.
+    async fn devices_seen_since(
+        &self,
+        since: i64,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, String)>>;
     /// Enrollments ordered by id, starting after `after` (keyset pagination).
     async fn list_enrollments(
         &self,

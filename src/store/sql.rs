@@ -279,6 +279,30 @@ macro_rules! impl_sql_store {
                 Ok(row.as_ref().map(enrollment_from_row).transpose()?)
             }
 
+            async fn devices_seen_since(
+                &self,
+                since: i64,
+                after: Option<(i64, String)>,
+                limit: i64,
+            ) -> StoreResult<Vec<(i64, String)>> {
+                let (at, id) = after.unwrap_or((since, String::new()));
+                let rows = sqlx::query(
+                    "SELECT last_seen_at, id FROM enrollments \
+                     WHERE last_seen_at >= $1 AND (last_seen_at > $2 OR (last_seen_at = $2 AND id > $3)) \
+                     ORDER BY last_seen_at, id LIMIT $4",
+                )
+                .bind(since)
+                .bind(at)
+                .bind(id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| Ok((row.try_get("last_seen_at")?, row.try_get("id")?)))
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+                    .map_err(Into::into)
+            }
+
             async fn list_enrollments(&self, after: Option<&str>, limit: i64) -> StoreResult<Vec<Enrollment>> {
                 let rows = sqlx::query(&format!(
                     "SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE id > $1 ORDER BY id LIMIT $2"
