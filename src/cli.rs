@@ -40,6 +40,31 @@ impl AdminConnection {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.server.trim_end_matches('/'))
     }
+
+    /// One admin API call with an optional JSON body; the JSON answer, or an error naming the
+    /// HTTP status and the server's `error` text.
+    async fn call_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let (client, token) = self.client()?;
+        let mut request = client.request(method, self.url(path)).bearer_auth(&token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.server))?;
+        let status = response.status();
+        let answer: serde_json::Value = response.json().await.unwrap_or_default();
+        if !status.is_success() {
+            anyhow::bail!("HTTP {status}: {}", answer["error"]);
+        }
+        Ok(answer)
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -286,23 +311,15 @@ async fn plan_snapshot(
         admin_token_file: args.admin_token_file.clone(),
         server_ca: args.server_ca.clone(),
     };
-    let (client, token) = connection.client()?;
     let files = crate::policy::source::read_files(dir)?;
-    let response = client
-        .post(connection.url("/api/v1/plan"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({ "files": files }))
-        .send()
+    let body = connection
+        .call_json(
+            reqwest::Method::POST,
+            "/api/v1/plan",
+            Some(&serde_json::json!({ "files": files })),
+        )
         .await
-        .with_context(|| format!("cannot reach {server}"))?;
-    let status = response.status();
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    if !status.is_success() {
-        anyhow::bail!(
-            "the server refused the plan (HTTP {status}): {}",
-            body["error"]
-        );
-    }
+        .context("the server refused the plan")?;
     Ok(serde_json::from_value(body)?)
 }
 
@@ -317,18 +334,10 @@ pub struct StatusArgs {
 
 /// `pomona status`: the policy revision and per-profile device counts, as a table.
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let (client, token) = args.connection.client()?;
-    let response = client
-        .get(args.connection.url("/api/v1/status"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {}", args.connection.server))?;
-    let status = response.status();
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    if !status.is_success() {
-        anyhow::bail!("HTTP {status}: {}", body["error"]);
-    }
+    let body = args
+        .connection
+        .call_json(reqwest::Method::GET, "/api/v1/status", None)
+        .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());
@@ -425,21 +434,14 @@ pub async fn label(args: LabelArgs) -> anyhow::Result<()> {
         .iter()
         .map(|c| parse_label_change(c))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let (client, token) = args.connection.client()?;
-    let device_url = args
+    let body = args
         .connection
-        .url(&format!("/api/v1/devices/{}", args.device));
-    let response = client
-        .get(&device_url)
-        .bearer_auth(&token)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {}", args.connection.server))?;
-    let status = response.status();
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    if !status.is_success() {
-        anyhow::bail!("HTTP {status}: {}", body["error"]);
-    }
+        .call_json(
+            reqwest::Method::GET,
+            &format!("/api/v1/devices/{}", args.device),
+            None,
+        )
+        .await?;
     let mut labels: std::collections::BTreeMap<String, String> =
         serde_json::from_value(body["labels"].clone()).unwrap_or_default();
     if !changes.is_empty() {
@@ -454,21 +456,13 @@ pub async fn label(args: LabelArgs) -> anyhow::Result<()> {
             }
         }
         let device_id = body["device_id"].as_str().unwrap_or(&args.device);
-        let response = client
-            .put(
-                args.connection
-                    .url(&format!("/api/v1/devices/{device_id}/labels")),
+        args.connection
+            .call_json(
+                reqwest::Method::PUT,
+                &format!("/api/v1/devices/{device_id}/labels"),
+                Some(&serde_json::json!({ "labels": labels })),
             )
-            .bearer_auth(&token)
-            .json(&serde_json::json!({ "labels": labels }))
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {}", args.connection.server))?;
-        let status = response.status();
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        if !status.is_success() {
-            anyhow::bail!("HTTP {status}: {}", body["error"]);
-        }
+            .await?;
     }
     for (k, v) in &labels {
         println!("{k}={v}");
