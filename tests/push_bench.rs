@@ -183,15 +183,7 @@ async fn enqueue_to_connect_for_a_fleet() {
         percentile(&to_answer, 0.5).as_secs_f64() * 1000.0,
         percentile(&to_answer, 0.99).as_secs_f64() * 1000.0,
     );
-    let peak_rss = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l.trim_start_matches("VmHWM:").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let peak_rss = support::peak_rss();
     println!("fleet: peak RSS of the whole process (server + {devices} simulated devices + APNs): {peak_rss}");
     assert_eq!(to_connect.len(), devices, "every device was woken");
     server.stop().await;

@@ -30,18 +30,6 @@ fn fleet_size() -> usize {
         .unwrap_or(10_000)
 }
 
-fn peak_rss() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l.trim_start_matches("VmHWM:").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// Device requests served so far (check-ins and command exchanges), from the metrics.
 fn device_requests(metrics: &str) -> f64 {
     metrics
@@ -188,7 +176,7 @@ async fn a_fleet_converges_on_one_profile_change() {
     );
     println!(
         "reconcile: peak RSS of the whole process (server + {devices} simulated devices + APNs): {}",
-        peak_rss()
+        support::peak_rss()
     );
     stop.send(true).unwrap();
     let mut failed = 0;
