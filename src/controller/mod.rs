@@ -164,6 +164,8 @@ impl Readers {
                 .iter()
                 .map(|o| object("DeviceLabels", &**o, &o.spec))
                 .collect(),
+            actions: Vec::new(),
+            secrets: Default::default(),
         }
     }
 }

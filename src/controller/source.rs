@@ -53,6 +53,9 @@ pub struct Objects {
     pub profiles: Vec<Object<ProfileSpec>>,
     pub restrictions: Vec<Object<RestrictionsSpec>>,
     pub labels: Vec<Object<DeviceLabelsSpec>>,
+    pub actions: Vec<Object<DeviceActionSpec>>,
+    /// Values of the Secrets DeviceActions refer to, by (namespace-less) name and key.
+    pub secrets: crate::policy::actions::SecretValues,
 }
 
 /// What the source concluded about one object.
@@ -139,6 +142,7 @@ fn keys(objects: &Objects) -> impl Iterator<Item = ObjectKey> + '_ {
         .chain(objects.profiles.iter().map(|o| o.key.clone()))
         .chain(objects.restrictions.iter().map(|o| o.key.clone()))
         .chain(objects.labels.iter().map(|o| o.key.clone()))
+        .chain(objects.actions.iter().map(|o| o.key.clone()))
 }
 
 /// The object a problem is about: its `Kind/name` and its location (`namespace/name`).
@@ -181,6 +185,9 @@ fn verdicts(
     for o in &objects.labels {
         add(&o.key, o.generation, o.deleting);
     }
+    for o in &objects.actions {
+        add(&o.key, o.generation, o.deleting);
+    }
     out
 }
 
@@ -213,6 +220,8 @@ fn documents(objects: &Objects, keep: impl Fn(&ObjectKey) -> bool) -> Documents 
         profiles: pick(&objects.profiles, &keep),
         restrictions: pick(&objects.restrictions, &keep),
         labels: pick(&objects.labels, &keep),
+        actions: pick(&objects.actions, &keep),
+        secrets: objects.secrets.clone(),
     }
 }
 
@@ -235,6 +244,7 @@ fn revision_of(objects: &Objects, keep: impl Fn(&ObjectKey) -> bool) -> String {
     add(&mut parts, &objects.profiles, &keep);
     add(&mut parts, &objects.restrictions, &keep);
     add(&mut parts, &objects.labels, &keep);
+    add(&mut parts, &objects.actions, &keep);
     parts.sort();
     let mut hash = sha2::Sha256::new();
     for (key, spec) in &parts {

@@ -4,7 +4,8 @@
 //! `model.rs` — what `pomona crds` prints and `crds/` holds. It owns no I/O and no policy logic.
 
 use super::model::{
-    DeviceGroupResource, DeviceLabelsResource, ProfileResource, RestrictionsResource,
+    DeviceActionResource, DeviceGroupResource, DeviceLabelsResource, ProfileResource,
+    RestrictionsResource,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -45,6 +46,72 @@ pub struct PolicyStatus {
     pub revision: Option<String>,
 }
 
+/// Status of a DeviceAction: per-state device counts, the devices themselves (bounded:
+/// failures first), and the usual conditions. Never carries a secret.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Devices the action is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targeted: Option<i64>,
+    /// Waiting to be sent (queued, or waiting for a fact or for Lost Mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<i64>,
+    /// Fetched by the device, no answer yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<i64>,
+    /// Devices whose platform or supervision cannot run the action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_applicable: Option<i64>,
+    /// Per-device outcome (at most 50; failures first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<ActionDeviceStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}
+
+/// One device's part of a DeviceAction.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionDeviceStatus {
+    pub device: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_number: Option<String>,
+    /// Pending, Sent, Acknowledged, Failed or NotApplicable.
+    pub state: String,
+    /// Why it failed, was not applicable, or is waiting (the device's ErrorChain for failures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Locate: where the device was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<DeviceLocation>,
+    /// RFC 3339.
+    pub updated: String,
+}
+
+/// A DeviceLocation answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceLocation {
+    pub latitude: f64,
+    pub longitude: f64,
+    /// Metres; negative when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub horizontal_accuracy: Option<f64>,
+    /// When the device took the fix (RFC 3339, as the device reported it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+}
+
 /// A status condition, shaped like Kubernetes' `metav1.Condition`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -81,6 +148,7 @@ pub fn definitions() -> Vec<CustomResourceDefinition> {
         ProfileResource::crd(),
         RestrictionsResource::crd(),
         DeviceLabelsResource::crd(),
+        DeviceActionResource::crd(),
     ]
 }
 

@@ -75,6 +75,9 @@ pub struct Documents {
     pub profiles: Vec<Located<ProfileSpec>>,
     pub restrictions: Vec<Located<RestrictionsSpec>>,
     pub labels: Vec<Located<DeviceLabelsSpec>>,
+    pub actions: Vec<Located<DeviceActionSpec>>,
+    /// Values of the Kubernetes Secrets DeviceActions refer to (the Kubernetes source only).
+    pub secrets: super::actions::SecretValues,
 }
 
 #[derive(Deserialize)]
@@ -131,6 +134,7 @@ pub fn parse_file(file: &str, text: &str, into: &mut Documents, problems: &mut V
             "Profile" => typed(file, first_line, &body).map(|d| into.profiles.push(d)),
             "Restrictions" => typed(file, first_line, &body).map(|d| into.restrictions.push(d)),
             "DeviceLabels" => typed(file, first_line, &body).map(|d| into.labels.push(d)),
+            "DeviceAction" => typed(file, first_line, &body).map(|d| into.actions.push(d)),
             other => Err(located(
                 first_line,
                 format!(

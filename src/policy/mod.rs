@@ -3,6 +3,7 @@
 //! that turn documents into an immutable, validated `PolicySnapshot`. Nothing here talks to
 //! devices or the store.
 
+pub mod actions;
 pub mod crd;
 pub mod git;
 pub mod git_signature;

@@ -7,7 +7,7 @@
 //! resources are validated by the same code, and the OpenAPI schema rejects early whatever it
 //! can express (enums, required fields, name patterns).
 
-use super::crd::PolicyStatus;
+use super::crd::{ActionStatus, PolicyStatus};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -351,5 +351,201 @@ pub struct LabelledDevice {
     pub labels: BTreeMap<String, String>,
 }
 
+// ---------------------------------------------------------------------------------------------
+// DeviceAction
+
+/// What a DeviceAction does to its devices; each maps to one MDM command.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+pub enum ActionKind {
+    /// DeviceLock: lock the screen (message and phone number on the lock screen; a PIN on macOS).
+    #[default]
+    Lock,
+    /// EraseDevice: wipe the device. Needs `confirm`.
+    Erase,
+    /// EnableLostMode: supervised iOS/iPadOS only.
+    EnableLostMode,
+    /// DeviceLocation: where a device in Lost Mode is.
+    Locate,
+    DisableLostMode,
+    /// RestartDevice.
+    Restart,
+    /// ShutDownDevice.
+    Shutdown,
+    /// ClearPasscode, with the UnlockToken the device gave at enrollment.
+    ClearPasscode,
+}
+
+impl ActionKind {
+    pub const ALL: [ActionKind; 8] = [
+        ActionKind::Lock,
+        ActionKind::Erase,
+        ActionKind::EnableLostMode,
+        ActionKind::Locate,
+        ActionKind::DisableLostMode,
+        ActionKind::Restart,
+        ActionKind::Shutdown,
+        ActionKind::ClearPasscode,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Lock => "Lock",
+            ActionKind::Erase => "Erase",
+            ActionKind::EnableLostMode => "EnableLostMode",
+            ActionKind::Locate => "Locate",
+            ActionKind::DisableLostMode => "DisableLostMode",
+            ActionKind::Restart => "Restart",
+            ActionKind::Shutdown => "Shutdown",
+            ActionKind::ClearPasscode => "ClearPasscode",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == text)
+    }
+
+    /// The MDM command's RequestType.
+    pub fn request_type(self) -> &'static str {
+        match self {
+            ActionKind::Lock => "DeviceLock",
+            ActionKind::Erase => "EraseDevice",
+            ActionKind::EnableLostMode => "EnableLostMode",
+            ActionKind::Locate => "DeviceLocation",
+            ActionKind::DisableLostMode => "DisableLostMode",
+            ActionKind::Restart => "RestartDevice",
+            ActionKind::Shutdown => "ShutDownDevice",
+            ActionKind::ClearPasscode => "ClearPasscode",
+        }
+    }
+}
+
+/// Which devices an action is for: exactly one of a serial number, a UDID or a DeviceGroup.
+/// A group action runs on each member once, including devices that join the group later.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ActionTargetSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = NAME_PATTERN))]
+    pub group: Option<String>,
+}
+
+/// Where a secret (a PIN) comes from: a file (policy directories and git: relative to the
+/// policy root, or an absolute path on the server) or a Kubernetes Secret in the object's
+/// namespace. The value itself is never written in the document.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecretSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(regex(pattern = NAME_PATTERN))]
+    pub name: String,
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+/// A one-off action on devices (lock, erase, Lost Mode, locate, restart, shut down, clear the
+/// passcode). It runs once per targeted device, survives restarts, and re-applying it
+/// unchanged sends nothing; change any field (or `runId`) to run it again.
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, CustomResource,
+)]
+// clippy reads the repeated `type_ = …` of printcolumn(…) as a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[kube(
+    group = "mdm.pomona.dev",
+    version = "v1alpha1",
+    kind = "DeviceAction",
+    root = "DeviceActionResource",
+    namespaced,
+    status = "ActionStatus",
+    shortname = "dact",
+    category = "pomona",
+    doc = "A one-off action (lock, erase, Lost Mode, locate, restart, shut down, clear passcode) on a device or the members of a DeviceGroup.",
+    printcolumn(name = "Action", type_ = "string", json_path = ".spec.action"),
+    printcolumn(name = "Targeted", type_ = "integer", json_path = ".status.targeted"),
+    printcolumn(
+        name = "Acknowledged",
+        type_ = "integer",
+        json_path = ".status.acknowledged"
+    ),
+    printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failed"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DeviceActionSpec {
+    pub target: ActionTargetSpec,
+    pub action: ActionKind,
+    /// Lock and EnableLostMode: the message shown on the lock screen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Lock and EnableLostMode: the phone number shown on the lock screen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+    /// EnableLostMode: the footnote shown on the lock screen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub footnote: Option<String>,
+    /// Lock and Erase on macOS: the six-digit PIN that unlocks the Mac afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<SecretSource>,
+    /// Erase (iOS): keep the cellular data plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preserve_data_plan: Option<bool>,
+    /// Erase (iOS): disable Proximity Setup on the next Setup Assistant run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disallow_proximity_setup: Option<bool>,
+    /// Erase (iOS 17 and later): return to service — re-enroll by itself after the erase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_to_service: Option<bool>,
+    /// Restart (macOS): ask the user to restart instead of restarting at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_user: Option<bool>,
+    /// Erase: must repeat the target (its serial number, UDID or group name). Erasing wipes
+    /// every targeted device, so it is never implied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<String>,
+    /// Any text: change it to run the same action again (e.g. to locate a device once more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+}
+
 /// The document kinds this version understands.
-pub const KINDS: [&str; 4] = ["DeviceGroup", "Profile", "Restrictions", "DeviceLabels"];
+pub const KINDS: [&str; 5] = [
+    "DeviceGroup",
+    "Profile",
+    "Restrictions",
+    "DeviceLabels",
+    "DeviceAction",
+];

@@ -50,6 +50,8 @@ pub struct PolicySnapshot {
     pub profiles: BTreeMap<String, CompiledProfile>,
     pub labels_by_serial: BTreeMap<String, BTreeMap<String, String>>,
     pub labels_by_udid: BTreeMap<String, BTreeMap<String, String>>,
+    /// Declared device actions, by `key` (`DeviceAction/name`).
+    pub actions: BTreeMap<String, super::actions::DeclaredAction>,
     /// Warnings found while building (errors prevent a snapshot).
     pub warnings: Vec<Problem>,
 }
@@ -214,6 +216,15 @@ pub fn build(
         }
     }
 
+    for action in &docs.actions {
+        match super::actions::compile(action, root, &docs.secrets, &group_names) {
+            Ok(compiled) => {
+                snapshot.actions.insert(compiled.key.clone(), compiled);
+            }
+            Err(found) => problems.extend(found),
+        }
+    }
+
     let (errors, warnings): (Vec<_>, Vec<_>) = problems
         .into_iter()
         .partition(|p| p.severity == Severity::Error);
@@ -317,7 +328,8 @@ fn check_names(docs: &Documents, problems: &mut Vec<Problem>) {
         .map(header)
         .chain(docs.profiles.iter().map(header))
         .chain(docs.restrictions.iter().map(header))
-        .chain(docs.labels.iter().map(header));
+        .chain(docs.labels.iter().map(header))
+        .chain(docs.actions.iter().map(header));
     for doc in all {
         if !is_valid_name(doc.name()) {
             problems.push(doc.problem(

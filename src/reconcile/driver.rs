@@ -43,10 +43,10 @@ pub struct PolicyHealth {
 }
 
 pub struct Reconciler {
-    store: Arc<dyn Store>,
+    pub(super) store: Arc<dyn Store>,
     snapshot: RwLock<Arc<PolicySnapshot>>,
     health: RwLock<PolicyHealth>,
-    devices: RwLock<HashMap<String, DeviceAttributes>>,
+    pub(super) devices: RwLock<HashMap<String, DeviceAttributes>>,
     /// Group → member devices, kept in step with `devices` and the snapshot. Lock order:
     /// `devices`, then `membership`, then `facts`.
     membership: RwLock<Membership>,
@@ -66,7 +66,9 @@ pub struct Reconciler {
     signer: RwLock<Option<Arc<crate::pki::ProfileSigner>>>,
     /// Each device's latest answer to our DeviceInformation queries, and when (Unix ms).
     /// Facts override what Authenticate said (they are newer), until the next Authenticate.
-    facts: Mutex<HashMap<String, (ReportedFacts, i64)>>,
+    pub(super) facts: Mutex<HashMap<String, (ReportedFacts, i64)>>,
+    /// Devices with device actions waiting or queued: their answers finish actions.
+    pub(super) open_actions: Mutex<std::collections::HashSet<String>>,
     pub settings: PlanSettings,
     /// Reconciles run so far (for metrics and benchmarks).
     pub reconciles: std::sync::atomic::AtomicU64,
@@ -89,6 +91,7 @@ impl Reconciler {
             wake: RwLock::new(None),
             signer: RwLock::new(None),
             facts: Mutex::new(HashMap::new()),
+            open_actions: Mutex::new(std::collections::HashSet::new()),
             settings,
             reconciles: std::sync::atomic::AtomicU64::new(0),
         })
@@ -96,6 +99,13 @@ impl Reconciler {
 
     pub fn set_wake(&self, wake: Wake) {
         *write(&self.wake) = Some(wake);
+    }
+
+    /// Asks the push scheduler to wake a device (commands were queued for it).
+    pub(super) fn wake_device(&self, device_id: &str) {
+        if let Some(wake) = read(&self.wake).clone() {
+            wake(device_id);
+        }
     }
 
     pub fn set_signer(&self, signer: Arc<crate::pki::ProfileSigner>) {
@@ -146,8 +156,9 @@ impl Reconciler {
 
     /// A device answered a command: re-plan it if the reconciler may care.
     pub fn command_answered(&self, device_id: &str) {
-        let cares =
-            !read(&self.snapshot).profiles.is_empty() || lock(&self.involved).contains(device_id);
+        let cares = !read(&self.snapshot).profiles.is_empty()
+            || lock(&self.involved).contains(device_id)
+            || lock(&self.open_actions).contains(device_id);
         if cares {
             self.mark_dirty(device_id);
         }
@@ -156,10 +167,7 @@ impl Reconciler {
     /// Records what an enrollment says about a device (Authenticate facts, TokenUpdate).
     pub fn observe_enrollment(&self, e: &Enrollment) {
         if e.state == EnrollmentState::CheckedOut {
-            let mut devices = write(&self.devices);
-            devices.remove(&e.device_id);
-            write(&self.membership).remove_device(&e.device_id);
-            lock(&self.facts).remove(&e.device_id);
+            self.forget_device(&e.device_id);
             return;
         }
         let mut devices = write(&self.devices);
@@ -192,6 +200,15 @@ impl Reconciler {
         write(&self.membership).update_device(&snapshot, attributes);
     }
 
+    /// Drops a device that left (checked out, wiped) from the in-memory index.
+    fn forget_device(&self, device_id: &str) {
+        let mut devices = write(&self.devices);
+        devices.remove(device_id);
+        write(&self.membership).remove_device(device_id);
+        lock(&self.facts).remove(device_id);
+        lock(&self.open_actions).remove(device_id);
+    }
+
     /// Loads every enrolled device into the index and marks all of them dirty (start-up).
     pub async fn load_devices(&self) -> anyhow::Result<usize> {
         let mut after: Option<String> = None;
@@ -217,6 +234,10 @@ impl Reconciler {
                 self.observe_inventory(inventory);
             }
         }
+        // Devices with actions in flight: their answers must finish them.
+        let open = self.store.devices_with_open_actions().await?;
+        lock(&self.dirty).extend(open.iter().cloned());
+        lock(&self.open_actions).extend(open);
         self.notify.notify_one();
         Ok(count)
     }
@@ -268,11 +289,53 @@ impl Reconciler {
             let facts = lock(&self.facts); // lock order: devices, then facts
             touched.extend(devices.keys().filter(|d| !facts.contains_key(*d)).cloned());
         }
+        // New or changed device actions go first, outside rollout pacing: a lost device
+        // must not wait behind a profile rollout.
+        let action_targets = self.devices_of_new_actions(&old, &new);
+        if !action_targets.is_empty() {
+            lock(&self.dirty).extend(action_targets);
+        }
         let count = touched.len();
         lock(&self.rollout).enqueue(touched);
         self.notify.notify_one();
         tracing::info!(revision = %new.revision, touched_devices = count, "policy snapshot applied");
         count
+    }
+
+    /// Devices targeted by actions that `new` declares and `old` did not (by name and spec).
+    fn devices_of_new_actions(&self, old: &PolicySnapshot, new: &PolicySnapshot) -> Vec<String> {
+        use crate::policy::actions::ActionTarget;
+        let fresh: Vec<_> = new
+            .actions
+            .values()
+            .filter(|a| {
+                old.actions
+                    .get(&a.key)
+                    .is_none_or(|o| o.fingerprint != a.fingerprint)
+            })
+            .collect();
+        if fresh.is_empty() {
+            return Vec::new();
+        }
+        let devices = read(&self.devices);
+        let membership = read(&self.membership); // lock order: devices, then membership
+        let mut out = Vec::new();
+        for action in fresh {
+            match &action.target {
+                ActionTarget::Udid(u) => out.push(u.clone()),
+                // A scan of the in-memory index, only when such an action changes.
+                ActionTarget::SerialNumber(s) => out.extend(
+                    devices
+                        .values()
+                        .filter(|d| d.serial_number.as_deref() == Some(s.as_str()))
+                        .map(|d| d.device_id.clone()),
+                ),
+                ActionTarget::Group(g) => {
+                    out.extend(membership.members(g).into_iter().flatten().cloned())
+                }
+            }
+        }
+        out
     }
 
     /// Rollout progress: (devices waiting for a slot, devices with installs outstanding).
@@ -453,6 +516,17 @@ impl Reconciler {
             .cloned()
             .unwrap_or_default();
         let attributes = with_labels(&snapshot, &attributes);
+        let actions = self
+            .reconcile_actions(&enrollment, &attributes, &snapshot, now)
+            .await?;
+        if actions.queued > 0 {
+            self.wake_device(device_id);
+        }
+        if actions.wiped {
+            self.forget_device(device_id);
+            self.release_slot(device_id);
+            return Ok(actions.queued);
+        }
         let desired = snapshot.desired_for(&attributes);
         let result = plan(PlanInput {
             device_id,
@@ -502,7 +576,7 @@ impl Reconciler {
         let facts_pending = in_flight
             .iter()
             .any(|f| f.intent == Intent::DeviceInformation);
-        if facts_due && !facts_pending && !nothing_to_manage {
+        if facts_due && !facts_pending && (!nothing_to_manage || actions.needs_facts) {
             let bucket = (now / interval).to_string();
             let uuid = command_uuid(device_id, "device-information", "", &bucket, 0);
             enqueue.insert(
@@ -552,9 +626,7 @@ impl Reconciler {
             };
             let queued = self.store.apply_plan(device_id, &change, now).await?;
             if queued > 0 {
-                if let Some(wake) = read(&self.wake).clone() {
-                    wake(device_id);
-                }
+                self.wake_device(device_id);
             }
             let at = result
                 .wake_at
@@ -723,7 +795,7 @@ fn to_command(uuid: &str, intent: &Intent, payload: Option<&Vec<u8>>) -> NewComm
 }
 
 /// The device's ErrorChain as one line ("domain code: description; …").
-fn error_text(result: Option<&Dictionary>) -> String {
+pub(crate) fn error_text(result: Option<&Dictionary>) -> String {
     let Some(chain) = result
         .and_then(|d| d.get("ErrorChain"))
         .and_then(Value::as_array)
@@ -750,11 +822,11 @@ fn error_text(result: Option<&Dictionary>) -> String {
         .join("; ")
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+pub(super) fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -10,6 +10,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, super::reconcile::SCHEMA, super::reconcile::SCHEMA),
     (5, super::inventory::SCHEMA, super::inventory::SCHEMA),
     (6, V6_LAST_SEEN_INDEX, V6_LAST_SEEN_INDEX),
+    (7, super::actions::SCHEMA, super::actions::SCHEMA),
 ];
 
 /// Finding the devices seen lately (the Kubernetes leader's sweep) without a fleet scan.

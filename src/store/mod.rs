@@ -7,6 +7,7 @@
 //! partial index on queued commands, so their cost does not grow with the fleet. This module holds
 //! no policy: it stores what it is told and answers what it is asked.
 
+pub mod actions;
 pub mod conformance;
 pub mod inventory;
 mod migrations;
@@ -70,7 +71,7 @@ impl From<sqlx::Error> for StoreError {
 /// Everything the server persists. Times are Unix milliseconds passed in by the caller.
 #[async_trait]
 pub trait Store:
-    reconcile::ReconcileStore + inventory::InventoryStore + Send + Sync + 'static
+    reconcile::ReconcileStore + inventory::InventoryStore + actions::ActionStore + Send + Sync + 'static
 {
     /// Brings the schema up to date (idempotent, safe with several replicas starting at once).
     async fn migrate(&self) -> StoreResult<()>;

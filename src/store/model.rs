@@ -129,6 +129,8 @@ pub struct Enrollment {
     pub last_seen_at: Option<i64>,
     /// SHA-256 of the identity certificate bound at Authenticate.
     pub certificate_fingerprint: Option<String>,
+    /// When an EraseDevice was acknowledged (the enrollment is checked out then).
+    pub wiped_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -36,3 +36,4 @@ impl PostgresStore {
 super::sql::impl_sql_store!(PostgresStore, sqlx::Postgres, "postgres");
 super::reconcile::impl_reconcile_store!(PostgresStore, sqlx::Postgres);
 super::inventory::impl_inventory_store!(PostgresStore, sqlx::Postgres);
+super::actions::impl_action_store!(PostgresStore, sqlx::Postgres);

@@ -8,7 +8,7 @@
 pub(crate) const ENROLLMENT_COLUMNS: &str = "id, enrollment_type, state, topic, serial_number, model, \
     model_name, product_name, os_version, build_version, device_name, imei, meid, \
     push_token IS NOT NULL AS has_push_token, unlock_token IS NOT NULL AS has_unlock_token, \
-    awaiting_configuration, created_at, authenticated_at, token_updated_at, checked_out_at, last_seen_at, cert_fingerprint";
+    awaiting_configuration, created_at, authenticated_at, token_updated_at, checked_out_at, last_seen_at, cert_fingerprint, wiped_at";
 
 pub(crate) const CERTIFICATE_COLUMNS: &str =
     "fingerprint, serial, subject, not_before, not_after, \
@@ -57,6 +57,7 @@ macro_rules! impl_sql_store {
                 checked_out_at: row.try_get("checked_out_at")?,
                 last_seen_at: row.try_get("last_seen_at")?,
                 certificate_fingerprint: row.try_get("cert_fingerprint")?,
+                wiped_at: row.try_get("wiped_at")?,
             })
         }
 

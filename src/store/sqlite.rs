@@ -44,3 +44,4 @@ impl SqliteStore {
 super::sql::impl_sql_store!(SqliteStore, sqlx::Sqlite, "sqlite");
 super::reconcile::impl_reconcile_store!(SqliteStore, sqlx::Sqlite);
 super::inventory::impl_inventory_store!(SqliteStore, sqlx::Sqlite);
+super::actions::impl_action_store!(SqliteStore, sqlx::Sqlite);
