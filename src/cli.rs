@@ -1,6 +1,8 @@
 //! Administrator commands that talk to a running server through the admin API (so they work
 //! the same against one SQLite server or several PostgreSQL replicas): `enroll-profile`.
 
+pub mod actions;
+
 use anyhow::Context as _;
 use std::path::PathBuf;
 
@@ -392,6 +394,35 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
                 f["device_id"].as_str().unwrap_or("?"),
                 f["reason"].as_str().unwrap_or("?")
             );
+        }
+    }
+    let actions = body["actions"].as_array().cloned().unwrap_or_default();
+    if !actions.is_empty() {
+        println!();
+        println!(
+            "{:<32} {:<16} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "ACTION", "KIND", "TARGETED", "PENDING", "SENT", "ACKED", "FAILED", "N/A"
+        );
+        for a in &actions {
+            println!(
+                "{:<32} {:<16} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                a["name"].as_str().unwrap_or("?"),
+                a["action"].as_str().unwrap_or("?"),
+                a["targeted"],
+                a["pending"],
+                a["sent"],
+                a["acknowledged"],
+                a["failed"],
+                a["not_applicable"]
+            );
+            for f in a["failing_devices"].as_array().into_iter().flatten() {
+                println!(
+                    "    {} on {}: {}",
+                    f["state"].as_str().unwrap_or("?"),
+                    f["device_id"].as_str().unwrap_or("?"),
+                    f["reason"].as_str().unwrap_or("?")
+                );
+            }
         }
     }
     Ok(())

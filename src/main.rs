@@ -1,6 +1,7 @@
 //! The `pomona` command: `serve` runs the server, `sim` runs a simulated fleet against one,
 //! `enroll-profile` hands out enrollment profiles, `validate`/`plan`/`status` serve policy
-//! authors, `push` asks a server to push one device, `crds` prints the CustomResourceDefinitions.
+//! authors, `push` asks a server to push one device, `crds` prints the CustomResourceDefinitions,
+//! `lock`/`erase`/`lost-mode`/`locate`/`restart`/`shutdown`/`clear-passcode` act on one device.
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -30,6 +31,20 @@ enum Command {
     Status(pomona::cli::StatusArgs),
     /// Show or change a device's labels (`key=value` sets, `key-` removes): groups select on them.
     Label(pomona::cli::LabelArgs),
+    /// Lock a device (message and phone number on the lock screen; a PIN on macOS).
+    Lock(pomona::cli::actions::LockArgs),
+    /// Erase a device: asks for its serial number to be typed (or --yes).
+    Erase(pomona::cli::actions::EraseArgs),
+    /// Put a supervised iPhone or iPad in Lost Mode (or take it out with --disable).
+    LostMode(pomona::cli::actions::LostModeArgs),
+    /// Where a device in Lost Mode is.
+    Locate(pomona::cli::actions::DeviceArgs),
+    /// Restart a device.
+    Restart(pomona::cli::actions::RestartArgs),
+    /// Shut a device down.
+    Shutdown(pomona::cli::actions::DeviceArgs),
+    /// Remove a device's passcode (with the UnlockToken it gave at enrollment).
+    ClearPasscode(pomona::cli::actions::DeviceArgs),
     /// Ask a running server to push one device through APNs now.
     Push(pomona::push::cli::PushArgs),
     /// Print the CustomResourceDefinitions (generated from the policy types), or write one file
@@ -82,8 +97,39 @@ fn main() -> ExitCode {
     if let Command::Validate(args) = &cli.command {
         return ExitCode::from(pomona::cli::validate(args));
     }
-    match cli.command {
+    use pomona::cli::actions::ActionCommand as A;
+    let action = match cli.command {
+        Command::Lock(a) => Some(A::Lock(a)),
+        Command::Erase(a) => Some(A::Erase(a)),
+        Command::LostMode(a) => Some(A::LostMode(a)),
+        Command::Locate(a) => Some(A::Locate(a)),
+        Command::Restart(a) => Some(A::Restart(a)),
+        Command::Shutdown(a) => Some(A::Shutdown(a)),
+        Command::ClearPasscode(a) => Some(A::ClearPasscode(a)),
+        other => {
+            return run_other(other, &runtime);
+        }
+    };
+    match runtime.block_on(pomona::cli::actions::run(action.expect("set above"))) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_other(command: Command, runtime: &tokio::runtime::Runtime) -> ExitCode {
+    match command {
         Command::Validate(_) | Command::Crds(_) => unreachable!("handled above"),
+        Command::Lock(_)
+        | Command::Erase(_)
+        | Command::LostMode(_)
+        | Command::Locate(_)
+        | Command::Restart(_)
+        | Command::Shutdown(_)
+        | Command::ClearPasscode(_) => unreachable!("handled above"),
         Command::Plan(args) => ExitCode::from(runtime.block_on(pomona::cli::plan(args))),
         Command::Label(args) => match runtime.block_on(pomona::cli::label(args)) {
             Ok(()) => ExitCode::SUCCESS,

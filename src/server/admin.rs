@@ -126,6 +126,7 @@ fn device_json(e: &Enrollment) -> Value {
         "token_updated_at": opt_time(e.token_updated_at),
         "checked_out_at": opt_time(e.checked_out_at),
         "last_seen_at": opt_time(e.last_seen_at),
+        "wiped_at": opt_time(e.wiped_at),
     })
 }
 
@@ -176,7 +177,7 @@ pub async fn list_devices(
     }
 }
 
-async fn resolve(state: &AppState, key: &str) -> Result<Enrollment, Response> {
+pub(super) async fn resolve(state: &AppState, key: &str) -> Result<Enrollment, Response> {
     match state.store.find_enrollment(key).await {
         Ok(Some(e)) => Ok(e),
         Ok(None) => Err(error(

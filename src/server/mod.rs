@@ -2,6 +2,7 @@
 //! (`/api/v1/…`), health and metrics. Handlers decode, authenticate, persist and answer; they
 //! hold no business rules and never fan out.
 
+mod actions;
 mod admin;
 mod body;
 mod device;
@@ -106,6 +107,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(admin::enqueue_command).get(admin::list_commands),
         )
         .route("/devices/{id}/push", post(admin::push_device))
+        .route(
+            "/devices/{id}/actions",
+            post(actions::start_action).get(actions::device_actions),
+        )
+        .route("/actions", get(actions::list_actions))
+        .route("/actions/{*id}", get(actions::get_action))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             admin::require_token,

@@ -1,6 +1,6 @@
 //! `GET /api/v1/status`: the policy revision in force (and the last refused change), and per
 //! profile how many devices it targets and where they stand, with a few failing devices and
-//! their reasons. Read-only; counts come from the store, targeting from the reconciler's index.
+//! their reasons; per declared device action, its devices' states. Read-only; counts come from the store, targeting from the reconciler's index.
 
 use super::admin::store_error;
 use super::AppState;
@@ -59,6 +59,10 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Response {
             "failing_devices": failing,
         }));
     }
+    let actions = match declared_actions(&state, &snapshot).await {
+        Ok(a) => a,
+        Err(e) => return store_error(e),
+    };
     let (waiting, installing) = reconciler.rollout_progress();
     Json(json!({
         "policy": {
@@ -77,8 +81,48 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Response {
             "max_devices": reconciler.settings.rollout_max_devices,
         },
         "profiles": profiles,
+        "actions": actions,
     }))
     .into_response()
+}
+
+/// Each declared DeviceAction with per-state device counts and the devices it failed on or
+/// could not run on (with the reason).
+async fn declared_actions(
+    state: &AppState,
+    snapshot: &crate::policy::snapshot::PolicySnapshot,
+) -> Result<Vec<serde_json::Value>, crate::store::StoreError> {
+    let ids: Vec<String> = snapshot.actions.values().map(|a| a.action_id()).collect();
+    let counts = state.store.action_counts(&ids).await?;
+    let mut out = Vec::new();
+    for action in snapshot.actions.values() {
+        let id = action.action_id();
+        let c = counts
+            .iter()
+            .find(|c| c.action_id == id)
+            .cloned()
+            .unwrap_or_else(|| crate::store::actions::ActionCounts {
+                action_id: id.clone(),
+                action: action.spec.kind.as_str().to_string(),
+                source: action.key.clone(),
+                ..Default::default()
+            });
+        let mut view = super::actions::counts_json(&c);
+        view["name"] = json!(action.name);
+        view["target"] = json!(action.target.to_string());
+        let unsuccessful = if c.failed + c.not_applicable > 0 {
+            state.store.action_records(&id, FAILING_SHOWN).await?
+        } else {
+            Vec::new()
+        };
+        view["failing_devices"] = unsuccessful
+            .iter()
+            .filter(|r| r.state.is_finished() && r.state != crate::store::actions::ActionState::Acknowledged)
+            .map(|r| json!({"device_id": r.device_id, "state": r.phase().as_str(), "reason": r.detail}))
+            .collect();
+        out.push(view);
+    }
+    Ok(out)
 }
 
 #[derive(serde::Deserialize)]

@@ -1,0 +1,263 @@
+//! Admin API for device actions: `POST /api/v1/devices/{id}/actions` starts one on a device
+//! (lock, erase, Lost Mode, locate, restart, shut down, clear passcode), `GET` on the same path
+//! lists a device's actions, `GET /api/v1/actions` the recent ones and
+//! `GET /api/v1/actions/{id}` one action with each device's state. A PIN is accepted in a
+//! request and never returned, logged or stored outside the command it goes into.
+
+use super::admin::{error, resolve, rfc3339, store_error};
+use super::{body, AppState};
+use crate::policy::actions::{check_fields, check_pin, ActionParams, ActionSpec, Secret};
+use crate::policy::model::ActionKind;
+use crate::store::actions::{ActionCounts, ActionRecord};
+use crate::store::EnrollmentState;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Devices listed per action in `GET /api/v1/actions/{id}`.
+const DEVICES_SHOWN: i64 = 500;
+
+/// An administrator's action on one device. Not `Debug`: it may hold a PIN.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ActionRequest {
+    pub action: ActionKind,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub phone_number: Option<String>,
+    #[serde(default)]
+    pub footnote: Option<String>,
+    /// macOS Lock and Erase: six digits.
+    #[serde(default)]
+    pub pin: Option<String>,
+    #[serde(default)]
+    pub preserve_data_plan: Option<bool>,
+    #[serde(default)]
+    pub disallow_proximity_setup: Option<bool>,
+    #[serde(default)]
+    pub return_to_service: Option<bool>,
+    #[serde(default)]
+    pub notify_user: Option<bool>,
+    /// Erase: the device's serial number or UDID, repeated.
+    #[serde(default)]
+    pub confirm: Option<String>,
+}
+
+impl ActionRequest {
+    /// Validates the fields for the action; errors name the field and the fix.
+    fn spec(self) -> Result<(ActionSpec, Option<String>), String> {
+        let mut given = Vec::new();
+        let fields: [(&'static str, bool); 9] = [
+            ("message", self.message.is_some()),
+            ("phoneNumber", self.phone_number.is_some()),
+            ("footnote", self.footnote.is_some()),
+            ("pin", self.pin.is_some()),
+            ("preserveDataPlan", self.preserve_data_plan.is_some()),
+            (
+                "disallowProximitySetup",
+                self.disallow_proximity_setup.is_some(),
+            ),
+            ("returnToService", self.return_to_service.is_some()),
+            ("notifyUser", self.notify_user.is_some()),
+            ("confirm", self.confirm.is_some()),
+        ];
+        for (name, present) in fields {
+            if present {
+                given.push(name);
+            }
+        }
+        let errors = check_fields(self.action, &given);
+        if !errors.is_empty() {
+            return Err(errors.join("; "));
+        }
+        let pin = self.pin.map(Secret::new);
+        if let Some(pin) = &pin {
+            check_pin(pin).map_err(|e| format!("pin: {e}"))?;
+        }
+        let spec = ActionSpec {
+            kind: self.action,
+            params: ActionParams {
+                message: self.message,
+                phone_number: self.phone_number,
+                footnote: self.footnote,
+                pin,
+                preserve_data_plan: self.preserve_data_plan,
+                disallow_proximity_setup: self.disallow_proximity_setup,
+                return_to_service: self.return_to_service,
+                notify_user: self.notify_user,
+            },
+        };
+        Ok((spec, self.confirm))
+    }
+}
+
+/// `POST /api/v1/devices/{id}/actions`.
+pub async fn start_action(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    let raw = match body::read(&state, body).await {
+        Ok(raw) => raw,
+        Err((status, reason)) => return error(status, reason),
+    };
+    let request: ActionRequest = match serde_json::from_slice(&raw) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid action JSON (expected {{\"action\": \"Lock\", …}}): {e}"),
+            )
+        }
+    };
+    let (spec, confirm) = match request.spec() {
+        Ok(s) => s,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
+    };
+    let device = match resolve(&state, &id).await {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    if spec.kind == ActionKind::Erase {
+        let confirmed = confirm
+            .as_deref()
+            .is_some_and(|c| c == device.device_id || Some(c) == device.serial_number.as_deref());
+        if !confirmed {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Erase wipes the device: set confirm to its serial number or UDID",
+            );
+        }
+    }
+    if device.state != EnrollmentState::Enrolled {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "device {} is not enrolled (state {}): it cannot receive commands",
+                device.device_id,
+                device.state.as_str()
+            ),
+        );
+    }
+    match state.reconciler.start_now(&device, &spec).await {
+        Ok(started) => (
+            StatusCode::CREATED,
+            Json(json!({
+                "action_id": started.action_id,
+                "device_id": device.device_id,
+                "action": spec.kind.as_str(),
+                "state": crate::store::actions::ActionPhase::of(started.state, false).as_str(),
+                "detail": started.detail,
+                "command_uuid": started.command_uuid,
+            })),
+        )
+            .into_response(),
+        Err(e) => match e.downcast::<crate::store::StoreError>() {
+            Ok(e) => store_error(e),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+        },
+    }
+}
+
+/// `GET /api/v1/devices/{id}/actions`: the device's actions, oldest first.
+pub async fn device_actions(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Response {
+    let device = match resolve(&state, &id).await {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    match state.store.device_actions(&device.device_id).await {
+        Ok(records) => Json(json!({
+            "device_id": device.device_id,
+            "wiped_at": device.wiped_at.map(rfc3339),
+            "actions": records.iter().map(record_json).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+/// `GET /api/v1/actions`: the most recently updated actions with per-state counts.
+pub async fn list_actions(State(state): State<Arc<AppState>>) -> Response {
+    match state.store.recent_actions(100).await {
+        Ok(counts) => Json(json!({
+            "actions": counts.iter().map(counts_json).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+/// `GET /api/v1/actions/{id}`: `api-…` ids, `DeviceAction/<name>@<fingerprint>`, or
+/// `DeviceAction/<name>` for the declared action's current version.
+pub async fn get_action(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let snapshot = state.reconciler.snapshot();
+    let declared = snapshot.actions.get(&id);
+    let action_id = declared.map_or_else(|| id.clone(), |a| a.action_id());
+    let counts = match state
+        .store
+        .action_counts(std::slice::from_ref(&action_id))
+        .await
+    {
+        Ok(c) => c.into_iter().next(),
+        Err(e) => return store_error(e),
+    };
+    let Some(counts) = counts.or_else(|| {
+        declared.map(|a| ActionCounts {
+            action_id: action_id.clone(),
+            action: a.spec.kind.as_str().to_string(),
+            source: a.key.clone(),
+            ..ActionCounts::default()
+        })
+    }) else {
+        return error(StatusCode::NOT_FOUND, format!("no action {id:?}"));
+    };
+    let records = match state.store.action_records(&action_id, DEVICES_SHOWN).await {
+        Ok(r) => r,
+        Err(e) => return store_error(e),
+    };
+    let mut view = counts_json(&counts);
+    if let Some(a) = declared {
+        view["target"] = json!(a.target.to_string());
+    }
+    view["devices"] = records.iter().map(record_json).collect();
+    Json(view).into_response()
+}
+
+pub(super) fn counts_json(c: &ActionCounts) -> Value {
+    json!({
+        "action_id": c.action_id,
+        "action": c.action,
+        "source": c.source,
+        "targeted": c.targeted(),
+        "pending": c.pending,
+        "sent": c.sent,
+        "acknowledged": c.acknowledged,
+        "failed": c.failed,
+        "not_applicable": c.not_applicable,
+        "updated_at": (c.updated_at > 0).then(|| rfc3339(c.updated_at)),
+    })
+}
+
+pub(super) fn record_json(r: &ActionRecord) -> Value {
+    json!({
+        "action_id": r.action_id,
+        "device_id": r.device_id,
+        "action": r.action,
+        "source": r.source,
+        "state": r.phase().as_str(),
+        "detail": r.detail,
+        "result": r.result.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok()),
+        "command_uuid": r.command_uuid,
+        "created_at": rfc3339(r.created_at),
+        "updated_at": rfc3339(r.updated_at),
+    })
+}
