@@ -35,7 +35,17 @@ impl TestServer {
     }
 
     pub async fn start_in(data_dir: PathBuf, adjust: impl FnOnce(&mut ServeArgs)) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        Self::start_on(data_dir, 0, adjust).await
+    }
+
+    /// Starts a server on a given loopback port (0: any), e.g. again on the port of a server
+    /// that was stopped, so enrolled devices find it where their profile says.
+    pub async fn start_on(
+        data_dir: PathBuf,
+        port: u16,
+        adjust: impl FnOnce(&mut ServeArgs),
+    ) -> Self {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind loopback");
         let port = listener.local_addr().unwrap().port();
         let mut args = ServeArgs {
             data_dir: Some(data_dir.clone()),
