@@ -8,6 +8,7 @@
 
 pub mod checkin;
 pub mod command;
+pub mod command_support;
 pub mod ddm;
 pub mod dict;
 pub mod enrollment_profile;
