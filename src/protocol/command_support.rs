@@ -319,7 +319,10 @@ mod tests {
     fn an_unknown_or_unreadable_os_version_does_not_refuse() {
         for version in [None, Some(""), Some("beta"), Some("17.x")] {
             let traits = device("iOS", version, Some(true), false);
-            assert_eq!(command_support("EnableLostMode", &traits), Support::Supported);
+            assert_eq!(
+                command_support("EnableLostMode", &traits),
+                Support::Supported
+            );
         }
     }
 
