@@ -90,9 +90,13 @@ pub fn is_known_command(request_type: &str) -> bool {
 /// Whether `request_type` can run on `device`. Definite refusals come before `NeedsFact`, so
 /// a command that cannot run on the platform at all is never left waiting for a fact.
 pub fn command_support(request_type: &str, device: &DeviceTraits) -> Support {
-    let Some(schema) = digest().commands.get(request_type) else {
-        return Support::Supported; // the device has the last word
-    };
+    match digest().commands.get(request_type) {
+        Some(schema) => judge(request_type, schema, device),
+        None => Support::Supported, // the device has the last word
+    }
+}
+
+fn judge(request_type: &str, schema: &CommandSchema, device: &DeviceTraits) -> Support {
     let platform = schema_platform(device.platform);
     let Some(support) = schema.platforms.get(platform) else {
         return Support::NotApplicable(format!("{request_type} is not available on {platform}"));
@@ -165,7 +169,7 @@ pub fn unavailable_keys<'k>(
 
 /// A dotted version compared number by number, missing parts as zero (17.4 < 17.10,
 /// 17 == 17.0). Anything that is not dotted numbers is not a version we can compare.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 struct Version(Vec<u64>);
 
 impl Version {
@@ -178,6 +182,15 @@ impl Version {
         Some(Self(parts))
     }
 }
+
+// Equality follows the ordering (17 == 17.0), which a derived one would not.
+impl PartialEq for Version {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Version {}
 
 impl PartialOrd for Version {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
@@ -336,6 +349,26 @@ mod tests {
         assert_eq!(
             unavailable_keys("DeviceLock", "iPadOS", ["PIN"]),
             vec!["PIN".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_command_removed_from_an_os_is_refused_from_that_version_on() {
+        let schema: CommandSchema = serde_json::from_str(
+            r#"{"platforms":{"macOS":{"introduced":"10.7","removed":"14.0"}}}"#,
+        )
+        .unwrap();
+        let on = |version| {
+            judge(
+                "OldThing",
+                &schema,
+                &device("macOS", Some(version), None, false),
+            )
+        };
+        assert_eq!(on("13.6.1"), Support::Supported);
+        assert_eq!(
+            on("14.5"),
+            not_applicable("OldThing was removed in macOS 14.0; the device runs 14.5")
         );
     }
 
