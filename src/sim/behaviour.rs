@@ -400,7 +400,7 @@ fn device_lock(hw: &Hardware, state: &mut DeviceState, command: &Dictionary) -> 
     }
     let shows_text = ["Message", "PhoneNumber"]
         .iter()
-        .any(|key| command.get(*key).and_then(Value::as_string).is_some());
+        .any(|key| command.get(key).and_then(Value::as_string).is_some());
     let mut keys = Dictionary::new();
     if shows_text {
         // MessageResult values as the schema lists them.
@@ -599,6 +599,9 @@ mod tests {
             },
         }
     }
+
+    /// (what the case is, the device, the command's keys, what the error must say)
+    type Case<'a> = (&'a str, Hardware, &'a [(&'a str, Value)], &'a str);
 
     fn unsupervised_iphone() -> Hardware {
         Hardware {
@@ -839,7 +842,7 @@ mod tests {
     #[test]
     fn enable_lost_mode_is_refused_without_supervision_on_a_mac_and_without_text() {
         let message = [("Message", text("Lost"))];
-        let cases: [(&str, Hardware, &[(&str, Value)], &str); 3] = [
+        let cases: [Case; 3] = [
             (
                 "unsupervised iPhone",
                 unsupervised_iphone(),
@@ -969,7 +972,7 @@ mod tests {
             Some(false)
         );
 
-        let cases: [(&str, Hardware, &[(&str, Value)], &str); 4] = [
+        let cases: [Case; 4] = [
             (
                 "wrong token",
                 hw(),
