@@ -2,6 +2,8 @@
 //! exchanges — `Idle`, execute, report, until the server answers with an empty body — exactly as
 //! PROTOCOL.md §4–§5 describe. A result the server did not accept (non-2xx or a broken
 //! connection) is cached and reported again at the start of the next exchange, as devices do.
+//! Once it has reported an acknowledged EraseDevice the device is wiped: every later request
+//! (check-in, exchange) fails with `SimError::Erased` without reaching the server.
 
 use super::behaviour::{self, Answer, DeviceState, Hardware};
 use super::identity::{self, ProfileSource, SimIdentity};
@@ -130,20 +132,25 @@ pub struct SimDevice {
     rng: fastrand::Rng,
     push_token: Vec<u8>,
     push_magic: String,
-    unlock_token: Vec<u8>,
     /// A report the server has not accepted yet; sent before the next Idle.
     unsent_report: Option<Vec<u8>>,
+    /// The EraseDevice acknowledgement has been sent: the device is wiped and silent.
+    wiped: bool,
 }
 
 impl SimDevice {
     pub fn new(hw: Hardware, endpoint: Arc<Endpoint>, faults: Faults, seed: u64) -> Self {
         let mut rng = fastrand::Rng::with_seed(seed);
         let push_token = (0..32).map(|_| rng.u8(..)).collect();
-        let unlock_token = (0..64).map(|_| rng.u8(..)).collect();
+        let unlock_token: Vec<u8> = (0..64).map(|_| rng.u8(..)).collect();
         let push_magic = super::uuid_from(&mut rng);
         Self {
             hw,
-            state: DeviceState::default(),
+            // The unlock token lives in the state: ClearPasscode compares against it.
+            state: DeviceState {
+                unlock_token: behaviour::Secret::new(unlock_token),
+                ..DeviceState::default()
+            },
             stats: DeviceStats::default(),
             endpoint,
             identity: None,
@@ -152,8 +159,8 @@ impl SimDevice {
             rng,
             push_token,
             push_magic,
-            unlock_token,
             unsent_report: None,
+            wiped: false,
         }
     }
 
@@ -223,8 +230,21 @@ impl SimDevice {
         &self.push_magic
     }
 
+    /// The UnlockToken this device sends in TokenUpdate (a secret: tests compare, never print).
+    pub fn unlock_token(&self) -> &[u8] {
+        self.state.unlock_token.expose()
+    }
+
+    /// Whether the device acknowledged an EraseDevice and so no longer talks to the server.
+    pub fn is_erased(&self) -> bool {
+        self.wiped
+    }
+
     /// Authenticate, then TokenUpdate (with an UnlockToken, as iOS sends it).
     pub async fn enroll(&mut self) -> Result<(), SimError> {
+        if self.wiped {
+            return Err(SimError::Erased); // a wiped device is not enrolled again by itself
+        }
         self.install_profile().await?;
         let topic = self.topic();
         let hw = &self.hw;
@@ -247,7 +267,10 @@ impl SimDevice {
         token.insert("UDID".into(), s(&self.hw.udid));
         token.insert("Token".into(), Value::Data(self.push_token.clone()));
         token.insert("PushMagic".into(), s(&self.push_magic));
-        token.insert("UnlockToken".into(), Value::Data(self.unlock_token.clone()));
+        token.insert(
+            "UnlockToken".into(),
+            Value::Data(self.state.unlock_token.expose().to_vec()),
+        );
         token.insert("AwaitingConfiguration".into(), Value::Boolean(false));
         self.checkin(token, "TokenUpdate").await?;
         self.endpoint.progress.enrolled.fetch_add(1, Relaxed);
@@ -273,7 +296,7 @@ impl SimDevice {
     /// One exchange: report any cached result (else Idle), then answer each command the server
     /// sends until it answers with an empty body.
     pub async fn exchange(&mut self) -> Result<Exchange, SimError> {
-        if self.state.erased {
+        if self.wiped {
             return Err(SimError::Erased);
         }
         let mut exchange = Exchange::default();
@@ -316,12 +339,16 @@ impl SimDevice {
             }
             body = encode_report(&self.hw.udid, answer.status, Some(&uuid), answer.keys);
             if self.state.erased && answer.status == ReportStatus::Acknowledged {
-                // Report the acknowledgement, then forget everything: an erased device is gone.
+                // Report the acknowledgement once, then forget everything: an erased device is
+                // gone. Apple: the device does not retry this response if it fails, so a lost
+                // report is not cached either.
                 let _ = self.put(&url, CONNECT_CONTENT_TYPE, body, "connect").await;
                 self.state = DeviceState {
                     erased: true,
                     ..DeviceState::default()
                 };
+                self.unsent_report = None;
+                self.wiped = true;
                 return Ok(exchange);
             }
         }
@@ -349,6 +376,9 @@ impl SimDevice {
         body: Vec<u8>,
         what: &str,
     ) -> Result<Vec<u8>, SimError> {
+        if self.wiped {
+            return Err(SimError::Erased); // no check-in, no command fetch, ever again
+        }
         let started = Instant::now();
         self.stats.requests += 1;
         self.endpoint.progress.requests.fetch_add(1, Relaxed);
@@ -412,4 +442,42 @@ fn s(v: &str) -> Value {
 
 fn is_idle(body: &[u8]) -> bool {
     crate::protocol::Report::parse(body).is_ok_and(|r| r.status == ReportStatus::Idle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device() -> SimDevice {
+        // Nothing listens here; a request that went out would fail as a transport error.
+        let endpoint = Endpoint::new(reqwest::Client::new(), "https://127.0.0.1:9", false);
+        SimDevice::new(
+            super::super::hardware(1, 0),
+            Arc::new(endpoint),
+            Faults::default(),
+            1,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_wiped_device_sends_nothing_at_all() {
+        let mut device = device();
+        device.wiped = true;
+        assert!(device.is_erased());
+        assert!(matches!(device.exchange().await, Err(SimError::Erased)));
+        assert!(matches!(device.check_out().await, Err(SimError::Erased)));
+        assert!(matches!(device.enroll().await, Err(SimError::Erased)));
+        assert_eq!(
+            device.stats.requests, 0,
+            "an erased device reached the network"
+        );
+    }
+
+    #[test]
+    fn the_unlock_token_is_kept_for_clear_passcode_but_not_printed() {
+        let device = device();
+        assert_eq!(device.unlock_token().len(), 64);
+        let shown = format!("{:?}", device.state);
+        assert!(shown.contains("Secret(redacted)"), "{shown}");
+    }
 }

@@ -1,5 +1,5 @@
 //! A simulated fleet: N iPhones, iPads and Macs in one process, each with its own UDID, serial
-//! number, model and OS, speaking the device side of the MDM protocol over real HTTPS. Used by
+//! number, model, OS, supervision and location, speaking the device side of the MDM protocol over real HTTPS. Used by
 //! `pomona sim`, the end-to-end tests and the benchmark. It shares only `protocol` with the
 //! server, never server code paths.
 
@@ -9,7 +9,7 @@ pub mod identity;
 pub mod wake;
 
 use anyhow::Context as _;
-use behaviour::{Hardware, Platform};
+use behaviour::{Hardware, Location, Platform};
 use device::{Endpoint, Faults, SimDevice};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -100,7 +100,18 @@ pub fn hardware(seed: u64, index: usize) -> Hardware {
         3 => (Platform::IPad, "iPad13,18", "iPad", "17.5", "21F79"),
         _ => (Platform::Mac, "Mac14,2", "MacBook Air", "14.5", "23F79"),
     };
+    // Drawn after the identifiers, so adding the location kept every UDID and serial number.
+    // Six decimals (about 10 cm) as a phone reports; latitudes stay where people live.
+    let round = |v: f64| (v * 1e6).round() / 1e6;
+    let location = Location {
+        latitude: round(rng.f64() * 115.0 - 50.0),
+        longitude: round(rng.f64() * 360.0 - 180.0),
+    };
     Hardware {
+        // Phones and tablets as a school or company deploys them (Automated Device
+        // Enrollment); Macs enrolled by their users. Tests override per device.
+        supervised: platform.is_ios(),
+        location,
         device_name: format!("{model_name} {index}"),
         udid,
         serial_number,
@@ -415,6 +426,7 @@ async fn drive(
     }
     loop {
         match device.exchange().await {
+            Ok(_) if device.is_erased() => return Ok((true, enrolled_at)),
             Ok(_) => {}
             Err(device::SimError::Erased) => return Ok((true, enrolled_at)),
             // A failed exchange is retried at the next poll, like a device would.
@@ -459,5 +471,22 @@ mod tests {
         assert_ne!(hardware(7, 3).udid, hardware(7, 4).udid);
         assert_ne!(hardware(7, 3).udid, hardware(8, 3).udid);
         assert_eq!(hardware(1, 4).platform, Platform::Mac);
+        assert_eq!(hardware(7, 3).location, hardware(7, 3).location);
+        assert_ne!(hardware(7, 3).location, hardware(7, 4).location);
+    }
+
+    #[test]
+    fn phones_and_tablets_are_supervised_and_macs_are_not_by_default() {
+        let supervised: Vec<bool> = (0..5).map(|i| hardware(1, i).supervised).collect();
+        assert_eq!(supervised, [true, true, true, true, false]);
+    }
+
+    #[test]
+    fn device_locations_are_on_the_map() {
+        for i in 0..50 {
+            let l = hardware(3, i).location;
+            assert!((-90.0..=90.0).contains(&l.latitude), "{l:?}");
+            assert!((-180.0..=180.0).contains(&l.longitude), "{l:?}");
+        }
     }
 }

@@ -37,6 +37,8 @@ pub async fn answer_pushes(
         }
         stats.wakes += 1;
         match device.exchange().await {
+            // A wiped device ignores every later push.
+            Ok(_) if device.is_erased() => return stats,
             Ok(_) => {}
             Err(SimError::Erased) => return stats,
             Err(e) => {

@@ -6,6 +6,7 @@ pub mod apns;
 pub mod kube;
 
 use pomona::config::ServeArgs;
+use pomona::sim::behaviour::Hardware;
 use pomona::sim::device::{Endpoint, Faults, SimDevice};
 use pomona::sim::identity::ProfileSource;
 use std::path::PathBuf;
@@ -108,6 +109,14 @@ impl TestServer {
 
     pub fn device(&self, index: usize) -> SimDevice {
         self.device_on(self.endpoint(false), index)
+    }
+
+    /// Device `index` with its hardware changed before it enrolls, e.g. an unsupervised
+    /// iPhone: `server.device_with(0, |hw| hw.supervised = false)`.
+    pub fn device_with(&self, index: usize, adjust: impl FnOnce(&mut Hardware)) -> SimDevice {
+        let mut device = self.device(index);
+        adjust(&mut device.hw);
+        device
     }
 
     pub fn device_on(&self, endpoint: Arc<Endpoint>, index: usize) -> SimDevice {
