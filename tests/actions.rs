@@ -117,7 +117,13 @@ async fn everything_visible(server: &TestServer, devices: &[&str]) -> String {
     let (_, actions) = server.admin_get("/api/v1/actions").await;
     for a in actions["actions"].as_array().into_iter().flatten() {
         let id = a["action_id"].as_str().unwrap().replace('/', "%2F");
-        seen.push_str(&server.admin_get(&format!("/api/v1/actions/{id}")).await.1.to_string());
+        seen.push_str(
+            &server
+                .admin_get(&format!("/api/v1/actions/{id}"))
+                .await
+                .1
+                .to_string(),
+        );
     }
     seen.push_str(&server.metrics().await);
     seen
@@ -126,7 +132,6 @@ async fn everything_visible(server: &TestServer, devices: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declared_actions_run_once_per_device_with_their_outcomes() {
     let policy = tempfile::tempdir().unwrap();
-    std::fs::write(policy.path().join("README.md"), "actions under test\n").unwrap();
     let dir = policy.path().to_path_buf();
     let server = TestServer::start_with(move |a| {
         a.policy_dir = Some(dir);
@@ -144,7 +149,11 @@ async fn declared_actions_run_once_per_device_with_their_outcomes() {
         unsupervised.udid().to_string(),
         mac.udid().to_string(),
     );
-    let text = actions_policy(&phone.hw.serial_number, &unsupervised_id, &mac.hw.serial_number);
+    let text = actions_policy(
+        &phone.hw.serial_number,
+        &unsupervised_id,
+        &mac.hw.serial_number,
+    );
     write_actions(policy.path(), &text);
 
     let s = converge(
@@ -165,7 +174,10 @@ async fn declared_actions_run_once_per_device_with_their_outcomes() {
     assert!(phone.state.lost_mode.is_some(), "the phone is in Lost Mode");
     assert!(mac.state.locked, "the Mac is locked");
     assert!(
-        mac.state.lock_pin.as_ref().is_some_and(|p| p.matches(PIN.as_bytes())),
+        mac.state
+            .lock_pin
+            .as_ref()
+            .is_some_and(|p| p.matches(PIN.as_bytes())),
         "the Mac got the PIN from the file"
     );
     assert!(unsupervised.state.lost_mode.is_none());
@@ -183,12 +195,24 @@ async fn declared_actions_run_once_per_device_with_their_outcomes() {
         .await;
     assert_eq!(code, 200, "{located}");
     let result = &located["devices"][0]["result"];
-    assert_eq!(result["latitude"], json!(phone.hw.location.latitude), "{located:#}");
-    assert_eq!(result["longitude"], json!(phone.hw.location.longitude), "{located:#}");
+    assert_eq!(
+        result["latitude"],
+        json!(phone.hw.location.latitude),
+        "{located:#}"
+    );
+    assert_eq!(
+        result["longitude"],
+        json!(phone.hw.location.longitude),
+        "{located:#}"
+    );
     assert_eq!(located["devices"][0]["state"], "Acknowledged");
 
     // Re-applying the same actions (a new revision, unchanged actions) sends nothing again.
-    std::fs::write(policy.path().join("README.md"), "touched\n").unwrap();
+    std::fs::write(
+        policy.path().join("group.yaml"),
+        "apiVersion: mdm.pomona.dev/v1alpha1\nkind: DeviceGroup\nmetadata: {name: unrelated}\nspec: {serialNumbers: [NONE]}\n",
+    )
+    .unwrap();
     let before = s["policy"]["revision"].clone();
     converge(&server, &mut [&mut phone, &mut mac], "new revision", |s| {
         s["policy"]["revision"] != before
@@ -199,16 +223,30 @@ async fn declared_actions_run_once_per_device_with_their_outcomes() {
         let _ = mac.exchange().await;
     }
     let phone_commands = request_types(&server, &phone_id).await;
-    assert_eq!(count(&phone_commands, "EnableLostMode"), 1, "{phone_commands:?}");
-    assert_eq!(count(&phone_commands, "DeviceLocation"), 1, "{phone_commands:?}");
-    assert_eq!(count(&request_types(&server, &mac_id).await, "DeviceLock"), 1);
-    assert_eq!(count(&request_types(&server, &unsupervised_id).await, "EnableLostMode"), 0);
+    assert_eq!(
+        count(&phone_commands, "EnableLostMode"),
+        1,
+        "{phone_commands:?}"
+    );
+    assert_eq!(
+        count(&phone_commands, "DeviceLocation"),
+        1,
+        "{phone_commands:?}"
+    );
+    assert_eq!(
+        count(&request_types(&server, &mac_id).await, "DeviceLock"),
+        1
+    );
+    assert_eq!(
+        count(
+            &request_types(&server, &unsupervised_id).await,
+            "EnableLostMode"
+        ),
+        0
+    );
 
     // Changing the spec (a new runId) runs it again: a second location.
-    let again = text.replace(
-        "  action: Locate",
-        "  action: Locate\n  runId: second",
-    );
+    let again = text.replace("  action: Locate", "  action: Locate\n  runId: second");
     write_actions(policy.path(), &again);
     converge(&server, &mut [&mut phone], "located again", |s| {
         declared(s, "locate-phone")["acknowledged"] == 1
@@ -291,7 +329,10 @@ async fn an_administrator_locks_locates_and_erases_through_the_api_and_the_cli()
     };
     let (code, body) = post(json!({"action": "Restart", "message": "hi"})).await;
     assert_eq!(code, 400, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("message does not apply to Restart"));
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("message does not apply to Restart"));
     let (code, body) = post(json!({"action": "Lock", "pin": "12ab56"})).await;
     assert_eq!(code, 400, "{body}");
     assert!(!body.to_string().contains("12ab56"));
@@ -301,6 +342,28 @@ async fn an_administrator_locks_locates_and_erases_through_the_api_and_the_cli()
     let (code, body) = post(json!({"action": "Locate"})).await;
     assert_eq!(code, 201, "{body}");
     assert_eq!(body["state"], "NotApplicable", "not in Lost Mode: {body}");
+
+    // A PIN sent to an iPhone is dropped (iOS takes none); the lock itself goes through.
+    let (code, body) = post(json!({"action": "Lock", "message": "Locked", "pin": PIN})).await;
+    assert_eq!(code, 201, "{body}");
+    let lock_id = body["action_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let _ = phone.exchange().await;
+        let (_, view) = server
+            .admin_get(&format!("/api/v1/actions/{lock_id}"))
+            .await;
+        if view["acknowledged"] == 1 {
+            assert_eq!(
+                view["devices"][0]["result"]["message_result"], "Success",
+                "{view:#}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "lock not acknowledged: {view:#}");
+    }
+    assert!(phone.state.locked);
+    assert!(phone.state.lock_pin.is_none(), "iOS gets no PIN");
 
     // The CLI enables Lost Mode and locates, following each action until the device answers.
     let token_file = server.data_dir.join("admin-token");
@@ -329,7 +392,11 @@ async fn an_administrator_locks_locates_and_erases_through_the_api_and_the_cli()
     }
     let out = running.await.unwrap().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("Acknowledged"), "{stdout}");
     assert!(phone.state.lost_mode.is_some());
 
@@ -340,28 +407,15 @@ async fn an_administrator_locks_locates_and_erases_through_the_api_and_the_cli()
     }
     let out = running.await.unwrap().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         stdout.contains(&format!("location: {}", phone.hw.location.latitude)),
         "{stdout}"
     );
-
-    // A PIN sent to an iPhone is dropped (iOS takes none); the lock itself goes through.
-    let (code, body) = post(json!({"action": "Lock", "message": "Locked", "pin": PIN})).await;
-    assert_eq!(code, 201, "{body}");
-    let lock_id = body["action_id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let _ = phone.exchange().await;
-        let (_, view) = server.admin_get(&format!("/api/v1/actions/{lock_id}")).await;
-        if view["acknowledged"] == 1 {
-            assert_eq!(view["devices"][0]["result"]["message_result"], "Success", "{view:#}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "lock not acknowledged: {view:#}");
-    }
-    assert!(phone.state.locked);
-    assert!(phone.state.lock_pin.is_none(), "iOS gets no PIN");
 
     // Erase, confirmed by serial number: acknowledged, then the device is wiped and gone.
     let (code, body) = post(json!({"action": "Erase", "confirm": serial})).await;
@@ -369,7 +423,9 @@ async fn an_administrator_locks_locates_and_erases_through_the_api_and_the_cli()
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let _ = phone.exchange().await;
-        let (_, device) = server.admin_get(&format!("/api/v1/devices/{phone_id}")).await;
+        let (_, device) = server
+            .admin_get(&format!("/api/v1/devices/{phone_id}"))
+            .await;
         if device["state"] == "checked_out" && !device["wiped_at"].is_null() {
             break;
         }

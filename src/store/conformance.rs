@@ -71,7 +71,16 @@ fn report<'a>(uuid: &'a str, status: ReportStatus, raw: &'a [u8]) -> ReportRecor
     }
 }
 
+#[path = "action_conformance.rs"]
+mod action_cases;
+
 pub fn cases() -> Vec<Case> {
+    let mut cases = base_cases();
+    cases.extend(action_cases::cases());
+    cases
+}
+
+fn base_cases() -> Vec<Case> {
     vec![
         ("authenticate_then_token_update_enrolls_the_device", |s| {
             Box::pin(authenticate_then_token_update(s))
