@@ -200,3 +200,77 @@ fn payloads_are_checked_against_apple_schemas_with_located_warnings() {
         "every warning names the file and line: {all}"
     );
 }
+
+#[test]
+fn invalid_device_actions_are_refused_with_the_field_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    std::fs::write(dir.path().join("secrets/short.pin"), "12345\n").unwrap();
+    std::fs::write(
+        dir.path().join("actions.yaml"),
+        "apiVersion: mdm.pomona.dev/v1alpha1
+kind: DeviceAction
+metadata: {name: wipe}
+spec:
+  target: {serialNumber: C02XYZ}
+  action: Erase
+---
+apiVersion: mdm.pomona.dev/v1alpha1
+kind: DeviceAction
+metadata: {name: restart}
+spec:
+  target: {serialNumber: C02XYZ, udid: ABC}
+  action: Restart
+  message: hello
+---
+apiVersion: mdm.pomona.dev/v1alpha1
+kind: DeviceAction
+metadata: {name: lock}
+spec:
+  target: {group: nowhere}
+  action: Lock
+  pin: {file: secrets/short.pin}
+---
+apiVersion: mdm.pomona.dev/v1alpha1
+kind: DeviceAction
+metadata: {name: lock-kube}
+spec:
+  target: {udid: ABC}
+  action: Lock
+  pin: {secretKeyRef: {name: pins, key: mac}}
+---
+apiVersion: mdm.pomona.dev/v1alpha1
+kind: DeviceAction
+metadata: {name: lost}
+spec:
+  target: {udid: ABC}
+  action: EnableLostMode
+  footnote: only a footnote
+",
+    )
+    .unwrap();
+    let problems: Vec<String> = load_dir(dir.path())
+        .expect_err("invalid actions")
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    let expect = [
+        ("actions.yaml:1: error: DeviceAction/wipe: spec.confirm: Erase wipes every targeted device; set confirm: \"C02XYZ\""),
+        ("actions.yaml:8: error: DeviceAction/restart: spec.target: give exactly one of serialNumber, udid or group"),
+        ("DeviceAction/restart: spec: message does not apply to Restart"),
+        ("DeviceAction/lock: spec.target.group: DeviceGroup \"nowhere\" is not declared"),
+        ("DeviceAction/lock: spec.pin: the PIN must be exactly six digits (the value is not shown)"),
+        ("DeviceAction/lock-kube: spec.pin: secretKeyRef: key \"mac\" of Secret \"pins\" is not available"),
+        ("DeviceAction/lost: spec: EnableLostMode needs a message or a phoneNumber"),
+    ];
+    for e in expect {
+        assert!(
+            problems.iter().any(|p| p.contains(e)),
+            "missing {e:?} in {problems:#?}"
+        );
+    }
+    assert!(
+        !problems.iter().any(|p| p.contains("12345")),
+        "a PIN never appears in a problem"
+    );
+}

@@ -226,6 +226,17 @@ mod tests {
         }
     }
 
+    /// (case, action, device, context, the device's rows, strict, expected step prefix)
+    type Case<'a> = (
+        &'a str,
+        ActionKind,
+        &'a DeviceAttributes,
+        &'a DeviceContext,
+        &'a [ActionRecord],
+        bool,
+        &'a str,
+    );
+
     #[test]
     fn table_of_decisions_per_platform_supervision_and_lost_mode() {
         let known = DeviceContext {
@@ -246,15 +257,7 @@ mod tests {
             facts_known: true,
             has_unlock_token: false,
         };
-        let cases: Vec<(
-            &str,
-            ActionKind,
-            &DeviceAttributes,
-            &DeviceContext,
-            &[ActionRecord],
-            bool,
-            &str,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "lock an iPhone",
                 ActionKind::Lock,

@@ -1,6 +1,6 @@
 //! `pomona plan`: what a candidate policy would change on the live fleet — per profile, how
 //! many devices would get it installed (new or changed content) and how many would have it
-//! removed — computed from the store's enrollments and inventories without queuing anything.
+//! removed, and which declared device actions would run on how many devices — computed from the store's enrollments and inventories without queuing anything.
 
 use crate::policy::model::RemovalPolicy;
 use crate::policy::selector::DeviceAttributes;
@@ -17,16 +17,27 @@ pub struct ProfileChange {
     pub remove: u64,
 }
 
+/// A declared device action and how many devices it would run on (not run there yet).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ActionChange {
+    pub action: String,
+    pub kind: String,
+    pub run_on: u64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PlanPreview {
     pub revision: String,
     pub devices: u64,
     pub changes: Vec<ProfileChange>,
+    #[serde(default)]
+    pub actions: Vec<ActionChange>,
 }
 
 impl PlanPreview {
     pub fn has_changes(&self) -> bool {
         self.changes.iter().any(|c| c.install > 0 || c.remove > 0)
+            || self.actions.iter().any(|a| a.run_on > 0)
     }
 
     /// A readable summary, one line per changing profile.
@@ -40,8 +51,21 @@ impl PlanPreview {
             .iter()
             .filter(|c| c.install > 0 || c.remove > 0)
             .collect();
-        if changing.is_empty() {
+        let acting: Vec<&ActionChange> = self.actions.iter().filter(|a| a.run_on > 0).collect();
+        if changing.is_empty() && acting.is_empty() {
             out.push_str("  no changes\n");
+        }
+        for a in acting {
+            // An erase is spelled out: a reviewer must not miss it.
+            let kind = if a.kind == "Erase" {
+                "ERASE (wipes the device)".to_string()
+            } else {
+                a.kind.clone()
+            };
+            out.push_str(&format!(
+                "  {:<40} {kind} on {} device(s)\n",
+                a.action, a.run_on
+            ));
         }
         for c in changing {
             out.push_str(&format!(
@@ -56,6 +80,18 @@ impl PlanPreview {
 /// Compares `snapshot` with what every enrolled device has (per the store).
 pub async fn preview(store: &dyn Store, snapshot: &PolicySnapshot) -> anyhow::Result<PlanPreview> {
     let mut changes: BTreeMap<String, ProfileChange> = BTreeMap::new();
+    let mut actions: BTreeMap<String, ActionChange> = snapshot
+        .actions
+        .values()
+        .map(|a| {
+            let change = ActionChange {
+                action: a.key.clone(),
+                kind: a.spec.kind.as_str().to_string(),
+                run_on: 0,
+            };
+            (a.key.clone(), change)
+        })
+        .collect();
     let mut after: Option<String> = None;
     let mut devices = 0;
     loop {
@@ -79,6 +115,25 @@ pub async fn preview(store: &dyn Store, snapshot: &PolicySnapshot) -> anyhow::Re
             };
             attributes.labels =
                 snapshot.declared_labels(attributes.serial_number.as_deref(), &e.device_id);
+            let targeting: Vec<_> = snapshot
+                .actions
+                .values()
+                .filter(|a| super::actions::targets(snapshot, a, &attributes))
+                .collect();
+            if !targeting.is_empty() {
+                let rows = store.device_actions(&e.device_id).await?;
+                for a in targeting {
+                    let id = a.action_id();
+                    let started = rows.iter().any(|r| {
+                        r.action_id == id && r.state != crate::store::actions::ActionState::Waiting
+                    });
+                    if !started {
+                        if let Some(change) = actions.get_mut(&a.key) {
+                            change.run_on += 1;
+                        }
+                    }
+                }
+            }
             let desired = snapshot.desired_for(&attributes);
             let managed = store.reconcile_state(&e.device_id).await?.managed;
             for p in &desired {
@@ -102,6 +157,7 @@ pub async fn preview(store: &dyn Store, snapshot: &PolicySnapshot) -> anyhow::Re
         revision: snapshot.revision.clone(),
         devices,
         changes: changes.into_values().collect(),
+        actions: actions.into_values().collect(),
     })
 }
 
