@@ -149,11 +149,27 @@ async fn declared_actions_run_once_per_device_with_their_outcomes() {
         unsupervised.udid().to_string(),
         mac.udid().to_string(),
     );
-    let text = actions_policy(
-        &phone.hw.serial_number,
-        &unsupervised_id,
-        &mac.hw.serial_number,
+    // First the phone is shut down once (which needs supervision, so the server asks the phone
+    // for its facts): Lost Mode and Locate below then arrive for a device whose facts are known.
+    let shutdown = action(
+        "shutdown-phone",
+        &format!(
+            "  target: {{serialNumber: {}}}\n  action: Shutdown",
+            phone.hw.serial_number
+        ),
     );
+    write_actions(policy.path(), &shutdown);
+    converge(&server, &mut [&mut phone], "shutdown", |s| {
+        declared(s, "shutdown-phone")["acknowledged"] == 1
+    })
+    .await;
+    assert_eq!(phone.state.shutdowns, 1);
+    let text = shutdown
+        + &actions_policy(
+            &phone.hw.serial_number,
+            &unsupervised_id,
+            &mac.hw.serial_number,
+        );
     write_actions(policy.path(), &text);
 
     let s = converge(

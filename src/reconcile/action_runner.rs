@@ -44,11 +44,14 @@ impl Reconciler {
         now: i64,
     ) -> anyhow::Result<ActionsPass> {
         let device_id = enrollment.device_id.as_str();
-        let declared: Vec<_> = snapshot
+        let mut declared: Vec<_> = snapshot
             .actions
             .values()
             .filter(|a| targets(snapshot, a, attributes))
             .collect();
+        // A Locate is decided after the others: an EnableLostMode queued in this pass makes it
+        // wait rather than be not applicable.
+        declared.sort_by_key(|a| a.spec.kind == ActionKind::Locate);
         if declared.is_empty() && !lock(&self.open_actions).contains(device_id) {
             return Ok(ActionsPass::default()); // no store read for devices without actions
         }
@@ -73,6 +76,7 @@ impl Reconciler {
             tracing::info!(device = %device_id, action = %record.action, id = %record.action_id,
                 state = done.state.as_str(), "device action finished");
             record.state = done.state;
+            record.updated_at = now;
             record.detail = done.detail.clone();
             record.result = done.result.clone();
             finishes.push(done);
@@ -114,22 +118,19 @@ impl Reconciler {
             if matches!(step, Step::WaitForFacts(_)) {
                 pass.needs_facts = true;
             }
-            starts.push(
-                self.start_for(device_id, attributes, &id, &action.key, &action.spec, step)
-                    .await?,
-            );
+            let start = self
+                .start_for(device_id, attributes, &id, &action.key, &action.spec, step)
+                .await?;
+            // Still waiting for the same reason: nothing to write.
+            let unchanged = records.iter().any(|r| {
+                r.action_id == start.action_id && r.state == start.state && r.detail == start.detail
+            });
+            if !unchanged {
+                starts.push(start);
+            }
         }
         if !starts.is_empty() {
-            // Only rows that changed are logged (a waiting row re-decided identically is not news).
-            let changed: Vec<&ActionStart> = starts
-                .iter()
-                .filter(|s| {
-                    !records.iter().any(|r| {
-                        r.action_id == s.action_id && r.state == s.state && r.detail == s.detail
-                    })
-                })
-                .collect();
-            for s in changed {
+            for s in &starts {
                 tracing::info!(device = %device_id, id = %s.action_id, state = s.state.as_str(),
                     detail = s.detail.as_deref().unwrap_or(""), "device action");
             }
