@@ -433,6 +433,30 @@ async fn an_administrator_locks_locates_and_erases_through_the_api_and_the_cli()
         "{stdout}"
     );
 
+    // Lost Mode ends, and the passcode is cleared with the device's own UnlockToken.
+    for (kind, done) in [("DisableLostMode", 0), ("ClearPasscode", 1)] {
+        let (code, body) = post(json!({ "action": kind })).await;
+        assert_eq!(code, 201, "{body}");
+        let id = body["action_id"].as_str().unwrap().to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let _ = phone.exchange().await;
+            let (_, view) = server.admin_get(&format!("/api/v1/actions/{id}")).await;
+            if view["acknowledged"] == 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{kind} not acknowledged: {view:#}"
+            );
+        }
+        if done == 0 {
+            assert!(phone.state.lost_mode.is_none(), "Lost Mode ended");
+        } else {
+            assert!(phone.state.passcode_cleared, "passcode cleared");
+        }
+    }
+
     // Erase, confirmed by serial number: acknowledged, then the device is wiped and gone.
     let (code, body) = post(json!({"action": "Erase", "confirm": serial})).await;
     assert_eq!(code, 201, "{body}");
