@@ -41,6 +41,8 @@ pub struct InstalledProfile {
 pub struct DeviceState {
     pub profiles: BTreeMap<String, InstalledProfile>,
     pub locked: bool,
+    /// The PIN a Mac was locked with (what its user needs to unlock it).
+    pub lock_pin: Option<String>,
     pub erased: bool,
     pub restarts: u32,
 }
@@ -176,6 +178,10 @@ pub fn execute(
         }
         "DeviceLock" => {
             state.locked = true;
+            state.lock_pin = command
+                .get("PIN")
+                .and_then(Value::as_string)
+                .map(str::to_string);
             Answer::ack(Dictionary::new())
         }
         "EraseDevice" => {
