@@ -592,6 +592,78 @@ async fn a_device_action_locks_a_mac_with_a_pin_from_a_secret_that_shows_nowhere
         "{table}"
     );
 
+    // A rotated PIN is used for devices the action reaches afterwards, without touching the
+    // DeviceAction: a group action locks one Mac, the Secret changes, a second Mac enrolls.
+    const ROTATED: &str = "907153";
+    let second_mac = pomona::sim::hardware(42, 9);
+    assert_eq!(second_mac.platform, pomona::sim::behaviour::Platform::Mac);
+    api.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "fleet-pin",
+        "-n",
+        NS,
+        &format!("--from-literal=pin={PIN}"),
+    ]);
+    api.apply(&format!(
+        "apiVersion: mdm.pomona.dev/v1alpha1
+kind: DeviceGroup
+metadata: {{name: lost-macs, namespace: {NS}}}
+spec:
+  serialNumbers: [{serial}, {}]
+---
+{}",
+        second_mac.serial_number,
+        device_action("lock-lost-macs", &serial, "fleet-pin", "pin")
+            .replace(&format!("serialNumber: {serial}"), "group: lost-macs")
+    ));
+    converge(
+        &api,
+        &mut devices,
+        "deviceaction",
+        "lock-lost-macs",
+        "group lock on the first Mac",
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["acknowledged"] == 1 && condition(o, "Ready")["status"] == "True"
+            })
+        },
+    )
+    .await;
+    // Let the last status write (which the watches see) pass, so that only the periodic
+    // re-read of Secrets can bring the new PIN.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    api.apply(&format!(
+        "apiVersion: v1
+kind: Secret
+metadata: {{name: fleet-pin, namespace: {NS}}}
+stringData: {{pin: \"{ROTATED}\"}}
+"
+    ));
+    // Secrets are read again every status interval (1 s here).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    devices.push(server.enrolled_device(9).await);
+    converge(
+        &api,
+        &mut devices,
+        "deviceaction",
+        "lock-lost-macs",
+        "group lock on the second Mac",
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["acknowledged"] == 2 && condition(o, "Ready")["status"] == "True"
+            })
+        },
+    )
+    .await;
+    assert_eq!(devices[2].state.lock_pin.as_deref(), Some(ROTATED));
+    assert_eq!(
+        devices[0].state.lock_pin.as_deref(),
+        Some(PIN),
+        "the first Mac keeps the PIN it was locked with"
+    );
+
     // A DeviceAction naming a Secret that does not exist: Stalled, saying which.
     api.apply(&device_action("lock-nopin", &serial, "missing-pin", "pin"));
     let stalled = converge(
@@ -659,15 +731,20 @@ async fn a_device_action_locks_a_mac_with_a_pin_from_a_secret_that_shows_nowhere
 
     // The PIN is nowhere to be seen: not in any DeviceAction, event or log line.
     let actions = api.kubectl(&["get", "deviceactions", "-n", NS, "-o", "json"]);
-    assert!(!actions.contains(PIN), "a PIN in DeviceAction objects");
-    assert!(!events.contains(PIN), "a PIN in events");
     let (_, device) = server.admin_get(&format!("/api/v1/devices/{udid}")).await;
-    assert!(!device.to_string().contains(PIN), "a PIN in the admin API");
+    for pin in [PIN, ROTATED] {
+        assert!(!actions.contains(pin), "a PIN in DeviceAction objects");
+        assert!(!events.contains(pin), "a PIN in events");
+        assert!(!device.to_string().contains(pin), "a PIN in the admin API");
+    }
     server.stop().await;
     let logs = logs.text();
     assert!(
         logs.contains("policy from custom resources"),
         "logs were captured"
     );
-    assert!(!logs.contains(PIN), "a PIN in the logs");
+    assert!(
+        !logs.contains(PIN) && !logs.contains(ROTATED),
+        "a PIN in the logs"
+    );
 }
