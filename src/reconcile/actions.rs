@@ -246,15 +246,17 @@ mod tests {
             facts_known: true,
             has_unlock_token: false,
         };
-        let cases: Vec<(
-            &str,
+        // (case, action, device, context, its records, strict, how the expected step starts)
+        type Case<'a> = (
+            &'a str,
             ActionKind,
-            &DeviceAttributes,
-            &DeviceContext,
-            &[ActionRecord],
+            &'a DeviceAttributes,
+            &'a DeviceContext,
+            &'a [ActionRecord],
             bool,
-            &str,
-        )> = vec![
+            &'a str,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "lock an iPhone",
                 ActionKind::Lock,
