@@ -7,7 +7,9 @@
 //! finalizer goes, and gives up after the timeout naming the devices that kept it; a device
 //! that refuses a profile is named, with its reason, in a Stalled condition. With two
 //! replicas on one PostgreSQL database, killing the leader hands over to the other, which
-//! finishes the convergence.
+//! finishes the convergence. A DeviceAction locks a Mac with a PIN from a Secret: the Mac gets
+//! it, the status shows the device Acknowledged and Ready, and the PIN is nowhere in status,
+//! events or logs; one naming a missing Secret is Stalled saying which.
 
 mod support;
 
@@ -38,8 +40,16 @@ fn install(api: &ApiServer) {
         "crd/devicegroups.mdm.pomona.dev",
         "crd/restrictions.mdm.pomona.dev",
         "crd/devicelabels.mdm.pomona.dev",
+        "crd/deviceactions.mdm.pomona.dev",
     ]);
     api.kubectl(&["create", "namespace", NS]);
+}
+
+/// `kubectl auth can-i` as the controller's service account.
+fn can(api: &ApiServer, args: &[&str]) -> bool {
+    let mut all = vec!["auth", "can-i", "--as", support::kube::CONTROLLER_USER];
+    all.extend_from_slice(args);
+    api.kubectl_result(&all, None).1.trim() == "yes"
 }
 
 fn group(name: &str) -> String {
@@ -130,11 +140,7 @@ async fn kubectl_apply_converges_devices_and_status_follows_changes_errors_and_d
     // The examples are valid resources (checked by the API server against the CRD schemas).
     api.kubectl(&["apply", "--dry-run=server", "-f", &repo("examples/kube")]);
     // deploy/ RBAC: what the controller needs, and nothing broader.
-    let can = |args: &[&str]| {
-        let mut all = vec!["auth", "can-i", "--as", support::kube::CONTROLLER_USER];
-        all.extend_from_slice(args);
-        api.kubectl_result(&all, None).1.trim() == "yes"
-    };
+    let can = |args: &[&str]| can(&api, args);
     assert!(can(&[
         "watch",
         "profiles.mdm.pomona.dev",
@@ -156,6 +162,22 @@ async fn kubectl_apply_converges_devices_and_status_follows_changes_errors_and_d
     assert!(!can(&["create", "leases.coordination.k8s.io", "-n", NS]));
     assert!(!can(&["delete", "profiles.mdm.pomona.dev", "-n", NS]));
     assert!(!can(&["get", "secrets", "-n", "pomona-system"]));
+    assert!(can(&[
+        "watch",
+        "deviceactions.mdm.pomona.dev",
+        "--all-namespaces"
+    ]));
+    assert!(can(&[
+        "patch",
+        "deviceactions.mdm.pomona.dev",
+        "--subresource=status",
+        "-n",
+        NS
+    ]));
+    assert!(!can(&["patch", "deviceactions.mdm.pomona.dev", "-n", NS]));
+    // Secrets: nowhere until a namespace binds pomona-action-secrets (see the DeviceAction test).
+    assert!(!can(&["get", "secrets", "-n", NS]));
+    assert!(!can(&["list", "secrets", "--all-namespaces"]));
     assert!(!can(&[
         "update",
         "customresourcedefinitions.apiextensions.k8s.io"
@@ -403,4 +425,340 @@ spec:
     assert!(message.len() <= pomona::policy::crd::MESSAGE_LIMIT);
 
     server.stop().await;
+}
+
+/// Everything the process logs (every test in this binary), to look for secrets in.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+impl Logs {
+    fn capture() -> Self {
+        let logs = Logs::default();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info,pomona=debug"))
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .try_init()
+            .expect("the only tracing subscriber of this test binary");
+        logs
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).to_string()
+    }
+}
+
+fn device_action(name: &str, serial: &str, secret: &str, key: &str) -> String {
+    format!(
+        "apiVersion: mdm.pomona.dev/v1alpha1
+kind: DeviceAction
+metadata: {{name: {name}, namespace: {NS}}}
+spec:
+  target: {{serialNumber: {serial}}}
+  action: Lock
+  message: Return to IT
+  pin:
+    secretKeyRef: {{name: {secret}, key: {key}}}
+"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_device_action_locks_a_mac_with_a_pin_from_a_secret_that_shows_nowhere() {
+    const PIN: &str = "482916";
+    let logs = Logs::capture();
+    let api = ApiServer::start().await;
+    install(&api);
+
+    // The example: a Secret, the RoleBinding that lets Pomona get Secrets in this namespace
+    // (get only), and a DeviceAction for a Mac that is not enrolled.
+    api.kubectl(&["apply", "-f", &repo("examples/kube/lock-mac.yaml")]);
+    assert!(can(&api, &["get", "secrets", "-n", NS]));
+    assert!(!can(&api, &["list", "secrets", "-n", NS]));
+    assert!(!can(&api, &["watch", "secrets", "-n", NS]));
+    assert!(!can(&api, &["get", "secrets", "-n", "pomona-system"]));
+
+    let kubeconfig = api.controller_kubeconfig.clone();
+    let server = TestServer::start_with(move |a| {
+        a.kube = true;
+        a.kubeconfig = Some(kubeconfig);
+        a.lease_namespace = Some("pomona-system".into());
+        a.identity = Some("replica-a".into());
+        a.status_interval_secs = Some(1);
+        a.lease_duration_secs = Some(4);
+        a.retry_backoff_ms = Some(50);
+        a.inventory_interval_secs = Some(1);
+    })
+    .await;
+    // Device 4 of the fleet is a Mac; device 0 an iPhone the action does not target.
+    let mac = server.enrolled_device(4).await;
+    assert_eq!(mac.hw.platform, pomona::sim::behaviour::Platform::Mac);
+    let serial = mac.hw.serial_number.clone();
+    let udid = mac.udid().to_string();
+    let mut devices = vec![mac, server.enrolled_device(0).await];
+
+    // An action whose device is not enrolled says so.
+    let waiting = converge(
+        &api,
+        &mut devices,
+        "deviceaction",
+        "lock-lost-mac",
+        "example action waits for its device",
+        |o| o.is_some_and(|o| condition(o, "Ready")["reason"] == "NoDevices"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        condition(&waiting, "Ready")["message"],
+        "no enrolled device matches serial number C02ABC123DEF yet",
+        "{waiting:#}"
+    );
+    assert_eq!(condition(&waiting, "Stalled")["status"], "False");
+
+    // Lock the Mac with the PIN from a Secret.
+    api.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "mac-pin",
+        "-n",
+        NS,
+        &format!("--from-literal=pin={PIN}"),
+    ]);
+    api.apply(&device_action("lock-mac", &serial, "mac-pin", "pin"));
+    let locked = converge(
+        &api,
+        &mut devices,
+        "deviceaction",
+        "lock-mac",
+        "lock acknowledged",
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["acknowledged"] == 1 && condition(o, "Ready")["status"] == "True"
+            })
+        },
+    )
+    .await
+    .unwrap();
+    assert!(devices[0].state.locked, "the Mac was not locked");
+    assert!(
+        devices[0]
+            .state
+            .lock_pin
+            .as_ref()
+            .is_some_and(|p| p.matches(PIN.as_bytes())),
+        "the Mac got the PIN from the Secret"
+    );
+    assert!(!devices[1].state.locked, "the iPhone was not targeted");
+    let status = &locked["status"];
+    assert_eq!(status["targeted"], 1, "{locked:#}");
+    assert_eq!(status["failed"], 0);
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(status["devices"][0]["device"], udid.as_str(), "{locked:#}");
+    assert_eq!(status["devices"][0]["serialNumber"], serial.as_str());
+    assert_eq!(status["devices"][0]["state"], "Acknowledged");
+    assert_eq!(condition(&locked, "Ready")["reason"], "Done");
+    assert_eq!(condition(&locked, "Stalled")["status"], "False");
+    let table = api.kubectl(&["get", "deviceactions", "-n", NS]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "ACTION",
+            "TARGETED",
+            "ACKNOWLEDGED",
+            "FAILED",
+            "READY",
+            "AGE"
+        ],
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().take(6).collect::<Vec<_>>()
+                == ["lock-mac", "Lock", "1", "1", "0", "True"]),
+        "{table}"
+    );
+
+    // A rotated PIN is used for devices the action reaches afterwards, without touching the
+    // DeviceAction: a group action locks one Mac, the Secret changes, a second Mac enrolls.
+    const ROTATED: &str = "907153";
+    let second_mac = pomona::sim::hardware(42, 9);
+    assert_eq!(second_mac.platform, pomona::sim::behaviour::Platform::Mac);
+    api.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "fleet-pin",
+        "-n",
+        NS,
+        &format!("--from-literal=pin={PIN}"),
+    ]);
+    api.apply(&format!(
+        "apiVersion: mdm.pomona.dev/v1alpha1
+kind: DeviceGroup
+metadata: {{name: lost-macs, namespace: {NS}}}
+spec:
+  serialNumbers: [{serial}, {}]
+---
+{}",
+        second_mac.serial_number,
+        device_action("lock-lost-macs", &serial, "fleet-pin", "pin")
+            .replace(&format!("serialNumber: {serial}"), "group: lost-macs")
+    ));
+    converge(
+        &api,
+        &mut devices,
+        "deviceaction",
+        "lock-lost-macs",
+        "group lock on the first Mac",
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["acknowledged"] == 1 && condition(o, "Ready")["status"] == "True"
+            })
+        },
+    )
+    .await;
+    // Let the last status write (which the watches see) pass, so that only the periodic
+    // re-read of Secrets can bring the new PIN.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    api.apply(&format!(
+        "apiVersion: v1
+kind: Secret
+metadata: {{name: fleet-pin, namespace: {NS}}}
+stringData: {{pin: \"{ROTATED}\"}}
+"
+    ));
+    // Secrets are read again every status interval (1 s here).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    devices.push(server.enrolled_device(9).await);
+    converge(
+        &api,
+        &mut devices,
+        "deviceaction",
+        "lock-lost-macs",
+        "group lock on the second Mac",
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["acknowledged"] == 2 && condition(o, "Ready")["status"] == "True"
+            })
+        },
+    )
+    .await;
+    let pin_of = |i: usize| {
+        devices[i]
+            .state
+            .lock_pin
+            .as_ref()
+            .map(|p| p.expose().to_vec())
+    };
+    assert_eq!(pin_of(2), Some(ROTATED.as_bytes().to_vec()));
+    assert_eq!(
+        pin_of(0),
+        Some(PIN.as_bytes().to_vec()),
+        "the first Mac keeps the PIN it was locked with"
+    );
+
+    // A DeviceAction naming a Secret that does not exist: Stalled, saying which.
+    api.apply(&device_action("lock-nopin", &serial, "missing-pin", "pin"));
+    let stalled = converge(
+        &api,
+        &mut devices,
+        "deviceaction",
+        "lock-nopin",
+        "missing Secret stalls",
+        |o| o.is_some_and(|o| condition(o, "Stalled")["status"] == "True"),
+    )
+    .await
+    .unwrap();
+    let message = condition(&stalled, "Stalled")["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.pin.secretKeyRef: Secret mdm/missing-pin does not exist"),
+        "{message}"
+    );
+    assert_eq!(condition(&stalled, "Stalled")["reason"], "Invalid");
+    assert_eq!(condition(&stalled, "Ready")["status"], "False");
+    // And one naming a key the Secret lacks.
+    api.apply(&device_action("lock-nokey", &serial, "mac-pin", "code"));
+    let stalled = converge(
+        &api,
+        &mut devices,
+        "deviceaction",
+        "lock-nokey",
+        "missing key stalls",
+        |o| o.is_some_and(|o| condition(o, "Stalled")["status"] == "True"),
+    )
+    .await
+    .unwrap();
+    let message = condition(&stalled, "Stalled")["message"].as_str().unwrap();
+    assert!(
+        message.contains("Secret mdm/mac-pin has no key \"code\""),
+        "{message}"
+    );
+
+    // Events: Ready for the lock, a warning naming the missing Secret.
+    let events = api.kubectl(&["get", "events.events.k8s.io", "-n", NS, "-o", "json"]);
+    let parsed: Value = serde_json::from_str(&events).unwrap();
+    let reasons_for = |name: &str| -> Vec<(String, String)> {
+        parsed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["regarding"]["name"] == name)
+            .map(|e| {
+                (
+                    e["reason"].as_str().unwrap_or_default().to_string(),
+                    e["note"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    assert!(
+        reasons_for("lock-mac").iter().any(|(r, _)| r == "Ready"),
+        "{events}"
+    );
+    assert!(
+        reasons_for("lock-nopin")
+            .iter()
+            .any(|(r, n)| r == "Invalid" && n.contains("mdm/missing-pin")),
+        "{events}"
+    );
+
+    // The PIN is nowhere to be seen: not in any DeviceAction, event or log line.
+    let actions = api.kubectl(&["get", "deviceactions", "-n", NS, "-o", "json"]);
+    let (_, device) = server.admin_get(&format!("/api/v1/devices/{udid}")).await;
+    for pin in [PIN, ROTATED] {
+        assert!(!actions.contains(pin), "a PIN in DeviceAction objects");
+        assert!(!events.contains(pin), "a PIN in events");
+        assert!(!device.to_string().contains(pin), "a PIN in the admin API");
+    }
+    server.stop().await;
+    let logs = logs.text();
+    assert!(
+        logs.contains("policy from custom resources"),
+        "logs were captured"
+    );
+    assert!(
+        !logs.contains(PIN) && !logs.contains(ROTATED),
+        "a PIN in the logs"
+    );
 }

@@ -2,7 +2,9 @@
 //! custom resources, turns them into the same `PolicySnapshot` as the directory source (see
 //! `source.rs`), and — on the one replica that holds the `coordination.k8s.io` Lease — runs the
 //! reconciler, writes status through the status subresource (`status.rs`), records events and
-//! releases the Profile/Restrictions finalizer once devices no longer carry the profile. Every
+//! releases the Profile/Restrictions finalizer once devices no longer carry the profile.
+//! DeviceActions may take a PIN from a Secret of their own namespace: those Secrets alone are
+//! read (`get`, never list or watch), again on every build and every status interval. Every
 //! replica serves the device endpoints; queued commands live in the store, so a new leader
 //! carries on where the old one stopped. It must not plan, nor touch devices other than
 //! through the reconciler.
@@ -11,7 +13,8 @@ pub mod source;
 pub mod status;
 
 use crate::policy::model::{
-    DeviceGroupResource, DeviceLabelsResource, ProfileResource, RestrictionsResource,
+    DeviceActionResource, DeviceGroupResource, DeviceLabelsResource, ProfileResource,
+    RestrictionsResource,
 };
 use crate::reconcile::driver::Reconciler;
 use crate::store::Store;
@@ -66,6 +69,7 @@ pub(crate) struct Readers {
     profiles: Reader<ProfileResource>,
     restrictions: Reader<RestrictionsResource>,
     labels: Reader<DeviceLabelsResource>,
+    actions: Reader<DeviceActionResource>,
 }
 
 /// Connects to the API server as configured.
@@ -138,6 +142,15 @@ where
 }
 
 impl Readers {
+    fn actions(&self) -> Vec<Object<crate::policy::model::DeviceActionSpec>> {
+        self.actions
+            .state()
+            .iter()
+            .map(|o| object("DeviceAction", &**o, &o.spec))
+            .collect()
+    }
+
+    /// The watched objects, without Secret values (see `read_secrets`).
     fn objects(&self) -> Objects {
         Objects {
             groups: self
@@ -164,10 +177,59 @@ impl Readers {
                 .iter()
                 .map(|o| object("DeviceLabels", &**o, &o.spec))
                 .collect(),
-            actions: Vec::new(),
+            actions: self.actions(),
             secrets: Default::default(),
+            unreadable_secrets: Default::default(),
         }
     }
+}
+
+/// The Secrets that DeviceActions refer to, as last read.
+#[derive(Debug, Default, PartialEq)]
+struct SecretsRead {
+    values: crate::policy::actions::SecretValues,
+    unreadable: std::collections::BTreeMap<(String, String), String>,
+}
+
+/// Reads each referenced Secret with `get`, from the referring object's namespace: the
+/// controller needs no list or watch on Secrets (it never sees the ones nobody refers to), and
+/// reading again on every build picks up a rotated PIN. Values are kept as `Secret`s, whose
+/// `Debug` hides them; errors name the Secret and never carry its data.
+async fn read_secrets(
+    client: &Client,
+    wanted: &std::collections::BTreeSet<(String, String)>,
+) -> SecretsRead {
+    use k8s_openapi::api::core::v1::Secret;
+    let mut read = SecretsRead::default();
+    for (namespace, name) in wanted {
+        let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        let why = match api.get_opt(name).await {
+            Ok(Some(secret)) => {
+                for (key, value) in secret.data.unwrap_or_default() {
+                    // kubectl create secret --from-file keeps a trailing newline; a PIN file does
+                    // too, and is trimmed the same way.
+                    let text = String::from_utf8_lossy(&value.0).trim().to_string();
+                    read.values.insert(
+                        crate::policy::actions::secret_key(Some(namespace), name, &key),
+                        crate::policy::actions::Secret::new(text),
+                    );
+                }
+                continue;
+            }
+            Ok(None) => format!(
+                "does not exist: create it (kubectl create secret generic {name} -n {namespace} \
+                 --from-literal=KEY=PIN) or fix spec.pin.secretKeyRef.name"
+            ),
+            Err(kube::Error::Api(e)) if e.code == 403 => format!(
+                "cannot be read: Pomona may not get Secrets in namespace {namespace}; bind the \
+                 ClusterRole pomona-action-secrets there (see deploy/rbac.yaml)"
+            ),
+            Err(e) => format!("cannot be read ({e}); retried on the next pass"),
+        };
+        read.unreadable
+            .insert((namespace.clone(), name.clone()), why);
+    }
+    read
 }
 
 /// Runs the Kubernetes source and, while this replica leads, the reconciler and the status
@@ -191,11 +253,14 @@ pub async fn run(
     tasks.push(t);
     let (labels, t) = reflect(api(&client, &settings.namespace), shared.clone());
     tasks.push(t);
+    let (actions, t) = reflect(api(&client, &settings.namespace), shared.clone());
+    tasks.push(t);
     let readers = Readers {
         groups,
         profiles,
         restrictions,
         labels,
+        actions,
     };
     let all_ready = async {
         for ready in [
@@ -203,6 +268,7 @@ pub async fn run(
             readers.profiles.wait_until_ready().await,
             readers.restrictions.wait_until_ready().await,
             readers.labels.wait_until_ready().await,
+            readers.actions.wait_until_ready().await,
         ] {
             ready.context("a custom resource watch stopped before it was ready")?;
         }
@@ -231,6 +297,8 @@ pub async fn run(
 
     let status_kick = Arc::new(tokio::sync::Notify::new());
     tasks.push(tokio::spawn(source_loop(
+        client.clone(),
+        settings.status_interval,
         readers.clone(),
         shared.clone(),
         reconciler.clone(),
@@ -313,8 +381,11 @@ fn shared_built(shared: Arc<Shared>) -> BuiltGetter {
 }
 
 /// Rebuilds the snapshot whenever a watched object changes (debounced), and hands a new
-/// revision to the reconciler.
+/// revision to the reconciler. The Secrets DeviceActions refer to are read again before each
+/// build and every `secrets_every`; a changed value (a rotated PIN) rebuilds too.
 async fn source_loop(
+    client: Client,
+    secrets_every: Duration,
     readers: Readers,
     shared: Arc<Shared>,
     reconciler: Arc<Reconciler>,
@@ -322,8 +393,22 @@ async fn source_loop(
 ) {
     let mut last_revision: Option<String> = None;
     let mut last_verdicts = None;
+    let mut last_secrets = SecretsRead::default();
     loop {
-        let objects = readers.objects();
+        let mut objects = readers.objects();
+        let secrets = read_secrets(&client, &source::referenced_secrets(&objects.actions)).await;
+        for (secret, why) in &secrets.unreadable {
+            if last_secrets.unreadable.get(secret) != Some(why) {
+                tracing::warn!(secret = %format!("{}/{}", secret.0, secret.1), reason = %why,
+                    "a Secret referenced by a DeviceAction is unavailable");
+            }
+        }
+        // The revision hashes specs, never Secret values: a rotated PIN alone leaves it as it is,
+        // yet the reconciler must get the snapshot that carries the new value.
+        let secrets_changed = secrets != last_secrets;
+        objects.secrets = secrets.values.clone();
+        objects.unreadable_secrets = secrets.unreadable.clone();
+        last_secrets = secrets;
         let built = tokio::task::spawn_blocking(move || source::build_snapshot(&objects)).await;
         match built {
             Ok(built) => {
@@ -338,11 +423,12 @@ async fn source_loop(
                         _ => None,
                     })
                     .collect();
-                if last_revision.as_deref() != Some(revision.as_str()) {
+                if last_revision.as_deref() != Some(revision.as_str()) || secrets_changed {
                     tracing::info!(
                         %revision,
                         groups = built.snapshot.groups.len(),
                         profiles = built.snapshot.profiles.len(),
+                        actions = built.snapshot.actions.len(),
                         invalid = invalid.len(),
                         "policy from custom resources"
                     );
@@ -363,7 +449,19 @@ async fn source_loop(
             }
             Err(e) => tracing::error!(error = %e, "building the snapshot crashed"),
         }
-        shared.changed.notified().await;
+        // Wait for a watched object to change, or for a referenced Secret to (Secrets are not
+        // watched: see `read_secrets`).
+        loop {
+            tokio::select! {
+                _ = shared.changed.notified() => break,
+                _ = tokio::time::sleep(secrets_every) => {
+                    let wanted = source::referenced_secrets(&readers.actions());
+                    if !wanted.is_empty() && read_secrets(&client, &wanted).await != last_secrets {
+                        break;
+                    }
+                }
+            }
+        }
         // Let a burst of changes (kubectl apply -f dir/) settle into one snapshot.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

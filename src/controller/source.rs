@@ -8,7 +8,7 @@ use crate::policy::load::{Documents, Located, Problem, Severity};
 use crate::policy::model::*;
 use crate::policy::snapshot::{build, PolicySnapshot};
 use sha2::Digest as _;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Identifies a custom resource: (kind, namespace, name).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -54,8 +54,51 @@ pub struct Objects {
     pub restrictions: Vec<Object<RestrictionsSpec>>,
     pub labels: Vec<Object<DeviceLabelsSpec>>,
     pub actions: Vec<Object<DeviceActionSpec>>,
-    /// Values of the Secrets DeviceActions refer to, by (namespace-less) name and key.
+    /// Values of the Secrets DeviceActions refer to, keyed by
+    /// `policy::actions::secret_key(namespace, name, key)`.
     pub secrets: crate::policy::actions::SecretValues,
+    /// Secrets DeviceActions refer to that could not be read, by (namespace, name): why (not
+    /// found, forbidden…). Never a value.
+    pub unreadable_secrets: BTreeMap<(String, String), String>,
+}
+
+/// The Secrets (namespace, name) that live DeviceActions refer to: what the controller reads,
+/// each from the object's own namespace.
+pub fn referenced_secrets(actions: &[Object<DeviceActionSpec>]) -> BTreeSet<(String, String)> {
+    actions
+        .iter()
+        .filter(|o| !o.deleting)
+        .filter_map(|o| {
+            let r = o.spec.pin.as_ref()?.secret_key_ref.as_ref()?;
+            Some((o.key.namespace.clone(), r.name.clone()))
+        })
+        .collect()
+}
+
+/// What is wrong with a DeviceAction's `spec.pin.secretKeyRef` as far as the Secrets read
+/// tell: the Secret cannot be read, or lacks the key. The message names the Secret, the key
+/// and the fix, never a value.
+fn secret_problem(objects: &Objects, o: &Object<DeviceActionSpec>) -> Option<String> {
+    let r = o.spec.pin.as_ref()?.secret_key_ref.as_ref()?;
+    let ns = &o.key.namespace;
+    if let Some(why) = objects
+        .unreadable_secrets
+        .get(&(ns.clone(), r.name.clone()))
+    {
+        return Some(format!(
+            "spec.pin.secretKeyRef: Secret {ns}/{} {why}",
+            r.name
+        ));
+    }
+    let key = crate::policy::actions::secret_key(Some(ns), &r.name, &r.key);
+    if objects.secrets.contains_key(&key) {
+        return None;
+    }
+    Some(format!(
+        "spec.pin.secretKeyRef: Secret {ns}/{} has no key {:?}: add it (a six-digit PIN) or \
+         name an existing key in spec.pin.secretKeyRef.key",
+        r.name, r.key
+    ))
 }
 
 /// What the source concluded about one object.
@@ -87,6 +130,11 @@ pub fn build_snapshot(objects: &Objects) -> Built {
                  spec.mobileconfig or as spec.payloads"
                     .into(),
             );
+        }
+    }
+    for a in objects.actions.iter().filter(|a| !a.deleting) {
+        if let Some(problem) = secret_problem(objects, a) {
+            invalid.entry(a.key.clone()).or_default().push(problem);
         }
     }
     let all_keys: Vec<ObjectKey> = keys(objects).collect();
@@ -390,6 +438,131 @@ mod tests {
             &built.verdicts[&key("Profile", "wifi")].1,
             Verdict::Invalid { errors } if errors[0].contains("spec.mobileconfig or as spec.payloads")
         ));
+    }
+
+    fn lock(secret: &str, key: &str) -> DeviceActionSpec {
+        DeviceActionSpec {
+            target: ActionTargetSpec {
+                serial_number: Some("C02MAC000001".into()),
+                ..ActionTargetSpec::default()
+            },
+            action: ActionKind::Lock,
+            pin: Some(SecretSource {
+                file: None,
+                secret_key_ref: Some(SecretKeyRef {
+                    name: secret.into(),
+                    key: key.into(),
+                }),
+            }),
+            ..DeviceActionSpec::default()
+        }
+    }
+
+    type SecretEntry = ((String, String), crate::policy::actions::Secret);
+
+    fn secret(namespace: &str, name: &str, key: &str, value: &str) -> SecretEntry {
+        (
+            crate::policy::actions::secret_key(Some(namespace), name, key),
+            crate::policy::actions::Secret::new(value),
+        )
+    }
+
+    fn with_secrets(actions: Vec<Object<DeviceActionSpec>>, secrets: &[SecretEntry]) -> Objects {
+        Objects {
+            actions,
+            secrets: secrets.iter().cloned().collect(),
+            ..Objects::default()
+        }
+    }
+
+    #[test]
+    fn a_device_action_takes_its_pin_from_a_secret_of_its_own_namespace() {
+        let objects = with_secrets(
+            vec![object("DeviceAction", "lock-mac", lock("lock-pin", "pin"))],
+            &[secret("mdm", "lock-pin", "pin", "246801")],
+        );
+        let built = build_snapshot(&objects);
+        assert_eq!(
+            built.verdicts[&key("DeviceAction", "lock-mac")].1,
+            Verdict::Accepted { warnings: vec![] }
+        );
+        let action = &built.snapshot.actions["DeviceAction/lock-mac"];
+        assert_eq!(
+            action.spec.params.pin.as_ref().map(|p| p.expose()),
+            Some("246801")
+        );
+        assert!(!built.snapshot.revision.contains("246801"));
+    }
+
+    #[test]
+    fn a_secret_of_another_namespace_is_never_used() {
+        // Same Secret name and key, but in namespace "other": the action in "mdm" cannot see it.
+        let objects = with_secrets(
+            vec![object("DeviceAction", "lock-mac", lock("lock-pin", "pin"))],
+            &[secret("other", "lock-pin", "pin", "246801")],
+        );
+        let built = build_snapshot(&objects);
+        assert!(built.snapshot.actions.is_empty());
+        match &built.verdicts[&key("DeviceAction", "lock-mac")].1 {
+            Verdict::Invalid { errors } => {
+                assert!(
+                    errors[0].contains("Secret mdm/lock-pin has no key \"pin\""),
+                    "{errors:?}"
+                );
+                assert!(!errors.join(" ").contains("246801"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unreadable_secret_or_a_missing_key_is_named_without_its_value() {
+        let mut objects = with_secrets(
+            vec![
+                object("DeviceAction", "no-secret", lock("absent", "pin")),
+                object("DeviceAction", "no-key", lock("lock-pin", "code")),
+            ],
+            &[secret("mdm", "lock-pin", "pin", "135790")],
+        );
+        objects.unreadable_secrets.insert(
+            ("mdm".into(), "absent".into()),
+            "does not exist: create it".into(),
+        );
+        let built = build_snapshot(&objects);
+        let errors = |name: &str| match &built.verdicts[&key("DeviceAction", name)].1 {
+            Verdict::Invalid { errors } => errors.join("; "),
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            errors("no-secret").contains("spec.pin.secretKeyRef: Secret mdm/absent does not exist"),
+            "{}",
+            errors("no-secret")
+        );
+        assert!(
+            errors("no-key").contains("has no key \"code\""),
+            "{}",
+            errors("no-key")
+        );
+        assert!(!errors("no-key").contains("135790"));
+        // A PIN that is not six digits is refused without being shown.
+        let objects = with_secrets(
+            vec![object("DeviceAction", "lock-mac", lock("lock-pin", "pin"))],
+            &[secret("mdm", "lock-pin", "pin", "12ab")],
+        );
+        let built = build_snapshot(&objects);
+        match &built.verdicts[&key("DeviceAction", "lock-mac")].1 {
+            Verdict::Invalid { errors } => {
+                assert!(errors[0].contains("six digits"), "{errors:?}");
+                assert!(!errors[0].contains("12ab"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            referenced_secrets(&objects.actions)
+                .into_iter()
+                .collect::<Vec<_>>(),
+            [("mdm".to_string(), "lock-pin".to_string())]
+        );
     }
 
     impl Built {

@@ -3,14 +3,21 @@
 //! the reconciler's targeting index, a bounded message naming failing devices, events on
 //! transitions, and the Profile/Restrictions finalizer (added to live objects; released once
 //! no device carries the profile, at once for `removalPolicy: Keep`, or after the removal
-//! timeout, naming the devices that kept it). Secrets never appear here: messages carry device
-//! ids and device-reported reasons only.
+//! timeout, naming the devices that kept it). A DeviceAction's status counts its devices by
+//! phase (Pending, Sent, Acknowledged, Failed, NotApplicable) and lists up to 50 of them,
+//! failures first, with a Locate's location; it has no finalizer (deleting an action does not
+//! undo it). Secrets never appear here: messages carry device ids, device-reported reasons and
+//! Secret names only, never a PIN.
 
 use super::source::{ObjectKey, Verdict};
 use super::{name_of, BuiltGetter, KubeSettings, Readers, FINALIZER};
-use crate::policy::crd::{bounded, Condition, PolicyStatus};
-use crate::policy::model::RemovalPolicy;
+use crate::policy::actions::ActionTarget;
+use crate::policy::crd::{
+    bounded, ActionDeviceStatus, ActionStatus, Condition, DeviceLocation, PolicyStatus,
+};
+use crate::policy::model::{DeviceActionResource, RemovalPolicy};
 use crate::reconcile::driver::Reconciler;
+use crate::store::actions::{ActionCounts, ActionPhase, ActionRecord};
 use crate::store::Store;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -21,6 +28,8 @@ use std::sync::Arc;
 
 /// Failing or lingering devices named in a message (the rest are counted).
 const DEVICES_NAMED: i64 = 5;
+/// Devices listed in a DeviceAction's status (failures first; the rest are counted).
+const ACTION_DEVICES_LISTED: i64 = 50;
 
 /// What the status of one object should say (before transition times).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,17 +170,16 @@ fn status_word(b: bool) -> String {
     if b { "True" } else { "False" }.to_string()
 }
 
-/// The full status, keeping transition times of conditions whose status did not change.
-pub fn render(
+/// The three conditions `desired` calls for, keeping the transition times of those whose
+/// status did not change (shared by every kind's status).
+fn conditions(
     desired: &Desired,
     generation: Option<i64>,
-    revision: &str,
-    old: Option<&PolicyStatus>,
+    old: &[Condition],
     now: &str,
-) -> PolicyStatus {
-    let old_conditions: HashMap<&str, &Condition> = old
-        .map(|o| o.conditions.iter().map(|c| (c.type_.as_str(), c)).collect())
-        .unwrap_or_default();
+) -> Vec<Condition> {
+    let old_conditions: HashMap<&str, &Condition> =
+        old.iter().map(|c| (c.type_.as_str(), c)).collect();
     let condition = |type_: &str, status: bool, reason: &str, message: String| {
         let status = status_word(status);
         let since = old_conditions
@@ -189,38 +197,216 @@ pub fn render(
         }
     };
     let (ready, ready_reason, message) = &desired.ready;
+    vec![
+        condition("Ready", *ready, ready_reason, message.clone()),
+        condition(
+            "Reconciling",
+            desired.reconciling.0,
+            desired.reconciling.1,
+            if desired.reconciling.0 {
+                message.clone()
+            } else {
+                String::new()
+            },
+        ),
+        condition(
+            "Stalled",
+            desired.stalled.0,
+            desired.stalled.1,
+            if desired.stalled.0 {
+                message.clone()
+            } else {
+                String::new()
+            },
+        ),
+    ]
+}
+
+/// The full status, keeping transition times of conditions whose status did not change.
+pub fn render(
+    desired: &Desired,
+    generation: Option<i64>,
+    revision: &str,
+    old: Option<&PolicyStatus>,
+    now: &str,
+) -> PolicyStatus {
     let counts = desired.counts.clone();
     PolicyStatus {
         observed_generation: generation,
-        conditions: vec![
-            condition("Ready", *ready, ready_reason, message.clone()),
-            condition(
-                "Reconciling",
-                desired.reconciling.0,
-                desired.reconciling.1,
-                if desired.reconciling.0 {
-                    message.clone()
-                } else {
-                    String::new()
-                },
-            ),
-            condition(
-                "Stalled",
-                desired.stalled.0,
-                desired.stalled.1,
-                if desired.stalled.0 {
-                    message.clone()
-                } else {
-                    String::new()
-                },
-            ),
-        ],
+        conditions: conditions(
+            desired,
+            generation,
+            old.map_or(&[][..], |o| &o.conditions),
+            now,
+        ),
         targeted: counts.as_ref().map(|c| c.targeted),
         verified: counts.as_ref().map(|c| c.verified),
         pending: counts.as_ref().map(|c| c.pending),
         failed: counts.as_ref().map(|c| c.failed),
         removing: counts.as_ref().map(|c| c.removing),
         revision: Some(revision.to_string()),
+    }
+}
+
+/// Where the devices of one DeviceAction are: the store's rows, plus devices the action
+/// targets that have no row yet (counted as pending).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActionTally {
+    pub targeted: i64,
+    pub pending: i64,
+    pub sent: i64,
+    pub acknowledged: i64,
+    pub failed: i64,
+    pub not_applicable: i64,
+}
+
+impl ActionTally {
+    /// `rows`: the store's counts; `matched`: enrolled devices the action targets now.
+    pub fn of(rows: &ActionCounts, matched: i64) -> Self {
+        let unstarted = (matched - rows.targeted()).max(0);
+        Self {
+            targeted: rows.targeted() + unstarted,
+            pending: rows.pending + unstarted,
+            sent: rows.sent,
+            acknowledged: rows.acknowledged,
+            failed: rows.failed,
+            not_applicable: rows.not_applicable,
+        }
+    }
+}
+
+/// The conditions for a DeviceAction. Ready once every targeted device acknowledged it or
+/// cannot run it; Reconciling while any is pending or sent (or none is enrolled yet: `nobody`
+/// says which device it waits for); Stalled when invalid or any device failed (an action is
+/// not retried: a human decides). `failing` names failed devices, `not_applicable` why some
+/// devices cannot run it. Pure.
+pub fn action_conditions(
+    verdict: &Verdict,
+    tally: &ActionTally,
+    nobody: &str,
+    failing: &str,
+    not_applicable: &str,
+) -> Desired {
+    let open = tally.pending + tally.sent;
+    let plain = |ready: bool, reconciling: bool, stalled: bool, reason, message| Desired {
+        ready: (ready, reason, message),
+        reconciling: (reconciling, reason),
+        stalled: (stalled, reason),
+        counts: None,
+    };
+    match verdict {
+        Verdict::Invalid { errors } => plain(false, false, true, "Invalid", errors.join("; ")),
+        Verdict::Deleting => plain(false, true, false, "Deleting", "being deleted".into()),
+        Verdict::Accepted { warnings } => {
+            let warn = if warnings.is_empty() {
+                String::new()
+            } else {
+                format!(" (warnings: {})", warnings.join("; "))
+            };
+            let na = if tally.not_applicable > 0 {
+                format!(
+                    ", not applicable to {} ({not_applicable})",
+                    tally.not_applicable
+                )
+            } else {
+                String::new()
+            };
+            if tally.failed > 0 {
+                let mut d = plain(
+                    false,
+                    open > 0,
+                    true,
+                    "DevicesFailed",
+                    format!(
+                        "{} of {} device(s) failed: {failing}{warn}",
+                        tally.failed, tally.targeted
+                    ),
+                );
+                if open > 0 {
+                    d.reconciling.1 = "InProgress";
+                }
+                d
+            } else if tally.targeted == 0 {
+                plain(false, true, false, "NoDevices", format!("{nobody}{warn}"))
+            } else if open > 0 {
+                plain(
+                    false,
+                    true,
+                    false,
+                    "InProgress",
+                    format!(
+                        "{} of {} device(s) done: {} acknowledged, {} pending, {} sent{na}{warn}",
+                        tally.acknowledged + tally.not_applicable,
+                        tally.targeted,
+                        tally.acknowledged,
+                        tally.pending,
+                        tally.sent
+                    ),
+                )
+            } else {
+                plain(
+                    true,
+                    false,
+                    false,
+                    "Done",
+                    format!("acknowledged by {} device(s){na}{warn}", tally.acknowledged),
+                )
+            }
+        }
+    }
+}
+
+/// A DeviceAction's full status (transition times kept as in `render`).
+pub fn render_action(
+    desired: &Desired,
+    tally: &ActionTally,
+    devices: Vec<ActionDeviceStatus>,
+    generation: Option<i64>,
+    revision: &str,
+    old: Option<&ActionStatus>,
+    now: &str,
+) -> ActionStatus {
+    ActionStatus {
+        observed_generation: generation,
+        conditions: conditions(
+            desired,
+            generation,
+            old.map_or(&[][..], |o| &o.conditions),
+            now,
+        ),
+        targeted: Some(tally.targeted),
+        pending: Some(tally.pending),
+        sent: Some(tally.sent),
+        acknowledged: Some(tally.acknowledged),
+        failed: Some(tally.failed),
+        not_applicable: Some(tally.not_applicable),
+        devices,
+        revision: Some(revision.to_string()),
+    }
+}
+
+/// One device's line in a DeviceAction's status. `result` is the row's JSON (a location for
+/// Locate); the row never holds a secret.
+pub fn device_line(record: &ActionRecord, serial_number: Option<String>) -> ActionDeviceStatus {
+    let location = record
+        .result
+        .as_deref()
+        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+        .and_then(|r| {
+            Some(DeviceLocation {
+                latitude: r["latitude"].as_f64()?,
+                longitude: r["longitude"].as_f64()?,
+                horizontal_accuracy: r["horizontal_accuracy"].as_f64(),
+                timestamp: r["timestamp"].as_str().map(str::to_string),
+            })
+        });
+    ActionDeviceStatus {
+        device: record.device_id.clone(),
+        serial_number,
+        state: record.phase().as_str().to_string(),
+        detail: record.detail.clone(),
+        location,
+        updated: crate::pki::ca::rfc3339_seconds(record.updated_at / 1000),
     }
 }
 
@@ -340,6 +526,40 @@ impl Writer {
             .await
             .unwrap_or_else(|e| report(&name_of(&*o), e));
         }
+        let action_ids: Vec<String> = built
+            .snapshot
+            .actions
+            .values()
+            .map(|a| a.action_id())
+            .collect();
+        let action_counts: HashMap<String, ActionCounts> = if action_ids.is_empty() {
+            HashMap::new()
+        } else {
+            self.store
+                .action_counts(&action_ids)
+                .await?
+                .into_iter()
+                .map(|c| (c.action_id.clone(), c))
+                .collect()
+        };
+        let matched = self.reconciler.action_target_counts();
+        for o in readers.actions.state() {
+            let Some((generation, verdict)) = verdict_of("DeviceAction", &*o) else {
+                continue;
+            };
+            self.device_action(
+                &o,
+                built,
+                generation,
+                &verdict,
+                &action_counts,
+                &matched,
+                &revision,
+                &now,
+            )
+            .await
+            .unwrap_or_else(|e| report(&name_of(&*o), e));
+        }
         for o in readers.labels.state() {
             let Some((generation, verdict)) = verdict_of("DeviceLabels", &*o) else {
                 continue;
@@ -421,6 +641,86 @@ impl Writer {
         };
         let desired = profile_conditions(verdict, &counts, &failing);
         self.write(o, &desired, generation, revision, o.status_ref(), now)
+            .await
+    }
+
+    /// A DeviceAction's status: counts and conditions from the store's rows and the devices it
+    /// targets now, and the first devices (failures first) with their outcome.
+    #[allow(clippy::too_many_arguments)]
+    async fn device_action(
+        &self,
+        o: &DeviceActionResource,
+        built: &super::source::Built,
+        generation: Option<i64>,
+        verdict: &Verdict,
+        counts: &HashMap<String, ActionCounts>,
+        matched: &HashMap<String, i64>,
+        revision: &str,
+        now: &str,
+    ) -> anyhow::Result<()> {
+        let key = format!("DeviceAction/{}", o.name_any());
+        let declared = match verdict {
+            Verdict::Accepted { .. } => built.snapshot.actions.get(&key),
+            _ => None,
+        };
+        let (tally, records) = match declared {
+            Some(action) => {
+                let id = action.action_id();
+                let rows = counts.get(&id).cloned().unwrap_or_default();
+                let tally = ActionTally::of(&rows, matched.get(&key).copied().unwrap_or(0));
+                let records = if rows.targeted() > 0 {
+                    self.store
+                        .action_records(&id, ACTION_DEVICES_LISTED)
+                        .await?
+                } else {
+                    Vec::new()
+                };
+                (tally, records)
+            }
+            None => (ActionTally::default(), Vec::new()),
+        };
+        let nobody = match declared.map(|a| &a.target) {
+            Some(ActionTarget::Group(g)) => format!("DeviceGroup {g} has no enrolled members yet"),
+            Some(target) => format!("no enrolled device matches {target} yet"),
+            None => String::new(),
+        };
+        let named = |phase: ActionPhase| {
+            records
+                .iter()
+                .filter(|r| r.phase() == phase)
+                .take(DEVICES_NAMED as usize)
+                .map(|r| {
+                    format!(
+                        "{}: {}",
+                        r.device_id,
+                        r.detail.as_deref().unwrap_or("no reason given")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let desired = action_conditions(
+            verdict,
+            &tally,
+            &nobody,
+            &named(ActionPhase::Failed),
+            &named(ActionPhase::NotApplicable),
+        );
+        let devices = records
+            .iter()
+            .map(|r| device_line(r, self.reconciler.serial_number(&r.device_id)))
+            .collect();
+        let status = render_action(
+            &desired,
+            &tally,
+            devices,
+            generation,
+            revision,
+            o.status.as_ref(),
+            now,
+        );
+        let old_conditions = o.status.as_ref().map_or(&[][..], |s| &s.conditions[..]);
+        self.publish(o, &status, o.status.as_ref(), old_conditions, &desired)
             .await
     }
 
@@ -519,15 +819,37 @@ impl Writer {
             + std::fmt::Debug,
     {
         let status = render(desired, generation, revision, old, now);
-        if old == Some(&status) {
+        let old_conditions = old.map_or(&[][..], |s| &s.conditions[..]);
+        self.publish(o, &status, old, old_conditions, desired).await
+    }
+
+    /// Writes `status` unless it equals `old`, and records an event when the object becomes
+    /// Ready or Stalled.
+    async fn publish<K, S>(
+        &self,
+        o: &K,
+        status: &S,
+        old: Option<&S>,
+        old_conditions: &[Condition],
+        desired: &Desired,
+    ) -> anyhow::Result<()>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        S: serde::Serialize + PartialEq,
+    {
+        if old == Some(status) {
             return Ok(());
         }
-        let was_ready = old
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-            .map(|c| c.status == "True");
-        let was_stalled = old
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Stalled"))
-            .map(|c| c.status == "True");
+        let was = |type_: &str| {
+            old_conditions
+                .iter()
+                .find(|c| c.type_ == type_)
+                .map(|c| c.status == "True")
+        };
+        let (was_ready, was_stalled) = (was("Ready"), was("Stalled"));
         let api: Api<K> = Api::namespaced(
             self.client.clone(),
             &o.meta().namespace.clone().unwrap_or_default(),
@@ -671,6 +993,72 @@ mod tests {
             (d.ready.0, d.stalled.0, d.stalled.1),
             (false, true, "Invalid")
         );
+    }
+
+    fn tally(pending: i64, sent: i64, acknowledged: i64, failed: i64, na: i64) -> ActionTally {
+        ActionTally {
+            targeted: pending + sent + acknowledged + failed + na,
+            pending,
+            sent,
+            acknowledged,
+            failed,
+            not_applicable: na,
+        }
+    }
+
+    #[test]
+    fn action_conditions_follow_the_devices() {
+        let ok = Verdict::Accepted { warnings: vec![] };
+        let state = |d: &Desired| (d.ready.0, d.reconciling.0, d.stalled.0);
+        let nobody = "no enrolled device matches serial number C02X yet";
+        let d = action_conditions(&ok, &tally(0, 0, 0, 0, 0), nobody, "", "");
+        assert_eq!(state(&d), (false, true, false));
+        assert_eq!((d.ready.1, d.ready.2.as_str()), ("NoDevices", nobody));
+        let d = action_conditions(&ok, &tally(1, 1, 1, 0, 0), nobody, "", "");
+        assert_eq!(state(&d), (false, true, false));
+        assert_eq!(
+            d.ready.2,
+            "1 of 3 device(s) done: 1 acknowledged, 1 pending, 1 sent"
+        );
+        let d = action_conditions(&ok, &tally(0, 0, 2, 0, 1), nobody, "", "D3: iOS only");
+        assert_eq!(state(&d), (true, false, false));
+        assert_eq!(
+            d.ready.2,
+            "acknowledged by 2 device(s), not applicable to 1 (D3: iOS only)"
+        );
+        let d = action_conditions(&ok, &tally(1, 0, 1, 1, 0), nobody, "D2: refused", "");
+        assert_eq!(state(&d), (false, true, true));
+        assert_eq!(d.stalled.1, "DevicesFailed");
+        assert!(d.ready.2.contains("1 of 3 device(s) failed: D2: refused"));
+        let bad = Verdict::Invalid {
+            errors: vec!["spec.pin.secretKeyRef: Secret mdm/pin does not exist".into()],
+        };
+        let d = action_conditions(&bad, &ActionTally::default(), "", "", "");
+        assert_eq!(state(&d), (false, false, true));
+        assert_eq!(d.stalled.1, "Invalid");
+        let status = render_action(
+            &d,
+            &ActionTally::default(),
+            vec![],
+            Some(3),
+            "r",
+            None,
+            "T1",
+        );
+        assert_eq!(status.observed_generation, Some(3));
+        assert_eq!(status.conditions.len(), 3);
+        assert!(status.conditions[2].message.contains("Secret mdm/pin"));
+    }
+
+    #[test]
+    fn unstarted_devices_count_as_pending() {
+        let rows = ActionCounts {
+            acknowledged: 2,
+            ..ActionCounts::default()
+        };
+        assert_eq!(ActionTally::of(&rows, 3), tally(1, 0, 2, 0, 0));
+        // A device that left the group keeps its row; nothing goes negative.
+        assert_eq!(ActionTally::of(&rows, 1), tally(0, 0, 2, 0, 0));
     }
 
     #[test]

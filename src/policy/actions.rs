@@ -31,9 +31,21 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Values of Kubernetes Secrets that DeviceActions refer to, by (Secret name, key), as the
-/// Kubernetes source read them.
+/// Values of Kubernetes Secrets that DeviceActions refer to, as the Kubernetes source read
+/// them, keyed by [`secret_key`]: the Secret's name is qualified with its namespace, so a
+/// DeviceAction can only ever use Secrets of its own namespace.
 pub type SecretValues = BTreeMap<(String, String), Secret>;
+
+/// The `SecretValues` key of `key` in Secret `name` of `namespace` (`namespace/name`: object
+/// names cannot contain `/`, so this is unambiguous); documents without a namespace use the
+/// bare name.
+pub fn secret_key(namespace: Option<&str>, name: &str, key: &str) -> (String, String) {
+    let name = match namespace {
+        Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
+        _ => name.to_string(),
+    };
+    (name, key.to_string())
+}
 
 /// Which devices an action is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,19 +281,21 @@ pub fn compile(
     }
     let pin = match &spec.pin {
         None => None,
-        Some(source) => match read_secret(source, root, secrets) {
-            Ok(pin) => match check_pin(&pin) {
-                Ok(()) => Some(pin),
+        Some(source) => {
+            match read_secret(source, root, doc.doc.metadata.namespace.as_deref(), secrets) {
+                Ok(pin) => match check_pin(&pin) {
+                    Ok(()) => Some(pin),
+                    Err(m) => {
+                        problems.push(error(format!("spec.pin: {m}")));
+                        None
+                    }
+                },
                 Err(m) => {
                     problems.push(error(format!("spec.pin: {m}")));
                     None
                 }
-            },
-            Err(m) => {
-                problems.push(error(format!("spec.pin: {m}")));
-                None
             }
-        },
+        }
     };
     if !problems.is_empty() {
         return Err(problems);
@@ -347,6 +361,7 @@ fn given_fields(spec: &DeviceActionSpec) -> Vec<&'static str> {
 fn read_secret(
     source: &super::model::SecretSource,
     root: &Path,
+    namespace: Option<&str>,
     secrets: &SecretValues,
 ) -> Result<Secret, String> {
     match (&source.file, &source.secret_key_ref) {
@@ -366,7 +381,7 @@ fn read_secret(
             Ok(Secret::new(text.trim()))
         }
         (None, Some(r)) => secrets
-            .get(&(r.name.clone(), r.key.clone()))
+            .get(&secret_key(namespace, &r.name, &r.key))
             .cloned()
             .ok_or_else(|| {
                 format!(

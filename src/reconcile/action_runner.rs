@@ -250,6 +250,40 @@ impl Reconciler {
     }
 }
 
+impl Reconciler {
+    /// Enrolled devices each declared action targets now, by action key (`DeviceAction/name`),
+    /// from the in-memory index: status counts devices not reconciled yet and says when none
+    /// matches. A scan of the index per serial-number action, once per status pass.
+    pub fn action_target_counts(&self) -> std::collections::HashMap<String, i64> {
+        use crate::policy::actions::ActionTarget;
+        let snapshot = self.snapshot();
+        let members = self.group_member_counts();
+        let devices = read(&self.devices);
+        snapshot
+            .actions
+            .values()
+            .map(|a| {
+                let n = match &a.target {
+                    ActionTarget::Udid(u) => i64::from(devices.contains_key(u)),
+                    ActionTarget::SerialNumber(s) => devices
+                        .values()
+                        .filter(|d| d.serial_number.as_deref() == Some(s.as_str()))
+                        .count() as i64,
+                    ActionTarget::Group(g) => members.get(g).copied().unwrap_or(0),
+                };
+                (a.key.clone(), n)
+            })
+            .collect()
+    }
+
+    /// A device's serial number, if it reported one.
+    pub fn serial_number(&self, device_id: &str) -> Option<String> {
+        read(&self.devices)
+            .get(device_id)
+            .and_then(|d| d.serial_number.clone())
+    }
+}
+
 /// What is kept of a command that may have carried a secret (a PIN, the UnlockToken) once the
 /// device answered: its envelope with the RequestType only.
 fn redacted_copy(record: &ActionRecord) -> Option<Vec<u8>> {
