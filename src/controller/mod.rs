@@ -9,6 +9,7 @@
 //! carries on where the old one stopped. It must not plan, nor touch devices other than
 //! through the reconciler.
 
+pub mod action_status;
 pub mod source;
 pub mod status;
 

@@ -3,21 +3,18 @@
 //! the reconciler's targeting index, a bounded message naming failing devices, events on
 //! transitions, and the Profile/Restrictions finalizer (added to live objects; released once
 //! no device carries the profile, at once for `removalPolicy: Keep`, or after the removal
-//! timeout, naming the devices that kept it). A DeviceAction's status counts its devices by
-//! phase (Pending, Sent, Acknowledged, Failed, NotApplicable) and lists up to 50 of them,
-//! failures first, with a Locate's location; it has no finalizer (deleting an action does not
-//! undo it). Secrets never appear here: messages carry device ids, device-reported reasons and
+//! timeout, naming the devices that kept it). DeviceActions get the status `action_status.rs`
+//! renders and no finalizer (deleting an action does not undo it). Secrets never appear here: messages carry device ids, device-reported reasons and
 //! Secret names only, never a PIN.
 
+use super::action_status::{action_conditions, device_line, render_action, ActionTally};
 use super::source::{ObjectKey, Verdict};
 use super::{name_of, BuiltGetter, KubeSettings, Readers, FINALIZER};
 use crate::policy::actions::ActionTarget;
-use crate::policy::crd::{
-    bounded, ActionDeviceStatus, ActionStatus, Condition, DeviceLocation, PolicyStatus,
-};
+use crate::policy::crd::{bounded, Condition, PolicyStatus};
 use crate::policy::model::{DeviceActionResource, RemovalPolicy};
 use crate::reconcile::driver::Reconciler;
-use crate::store::actions::{ActionCounts, ActionPhase, ActionRecord};
+use crate::store::actions::{ActionCounts, ActionPhase};
 use crate::store::Store;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -172,7 +169,7 @@ fn status_word(b: bool) -> String {
 
 /// The three conditions `desired` calls for, keeping the transition times of those whose
 /// status did not change (shared by every kind's status).
-fn conditions(
+pub(super) fn conditions(
     desired: &Desired,
     generation: Option<i64>,
     old: &[Condition],
@@ -245,168 +242,6 @@ pub fn render(
         failed: counts.as_ref().map(|c| c.failed),
         removing: counts.as_ref().map(|c| c.removing),
         revision: Some(revision.to_string()),
-    }
-}
-
-/// Where the devices of one DeviceAction are: the store's rows, plus devices the action
-/// targets that have no row yet (counted as pending).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ActionTally {
-    pub targeted: i64,
-    pub pending: i64,
-    pub sent: i64,
-    pub acknowledged: i64,
-    pub failed: i64,
-    pub not_applicable: i64,
-}
-
-impl ActionTally {
-    /// `rows`: the store's counts; `matched`: enrolled devices the action targets now.
-    pub fn of(rows: &ActionCounts, matched: i64) -> Self {
-        let unstarted = (matched - rows.targeted()).max(0);
-        Self {
-            targeted: rows.targeted() + unstarted,
-            pending: rows.pending + unstarted,
-            sent: rows.sent,
-            acknowledged: rows.acknowledged,
-            failed: rows.failed,
-            not_applicable: rows.not_applicable,
-        }
-    }
-}
-
-/// The conditions for a DeviceAction. Ready once every targeted device acknowledged it or
-/// cannot run it; Reconciling while any is pending or sent (or none is enrolled yet: `nobody`
-/// says which device it waits for); Stalled when invalid or any device failed (an action is
-/// not retried: a human decides). `failing` names failed devices, `not_applicable` why some
-/// devices cannot run it. Pure.
-pub fn action_conditions(
-    verdict: &Verdict,
-    tally: &ActionTally,
-    nobody: &str,
-    failing: &str,
-    not_applicable: &str,
-) -> Desired {
-    let open = tally.pending + tally.sent;
-    let plain = |ready: bool, reconciling: bool, stalled: bool, reason, message| Desired {
-        ready: (ready, reason, message),
-        reconciling: (reconciling, reason),
-        stalled: (stalled, reason),
-        counts: None,
-    };
-    match verdict {
-        Verdict::Invalid { errors } => plain(false, false, true, "Invalid", errors.join("; ")),
-        Verdict::Deleting => plain(false, true, false, "Deleting", "being deleted".into()),
-        Verdict::Accepted { warnings } => {
-            let warn = if warnings.is_empty() {
-                String::new()
-            } else {
-                format!(" (warnings: {})", warnings.join("; "))
-            };
-            let na = if tally.not_applicable > 0 {
-                format!(
-                    ", not applicable to {} ({not_applicable})",
-                    tally.not_applicable
-                )
-            } else {
-                String::new()
-            };
-            if tally.failed > 0 {
-                let mut d = plain(
-                    false,
-                    open > 0,
-                    true,
-                    "DevicesFailed",
-                    format!(
-                        "{} of {} device(s) failed: {failing}{warn}",
-                        tally.failed, tally.targeted
-                    ),
-                );
-                if open > 0 {
-                    d.reconciling.1 = "InProgress";
-                }
-                d
-            } else if tally.targeted == 0 {
-                plain(false, true, false, "NoDevices", format!("{nobody}{warn}"))
-            } else if open > 0 {
-                plain(
-                    false,
-                    true,
-                    false,
-                    "InProgress",
-                    format!(
-                        "{} of {} device(s) done: {} acknowledged, {} pending, {} sent{na}{warn}",
-                        tally.acknowledged + tally.not_applicable,
-                        tally.targeted,
-                        tally.acknowledged,
-                        tally.pending,
-                        tally.sent
-                    ),
-                )
-            } else {
-                plain(
-                    true,
-                    false,
-                    false,
-                    "Done",
-                    format!("acknowledged by {} device(s){na}{warn}", tally.acknowledged),
-                )
-            }
-        }
-    }
-}
-
-/// A DeviceAction's full status (transition times kept as in `render`).
-pub fn render_action(
-    desired: &Desired,
-    tally: &ActionTally,
-    devices: Vec<ActionDeviceStatus>,
-    generation: Option<i64>,
-    revision: &str,
-    old: Option<&ActionStatus>,
-    now: &str,
-) -> ActionStatus {
-    ActionStatus {
-        observed_generation: generation,
-        conditions: conditions(
-            desired,
-            generation,
-            old.map_or(&[][..], |o| &o.conditions),
-            now,
-        ),
-        targeted: Some(tally.targeted),
-        pending: Some(tally.pending),
-        sent: Some(tally.sent),
-        acknowledged: Some(tally.acknowledged),
-        failed: Some(tally.failed),
-        not_applicable: Some(tally.not_applicable),
-        devices,
-        revision: Some(revision.to_string()),
-    }
-}
-
-/// One device's line in a DeviceAction's status. `result` is the row's JSON (a location for
-/// Locate); the row never holds a secret.
-pub fn device_line(record: &ActionRecord, serial_number: Option<String>) -> ActionDeviceStatus {
-    let location = record
-        .result
-        .as_deref()
-        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
-        .and_then(|r| {
-            Some(DeviceLocation {
-                latitude: r["latitude"].as_f64()?,
-                longitude: r["longitude"].as_f64()?,
-                horizontal_accuracy: r["horizontal_accuracy"].as_f64(),
-                timestamp: r["timestamp"].as_str().map(str::to_string),
-            })
-        });
-    ActionDeviceStatus {
-        device: record.device_id.clone(),
-        serial_number,
-        state: record.phase().as_str().to_string(),
-        detail: record.detail.clone(),
-        location,
-        updated: crate::pki::ca::rfc3339_seconds(record.updated_at / 1000),
     }
 }
 
@@ -993,72 +828,6 @@ mod tests {
             (d.ready.0, d.stalled.0, d.stalled.1),
             (false, true, "Invalid")
         );
-    }
-
-    fn tally(pending: i64, sent: i64, acknowledged: i64, failed: i64, na: i64) -> ActionTally {
-        ActionTally {
-            targeted: pending + sent + acknowledged + failed + na,
-            pending,
-            sent,
-            acknowledged,
-            failed,
-            not_applicable: na,
-        }
-    }
-
-    #[test]
-    fn action_conditions_follow_the_devices() {
-        let ok = Verdict::Accepted { warnings: vec![] };
-        let state = |d: &Desired| (d.ready.0, d.reconciling.0, d.stalled.0);
-        let nobody = "no enrolled device matches serial number C02X yet";
-        let d = action_conditions(&ok, &tally(0, 0, 0, 0, 0), nobody, "", "");
-        assert_eq!(state(&d), (false, true, false));
-        assert_eq!((d.ready.1, d.ready.2.as_str()), ("NoDevices", nobody));
-        let d = action_conditions(&ok, &tally(1, 1, 1, 0, 0), nobody, "", "");
-        assert_eq!(state(&d), (false, true, false));
-        assert_eq!(
-            d.ready.2,
-            "1 of 3 device(s) done: 1 acknowledged, 1 pending, 1 sent"
-        );
-        let d = action_conditions(&ok, &tally(0, 0, 2, 0, 1), nobody, "", "D3: iOS only");
-        assert_eq!(state(&d), (true, false, false));
-        assert_eq!(
-            d.ready.2,
-            "acknowledged by 2 device(s), not applicable to 1 (D3: iOS only)"
-        );
-        let d = action_conditions(&ok, &tally(1, 0, 1, 1, 0), nobody, "D2: refused", "");
-        assert_eq!(state(&d), (false, true, true));
-        assert_eq!(d.stalled.1, "DevicesFailed");
-        assert!(d.ready.2.contains("1 of 3 device(s) failed: D2: refused"));
-        let bad = Verdict::Invalid {
-            errors: vec!["spec.pin.secretKeyRef: Secret mdm/pin does not exist".into()],
-        };
-        let d = action_conditions(&bad, &ActionTally::default(), "", "", "");
-        assert_eq!(state(&d), (false, false, true));
-        assert_eq!(d.stalled.1, "Invalid");
-        let status = render_action(
-            &d,
-            &ActionTally::default(),
-            vec![],
-            Some(3),
-            "r",
-            None,
-            "T1",
-        );
-        assert_eq!(status.observed_generation, Some(3));
-        assert_eq!(status.conditions.len(), 3);
-        assert!(status.conditions[2].message.contains("Secret mdm/pin"));
-    }
-
-    #[test]
-    fn unstarted_devices_count_as_pending() {
-        let rows = ActionCounts {
-            acknowledged: 2,
-            ..ActionCounts::default()
-        };
-        assert_eq!(ActionTally::of(&rows, 3), tally(1, 0, 2, 0, 0));
-        // A device that left the group keeps its row; nothing goes negative.
-        assert_eq!(ActionTally::of(&rows, 1), tally(0, 0, 2, 0, 0));
     }
 
     #[test]
