@@ -4,8 +4,8 @@
 //! transitions, and the Profile/Restrictions finalizer (added to live objects; released once
 //! no device carries the profile, at once for `removalPolicy: Keep`, or after the removal
 //! timeout, naming the devices that kept it). DeviceActions get the status `action_status.rs`
-//! renders and no finalizer (deleting an action does not undo it). Secrets never appear here: messages carry device ids, device-reported reasons and
-//! Secret names only, never a PIN.
+//! renders and no finalizer (deleting an action does not undo it). Secrets never appear here:
+//! messages carry device ids, device-reported reasons and Secret names only, never a PIN.
 
 use super::action_status::{action_conditions, device_line, render_action, ActionTally};
 use super::source::{ObjectKey, Verdict};
