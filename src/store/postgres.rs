@@ -8,6 +8,8 @@ use std::time::Duration;
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Writes: the same pool (PostgreSQL runs concurrent writers itself).
+    writer: PgPool,
 }
 
 impl PostgresStore {
@@ -26,7 +28,10 @@ impl PostgresStore {
             .await
             // The URL may hold a password: name only host and port.
             .with_context(|| format!("cannot connect to PostgreSQL at {target}"))?;
-        Ok(Self { pool })
+        Ok(Self {
+            writer: pool.clone(),
+            pool,
+        })
     }
 
     /// Replicas starting together must not run the same migration twice.
