@@ -369,30 +369,47 @@ fn read_ca_file(
 
 pub use crate::pki::ca::rfc3339_seconds;
 
-/// Writes a batch of push requests in one transaction.
+/// Writes a batch of push requests in one transaction. Should that fail, each is written on
+/// its own, so that one device's failure is that device's alone.
 fn request_flush(store: Arc<dyn Store>) -> Flush<(String, i64), bool> {
     Arc::new(move |requests: Vec<(String, i64)>| {
         let store = store.clone();
-        Box::pin(async move { batch_results(store.request_pushes(&requests).await, requests.len()) })
-    })
-}
-
-/// Writes a batch of push outcomes in one transaction.
-fn outcome_flush(store: Arc<dyn Store>) -> Flush<PushOutcome, ()> {
-    Arc::new(move |outcomes: Vec<PushOutcome>| {
-        let store = store.clone();
         Box::pin(async move {
-            let written = store.record_pushes(&outcomes).await.map(|()| vec![(); outcomes.len()]);
-            batch_results(written, outcomes.len())
+            match store.request_pushes(&requests).await {
+                Ok(found) => found.into_iter().map(Ok).collect(),
+                Err(e) if requests.len() == 1 => vec![Err(e)],
+                Err(_) => {
+                    let mut results = Vec::with_capacity(requests.len());
+                    for (device_id, at) in &requests {
+                        results.push(match store.request_push(device_id, *at).await {
+                            Ok(()) => Ok(true),
+                            Err(StoreError::NotFound(_)) => Ok(false),
+                            Err(e) => Err(e),
+                        });
+                    }
+                    results
+                }
+            }
         })
     })
 }
 
-/// One result per item: the batch's, or its error for every item (nothing was written).
-fn batch_results<R>(written: Result<Vec<R>, StoreError>, items: usize) -> Vec<Result<R, StoreError>> {
-    match written {
-        Ok(results) => results.into_iter().map(Ok).collect(),
-        Err(e) => (0..items).map(|_| Err(e.clone())).collect(),
-    }
+/// Writes a batch of push outcomes in one transaction (each alone should that fail).
+fn outcome_flush(store: Arc<dyn Store>) -> Flush<PushOutcome, ()> {
+    Arc::new(move |outcomes: Vec<PushOutcome>| {
+        let store = store.clone();
+        Box::pin(async move {
+            match store.record_pushes(&outcomes).await {
+                Ok(()) => vec![Ok(()); outcomes.len()],
+                Err(e) if outcomes.len() == 1 => vec![Err(e)],
+                Err(_) => {
+                    let mut results = Vec::with_capacity(outcomes.len());
+                    for o in &outcomes {
+                        results.push(store.record_push(o).await);
+                    }
+                    results
+                }
+            }
+        })
+    })
 }
-

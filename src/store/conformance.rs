@@ -160,6 +160,9 @@ pub fn cases() -> Vec<Case> {
             "an_exchange_records_the_report_and_hands_out_the_next_command",
             |s| Box::pin(exchange_records_and_hands_out(s)),
         ),
+        ("concurrent_exchanges_of_many_devices_each_get_their_own_commands", |s| {
+            Box::pin(concurrent_exchanges(s))
+        }),
         ("plans_of_several_devices_apply_in_one_batch", |s| {
             Box::pin(plans_apply_in_one_batch(s))
         }),
@@ -1469,6 +1472,65 @@ async fn push_answered_before_acknowledged(s: Arc<dyn Store>) -> CaseResult {
         status.next_push_at == Some(3000),
         "new work waits for {:?}",
         status.next_push_at
+    );
+    Ok(())
+}
+
+/// Exchanges arriving together are written together (group commit); each device still gets
+/// exactly its own commands, in order, and every result is kept with its command.
+async fn concurrent_exchanges(s: Arc<dyn Store>) -> CaseResult {
+    const DEVICES: usize = 40;
+    const COMMANDS: usize = 3;
+    for d in 0..DEVICES {
+        enrolled(&*s, &format!("D{d}")).await?;
+        for c in 0..COMMANDS {
+            ok(
+                s.enqueue(&format!("D{d}"), &command(&format!("D{d}-C{c}")), 2000)
+                    .await,
+                "enqueue",
+            )?;
+        }
+    }
+    let mut tasks = Vec::new();
+    for d in 0..DEVICES {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("D{d}");
+            let mut handed = Vec::new();
+            let (_, mut next) = s
+                .exchange(&id, None, &[], 3000)
+                .await
+                .map_err(|e| e.to_string())?;
+            while let Some(c) = next {
+                handed.push(c.uuid.clone());
+                let r = report(&c.uuid, ReportStatus::Acknowledged, c.uuid.as_bytes());
+                let (outcome, following) = s
+                    .exchange(&id, Some(&r), &[], 3001)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if outcome != Some(ReportOutcome::Dequeued) {
+                    return Err(format!("{} outcome {outcome:?}", c.uuid));
+                }
+                next = following;
+            }
+            Ok::<(String, Vec<String>), String>((id, handed))
+        }));
+    }
+    for t in tasks {
+        let (id, handed) = t.await.map_err(|e| e.to_string())??;
+        let expected: Vec<String> = (0..COMMANDS).map(|c| format!("{id}-C{c}")).collect();
+        check!(handed == expected, "{id} was handed {handed:?}");
+        for c in ok(s.commands(&id, 10).await, "commands")? {
+            check!(
+                c.status == CommandStatus::Acknowledged
+                    && c.result.as_deref() == Some(c.uuid.as_bytes()),
+                "{id}: {c:?}"
+            );
+        }
+    }
+    check!(
+        ok(s.queue_depth().await, "depth")? == 0,
+        "commands left in the queue"
     );
     Ok(())
 }

@@ -10,6 +10,8 @@ pub struct PostgresStore {
     pool: PgPool,
     /// Writes: the same pool (PostgreSQL runs concurrent writers itself).
     writer: PgPool,
+    /// Command exchanges, written in batches (one transaction for those arriving together).
+    exchanges: super::group_commit::GroupCommit<super::sql::PendingExchange, super::sql::ExchangeDone>,
 }
 
 impl PostgresStore {
@@ -29,6 +31,10 @@ impl PostgresStore {
             // The URL may hold a password: name only host and port.
             .with_context(|| format!("cannot connect to PostgreSQL at {target}"))?;
         Ok(Self {
+            exchanges: super::group_commit::GroupCommit::new(
+                super::sql::EXCHANGE_BATCH,
+                Self::exchange_flush(pool.clone()),
+            ),
             writer: pool.clone(),
             pool,
         })

@@ -348,9 +348,10 @@ macro_rules! impl_reconcile_store {
 
                 async fn apply_plans(&self, plans: &[DevicePlan]) -> StoreResult<Vec<u64>> {
                     let mut tx = self.writer.begin().await?;
-                    let mut queued = Vec::with_capacity(plans.len());
-                    for p in plans {
-                        queued.push(apply_plan_in(&mut tx, &p.device_id, &p.change, p.now).await?);
+                    let mut queued = vec![0; plans.len()];
+                    for i in $crate::store::sql::by_device(plans, |p| &p.device_id) {
+                        let p = &plans[i];
+                        queued[i] = apply_plan_in(&mut tx, &p.device_id, &p.change, p.now).await?;
                     }
                     tx.commit().await?;
                     Ok(queued)

@@ -17,6 +17,44 @@ pub(crate) const CERTIFICATE_COLUMNS: &str =
 pub(crate) const COMMAND_COLUMNS: &str = "c.uuid, c.enrollment_id, c.request_type, c.status, c.created_at, \
     c.updated_at, c.sent_count, c.last_sent_at, c.not_now_count, c.last_not_now_at, c.completed_at, r.raw";
 
+/// One device's command exchange, owned, waiting to be written with others (group commit).
+pub(crate) struct PendingExchange {
+    pub device_id: String,
+    /// Command UUID, status and the device's exact bytes.
+    pub report: Option<(String, crate::protocol::ReportStatus, Vec<u8>)>,
+    pub skip: Vec<String>,
+    pub now: i64,
+}
+
+impl PendingExchange {
+    pub fn report(&self) -> Option<super::ReportRecord<'_>> {
+        self.report
+            .as_ref()
+            .map(|(uuid, status, raw)| super::ReportRecord {
+                command_uuid: uuid,
+                status: *status,
+                raw,
+            })
+    }
+}
+
+pub(crate) type ExchangeDone = (
+    Option<super::ReportOutcome>,
+    Option<super::QueuedCommand>,
+);
+
+/// Exchanges written in one transaction at most.
+pub(crate) const EXCHANGE_BATCH: usize = 256;
+
+/// The order in which a batch touches its devices: by device id, so that two batches written
+/// at once on PostgreSQL take their row locks in the same order and cannot deadlock. A
+/// device's entries keep their order (a stable sort).
+pub(crate) fn by_device<T>(items: &[T], device: impl Fn(&T) -> &String) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by(|&a, &b| device(&items[a]).cmp(device(&items[b])));
+    order
+}
+
 /// `$first, $first+1, …` for a list of `count` bound values.
 pub(crate) fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)
@@ -27,7 +65,7 @@ pub(crate) fn placeholders(first: usize, count: usize) -> String {
 
 macro_rules! impl_sql_store {
     ($store:ty, $db:ty, $backend:literal) => {
-        use $crate::store::sql::{placeholders, CERTIFICATE_COLUMNS, COMMAND_COLUMNS, ENROLLMENT_COLUMNS};
+        use $crate::store::sql::{by_device, placeholders, CERTIFICATE_COLUMNS, COMMAND_COLUMNS, ENROLLMENT_COLUMNS};
         use $crate::store::*;
         use sqlx::Row as _;
 
@@ -473,14 +511,15 @@ macro_rules! impl_sql_store {
                 skip: &[String],
                 now: i64,
             ) -> StoreResult<(Option<ReportOutcome>, Option<QueuedCommand>)> {
-                let mut tx = self.writer.begin().await?;
-                let outcome = match report {
-                    Some(r) => Some(Self::record_report_in(&mut tx, device_id, r, now).await?),
-                    None => None,
-                };
-                let next = Self::next_command_in(&mut tx, device_id, skip, now).await?;
-                tx.commit().await?;
-                Ok((outcome, next))
+                // Exchanges of many devices arriving together share one transaction.
+                self.exchanges
+                    .submit($crate::store::sql::PendingExchange {
+                        device_id: device_id.to_string(),
+                        report: report.map(|r| (r.command_uuid.to_string(), r.status, r.raw.to_vec())),
+                        skip: skip.to_vec(),
+                        now,
+                    })
+                    .await
             }
 
             async fn commands(&self, device_id: &str, limit: i64) -> StoreResult<Vec<CommandRecord>> {
@@ -651,13 +690,14 @@ macro_rules! impl_sql_store {
 
             async fn request_pushes(&self, requests: &[(String, i64)]) -> StoreResult<Vec<bool>> {
                 let mut tx = self.writer.begin().await?;
-                let mut found = Vec::with_capacity(requests.len());
-                for (device_id, at) in requests {
+                let mut found = vec![false; requests.len()];
+                for i in by_device(requests, |r| &r.0) {
+                    let (device_id, at) = &requests[i];
                     let affected = request_push_query(device_id, *at)
                         .execute(&mut *tx)
                         .await?
                         .rows_affected();
-                    found.push(affected > 0);
+                    found[i] = affected > 0;
                 }
                 tx.commit().await?;
                 Ok(found)
@@ -735,8 +775,8 @@ macro_rules! impl_sql_store {
 
             async fn record_pushes(&self, outcomes: &[PushOutcome]) -> StoreResult<()> {
                 let mut tx = self.writer.begin().await?;
-                for o in outcomes {
-                    record_push_query(o).execute(&mut *tx).await?;
+                for i in by_device(outcomes, |o| &o.device_id) {
+                    record_push_query(&outcomes[i]).execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -806,6 +846,49 @@ macro_rules! impl_sql_store {
                     Some(row) if row.try_get::<Option<i64>, _>("used_at")?.is_some() => SecretUse::AlreadyUsed,
                     Some(_) => SecretUse::Expired,
                 })
+            }
+
+            /// Writes exchanges in one transaction (see `Store::exchange`). Should that fail,
+            /// each is written on its own, so that one device's failure is that device's alone.
+            fn exchange_flush(
+                writer: sqlx::Pool<$db>,
+            ) -> $crate::store::group_commit::Flush<$crate::store::sql::PendingExchange, $crate::store::sql::ExchangeDone> {
+                std::sync::Arc::new(move |batch: Vec<$crate::store::sql::PendingExchange>| {
+                    let writer = writer.clone();
+                    Box::pin(async move {
+                        match Self::exchange_batch(&writer, &batch).await {
+                            Ok(done) => done.into_iter().map(Ok).collect(),
+                            Err(e) if batch.len() == 1 => vec![Err(e)],
+                            Err(_) => {
+                                let mut results = Vec::with_capacity(batch.len());
+                                for one in batch {
+                                    results.push(Self::exchange_batch(&writer, std::slice::from_ref(&one)).await
+                                        .map(|mut done| done.remove(0)));
+                                }
+                                results
+                            }
+                        }
+                    })
+                })
+            }
+
+            async fn exchange_batch(
+                writer: &sqlx::Pool<$db>,
+                batch: &[$crate::store::sql::PendingExchange],
+            ) -> StoreResult<Vec<$crate::store::sql::ExchangeDone>> {
+                let mut tx = writer.begin().await?;
+                let mut done = vec![(None, None); batch.len()];
+                for i in by_device(batch, |x| &x.device_id) {
+                    let x = &batch[i];
+                    let outcome = match x.report() {
+                        Some(r) => Some(Self::record_report_in(&mut tx, &x.device_id, &r, x.now).await?),
+                        None => None,
+                    };
+                    let next = Self::next_command_in(&mut tx, &x.device_id, &x.skip, x.now).await?;
+                    done[i] = (outcome, next);
+                }
+                tx.commit().await?;
+                Ok(done)
             }
 
             /// `next_command` inside a transaction.

@@ -18,6 +18,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// The one connection that writes.
     writer: SqlitePool,
+    /// Command exchanges, written in batches (one transaction for those arriving together).
+    exchanges: super::group_commit::GroupCommit<super::sql::PendingExchange, super::sql::ExchangeDone>,
 }
 
 impl SqliteStore {
@@ -52,7 +54,14 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .with_context(|| format!("cannot open SQLite database {url:?}"))?;
-        Ok(Self { pool, writer })
+        Ok(Self {
+            pool,
+            exchanges: super::group_commit::GroupCommit::new(
+                super::sql::EXCHANGE_BATCH,
+                Self::exchange_flush(writer.clone()),
+            ),
+            writer,
+        })
     }
 
     /// SQLite serialises writers on the file itself: no extra lock.
