@@ -160,9 +160,10 @@ pub fn cases() -> Vec<Case> {
             "an_exchange_records_the_report_and_hands_out_the_next_command",
             |s| Box::pin(exchange_records_and_hands_out(s)),
         ),
-        ("concurrent_exchanges_of_many_devices_each_get_their_own_commands", |s| {
-            Box::pin(concurrent_exchanges(s))
-        }),
+        (
+            "concurrent_exchanges_of_many_devices_each_get_their_own_commands",
+            |s| Box::pin(concurrent_exchanges(s)),
+        ),
         ("plans_of_several_devices_apply_in_one_batch", |s| {
             Box::pin(plans_apply_in_one_batch(s))
         }),

@@ -125,10 +125,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_lone_submission_is_written_at_once() {
-        let flush: Flush<&'static str, usize> =
-            Arc::new(|items: Vec<&'static str>| Box::pin(async move {
-                items.into_iter().map(|s| Ok(s.len())).collect()
-            }));
+        let flush: Flush<&'static str, usize> = Arc::new(|items: Vec<&'static str>| {
+            Box::pin(async move { items.into_iter().map(|s| Ok(s.len())).collect() })
+        });
         let group = GroupCommit::new(8, flush);
         assert_eq!(group.submit("four").await.unwrap(), 4);
         assert_eq!(group.submit("").await.unwrap(), 0);

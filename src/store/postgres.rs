@@ -11,7 +11,8 @@ pub struct PostgresStore {
     /// Writes: the same pool (PostgreSQL runs concurrent writers itself).
     writer: PgPool,
     /// Command exchanges, written in batches (one transaction for those arriving together).
-    exchanges: super::group_commit::GroupCommit<super::sql::PendingExchange, super::sql::ExchangeDone>,
+    exchanges:
+        super::group_commit::GroupCommit<super::sql::PendingExchange, super::sql::ExchangeDone>,
 }
 
 impl PostgresStore {

@@ -277,11 +277,14 @@ macro_rules! impl_reconcile_store {
             #[async_trait::async_trait]
             impl ReconcileStore for $store {
                 async fn reconcile_state(&self, device_id: &str) -> StoreResult<ReconcileState> {
+                    // One connection for the three reads (each acquire and release costs a
+                    // round trip of its own).
+                    let mut conn = self.pool.acquire().await?;
                     let managed = sqlx::query(&format!(
                         "SELECT {MANAGED_COLUMNS} FROM managed_profiles WHERE device_id = $1 ORDER BY identifier"
                     ))
                     .bind(device_id)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *conn)
                     .await?
                     .iter()
                     .map(managed_from_row)
@@ -290,7 +293,7 @@ macro_rules! impl_reconcile_store {
                         "SELECT reported_at, profiles FROM reported_profiles WHERE device_id = $1",
                     )
                     .bind(device_id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *conn)
                     .await?
                     .map(|row| -> Result<_, sqlx::Error> {
                         Ok(decode_reported(
@@ -309,7 +312,7 @@ macro_rules! impl_reconcile_store {
                          ORDER BY c.seq",
                     )
                     .bind(device_id)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *conn)
                     .await?
                     .iter()
                     .map(|row| -> Result<OpenCommand, sqlx::Error> {

@@ -38,10 +38,7 @@ impl PendingExchange {
     }
 }
 
-pub(crate) type ExchangeDone = (
-    Option<super::ReportOutcome>,
-    Option<super::QueuedCommand>,
-);
+pub(crate) type ExchangeDone = (Option<super::ReportOutcome>, Option<super::QueuedCommand>);
 
 /// Exchanges written in one transaction at most.
 pub(crate) const EXCHANGE_BATCH: usize = 256;

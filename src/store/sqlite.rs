@@ -19,7 +19,8 @@ pub struct SqliteStore {
     /// The one connection that writes.
     writer: SqlitePool,
     /// Command exchanges, written in batches (one transaction for those arriving together).
-    exchanges: super::group_commit::GroupCommit<super::sql::PendingExchange, super::sql::ExchangeDone>,
+    exchanges:
+        super::group_commit::GroupCommit<super::sql::PendingExchange, super::sql::ExchangeDone>,
 }
 
 impl SqliteStore {
