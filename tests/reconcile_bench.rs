@@ -11,6 +11,9 @@
 //! and the process's peak RSS. `planning_one_change_costs_what_it_touches` times the driver's
 //! fan-out (the group membership index) and the pure planner over a synthetic fleet, for a change that
 //! touches every device and for one that touches a hundredth of them.
+//!
+//! The server runs on SQLite; `POMONA_BENCH_DATABASE=postgres://…` runs it on that PostgreSQL
+//! database instead (an empty one).
 
 mod support;
 
@@ -79,6 +82,7 @@ async fn a_fleet_converges_on_one_profile_change() {
     let server = TestServer::start_with(|args| {
         apns.configure(&pki, args);
         args.policy_dir = Some(dir);
+        args.database = std::env::var("POMONA_BENCH_DATABASE").ok();
         args.push_coalesce = Some("1s".into());
         args.push_poll_interval = Some("1s".into());
         args.push_backoff = Some("1m,5m,30m,2h,24h".into());

@@ -311,8 +311,8 @@ impl Push {
         token_invalid: bool,
         schedule: PushSchedule,
     ) -> Result<(), crate::store::StoreError> {
-        self.store
-            .record_push(&PushOutcome {
+        self.outcomes
+            .submit(PushOutcome {
                 device_id: due.device_id.clone(),
                 at: now,
                 accepted,

@@ -3,7 +3,10 @@
 //! devices whose groups or profiles it touches), a device report (only that device), a retry
 //! coming due — one reconcile per device at a time, a few devices in parallel. Each reconcile
 //! reads the device's stored state, runs the pure planner, writes the result in one
-//! transaction, and wakes the device when it queued something.
+//! transaction, and wakes the device when it queued something. Plans finished together are
+//! written together: one transaction for all of them (group commit, see
+//! `store::group_commit`), so a policy change that touches the whole fleet costs a durable
+//! write per batch of devices, not per device.
 
 use super::membership::{with_labels, Membership};
 use super::plan::{
@@ -14,8 +17,9 @@ use super::reported;
 use crate::policy::selector::DeviceAttributes;
 use crate::policy::snapshot::PolicySnapshot;
 use crate::protocol::CommandEnvelope;
+use crate::store::group_commit::GroupCommit;
 use crate::store::inventory::ReportedFacts;
-use crate::store::reconcile::PlanChange;
+use crate::store::reconcile::{DevicePlan, PlanChange};
 use crate::store::{CommandStatus, Enrollment, EnrollmentState, NewCommand, Store};
 use plist::{Dictionary, Value};
 use std::collections::{BTreeSet, HashMap};
@@ -72,11 +76,39 @@ pub struct Reconciler {
     pub settings: PlanSettings,
     /// Reconciles run so far (for metrics and benchmarks).
     pub reconciles: std::sync::atomic::AtomicU64,
+    /// Writes plans, batching those that finish together into one transaction.
+    plan_writer: GroupCommit<DevicePlan, u64>,
+}
+
+/// Plans written in one transaction at most.
+const PLAN_BATCH: usize = 256;
+
+/// Writes a batch of plans in one transaction. Should that fail, each plan is written on its
+/// own, so that one device's failure is that device's alone.
+fn plan_flush(store: Arc<dyn Store>) -> crate::store::group_commit::Flush<DevicePlan, u64> {
+    Arc::new(move |plans: Vec<DevicePlan>| {
+        let store = store.clone();
+        Box::pin(async move {
+            match store.apply_plans(&plans).await {
+                Ok(queued) => queued.into_iter().map(Ok).collect(),
+                Err(e) if plans.len() == 1 => vec![Err(e)],
+                Err(e) => {
+                    tracing::warn!(error = %e, plans = plans.len(), "batched plan write failed; writing each plan alone");
+                    let mut results = Vec::with_capacity(plans.len());
+                    for p in &plans {
+                        results.push(store.apply_plan(&p.device_id, &p.change, p.now).await);
+                    }
+                    results
+                }
+            }
+        })
+    })
 }
 
 impl Reconciler {
     pub fn new(store: Arc<dyn Store>, settings: PlanSettings) -> Arc<Self> {
         Arc::new(Self {
+            plan_writer: GroupCommit::new(PLAN_BATCH, plan_flush(store.clone())),
             store,
             snapshot: RwLock::new(Arc::new(PolicySnapshot::default())),
             health: RwLock::new(PolicyHealth::default()),
@@ -624,7 +656,14 @@ impl Reconciler {
                 enqueue,
                 cancel: result.cancel,
             };
-            let queued = self.store.apply_plan(device_id, &change, now).await?;
+            let queued = self
+                .plan_writer
+                .submit(DevicePlan {
+                    device_id: device_id.to_string(),
+                    change,
+                    now,
+                })
+                .await?;
             if queued > 0 {
                 self.wake_device(device_id);
             }

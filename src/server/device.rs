@@ -323,60 +323,75 @@ async fn handle_report(state: &AppState, presented: &PresentedCertificate, raw: 
     let now = now_millis();
     state.last_seen.touch(device_id, now);
 
-    match (report.status, report.command_uuid.as_deref()) {
-        (ReportStatus::Idle, _) => state.sessions.start(device_id),
+    let record = match (report.status, report.command_uuid.as_deref()) {
+        (ReportStatus::Idle, _) => {
+            state.sessions.start(device_id);
+            None
+        }
         (status, Some(uuid)) => {
-            let record = ReportRecord {
-                command_uuid: uuid,
-                status,
-                raw,
-            };
-            match state.store.record_report(device_id, &record, now).await {
-                Ok(ReportOutcome::Dequeued) => {
-                    state.reconciler.command_answered(device_id);
-                    tracing::info!(
-                        device = device_id,
-                        command = uuid,
-                        status = status.as_str(),
-                        "command finished"
-                    )
-                }
-                Ok(ReportOutcome::StillQueued) => {
-                    tracing::info!(
-                        device = device_id,
-                        command = uuid,
-                        "NotNow: kept queued, skipped for this exchange"
-                    );
-                }
-                Ok(ReportOutcome::AlreadyFinished) => {
-                    tracing::info!(
-                        device = device_id,
-                        command = uuid,
-                        status = status.as_str(),
-                        "duplicate report ignored"
-                    )
-                }
-                Ok(ReportOutcome::Unknown) => {
-                    tracing::warn!(
-                        device = device_id,
-                        command = uuid,
-                        status = status.as_str(),
-                        "report for an unknown command UUID"
-                    )
-                }
-                // Non-2xx makes the device keep the result and report it again later.
-                Err(e) => return store_failure(e, "command report"),
-            }
             if status == ReportStatus::NotNow {
                 state.sessions.skip(device_id, uuid);
             }
+            Some(ReportRecord {
+                command_uuid: uuid,
+                status,
+                raw,
+            })
         }
         (_, None) => unreachable!("Report::parse requires a CommandUUID for every status but Idle"),
+    };
+
+    // The result and the next command in one transaction (one durable write per exchange).
+    let skip = state.sessions.skipped(device_id);
+    let (outcome, next) = match state
+        .store
+        .exchange(device_id, record.as_ref(), &skip, now)
+        .await
+    {
+        Ok(done) => done,
+        // Non-2xx makes the device keep the result and report it again later.
+        Err(e) => return store_failure(e, "command report"),
+    };
+    if let (Some(outcome), Some(record)) = (outcome, &record) {
+        let (uuid, status) = (record.command_uuid, record.status);
+        match outcome {
+            ReportOutcome::Dequeued => {
+                state.reconciler.command_answered(device_id);
+                tracing::info!(
+                    device = device_id,
+                    command = uuid,
+                    status = status.as_str(),
+                    "command finished"
+                )
+            }
+            ReportOutcome::StillQueued => {
+                tracing::info!(
+                    device = device_id,
+                    command = uuid,
+                    "NotNow: kept queued, skipped for this exchange"
+                );
+            }
+            ReportOutcome::AlreadyFinished => {
+                tracing::info!(
+                    device = device_id,
+                    command = uuid,
+                    status = status.as_str(),
+                    "duplicate report ignored"
+                )
+            }
+            ReportOutcome::Unknown => {
+                tracing::warn!(
+                    device = device_id,
+                    command = uuid,
+                    status = status.as_str(),
+                    "report for an unknown command UUID"
+                )
+            }
+        }
     }
 
-    let skip = state.sessions.skipped(device_id);
-    match state.store.next_command(device_id, &skip, now).await {
-        Ok(Some(command)) => {
+    match next {
+        Some(command) => {
             tracing::info!(device = device_id, command = %command.uuid, request_type = %command.request_type, "sending command");
             (
                 StatusCode::OK,
@@ -385,10 +400,9 @@ async fn handle_report(state: &AppState, presented: &PresentedCertificate, raw: 
             )
                 .into_response()
         }
-        Ok(None) => {
+        None => {
             state.sessions.end(device_id);
             empty_ok()
         }
-        Err(e) => store_failure(e, "next command"),
     }
 }

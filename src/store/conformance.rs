@@ -165,7 +165,227 @@ fn base_cases() -> Vec<Case> {
         ("queued_commands_get_a_push_after_restart", |s| {
             Box::pin(queued_commands_get_push(s))
         }),
+        (
+            "an_exchange_records_the_report_and_hands_out_the_next_command",
+            |s| Box::pin(exchange_records_and_hands_out(s)),
+        ),
+        (
+            "concurrent_exchanges_of_many_devices_each_get_their_own_commands",
+            |s| Box::pin(concurrent_exchanges(s)),
+        ),
+        ("plans_of_several_devices_apply_in_one_batch", |s| {
+            Box::pin(plans_apply_in_one_batch(s))
+        }),
+        ("push_requests_and_outcomes_apply_in_batches", |s| {
+            Box::pin(push_writes_apply_in_batches(s))
+        }),
     ]
+}
+
+async fn plans_apply_in_one_batch(s: Arc<dyn Store>) -> CaseResult {
+    use crate::policy::model::RemovalPolicy;
+    use crate::reconcile::plan::{Intent, ManagedProfile, ProfileState};
+    use reconcile::{DevicePlan, PlanChange};
+    enrolled(&*s, "D1").await?;
+    enrolled(&*s, "D2").await?;
+    let managed = |device: &str| ManagedProfile {
+        identifier: "com.example.wifi".into(),
+        profile_key: "Profile/wifi".into(),
+        hash: "h1".into(),
+        uuid: format!("U-{device}"),
+        state: ProfileState::Pending,
+        attempts: 0,
+        installs: 1,
+        last_attempt_at: None,
+        acknowledged_at: None,
+        last_error: None,
+        removal_policy: RemovalPolicy::Remove,
+    };
+    let install = Intent::Install {
+        identifier: "com.example.wifi".into(),
+        hash: "h1".into(),
+    };
+    let plan = |device: &str, now: i64| DevicePlan {
+        device_id: device.into(),
+        change: PlanChange {
+            managed: vec![managed(device)],
+            enqueue: vec![
+                (command(&format!("I-{device}")), install.clone()),
+                (command(&format!("L-{device}")), Intent::ProfileList),
+            ],
+            ..PlanChange::default()
+        },
+        now,
+    };
+    let plans = vec![plan("D1", 2000), plan("D2", 2001), plan("nobody", 2002)];
+    let queued = ok(s.apply_plans(&plans).await, "apply_plans")?;
+    check!(
+        queued == vec![2, 2, 0],
+        "queued {queued:?} (nothing for an unknown device)"
+    );
+    for device in ["D1", "D2"] {
+        let state = ok(s.reconcile_state(device).await, "state")?;
+        check!(
+            state.managed == vec![managed(device)],
+            "{device} managed {:?}",
+            state.managed
+        );
+        check!(
+            state.open.len() == 2 && state.open[0].intent == install,
+            "{device} open {:?}",
+            state.open
+        );
+        let next = ok(s.next_command(device, &[], 2100).await, "next")?;
+        check!(
+            next.map(|c| c.uuid) == Some(format!("I-{device}")),
+            "{device}: its own install first"
+        );
+    }
+    let replay = ok(s.apply_plans(&plans[..2]).await, "replay")?;
+    check!(replay == vec![0, 0], "a replay queued {replay:?}");
+    check!(
+        ok(s.apply_plans(&[]).await, "empty batch")?.is_empty(),
+        "an empty batch"
+    );
+    Ok(())
+}
+
+async fn push_writes_apply_in_batches(s: Arc<dyn Store>) -> CaseResult {
+    enrolled(&*s, "D1").await?;
+    enrolled(&*s, "D2").await?;
+    ok(s.enqueue("D1", &command("C1"), 2000).await, "enqueue")?;
+    ok(s.enqueue("D2", &command("C2"), 2000).await, "enqueue")?;
+    let found = ok(
+        s.request_pushes(&[
+            ("D1".into(), 5000),
+            ("nobody".into(), 5000),
+            ("D2".into(), 6000),
+            ("D1".into(), 4000),
+        ])
+        .await,
+        "request_pushes",
+    )?;
+    check!(
+        found == vec![true, false, true, true],
+        "found {found:?} (false for an unknown device)"
+    );
+    check!(
+        push_status_of(&*s, "D1").await?.next_push_at == Some(4000),
+        "the earlier of two requests in one batch must win"
+    );
+    check!(
+        push_status_of(&*s, "D2").await?.next_push_at == Some(6000),
+        "D2's request"
+    );
+    check!(
+        ok(s.push_status("nobody").await, "push_status")?.is_none(),
+        "push state for an unknown device"
+    );
+    let due = ok(s.claim_due_pushes(6000, 100_000, 10).await, "claim")?;
+    check!(due.len() == 2, "expected two due pushes, got {}", due.len());
+    ok(
+        s.record_pushes(&[
+            accepted("D1", 6100, 100_000, 1, 66_100),
+            accepted("D2", 6200, 100_000, 1, 66_200),
+        ])
+        .await,
+        "record_pushes",
+    )?;
+    for (device, at, next) in [("D1", 6100, 66_100), ("D2", 6200, 66_200)] {
+        let status = push_status_of(&*s, device).await?;
+        check!(
+            status.attempts == 1
+                && status.last_push_at == Some(at)
+                && status.next_push_at == Some(next)
+                && status.last_result.as_deref() == Some("accepted"),
+            "{device} after a batched outcome: {status:?}"
+        );
+    }
+    ok(s.record_pushes(&[]).await, "empty batch")?;
+    Ok(())
+}
+
+async fn exchange_records_and_hands_out(s: Arc<dyn Store>) -> CaseResult {
+    enrolled(&*s, "D1").await?;
+    enrolled(&*s, "D2").await?;
+    for uuid in ["A", "B"] {
+        ok(s.enqueue("D1", &command(uuid), 2000).await, "enqueue")?;
+    }
+    // Idle: nothing to record, the first command is handed out and counted as sent.
+    let (outcome, next) = ok(s.exchange("D1", None, &[], 2001).await, "idle")?;
+    check!(outcome.is_none(), "an Idle exchange recorded {outcome:?}");
+    check!(
+        next.as_ref().map(|c| c.uuid.as_str()) == Some("A"),
+        "first command {next:?}"
+    );
+    // A result, then the next command, in the same exchange.
+    let ack = report("A", ReportStatus::Acknowledged, b"<plist>ack</plist>");
+    let (outcome, next) = ok(s.exchange("D1", Some(&ack), &[], 2002).await, "ack")?;
+    check!(
+        outcome == Some(ReportOutcome::Dequeued),
+        "outcome {outcome:?}"
+    );
+    check!(
+        next.as_ref().map(|c| c.uuid.as_str()) == Some("B"),
+        "after A: {next:?}"
+    );
+    // Another device's command is unknown to this one, and changes nothing.
+    let theirs = report("B", ReportStatus::Acknowledged, b"x");
+    let (outcome, next) = ok(s.exchange("D2", Some(&theirs), &[], 2003).await, "D2")?;
+    check!(
+        outcome == Some(ReportOutcome::Unknown) && next.is_none(),
+        "D2 answering D1's command: {outcome:?} {next:?}"
+    );
+    // NotNow keeps B queued; skipped for this exchange, nothing is handed out.
+    let not_now = report("B", ReportStatus::NotNow, b"nn");
+    let (outcome, next) = ok(
+        s.exchange("D1", Some(&not_now), &["B".to_string()], 2004)
+            .await,
+        "NotNow",
+    )?;
+    check!(
+        outcome == Some(ReportOutcome::StillQueued) && next.is_none(),
+        "NotNow: {outcome:?} {next:?}"
+    );
+    // A replayed result is harmless.
+    let (outcome, _) = ok(s.exchange("D1", Some(&ack), &[], 2005).await, "replay")?;
+    check!(
+        outcome == Some(ReportOutcome::AlreadyFinished),
+        "replay: {outcome:?}"
+    );
+    // The device was pushed; answering its last command drains the queue, which ends the
+    // push backoff in the same exchange.
+    ok(s.request_push("D1", 3000).await, "request")?;
+    ok(s.claim_due_pushes(3000, 100_000, 10).await, "claim")?;
+    ok(
+        s.record_push(&accepted("D1", 3100, 100_000, 1, 63_100))
+            .await,
+        "record",
+    )?;
+    let done = report("B", ReportStatus::Acknowledged, b"done");
+    let (outcome, next) = ok(s.exchange("D1", Some(&done), &[], 4000).await, "last")?;
+    check!(
+        outcome == Some(ReportOutcome::Dequeued) && next.is_none(),
+        "last: {outcome:?} {next:?}"
+    );
+    check!(
+        push_status_of(&*s, "D1").await?.attempts == 0,
+        "draining the queue must reset the push attempts"
+    );
+    let cmds = ok(s.commands("D1", 10).await, "commands")?;
+    let a = cmds.iter().find(|c| c.uuid == "A").ok_or("A missing")?;
+    let b = cmds.iter().find(|c| c.uuid == "B").ok_or("B missing")?;
+    check!(
+        a.status == CommandStatus::Acknowledged
+            && a.result.as_deref() == Some(&b"<plist>ack</plist>"[..])
+            && a.sent_count == 1,
+        "A {a:?}"
+    );
+    check!(
+        b.status == CommandStatus::Acknowledged && b.sent_count == 2 && b.not_now_count == 1,
+        "B {b:?} (handed out after A, and again after the replay)"
+    );
+    Ok(())
 }
 
 async fn plan_applied_and_replayed(s: Arc<dyn Store>) -> CaseResult {
@@ -1262,6 +1482,65 @@ async fn push_answered_before_acknowledged(s: Arc<dyn Store>) -> CaseResult {
         status.next_push_at == Some(3000),
         "new work waits for {:?}",
         status.next_push_at
+    );
+    Ok(())
+}
+
+/// Exchanges arriving together are written together (group commit); each device still gets
+/// exactly its own commands, in order, and every result is kept with its command.
+async fn concurrent_exchanges(s: Arc<dyn Store>) -> CaseResult {
+    const DEVICES: usize = 40;
+    const COMMANDS: usize = 3;
+    for d in 0..DEVICES {
+        enrolled(&*s, &format!("D{d}")).await?;
+        for c in 0..COMMANDS {
+            ok(
+                s.enqueue(&format!("D{d}"), &command(&format!("D{d}-C{c}")), 2000)
+                    .await,
+                "enqueue",
+            )?;
+        }
+    }
+    let mut tasks = Vec::new();
+    for d in 0..DEVICES {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("D{d}");
+            let mut handed = Vec::new();
+            let (_, mut next) = s
+                .exchange(&id, None, &[], 3000)
+                .await
+                .map_err(|e| e.to_string())?;
+            while let Some(c) = next {
+                handed.push(c.uuid.clone());
+                let r = report(&c.uuid, ReportStatus::Acknowledged, c.uuid.as_bytes());
+                let (outcome, following) = s
+                    .exchange(&id, Some(&r), &[], 3001)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if outcome != Some(ReportOutcome::Dequeued) {
+                    return Err(format!("{} outcome {outcome:?}", c.uuid));
+                }
+                next = following;
+            }
+            Ok::<(String, Vec<String>), String>((id, handed))
+        }));
+    }
+    for t in tasks {
+        let (id, handed) = t.await.map_err(|e| e.to_string())??;
+        let expected: Vec<String> = (0..COMMANDS).map(|c| format!("{id}-C{c}")).collect();
+        check!(handed == expected, "{id} was handed {handed:?}");
+        for c in ok(s.commands(&id, 10).await, "commands")? {
+            check!(
+                c.status == CommandStatus::Acknowledged
+                    && c.result.as_deref() == Some(c.uuid.as_bytes()),
+                "{id}: {c:?}"
+            );
+        }
+    }
+    check!(
+        ok(s.queue_depth().await, "depth")? == 0,
+        "commands left in the queue"
     );
     Ok(())
 }

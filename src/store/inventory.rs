@@ -144,7 +144,7 @@ macro_rules! impl_inventory_store {
                     .bind(device_id)
                     .bind(json)
                     .bind(reported_at)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                     Ok(())
                 }
@@ -164,7 +164,7 @@ macro_rules! impl_inventory_store {
                     .bind(device_id)
                     .bind(json)
                     .bind(now)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?
                     .rows_affected();
                     Ok(written > 0)

@@ -9,6 +9,7 @@
 
 pub mod actions;
 pub mod conformance;
+pub mod group_commit;
 pub mod inventory;
 mod migrations;
 mod model;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Store failures, typed by what the caller should do next.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database is unreachable, busy or timed out: retry later. Devices get 503, never 401.
     #[error("database unavailable: {0}")]
@@ -132,6 +133,16 @@ pub trait Store:
         report: &ReportRecord<'_>,
         now: i64,
     ) -> StoreResult<ReportOutcome>;
+    /// One command exchange in one transaction: `record_report` (when the device reported a
+    /// result) then `next_command`, with exactly their effects. Returns the report's outcome
+    /// and the command to send next.
+    async fn exchange(
+        &self,
+        device_id: &str,
+        report: Option<&ReportRecord<'_>>,
+        skip: &[String],
+        now: i64,
+    ) -> StoreResult<(Option<ReportOutcome>, Option<QueuedCommand>)>;
     /// Commands of one device, newest first, with their results.
     async fn commands(&self, device_id: &str, limit: i64) -> StoreResult<Vec<CommandRecord>>;
     /// Number of queued commands across the fleet (for metrics).
@@ -177,6 +188,9 @@ pub trait Store:
     /// answered since) keeps its backoff time.
     /// NotFound for an unknown device.
     async fn request_push(&self, device_id: &str, at: i64) -> StoreResult<()>;
+    /// `request_push` for several (device, time) pairs in one transaction; per request, false
+    /// for an unknown device (where `request_push` says NotFound).
+    async fn request_pushes(&self, requests: &[(String, i64)]) -> StoreResult<Vec<bool>>;
     /// Claims up to `limit` pushes due at `now`, oldest first, moving them to `claimed_until` so
     /// that a crash leaves them due again rather than lost.
     async fn claim_due_pushes(
@@ -187,6 +201,8 @@ pub trait Store:
     ) -> StoreResult<Vec<DuePush>>;
     /// Records what happened to a push and, for scheduled ones, what comes next.
     async fn record_push(&self, outcome: &PushOutcome) -> StoreResult<()>;
+    /// `record_push` for several outcomes in one transaction.
+    async fn record_pushes(&self, outcomes: &[PushOutcome]) -> StoreResult<()>;
     async fn push_status(&self, device_id: &str) -> StoreResult<Option<PushStatus>>;
     /// Requests a push at `at` for every enrolled device with queued commands and none pending
     /// (run at start: a wake requested just before a crash is not lost).

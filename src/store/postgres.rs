@@ -8,6 +8,11 @@ use std::time::Duration;
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Writes: the same pool (PostgreSQL runs concurrent writers itself).
+    writer: PgPool,
+    /// Command exchanges, written in batches (one transaction for those arriving together).
+    exchanges:
+        super::group_commit::GroupCommit<super::sql::PendingExchange, super::sql::ExchangeDone>,
 }
 
 impl PostgresStore {
@@ -26,7 +31,14 @@ impl PostgresStore {
             .await
             // The URL may hold a password: name only host and port.
             .with_context(|| format!("cannot connect to PostgreSQL at {target}"))?;
-        Ok(Self { pool })
+        Ok(Self {
+            exchanges: super::group_commit::GroupCommit::new(
+                super::sql::EXCHANGE_BATCH,
+                Self::exchange_flush(pool.clone()),
+            ),
+            writer: pool.clone(),
+            pool,
+        })
     }
 
     /// Replicas starting together must not run the same migration twice.

@@ -1,8 +1,9 @@
 //! What the reconciler persists per device: the inventory of profiles Pomona manages there, the
 //! device's latest ProfileList, and the intent behind each command the reconciler queued (so a
 //! result can be folded back into the inventory). `apply_plan` writes one plan — inventory,
-//! folded results, new commands, cancellations — in one transaction. Implemented for both
-//! backends by `impl_reconcile_store!`, with the same SQL.
+//! folded results, new commands, cancellations — in one transaction; `apply_plans` writes the
+//! plans of many devices in one (group commit). Implemented for both backends by
+//! `impl_reconcile_store!`, with the same SQL.
 
 use super::{CommandStatus, NewCommand, StoreResult};
 use crate::reconcile::plan::{Intent, ManagedProfile, ReportedProfiles};
@@ -44,6 +45,15 @@ pub struct PlanChange {
     pub cancel: Vec<String>,
 }
 
+/// One device's plan, for `apply_plans`.
+#[derive(Debug, Clone, Default)]
+pub struct DevicePlan {
+    pub device_id: String,
+    pub change: PlanChange,
+    /// The plan's time (Unix ms).
+    pub now: i64,
+}
+
 /// Managed-profile counts of one profile, for status.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProfileCounts {
@@ -61,6 +71,10 @@ pub trait ReconcileStore: Send + Sync {
     /// Applies a plan; returns how many commands were newly queued (replays queue none).
     /// Nothing is queued for unknown or checked-out devices.
     async fn apply_plan(&self, device_id: &str, change: &PlanChange, now: i64) -> StoreResult<u64>;
+    /// Applies the plans of several devices in one transaction (group commit: one durable write
+    /// for many plans), each exactly as `apply_plan` would; returns what each newly queued. If
+    /// any plan fails, none is applied.
+    async fn apply_plans(&self, plans: &[DevicePlan]) -> StoreResult<Vec<u64>>;
     /// Per-profile state counts across the fleet.
     async fn profile_counts(&self) -> StoreResult<Vec<ProfileCounts>>;
     /// Managed profiles in `state` for a profile, with their devices (bounded).
@@ -144,14 +158,133 @@ macro_rules! impl_reconcile_store {
                 })
             }
 
+            /// One plan's statements, inside the caller's transaction.
+            async fn apply_plan_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                device_id: &str,
+                change: &PlanChange,
+                now: i64,
+            ) -> Result<u64, sqlx::Error> {
+                // Write first (SQLite takes the write lock up front), then the rest.
+                sqlx::query("DELETE FROM managed_profiles WHERE device_id = $1")
+                    .bind(device_id)
+                    .execute(&mut **tx)
+                    .await?;
+                for m in &change.managed {
+                    sqlx::query(&format!(
+                        "INSERT INTO managed_profiles (device_id, {MANAGED_COLUMNS}, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+                    ))
+                    .bind(device_id)
+                    .bind(&m.identifier)
+                    .bind(&m.profile_key)
+                    .bind(&m.hash)
+                    .bind(&m.uuid)
+                    .bind(m.state.as_str())
+                    .bind(m.attempts as i64)
+                    .bind(m.installs as i64)
+                    .bind(m.last_attempt_at)
+                    .bind(m.acknowledged_at)
+                    .bind(&m.last_error)
+                    .bind(match m.removal_policy {
+                        RemovalPolicy::Keep => "Keep",
+                        RemovalPolicy::Remove => "Remove",
+                    })
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                for uuid in &change.processed {
+                    sqlx::query(
+                        "UPDATE reconcile_commands SET processed_at = $2 WHERE command_uuid = $1",
+                    )
+                    .bind(uuid)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                if let Some(r) = &change.reported {
+                    sqlx::query(
+                        "INSERT INTO reported_profiles (device_id, reported_at, profiles) VALUES ($1, $2, $3) \
+                         ON CONFLICT (device_id) DO UPDATE SET reported_at = excluded.reported_at, \
+                           profiles = excluded.profiles \
+                         WHERE excluded.reported_at >= reported_profiles.reported_at",
+                    )
+                    .bind(device_id)
+                    .bind(r.reported_at)
+                    .bind(encode_reported(r))
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                for uuid in &change.cancel {
+                    let cancelled = sqlx::query(
+                        "UPDATE commands SET status = 'cancelled', updated_at = $3 \
+                         WHERE uuid = $1 AND enrollment_id = $2 AND status = 'queued'",
+                    )
+                    .bind(uuid)
+                    .bind(device_id)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+                    if cancelled == 1 {
+                        sqlx::query(
+                            "UPDATE reconcile_commands SET processed_at = $2 WHERE command_uuid = $1",
+                        )
+                        .bind(uuid)
+                        .bind(now)
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                }
+                let mut queued = 0;
+                for (command, intent) in &change.enqueue {
+                    let inserted = sqlx::query(
+                        "INSERT INTO commands (uuid, enrollment_id, request_type, command, status, created_at, updated_at) \
+                         SELECT $1, id, $3, $4, 'queued', $5, $5 FROM enrollments \
+                         WHERE id = $2 AND state <> 'checked_out' \
+                         ON CONFLICT (uuid) DO NOTHING",
+                    )
+                    .bind(&command.uuid)
+                    .bind(device_id)
+                    .bind(&command.request_type)
+                    .bind(&command.command)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+                    if inserted == 0 {
+                        continue; // replay, or the device is gone
+                    }
+                    queued += 1;
+                    let (kind, identifier, hash) = intent_columns(intent);
+                    sqlx::query(
+                        "INSERT INTO reconcile_commands (command_uuid, device_id, intent, identifier, hash, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (command_uuid) DO NOTHING",
+                    )
+                    .bind(&command.uuid)
+                    .bind(device_id)
+                    .bind(kind)
+                    .bind(identifier)
+                    .bind(hash)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(queued)
+            }
+
             #[async_trait::async_trait]
             impl ReconcileStore for $store {
                 async fn reconcile_state(&self, device_id: &str) -> StoreResult<ReconcileState> {
+                    // One connection for the three reads (each acquire and release costs a
+                    // round trip of its own).
+                    let mut conn = self.pool.acquire().await?;
                     let managed = sqlx::query(&format!(
                         "SELECT {MANAGED_COLUMNS} FROM managed_profiles WHERE device_id = $1 ORDER BY identifier"
                     ))
                     .bind(device_id)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *conn)
                     .await?
                     .iter()
                     .map(managed_from_row)
@@ -160,7 +293,7 @@ macro_rules! impl_reconcile_store {
                         "SELECT reported_at, profiles FROM reported_profiles WHERE device_id = $1",
                     )
                     .bind(device_id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *conn)
                     .await?
                     .map(|row| -> Result<_, sqlx::Error> {
                         Ok(decode_reported(
@@ -179,7 +312,7 @@ macro_rules! impl_reconcile_store {
                          ORDER BY c.seq",
                     )
                     .bind(device_id)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *conn)
                     .await?
                     .iter()
                     .map(|row| -> Result<OpenCommand, sqlx::Error> {
@@ -210,112 +343,18 @@ macro_rules! impl_reconcile_store {
                     change: &PlanChange,
                     now: i64,
                 ) -> StoreResult<u64> {
-                    let mut tx = self.pool.begin().await?;
-                    // Write first (SQLite takes the write lock up front), then the rest.
-                    sqlx::query("DELETE FROM managed_profiles WHERE device_id = $1")
-                        .bind(device_id)
-                        .execute(&mut *tx)
-                        .await?;
-                    for m in &change.managed {
-                        sqlx::query(&format!(
-                            "INSERT INTO managed_profiles (device_id, {MANAGED_COLUMNS}, updated_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-                        ))
-                        .bind(device_id)
-                        .bind(&m.identifier)
-                        .bind(&m.profile_key)
-                        .bind(&m.hash)
-                        .bind(&m.uuid)
-                        .bind(m.state.as_str())
-                        .bind(m.attempts as i64)
-                        .bind(m.installs as i64)
-                        .bind(m.last_attempt_at)
-                        .bind(m.acknowledged_at)
-                        .bind(&m.last_error)
-                        .bind(match m.removal_policy {
-                            RemovalPolicy::Keep => "Keep",
-                            RemovalPolicy::Remove => "Remove",
-                        })
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    for uuid in &change.processed {
-                        sqlx::query(
-                            "UPDATE reconcile_commands SET processed_at = $2 WHERE command_uuid = $1",
-                        )
-                        .bind(uuid)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    if let Some(r) = &change.reported {
-                        sqlx::query(
-                            "INSERT INTO reported_profiles (device_id, reported_at, profiles) VALUES ($1, $2, $3) \
-                             ON CONFLICT (device_id) DO UPDATE SET reported_at = excluded.reported_at, \
-                               profiles = excluded.profiles \
-                             WHERE excluded.reported_at >= reported_profiles.reported_at",
-                        )
-                        .bind(device_id)
-                        .bind(r.reported_at)
-                        .bind(encode_reported(r))
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    for uuid in &change.cancel {
-                        let cancelled = sqlx::query(
-                            "UPDATE commands SET status = 'cancelled', updated_at = $3 \
-                             WHERE uuid = $1 AND enrollment_id = $2 AND status = 'queued'",
-                        )
-                        .bind(uuid)
-                        .bind(device_id)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                        if cancelled == 1 {
-                            sqlx::query(
-                                "UPDATE reconcile_commands SET processed_at = $2 WHERE command_uuid = $1",
-                            )
-                            .bind(uuid)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
-                        }
-                    }
-                    let mut queued = 0;
-                    for (command, intent) in &change.enqueue {
-                        let inserted = sqlx::query(
-                            "INSERT INTO commands (uuid, enrollment_id, request_type, command, status, created_at, updated_at) \
-                             SELECT $1, id, $3, $4, 'queued', $5, $5 FROM enrollments \
-                             WHERE id = $2 AND state <> 'checked_out' \
-                             ON CONFLICT (uuid) DO NOTHING",
-                        )
-                        .bind(&command.uuid)
-                        .bind(device_id)
-                        .bind(&command.request_type)
-                        .bind(&command.command)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                        if inserted == 0 {
-                            continue; // replay, or the device is gone
-                        }
-                        queued += 1;
-                        let (kind, identifier, hash) = intent_columns(intent);
-                        sqlx::query(
-                            "INSERT INTO reconcile_commands (command_uuid, device_id, intent, identifier, hash, created_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (command_uuid) DO NOTHING",
-                        )
-                        .bind(&command.uuid)
-                        .bind(device_id)
-                        .bind(kind)
-                        .bind(identifier)
-                        .bind(hash)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                    let mut tx = self.writer.begin().await?;
+                    let queued = apply_plan_in(&mut tx, device_id, change, now).await?;
+                    tx.commit().await?;
+                    Ok(queued)
+                }
+
+                async fn apply_plans(&self, plans: &[DevicePlan]) -> StoreResult<Vec<u64>> {
+                    let mut tx = self.writer.begin().await?;
+                    let mut queued = vec![0; plans.len()];
+                    for i in $crate::store::sql::by_device(plans, |p| &p.device_id) {
+                        let p = &plans[i];
+                        queued[i] = apply_plan_in(&mut tx, &p.device_id, &p.change, p.now).await?;
                     }
                     tx.commit().await?;
                     Ok(queued)

@@ -17,6 +17,41 @@ pub(crate) const CERTIFICATE_COLUMNS: &str =
 pub(crate) const COMMAND_COLUMNS: &str = "c.uuid, c.enrollment_id, c.request_type, c.status, c.created_at, \
     c.updated_at, c.sent_count, c.last_sent_at, c.not_now_count, c.last_not_now_at, c.completed_at, r.raw";
 
+/// One device's command exchange, owned, waiting to be written with others (group commit).
+pub(crate) struct PendingExchange {
+    pub device_id: String,
+    /// Command UUID, status and the device's exact bytes.
+    pub report: Option<(String, crate::protocol::ReportStatus, Vec<u8>)>,
+    pub skip: Vec<String>,
+    pub now: i64,
+}
+
+impl PendingExchange {
+    pub fn report(&self) -> Option<super::ReportRecord<'_>> {
+        self.report
+            .as_ref()
+            .map(|(uuid, status, raw)| super::ReportRecord {
+                command_uuid: uuid,
+                status: *status,
+                raw,
+            })
+    }
+}
+
+pub(crate) type ExchangeDone = (Option<super::ReportOutcome>, Option<super::QueuedCommand>);
+
+/// Exchanges written in one transaction at most.
+pub(crate) const EXCHANGE_BATCH: usize = 256;
+
+/// The order in which a batch touches its devices: by device id, so that two batches written
+/// at once on PostgreSQL take their row locks in the same order and cannot deadlock. A
+/// device's entries keep their order (a stable sort).
+pub(crate) fn by_device<T>(items: &[T], device: impl Fn(&T) -> &String) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by(|&a, &b| device(&items[a]).cmp(device(&items[b])));
+    order
+}
+
 /// `$first, $first+1, …` for a list of `count` bound values.
 pub(crate) fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)
@@ -27,7 +62,7 @@ pub(crate) fn placeholders(first: usize, count: usize) -> String {
 
 macro_rules! impl_sql_store {
     ($store:ty, $db:ty, $backend:literal) => {
-        use $crate::store::sql::{placeholders, CERTIFICATE_COLUMNS, COMMAND_COLUMNS, ENROLLMENT_COLUMNS};
+        use $crate::store::sql::{by_device, placeholders, CERTIFICATE_COLUMNS, COMMAND_COLUMNS, ENROLLMENT_COLUMNS};
         use $crate::store::*;
         use sqlx::Row as _;
 
@@ -92,6 +127,71 @@ macro_rules! impl_sql_store {
             })
         }
 
+        /// Asks for a push at `at`: keeps an earlier pending time; a device pushed and silent
+        /// since keeps its backoff. Affects no row for an unknown device.
+        fn request_push_query<'q>(device_id: &'q str, at: i64) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>> {
+            sqlx::query(
+                "INSERT INTO push_state (enrollment_id, next_push_at) SELECT id, $2 FROM enrollments WHERE id = $1 \
+                 ON CONFLICT (enrollment_id) DO UPDATE SET next_push_at = CASE \
+                   WHEN push_state.next_push_at IS NULL THEN excluded.next_push_at \
+                   WHEN push_state.next_push_at <= excluded.next_push_at THEN push_state.next_push_at \
+                   WHEN push_state.claimed_until >= excluded.next_push_at THEN push_state.next_push_at \
+                   WHEN push_state.attempts = 0 THEN excluded.next_push_at \
+                   WHEN EXISTS (SELECT 1 FROM enrollments e WHERE e.id = push_state.enrollment_id \
+                     AND e.last_seen_at >= push_state.last_push_at) THEN excluded.next_push_at \
+                   ELSE push_state.next_push_at END",
+            )
+            .bind(device_id)
+            .bind(at)
+        }
+
+        /// Records what happened to a push (see `Store::record_push`).
+        fn record_push_query(o: &PushOutcome) -> sqlx::query::Query<'_, $db, <$db as sqlx::Database>::Arguments<'_>> {
+            match &o.schedule {
+                // A wake requested while the push was out (an earlier time) is kept. A device
+                // that already drained its queue (claim cleared by next_command) answered this
+                // push: no backoff, no re-push unless new work asked for one.
+                Some(schedule) => sqlx::query(
+                    "UPDATE push_state SET \
+                       last_push_at = CASE WHEN $3 THEN $2 ELSE last_push_at END, \
+                       last_result = COALESCE($4, last_result), \
+                       last_result_at = CASE WHEN $4 IS NULL THEN last_result_at ELSE $2 END, \
+                       token_invalid_at = CASE WHEN $5 THEN $2 ELSE token_invalid_at END, \
+                       attempts = CASE WHEN claimed_until IS NULL THEN 0 ELSE $6 END, \
+                       failures = $7, claimed_until = NULL, \
+                       next_push_at = CASE WHEN $5 THEN NULL \
+                         WHEN next_push_at IS NOT NULL AND next_push_at < $8 THEN next_push_at \
+                         WHEN claimed_until IS NULL THEN NULL \
+                         ELSE $9 END \
+                     WHERE enrollment_id = $1",
+                )
+                .bind(&o.device_id)
+                .bind(o.at)
+                .bind(o.accepted)
+                .bind(&o.result)
+                .bind(o.token_invalid)
+                .bind(schedule.attempts)
+                .bind(schedule.failures)
+                .bind(schedule.claimed_until)
+                .bind(schedule.next_push_at),
+                None => sqlx::query(
+                    "INSERT INTO push_state (enrollment_id, last_push_at, last_result, last_result_at, token_invalid_at) \
+                     SELECT id, CASE WHEN $3 THEN $2 ELSE NULL END, $4, $2, CASE WHEN $5 THEN $2 ELSE NULL END \
+                     FROM enrollments WHERE id = $1 \
+                     ON CONFLICT (enrollment_id) DO UPDATE SET \
+                       last_push_at = COALESCE(excluded.last_push_at, push_state.last_push_at), \
+                       last_result = excluded.last_result, last_result_at = excluded.last_result_at, \
+                       token_invalid_at = COALESCE(excluded.token_invalid_at, push_state.token_invalid_at), \
+                       next_push_at = CASE WHEN $5 THEN NULL ELSE push_state.next_push_at END",
+                )
+                .bind(&o.device_id)
+                .bind(o.at)
+                .bind(o.accepted)
+                .bind(&o.result)
+                .bind(o.token_invalid),
+            }
+        }
+
         #[async_trait::async_trait]
         impl Store for $store {
             async fn migrate(&self) -> StoreResult<()> {
@@ -108,7 +208,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn authenticate(&self, f: &DeviceFacts, now: i64) -> StoreResult<AuthenticateOutcome> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let inserted: bool = sqlx::query(
                     "INSERT INTO enrollments (id, enrollment_type, state, topic, serial_number, model, model_name, \
                      product_name, os_version, build_version, device_name, imei, meid, created_at, authenticated_at, \
@@ -171,7 +271,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn token_update(&self, u: &TokenUpdateRecord, now: i64) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 // Upsert: a device whose Authenticate was lost still becomes reachable.
                 sqlx::query(
                     "INSERT INTO enrollments (id, enrollment_type, state, topic, push_token, push_magic, \
@@ -209,7 +309,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn check_out(&self, device_id: &str, now: i64) -> StoreResult<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let found = sqlx::query(
                     "UPDATE enrollments SET state = 'checked_out', checked_out_at = $2, \
                      push_token = NULL, push_magic = NULL WHERE id = $1",
@@ -237,7 +337,7 @@ macro_rules! impl_sql_store {
                 let found = sqlx::query("UPDATE enrollments SET bootstrap_token = $2 WHERE id = $1")
                     .bind(device_id)
                     .bind(token)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?
                     .rows_affected();
                 if found == 0 {
@@ -337,7 +437,7 @@ macro_rules! impl_sql_store {
                 if seen.is_empty() {
                     return Ok(());
                 }
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 for (device_id, at) in seen {
                     sqlx::query(
                         "UPDATE enrollments SET last_seen_at = $2 \
@@ -353,7 +453,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn enqueue(&self, device_id: &str, c: &NewCommand, now: i64) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 // Insert only for a device that exists and is not checked out, in one statement.
                 let inserted = sqlx::query(
                     "INSERT INTO commands (uuid, enrollment_id, request_type, command, status, created_at, updated_at) \
@@ -389,104 +489,35 @@ macro_rules! impl_sql_store {
             }
 
             async fn next_command(&self, device_id: &str, skip: &[String], now: i64) -> StoreResult<Option<QueuedCommand>> {
-                let skip_clause = if skip.is_empty() {
-                    String::new()
-                } else {
-                    format!(" AND uuid NOT IN ({})", placeholders(3, skip.len()))
-                };
-                let sql = format!(
-                    "UPDATE commands SET sent_count = sent_count + 1, last_sent_at = $2 \
-                     WHERE seq = (SELECT seq FROM commands WHERE enrollment_id = $1 AND status = 'queued'{skip_clause} \
-                                  ORDER BY seq LIMIT 1) \
-                     RETURNING uuid, request_type, command"
-                );
-                let mut query = sqlx::query(&sql).bind(device_id).bind(now);
-                for uuid in skip {
-                    query = query.bind(uuid);
-                }
-                let row = query.fetch_optional(&self.pool).await?;
-                // The device drained its queue: its push backoff starts over, and a push still
-                // being sent no longer covers new work (the device answered it already — often
-                // before APNs acknowledged it). Not when it only deferred commands (NotNow):
-                // those keep backing off instead of being pushed again every minute. Read
-                // first, so the common case takes no write lock.
-                let drained = row.is_none() && skip.is_empty();
-                let in_backoff = drained
-                    && sqlx::query(
-                        "SELECT 1 AS one FROM push_state WHERE enrollment_id = $1 \
-                         AND (attempts > 0 OR claimed_until IS NOT NULL)",
-                    )
-                        .bind(device_id)
-                        .fetch_optional(&self.pool)
-                        .await?
-                        .is_some();
-                if in_backoff {
-                    sqlx::query("UPDATE push_state SET attempts = 0, claimed_until = NULL WHERE enrollment_id = $1")
-                        .bind(device_id)
-                        .execute(&self.pool)
-                        .await?;
-                }
-                Ok(match row {
-                    Some(row) => Some(QueuedCommand {
-                        uuid: row.try_get("uuid")?,
-                        request_type: row.try_get("request_type")?,
-                        command: row.try_get("command")?,
-                    }),
-                    None => None,
-                })
+                let mut tx = self.writer.begin().await?;
+                let next = Self::next_command_in(&mut tx, device_id, skip, now).await?;
+                tx.commit().await?;
+                Ok(next)
             }
 
             async fn record_report(&self, device_id: &str, r: &ReportRecord<'_>, now: i64) -> StoreResult<ReportOutcome> {
-                let mut tx = self.pool.begin().await?;
-                let Some(terminal) = CommandStatus::from_report(r.status) else {
-                    let updated = sqlx::query(
-                        "UPDATE commands SET not_now_count = not_now_count + 1, last_not_now_at = $3, updated_at = $3 \
-                         WHERE uuid = $1 AND enrollment_id = $2 AND status = 'queued'",
-                    )
-                    .bind(r.command_uuid)
-                    .bind(device_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if updated == 1 {
-                        tx.commit().await?;
-                        return Ok(ReportOutcome::StillQueued);
-                    }
-                    let outcome = Self::finished_or_unknown(&mut tx, device_id, r.command_uuid).await?;
-                    tx.commit().await?;
-                    return Ok(outcome);
-                };
-                // A cancelled command may still have run on the device: its result counts.
-                let updated = sqlx::query(
-                    "UPDATE commands SET status = $3, completed_at = $4, updated_at = $4 \
-                     WHERE uuid = $1 AND enrollment_id = $2 AND status IN ('queued', 'cancelled')",
-                )
-                .bind(r.command_uuid)
-                .bind(device_id)
-                .bind(terminal.as_str())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if updated == 0 {
-                    let outcome = Self::finished_or_unknown(&mut tx, device_id, r.command_uuid).await?;
-                    tx.commit().await?;
-                    return Ok(outcome);
-                }
-                sqlx::query(
-                    "INSERT INTO command_results (command_uuid, enrollment_id, status, raw, received_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (command_uuid) DO NOTHING",
-                )
-                .bind(r.command_uuid)
-                .bind(device_id)
-                .bind(terminal.as_str())
-                .bind(r.raw)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                let mut tx = self.writer.begin().await?;
+                let outcome = Self::record_report_in(&mut tx, device_id, r, now).await?;
                 tx.commit().await?;
-                Ok(ReportOutcome::Dequeued)
+                Ok(outcome)
+            }
+
+            async fn exchange(
+                &self,
+                device_id: &str,
+                report: Option<&ReportRecord<'_>>,
+                skip: &[String],
+                now: i64,
+            ) -> StoreResult<(Option<ReportOutcome>, Option<QueuedCommand>)> {
+                // Exchanges of many devices arriving together share one transaction.
+                self.exchanges
+                    .submit($crate::store::sql::PendingExchange {
+                        device_id: device_id.to_string(),
+                        report: report.map(|r| (r.command_uuid.to_string(), r.status, r.raw.to_vec())),
+                        skip: skip.to_vec(),
+                        now,
+                    })
+                    .await
             }
 
             async fn commands(&self, device_id: &str, limit: i64) -> StoreResult<Vec<CommandRecord>> {
@@ -514,7 +545,7 @@ macro_rules! impl_sql_store {
                 challenge_hash: Option<&str>,
                 now: i64,
             ) -> StoreResult<SecretUse> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 if let Some(hash) = challenge_hash {
                     let used = sqlx::query(
                         "UPDATE enrollment_secrets SET used_at = $3 \
@@ -593,7 +624,7 @@ macro_rules! impl_sql_store {
                 )
                 .bind(device_id)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?
                 .rows_affected())
             }
@@ -612,7 +643,7 @@ macro_rules! impl_sql_store {
                 .bind(kind.as_str())
                 .bind(now)
                 .bind(expires_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 // Expired secrets are dead weight; dropping a few per creation keeps the table small
                 // without a background job (indexed by expiry).
@@ -621,7 +652,7 @@ macro_rules! impl_sql_store {
                      (SELECT hash FROM enrollment_secrets WHERE expires_at < $1 LIMIT 100)",
                 )
                 .bind(now - 86_400_000)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -635,7 +666,7 @@ macro_rules! impl_sql_store {
                 .bind(hash)
                 .bind(kind.as_str())
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?
                 .rows_affected();
                 if used == 1 {
@@ -645,31 +676,33 @@ macro_rules! impl_sql_store {
             }
 
             async fn request_push(&self, device_id: &str, at: i64) -> StoreResult<()> {
-                // Keep an earlier pending time; a device pushed and silent since keeps its backoff.
-                let affected = sqlx::query(
-                    "INSERT INTO push_state (enrollment_id, next_push_at) SELECT id, $2 FROM enrollments WHERE id = $1 \
-                     ON CONFLICT (enrollment_id) DO UPDATE SET next_push_at = CASE \
-                       WHEN push_state.next_push_at IS NULL THEN excluded.next_push_at \
-                       WHEN push_state.next_push_at <= excluded.next_push_at THEN push_state.next_push_at \
-                       WHEN push_state.claimed_until >= excluded.next_push_at THEN push_state.next_push_at \
-                       WHEN push_state.attempts = 0 THEN excluded.next_push_at \
-                       WHEN EXISTS (SELECT 1 FROM enrollments e WHERE e.id = push_state.enrollment_id \
-                         AND e.last_seen_at >= push_state.last_push_at) THEN excluded.next_push_at \
-                       ELSE push_state.next_push_at END",
-                )
-                .bind(device_id)
-                .bind(at)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
+                let affected = request_push_query(device_id, at)
+                    .execute(&self.writer)
+                    .await?
+                    .rows_affected();
                 if affected == 0 {
                     return Err(StoreError::NotFound(format!("no device {device_id}")));
                 }
                 Ok(())
             }
 
+            async fn request_pushes(&self, requests: &[(String, i64)]) -> StoreResult<Vec<bool>> {
+                let mut tx = self.writer.begin().await?;
+                let mut found = vec![false; requests.len()];
+                for i in by_device(requests, |r| &r.0) {
+                    let (device_id, at) = &requests[i];
+                    let affected = request_push_query(device_id, *at)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    found[i] = affected > 0;
+                }
+                tx.commit().await?;
+                Ok(found)
+            }
+
             async fn claim_due_pushes(&self, now: i64, claimed_until: i64, limit: i64) -> StoreResult<Vec<DuePush>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 // PostgreSQL replicas skip each other's rows; SQLite serialises writers anyway.
                 let lock = if $backend == "postgres" { " FOR UPDATE SKIP LOCKED" } else { "" };
                 let claimed: Vec<String> = sqlx::query(&format!(
@@ -734,50 +767,16 @@ macro_rules! impl_sql_store {
             }
 
             async fn record_push(&self, o: &PushOutcome) -> StoreResult<()> {
-                let query = match &o.schedule {
-                    // A wake requested while the push was out (an earlier time) is kept. A device
-                    // that already drained its queue (claim cleared by next_command) answered this
-                    // push: no backoff, no re-push unless new work asked for one.
-                    Some(schedule) => sqlx::query(
-                        "UPDATE push_state SET \
-                           last_push_at = CASE WHEN $3 THEN $2 ELSE last_push_at END, \
-                           last_result = COALESCE($4, last_result), \
-                           last_result_at = CASE WHEN $4 IS NULL THEN last_result_at ELSE $2 END, \
-                           token_invalid_at = CASE WHEN $5 THEN $2 ELSE token_invalid_at END, \
-                           attempts = CASE WHEN claimed_until IS NULL THEN 0 ELSE $6 END, \
-                           failures = $7, claimed_until = NULL, \
-                           next_push_at = CASE WHEN $5 THEN NULL \
-                             WHEN next_push_at IS NOT NULL AND next_push_at < $8 THEN next_push_at \
-                             WHEN claimed_until IS NULL THEN NULL \
-                             ELSE $9 END \
-                         WHERE enrollment_id = $1",
-                    )
-                    .bind(&o.device_id)
-                    .bind(o.at)
-                    .bind(o.accepted)
-                    .bind(&o.result)
-                    .bind(o.token_invalid)
-                    .bind(schedule.attempts)
-                    .bind(schedule.failures)
-                    .bind(schedule.claimed_until)
-                    .bind(schedule.next_push_at),
-                    None => sqlx::query(
-                        "INSERT INTO push_state (enrollment_id, last_push_at, last_result, last_result_at, token_invalid_at) \
-                         SELECT id, CASE WHEN $3 THEN $2 ELSE NULL END, $4, $2, CASE WHEN $5 THEN $2 ELSE NULL END \
-                         FROM enrollments WHERE id = $1 \
-                         ON CONFLICT (enrollment_id) DO UPDATE SET \
-                           last_push_at = COALESCE(excluded.last_push_at, push_state.last_push_at), \
-                           last_result = excluded.last_result, last_result_at = excluded.last_result_at, \
-                           token_invalid_at = COALESCE(excluded.token_invalid_at, push_state.token_invalid_at), \
-                           next_push_at = CASE WHEN $5 THEN NULL ELSE push_state.next_push_at END",
-                    )
-                    .bind(&o.device_id)
-                    .bind(o.at)
-                    .bind(o.accepted)
-                    .bind(&o.result)
-                    .bind(o.token_invalid),
-                };
-                query.execute(&self.pool).await?;
+                record_push_query(o).execute(&self.writer).await?;
+                Ok(())
+            }
+
+            async fn record_pushes(&self, outcomes: &[PushOutcome]) -> StoreResult<()> {
+                let mut tx = self.writer.begin().await?;
+                for i in by_device(outcomes, |o| &o.device_id) {
+                    record_push_query(&outcomes[i]).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -811,7 +810,7 @@ macro_rules! impl_sql_store {
                      WHERE push_state.next_push_at IS NULL AND push_state.token_invalid_at IS NULL",
                 )
                 .bind(at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?
                 .rows_affected();
                 Ok(affected)
@@ -847,6 +846,148 @@ macro_rules! impl_sql_store {
                 })
             }
 
+            /// Writes exchanges in one transaction (see `Store::exchange`). Should that fail,
+            /// each is written on its own, so that one device's failure is that device's alone.
+            fn exchange_flush(
+                writer: sqlx::Pool<$db>,
+            ) -> $crate::store::group_commit::Flush<$crate::store::sql::PendingExchange, $crate::store::sql::ExchangeDone> {
+                std::sync::Arc::new(move |batch: Vec<$crate::store::sql::PendingExchange>| {
+                    let writer = writer.clone();
+                    Box::pin(async move {
+                        match Self::exchange_batch(&writer, &batch).await {
+                            Ok(done) => done.into_iter().map(Ok).collect(),
+                            Err(e) if batch.len() == 1 => vec![Err(e)],
+                            Err(_) => {
+                                let mut results = Vec::with_capacity(batch.len());
+                                for one in batch {
+                                    results.push(Self::exchange_batch(&writer, std::slice::from_ref(&one)).await
+                                        .map(|mut done| done.remove(0)));
+                                }
+                                results
+                            }
+                        }
+                    })
+                })
+            }
+
+            async fn exchange_batch(
+                writer: &sqlx::Pool<$db>,
+                batch: &[$crate::store::sql::PendingExchange],
+            ) -> StoreResult<Vec<$crate::store::sql::ExchangeDone>> {
+                let mut tx = writer.begin().await?;
+                let mut done = vec![(None, None); batch.len()];
+                for i in by_device(batch, |x| &x.device_id) {
+                    let x = &batch[i];
+                    let outcome = match x.report() {
+                        Some(r) => Some(Self::record_report_in(&mut tx, &x.device_id, &r, x.now).await?),
+                        None => None,
+                    };
+                    let next = Self::next_command_in(&mut tx, &x.device_id, &x.skip, x.now).await?;
+                    done[i] = (outcome, next);
+                }
+                tx.commit().await?;
+                Ok(done)
+            }
+
+            /// `next_command` inside a transaction.
+            async fn next_command_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                device_id: &str,
+                skip: &[String],
+                now: i64,
+            ) -> StoreResult<Option<QueuedCommand>> {
+                let skip_clause = if skip.is_empty() {
+                    String::new()
+                } else {
+                    format!(" AND uuid NOT IN ({})", placeholders(3, skip.len()))
+                };
+                let sql = format!(
+                    "UPDATE commands SET sent_count = sent_count + 1, last_sent_at = $2 \
+                     WHERE seq = (SELECT seq FROM commands WHERE enrollment_id = $1 AND status = 'queued'{skip_clause} \
+                                  ORDER BY seq LIMIT 1) \
+                     RETURNING uuid, request_type, command"
+                );
+                let mut query = sqlx::query(&sql).bind(device_id).bind(now);
+                for uuid in skip {
+                    query = query.bind(uuid);
+                }
+                let row = query.fetch_optional(&mut **tx).await?;
+                // The device drained its queue: its push backoff starts over, and a push still
+                // being sent no longer covers new work (the device answered it already — often
+                // before APNs acknowledged it). Not when it only deferred commands (NotNow):
+                // those keep backing off instead of being pushed again every minute. Conditional,
+                // so the common case changes no row.
+                if row.is_none() && skip.is_empty() {
+                    sqlx::query(
+                        "UPDATE push_state SET attempts = 0, claimed_until = NULL WHERE enrollment_id = $1 \
+                         AND (attempts > 0 OR claimed_until IS NOT NULL)",
+                    )
+                    .bind(device_id)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(match row {
+                    Some(row) => Some(QueuedCommand {
+                        uuid: row.try_get("uuid")?,
+                        request_type: row.try_get("request_type")?,
+                        command: row.try_get("command")?,
+                    }),
+                    None => None,
+                })
+            }
+
+            /// `record_report` inside a transaction.
+            async fn record_report_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                device_id: &str,
+                r: &ReportRecord<'_>,
+                now: i64,
+            ) -> StoreResult<ReportOutcome> {
+                let Some(terminal) = CommandStatus::from_report(r.status) else {
+                    let updated = sqlx::query(
+                        "UPDATE commands SET not_now_count = not_now_count + 1, last_not_now_at = $3, updated_at = $3 \
+                         WHERE uuid = $1 AND enrollment_id = $2 AND status = 'queued'",
+                    )
+                    .bind(r.command_uuid)
+                    .bind(device_id)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+                    if updated == 1 {
+                        return Ok(ReportOutcome::StillQueued);
+                    }
+                    return Self::finished_or_unknown(tx, device_id, r.command_uuid).await;
+                };
+                // A cancelled command may still have run on the device: its result counts.
+                let updated = sqlx::query(
+                    "UPDATE commands SET status = $3, completed_at = $4, updated_at = $4 \
+                     WHERE uuid = $1 AND enrollment_id = $2 AND status IN ('queued', 'cancelled')",
+                )
+                .bind(r.command_uuid)
+                .bind(device_id)
+                .bind(terminal.as_str())
+                .bind(now)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+                if updated == 0 {
+                    return Self::finished_or_unknown(tx, device_id, r.command_uuid).await;
+                }
+                sqlx::query(
+                    "INSERT INTO command_results (command_uuid, enrollment_id, status, raw, received_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (command_uuid) DO NOTHING",
+                )
+                .bind(r.command_uuid)
+                .bind(device_id)
+                .bind(terminal.as_str())
+                .bind(r.raw)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+                Ok(ReportOutcome::Dequeued)
+            }
+
             async fn finished_or_unknown(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 device_id: &str,
@@ -862,7 +1003,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn run_migrations(&self) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 if let Some(lock) = Self::MIGRATION_LOCK {
                     sqlx::query(lock).execute(&mut *tx).await?;
                 }

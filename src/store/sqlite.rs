@@ -1,5 +1,11 @@
 //! The embedded SQLite backend: one file, WAL journal, full fsync on commit so that a crash or
 //! power loss after an answer never loses what was answered.
+//!
+//! SQLite has one writer at a time. Writes go through one dedicated connection (`writer`), so
+//! they queue in this process, first come first served, instead of contending for the file lock
+//! (a connection that finds it taken sleeps in SQLite's busy handler for up to milliseconds,
+//! while the lock may already be free again). Reads use the other connections (`pool`); in WAL
+//! mode they never wait for the writer.
 
 use anyhow::Context as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -8,7 +14,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub struct SqliteStore {
+    /// Reads (and any write not routed through `writer`).
     pool: SqlitePool,
+    /// The one connection that writes.
+    writer: SqlitePool,
+    /// Command exchanges, written in batches (one transaction for those arriving together).
+    exchanges:
+        super::group_commit::GroupCommit<super::sql::PendingExchange, super::sql::ExchangeDone>,
 }
 
 impl SqliteStore {
@@ -28,13 +40,29 @@ impl SqliteStore {
             crate::config::write_private_file(path, b"")
                 .with_context(|| format!("creating SQLite database {}", path.display()))?;
         }
+        // The writer first: it creates the file and switches it to WAL.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            // Writers wait their turn here rather than in SQLite's busy handler; under a burst
+            // the queue can be long, and a device told 503 only comes back later.
+            .acquire_timeout(Duration::from_secs(15))
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("cannot open SQLite database {url:?}"))?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await
             .with_context(|| format!("cannot open SQLite database {url:?}"))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            exchanges: super::group_commit::GroupCommit::new(
+                super::sql::EXCHANGE_BATCH,
+                Self::exchange_flush(writer.clone()),
+            ),
+            writer,
+        })
     }
 
     /// SQLite serialises writers on the file itself: no extra lock.

@@ -1,0 +1,135 @@
+//! Group commit: many callers each submit one small write and wait for it; whoever finds no
+//! write in progress takes everything submitted so far and writes it in one transaction (one
+//! durable commit instead of one per caller), then hands every caller its own result. Alone, a
+//! caller's write goes out at once (no added delay); under load, writes arriving while one
+//! batch commits form the next batch. The batch runs in its own task, so a caller that goes
+//! away (a closed connection) cannot abandon the others' writes halfway.
+//!
+//! Holds nothing beyond the batch being formed: each caller returns only after its write is
+//! committed (or failed), exactly as with a direct call.
+
+use super::{StoreError, StoreResult};
+use futures::future::BoxFuture;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// Writes a batch; returns one result per item, in order.
+pub type Flush<T, R> = Arc<dyn Fn(Vec<T>) -> BoxFuture<'static, Vec<StoreResult<R>>> + Send + Sync>;
+
+pub struct GroupCommit<T, R> {
+    pending: Mutex<VecDeque<(T, oneshot::Sender<StoreResult<R>>)>>,
+    /// Held by the caller whose batch is being written.
+    leader: tokio::sync::Mutex<()>,
+    max_batch: usize,
+    flush: Flush<T, R>,
+}
+
+impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
+    pub fn new(max_batch: usize, flush: Flush<T, R>) -> Self {
+        Self {
+            pending: Mutex::new(VecDeque::new()),
+            leader: tokio::sync::Mutex::new(()),
+            max_batch: max_batch.max(1),
+            flush,
+        }
+    }
+
+    /// Submits one write and waits until it is committed.
+    pub async fn submit(&self, item: T) -> StoreResult<R> {
+        let (tx, mut rx) = oneshot::channel();
+        lock(&self.pending).push_back((item, tx));
+        loop {
+            let guard = tokio::select! {
+                biased;
+                done = &mut rx => return done.unwrap_or_else(|_| Err(abandoned())),
+                guard = self.leader.lock() => guard,
+            };
+            let batch: Vec<_> = {
+                let mut pending = lock(&self.pending);
+                let n = pending.len().min(self.max_batch);
+                pending.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                // Ours is in a batch still being written (its leader went away meanwhile).
+                drop(guard);
+                return rx.await.unwrap_or_else(|_| Err(abandoned()));
+            }
+            let (items, senders): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
+            let flush = self.flush.clone();
+            let written = tokio::spawn(async move {
+                let results = flush(items).await;
+                for (sender, result) in senders.into_iter().zip(results) {
+                    let _ = sender.send(result);
+                }
+            });
+            let _ = written.await;
+            drop(guard);
+            // Our result has been sent, unless our item waits for the next batch.
+        }
+    }
+}
+
+fn abandoned() -> StoreError {
+    StoreError::Unavailable("a batched write was abandoned".into())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_submissions_share_batches_and_each_gets_its_own_result() {
+        let batches = Arc::new(AtomicUsize::new(0));
+        let counted = batches.clone();
+        let flush: Flush<u32, u32> = Arc::new(move |items: Vec<u32>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                items
+                    .into_iter()
+                    .map(|i| {
+                        if i == 7 {
+                            Err(StoreError::Conflict("seven".into()))
+                        } else {
+                            Ok(i * 10)
+                        }
+                    })
+                    .collect()
+            })
+        });
+        let group = Arc::new(GroupCommit::new(16, flush));
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..100u32 {
+            let group = group.clone();
+            tasks.spawn(async move { (i, group.submit(i).await) });
+        }
+        while let Some(done) = tasks.join_next().await {
+            let (i, result) = done.unwrap();
+            match result {
+                Ok(v) => assert_eq!(v, i * 10),
+                Err(e) => assert!(i == 7 && matches!(e, StoreError::Conflict(_))),
+            }
+        }
+        let batches = batches.load(Ordering::SeqCst);
+        assert!(
+            (7..100).contains(&batches),
+            "100 concurrent writes in batches of at most 16 took {batches} batches"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lone_submission_is_written_at_once() {
+        let flush: Flush<&'static str, usize> = Arc::new(|items: Vec<&'static str>| {
+            Box::pin(async move { items.into_iter().map(|s| Ok(s.len())).collect() })
+        });
+        let group = GroupCommit::new(8, flush);
+        assert_eq!(group.submit("four").await.unwrap(), 4);
+        assert_eq!(group.submit("").await.unwrap(), 0);
+    }
+}
