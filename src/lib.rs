@@ -145,7 +145,10 @@ pub async fn serve_on(
         }
         (None, Some(source)) => (
             tokio::spawn(source.clone().run(reconciler.clone())),
-            tokio::spawn(reconciler.clone().run(64, std::future::pending::<()>())),
+            tokio::spawn(reconciler.clone().run(
+                crate::reconcile::driver::PARALLEL_RECONCILES,
+                std::future::pending::<()>(),
+            )),
         ),
         (None, None) => (
             tokio::spawn(watch_policy_dir(
@@ -153,7 +156,10 @@ pub async fn serve_on(
                 reconciler.clone(),
                 std::time::Duration::from_secs(2),
             )),
-            tokio::spawn(reconciler.clone().run(64, std::future::pending::<()>())),
+            tokio::spawn(reconciler.clone().run(
+                crate::reconcile::driver::PARALLEL_RECONCILES,
+                std::future::pending::<()>(),
+            )),
         ),
     };
     let state = server::AppState::new(

@@ -325,9 +325,10 @@ pub async fn run(
                 if let Err(e) = reconciler.load_devices().await {
                     tracing::warn!(error = %e, "could not load devices on taking the lead");
                 }
-                t.push(tokio::spawn(
-                    reconciler.clone().run(4, std::future::pending::<()>()),
-                ));
+                t.push(tokio::spawn(reconciler.clone().run(
+                    crate::reconcile::driver::PARALLEL_RECONCILES,
+                    std::future::pending::<()>(),
+                )));
                 t.push(tokio::spawn(status::status_loop(
                     client.clone(),
                     settings.clone(),

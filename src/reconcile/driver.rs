@@ -26,6 +26,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+/// Reconciles in flight at once: enough that the store's group commit writes many plans per
+/// transaction, few enough that one device's slow read does not hold the others up.
+pub const PARALLEL_RECONCILES: usize = 64;
+
 /// Called with a device id when commands were queued for it (the push scheduler).
 pub type Wake = Arc<dyn Fn(&str) + Send + Sync>;
 

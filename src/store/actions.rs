@@ -289,7 +289,7 @@ macro_rules! impl_action_store {
                     starts: &[ActionStart],
                     now: i64,
                 ) -> StoreResult<u64> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.writer.begin().await?;
                     let mut queued = 0;
                     for start in starts {
                         // Insert, or replace a row still waiting; finished and queued rows stay.
@@ -358,7 +358,7 @@ macro_rules! impl_action_store {
                     if finishes.is_empty() {
                         return Ok(());
                     }
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.writer.begin().await?;
                     for finish in finishes {
                         let command_uuid: Option<Option<String>> = sqlx::query(
                             "UPDATE device_actions SET state = $3, detail = $4, result = $5, updated_at = $6 \
@@ -390,7 +390,7 @@ macro_rules! impl_action_store {
                 }
 
                 async fn mark_wiped(&self, device_id: &str, now: i64) -> StoreResult<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.writer.begin().await?;
                     sqlx::query(
                         "UPDATE enrollments SET state = 'checked_out', checked_out_at = $2, wiped_at = $2 \
                          WHERE id = $1",
