@@ -78,6 +78,28 @@ pub struct ActionParams {
     pub notify_user: Option<bool>,
 }
 
+impl ActionParams {
+    /// The names (as documents and the API spell them) of the parameters that are set.
+    pub fn given_fields(&self) -> Vec<&'static str> {
+        [
+            ("message", self.message.is_some()),
+            ("phoneNumber", self.phone_number.is_some()),
+            ("footnote", self.footnote.is_some()),
+            ("pin", self.pin.is_some()),
+            ("preserveDataPlan", self.preserve_data_plan.is_some()),
+            (
+                "disallowProximitySetup",
+                self.disallow_proximity_setup.is_some(),
+            ),
+            ("returnToService", self.return_to_service.is_some()),
+            ("notifyUser", self.notify_user.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+}
+
 /// A validated action ready to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActionSpec {
@@ -261,7 +283,19 @@ pub fn compile(
             )));
         }
     }
-    let given = given_fields(spec);
+    let mut params = ActionParams {
+        message: spec.message.clone(),
+        phone_number: spec.phone_number.clone(),
+        footnote: spec.footnote.clone(),
+        pin: None, // resolved below, once the fields are known to apply
+        preserve_data_plan: spec.preserve_data_plan,
+        disallow_proximity_setup: spec.disallow_proximity_setup,
+        return_to_service: spec.return_to_service,
+        notify_user: spec.notify_user,
+    };
+    let mut given = params.given_fields();
+    given.extend(spec.pin.as_ref().map(|_| "pin"));
+    given.extend(spec.confirm.as_ref().map(|_| "confirm"));
     for message in check_fields(spec.action, &given) {
         problems.push(error(format!("spec: {message}")));
     }
@@ -279,7 +313,7 @@ pub fn compile(
             (_, None) => {}
         }
     }
-    let pin = match &spec.pin {
+    params.pin = match &spec.pin {
         None => None,
         Some(source) => {
             match read_secret(source, root, doc.doc.metadata.namespace.as_deref(), secrets) {
@@ -311,16 +345,7 @@ pub fn compile(
         target: target.expect("no problems means a target"),
         spec: ActionSpec {
             kind: spec.action,
-            params: ActionParams {
-                message: spec.message.clone(),
-                phone_number: spec.phone_number.clone(),
-                footnote: spec.footnote.clone(),
-                pin,
-                preserve_data_plan: spec.preserve_data_plan,
-                disallow_proximity_setup: spec.disallow_proximity_setup,
-                return_to_service: spec.return_to_service,
-                notify_user: spec.notify_user,
-            },
+            params,
         },
         fingerprint,
     })
@@ -334,28 +359,6 @@ fn target_of(t: &ActionTargetSpec) -> Result<ActionTarget, String> {
         (None, None, Some(g)) if !blank(g) => Ok(ActionTarget::Group(g.clone())),
         _ => Err("spec.target: give exactly one of serialNumber, udid or group".into()),
     }
-}
-
-fn given_fields(spec: &DeviceActionSpec) -> Vec<&'static str> {
-    let mut given = Vec::new();
-    let mut note = |present: bool, name: &'static str| {
-        if present {
-            given.push(name);
-        }
-    };
-    note(spec.message.is_some(), "message");
-    note(spec.phone_number.is_some(), "phoneNumber");
-    note(spec.footnote.is_some(), "footnote");
-    note(spec.pin.is_some(), "pin");
-    note(spec.preserve_data_plan.is_some(), "preserveDataPlan");
-    note(
-        spec.disallow_proximity_setup.is_some(),
-        "disallowProximitySetup",
-    );
-    note(spec.return_to_service.is_some(), "returnToService");
-    note(spec.notify_user.is_some(), "notifyUser");
-    note(spec.confirm.is_some(), "confirm");
-    given
 }
 
 fn read_secret(

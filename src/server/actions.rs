@@ -52,46 +52,28 @@ pub struct ActionRequest {
 impl ActionRequest {
     /// Validates the fields for the action; errors name the field and the fix.
     fn spec(self) -> Result<(ActionSpec, Option<String>), String> {
-        let mut given = Vec::new();
-        let fields: [(&'static str, bool); 9] = [
-            ("message", self.message.is_some()),
-            ("phoneNumber", self.phone_number.is_some()),
-            ("footnote", self.footnote.is_some()),
-            ("pin", self.pin.is_some()),
-            ("preserveDataPlan", self.preserve_data_plan.is_some()),
-            (
-                "disallowProximitySetup",
-                self.disallow_proximity_setup.is_some(),
-            ),
-            ("returnToService", self.return_to_service.is_some()),
-            ("notifyUser", self.notify_user.is_some()),
-            ("confirm", self.confirm.is_some()),
-        ];
-        for (name, present) in fields {
-            if present {
-                given.push(name);
-            }
-        }
+        let params = ActionParams {
+            message: self.message,
+            phone_number: self.phone_number,
+            footnote: self.footnote,
+            pin: self.pin.map(Secret::new),
+            preserve_data_plan: self.preserve_data_plan,
+            disallow_proximity_setup: self.disallow_proximity_setup,
+            return_to_service: self.return_to_service,
+            notify_user: self.notify_user,
+        };
+        let mut given = params.given_fields();
+        given.extend(self.confirm.as_ref().map(|_| "confirm"));
         let errors = check_fields(self.action, &given);
         if !errors.is_empty() {
             return Err(errors.join("; "));
         }
-        let pin = self.pin.map(Secret::new);
-        if let Some(pin) = &pin {
+        if let Some(pin) = &params.pin {
             check_pin(pin).map_err(|e| format!("pin: {e}"))?;
         }
         let spec = ActionSpec {
             kind: self.action,
-            params: ActionParams {
-                message: self.message,
-                phone_number: self.phone_number,
-                footnote: self.footnote,
-                pin,
-                preserve_data_plan: self.preserve_data_plan,
-                disallow_proximity_setup: self.disallow_proximity_setup,
-                return_to_service: self.return_to_service,
-                notify_user: self.notify_user,
-            },
+            params,
         };
         Ok((spec, self.confirm))
     }
@@ -103,18 +85,15 @@ pub async fn start_action(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    let raw = match body::read(&state, body).await {
-        Ok(raw) => raw,
-        Err((status, reason)) => return error(status, reason),
-    };
-    let request: ActionRequest = match serde_json::from_slice(&raw) {
+    let request: ActionRequest = match body::read_json(
+        &state,
+        body,
+        "invalid action JSON (expected {\"action\": \"Lock\", …})",
+    )
+    .await
+    {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("invalid action JSON (expected {{\"action\": \"Lock\", …}}): {e}"),
-            )
-        }
+        Err((status, reason)) => return error(status, reason),
     };
     let (spec, confirm) = match request.spec() {
         Ok(s) => s,

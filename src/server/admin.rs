@@ -273,20 +273,15 @@ pub async fn put_labels(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    let raw = match body::read(&state, body).await {
-        Ok(raw) => raw,
-        Err((status, reason)) => return error(status, reason),
-    };
-    let request: LabelsRequest = match serde_json::from_slice(&raw) {
+    let request: LabelsRequest = match body::read_json(
+        &state,
+        body,
+        "invalid labels JSON (expected {\"labels\": {\"key\": \"value\"}})",
+    )
+    .await
+    {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "invalid labels JSON (expected {{\"labels\": {{\"key\": \"value\"}}}}): {e}"
-                ),
-            )
-        }
+        Err((status, reason)) => return error(status, reason),
     };
     if request.labels.len() > MAX_LABELS {
         return error(
@@ -400,18 +395,10 @@ pub async fn enqueue_command(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    let raw = match body::read(&state, body).await {
-        Ok(raw) => raw,
-        Err((status, reason)) => return error(status, reason),
-    };
-    let request: CommandRequest = match serde_json::from_slice(&raw) {
+    let request: CommandRequest = match body::read_json(&state, body, "invalid command JSON").await
+    {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("invalid command JSON: {e}"),
-            )
-        }
+        Err((status, reason)) => return error(status, reason),
     };
     let command = match request.build() {
         Ok(c) => c,

@@ -1,5 +1,6 @@
 //! Reads a request body with the configured size cap and read timeout, so a slow or oversized
-//! upload is refused with a clear status instead of holding a worker.
+//! upload is refused with a clear status instead of holding a worker; `read_json` also decodes
+//! it, naming what was expected when it is not valid.
 
 use super::AppState;
 use axum::body::Body;
@@ -32,4 +33,15 @@ pub async fn read(state: &AppState, body: Body) -> Result<Vec<u8>, (StatusCode, 
         )),
         Ok(Ok(collected)) => Ok(collected.to_bytes().to_vec()),
     }
+}
+
+/// Reads the body and decodes it as JSON; a decoding error is a 400 whose message starts with
+/// `expected` (what the endpoint takes) and ends with the decoder's reason.
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    body: Body,
+    expected: &str,
+) -> Result<T, (StatusCode, String)> {
+    let raw = read(state, body).await?;
+    serde_json::from_slice(&raw).map_err(|e| (StatusCode::BAD_REQUEST, format!("{expected}: {e}")))
 }

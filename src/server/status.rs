@@ -134,19 +134,11 @@ pub struct PlanRequest {
 pub async fn plan(State(state): State<Arc<AppState>>, body: axum::body::Body) -> Response {
     use super::admin::error;
     use axum::http::StatusCode;
-    let raw = match super::body::read(&state, body).await {
-        Ok(raw) => raw,
-        Err((status, reason)) => return error(status, reason),
-    };
-    let request: PlanRequest = match serde_json::from_slice(&raw) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("expected {{\"files\": {{path: text}}}}: {e}"),
-            )
-        }
-    };
+    let request: PlanRequest =
+        match super::body::read_json(&state, body, "expected {\"files\": {path: text}}").await {
+            Ok(r) => r,
+            Err((status, reason)) => return error(status, reason),
+        };
     let dir = match tempfile_dir() {
         Ok(d) => d,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
