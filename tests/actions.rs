@@ -6,7 +6,6 @@
 
 mod support;
 
-use pomona::sim::device::SimDevice;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -55,38 +54,11 @@ fn write_actions(dir: &Path, text: &str) {
     std::fs::write(dir.join("actions.yaml"), text).unwrap();
 }
 
-async fn status(server: &TestServer) -> Value {
-    let (code, body) = server.admin_get("/api/v1/status").await;
-    assert_eq!(code, 200, "{body}");
-    body
-}
-
 fn declared<'a>(status: &'a Value, name: &str) -> &'a Value {
     status["actions"]
         .as_array()
         .and_then(|a| a.iter().find(|x| x["name"] == name))
         .unwrap_or(&Value::Null)
-}
-
-/// Lets every device run exchanges until `done` holds for the status (bounded wait).
-async fn converge(
-    server: &TestServer,
-    devices: &mut [&mut SimDevice],
-    what: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        for d in devices.iter_mut() {
-            let _ = d.exchange().await;
-        }
-        let s = status(server).await;
-        if done(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "{what}: did not converge: {s:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn request_types(server: &TestServer, device: &str) -> Vec<String> {
@@ -159,10 +131,11 @@ async fn declared_actions_run_once_per_device_with_their_outcomes() {
         ),
     );
     write_actions(policy.path(), &shutdown);
-    converge(&server, &mut [&mut phone], "shutdown", |s| {
-        declared(s, "shutdown-phone")["acknowledged"] == 1
-    })
-    .await;
+    server
+        .converge(&mut [&mut phone], "shutdown", |s| {
+            declared(s, "shutdown-phone")["acknowledged"] == 1
+        })
+        .await;
     assert_eq!(phone.state.shutdowns, 1);
     let text = shutdown
         + &actions_policy(
@@ -172,19 +145,19 @@ async fn declared_actions_run_once_per_device_with_their_outcomes() {
         );
     write_actions(policy.path(), &text);
 
-    let s = converge(
-        &server,
-        &mut [&mut phone, &mut unsupervised, &mut mac],
-        "declared actions",
-        |s| {
-            declared(s, "lost-phone")["acknowledged"] == 1
-                && declared(s, "locate-phone")["acknowledged"] == 1
-                && declared(s, "lost-unsupervised")["not_applicable"] == 1
-                && declared(s, "lock-mac")["acknowledged"] == 1
-                && declared(s, "lost-mac")["not_applicable"] == 1
-        },
-    )
-    .await;
+    let s = server
+        .converge(
+            &mut [&mut phone, &mut unsupervised, &mut mac],
+            "declared actions",
+            |s| {
+                declared(s, "lost-phone")["acknowledged"] == 1
+                    && declared(s, "locate-phone")["acknowledged"] == 1
+                    && declared(s, "lost-unsupervised")["not_applicable"] == 1
+                    && declared(s, "lock-mac")["acknowledged"] == 1
+                    && declared(s, "lost-mac")["not_applicable"] == 1
+            },
+        )
+        .await;
 
     // What the devices did.
     assert!(phone.state.lost_mode.is_some(), "the phone is in Lost Mode");
@@ -230,10 +203,11 @@ async fn declared_actions_run_once_per_device_with_their_outcomes() {
     )
     .unwrap();
     let before = s["policy"]["revision"].clone();
-    converge(&server, &mut [&mut phone, &mut mac], "new revision", |s| {
-        s["policy"]["revision"] != before
-    })
-    .await;
+    server
+        .converge(&mut [&mut phone, &mut mac], "new revision", |s| {
+            s["policy"]["revision"] != before
+        })
+        .await;
     for _ in 0..5 {
         let _ = phone.exchange().await;
         let _ = mac.exchange().await;
@@ -264,11 +238,12 @@ async fn declared_actions_run_once_per_device_with_their_outcomes() {
     // Changing the spec (a new runId) runs it again: a second location.
     let again = text.replace("  action: Locate", "  action: Locate\n  runId: second");
     write_actions(policy.path(), &again);
-    converge(&server, &mut [&mut phone], "located again", |s| {
-        declared(s, "locate-phone")["acknowledged"] == 1
-            && declared(s, "locate-phone")["action_id"] != located["action_id"]
-    })
-    .await;
+    server
+        .converge(&mut [&mut phone], "located again", |s| {
+            declared(s, "locate-phone")["acknowledged"] == 1
+                && declared(s, "locate-phone")["action_id"] != located["action_id"]
+        })
+        .await;
     assert_eq!(
         count(&request_types(&server, &phone_id).await, "DeviceLocation"),
         2
@@ -302,7 +277,7 @@ async fn a_declared_action_survives_a_restart_and_is_sent_once() {
     // Queued, not fetched: the device is switched off.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let s = status(&server).await;
+        let s = server.status().await;
         if declared(&s, "restart-mac")["pending"] == 1 {
             break;
         }
@@ -315,10 +290,11 @@ async fn a_declared_action_survives_a_restart_and_is_sent_once() {
         a.policy_dir = Some(dir)
     })
     .await;
-    converge(&server, &mut [&mut mac], "after restart", |s| {
-        declared(s, "restart-mac")["acknowledged"] == 1
-    })
-    .await;
+    server
+        .converge(&mut [&mut mac], "after restart", |s| {
+            declared(s, "restart-mac")["acknowledged"] == 1
+        })
+        .await;
     for _ in 0..3 {
         let _ = mac.exchange().await;
     }

@@ -142,12 +142,6 @@ spec:
     )
 }
 
-async fn status(server: &TestServer) -> Value {
-    let (code, body) = server.admin_get("/api/v1/status").await;
-    assert_eq!(code, 200, "{body}");
-    body
-}
-
 /// Polls status (letting devices talk) until `done` holds; fails with the last status.
 async fn wait_for(
     server: &TestServer,
@@ -160,7 +154,7 @@ async fn wait_for(
         for d in devices.iter_mut() {
             let _ = d.exchange().await;
         }
-        let s = status(server).await;
+        let s = server.status().await;
         if done(&s, devices) {
             return s;
         }
@@ -413,7 +407,7 @@ async fn webhooks_with_good_signatures_fetch_and_bad_ones_are_refused() {
         );
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let s = status(&server).await;
+    let s = server.status().await;
     assert_eq!(
         s["policy"]["revision"],
         revision(&first),

@@ -46,12 +46,6 @@ fn write_policy(dir: &Path, profile: &str) {
     std::fs::write(dir.join("wifi.yaml"), profile).unwrap();
 }
 
-async fn status(server: &TestServer) -> Value {
-    let (code, body) = server.admin_get("/api/v1/status").await;
-    assert_eq!(code, 200, "{body}");
-    body
-}
-
 fn wifi_status(status: &Value) -> Value {
     status["profiles"]
         .as_array()
@@ -60,27 +54,6 @@ fn wifi_status(status: &Value) -> Value {
         .find(|p| p["profile"] == "Profile/wifi")
         .cloned()
         .unwrap_or(Value::Null)
-}
-
-/// Lets every device run exchanges until `done` holds for the status (bounded wait).
-async fn converge(
-    server: &TestServer,
-    devices: &mut [SimDevice],
-    what: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        for d in devices.iter_mut() {
-            let _ = d.exchange().await;
-        }
-        let s = status(server).await;
-        if done(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "{what}: did not converge: {s:#}");
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
 }
 
 fn installed_ssid(device: &SimDevice) -> Option<String> {
@@ -109,19 +82,21 @@ async fn declared_profiles_converge_change_narrow_repair_and_fail_cleanly() {
     for i in 0..10 {
         devices.push(server.enrolled_device(i).await);
     }
-    let s = converge(&server, &mut devices, "first install", |s| {
-        wifi_status(s)["verified"] == 10
-    })
-    .await;
+    let s = server
+        .converge(&mut devices, "first install", |s| {
+            wifi_status(s)["verified"] == 10
+        })
+        .await;
     assert_eq!(wifi_status(&s)["targeted"], 10, "{s:#}");
     let first_uuid = installed_ssid(&devices[0]).expect("installed");
 
     // Change the content: reinstalled everywhere, with a new PayloadUUID.
     write_policy(policy.path(), &wifi("Office-5G", "everyone"));
-    converge(&server, &mut devices, "content change", |_| {
-        true // status counts stay 10 verified during the change; check the devices instead
-    })
-    .await;
+    server
+        .converge(&mut devices, "content change", |_| {
+            true // status counts stay 10 verified during the change; check the devices instead
+        })
+        .await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while devices
         .iter()
@@ -136,18 +111,20 @@ async fn declared_profiles_converge_change_narrow_repair_and_fail_cleanly() {
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    converge(&server, &mut devices, "re-verified", |s| {
-        wifi_status(s)["verified"] == 10
-    })
-    .await;
+    server
+        .converge(&mut devices, "re-verified", |s| {
+            wifi_status(s)["verified"] == 10
+        })
+        .await;
 
     // Narrow to iPhones: removed from the 4 iPads/Macs (indexes 3, 4, 8, 9), kept on 6 phones.
     write_policy(policy.path(), &wifi("Office-5G", "phones"));
-    let s = converge(&server, &mut devices, "narrowed", |s| {
-        let w = wifi_status(s);
-        w["verified"] == 6 && w["removing"] == 0 && w["targeted"] == 6
-    })
-    .await;
+    let s = server
+        .converge(&mut devices, "narrowed", |s| {
+            let w = wifi_status(s);
+            w["verified"] == 6 && w["removing"] == 0 && w["targeted"] == 6
+        })
+        .await;
     for (i, d) in devices.iter().enumerate() {
         let is_phone = i % 5 <= 2;
         assert_eq!(installed_ssid(d).is_some(), is_phone, "device {i}: {s:#}");
@@ -164,11 +141,11 @@ async fn declared_profiles_converge_change_narrow_repair_and_fail_cleanly() {
     }
 
     // An invalid change: refused, reported, and the previous revision keeps serving.
-    let before = status(&server).await["policy"]["revision"].clone();
+    let before = server.status().await["policy"]["revision"].clone();
     std::fs::write(policy.path().join("broken.yaml"), "apiVersion: mdm.pomona.dev/v1alpha1\nkind: Profile\nmetadata: {name: broken}\nspec: {grups: []}\n").unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let refused = loop {
-        let s = status(&server).await;
+        let s = server.status().await;
         if !s["policy"]["last_error"].is_null() {
             break s;
         }
@@ -198,11 +175,12 @@ async fn declared_profiles_converge_change_narrow_repair_and_fail_cleanly() {
     stubborn.enroll().await.unwrap();
     let stubborn_id = stubborn.udid().to_string();
     devices.push(stubborn);
-    let s = converge(&server, &mut devices, "failure", |s| {
-        let w = wifi_status(s);
-        w["failed"] == 1 && w["verified"] == 6
-    })
-    .await;
+    let s = server
+        .converge(&mut devices, "failure", |s| {
+            let w = wifi_status(s);
+            w["failed"] == 1 && w["verified"] == 6
+        })
+        .await;
     let w = wifi_status(&s);
     assert_eq!(w["verified"], 6, "{s:#}");
     let (_, view) = server
@@ -221,11 +199,12 @@ async fn declared_profiles_converge_change_narrow_repair_and_fail_cleanly() {
 
     // Deleting the profile removes it from every device (removalPolicy Remove).
     std::fs::remove_file(policy.path().join("wifi.yaml")).unwrap();
-    converge(&server, &mut devices, "deleted", |s| {
-        let w = wifi_status(s);
-        w.is_null() || (w["verified"] == 0 && w["removing"] == 0 && w["pending"] == 0)
-    })
-    .await;
+    server
+        .converge(&mut devices, "deleted", |s| {
+            let w = wifi_status(s);
+            w.is_null() || (w["verified"] == 0 && w["removing"] == 0 && w["pending"] == 0)
+        })
+        .await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while devices.iter().any(|d| installed_ssid(d).is_some()) {
         assert!(Instant::now() < deadline, "profile not removed everywhere");
@@ -262,10 +241,9 @@ async fn plan_and_status_show_what_a_change_would_do_and_where_the_fleet_stands(
     for i in 0..5 {
         devices.push(server.enrolled_device(i).await);
     }
-    converge(&server, &mut devices, "install", |s| {
-        wifi_status(s)["verified"] == 5
-    })
-    .await;
+    server
+        .converge(&mut devices, "install", |s| wifi_status(s)["verified"] == 5)
+        .await;
 
     let token = server.data_dir.join("admin-token");
     let ca = server.data_dir.join("tls/ca.pem");
@@ -424,10 +402,11 @@ async fn groups_follow_device_information_facts_and_labels_set_through_the_api_a
     }
     // Supervision is not in Authenticate: only the DeviceInformation answer makes the phones
     // and the iPad members.
-    converge(&server, &mut devices, "supervised devices", |s| {
-        profile_counts(s, "Profile/kiosk") == (4, 4)
-    })
-    .await;
+    server
+        .converge(&mut devices, "supervised devices", |s| {
+            profile_counts(s, "Profile/kiosk") == (4, 4)
+        })
+        .await;
     let mac = devices[4].udid().to_string();
     let (_, view) = server.admin_get(&format!("/api/v1/devices/{mac}")).await;
     assert_eq!(view["facts"]["supervised"], false, "{view:#}");
@@ -448,10 +427,11 @@ async fn groups_follow_device_information_facts_and_labels_set_through_the_api_a
     };
     let response = put(serde_json::json!({"team": "sales"})).await.unwrap();
     assert_eq!(response.status(), 200);
-    converge(&server, &mut devices, "labelled into sales", |s| {
-        profile_counts(s, "Profile/sales-wifi") == (1, 1)
-    })
-    .await;
+    server
+        .converge(&mut devices, "labelled into sales", |s| {
+            profile_counts(s, "Profile/sales-wifi") == (1, 1)
+        })
+        .await;
     assert!(devices[4]
         .state
         .profiles
@@ -484,11 +464,12 @@ async fn groups_follow_device_information_facts_and_labels_set_through_the_api_a
 
     let response = put(serde_json::json!({})).await.unwrap();
     assert_eq!(response.status(), 200);
-    converge(&server, &mut devices, "label removed", |s| {
-        profile_counts(s, "Profile/sales-wifi").1 == 0
-            && profile_counts(s, "Profile/sales-wifi").0 == 0
-    })
-    .await;
+    server
+        .converge(&mut devices, "label removed", |s| {
+            profile_counts(s, "Profile/sales-wifi").1 == 0
+                && profile_counts(s, "Profile/sales-wifi").0 == 0
+        })
+        .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while devices[4]
         .state
@@ -523,7 +504,7 @@ async fn a_rollout_is_paced_to_the_configured_number_of_devices() {
     let mut saw_waiting = false;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let s = status(&server).await;
+        let s = server.status().await;
         let installing = s["rollout"]["installing_devices"].as_u64().unwrap();
         most_installing = most_installing.max(installing);
         saw_waiting |= s["rollout"]["waiting_devices"].as_u64().unwrap() > 0;
@@ -534,7 +515,7 @@ async fn a_rollout_is_paced_to_the_configured_number_of_devices() {
         // One device at a time, so the counts are seen between exchanges.
         for d in devices.iter_mut() {
             let _ = d.exchange().await;
-            let s = status(&server).await;
+            let s = server.status().await;
             most_installing =
                 most_installing.max(s["rollout"]["installing_devices"].as_u64().unwrap());
         }
@@ -568,16 +549,18 @@ async fn a_deleted_profile_with_removal_policy_keep_stays_on_the_devices() {
     for i in 0..3 {
         devices.push(server.enrolled_device(i).await);
     }
-    converge(&server, &mut devices, "installed", |s| {
-        wifi_status(s)["verified"] == 3
-    })
-    .await;
+    server
+        .converge(&mut devices, "installed", |s| {
+            wifi_status(s)["verified"] == 3
+        })
+        .await;
     std::fs::remove_file(policy.path().join("wifi.yaml")).unwrap();
-    converge(&server, &mut devices, "released", |s| {
-        let w = wifi_status(s);
-        w.is_null() || (w["verified"] == 0 && w["pending"] == 0 && w["removing"] == 0)
-    })
-    .await;
+    server
+        .converge(&mut devices, "released", |s| {
+            let w = wifi_status(s);
+            w.is_null() || (w["verified"] == 0 && w["pending"] == 0 && w["removing"] == 0)
+        })
+        .await;
     // A few more exchanges: nothing may remove it.
     for _ in 0..3 {
         for d in devices.iter_mut() {

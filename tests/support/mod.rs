@@ -175,6 +175,38 @@ impl TestServer {
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// `GET /api/v1/status`, which must answer 200.
+    pub async fn status(&self) -> serde_json::Value {
+        let (code, body) = self.admin_get("/api/v1/status").await;
+        assert_eq!(code, 200, "{body}");
+        body
+    }
+
+    /// Lets every device run exchanges until `done` holds for the status; fails after 60 s
+    /// with the last status.
+    pub async fn converge<D: std::borrow::BorrowMut<SimDevice>>(
+        &self,
+        devices: &mut [D],
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            for d in devices.iter_mut() {
+                let _ = d.borrow_mut().exchange().await;
+            }
+            let s = self.status().await;
+            if done(&s) {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: did not converge: {s:#}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// The enrollment profile, downloaded with the admin token.
     pub async fn admin_profile(&self) -> Vec<u8> {
         let r = self
