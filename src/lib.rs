@@ -18,6 +18,12 @@ pub mod store;
 
 use anyhow::Context as _;
 
+// mimalloc instead of the system allocator for the server, its tests and benchmarks: glibc's
+// malloc was a fifth of the CPU time of a fleet converging (many small, short-lived buffers for
+// HTTP, TLS, plists and SQL rows across threads), see BENCHMARKS.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Runs `pomona serve` with a validated configuration until Ctrl-C or SIGTERM.
 pub async fn serve(config: config::ServeConfig) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(config.listen)

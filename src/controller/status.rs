@@ -304,7 +304,13 @@ impl Writer {
             .profile_counts()
             .await?
             .into_iter()
-            .map(|c| (c.profile_key.clone(), c))
+            .map(|c| {
+                let declared = built.snapshot.profiles.get(&c.profile_key);
+                (
+                    c.profile_key.clone(),
+                    c.against(declared.map(|p| p.hash.as_str())),
+                )
+            })
             .collect();
         let targeted = self.reconciler.targeted_counts();
         let members = self.reconciler.group_member_counts();

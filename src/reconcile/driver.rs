@@ -77,12 +77,18 @@ pub struct Reconciler {
     pub(super) facts: Mutex<HashMap<String, (ReportedFacts, i64)>>,
     /// Devices with device actions waiting or queued: their answers finish actions.
     pub(super) open_actions: Mutex<std::collections::HashSet<String>>,
+    /// Devices that answered a command and went on to fetch another in the same session: they
+    /// are planned when the session ends (see `command_answered`).
+    answered_mid_session: Mutex<std::collections::HashSet<String>>,
     pub settings: PlanSettings,
     /// Reconciles run so far (for metrics and benchmarks).
     pub reconciles: std::sync::atomic::AtomicU64,
     /// Writes plans, batching those that finish together into one transaction.
     plan_writer: GroupCommit<DevicePlan, u64>,
 }
+
+/// How long planning waits for a device that answered a command mid-session to end the session.
+const MID_SESSION_GRACE_MS: i64 = 30_000;
 
 /// Plans written in one transaction at most.
 const PLAN_BATCH: usize = 256;
@@ -128,6 +134,7 @@ impl Reconciler {
             signer: RwLock::new(None),
             facts: Mutex::new(HashMap::new()),
             open_actions: Mutex::new(std::collections::HashSet::new()),
+            answered_mid_session: Mutex::new(std::collections::HashSet::new()),
             settings,
             reconciles: std::sync::atomic::AtomicU64::new(0),
         })
@@ -190,12 +197,33 @@ impl Reconciler {
         self.notify.notify_one();
     }
 
-    /// A device answered a command: re-plan it if the reconciler may care.
-    pub fn command_answered(&self, device_id: &str) {
+    /// A device answered a command: re-plan it if the reconciler may care. While the device
+    /// goes on fetching commands in the same session (`session_goes_on`), planning waits for the
+    /// session to end, so that one plan takes in all of the session's answers (an install and
+    /// the ProfileList behind it) instead of one plan per answer. A device that drops out
+    /// mid-session is planned after `MID_SESSION_GRACE_MS` all the same.
+    pub fn command_answered(&self, device_id: &str, session_goes_on: bool) {
         let cares = !read(&self.snapshot).profiles.is_empty()
             || lock(&self.involved).contains(device_id)
             || lock(&self.open_actions).contains(device_id);
-        if cares {
+        if !cares {
+            return;
+        }
+        if session_goes_on {
+            lock(&self.answered_mid_session).insert(device_id.to_string());
+            let at = crate::store::now_millis() + MID_SESSION_GRACE_MS;
+            lock(&self.wakeups).schedule_no_later(device_id, at);
+            self.notify.notify_one();
+        } else {
+            lock(&self.answered_mid_session).remove(device_id);
+            self.mark_dirty(device_id);
+        }
+    }
+
+    /// A device's session ended (it got an empty answer): plan it if it answered commands
+    /// during the session.
+    pub fn session_ended(&self, device_id: &str) {
+        if lock(&self.answered_mid_session).remove(device_id) {
             self.mark_dirty(device_id);
         }
     }
@@ -243,6 +271,7 @@ impl Reconciler {
         write(&self.membership).remove_device(device_id);
         lock(&self.facts).remove(device_id);
         lock(&self.open_actions).remove(device_id);
+        lock(&self.answered_mid_session).remove(device_id);
     }
 
     /// Loads every enrolled device into the index and marks all of them dirty (start-up).
@@ -786,6 +815,13 @@ impl Wakeups {
         self.by_time.insert((at, device_id.to_string()));
     }
 
+    /// Makes the device due at `at` at the latest, keeping an earlier time it already has.
+    fn schedule_no_later(&mut self, device_id: &str, at: i64) {
+        if self.by_device.get(device_id).is_none_or(|old| *old > at) {
+            self.schedule(device_id, at);
+        }
+    }
+
     /// Removes and returns the devices due at `now`, and the next time after that.
     fn take_due(&mut self, now: i64) -> (Vec<String>, Option<i64>) {
         let mut due = Vec::new();
@@ -918,5 +954,20 @@ mod wakeup_tests {
         assert_eq!(w.take_due(300), (vec!["B".to_string()], Some(500)));
         assert_eq!(w.take_due(500), (vec!["A".to_string()], None));
         assert_eq!(w.by_device.len(), 0);
+    }
+
+    #[test]
+    fn a_deadline_keeps_an_earlier_wakeup_and_brings_a_later_one_forward() {
+        let mut w = Wakeups::default();
+        w.schedule("A", 100);
+        w.schedule_no_later("A", 300); // already due sooner: kept
+        w.schedule("B", 900);
+        w.schedule_no_later("B", 400); // brought forward
+        w.schedule_no_later("C", 500); // none yet: set
+        assert_eq!(w.take_due(100), (vec!["A".to_string()], Some(400)));
+        assert_eq!(
+            w.take_due(500),
+            (vec!["B".to_string(), "C".to_string()], None)
+        );
     }
 }

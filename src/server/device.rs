@@ -356,7 +356,7 @@ async fn handle_report(state: &AppState, presented: &PresentedCertificate, raw: 
         let (uuid, status) = (record.command_uuid, record.status);
         match outcome {
             ReportOutcome::Dequeued => {
-                state.reconciler.command_answered(device_id);
+                state.reconciler.command_answered(device_id, next.is_some());
                 tracing::info!(
                     device = device_id,
                     command = uuid,
@@ -402,6 +402,7 @@ async fn handle_report(state: &AppState, presented: &PresentedCertificate, raw: 
         }
         None => {
             state.sessions.end(device_id);
+            state.reconciler.session_ended(device_id);
             empty_ok()
         }
     }

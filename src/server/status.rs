@@ -30,11 +30,13 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Response {
         .chain(counts.iter().map(|c| c.profile_key.clone()))
         .collect();
     for key in keys {
+        let declared = snapshot.profiles.get(&key);
         let c = counts
             .iter()
             .find(|c| c.profile_key == key)
             .cloned()
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .against(declared.map(|p| p.hash.as_str()));
         let failing = match state
             .store
             .managed_in_state(&key, "failed", FAILING_SHOWN)
@@ -46,7 +48,6 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Response {
                 .collect::<Vec<_>>(),
             Err(e) => return store_error(e),
         };
-        let declared = snapshot.profiles.get(&key);
         profiles.push(json!({
             "profile": key,
             "declared": declared.is_some(),

@@ -341,7 +341,7 @@ macro_rules! impl_action_store {
                          ORDER BY a.created_at, a.action_id"
                     ))
                     .bind(device_id)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.reader().await?)
                     .await?;
                     rows.iter()
                         .map(record_from_row)
@@ -429,7 +429,7 @@ macro_rules! impl_action_store {
                     ))
                     .bind(action_id)
                     .bind(limit)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.reader().await?)
                     .await?;
                     rows.iter()
                         .map(record_from_row)
@@ -449,7 +449,7 @@ macro_rules! impl_action_store {
                     for id in action_ids {
                         query = query.bind(id);
                     }
-                    let rows = query.fetch_all(&self.pool).await?;
+                    let rows = query.fetch_all(&mut *self.reader().await?).await?;
                     let rows = rows
                         .iter()
                         .map(count_from_row)
@@ -463,7 +463,7 @@ macro_rules! impl_action_store {
                          GROUP BY action_id ORDER BY updated DESC, action_id LIMIT $1",
                     )
                     .bind(limit)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.reader().await?)
                     .await?
                     .iter()
                     .map(|row| row.try_get("action_id"))
@@ -478,7 +478,7 @@ macro_rules! impl_action_store {
                         "SELECT DISTINCT device_id FROM device_actions \
                          WHERE state IN ('waiting', 'queued') ORDER BY device_id",
                     )
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.reader().await?)
                     .await?
                     .iter()
                     .map(|row| row.try_get("device_id"))
@@ -489,7 +489,7 @@ macro_rules! impl_action_store {
                 async fn unlock_token(&self, device_id: &str) -> StoreResult<Option<Vec<u8>>> {
                     Ok(sqlx::query("SELECT unlock_token FROM enrollments WHERE id = $1")
                         .bind(device_id)
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&mut *self.reader().await?)
                         .await?
                         .map(|row| row.try_get::<Option<Vec<u8>>, _>("unlock_token"))
                         .transpose()?

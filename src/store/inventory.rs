@@ -107,7 +107,7 @@ macro_rules! impl_inventory_store {
                     )
                     .bind(after.unwrap_or(""))
                     .bind(limit)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.reader().await?)
                     .await?;
                     rows.iter()
                         .map(from_row)
@@ -124,7 +124,7 @@ macro_rules! impl_inventory_store {
                          WHERE device_id = $1",
                     )
                     .bind(device_id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.reader().await?)
                     .await?;
                     row.as_ref().map(from_row).transpose().map_err(Into::into)
                 }

@@ -17,6 +17,7 @@ mod postgres;
 pub mod reconcile;
 mod sql;
 mod sqlite;
+mod sqlite_readers;
 
 pub use model::*;
 pub use postgres::PostgresStore;

@@ -41,6 +41,11 @@ impl PostgresStore {
         })
     }
 
+    /// A connection to read with.
+    async fn reader(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, sqlx::Error> {
+        self.pool.acquire().await
+    }
+
     /// Replicas starting together must not run the same migration twice.
     const MIGRATION_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7400517)");
 }

@@ -63,6 +63,23 @@ pub struct ProfileCounts {
     pub verified: i64,
     pub failed: i64,
     pub removing: i64,
+    /// The verified devices, by the content hash they were verified with.
+    pub verified_by_hash: std::collections::BTreeMap<String, i64>,
+}
+
+impl ProfileCounts {
+    /// The counts against the content declared now (`declared_hash`; None when the profile is
+    /// no longer declared): a device verified with an earlier content counts as pending, since
+    /// its reinstall is on the way, so a content change never reads as verified everywhere
+    /// before a single device has the new content.
+    pub fn against(mut self, declared_hash: Option<&str>) -> Self {
+        if let Some(hash) = declared_hash {
+            let current = self.verified_by_hash.get(hash).copied().unwrap_or(0);
+            self.pending += self.verified - current;
+            self.verified = current;
+        }
+        self
+    }
 }
 
 #[async_trait]
@@ -279,7 +296,7 @@ macro_rules! impl_reconcile_store {
                 async fn reconcile_state(&self, device_id: &str) -> StoreResult<ReconcileState> {
                     // One connection for the three reads (each acquire and release costs a
                     // round trip of its own).
-                    let mut conn = self.pool.acquire().await?;
+                    let mut conn = self.reader().await?;
                     let managed = sqlx::query(&format!(
                         "SELECT {MANAGED_COLUMNS} FROM managed_profiles WHERE device_id = $1 ORDER BY identifier"
                     ))
@@ -362,10 +379,10 @@ macro_rules! impl_reconcile_store {
 
                 async fn profile_counts(&self) -> StoreResult<Vec<ProfileCounts>> {
                     let rows = sqlx::query(
-                        "SELECT profile_key, state, COUNT(*) AS n FROM managed_profiles \
-                         GROUP BY profile_key, state ORDER BY profile_key",
+                        "SELECT profile_key, state, hash, COUNT(*) AS n FROM managed_profiles \
+                         GROUP BY profile_key, state, hash ORDER BY profile_key",
                     )
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.reader().await?)
                     .await?;
                     let mut out: Vec<ProfileCounts> = Vec::new();
                     for row in rows {
@@ -382,7 +399,11 @@ macro_rules! impl_reconcile_store {
                         match ProfileState::parse(&state) {
                             ProfileState::Pending => counts.pending += n,
                             ProfileState::Verifying => counts.verifying += n,
-                            ProfileState::Verified => counts.verified += n,
+                            ProfileState::Verified => {
+                                counts.verified += n;
+                                let hash: String = row.try_get("hash")?;
+                                *counts.verified_by_hash.entry(hash).or_default() += n;
+                            }
                             ProfileState::Failed => counts.failed += n,
                             ProfileState::Removing => counts.removing += n,
                         }
@@ -403,7 +424,7 @@ macro_rules! impl_reconcile_store {
                     .bind(profile_key)
                     .bind(state)
                     .bind(limit)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.reader().await?)
                     .await?;
                     rows.iter()
                         .map(|row| Ok((row.try_get("device_id")?, managed_from_row(row)?)))
@@ -452,3 +473,25 @@ CREATE TABLE reconcile_commands (
 );
 CREATE INDEX reconcile_commands_open ON reconcile_commands (device_id) WHERE processed_at IS NULL
 "#;
+
+#[cfg(test)]
+mod counts_tests {
+    use super::ProfileCounts;
+
+    #[test]
+    fn devices_verified_with_an_earlier_content_count_as_pending() {
+        let counts = ProfileCounts {
+            profile_key: "Profile/wifi".into(),
+            pending: 1,
+            verified: 5,
+            verified_by_hash: [("old".to_string(), 3), ("new".to_string(), 2)].into(),
+            ..ProfileCounts::default()
+        };
+        let now = counts.clone().against(Some("new"));
+        assert_eq!((now.verified, now.pending), (2, 4));
+        let nothing_yet = counts.clone().against(Some("newest"));
+        assert_eq!((nothing_yet.verified, nothing_yet.pending), (0, 6));
+        let undeclared = counts.clone().against(None);
+        assert_eq!((undeclared.verified, undeclared.pending), (5, 1));
+    }
+}

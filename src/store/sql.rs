@@ -199,7 +199,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn ping(&self) -> StoreResult<()> {
-                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                sqlx::query("SELECT 1").execute(&mut *self.reader().await?).await?;
                 Ok(())
             }
 
@@ -349,7 +349,7 @@ macro_rules! impl_sql_store {
             async fn bootstrap_token(&self, device_id: &str) -> StoreResult<Option<Vec<u8>>> {
                 let row = sqlx::query("SELECT bootstrap_token FROM enrollments WHERE id = $1")
                     .bind(device_id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.reader().await?)
                     .await?;
                 Ok(match row {
                     Some(row) => row.try_get("bootstrap_token")?,
@@ -360,7 +360,7 @@ macro_rules! impl_sql_store {
             async fn enrollment(&self, device_id: &str) -> StoreResult<Option<Enrollment>> {
                 let row = sqlx::query(&format!("SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE id = $1"))
                     .bind(device_id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.reader().await?)
                     .await?;
                 Ok(row.as_ref().map(enrollment_from_row).transpose()?)
             }
@@ -375,7 +375,7 @@ macro_rules! impl_sql_store {
                      ORDER BY authenticated_at DESC LIMIT 1"
                 ))
                 .bind(key)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.reader().await?)
                 .await?;
                 Ok(row.as_ref().map(enrollment_from_row).transpose()?)
             }
@@ -396,7 +396,7 @@ macro_rules! impl_sql_store {
                 .bind(at)
                 .bind(id)
                 .bind(limit)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.reader().await?)
                 .await?;
                 rows.iter()
                     .map(|row| Ok((row.try_get("last_seen_at")?, row.try_get("id")?)))
@@ -410,7 +410,7 @@ macro_rules! impl_sql_store {
                 ))
                 .bind(after.unwrap_or(""))
                 .bind(limit)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.reader().await?)
                 .await?;
                 Ok(rows.iter().map(enrollment_from_row).collect::<Result<_, _>>()?)
             }
@@ -421,7 +421,7 @@ macro_rules! impl_sql_store {
                      WHERE id = $1 AND state = 'enrolled' AND push_token IS NOT NULL",
                 )
                 .bind(device_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.reader().await?)
                 .await?;
                 Ok(match row {
                     Some(row) => Some(PushCredentials {
@@ -527,14 +527,14 @@ macro_rules! impl_sql_store {
                 ))
                 .bind(device_id)
                 .bind(limit)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.reader().await?)
                 .await?;
                 Ok(rows.iter().map(command_from_row).collect::<Result<_, _>>()?)
             }
 
             async fn queue_depth(&self) -> StoreResult<i64> {
                 let row = sqlx::query("SELECT COUNT(*) AS n FROM commands WHERE status = 'queued'")
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *self.reader().await?)
                     .await?;
                 Ok(row.try_get("n")?)
             }
@@ -595,7 +595,7 @@ macro_rules! impl_sql_store {
                 )
                 .bind(fingerprint)
                 .bind(device_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.reader().await?)
                 .await?;
                 let Some(row) = row else { return Ok(None) };
                 let state: Option<String> = row.try_get("enrollment_state")?;
@@ -612,7 +612,7 @@ macro_rules! impl_sql_store {
                      ORDER BY issued_at DESC, fingerprint"
                 ))
                 .bind(device_id)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.reader().await?)
                 .await?;
                 Ok(rows.iter().map(certificate_from_row).collect::<Result<_, _>>()?)
             }
@@ -786,7 +786,7 @@ macro_rules! impl_sql_store {
                      token_invalid_at FROM push_state WHERE enrollment_id = $1",
                 )
                 .bind(device_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.reader().await?)
                 .await?;
                 Ok(match row {
                     Some(row) => Some(PushStatus {
@@ -820,7 +820,7 @@ macro_rules! impl_sql_store {
                 let rows = sqlx::query(
                     "SELECT topic, COUNT(*) AS n FROM enrollments WHERE state = 'enrolled' GROUP BY topic ORDER BY topic",
                 )
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.reader().await?)
                 .await?;
                 rows.iter()
                     .map(|row| Ok((row.try_get("topic")?, row.try_get("n")?)))
@@ -837,7 +837,7 @@ macro_rules! impl_sql_store {
                 )
                 .bind(hash)
                 .bind(kind.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.reader().await?)
                 .await?;
                 Ok(match row {
                     None => SecretUse::Unknown,

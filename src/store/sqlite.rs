@@ -5,7 +5,8 @@
 //! they queue in this process, first come first served, instead of contending for the file lock
 //! (a connection that finds it taken sleeps in SQLite's busy handler for up to milliseconds,
 //! while the lock may already be free again). Reads use the other connections (`pool`); in WAL
-//! mode they never wait for the writer.
+//! mode they never wait for the writer. Reads use connections of their own (`sqlite_readers`),
+//! without sqlx's pool and its pings.
 
 use anyhow::Context as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -14,8 +15,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub struct SqliteStore {
-    /// Reads (and any write not routed through `writer`).
-    pool: SqlitePool,
+    /// Reads.
+    readers: super::sqlite_readers::Readers,
     /// The one connection that writes.
     writer: SqlitePool,
     /// Command exchanges, written in batches (one transaction for those arriving together).
@@ -32,7 +33,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Pages read through a memory map instead of a read(2) per page: every commit
+            // empties the readers' page caches, so they read pages often.
+            .pragma("mmap_size", "268435456");
         // The database holds push and unlock tokens: create it readable by its owner only
         // (SQLite gives its -wal and -shm files the same mode).
         let path = options.get_filename();
@@ -43,26 +47,30 @@ impl SqliteStore {
         // The writer first: it creates the file and switches it to WAL.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            // A local file does not hang up: no ping round trip before each transaction.
+            .test_before_acquire(false)
             // Writers wait their turn here rather than in SQLite's busy handler; under a burst
             // the queue can be long, and a device told 503 only comes back later.
             .acquire_timeout(Duration::from_secs(15))
             .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot open SQLite database {url:?}"))?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+        let readers = super::sqlite_readers::Readers::open(&options, 4, Duration::from_secs(5))
             .await
             .with_context(|| format!("cannot open SQLite database {url:?}"))?;
         Ok(Self {
-            pool,
+            readers,
             exchanges: super::group_commit::GroupCommit::new(
                 super::sql::EXCHANGE_BATCH,
                 Self::exchange_flush(writer.clone()),
             ),
             writer,
         })
+    }
+
+    /// A connection to read with.
+    async fn reader(&self) -> Result<super::sqlite_readers::Reader<'_>, sqlx::Error> {
+        self.readers.get().await
     }
 
     /// SQLite serialises writers on the file itself: no extra lock.

@@ -255,6 +255,22 @@ impl FakeApns {
         args.push_timeout = Some("2s".into());
     }
 
+    /// `pomona serve` flags that point a server process at this APNs server (the push
+    /// certificate, its key, the endpoint and the CA to trust); timings are the caller's.
+    pub fn serve_flags(&self, pki: &TestPki) -> Vec<String> {
+        let path = |name: &str| pki.path(name).display().to_string();
+        vec![
+            "--push-cert".into(),
+            path("push.pem"),
+            "--push-key".into(),
+            path("push.key"),
+            "--push-endpoint".into(),
+            self.url.clone(),
+            "--push-ca".into(),
+            path("ca.pem"),
+        ]
+    }
+
     /// The wake-up signal for the device with this token (created on first use).
     pub fn device(&self, token: &[u8]) -> Arc<Notify> {
         lock(&self.state.devices)

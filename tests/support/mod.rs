@@ -19,6 +19,8 @@ pub struct TestServer {
     pub client: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// A server run as a `pomona serve` process (see `start_process`).
+    pub process: Option<tokio::process::Child>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -60,18 +62,53 @@ impl TestServer {
         let task = tokio::spawn(pomona::serve_on(config, listener, async move {
             let _ = rx.await;
         }));
+        let mut server = Self::attach(data_dir, port).await;
+        server.shutdown = Some(tx);
+        server.task = Some(task);
+        server
+    }
+
+    /// Runs the `pomona` binary (`pomona serve --data-dir DIR --listen 127.0.0.1:PORT` and
+    /// `flags`) as a process of its own, logging to `DIR/server.log`. Benchmarks use it so the
+    /// server has its own CPU account and file-descriptor table, apart from the simulated fleet.
+    pub async fn start_process(data_dir: PathBuf, flags: &[String], log_filter: &str) -> Self {
+        let port = {
+            let probe = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind loopback");
+            probe.local_addr().unwrap().port()
+        };
+        let log = std::fs::File::create(data_dir.join("server.log")).expect("server log");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pomona"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(flags)
+            .env("POMONA_LOG", log_filter)
+            .stdout(log.try_clone().expect("server log"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("pomona binary (built by cargo for integration tests)");
+        let mut server = Self::attach(data_dir, port).await;
+        server.process = Some(child);
+        server
+    }
+
+    /// Waits for a server starting on `port` with `data_dir` to answer /readyz.
+    async fn attach(data_dir: PathBuf, port: u16) -> Self {
         let base_url = format!("https://localhost:{port}");
         // The data directory is ready once the token file exists; then wait for /readyz.
         let token_path = data_dir.join("admin-token");
         let ca = data_dir.join("tls/ca.pem");
-        for _ in 0..200 {
+        for _ in 0..400 {
             if token_path.exists() && ca.exists() {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
         let client = pomona::sim::client(Some(&ca)).expect("client");
-        for _ in 0..200 {
+        for _ in 0..400 {
             if let Ok(r) = client.get(format!("{base_url}/readyz")).send().await {
                 if r.status().is_success() {
                     break;
@@ -88,8 +125,9 @@ impl TestServer {
             data_dir,
             admin_token,
             client,
-            shutdown: Some(tx),
-            task: Some(task),
+            shutdown: None,
+            task: None,
+            process: None,
             _dir: None,
         }
     }
@@ -307,6 +345,9 @@ impl TestServer {
                 .expect("server task")
                 .expect("server exited cleanly");
         }
+        if let Some(mut process) = self.process.take() {
+            process.kill().await.expect("stop the server process");
+        }
     }
 }
 
@@ -342,7 +383,12 @@ pub fn b64(bytes: &[u8]) -> String {
 
 /// This process's peak resident memory (`VmHWM`), for benchmark output.
 pub fn peak_rss() -> String {
-    std::fs::read_to_string("/proc/self/status")
+    peak_rss_of("self")
+}
+
+/// The peak resident memory (`VmHWM`) of process `pid` (or "self").
+pub fn peak_rss_of(pid: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
             status
@@ -351,4 +397,20 @@ pub fn peak_rss() -> String {
                 .map(|l| l.trim_start_matches("VmHWM:").trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// CPU time (user + system, seconds) process `pid` (or "self") has used so far, all threads.
+pub fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|t| t.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    ticks / 100.0 // USER_HZ
 }
