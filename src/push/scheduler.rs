@@ -197,11 +197,19 @@ impl Push {
             next_push_at: None,
             attempts: 0,
             failures: 0,
+            push_if_queued: false,
         };
         let Some(credentials) = due.credentials.as_ref().filter(|_| due.has_queued_commands) else {
             // Nothing to wake it for, or it cannot be pushed until its TokenUpdate (which
-            // schedules a push itself when commands are waiting).
-            return self.record(&due, now, false, None, false, idle).await;
+            // schedules a push itself when commands are waiting). Work queued since the claim
+            // asked for a push that the claim covered: the record pushes it after all.
+            let nothing_queued = PushSchedule {
+                push_if_queued: due.credentials.is_some(),
+                ..idle
+            };
+            return self
+                .record(&due, now, false, None, false, nothing_queued)
+                .await;
         };
         let breaker_until = {
             let breaker = self.breaker.lock().unwrap_or_else(|p| p.into_inner());

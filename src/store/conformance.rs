@@ -151,6 +151,10 @@ fn base_cases() -> Vec<Case> {
             |s| Box::pin(due_pushes_are_leased(s)),
         ),
         (
+            "work_queued_while_an_idle_claim_is_out_still_gets_its_push",
+            |s| Box::pin(work_queued_during_an_idle_claim(s)),
+        ),
+        (
             "an_invalid_token_stops_pushes_until_the_next_token_update",
             |s| Box::pin(invalid_token_until_token_update(s)),
         ),
@@ -1199,6 +1203,7 @@ fn accepted(device: &str, at: i64, claimed_until: i64, attempts: i64, next: i64)
             next_push_at: Some(next),
             attempts,
             failures: 0,
+            push_if_queued: false,
         }),
     }
 }
@@ -1355,6 +1360,48 @@ async fn due_pushes_are_leased(s: Arc<dyn Store>) -> CaseResult {
     Ok(())
 }
 
+/// A retry claimed just before new work is queued finds nothing to push; the new work's wake
+/// was covered by that claim, so recording the empty claim must not drop it.
+async fn work_queued_during_an_idle_claim(s: Arc<dyn Store>) -> CaseResult {
+    enrolled(&*s, "D1").await?;
+    ok(s.request_push("D1", 1000).await, "request")?;
+    let due = ok(s.claim_due_pushes(2000, 60_000, 10).await, "claim")?;
+    check!(
+        due.len() == 1 && !due[0].has_queued_commands,
+        "claimed with nothing queued: {due:?}"
+    );
+    // New work arrives while the claim is out; its wake is covered by the claim.
+    ok(s.enqueue("D1", &command("C1"), 2100).await, "enqueue")?;
+    ok(s.request_push("D1", 3100).await, "request")?;
+    let idle = PushSchedule {
+        claimed_until: 60_000,
+        next_push_at: None,
+        attempts: 0,
+        failures: 0,
+        push_if_queued: true,
+    };
+    let nothing_sent = PushOutcome {
+        device_id: "D1".into(),
+        at: 2200,
+        accepted: false,
+        result: None,
+        token_invalid: false,
+        schedule: Some(idle),
+    };
+    ok(s.record_push(&nothing_sent).await, "record")?;
+    let status = push_status_of(&*s, "D1").await?;
+    check!(
+        status.next_push_at == Some(2200),
+        "the queued command lost its push: {status:?}"
+    );
+    let again = ok(s.claim_due_pushes(2300, 90_000, 10).await, "claim")?;
+    check!(
+        again.len() == 1 && again[0].has_queued_commands,
+        "the device must be claimed again with its work: {again:?}"
+    );
+    Ok(())
+}
+
 async fn invalid_token_until_token_update(s: Arc<dyn Store>) -> CaseResult {
     enrolled(&*s, "D1").await?;
     ok(s.enqueue("D1", &command("C1"), 2000).await, "enqueue")?;
@@ -1373,6 +1420,7 @@ async fn invalid_token_until_token_update(s: Arc<dyn Store>) -> CaseResult {
                 next_push_at: None,
                 attempts: 0,
                 failures: 0,
+                push_if_queued: false,
             }),
         })
         .await,

@@ -312,6 +312,10 @@ pub struct PushSchedule {
     pub next_push_at: Option<i64>,
     pub attempts: i64,
     pub failures: i64,
+    /// The claim found nothing queued, so nothing was pushed; but a wake requested after the
+    /// claim was covered by it (see `request_push`). Commands queued by then get their push
+    /// now instead of being dropped with the claim.
+    pub push_if_queued: bool,
 }
 
 /// What happened to one push (scheduled or requested by an administrator).

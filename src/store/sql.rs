@@ -162,6 +162,8 @@ macro_rules! impl_sql_store {
                        next_push_at = CASE WHEN $5 THEN NULL \
                          WHEN next_push_at IS NOT NULL AND next_push_at < $8 THEN next_push_at \
                          WHEN claimed_until IS NULL THEN NULL \
+                         WHEN $10 AND EXISTS (SELECT 1 FROM commands c WHERE c.enrollment_id = $1 \
+                           AND c.status = 'queued') THEN $2 \
                          ELSE $9 END \
                      WHERE enrollment_id = $1",
                 )
@@ -173,7 +175,8 @@ macro_rules! impl_sql_store {
                 .bind(schedule.attempts)
                 .bind(schedule.failures)
                 .bind(schedule.claimed_until)
-                .bind(schedule.next_push_at),
+                .bind(schedule.next_push_at)
+                .bind(schedule.push_if_queued),
                 None => sqlx::query(
                     "INSERT INTO push_state (enrollment_id, last_push_at, last_result, last_result_at, token_invalid_at) \
                      SELECT id, CASE WHEN $3 THEN $2 ELSE NULL END, $4, $2, CASE WHEN $5 THEN $2 ELSE NULL END \
