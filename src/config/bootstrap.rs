@@ -129,6 +129,12 @@ pub fn server_tls_config(
         .with_single_cert(chain, key)
         .context("TLS certificate and key do not match or are unsupported")?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // TLS 1.3 session tickets: a device reconnecting (every wake-up after its last connection
+    // closed) resumes its session instead of a full handshake with its certificate signature.
+    // The ticket carries the client certificate, which `identity.rs` checks on every request as
+    // before (standing and revocation come from the store each time). Stateless: the server
+    // keeps nothing per device; the ticket key rotates every few hours.
+    config.ticketer = rustls::crypto::ring::Ticketer::new().context("TLS session tickets")?;
     Ok(Arc::new(config))
 }
 

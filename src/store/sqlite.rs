@@ -33,10 +33,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true)
-            // Pages read through a memory map instead of a read(2) per page: every commit
-            // empties the readers' page caches, so they read pages often.
-            .pragma("mmap_size", "268435456");
+            .foreign_keys(true);
         // The database holds push and unlock tokens: create it readable by its owner only
         // (SQLite gives its -wal and -shm files the same mode).
         let path = options.get_filename();
