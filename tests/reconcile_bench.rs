@@ -15,6 +15,9 @@
 //! requests per second over that time, the CPU time of the server and of the fleet, and both
 //! processes' peak RSS.
 //!
+//! `POMONA_BENCH_ROLLOUT_MAX_DEVICES` sets the server's rollout pacing (default 5,000 devices
+//! with installs outstanding at once; 0 = no limit).
+//!
 //! `planning_one_change_costs_what_it_touches` times the driver's fan-out (the group membership
 //! index) and the pure planner over a synthetic fleet, for a change that touches every device
 //! and for one that touches a hundredth of them.
@@ -126,6 +129,10 @@ async fn a_fleet_converges_on_one_profile_change() {
     }
     if let Ok(database) = std::env::var("POMONA_BENCH_DATABASE") {
         flags.extend(["--database".to_string(), database]);
+    }
+    // Rollout pacing (`--rollout-max-devices`, default 5,000 devices installing at once).
+    if let Ok(limit) = std::env::var("POMONA_BENCH_ROLLOUT_MAX_DEVICES") {
+        flags.extend(["--rollout-max-devices".to_string(), limit]);
     }
     // The server is the release `pomona` binary in a process of its own (its own CPU account,
     // and its own open-file limit: 10,000 devices hold 10,000 connections on each side).
