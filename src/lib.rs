@@ -19,7 +19,7 @@ pub mod store;
 use anyhow::Context as _;
 
 // mimalloc instead of the system allocator for the server, its tests and benchmarks: glibc's
-// malloc was a fifth of the CPU time of a fleet converging (many small, short-lived buffers for
+// malloc was ~15 % of the CPU time of a fleet converging (many small, short-lived buffers for
 // HTTP, TLS, plists and SQL rows across threads), see BENCHMARKS.md.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
