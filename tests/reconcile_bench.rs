@@ -57,6 +57,14 @@ fn reconciles(metrics: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+fn gauge(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
 const GROUP: &str = "apiVersion: mdm.pomona.dev/v1alpha1
 kind: DeviceGroup
 metadata: {name: everyone}
@@ -79,13 +87,40 @@ spec:
 
 /// Waits until `Profile/wifi` counts every device verified with its declared content; returns
 /// when that happened.
-async fn all_verified(server: &TestServer, devices: usize, what: &str) -> Instant {
+/// With `timeline`, prints once a second how far each stage got (reconciles, pushes, device
+/// requests, verified devices), to show which stage holds the others back.
+async fn all_verified(
+    server: &TestServer,
+    devices: usize,
+    what: &str,
+    timeline: Option<&FakeApns>,
+) -> Instant {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(900);
     let mut half_reported = false;
+    let mut next_line = started;
+    let counters = |metrics: &str| (reconciles(metrics), device_requests(metrics));
+    let mut origin = None;
     loop {
         let w = server.profile_status("Profile/wifi").await;
         let verified = w["verified"].as_u64().unwrap_or(0) as usize;
+        if let Some(apns) = timeline.filter(|_| Instant::now() >= next_line) {
+            next_line += Duration::from_secs(1);
+            let metrics = server.metrics().await;
+            let now = (counters(&metrics), apns.pushes().len());
+            let ((r0, q0), p0) = *origin.get_or_insert(now);
+            let ((r, q), p) = now;
+            eprintln!(
+                "{what} t={:5.1}s reconciles {:6.0} pushes {:6} requests {:6.0} verified {verified:6} \
+                 rollout waiting {} installing {}",
+                started.elapsed().as_secs_f64(),
+                r - r0,
+                p - p0,
+                q - q0,
+                gauge(&metrics, "pomona_rollout_waiting_devices"),
+                gauge(&metrics, "pomona_rollout_installing_devices"),
+            );
+        }
         if verified == devices {
             return Instant::now();
         }
@@ -185,7 +220,7 @@ async fn a_fleet_converges_on_one_profile_change() {
         enroll_started.elapsed().as_secs_f64()
     );
     // A fleet in service: every device inventoried and carrying the profile.
-    all_verified(&server, devices, "first rollout").await;
+    all_verified(&server, devices, "first rollout", None).await;
     eprintln!(
         "first rollout (inventory and install) done {:.1}s after enrolment started",
         enroll_started.elapsed().as_secs_f64()
@@ -209,7 +244,7 @@ async fn a_fleet_converges_on_one_profile_change() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let cpu_before = (cpu_seconds(&server_pid), cpu_seconds("self"));
-    let converged = all_verified(&server, devices, "change").await - applied;
+    let converged = all_verified(&server, devices, "change", Some(&apns)).await - applied;
     let cpu = (
         cpu_seconds(&server_pid) - cpu_before.0,
         cpu_seconds("self") - cpu_before.1,

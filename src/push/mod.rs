@@ -128,6 +128,9 @@ pub struct Push {
     /// arrive together): a policy change wakes thousands of devices at once.
     requests: GroupCommit<(String, i64), bool>,
     pub(crate) outcomes: GroupCommit<PushOutcome, ()>,
+    /// When the wake-ups requested in this process come due (their coalescing window ends),
+    /// earliest first: the scheduler claims then rather than at its next poll.
+    pub(crate) due_hints: Mutex<std::collections::BinaryHeap<std::cmp::Reverse<i64>>>,
 }
 
 /// Push requests or outcomes written in one transaction at most.
@@ -186,6 +189,7 @@ impl Push {
             breaker: Mutex::new(Breaker::default()),
             requests: GroupCommit::new(WRITE_BATCH, request_flush(store.clone())),
             outcomes: GroupCommit::new(WRITE_BATCH, outcome_flush(store.clone())),
+            due_hints: Mutex::default(),
             store,
         }))
     }
@@ -220,6 +224,10 @@ impl Push {
         if !self.requests.submit((device_id.to_string(), at)).await? {
             return Err(StoreError::NotFound(format!("no device {device_id}")));
         }
+        self.due_hints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(std::cmp::Reverse(at));
         self.wake.notify_one();
         Ok(())
     }

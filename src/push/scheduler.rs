@@ -142,52 +142,111 @@ impl Push {
         Some(tokio::spawn(async move { this.run().await }))
     }
 
+    /// The scheduler loop. Pushes are claimed as they come due: when a wake-up's coalescing
+    /// window ends (`wake` leaves a hint of when), at each poll (rows due for retries,
+    /// backoff, other replicas' requests), and when a push in flight finishes while more were
+    /// due than could be started. Claiming never waits for the pushes already in flight, so a
+    /// fleet-wide change streams out at the rate APNs takes it instead of batch by batch.
     async fn run(self: Arc<Self>) {
         let mut last_expiry_check = tokio::time::Instant::now();
+        let mut next_poll = tokio::time::Instant::now();
+        let mut pushes = tokio::task::JoinSet::new();
+        let mut more_due = false;
         loop {
-            tokio::select! {
-                _ = self.wake.notified() => {
-                    // Let the coalescing window pass: the row is due only then anyway.
-                    tokio::time::sleep(self.schedule.coalesce).await;
-                }
-                _ = tokio::time::sleep(self.schedule.poll_interval) => {}
+            let hinted = self.take_due_hints(crate::store::now_millis());
+            let polling = tokio::time::Instant::now() >= next_poll;
+            if polling {
+                next_poll = tokio::time::Instant::now() + self.schedule.poll_interval;
             }
-            if let Err(e) = self.run_due().await {
-                tracing::warn!(error = %e, "push scheduler: database unavailable; retrying");
+            if hinted || polling || more_due {
+                more_due = match self.start_due(&mut pushes).await {
+                    Ok(more) => more,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "push scheduler: database unavailable; retrying");
+                        false
+                    }
+                };
             }
             if last_expiry_check.elapsed() > Duration::from_secs(6 * 3600) {
                 last_expiry_check = tokio::time::Instant::now();
                 self.warn_about_expiry();
             }
+            let until_hint = self.next_due_hint().map(|at| {
+                Duration::from_millis((at - crate::store::now_millis()).max(0) as u64)
+            });
+            let until_poll = next_poll.saturating_duration_since(tokio::time::Instant::now());
+            let wait = until_hint.map_or(until_poll, |h| h.min(until_poll));
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                Some(done) = pushes.join_next(), if !pushes.is_empty() => log_push_task(done),
+            }
         }
     }
 
-    /// Handles every push due now, batch by batch. Returns the number of rows handled.
-    pub async fn run_due(self: &Arc<Self>) -> Result<usize, crate::store::StoreError> {
-        let mut handled = 0;
+    /// Claims the pushes due now and starts them, up to `2 × batch` in flight. Returns true
+    /// when it stopped for want of room (more may be due).
+    pub async fn start_due(
+        self: &Arc<Self>,
+        pushes: &mut tokio::task::JoinSet<Result<(), crate::store::StoreError>>,
+    ) -> Result<bool, crate::store::StoreError> {
+        let max_in_flight = (self.schedule.batch.max(1) * 2) as usize;
         loop {
+            while let Some(done) = pushes.try_join_next() {
+                log_push_task(done);
+            }
+            let room = max_in_flight.saturating_sub(pushes.len());
+            if room == 0 {
+                return Ok(true);
+            }
+            let limit = (room as i64).min(self.schedule.batch.max(1));
             let now = crate::store::now_millis();
             let lease = now + self.schedule.lease.as_millis() as i64;
-            let due = self
-                .store
-                .claim_due_pushes(now, lease, self.schedule.batch)
-                .await?;
-            let count = due.len();
-            let mut tasks = tokio::task::JoinSet::new();
+            let due = self.store.claim_due_pushes(now, lease, limit).await?;
+            let count = due.len() as i64;
             for push in due {
                 let this = self.clone();
-                tasks.spawn(async move { this.handle(push).await });
+                pushes.spawn(async move { this.handle(push).await });
             }
-            while let Some(done) = tasks.join_next().await {
-                if let Ok(Err(e)) = done {
-                    tracing::warn!(error = %e, "push scheduler: could not record a push outcome; it will be retried after its lease");
-                }
-            }
-            handled += count;
-            if (count as i64) < self.schedule.batch {
-                return Ok(handled);
+            if count < limit {
+                return Ok(false);
             }
         }
+    }
+
+    /// Handles every push due now and waits for them all (tests, and one-shot callers).
+    pub async fn run_due(self: &Arc<Self>) -> Result<(), crate::store::StoreError> {
+        let mut pushes = tokio::task::JoinSet::new();
+        let claimed = loop {
+            match self.start_due(&mut pushes).await {
+                Ok(true) => {
+                    if let Some(done) = pushes.join_next().await {
+                        log_push_task(done);
+                    }
+                }
+                other => break other,
+            }
+        };
+        while let Some(done) = pushes.join_next().await {
+            log_push_task(done);
+        }
+        claimed.map(|_| ())
+    }
+
+    /// Forgets the wake-up hints due by `now`; true if there were any.
+    fn take_due_hints(&self, now: i64) -> bool {
+        let mut hints = self.due_hints.lock().unwrap_or_else(|p| p.into_inner());
+        let mut any = false;
+        while hints.peek().is_some_and(|std::cmp::Reverse(at)| *at <= now) {
+            hints.pop();
+            any = true;
+        }
+        any
+    }
+
+    fn next_due_hint(&self) -> Option<i64> {
+        let hints = self.due_hints.lock().unwrap_or_else(|p| p.into_inner());
+        hints.peek().map(|std::cmp::Reverse(at)| *at)
     }
 
     async fn handle(&self, due: DuePush) -> Result<(), crate::store::StoreError> {
@@ -329,6 +388,16 @@ impl Push {
                 schedule: Some(schedule),
             })
             .await
+    }
+}
+
+fn log_push_task(
+    done: Result<Result<(), crate::store::StoreError>, tokio::task::JoinError>,
+) {
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "push scheduler: could not record a push outcome; it will be retried after its lease"),
+        Err(e) => tracing::error!(error = %e, "push scheduler: a push task failed"),
     }
 }
 

@@ -177,6 +177,10 @@ fn base_cases() -> Vec<Case> {
             "concurrent_exchanges_of_many_devices_each_get_their_own_commands",
             |s| Box::pin(concurrent_exchanges(s)),
         ),
+        (
+            "exchanges_written_together_keep_each_devices_answers_apart",
+            |s| Box::pin(exchanges_written_together(s)),
+        ),
         ("plans_of_several_devices_apply_in_one_batch", |s| {
             Box::pin(plans_apply_in_one_batch(s))
         }),
@@ -1589,6 +1593,71 @@ async fn concurrent_exchanges(s: Arc<dyn Store>) -> CaseResult {
     check!(
         ok(s.queue_depth().await, "depth")? == 0,
         "commands left in the queue"
+    );
+    Ok(())
+}
+
+/// Exchanges arriving together are written together (multi-row statements): each still gets
+/// its own outcome and its own next command, a device cannot finish another's command in the
+/// same batch, and a device's two exchanges in one batch apply in order.
+async fn exchanges_written_together(s: Arc<dyn Store>) -> CaseResult {
+    for d in ["D1", "D2", "D3"] {
+        enrolled(&*s, d).await?;
+        for c in ["A", "B"] {
+            ok(
+                s.enqueue(d, &command(&format!("{d}-{c}")), 2000).await,
+                "enqueue",
+            )?;
+        }
+    }
+    ok(s.next_command("D1", &[], 2500).await, "D1 fetches")?;
+    ok(s.next_command("D2", &[], 2500).await, "D2 fetches")?;
+    let d1 = report("D1-A", ReportStatus::Acknowledged, b"d1");
+    let forged = report("D1-B", ReportStatus::Acknowledged, b"d2 forged");
+    let d2 = report("D2-A", ReportStatus::Error, b"d2 error");
+    let d3 = report("nope", ReportStatus::Acknowledged, b"d3");
+    let (a, b, c, d, e) = tokio::join!(
+        s.exchange("D1", Some(&d1), &[], 3000),
+        s.exchange("D2", Some(&forged), &[], 3000),
+        s.exchange("D2", Some(&d2), &[], 3001),
+        s.exchange("D3", Some(&d3), &[], 3000),
+        s.exchange("D3", None, &[], 3002),
+    );
+    let outcome = |r: StoreResult<(Option<ReportOutcome>, Option<QueuedCommand>)>| {
+        r.map(|(o, n)| (o, n.map(|c| c.uuid)))
+            .map_err(|e| e.to_string())
+    };
+    let a = outcome(a)?;
+    check!(
+        a == (Some(ReportOutcome::Dequeued), Some("D1-B".into())),
+        "D1: {a:?}"
+    );
+    let b = outcome(b)?;
+    check!(
+        b.0 == Some(ReportOutcome::Unknown),
+        "D2 answering D1's command: {b:?}"
+    );
+    let c = outcome(c)?;
+    check!(
+        c == (Some(ReportOutcome::Dequeued), Some("D2-B".into())),
+        "D2: {c:?}"
+    );
+    let d = outcome(d)?;
+    check!(d.0 == Some(ReportOutcome::Unknown), "D3 unknown: {d:?}");
+    let e = outcome(e)?;
+    check!(e.1.is_some(), "D3 idle gets a command: {e:?}");
+    let d1_commands = ok(s.commands("D1", 10).await, "D1 commands")?;
+    let b_cmd = d1_commands.iter().find(|c| c.uuid == "D1-B");
+    check!(
+        b_cmd.is_some_and(|c| c.status == CommandStatus::Queued && c.result.is_none()),
+        "D1-B must stay D1's and queued: {b_cmd:?}"
+    );
+    let d2_commands = ok(s.commands("D2", 10).await, "D2 commands")?;
+    let a_cmd = d2_commands.iter().find(|c| c.uuid == "D2-A");
+    check!(
+        a_cmd.is_some_and(|c| c.status == CommandStatus::Error
+            && c.result.as_deref() == Some(b"d2 error".as_slice())),
+        "D2-A: {a_cmd:?}"
     );
     Ok(())
 }

@@ -175,118 +175,191 @@ macro_rules! impl_reconcile_store {
                 })
             }
 
-            /// One plan's statements, inside the caller's transaction.
-            async fn apply_plan_in(
+            /// Writes plans of distinct devices inside the caller's transaction, with a few
+            /// statements for all of them (each statement is a round trip to the database, and
+            /// a fleet-wide change writes thousands of plans a second); returns how many
+            /// commands each plan newly queued.
+            async fn apply_distinct_plans(
                 tx: &mut sqlx::Transaction<'_, $db>,
-                device_id: &str,
-                change: &PlanChange,
-                now: i64,
-            ) -> Result<u64, sqlx::Error> {
+                plans: &[&DevicePlan],
+            ) -> Result<Vec<u64>, sqlx::Error> {
+                use $crate::store::sql::{chunk_rows, values_rows};
+                let now = plans.iter().map(|p| p.now).max().unwrap_or_default();
                 // Write first (SQLite takes the write lock up front), then the rest.
-                sqlx::query("DELETE FROM managed_profiles WHERE device_id = $1")
-                    .bind(device_id)
-                    .execute(&mut **tx)
-                    .await?;
-                for m in &change.managed {
-                    sqlx::query(&format!(
-                        "INSERT INTO managed_profiles (device_id, {MANAGED_COLUMNS}, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-                    ))
-                    .bind(device_id)
-                    .bind(&m.identifier)
-                    .bind(&m.profile_key)
-                    .bind(&m.hash)
-                    .bind(&m.uuid)
-                    .bind(m.state.as_str())
-                    .bind(m.attempts as i64)
-                    .bind(m.installs as i64)
-                    .bind(m.last_attempt_at)
-                    .bind(m.acknowledged_at)
-                    .bind(&m.last_error)
-                    .bind(match m.removal_policy {
-                        RemovalPolicy::Keep => "Keep",
-                        RemovalPolicy::Remove => "Remove",
-                    })
-                    .bind(now)
-                    .execute(&mut **tx)
-                    .await?;
+                for chunk in chunk_rows(plans, 1) {
+                    let sql = format!(
+                        "DELETE FROM managed_profiles WHERE device_id IN ({})",
+                        $crate::store::sql::placeholders(1, chunk.len())
+                    );
+                    let mut query = sqlx::query(&sql).persistent(false);
+                    for p in chunk {
+                        query = query.bind(&p.device_id);
+                    }
+                    query.execute(&mut **tx).await?;
                 }
-                for uuid in &change.processed {
-                    sqlx::query(
-                        "UPDATE reconcile_commands SET processed_at = $2 WHERE command_uuid = $1",
-                    )
-                    .bind(uuid)
-                    .bind(now)
-                    .execute(&mut **tx)
-                    .await?;
+                let managed: Vec<_> = plans
+                    .iter()
+                    .flat_map(|p| p.change.managed.iter().map(move |m| (*p, m)))
+                    .collect();
+                for chunk in chunk_rows(&managed, 13) {
+                    let sql = format!(
+                        "INSERT INTO managed_profiles (device_id, {MANAGED_COLUMNS}, updated_at) VALUES {}",
+                        values_rows(1, chunk.len(), 13)
+                    );
+                    let mut query = sqlx::query(&sql).persistent(false);
+                    for (p, m) in chunk {
+                        query = query
+                            .bind(&p.device_id)
+                            .bind(&m.identifier)
+                            .bind(&m.profile_key)
+                            .bind(&m.hash)
+                            .bind(&m.uuid)
+                            .bind(m.state.as_str())
+                            .bind(m.attempts as i64)
+                            .bind(m.installs as i64)
+                            .bind(m.last_attempt_at)
+                            .bind(m.acknowledged_at)
+                            .bind(&m.last_error)
+                            .bind(match m.removal_policy {
+                                RemovalPolicy::Keep => "Keep",
+                                RemovalPolicy::Remove => "Remove",
+                            })
+                            .bind(p.now);
+                    }
+                    query.execute(&mut **tx).await?;
                 }
-                if let Some(r) = &change.reported {
-                    sqlx::query(
-                        "INSERT INTO reported_profiles (device_id, reported_at, profiles) VALUES ($1, $2, $3) \
+                let processed: Vec<&String> =
+                    plans.iter().flat_map(|p| &p.change.processed).collect();
+                for chunk in chunk_rows(&processed, 1) {
+                    let sql = format!(
+                        "UPDATE reconcile_commands SET processed_at = $1 WHERE command_uuid IN ({})",
+                        $crate::store::sql::placeholders(2, chunk.len())
+                    );
+                    let mut query = sqlx::query(&sql).persistent(false).bind(now);
+                    for uuid in chunk {
+                        query = query.bind(*uuid);
+                    }
+                    query.execute(&mut **tx).await?;
+                }
+                let reported: Vec<_> = plans
+                    .iter()
+                    .filter_map(|p| Some((&p.device_id, p.change.reported.as_ref()?)))
+                    .collect();
+                for chunk in chunk_rows(&reported, 3) {
+                    let sql = format!(
+                        "INSERT INTO reported_profiles (device_id, reported_at, profiles) VALUES {} \
                          ON CONFLICT (device_id) DO UPDATE SET reported_at = excluded.reported_at, \
                            profiles = excluded.profiles \
                          WHERE excluded.reported_at >= reported_profiles.reported_at",
-                    )
-                    .bind(device_id)
-                    .bind(r.reported_at)
-                    .bind(encode_reported(r))
-                    .execute(&mut **tx)
-                    .await?;
+                        values_rows(1, chunk.len(), 3)
+                    );
+                    let mut query = sqlx::query(&sql).persistent(false);
+                    for (device_id, r) in chunk {
+                        query = query.bind(*device_id).bind(r.reported_at).bind(encode_reported(r));
+                    }
+                    query.execute(&mut **tx).await?;
                 }
-                for uuid in &change.cancel {
-                    let cancelled = sqlx::query(
-                        "UPDATE commands SET status = 'cancelled', updated_at = $3 \
-                         WHERE uuid = $1 AND enrollment_id = $2 AND status = 'queued'",
-                    )
-                    .bind(uuid)
-                    .bind(device_id)
-                    .bind(now)
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected();
-                    if cancelled == 1 {
-                        sqlx::query(
-                            "UPDATE reconcile_commands SET processed_at = $2 WHERE command_uuid = $1",
+                // Cancellations are rare (a newer plan superseding a queued command): one by one.
+                for p in plans {
+                    for uuid in &p.change.cancel {
+                        let cancelled = sqlx::query(
+                            "UPDATE commands SET status = 'cancelled', updated_at = $3 \
+                             WHERE uuid = $1 AND enrollment_id = $2 AND status = 'queued'",
                         )
                         .bind(uuid)
-                        .bind(now)
+                        .bind(&p.device_id)
+                        .bind(p.now)
                         .execute(&mut **tx)
-                        .await?;
+                        .await?
+                        .rows_affected();
+                        if cancelled == 1 {
+                            sqlx::query(
+                                "UPDATE reconcile_commands SET processed_at = $2 WHERE command_uuid = $1",
+                            )
+                            .bind(uuid)
+                            .bind(p.now)
+                            .execute(&mut **tx)
+                            .await?;
+                        }
                     }
                 }
-                let mut queued = 0;
-                for (command, intent) in &change.enqueue {
-                    let inserted = sqlx::query(
+                // New commands, for devices still enrolled; a replayed UUID is not queued again.
+                // The ordinal keeps each device's commands in the planned order.
+                let enqueue: Vec<_> = plans
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, p)| p.change.enqueue.iter().map(move |(c, intent)| (i, *p, c, intent)))
+                    .collect();
+                let mut inserted = std::collections::HashSet::new();
+                for chunk in chunk_rows(&enqueue, 6) {
+                    let sql = format!(
                         "INSERT INTO commands (uuid, enrollment_id, request_type, command, status, created_at, updated_at) \
-                         SELECT $1, id, $3, $4, 'queued', $5, $5 FROM enrollments \
-                         WHERE id = $2 AND state <> 'checked_out' \
-                         ON CONFLICT (uuid) DO NOTHING",
-                    )
-                    .bind(&command.uuid)
-                    .bind(device_id)
-                    .bind(&command.request_type)
-                    .bind(&command.command)
-                    .bind(now)
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected();
-                    if inserted == 0 {
-                        continue; // replay, or the device is gone
+                         SELECT v.column1, e.id, v.column3, v.column4, 'queued', v.column5, v.column5 \
+                         FROM (VALUES {}) AS v JOIN enrollments e ON e.id = v.column2 \
+                         WHERE e.state <> 'checked_out' ORDER BY v.column6 \
+                         ON CONFLICT (uuid) DO NOTHING RETURNING uuid",
+                        values_rows(1, chunk.len(), 6)
+                    );
+                    let mut query = sqlx::query(&sql).persistent(false);
+                    for (ordinal, (_, p, command, _)) in chunk.iter().enumerate() {
+                        query = query
+                            .bind(&command.uuid)
+                            .bind(&p.device_id)
+                            .bind(&command.request_type)
+                            .bind(&command.command)
+                            .bind(p.now)
+                            .bind(ordinal as i64);
                     }
-                    queued += 1;
-                    let (kind, identifier, hash) = intent_columns(intent);
-                    sqlx::query(
+                    for row in query.fetch_all(&mut **tx).await? {
+                        inserted.insert(row.try_get::<String, _>("uuid")?);
+                    }
+                }
+                let mut queued = vec![0; plans.len()];
+                let fresh: Vec<_> = enqueue
+                    .into_iter()
+                    .filter(|(i, _, command, _)| {
+                        let new = inserted.remove(&command.uuid);
+                        if new {
+                            queued[*i] += 1;
+                        }
+                        new
+                    })
+                    .collect();
+                for chunk in chunk_rows(&fresh, 6) {
+                    let sql = format!(
                         "INSERT INTO reconcile_commands (command_uuid, device_id, intent, identifier, hash, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (command_uuid) DO NOTHING",
-                    )
-                    .bind(&command.uuid)
-                    .bind(device_id)
-                    .bind(kind)
-                    .bind(identifier)
-                    .bind(hash)
-                    .bind(now)
-                    .execute(&mut **tx)
-                    .await?;
+                         VALUES {} ON CONFLICT (command_uuid) DO NOTHING",
+                        values_rows(1, chunk.len(), 6)
+                    );
+                    let mut query = sqlx::query(&sql).persistent(false);
+                    for (_, p, command, intent) in chunk {
+                        let (kind, identifier, hash) = intent_columns(intent);
+                        query = query
+                            .bind(&command.uuid)
+                            .bind(&p.device_id)
+                            .bind(kind)
+                            .bind(identifier)
+                            .bind(hash)
+                            .bind(p.now);
+                    }
+                    query.execute(&mut **tx).await?;
+                }
+                Ok(queued)
+            }
+
+            /// Writes plans in order: those of distinct devices together, a device's second
+            /// plan in a batch after its first.
+            async fn apply_plans_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                plans: &[DevicePlan],
+            ) -> Result<Vec<u64>, sqlx::Error> {
+                let mut queued = vec![0; plans.len()];
+                for round in $crate::store::sql::rounds_by_device(plans, |p| &p.device_id) {
+                    let these: Vec<&DevicePlan> = round.iter().map(|&i| &plans[i]).collect();
+                    let counts = apply_distinct_plans(tx, &these).await?;
+                    for (i, n) in round.into_iter().zip(counts) {
+                        queued[i] = n;
+                    }
                 }
                 Ok(queued)
             }
@@ -360,19 +433,17 @@ macro_rules! impl_reconcile_store {
                     change: &PlanChange,
                     now: i64,
                 ) -> StoreResult<u64> {
-                    let mut tx = self.writer.begin().await?;
-                    let queued = apply_plan_in(&mut tx, device_id, change, now).await?;
-                    tx.commit().await?;
-                    Ok(queued)
+                    let plan = DevicePlan {
+                        device_id: device_id.to_string(),
+                        change: change.clone(),
+                        now,
+                    };
+                    Ok(self.apply_plans(std::slice::from_ref(&plan)).await?[0])
                 }
 
                 async fn apply_plans(&self, plans: &[DevicePlan]) -> StoreResult<Vec<u64>> {
                     let mut tx = self.writer.begin().await?;
-                    let mut queued = vec![0; plans.len()];
-                    for i in $crate::store::sql::by_device(plans, |p| &p.device_id) {
-                        let p = &plans[i];
-                        queued[i] = apply_plan_in(&mut tx, &p.device_id, &p.change, p.now).await?;
-                    }
+                    let queued = apply_plans_in(&mut tx, plans).await?;
                     tx.commit().await?;
                     Ok(queued)
                 }

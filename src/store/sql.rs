@@ -52,6 +52,54 @@ pub(crate) fn by_device<T>(items: &[T], device: impl Fn(&T) -> &String) -> Vec<u
     order
 }
 
+/// Bound values per multi-row statement at most (SQLite allows 32,766, PostgreSQL 65,535;
+/// smaller statements are cheaper to prepare).
+pub(crate) const MAX_BOUND_VALUES: usize = 4_000;
+
+/// `items` in chunks that fit one multi-row statement of `columns` values per row.
+pub(crate) fn chunk_rows<T>(items: &[T], columns: usize) -> std::slice::Chunks<'_, T> {
+    items.chunks((MAX_BOUND_VALUES / columns.max(1)).max(1))
+}
+
+/// `($first, …), (…)`: `rows` rows of `columns` numbered placeholders, for `VALUES`.
+pub(crate) fn values_rows(first: usize, rows: usize, columns: usize) -> String {
+    let mut out = String::with_capacity(rows * columns * 6);
+    for row in 0..rows {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(first + row * columns + column).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// Splits a batch into rounds in which each device appears once, in device order, a device's
+/// later items in later rounds (so multi-row statements never touch a row twice, and items of
+/// one device keep their order).
+pub(crate) fn rounds_by_device<T>(items: &[T], device: impl Fn(&T) -> &String) -> Vec<Vec<usize>> {
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    let mut previous: Option<&String> = None;
+    let mut repeat = 0;
+    for i in by_device(items, &device) {
+        let this = device(&items[i]);
+        repeat = if previous == Some(this) { repeat + 1 } else { 0 };
+        previous = Some(this);
+        if rounds.len() <= repeat {
+            rounds.push(Vec::new());
+        }
+        rounds[repeat].push(i);
+    }
+    rounds
+}
+
 /// `$first, $first+1, …` for a list of `count` bound values.
 pub(crate) fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)
@@ -879,17 +927,140 @@ macro_rules! impl_sql_store {
             ) -> StoreResult<Vec<$crate::store::sql::ExchangeDone>> {
                 let mut tx = writer.begin().await?;
                 let mut done = vec![(None, None); batch.len()];
-                for i in by_device(batch, |x| &x.device_id) {
-                    let x = &batch[i];
-                    let outcome = match x.report() {
-                        Some(r) => Some(Self::record_report_in(&mut tx, &x.device_id, &r, x.now).await?),
-                        None => None,
-                    };
-                    let next = Self::next_command_in(&mut tx, &x.device_id, &x.skip, x.now).await?;
-                    done[i] = (outcome, next);
+                for round in $crate::store::sql::rounds_by_device(batch, |x| &x.device_id) {
+                    Self::exchange_round(&mut tx, batch, &round, &mut done).await?;
                 }
                 tx.commit().await?;
                 Ok(done)
+            }
+
+            /// The exchanges `round` of distinct devices, with a few statements for all of them
+            /// (each statement is a round trip to the database): results first, then each
+            /// device's next command. NotNow answers, unknown commands and devices skipping
+            /// deferred commands take the one-by-one path.
+            async fn exchange_round(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                batch: &[$crate::store::sql::PendingExchange],
+                round: &[usize],
+                done: &mut [$crate::store::sql::ExchangeDone],
+            ) -> StoreResult<()> {
+                use $crate::store::sql::{chunk_rows, values_rows};
+                let now = round.iter().map(|&i| batch[i].now).max().unwrap_or_default();
+                let mut terminal = Vec::new();
+                for &i in round {
+                    let x = &batch[i];
+                    let Some(report) = x.report() else { continue };
+                    match CommandStatus::from_report(report.status) {
+                        Some(status) => terminal.push((i, report, status)),
+                        None => done[i].0 = Some(Self::record_report_in(tx, &x.device_id, &report, x.now).await?),
+                    }
+                }
+                // A cancelled command may still have run on the device: its result counts.
+                let mut finished = std::collections::HashSet::new();
+                for chunk in chunk_rows(&terminal, 4) {
+                    let sql = format!(
+                        "UPDATE commands SET status = v.column3, completed_at = v.column4, updated_at = v.column4 \
+                         FROM (VALUES {}) AS v \
+                         WHERE commands.uuid = v.column1 AND commands.enrollment_id = v.column2 \
+                           AND commands.status IN ('queued', 'cancelled') \
+                         RETURNING uuid, enrollment_id",
+                        values_rows(1, chunk.len(), 4)
+                    );
+                    let mut query = sqlx::query(&sql).persistent(false);
+                    for (i, report, status) in chunk {
+                        query = query
+                            .bind(report.command_uuid)
+                            .bind(&batch[*i].device_id)
+                            .bind(status.as_str())
+                            .bind(batch[*i].now);
+                    }
+                    for row in query.fetch_all(&mut **tx).await? {
+                        finished.insert((row.try_get::<String, _>("uuid")?, row.try_get::<String, _>("enrollment_id")?));
+                    }
+                }
+                let mut results = Vec::with_capacity(terminal.len());
+                for (i, report, status) in &terminal {
+                    let x = &batch[*i];
+                    if finished.contains(&(report.command_uuid.to_string(), x.device_id.clone())) {
+                        done[*i].0 = Some(ReportOutcome::Dequeued);
+                        results.push((x, report, status));
+                    } else {
+                        done[*i].0 = Some(Self::finished_or_unknown(tx, &x.device_id, report.command_uuid).await?);
+                    }
+                }
+                for chunk in chunk_rows(&results, 5) {
+                    let sql = format!(
+                        "INSERT INTO command_results (command_uuid, enrollment_id, status, raw, received_at) \
+                         VALUES {} ON CONFLICT (command_uuid) DO NOTHING",
+                        values_rows(1, chunk.len(), 5)
+                    );
+                    let mut query = sqlx::query(&sql).persistent(false);
+                    for (x, report, status) in chunk {
+                        query = query
+                            .bind(report.command_uuid)
+                            .bind(&x.device_id)
+                            .bind(status.as_str())
+                            .bind(report.raw)
+                            .bind(x.now);
+                    }
+                    query.execute(&mut **tx).await?;
+                }
+                // Each device's next command, marked sent.
+                let mut fetching = Vec::new();
+                for &i in round {
+                    let x = &batch[i];
+                    if x.skip.is_empty() {
+                        fetching.push(i);
+                    } else {
+                        done[i].1 = Self::next_command_in(tx, &x.device_id, &x.skip, x.now).await?;
+                    }
+                }
+                let mut next: std::collections::HashMap<String, QueuedCommand> = std::collections::HashMap::new();
+                for chunk in chunk_rows(&fetching, 1) {
+                    let sql = format!(
+                        "UPDATE commands SET sent_count = sent_count + 1, last_sent_at = $1 \
+                         WHERE seq IN (SELECT (SELECT c.seq FROM commands c \
+                             WHERE c.enrollment_id = v.column1 AND c.status = 'queued' ORDER BY c.seq LIMIT 1) \
+                           FROM (VALUES {}) AS v) \
+                         RETURNING enrollment_id, uuid, request_type, command",
+                        values_rows(2, chunk.len(), 1)
+                    );
+                    let mut query = sqlx::query(&sql).persistent(false).bind(now);
+                    for &i in chunk {
+                        query = query.bind(&batch[i].device_id);
+                    }
+                    for row in query.fetch_all(&mut **tx).await? {
+                        next.insert(
+                            row.try_get("enrollment_id")?,
+                            QueuedCommand {
+                                uuid: row.try_get("uuid")?,
+                                request_type: row.try_get("request_type")?,
+                                command: row.try_get("command")?,
+                            },
+                        );
+                    }
+                }
+                let mut drained = Vec::new();
+                for &i in &fetching {
+                    done[i].1 = next.remove(&batch[i].device_id);
+                    if done[i].1.is_none() {
+                        drained.push(&batch[i].device_id);
+                    }
+                }
+                // Devices that drained their queue: see `next_command_in`.
+                for chunk in chunk_rows(&drained, 1) {
+                    let sql = format!(
+                        "UPDATE push_state SET attempts = 0, claimed_until = NULL WHERE enrollment_id IN ({}) \
+                         AND (attempts > 0 OR claimed_until IS NOT NULL)",
+                        placeholders(1, chunk.len())
+                    );
+                    let mut query = sqlx::query(&sql).persistent(false);
+                    for device_id in chunk {
+                        query = query.bind(*device_id);
+                    }
+                    query.execute(&mut **tx).await?;
+                }
+                Ok(())
             }
 
             /// `next_command` inside a transaction.
@@ -1045,3 +1216,32 @@ macro_rules! impl_sql_store {
 }
 
 pub(crate) use impl_sql_store;
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    #[test]
+    fn values_rows_number_every_placeholder_once() {
+        assert_eq!(values_rows(1, 2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(values_rows(2, 1, 1), "($2)");
+    }
+
+    #[test]
+    fn chunks_hold_whole_rows_within_the_bound_value_limit() {
+        let rows: Vec<u32> = (0..1000).collect();
+        let chunks: Vec<_> = chunk_rows(&rows, 13).collect();
+        assert!(chunks.iter().all(|c| c.len() * 13 <= MAX_BOUND_VALUES));
+        assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 1000);
+    }
+
+    #[test]
+    fn rounds_hold_each_device_once_and_keep_a_devices_items_in_order() {
+        let items: Vec<String> = ["b", "a", "b", "c", "b", "a"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let rounds = rounds_by_device(&items, |d| d);
+        assert_eq!(rounds, vec![vec![1, 0, 3], vec![5, 2], vec![4]]);
+    }
+}
