@@ -171,9 +171,9 @@ impl Push {
                 last_expiry_check = tokio::time::Instant::now();
                 self.warn_about_expiry();
             }
-            let until_hint = self.next_due_hint().map(|at| {
-                Duration::from_millis((at - crate::store::now_millis()).max(0) as u64)
-            });
+            let until_hint = self
+                .next_due_hint()
+                .map(|at| Duration::from_millis((at - crate::store::now_millis()).max(0) as u64));
             let until_poll = next_poll.saturating_duration_since(tokio::time::Instant::now());
             let wait = until_hint.map_or(until_poll, |h| h.min(until_poll));
             tokio::select! {
@@ -391,12 +391,12 @@ impl Push {
     }
 }
 
-fn log_push_task(
-    done: Result<Result<(), crate::store::StoreError>, tokio::task::JoinError>,
-) {
+fn log_push_task(done: Result<Result<(), crate::store::StoreError>, tokio::task::JoinError>) {
     match done {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "push scheduler: could not record a push outcome; it will be retried after its lease"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "push scheduler: could not record a push outcome; it will be retried after its lease")
+        }
         Err(e) => tracing::error!(error = %e, "push scheduler: a push task failed"),
     }
 }

@@ -90,7 +90,11 @@ pub(crate) fn rounds_by_device<T>(items: &[T], device: impl Fn(&T) -> &String) -
     let mut repeat = 0;
     for i in by_device(items, &device) {
         let this = device(&items[i]);
-        repeat = if previous == Some(this) { repeat + 1 } else { 0 };
+        repeat = if previous == Some(this) {
+            repeat + 1
+        } else {
+            0
+        };
         previous = Some(this);
         if rounds.len() <= repeat {
             rounds.push(Vec::new());
