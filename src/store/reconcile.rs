@@ -183,13 +183,14 @@ macro_rules! impl_reconcile_store {
                 tx: &mut sqlx::Transaction<'_, $db>,
                 plans: &[&DevicePlan],
             ) -> Result<Vec<u64>, sqlx::Error> {
-                use $crate::store::sql::{chunk_rows, values_rows};
+                use $crate::store::sql::chunk_rows;
+                let marks = $crate::store::sql::Marks::of::<$db>();
                 let now = plans.iter().map(|p| p.now).max().unwrap_or_default();
                 // Write first (SQLite takes the write lock up front), then the rest.
                 for chunk in chunk_rows(plans, 1) {
                     let sql = format!(
                         "DELETE FROM managed_profiles WHERE device_id IN ({})",
-                        $crate::store::sql::placeholders(1, chunk.len())
+                        marks.list(1, chunk.len())
                     );
                     let mut query = sqlx::query(&sql).persistent(false);
                     for p in chunk {
@@ -204,7 +205,7 @@ macro_rules! impl_reconcile_store {
                 for chunk in chunk_rows(&managed, 13) {
                     let sql = format!(
                         "INSERT INTO managed_profiles (device_id, {MANAGED_COLUMNS}, updated_at) VALUES {}",
-                        values_rows(1, chunk.len(), 13)
+                        marks.rows(1, chunk.len(), 13)
                     );
                     let mut query = sqlx::query(&sql).persistent(false);
                     for (p, m) in chunk {
@@ -232,8 +233,9 @@ macro_rules! impl_reconcile_store {
                     plans.iter().flat_map(|p| &p.change.processed).collect();
                 for chunk in chunk_rows(&processed, 1) {
                     let sql = format!(
-                        "UPDATE reconcile_commands SET processed_at = $1 WHERE command_uuid IN ({})",
-                        $crate::store::sql::placeholders(2, chunk.len())
+                        "UPDATE reconcile_commands SET processed_at = {} WHERE command_uuid IN ({})",
+                        marks.one(1),
+                        marks.list(2, chunk.len())
                     );
                     let mut query = sqlx::query(&sql).persistent(false).bind(now);
                     for uuid in chunk {
@@ -251,7 +253,7 @@ macro_rules! impl_reconcile_store {
                          ON CONFLICT (device_id) DO UPDATE SET reported_at = excluded.reported_at, \
                            profiles = excluded.profiles \
                          WHERE excluded.reported_at >= reported_profiles.reported_at",
-                        values_rows(1, chunk.len(), 3)
+                        marks.rows(1, chunk.len(), 3)
                     );
                     let mut query = sqlx::query(&sql).persistent(false);
                     for (device_id, r) in chunk {
@@ -298,7 +300,7 @@ macro_rules! impl_reconcile_store {
                          FROM (VALUES {}) AS v JOIN enrollments e ON e.id = v.column2 \
                          WHERE e.state <> 'checked_out' ORDER BY v.column6 \
                          ON CONFLICT (uuid) DO NOTHING RETURNING uuid",
-                        values_rows(1, chunk.len(), 6)
+                        marks.rows(1, chunk.len(), 6)
                     );
                     let mut query = sqlx::query(&sql).persistent(false);
                     for (ordinal, (_, p, command, _)) in chunk.iter().enumerate() {
@@ -329,7 +331,7 @@ macro_rules! impl_reconcile_store {
                     let sql = format!(
                         "INSERT INTO reconcile_commands (command_uuid, device_id, intent, identifier, hash, created_at) \
                          VALUES {} ON CONFLICT (command_uuid) DO NOTHING",
-                        values_rows(1, chunk.len(), 6)
+                        marks.rows(1, chunk.len(), 6)
                     );
                     let mut query = sqlx::query(&sql).persistent(false);
                     for (_, p, command, intent) in chunk {

@@ -61,24 +61,56 @@ pub(crate) fn chunk_rows<T>(items: &[T], columns: usize) -> std::slice::Chunks<'
     items.chunks((MAX_BOUND_VALUES / columns.max(1)).max(1))
 }
 
-/// `($first, …), (…)`: `rows` rows of `columns` numbered placeholders, for `VALUES`.
-pub(crate) fn values_rows(first: usize, rows: usize, columns: usize) -> String {
-    let mut out = String::with_capacity(rows * columns * 6);
-    for row in 0..rows {
-        if row > 0 {
-            out.push_str(", ");
+/// How a backend marks bound values in SQL text. PostgreSQL needs `$n`. SQLite accepts `$n`
+/// too, but looks each one up by name in a list, when it prepares the statement and again when
+/// sqlx binds it: quadratic in the number of values, which made a 4,000-value statement cost
+/// more than the round trips it saved. For SQLite the statements built here use plain `?`,
+/// bound in the order they appear in the text (which is why every caller numbers its values in
+/// text order).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Marks {
+    numbered: bool,
+}
+
+impl Marks {
+    pub fn of<DB: sqlx::Database>() -> Self {
+        Self {
+            numbered: DB::NAME != "SQLite",
         }
-        out.push('(');
-        for column in 0..columns {
-            if column > 0 {
+    }
+
+    /// The mark of the `n`th value.
+    pub fn one(self, n: usize) -> String {
+        if self.numbered {
+            format!("${n}")
+        } else {
+            "?".into()
+        }
+    }
+
+    /// `count` values from the `first`th, comma-separated (for `IN (…)`).
+    pub fn list(self, first: usize, count: usize) -> String {
+        self.rows(first, count, 1).replace(['(', ')'], "")
+    }
+
+    /// `(…), (…)`: `rows` rows of `columns` values from the `first`th, for `VALUES`.
+    pub fn rows(self, first: usize, rows: usize, columns: usize) -> String {
+        let mut out = String::with_capacity(rows * columns * 6);
+        for row in 0..rows {
+            if row > 0 {
                 out.push_str(", ");
             }
-            out.push('$');
-            out.push_str(&(first + row * columns + column).to_string());
+            out.push('(');
+            for column in 0..columns {
+                if column > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&self.one(first + row * columns + column));
+            }
+            out.push(')');
         }
-        out.push(')');
+        out
     }
-    out
 }
 
 /// Splits a batch into rounds in which each device appears once, in device order, a device's
@@ -786,7 +818,7 @@ macro_rules! impl_sql_store {
                          AND c.status = 'queued' AND c.created_at > COALESCE(e.last_seen_at, 0)) AS has_new \
                      FROM push_state p JOIN enrollments e ON e.id = p.enrollment_id \
                      WHERE p.enrollment_id IN ({})",
-                    placeholders(1, claimed.len())
+                    $crate::store::sql::Marks::of::<$db>().list(1, claimed.len())
                 );
                 let mut query = sqlx::query(&details);
                 for id in &claimed {
@@ -948,7 +980,8 @@ macro_rules! impl_sql_store {
                 round: &[usize],
                 done: &mut [$crate::store::sql::ExchangeDone],
             ) -> StoreResult<()> {
-                use $crate::store::sql::{chunk_rows, values_rows};
+                use $crate::store::sql::chunk_rows;
+                let marks = $crate::store::sql::Marks::of::<$db>();
                 let now = round.iter().map(|&i| batch[i].now).max().unwrap_or_default();
                 let mut terminal = Vec::new();
                 for &i in round {
@@ -968,7 +1001,7 @@ macro_rules! impl_sql_store {
                          WHERE commands.uuid = v.column1 AND commands.enrollment_id = v.column2 \
                            AND commands.status IN ('queued', 'cancelled') \
                          RETURNING uuid, enrollment_id",
-                        values_rows(1, chunk.len(), 4)
+                        marks.rows(1, chunk.len(), 4)
                     );
                     let mut query = sqlx::query(&sql).persistent(false);
                     for (i, report, status) in chunk {
@@ -996,7 +1029,7 @@ macro_rules! impl_sql_store {
                     let sql = format!(
                         "INSERT INTO command_results (command_uuid, enrollment_id, status, raw, received_at) \
                          VALUES {} ON CONFLICT (command_uuid) DO NOTHING",
-                        values_rows(1, chunk.len(), 5)
+                        marks.rows(1, chunk.len(), 5)
                     );
                     let mut query = sqlx::query(&sql).persistent(false);
                     for (x, report, status) in chunk {
@@ -1022,12 +1055,13 @@ macro_rules! impl_sql_store {
                 let mut next: std::collections::HashMap<String, QueuedCommand> = std::collections::HashMap::new();
                 for chunk in chunk_rows(&fetching, 1) {
                     let sql = format!(
-                        "UPDATE commands SET sent_count = sent_count + 1, last_sent_at = $1 \
+                        "UPDATE commands SET sent_count = sent_count + 1, last_sent_at = {} \
                          WHERE seq IN (SELECT (SELECT c.seq FROM commands c \
                              WHERE c.enrollment_id = v.column1 AND c.status = 'queued' ORDER BY c.seq LIMIT 1) \
                            FROM (VALUES {}) AS v) \
                          RETURNING enrollment_id, uuid, request_type, command",
-                        values_rows(2, chunk.len(), 1)
+                        marks.one(1),
+                        marks.rows(2, chunk.len(), 1)
                     );
                     let mut query = sqlx::query(&sql).persistent(false).bind(now);
                     for &i in chunk {
@@ -1056,7 +1090,7 @@ macro_rules! impl_sql_store {
                     let sql = format!(
                         "UPDATE push_state SET attempts = 0, claimed_until = NULL WHERE enrollment_id IN ({}) \
                          AND (attempts > 0 OR claimed_until IS NOT NULL)",
-                        placeholders(1, chunk.len())
+                        marks.list(1, chunk.len())
                     );
                     let mut query = sqlx::query(&sql).persistent(false);
                     for device_id in chunk {
@@ -1226,9 +1260,15 @@ mod batch_tests {
     use super::*;
 
     #[test]
-    fn values_rows_number_every_placeholder_once() {
-        assert_eq!(values_rows(1, 2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(values_rows(2, 1, 1), "($2)");
+    fn postgres_numbers_every_value_and_sqlite_marks_them_in_order() {
+        let pg = Marks::of::<sqlx::Postgres>();
+        assert_eq!(pg.rows(1, 2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(pg.rows(2, 1, 1), "($2)");
+        assert_eq!(pg.list(3, 3), "$3, $4, $5");
+        let sqlite = Marks::of::<sqlx::Sqlite>();
+        assert_eq!(sqlite.rows(1, 2, 2), "(?, ?), (?, ?)");
+        assert_eq!(sqlite.list(2, 2), "?, ?");
+        assert_eq!(sqlite.one(7), "?");
     }
 
     #[test]
