@@ -146,7 +146,7 @@ pub(crate) fn placeholders(first: usize, count: usize) -> String {
 
 macro_rules! impl_sql_store {
     ($store:ty, $db:ty, $backend:literal) => {
-        use $crate::store::sql::{by_device, placeholders, CERTIFICATE_COLUMNS, COMMAND_COLUMNS, ENROLLMENT_COLUMNS};
+        use $crate::store::sql::{placeholders, CERTIFICATE_COLUMNS, COMMAND_COLUMNS, ENROLLMENT_COLUMNS};
         use $crate::store::*;
         use sqlx::Row as _;
 
@@ -774,15 +774,39 @@ macro_rules! impl_sql_store {
             }
 
             async fn request_pushes(&self, requests: &[(String, i64)]) -> StoreResult<Vec<bool>> {
+                // The same rules as `request_push_query`, a few statements for the whole batch.
+                let marks = $crate::store::sql::Marks::of::<$db>();
                 let mut tx = self.writer.begin().await?;
                 let mut found = vec![false; requests.len()];
-                for i in by_device(requests, |r| &r.0) {
-                    let (device_id, at) = &requests[i];
-                    let affected = request_push_query(device_id, *at)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                    found[i] = affected > 0;
+                for round in $crate::store::sql::rounds_by_device(requests, |r| &r.0) {
+                    let mut known = std::collections::HashSet::new();
+                    for chunk in $crate::store::sql::chunk_rows(&round, 2) {
+                        let sql = format!(
+                            "INSERT INTO push_state (enrollment_id, next_push_at) \
+                             SELECT e.id, v.column2 FROM (VALUES {}) AS v JOIN enrollments e ON e.id = v.column1 \
+                             WHERE true \
+                             ON CONFLICT (enrollment_id) DO UPDATE SET next_push_at = CASE \
+                               WHEN push_state.next_push_at IS NULL THEN excluded.next_push_at \
+                               WHEN push_state.next_push_at <= excluded.next_push_at THEN push_state.next_push_at \
+                               WHEN push_state.claimed_until >= excluded.next_push_at THEN push_state.next_push_at \
+                               WHEN push_state.attempts = 0 THEN excluded.next_push_at \
+                               WHEN EXISTS (SELECT 1 FROM enrollments e2 WHERE e2.id = push_state.enrollment_id \
+                                 AND e2.last_seen_at >= push_state.last_push_at) THEN excluded.next_push_at \
+                               ELSE push_state.next_push_at END \
+                             RETURNING enrollment_id",
+                            marks.rows(1, chunk.len(), 2)
+                        );
+                        let mut query = sqlx::query(&sql).persistent(false);
+                        for &i in chunk {
+                            query = query.bind(&requests[i].0).bind(requests[i].1);
+                        }
+                        for row in query.fetch_all(&mut *tx).await? {
+                            known.insert(row.try_get::<String, _>("enrollment_id")?);
+                        }
+                    }
+                    for i in round {
+                        found[i] = known.contains(&requests[i].0);
+                    }
                 }
                 tx.commit().await?;
                 Ok(found)
@@ -859,9 +883,54 @@ macro_rules! impl_sql_store {
             }
 
             async fn record_pushes(&self, outcomes: &[PushOutcome]) -> StoreResult<()> {
+                // The scheduler's outcomes: the same rules as `record_push_query`, a few
+                // statements for the whole batch. Administrators' pushes one by one.
+                let marks = $crate::store::sql::Marks::of::<$db>();
                 let mut tx = self.writer.begin().await?;
-                for i in by_device(outcomes, |o| &o.device_id) {
-                    record_push_query(&outcomes[i]).execute(&mut *tx).await?;
+                for round in $crate::store::sql::rounds_by_device(outcomes, |o| &o.device_id) {
+                    let mut scheduled = Vec::new();
+                    for i in round {
+                        match &outcomes[i].schedule {
+                            Some(schedule) => scheduled.push((&outcomes[i], schedule)),
+                            None => {
+                                record_push_query(&outcomes[i]).execute(&mut *tx).await?;
+                            }
+                        }
+                    }
+                    for chunk in $crate::store::sql::chunk_rows(&scheduled, 10) {
+                        let sql = format!(
+                            "UPDATE push_state SET \
+                               last_push_at = CASE WHEN v.column3 THEN v.column2 ELSE last_push_at END, \
+                               last_result = COALESCE(v.column4, last_result), \
+                               last_result_at = CASE WHEN v.column4 IS NULL THEN last_result_at ELSE v.column2 END, \
+                               token_invalid_at = CASE WHEN v.column5 THEN v.column2 ELSE token_invalid_at END, \
+                               attempts = CASE WHEN claimed_until IS NULL THEN 0 ELSE v.column6 END, \
+                               failures = v.column7, claimed_until = NULL, \
+                               next_push_at = CASE WHEN v.column5 THEN NULL \
+                                 WHEN next_push_at IS NOT NULL AND next_push_at < v.column8 THEN next_push_at \
+                                 WHEN claimed_until IS NULL THEN NULL \
+                                 WHEN v.column10 AND EXISTS (SELECT 1 FROM commands c WHERE c.enrollment_id = v.column1 \
+                                   AND c.status = 'queued') THEN v.column2 \
+                                 ELSE v.column9 END \
+                             FROM (VALUES {}) AS v WHERE push_state.enrollment_id = v.column1",
+                            marks.rows(1, chunk.len(), 10)
+                        );
+                        let mut query = sqlx::query(&sql).persistent(false);
+                        for (o, schedule) in chunk {
+                            query = query
+                                .bind(&o.device_id)
+                                .bind(o.at)
+                                .bind(o.accepted)
+                                .bind(&o.result)
+                                .bind(o.token_invalid)
+                                .bind(schedule.attempts)
+                                .bind(schedule.failures)
+                                .bind(schedule.claimed_until)
+                                .bind(schedule.next_push_at)
+                                .bind(schedule.push_if_queued);
+                        }
+                        query.execute(&mut *tx).await?;
+                    }
                 }
                 tx.commit().await?;
                 Ok(())
