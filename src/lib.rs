@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod histogram;
 pub mod pki;
 pub mod policy;
 pub mod protocol;

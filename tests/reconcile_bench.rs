@@ -57,6 +57,43 @@ fn reconciles(metrics: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A latency histogram of the server's: (upper bound in seconds, cumulative count).
+fn latency_buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .filter_map(|l| {
+            let (bound, count) = l.split_once("\"} ")?;
+            let bound = if bound == "+Inf" {
+                f64::INFINITY
+            } else {
+                bound.parse().ok()?
+            };
+            Some((bound, count.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The bucket bound under which a `q` share of the requests between two scrapes fell.
+fn latency_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
+    let counts: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(bound, n)| {
+            let earlier = before
+                .iter()
+                .find(|(b, _)| b == bound)
+                .map_or(0.0, |(_, n)| *n);
+            (*bound, n - earlier)
+        })
+        .collect();
+    let total = counts.last().map_or(0.0, |(_, n)| *n);
+    counts
+        .iter()
+        .find(|(_, n)| *n >= q * total)
+        .map_or(f64::INFINITY, |(bound, _)| *bound)
+}
+
 fn gauge(metrics: &str, name: &str) -> f64 {
     metrics
         .lines()
@@ -230,6 +267,13 @@ async fn a_fleet_converges_on_one_profile_change() {
     let (_, before) = server.admin_get("/api/v1/status").await;
     let old_revision = before["policy"]["revision"].clone();
     let requests_before = device_requests(&server.metrics().await);
+    const REQUESTS: &str = "pomona_device_request_duration_seconds";
+    const RECONCILES: &str = "pomona_reconcile_duration_seconds";
+    let metrics_before = server.metrics().await;
+    let latency_before = [
+        latency_buckets(&metrics_before, REQUESTS),
+        latency_buckets(&metrics_before, RECONCILES),
+    ];
     let reconciles_before = reconciles(&server.metrics().await);
     let pushes_before = apns.pushes().len();
     let written = Instant::now();
@@ -261,6 +305,18 @@ async fn a_fleet_converges_on_one_profile_change() {
         requests / converged.as_secs_f64(),
         apns.pushes().len() - pushes_before,
     );
+    for ((name, what), before) in [REQUESTS, RECONCILES]
+        .into_iter()
+        .zip(["device request", "reconcile"])
+        .zip(&latency_before)
+    {
+        let after = latency_buckets(&metrics, name);
+        println!(
+            "reconcile: {what} latency at the server: p50 <= {} ms, p99 <= {} ms",
+            latency_quantile(before, &after, 0.5) * 1000.0,
+            latency_quantile(before, &after, 0.99) * 1000.0,
+        );
+    }
     println!(
         "reconcile: CPU from the snapshot to all verified: server {:.1}s ({:.2} ms/device), \
          fleet + APNs {:.1}s ({:.2} ms/device)",

@@ -85,6 +85,8 @@ pub struct Reconciler {
     pub settings: PlanSettings,
     /// Reconciles run so far (for metrics and benchmarks).
     pub reconciles: std::sync::atomic::AtomicU64,
+    /// How long reconciles take, from a device's turn to its plan committed.
+    pub reconcile_latency: crate::histogram::LatencyHistogram,
     /// Writes plans, batching those that finish together into one transaction.
     plan_writer: GroupCommit<DevicePlan, u64>,
 }
@@ -139,6 +141,7 @@ impl Reconciler {
             answered_mid_session: Mutex::new(std::collections::HashSet::new()),
             settings,
             reconciles: std::sync::atomic::AtomicU64::new(0),
+            reconcile_latency: Default::default(),
         })
     }
 
@@ -489,7 +492,10 @@ impl Reconciler {
                 lock(&self.busy).insert(device.clone());
                 let this = self.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = this.reconcile(&device).await {
+                    let started = std::time::Instant::now();
+                    let planned = this.reconcile(&device).await;
+                    this.reconcile_latency.observe(started.elapsed());
+                    if let Err(e) = planned {
                         tracing::warn!(device = %device, error = %e, "reconcile failed; retrying later");
                         this.schedule_wakeup(&device, crate::store::now_millis() + 5_000);
                     }

@@ -17,6 +17,7 @@ pub struct Metrics {
     reports: Mutex<BTreeMap<&'static str, u64>>,
     identity_refusals: std::sync::atomic::AtomicU64,
     scep: Mutex<BTreeMap<&'static str, u64>>,
+    device_latency: crate::histogram::LatencyHistogram,
 }
 
 impl Metrics {
@@ -76,7 +77,11 @@ pub async fn track(State(state): State<Arc<AppState>>, request: Request, next: N
         .unwrap_or_else(|| "unmatched".into());
     let method = request.method().clone();
     let span = tracing::info_span!("request", %method, endpoint = %endpoint);
+    let started = std::time::Instant::now();
     let response = tracing::Instrument::instrument(next.run(request), span).await;
+    if endpoint.starts_with("/mdm/") {
+        state.metrics.device_latency.observe(started.elapsed());
+    }
     state
         .metrics
         .count_request(&endpoint, response.status().as_u16());
@@ -93,6 +98,12 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
             "pomona_http_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}"
         );
     }
+    out.push_str("# HELP pomona_device_request_duration_seconds Time to answer a device's check-in or command exchange.\n");
+    out.push_str("# TYPE pomona_device_request_duration_seconds histogram\n");
+    state
+        .metrics
+        .device_latency
+        .render("pomona_device_request_duration_seconds", &mut out);
     out.push_str("# HELP pomona_checkins_total Check-in messages by MessageType.\n");
     out.push_str("# TYPE pomona_checkins_total counter\n");
     for (message_type, n) in lock(&state.metrics.checkins).iter() {
@@ -130,6 +141,14 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
             .reconciles
             .load(std::sync::atomic::Ordering::Relaxed)
     );
+    out.push_str(
+        "# HELP pomona_reconcile_duration_seconds Time from a device's turn to its plan written.\n",
+    );
+    out.push_str("# TYPE pomona_reconcile_duration_seconds histogram\n");
+    state
+        .reconciler
+        .reconcile_latency
+        .render("pomona_reconcile_duration_seconds", &mut out);
     out.push_str(
         "# HELP pomona_identity_refusals_total Device requests refused (403) for their identity.\n",
     );
