@@ -95,7 +95,7 @@ pub struct Reconciler {
 const MID_SESSION_GRACE_MS: i64 = 30_000;
 
 /// Plans written in one transaction at most.
-const PLAN_BATCH: usize = 256;
+const PLAN_BATCH: usize = 1024;
 
 /// Writes a batch of plans in one transaction. Should that fail, each plan is written on its
 /// own, so that one device's failure is that device's alone.

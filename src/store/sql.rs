@@ -41,7 +41,7 @@ impl PendingExchange {
 pub(crate) type ExchangeDone = (Option<super::ReportOutcome>, Option<super::QueuedCommand>);
 
 /// Exchanges written in one transaction at most.
-pub(crate) const EXCHANGE_BATCH: usize = 256;
+pub(crate) const EXCHANGE_BATCH: usize = 1024;
 
 /// The order in which a batch touches its devices: by device id, so that two batches written
 /// at once on PostgreSQL take their row locks in the same order and cannot deadlock. A

@@ -52,7 +52,7 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot open SQLite database {url:?}"))?;
-        let readers = super::sqlite_readers::Readers::open(&options, 4, Duration::from_secs(5))
+        let readers = super::sqlite_readers::Readers::open(&options, 8, Duration::from_secs(5))
             .await
             .with_context(|| format!("cannot open SQLite database {url:?}"))?;
         Ok(Self {
