@@ -1,7 +1,7 @@
 //! When each device is pushed. Rows in the store's `push_state` say when a device is due; this
 //! loop claims due rows in batches (through the index on `next_push_at`, so its cost follows the
-//! pending pushes, not the fleet), sends them concurrently on the one APNs connection, and writes
-//! back what comes next:
+//! pending pushes, not the fleet) as they come due, sends them concurrently on the one APNs
+//! connection while claiming more (up to two batches in flight), and writes back what comes next:
 //!
 //! - accepted → the next push only if the device stays silent, after 1 min, 5 min, 30 min, 2 h,
 //!   then daily (configurable); a device that connects and drains its queue starts over, one

@@ -1,5 +1,6 @@
 //! Prometheus metrics in the text exposition format: requests by endpoint and status, check-ins
-//! by message type, command reports by status, and the fleet-wide queue depth (read at scrape).
+//! by message type, command reports by status, the fleet-wide queue depth (read at scrape), and
+//! the latency of device requests and reconciles (`crate::histogram`).
 
 use super::AppState;
 use axum::extract::{MatchedPath, Request, State};
