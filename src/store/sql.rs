@@ -211,57 +211,10 @@ macro_rules! impl_sql_store {
             })
         }
 
-        /// Asks for a push at `at`: keeps an earlier pending time; a device pushed and silent
-        /// since keeps its backoff. Affects no row for an unknown device.
-        fn request_push_query<'q>(device_id: &'q str, at: i64) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>> {
+        /// Records an administrator's push (`push_now`: no schedule to write; the scheduler's
+        /// outcomes go through `record_pushes`' batch statement).
+        fn admin_push_query(o: &PushOutcome) -> sqlx::query::Query<'_, $db, <$db as sqlx::Database>::Arguments<'_>> {
             sqlx::query(
-                "INSERT INTO push_state (enrollment_id, next_push_at) SELECT id, $2 FROM enrollments WHERE id = $1 \
-                 ON CONFLICT (enrollment_id) DO UPDATE SET next_push_at = CASE \
-                   WHEN push_state.next_push_at IS NULL THEN excluded.next_push_at \
-                   WHEN push_state.next_push_at <= excluded.next_push_at THEN push_state.next_push_at \
-                   WHEN push_state.claimed_until >= excluded.next_push_at THEN push_state.next_push_at \
-                   WHEN push_state.attempts = 0 THEN excluded.next_push_at \
-                   WHEN EXISTS (SELECT 1 FROM enrollments e WHERE e.id = push_state.enrollment_id \
-                     AND e.last_seen_at >= push_state.last_push_at) THEN excluded.next_push_at \
-                   ELSE push_state.next_push_at END",
-            )
-            .bind(device_id)
-            .bind(at)
-        }
-
-        /// Records what happened to a push (see `Store::record_push`).
-        fn record_push_query(o: &PushOutcome) -> sqlx::query::Query<'_, $db, <$db as sqlx::Database>::Arguments<'_>> {
-            match &o.schedule {
-                // A wake requested while the push was out (an earlier time) is kept. A device
-                // that already drained its queue (claim cleared by next_command) answered this
-                // push: no backoff, no re-push unless new work asked for one.
-                Some(schedule) => sqlx::query(
-                    "UPDATE push_state SET \
-                       last_push_at = CASE WHEN $3 THEN $2 ELSE last_push_at END, \
-                       last_result = COALESCE($4, last_result), \
-                       last_result_at = CASE WHEN $4 IS NULL THEN last_result_at ELSE $2 END, \
-                       token_invalid_at = CASE WHEN $5 THEN $2 ELSE token_invalid_at END, \
-                       attempts = CASE WHEN claimed_until IS NULL THEN 0 ELSE $6 END, \
-                       failures = $7, claimed_until = NULL, \
-                       next_push_at = CASE WHEN $5 THEN NULL \
-                         WHEN next_push_at IS NOT NULL AND next_push_at < $8 THEN next_push_at \
-                         WHEN claimed_until IS NULL THEN NULL \
-                         WHEN $10 AND EXISTS (SELECT 1 FROM commands c WHERE c.enrollment_id = $1 \
-                           AND c.status = 'queued') THEN $2 \
-                         ELSE $9 END \
-                     WHERE enrollment_id = $1",
-                )
-                .bind(&o.device_id)
-                .bind(o.at)
-                .bind(o.accepted)
-                .bind(&o.result)
-                .bind(o.token_invalid)
-                .bind(schedule.attempts)
-                .bind(schedule.failures)
-                .bind(schedule.claimed_until)
-                .bind(schedule.next_push_at)
-                .bind(schedule.push_if_queued),
-                None => sqlx::query(
                     "INSERT INTO push_state (enrollment_id, last_push_at, last_result, last_result_at, token_invalid_at) \
                      SELECT id, CASE WHEN $3 THEN $2 ELSE NULL END, $4, $2, CASE WHEN $5 THEN $2 ELSE NULL END \
                      FROM enrollments WHERE id = $1 \
@@ -275,8 +228,7 @@ macro_rules! impl_sql_store {
                 .bind(o.at)
                 .bind(o.accepted)
                 .bind(&o.result)
-                .bind(o.token_invalid),
-            }
+                .bind(o.token_invalid)
         }
 
         #[async_trait::async_trait]
@@ -763,18 +715,18 @@ macro_rules! impl_sql_store {
             }
 
             async fn request_push(&self, device_id: &str, at: i64) -> StoreResult<()> {
-                let affected = request_push_query(device_id, at)
-                    .execute(&self.writer)
-                    .await?
-                    .rows_affected();
-                if affected == 0 {
+                // A batch of one: the rules live in `request_pushes` only.
+                if !self.request_pushes(&[(device_id.to_string(), at)]).await?[0] {
                     return Err(StoreError::NotFound(format!("no device {device_id}")));
                 }
                 Ok(())
             }
 
             async fn request_pushes(&self, requests: &[(String, i64)]) -> StoreResult<Vec<bool>> {
-                // The same rules as `request_push_query`, a few statements for the whole batch.
+                // A push is due at `at` unless an earlier one is pending, or a push is out that
+                // the device has not answered yet (a claim covering `at`, or backoff running
+                // while the device stayed silent since its last push). A few statements for the
+                // whole batch.
                 let marks = $crate::store::sql::Marks::of::<$db>();
                 let mut tx = self.writer.begin().await?;
                 let mut found = vec![false; requests.len()];
@@ -878,13 +830,15 @@ macro_rules! impl_sql_store {
             }
 
             async fn record_push(&self, o: &PushOutcome) -> StoreResult<()> {
-                record_push_query(o).execute(&self.writer).await?;
-                Ok(())
+                self.record_pushes(std::slice::from_ref(o)).await
             }
 
             async fn record_pushes(&self, outcomes: &[PushOutcome]) -> StoreResult<()> {
-                // The scheduler's outcomes: the same rules as `record_push_query`, a few
-                // statements for the whole batch. Administrators' pushes one by one.
+                // The scheduler's outcomes, a few statements for the whole batch. A wake
+                // requested while the push was out (an earlier time) is kept. A device that
+                // already drained its queue (claim cleared by next_command) answered this push:
+                // no backoff, no re-push unless new work asked for one. Administrators' pushes
+                // (no schedule) one by one.
                 let marks = $crate::store::sql::Marks::of::<$db>();
                 let mut tx = self.writer.begin().await?;
                 for round in $crate::store::sql::rounds_by_device(outcomes, |o| &o.device_id) {
@@ -893,7 +847,7 @@ macro_rules! impl_sql_store {
                         match &outcomes[i].schedule {
                             Some(schedule) => scheduled.push((&outcomes[i], schedule)),
                             None => {
-                                record_push_query(&outcomes[i]).execute(&mut *tx).await?;
+                                admin_push_query(&outcomes[i]).execute(&mut *tx).await?;
                             }
                         }
                     }
