@@ -455,9 +455,12 @@ async fn handle(state: &State, request: Request<hyper::body::Incoming>) -> Respo
         reason: reason.clone(),
     });
     if status == 200 {
-        if let Some(device) = lock(&state.devices).get(&token_hex) {
-            device.notify_one();
-        }
+        // Like APNs, keep the wake-up for a device not listening yet (APNs stores the latest
+        // notification of an offline device and delivers it when it comes back).
+        lock(&state.devices)
+            .entry(token_hex.clone())
+            .or_default()
+            .notify_one();
     }
     answer(status, reason.as_deref())
 }
