@@ -29,7 +29,9 @@ use std::time::Duration;
 /// Reconciles in flight at once. A reconcile spends most of its time waiting for its reads
 /// and for its plan's group commit, so this bounds the fleet's planning throughput: with 64,
 /// 10,000 devices took 32.6 s to converge on a change, with 256 25.3 s (BENCHMARKS.md), and
-/// larger batches per commit cost less CPU per plan. A plan batch holds at most `PLAN_BATCH`.
+/// larger batches per commit cost less CPU per plan. 1,024 was slower (each reconcile waited
+/// longer: the single SQLite writer, not concurrency, was the limit by then). A plan batch
+/// holds at most `PLAN_BATCH`.
 pub const PARALLEL_RECONCILES: usize = 256;
 
 /// Called with a device id when commands were queued for it (the push scheduler).
