@@ -186,7 +186,7 @@ impl Push {
 
     /// Claims the pushes due now and starts them, up to `2 × batch` in flight. Returns true
     /// when it stopped for want of room (more may be due).
-    pub async fn start_due(
+    async fn start_due(
         self: &Arc<Self>,
         pushes: &mut tokio::task::JoinSet<Result<(), crate::store::StoreError>>,
     ) -> Result<bool, crate::store::StoreError> {
@@ -212,25 +212,6 @@ impl Push {
                 return Ok(false);
             }
         }
-    }
-
-    /// Handles every push due now and waits for them all (tests, and one-shot callers).
-    pub async fn run_due(self: &Arc<Self>) -> Result<(), crate::store::StoreError> {
-        let mut pushes = tokio::task::JoinSet::new();
-        let claimed = loop {
-            match self.start_due(&mut pushes).await {
-                Ok(true) => {
-                    if let Some(done) = pushes.join_next().await {
-                        log_push_task(done);
-                    }
-                }
-                other => break other,
-            }
-        };
-        while let Some(done) = pushes.join_next().await {
-            log_push_task(done);
-        }
-        claimed.map(|_| ())
     }
 
     /// Forgets the wake-up hints due by `now`; true if there were any.

@@ -1015,55 +1015,13 @@ macro_rules! impl_sql_store {
                         None => done[i].0 = Some(Self::record_report_in(tx, &x.device_id, &report, x.now).await?),
                     }
                 }
-                // A cancelled command may still have run on the device: its result counts.
-                let mut finished = std::collections::HashSet::new();
-                for chunk in chunk_rows(&terminal, 4) {
-                    let sql = format!(
-                        "UPDATE commands SET status = v.column3, completed_at = v.column4, updated_at = v.column4 \
-                         FROM (VALUES {}) AS v \
-                         WHERE commands.uuid = v.column1 AND commands.enrollment_id = v.column2 \
-                           AND commands.status IN ('queued', 'cancelled') \
-                         RETURNING uuid, enrollment_id",
-                        marks.rows(1, chunk.len(), 4)
-                    );
-                    let mut query = sqlx::query(&sql).persistent(false);
-                    for (i, report, status) in chunk {
-                        query = query
-                            .bind(report.command_uuid)
-                            .bind(&batch[*i].device_id)
-                            .bind(status.as_str())
-                            .bind(batch[*i].now);
-                    }
-                    for row in query.fetch_all(&mut **tx).await? {
-                        finished.insert((row.try_get::<String, _>("uuid")?, row.try_get::<String, _>("enrollment_id")?));
-                    }
-                }
-                let mut results = Vec::with_capacity(terminal.len());
-                for (i, report, status) in &terminal {
-                    let x = &batch[*i];
-                    if finished.contains(&(report.command_uuid.to_string(), x.device_id.clone())) {
-                        done[*i].0 = Some(ReportOutcome::Dequeued);
-                        results.push((x, report, status));
-                    } else {
-                        done[*i].0 = Some(Self::finished_or_unknown(tx, &x.device_id, report.command_uuid).await?);
-                    }
-                }
-                for chunk in chunk_rows(&results, 5) {
-                    let sql = format!(
-                        "INSERT INTO command_results (command_uuid, enrollment_id, status, raw, received_at) \
-                         VALUES {} ON CONFLICT (command_uuid) DO NOTHING",
-                        marks.rows(1, chunk.len(), 5)
-                    );
-                    let mut query = sqlx::query(&sql).persistent(false);
-                    for (x, report, status) in chunk {
-                        query = query
-                            .bind(report.command_uuid)
-                            .bind(&x.device_id)
-                            .bind(status.as_str())
-                            .bind(report.raw)
-                            .bind(x.now);
-                    }
-                    query.execute(&mut **tx).await?;
+                let answers: Vec<_> = terminal
+                    .iter()
+                    .map(|(i, report, status)| (batch[*i].device_id.as_str(), report, *status, batch[*i].now))
+                    .collect();
+                let outcomes = Self::record_results_in(tx, &answers).await?;
+                for ((i, _, _), outcome) in terminal.iter().zip(outcomes) {
+                    done[*i].0 = Some(outcome);
                 }
                 // Each device's next command, marked sent.
                 let mut fetching = Vec::new();
@@ -1105,11 +1063,86 @@ macro_rules! impl_sql_store {
                 for &i in &fetching {
                     done[i].1 = next.remove(&batch[i].device_id);
                     if done[i].1.is_none() {
-                        drained.push(&batch[i].device_id);
+                        drained.push(batch[i].device_id.as_str());
                     }
                 }
-                // Devices that drained their queue: see `next_command_in`.
-                for chunk in chunk_rows(&drained, 1) {
+                Self::queue_drained_in(tx, &drained).await?;
+                Ok(())
+            }
+
+            /// Final answers (Acknowledged, Error, CommandFormatError) of distinct devices, with
+            /// a few statements for all of them: each command that is the answering device's
+            /// own and still open is finished and its raw result kept; the others are told apart
+            /// as already finished or unknown. One outcome per answer, in order.
+            async fn record_results_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                answers: &[(&str, &ReportRecord<'_>, CommandStatus, i64)],
+            ) -> StoreResult<Vec<ReportOutcome>> {
+                use $crate::store::sql::chunk_rows;
+                let marks = $crate::store::sql::Marks::of::<$db>();
+                // A cancelled command may still have run on the device: its result counts.
+                let mut finished = std::collections::HashSet::new();
+                for chunk in chunk_rows(answers, 4) {
+                    let sql = format!(
+                        "UPDATE commands SET status = v.column3, completed_at = v.column4, updated_at = v.column4 \
+                         FROM (VALUES {}) AS v \
+                         WHERE commands.uuid = v.column1 AND commands.enrollment_id = v.column2 \
+                           AND commands.status IN ('queued', 'cancelled') \
+                         RETURNING uuid, enrollment_id",
+                        marks.rows(1, chunk.len(), 4)
+                    );
+                    let mut query = sqlx::query(&sql).persistent(false);
+                    for (device_id, report, status, now) in chunk {
+                        query = query
+                            .bind(report.command_uuid)
+                            .bind(*device_id)
+                            .bind(status.as_str())
+                            .bind(*now);
+                    }
+                    for row in query.fetch_all(&mut **tx).await? {
+                        finished.insert((row.try_get::<String, _>("uuid")?, row.try_get::<String, _>("enrollment_id")?));
+                    }
+                }
+                let mut outcomes = Vec::with_capacity(answers.len());
+                let mut results = Vec::with_capacity(answers.len());
+                for answer in answers {
+                    let (device_id, report, _, _) = answer;
+                    if finished.contains(&(report.command_uuid.to_string(), device_id.to_string())) {
+                        outcomes.push(ReportOutcome::Dequeued);
+                        results.push(answer);
+                    } else {
+                        outcomes.push(Self::finished_or_unknown(tx, device_id, report.command_uuid).await?);
+                    }
+                }
+                for chunk in chunk_rows(&results, 5) {
+                    let sql = format!(
+                        "INSERT INTO command_results (command_uuid, enrollment_id, status, raw, received_at) \
+                         VALUES {} ON CONFLICT (command_uuid) DO NOTHING",
+                        marks.rows(1, chunk.len(), 5)
+                    );
+                    let mut query = sqlx::query(&sql).persistent(false);
+                    for (device_id, report, status, now) in chunk {
+                        query = query
+                            .bind(report.command_uuid)
+                            .bind(*device_id)
+                            .bind(status.as_str())
+                            .bind(report.raw)
+                            .bind(*now);
+                    }
+                    query.execute(&mut **tx).await?;
+                }
+                Ok(outcomes)
+            }
+
+            /// Devices that drained their queue: their push backoff starts over, and a push
+            /// still being sent no longer covers new work (the device answered it already, often
+            /// before APNs acknowledged it). Conditional, so the common case changes no row.
+            async fn queue_drained_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                devices: &[&str],
+            ) -> StoreResult<()> {
+                let marks = $crate::store::sql::Marks::of::<$db>();
+                for chunk in $crate::store::sql::chunk_rows(devices, 1) {
                     let sql = format!(
                         "UPDATE push_state SET attempts = 0, claimed_until = NULL WHERE enrollment_id IN ({}) \
                          AND (attempts > 0 OR claimed_until IS NOT NULL)",
@@ -1147,19 +1180,10 @@ macro_rules! impl_sql_store {
                     query = query.bind(uuid);
                 }
                 let row = query.fetch_optional(&mut **tx).await?;
-                // The device drained its queue: its push backoff starts over, and a push still
-                // being sent no longer covers new work (the device answered it already — often
-                // before APNs acknowledged it). Not when it only deferred commands (NotNow):
-                // those keep backing off instead of being pushed again every minute. Conditional,
-                // so the common case changes no row.
+                // Not when it only deferred commands (NotNow): those keep backing off instead of
+                // being pushed again every minute.
                 if row.is_none() && skip.is_empty() {
-                    sqlx::query(
-                        "UPDATE push_state SET attempts = 0, claimed_until = NULL WHERE enrollment_id = $1 \
-                         AND (attempts > 0 OR claimed_until IS NOT NULL)",
-                    )
-                    .bind(device_id)
-                    .execute(&mut **tx)
-                    .await?;
+                    Self::queue_drained_in(tx, &[device_id]).await?;
                 }
                 Ok(match row {
                     Some(row) => Some(QueuedCommand {
@@ -1194,33 +1218,8 @@ macro_rules! impl_sql_store {
                     }
                     return Self::finished_or_unknown(tx, device_id, r.command_uuid).await;
                 };
-                // A cancelled command may still have run on the device: its result counts.
-                let updated = sqlx::query(
-                    "UPDATE commands SET status = $3, completed_at = $4, updated_at = $4 \
-                     WHERE uuid = $1 AND enrollment_id = $2 AND status IN ('queued', 'cancelled')",
-                )
-                .bind(r.command_uuid)
-                .bind(device_id)
-                .bind(terminal.as_str())
-                .bind(now)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected();
-                if updated == 0 {
-                    return Self::finished_or_unknown(tx, device_id, r.command_uuid).await;
-                }
-                sqlx::query(
-                    "INSERT INTO command_results (command_uuid, enrollment_id, status, raw, received_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (command_uuid) DO NOTHING",
-                )
-                .bind(r.command_uuid)
-                .bind(device_id)
-                .bind(terminal.as_str())
-                .bind(r.raw)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-                Ok(ReportOutcome::Dequeued)
+                let outcomes = Self::record_results_in(tx, &[(device_id, r, terminal, now)]).await?;
+                Ok(outcomes[0])
             }
 
             async fn finished_or_unknown(
