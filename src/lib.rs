@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod histogram;
+pub mod lane;
 pub mod pki;
 pub mod policy;
 pub mod protocol;

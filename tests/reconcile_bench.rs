@@ -16,7 +16,8 @@
 //! processes' peak RSS.
 //!
 //! `POMONA_BENCH_ROLLOUT_MAX_DEVICES` sets the server's rollout pacing (default 5,000 devices
-//! with installs outstanding at once; 0 = no limit).
+//! with installs outstanding at once; 0 = no limit). `POMONA_BENCH_PUSH_COALESCE` sets its push
+//! coalescing window (default `1s`, the product's default).
 //!
 //! `planning_one_change_costs_what_it_touches` times the driver's fan-out (the group membership
 //! index) and the pure planner over a synthetic fleet, for a change that touches every device
@@ -193,7 +194,10 @@ async fn a_fleet_converges_on_one_profile_change() {
     for (flag, value) in [
         ("--policy-dir", policy.path().display().to_string()),
         // Production push settings.
-        ("--push-coalesce", "1s".into()),
+        (
+            "--push-coalesce",
+            std::env::var("POMONA_BENCH_PUSH_COALESCE").unwrap_or_else(|_| "1s".into()),
+        ),
         ("--push-poll-interval", "1s".into()),
         ("--push-backoff", "1m,5m,30m,2h,24h".into()),
     ] {

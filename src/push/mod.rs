@@ -11,7 +11,6 @@ pub mod cli;
 pub mod client;
 pub mod scheduler;
 
-use crate::store::group_commit::{Flush, GroupCommit};
 use crate::store::{PushOutcome, Store, StoreError};
 use certificate::PushCertificate;
 use client::{ApnsClient, ApnsResponse, ClientSettings, Disposition, PushError};
@@ -124,17 +123,12 @@ pub struct Push {
     pub(crate) wake: Notify,
     pub metrics: PushMetrics,
     pub(crate) breaker: Mutex<Breaker>,
-    /// Push requests and push outcomes are written in batches (one transaction for those that
-    /// arrive together): a policy change wakes thousands of devices at once.
-    requests: GroupCommit<(String, i64), bool>,
-    pub(crate) outcomes: GroupCommit<PushOutcome, ()>,
     /// When the wake-ups requested in this process come due (their coalescing window ends),
     /// earliest first: the scheduler claims then rather than at its next poll.
     pub(crate) due_hints: Mutex<std::collections::BinaryHeap<std::cmp::Reverse<i64>>>,
+    /// Where the scheduler runs (`spawn_scheduler`).
+    pub(crate) lane: std::sync::OnceLock<crate::lane::Lane>,
 }
-
-/// Push requests or outcomes written in one transaction at most.
-const WRITE_BATCH: usize = 500;
 
 impl Push {
     /// Loads the certificate (if configured) and builds the client. Nothing connects yet.
@@ -187,9 +181,8 @@ impl Push {
             wake: Notify::new(),
             metrics: PushMetrics::default(),
             breaker: Mutex::new(Breaker::default()),
-            requests: GroupCommit::new(WRITE_BATCH, request_flush(store.clone())),
-            outcomes: GroupCommit::new(WRITE_BATCH, outcome_flush(store.clone())),
             due_hints: Mutex::default(),
+            lane: std::sync::OnceLock::new(),
             store,
         }))
     }
@@ -221,9 +214,9 @@ impl Push {
             return Ok(());
         }
         let at = crate::store::now_millis() + self.schedule.coalesce.as_millis() as i64;
-        if !self.requests.submit((device_id.to_string(), at)).await? {
-            return Err(StoreError::NotFound(format!("no device {device_id}")));
-        }
+        // The store batches requests arriving together (a policy change wakes thousands of
+        // devices at once) into one transaction.
+        self.store.request_push(device_id, at).await?;
         self.due_hints
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -376,48 +369,3 @@ fn read_ca_file(
 }
 
 pub use crate::pki::ca::rfc3339_seconds;
-
-/// Writes a batch of push requests in one transaction. Should that fail, each is written on
-/// its own, so that one device's failure is that device's alone.
-fn request_flush(store: Arc<dyn Store>) -> Flush<(String, i64), bool> {
-    Arc::new(move |requests: Vec<(String, i64)>| {
-        let store = store.clone();
-        Box::pin(async move {
-            match store.request_pushes(&requests).await {
-                Ok(found) => found.into_iter().map(Ok).collect(),
-                Err(e) if requests.len() == 1 => vec![Err(e)],
-                Err(_) => {
-                    let mut results = Vec::with_capacity(requests.len());
-                    for (device_id, at) in &requests {
-                        results.push(match store.request_push(device_id, *at).await {
-                            Ok(()) => Ok(true),
-                            Err(StoreError::NotFound(_)) => Ok(false),
-                            Err(e) => Err(e),
-                        });
-                    }
-                    results
-                }
-            }
-        })
-    })
-}
-
-/// Writes a batch of push outcomes in one transaction (each alone should that fail).
-fn outcome_flush(store: Arc<dyn Store>) -> Flush<PushOutcome, ()> {
-    Arc::new(move |outcomes: Vec<PushOutcome>| {
-        let store = store.clone();
-        Box::pin(async move {
-            match store.record_pushes(&outcomes).await {
-                Ok(()) => vec![Ok(()); outcomes.len()],
-                Err(e) if outcomes.len() == 1 => vec![Err(e)],
-                Err(_) => {
-                    let mut results = Vec::with_capacity(outcomes.len());
-                    for o in &outcomes {
-                        results.push(store.record_push(o).await);
-                    }
-                    results
-                }
-            }
-        })
-    })
-}

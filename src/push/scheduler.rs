@@ -135,11 +135,16 @@ pub fn metric_label(sent: &Result<ApnsResponse, PushError>) -> &'static str {
 }
 
 impl Push {
-    /// Starts the scheduler task (only when a push certificate is configured).
+    /// Starts the scheduler task (only when a push certificate is configured), on a thread of
+    /// its own: its claims are database transactions, and on the main runtime each of their
+    /// statements would wait behind every device request in flight (see `crate::lane`).
     pub fn spawn_scheduler(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
         self.client.as_ref()?;
+        let lane = self.lane.get_or_init(|| {
+            crate::lane::Lane::start("pomona-push").expect("starting the push thread")
+        });
         let this = self.clone();
-        Some(tokio::spawn(async move { this.run().await }))
+        Some(lane.spawn(async move { this.run().await }))
     }
 
     /// The scheduler loop. Pushes are claimed as they come due: when a wake-up's coalescing
@@ -359,8 +364,9 @@ impl Push {
         token_invalid: bool,
         schedule: PushSchedule,
     ) -> Result<(), crate::store::StoreError> {
-        self.outcomes
-            .submit(PushOutcome {
+        // Batched with the other writes arriving together (see `Store::record_push`).
+        self.store
+            .record_push(&PushOutcome {
                 device_id: due.device_id.clone(),
                 at: now,
                 accepted,

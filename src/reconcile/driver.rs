@@ -4,9 +4,10 @@
 //! coming due — one reconcile per device at a time, a few devices in parallel. Each reconcile
 //! reads the device's stored state, runs the pure planner, writes the result in one
 //! transaction, and wakes the device when it queued something. Plans finished together are
-//! written together: one transaction for all of them (group commit, see
-//! `store::group_commit`), so a policy change that touches the whole fleet costs a durable
-//! write per batch of devices, not per device.
+//! written together by the store's write queue: one transaction for all of them and the device
+//! exchanges of the moment (group commit, see `store::group_commit`), so a policy change that
+//! touches the whole fleet costs a durable write per batch of devices, not per device. Reconciles
+//! run on a thread of their own (`crate::lane`).
 
 use super::membership::{with_labels, Membership};
 use super::plan::{
@@ -17,9 +18,8 @@ use super::reported;
 use crate::policy::selector::DeviceAttributes;
 use crate::policy::snapshot::PolicySnapshot;
 use crate::protocol::CommandEnvelope;
-use crate::store::group_commit::GroupCommit;
 use crate::store::inventory::ReportedFacts;
-use crate::store::reconcile::{DevicePlan, PlanChange};
+use crate::store::reconcile::PlanChange;
 use crate::store::{CommandStatus, Enrollment, EnrollmentState, NewCommand, Store};
 use plist::{Dictionary, Value};
 use std::collections::{BTreeSet, HashMap};
@@ -30,8 +30,7 @@ use std::time::Duration;
 /// and for its plan's group commit, so this bounds the fleet's planning throughput: with 64,
 /// 10,000 devices took 32.6 s to converge on a change, with 256 25.3 s (BENCHMARKS.md), and
 /// larger batches per commit cost less CPU per plan. 1,024 was slower (each reconcile waited
-/// longer: the single SQLite writer, not concurrency, was the limit by then). A plan batch
-/// holds at most `PLAN_BATCH`.
+/// longer: the single SQLite writer, not concurrency, was the limit by then).
 pub const PARALLEL_RECONCILES: usize = 256;
 
 /// Called with a device id when commands were queued for it (the push scheduler).
@@ -89,42 +88,18 @@ pub struct Reconciler {
     pub reconciles: std::sync::atomic::AtomicU64,
     /// How long reconciles take, from a device's turn to its plan committed.
     pub reconcile_latency: crate::histogram::LatencyHistogram,
-    /// Writes plans, batching those that finish together into one transaction.
-    plan_writer: GroupCommit<DevicePlan, u64>,
+    /// Where `run` plans devices: a thread of its own, so that planning neither waits behind
+    /// device requests nor holds them up (see `crate::lane`).
+    lane: crate::lane::Lane,
 }
 
 /// How long planning waits for a device that answered a command mid-session to end the session.
 const MID_SESSION_GRACE_MS: i64 = 30_000;
 
-/// Plans written in one transaction at most.
-const PLAN_BATCH: usize = 1024;
-
-/// Writes a batch of plans in one transaction. Should that fail, each plan is written on its
-/// own, so that one device's failure is that device's alone.
-fn plan_flush(store: Arc<dyn Store>) -> crate::store::group_commit::Flush<DevicePlan, u64> {
-    Arc::new(move |plans: Vec<DevicePlan>| {
-        let store = store.clone();
-        Box::pin(async move {
-            match store.apply_plans(&plans).await {
-                Ok(queued) => queued.into_iter().map(Ok).collect(),
-                Err(e) if plans.len() == 1 => vec![Err(e)],
-                Err(e) => {
-                    tracing::warn!(error = %e, plans = plans.len(), "batched plan write failed; writing each plan alone");
-                    let mut results = Vec::with_capacity(plans.len());
-                    for p in &plans {
-                        results.push(store.apply_plan(&p.device_id, &p.change, p.now).await);
-                    }
-                    results
-                }
-            }
-        })
-    })
-}
-
 impl Reconciler {
     pub fn new(store: Arc<dyn Store>, settings: PlanSettings) -> Arc<Self> {
         Arc::new(Self {
-            plan_writer: GroupCommit::new(PLAN_BATCH, plan_flush(store.clone())),
+            lane: crate::lane::Lane::start("pomona-plan").expect("starting the planning thread"),
             store,
             snapshot: RwLock::new(Arc::new(PolicySnapshot::default())),
             health: RwLock::new(PolicyHealth::default()),
@@ -493,7 +468,7 @@ impl Reconciler {
                 };
                 lock(&self.busy).insert(device.clone());
                 let this = self.clone();
-                tokio::spawn(async move {
+                self.lane.spawn(async move {
                     let started = std::time::Instant::now();
                     let planned = this.reconcile(&device).await;
                     this.reconcile_latency.observe(started.elapsed());
@@ -699,14 +674,8 @@ impl Reconciler {
                 enqueue,
                 cancel: result.cancel,
             };
-            let queued = self
-                .plan_writer
-                .submit(DevicePlan {
-                    device_id: device_id.to_string(),
-                    change,
-                    now,
-                })
-                .await?;
+            // The store's write queue puts plans finishing together in one transaction.
+            let queued = self.store.apply_plan(device_id, &change, now).await?;
             if queued > 0 {
                 self.wake_device(device_id);
             }

@@ -2,8 +2,9 @@
 //! write in progress takes everything submitted so far and writes it in one transaction (one
 //! durable commit instead of one per caller), then hands every caller its own result. Alone, a
 //! caller's write goes out at once (no added delay); under load, writes arriving while one
-//! batch commits form the next batch. The batch runs in its own task, so a caller that goes
-//! away (a closed connection) cannot abandon the others' writes halfway.
+//! batch commits form the next batch. The batch runs in its own task on the commit lane
+//! (`crate::lane`), so a caller that goes away (a closed connection) cannot abandon the others'
+//! writes halfway, and the batch's statements do not wait behind the device requests.
 //!
 //! Holds nothing beyond the batch being formed: each caller returns only after its write is
 //! committed (or failed), exactly as with a direct call.
@@ -57,7 +58,9 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
             }
             let (items, senders): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
             let flush = self.flush.clone();
-            let written = tokio::spawn(async move {
+            // On the commit lane: each statement of the batch is a wake-up, and on the main
+            // runtime each would wait behind every request in flight (see `lane`).
+            let written = crate::lane::commit_lane().spawn(async move {
                 let results = flush(items).await;
                 for (sender, result) in senders.into_iter().zip(results) {
                     let _ = sender.send(result);

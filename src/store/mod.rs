@@ -187,7 +187,8 @@ pub trait Store:
     /// Asks for a push to the device at `at`. Pending pushes coalesce: an earlier pending time
     /// is kept, a push being sent covers the request, and a device in backoff (pushed, not
     /// answered since) keeps its backoff time.
-    /// NotFound for an unknown device.
+    /// NotFound for an unknown device. Requests arriving together are written in one
+    /// transaction with the other writes of the moment (exchanges, plans, push outcomes).
     async fn request_push(&self, device_id: &str, at: i64) -> StoreResult<()>;
     /// `request_push` for several (device, time) pairs in one transaction; per request, false
     /// for an unknown device (where `request_push` says NotFound).
@@ -200,7 +201,8 @@ pub trait Store:
         claimed_until: i64,
         limit: i64,
     ) -> StoreResult<Vec<DuePush>>;
-    /// Records what happened to a push and, for scheduled ones, what comes next.
+    /// Records what happened to a push and, for scheduled ones, what comes next. Batched like
+    /// `request_push`.
     async fn record_push(&self, outcome: &PushOutcome) -> StoreResult<()>;
     /// `record_push` for several outcomes in one transaction.
     async fn record_pushes(&self, outcomes: &[PushOutcome]) -> StoreResult<()>;

@@ -10,9 +10,9 @@ pub struct PostgresStore {
     pool: PgPool,
     /// Writes: the same pool (PostgreSQL runs concurrent writers itself).
     writer: PgPool,
-    /// Command exchanges, written in batches (one transaction for those arriving together).
-    exchanges:
-        super::group_commit::GroupCommit<super::sql::PendingExchange, super::sql::ExchangeDone>,
+    /// The write queue: command exchanges, plans, push requests and push outcomes, written in
+    /// batches (one transaction for those arriving together, see `sql::Write`).
+    writes: super::group_commit::GroupCommit<super::sql::Write, super::sql::Written>,
 }
 
 impl PostgresStore {
@@ -32,9 +32,9 @@ impl PostgresStore {
             // The URL may hold a password: name only host and port.
             .with_context(|| format!("cannot connect to PostgreSQL at {target}"))?;
         Ok(Self {
-            exchanges: super::group_commit::GroupCommit::new(
-                super::sql::EXCHANGE_BATCH,
-                Self::exchange_flush(pool.clone()),
+            writes: super::group_commit::GroupCommit::new(
+                super::sql::WRITE_BATCH,
+                Self::write_flush(pool.clone()),
             ),
             writer: pool.clone(),
             pool,

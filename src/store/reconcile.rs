@@ -86,7 +86,8 @@ impl ProfileCounts {
 pub trait ReconcileStore: Send + Sync {
     async fn reconcile_state(&self, device_id: &str) -> StoreResult<ReconcileState>;
     /// Applies a plan; returns how many commands were newly queued (replays queue none).
-    /// Nothing is queued for unknown or checked-out devices.
+    /// Nothing is queued for unknown or checked-out devices. Plans finishing together are
+    /// written in one transaction with the other writes of the moment (see `sql::Write`).
     async fn apply_plan(&self, device_id: &str, change: &PlanChange, now: i64) -> StoreResult<u64>;
     /// Applies the plans of several devices in one transaction (group commit: one durable write
     /// for many plans), each exactly as `apply_plan` would; returns what each newly queued. If
@@ -349,21 +350,23 @@ macro_rules! impl_reconcile_store {
                 Ok(queued)
             }
 
-            /// Writes plans in order: those of distinct devices together, a device's second
-            /// plan in a batch after its first.
-            async fn apply_plans_in(
-                tx: &mut sqlx::Transaction<'_, $db>,
-                plans: &[DevicePlan],
-            ) -> Result<Vec<u64>, sqlx::Error> {
-                let mut queued = vec![0; plans.len()];
-                for round in $crate::store::sql::rounds_by_device(plans, |p| &p.device_id) {
-                    let these: Vec<&DevicePlan> = round.iter().map(|&i| &plans[i]).collect();
-                    let counts = apply_distinct_plans(tx, &these).await?;
-                    for (i, n) in round.into_iter().zip(counts) {
-                        queued[i] = n;
+            impl $store {
+                /// Writes plans in order inside the caller's transaction: those of distinct
+                /// devices together, a device's second plan in a batch after its first.
+                pub(crate) async fn apply_plans_in(
+                    tx: &mut sqlx::Transaction<'_, $db>,
+                    plans: &[&DevicePlan],
+                ) -> Result<Vec<u64>, sqlx::Error> {
+                    let mut queued = vec![0; plans.len()];
+                    for round in $crate::store::sql::rounds_by_device(plans, |p| &p.device_id) {
+                        let these: Vec<&DevicePlan> = round.iter().map(|&i| plans[i]).collect();
+                        let counts = apply_distinct_plans(tx, &these).await?;
+                        for (i, n) in round.into_iter().zip(counts) {
+                            queued[i] = n;
+                        }
                     }
+                    Ok(queued)
                 }
-                Ok(queued)
             }
 
             #[async_trait::async_trait]
@@ -435,17 +438,22 @@ macro_rules! impl_reconcile_store {
                     change: &PlanChange,
                     now: i64,
                 ) -> StoreResult<u64> {
+                    // Through the write queue: plans finishing together share one transaction.
                     let plan = DevicePlan {
                         device_id: device_id.to_string(),
                         change: change.clone(),
                         now,
                     };
-                    Ok(self.apply_plans(std::slice::from_ref(&plan)).await?[0])
+                    match self.writes.submit($crate::store::sql::Write::Plan(plan)).await? {
+                        $crate::store::sql::Written::Plan(queued) => Ok(queued),
+                        other => Err($crate::store::sql::wrong_kind(other)),
+                    }
                 }
 
                 async fn apply_plans(&self, plans: &[DevicePlan]) -> StoreResult<Vec<u64>> {
                     let mut tx = self.writer.begin().await?;
-                    let queued = apply_plans_in(&mut tx, plans).await?;
+                    let plans: Vec<&DevicePlan> = plans.iter().collect();
+                    let queued = Self::apply_plans_in(&mut tx, &plans).await?;
                     tx.commit().await?;
                     Ok(queued)
                 }

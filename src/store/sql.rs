@@ -40,8 +40,36 @@ impl PendingExchange {
 
 pub(crate) type ExchangeDone = (Option<super::ReportOutcome>, Option<super::QueuedCommand>);
 
-/// Exchanges written in one transaction at most.
-pub(crate) const EXCHANGE_BATCH: usize = 1024;
+/// A write waiting in the store's one write queue. Command exchanges, plans, push requests and
+/// push outcomes arriving together share one transaction: one commit (one fsync) for all of
+/// them, and the pages they have in common (the command indexes, `push_state`) written once per
+/// commit rather than once per kind of write (BENCHMARKS.md, session 7).
+pub(crate) enum Write {
+    Exchange(PendingExchange),
+    Plan(super::reconcile::DevicePlan),
+    /// A device to push at a time (Unix ms); see `Store::request_pushes`.
+    PushRequest(String, i64),
+    PushOutcome(super::PushOutcome),
+}
+
+/// What a `Write` returns, of the same kind.
+#[derive(Debug)]
+pub(crate) enum Written {
+    Exchange(ExchangeDone),
+    /// Commands the plan newly queued.
+    Plan(u64),
+    /// Whether the device is known.
+    PushRequest(bool),
+    PushOutcome,
+}
+
+/// Writes in one transaction at most.
+pub(crate) const WRITE_BATCH: usize = 1024;
+
+/// The answer to a write of another kind than the one submitted: a bug in the store.
+pub(crate) fn wrong_kind(written: Written) -> super::StoreError {
+    super::StoreError::Unavailable(format!("the write queue answered {written:?}"))
+}
 
 /// The order in which a batch touches its devices: by device id, so that two batches written
 /// at once on PostgreSQL take their row locks in the same order and cannot deadlock. A
@@ -549,14 +577,16 @@ macro_rules! impl_sql_store {
                 now: i64,
             ) -> StoreResult<(Option<ReportOutcome>, Option<QueuedCommand>)> {
                 // Exchanges of many devices arriving together share one transaction.
-                self.exchanges
-                    .submit($crate::store::sql::PendingExchange {
-                        device_id: device_id.to_string(),
-                        report: report.map(|r| (r.command_uuid.to_string(), r.status, r.raw.to_vec())),
-                        skip: skip.to_vec(),
-                        now,
-                    })
-                    .await
+                let exchange = $crate::store::sql::PendingExchange {
+                    device_id: device_id.to_string(),
+                    report: report.map(|r| (r.command_uuid.to_string(), r.status, r.raw.to_vec())),
+                    skip: skip.to_vec(),
+                    now,
+                };
+                match self.writes.submit($crate::store::sql::Write::Exchange(exchange)).await? {
+                    $crate::store::sql::Written::Exchange(done) => Ok(done),
+                    other => Err($crate::store::sql::wrong_kind(other)),
+                }
             }
 
             async fn commands(&self, device_id: &str, limit: i64) -> StoreResult<Vec<CommandRecord>> {
@@ -715,51 +745,21 @@ macro_rules! impl_sql_store {
             }
 
             async fn request_push(&self, device_id: &str, at: i64) -> StoreResult<()> {
-                // A batch of one: the rules live in `request_pushes` only.
-                if !self.request_pushes(&[(device_id.to_string(), at)]).await?[0] {
-                    return Err(StoreError::NotFound(format!("no device {device_id}")));
+                // Through the write queue: the rules live in `request_pushes_in` only.
+                let request = $crate::store::sql::Write::PushRequest(device_id.to_string(), at);
+                match self.writes.submit(request).await? {
+                    $crate::store::sql::Written::PushRequest(true) => Ok(()),
+                    $crate::store::sql::Written::PushRequest(false) => {
+                        Err(StoreError::NotFound(format!("no device {device_id}")))
+                    }
+                    other => Err($crate::store::sql::wrong_kind(other)),
                 }
-                Ok(())
             }
 
             async fn request_pushes(&self, requests: &[(String, i64)]) -> StoreResult<Vec<bool>> {
-                // A push is due at `at` unless an earlier one is pending, or a push is out that
-                // the device has not answered yet (a claim covering `at`, or backoff running
-                // while the device stayed silent since its last push). A few statements for the
-                // whole batch.
-                let marks = $crate::store::sql::Marks::of::<$db>();
                 let mut tx = self.writer.begin().await?;
-                let mut found = vec![false; requests.len()];
-                for round in $crate::store::sql::rounds_by_device(requests, |r| &r.0) {
-                    let mut known = std::collections::HashSet::new();
-                    for chunk in $crate::store::sql::chunk_rows(&round, 2) {
-                        let sql = format!(
-                            "INSERT INTO push_state (enrollment_id, next_push_at) \
-                             SELECT e.id, v.column2 FROM (VALUES {}) AS v JOIN enrollments e ON e.id = v.column1 \
-                             WHERE true \
-                             ON CONFLICT (enrollment_id) DO UPDATE SET next_push_at = CASE \
-                               WHEN push_state.next_push_at IS NULL THEN excluded.next_push_at \
-                               WHEN push_state.next_push_at <= excluded.next_push_at THEN push_state.next_push_at \
-                               WHEN push_state.claimed_until >= excluded.next_push_at THEN push_state.next_push_at \
-                               WHEN push_state.attempts = 0 THEN excluded.next_push_at \
-                               WHEN EXISTS (SELECT 1 FROM enrollments e2 WHERE e2.id = push_state.enrollment_id \
-                                 AND e2.last_seen_at >= push_state.last_push_at) THEN excluded.next_push_at \
-                               ELSE push_state.next_push_at END \
-                             RETURNING enrollment_id",
-                            marks.rows(1, chunk.len(), 2)
-                        );
-                        let mut query = sqlx::query(&sql).persistent(false);
-                        for &i in chunk {
-                            query = query.bind(&requests[i].0).bind(requests[i].1);
-                        }
-                        for row in query.fetch_all(&mut *tx).await? {
-                            known.insert(row.try_get::<String, _>("enrollment_id")?);
-                        }
-                    }
-                    for i in round {
-                        found[i] = known.contains(&requests[i].0);
-                    }
-                }
+                let requests: Vec<&(String, i64)> = requests.iter().collect();
+                let found = Self::request_pushes_in(&mut tx, &requests).await?;
                 tx.commit().await?;
                 Ok(found)
             }
@@ -830,62 +830,17 @@ macro_rules! impl_sql_store {
             }
 
             async fn record_push(&self, o: &PushOutcome) -> StoreResult<()> {
-                self.record_pushes(std::slice::from_ref(o)).await
+                // Through the write queue: the rules live in `record_pushes_in` only.
+                match self.writes.submit($crate::store::sql::Write::PushOutcome(o.clone())).await? {
+                    $crate::store::sql::Written::PushOutcome => Ok(()),
+                    other => Err($crate::store::sql::wrong_kind(other)),
+                }
             }
 
             async fn record_pushes(&self, outcomes: &[PushOutcome]) -> StoreResult<()> {
-                // The scheduler's outcomes, a few statements for the whole batch. A wake
-                // requested while the push was out (an earlier time) is kept. A device that
-                // already drained its queue (claim cleared by next_command) answered this push:
-                // no backoff, no re-push unless new work asked for one. Administrators' pushes
-                // (no schedule) one by one.
-                let marks = $crate::store::sql::Marks::of::<$db>();
                 let mut tx = self.writer.begin().await?;
-                for round in $crate::store::sql::rounds_by_device(outcomes, |o| &o.device_id) {
-                    let mut scheduled = Vec::new();
-                    for i in round {
-                        match &outcomes[i].schedule {
-                            Some(schedule) => scheduled.push((&outcomes[i], schedule)),
-                            None => {
-                                admin_push_query(&outcomes[i]).execute(&mut *tx).await?;
-                            }
-                        }
-                    }
-                    for chunk in $crate::store::sql::chunk_rows(&scheduled, 10) {
-                        let sql = format!(
-                            "UPDATE push_state SET \
-                               last_push_at = CASE WHEN v.column3 THEN v.column2 ELSE last_push_at END, \
-                               last_result = COALESCE(v.column4, last_result), \
-                               last_result_at = CASE WHEN v.column4 IS NULL THEN last_result_at ELSE v.column2 END, \
-                               token_invalid_at = CASE WHEN v.column5 THEN v.column2 ELSE token_invalid_at END, \
-                               attempts = CASE WHEN claimed_until IS NULL THEN 0 ELSE v.column6 END, \
-                               failures = v.column7, claimed_until = NULL, \
-                               next_push_at = CASE WHEN v.column5 THEN NULL \
-                                 WHEN next_push_at IS NOT NULL AND next_push_at < v.column8 THEN next_push_at \
-                                 WHEN claimed_until IS NULL THEN NULL \
-                                 WHEN v.column10 AND EXISTS (SELECT 1 FROM commands c WHERE c.enrollment_id = v.column1 \
-                                   AND c.status = 'queued') THEN v.column2 \
-                                 ELSE v.column9 END \
-                             FROM (VALUES {}) AS v WHERE push_state.enrollment_id = v.column1",
-                            marks.rows(1, chunk.len(), 10)
-                        );
-                        let mut query = sqlx::query(&sql).persistent(false);
-                        for (o, schedule) in chunk {
-                            query = query
-                                .bind(&o.device_id)
-                                .bind(o.at)
-                                .bind(o.accepted)
-                                .bind(&o.result)
-                                .bind(o.token_invalid)
-                                .bind(schedule.attempts)
-                                .bind(schedule.failures)
-                                .bind(schedule.claimed_until)
-                                .bind(schedule.next_push_at)
-                                .bind(schedule.push_if_queued);
-                        }
-                        query.execute(&mut *tx).await?;
-                    }
-                }
+                let outcomes: Vec<&PushOutcome> = outcomes.iter().collect();
+                Self::record_pushes_in(&mut tx, &outcomes).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -956,21 +911,22 @@ macro_rules! impl_sql_store {
                 })
             }
 
-            /// Writes exchanges in one transaction (see `Store::exchange`). Should that fail,
-            /// each is written on its own, so that one device's failure is that device's alone.
-            fn exchange_flush(
+            /// Writes a batch from the write queue in one transaction (see `sql::Write`). Should
+            /// that fail, each write is written on its own, so that one device's failure is that
+            /// device's alone.
+            fn write_flush(
                 writer: sqlx::Pool<$db>,
-            ) -> $crate::store::group_commit::Flush<$crate::store::sql::PendingExchange, $crate::store::sql::ExchangeDone> {
-                std::sync::Arc::new(move |batch: Vec<$crate::store::sql::PendingExchange>| {
+            ) -> $crate::store::group_commit::Flush<$crate::store::sql::Write, $crate::store::sql::Written> {
+                std::sync::Arc::new(move |batch: Vec<$crate::store::sql::Write>| {
                     let writer = writer.clone();
                     Box::pin(async move {
-                        match Self::exchange_batch(&writer, &batch).await {
+                        match Self::write_batch(&writer, &batch).await {
                             Ok(done) => done.into_iter().map(Ok).collect(),
                             Err(e) if batch.len() == 1 => vec![Err(e)],
                             Err(_) => {
                                 let mut results = Vec::with_capacity(batch.len());
                                 for one in batch {
-                                    results.push(Self::exchange_batch(&writer, std::slice::from_ref(&one)).await
+                                    results.push(Self::write_batch(&writer, std::slice::from_ref(&one)).await
                                         .map(|mut done| done.remove(0)));
                                 }
                                 results
@@ -980,17 +936,151 @@ macro_rules! impl_sql_store {
                 })
             }
 
-            async fn exchange_batch(
+            /// One transaction for a batch of writes of every kind: plans first, then command
+            /// exchanges (a device fetching commands gets those just planned), then push
+            /// requests and outcomes. Writes submitted together are concurrent, so any order is
+            /// one they could have had; a device's writes of one kind keep theirs.
+            async fn write_batch(
                 writer: &sqlx::Pool<$db>,
-                batch: &[$crate::store::sql::PendingExchange],
-            ) -> StoreResult<Vec<$crate::store::sql::ExchangeDone>> {
-                let mut tx = writer.begin().await?;
-                let mut done = vec![(None, None); batch.len()];
-                for round in $crate::store::sql::rounds_by_device(batch, |x| &x.device_id) {
-                    Self::exchange_round(&mut tx, batch, &round, &mut done).await?;
+                batch: &[$crate::store::sql::Write],
+            ) -> StoreResult<Vec<$crate::store::sql::Written>> {
+                use $crate::store::sql::{Write, Written};
+                let mut plans = Vec::new();
+                let mut exchanges = Vec::new();
+                let mut requests = Vec::new();
+                let mut outcomes = Vec::new();
+                for write in batch {
+                    match write {
+                        Write::Plan(p) => plans.push(p),
+                        Write::Exchange(x) => exchanges.push(x),
+                        Write::PushRequest(device_id, at) => requests.push((device_id.clone(), *at)),
+                        Write::PushOutcome(o) => outcomes.push(o),
+                    }
                 }
+                let mut tx = writer.begin().await?;
+                let mut queued = Self::apply_plans_in(&mut tx, &plans).await?.into_iter();
+                let mut exchanged = vec![(None, None); exchanges.len()];
+                for round in $crate::store::sql::rounds_by_device(&exchanges, |x| &x.device_id) {
+                    Self::exchange_round(&mut tx, &exchanges, &round, &mut exchanged).await?;
+                }
+                let mut exchanged = exchanged.into_iter();
+                let requests: Vec<&(String, i64)> = requests.iter().collect();
+                let mut found = Self::request_pushes_in(&mut tx, &requests).await?.into_iter();
+                Self::record_pushes_in(&mut tx, &outcomes).await?;
                 tx.commit().await?;
-                Ok(done)
+                // Answers in the order of the batch.
+                Ok(batch
+                    .iter()
+                    .map(|write| match write {
+                        Write::Plan(_) => Written::Plan(queued.next().unwrap_or_default()),
+                        Write::Exchange(_) => Written::Exchange(exchanged.next().unwrap_or_default()),
+                        Write::PushRequest(..) => Written::PushRequest(found.next().unwrap_or_default()),
+                        Write::PushOutcome(_) => Written::PushOutcome,
+                    })
+                    .collect())
+            }
+
+            /// Push requests (see `Store::request_pushes`) inside the caller's transaction.
+            async fn request_pushes_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                requests: &[&(String, i64)],
+            ) -> StoreResult<Vec<bool>> {
+                // A push is due at `at` unless an earlier one is pending, or a push is out that
+                // the device has not answered yet (a claim covering `at`, or backoff running
+                // while the device stayed silent since its last push). A few statements for the
+                // whole batch.
+                let marks = $crate::store::sql::Marks::of::<$db>();
+                let mut found = vec![false; requests.len()];
+                for round in $crate::store::sql::rounds_by_device(requests, |r| &r.0) {
+                    let mut known = std::collections::HashSet::new();
+                    for chunk in $crate::store::sql::chunk_rows(&round, 2) {
+                        let sql = format!(
+                            "INSERT INTO push_state (enrollment_id, next_push_at) \
+                             SELECT e.id, v.column2 FROM (VALUES {}) AS v JOIN enrollments e ON e.id = v.column1 \
+                             WHERE true \
+                             ON CONFLICT (enrollment_id) DO UPDATE SET next_push_at = CASE \
+                               WHEN push_state.next_push_at IS NULL THEN excluded.next_push_at \
+                               WHEN push_state.next_push_at <= excluded.next_push_at THEN push_state.next_push_at \
+                               WHEN push_state.claimed_until >= excluded.next_push_at THEN push_state.next_push_at \
+                               WHEN push_state.attempts = 0 THEN excluded.next_push_at \
+                               WHEN EXISTS (SELECT 1 FROM enrollments e2 WHERE e2.id = push_state.enrollment_id \
+                                 AND e2.last_seen_at >= push_state.last_push_at) THEN excluded.next_push_at \
+                               ELSE push_state.next_push_at END \
+                             RETURNING enrollment_id",
+                            marks.rows(1, chunk.len(), 2)
+                        );
+                        let mut query = sqlx::query(&sql).persistent(false);
+                        for &i in chunk {
+                            query = query.bind(&requests[i].0).bind(requests[i].1);
+                        }
+                        for row in query.fetch_all(&mut **tx).await? {
+                            known.insert(row.try_get::<String, _>("enrollment_id")?);
+                        }
+                    }
+                    for i in round {
+                        found[i] = known.contains(&requests[i].0);
+                    }
+                }
+                Ok(found)
+            }
+
+            /// Push outcomes (see `Store::record_pushes`) inside the caller's transaction.
+            async fn record_pushes_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                outcomes: &[&PushOutcome],
+            ) -> StoreResult<()> {
+                // The scheduler's outcomes, a few statements for the whole batch. A wake
+                // requested while the push was out (an earlier time) is kept. A device that
+                // already drained its queue (claim cleared by next_command) answered this push:
+                // no backoff, no re-push unless new work asked for one. Administrators' pushes
+                // (no schedule) one by one.
+                let marks = $crate::store::sql::Marks::of::<$db>();
+                for round in $crate::store::sql::rounds_by_device(outcomes, |o| &o.device_id) {
+                    let mut scheduled = Vec::new();
+                    for i in round {
+                        match &outcomes[i].schedule {
+                            Some(schedule) => scheduled.push((outcomes[i], schedule)),
+                            None => {
+                                admin_push_query(outcomes[i]).execute(&mut **tx).await?;
+                            }
+                        }
+                    }
+                    for chunk in $crate::store::sql::chunk_rows(&scheduled, 10) {
+                        let sql = format!(
+                            "UPDATE push_state SET \
+                               last_push_at = CASE WHEN v.column3 THEN v.column2 ELSE last_push_at END, \
+                               last_result = COALESCE(v.column4, last_result), \
+                               last_result_at = CASE WHEN v.column4 IS NULL THEN last_result_at ELSE v.column2 END, \
+                               token_invalid_at = CASE WHEN v.column5 THEN v.column2 ELSE token_invalid_at END, \
+                               attempts = CASE WHEN claimed_until IS NULL THEN 0 ELSE v.column6 END, \
+                               failures = v.column7, claimed_until = NULL, \
+                               next_push_at = CASE WHEN v.column5 THEN NULL \
+                                 WHEN next_push_at IS NOT NULL AND next_push_at < v.column8 THEN next_push_at \
+                                 WHEN claimed_until IS NULL THEN NULL \
+                                 WHEN v.column10 AND EXISTS (SELECT 1 FROM commands c WHERE c.enrollment_id = v.column1 \
+                                   AND c.status = 'queued') THEN v.column2 \
+                                 ELSE v.column9 END \
+                             FROM (VALUES {}) AS v WHERE push_state.enrollment_id = v.column1",
+                            marks.rows(1, chunk.len(), 10)
+                        );
+                        let mut query = sqlx::query(&sql).persistent(false);
+                        for (o, schedule) in chunk {
+                            query = query
+                                .bind(&o.device_id)
+                                .bind(o.at)
+                                .bind(o.accepted)
+                                .bind(&o.result)
+                                .bind(o.token_invalid)
+                                .bind(schedule.attempts)
+                                .bind(schedule.failures)
+                                .bind(schedule.claimed_until)
+                                .bind(schedule.next_push_at)
+                                .bind(schedule.push_if_queued);
+                        }
+                        query.execute(&mut **tx).await?;
+                    }
+                }
+                Ok(())
             }
 
             /// The exchanges `round` of distinct devices, with a few statements for all of them
@@ -999,7 +1089,7 @@ macro_rules! impl_sql_store {
             /// deferred commands take the one-by-one path.
             async fn exchange_round(
                 tx: &mut sqlx::Transaction<'_, $db>,
-                batch: &[$crate::store::sql::PendingExchange],
+                batch: &[&$crate::store::sql::PendingExchange],
                 round: &[usize],
                 done: &mut [$crate::store::sql::ExchangeDone],
             ) -> StoreResult<()> {
