@@ -12,7 +12,7 @@
 //! a connection of their own (`checkpoints`), every `CHECKPOINT_EVERY`. Left to SQLite, the
 //! writer checkpoints inside the commit that takes the WAL past 1,000 pages: under a
 //! fleet-wide change nearly every batch did, and each device's answer waited for it. Without
-//! them on the writer, 10,000 devices converged in 9.1–9.6 s instead of 14–20 s (BENCHMARKS.md,
+//! them on the writer, 10,000 devices converged in 10–12 s instead of 14–18 s (BENCHMARKS.md,
 //! session 7). The writer still checkpoints by itself past `WRITER_CHECKPOINT_PAGES`, should
 //! the checkpointer fall behind or fail.
 
