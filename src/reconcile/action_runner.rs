@@ -202,6 +202,9 @@ impl Reconciler {
         spec: &ActionSpec,
     ) -> anyhow::Result<Started> {
         let device_id = enrollment.device_id.as_str();
+        // What Authenticate told (platform, OS version) may not be in the index yet: a device
+        // enrolled a moment ago is indexed by its first reconcile, which runs on its own thread.
+        self.observe_enrollment(enrollment);
         let snapshot = self.snapshot();
         let attributes = read(&self.devices)
             .get(device_id)
