@@ -675,7 +675,7 @@ impl Reconciler {
                 cancel: result.cancel,
             };
             // The store's write queue puts plans finishing together in one transaction.
-            let queued = self.store.apply_plan(device_id, &change, now).await?;
+            let queued = self.store.apply_plan(device_id, change, now).await?;
             if queued > 0 {
                 self.wake_device(device_id);
             }

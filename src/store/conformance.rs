@@ -426,9 +426,9 @@ async fn plan_applied_and_replayed(s: Arc<dyn Store>) -> CaseResult {
         ],
         ..PlanChange::default()
     };
-    let queued = ok(s.apply_plan("D1", &change, 2000).await, "apply")?;
+    let queued = ok(s.apply_plan("D1", change.clone(), 2000).await, "apply")?;
     check!(queued == 2, "queued {queued}");
-    let replay = ok(s.apply_plan("D1", &change, 2001).await, "replay")?;
+    let replay = ok(s.apply_plan("D1", change.clone(), 2001).await, "replay")?;
     check!(replay == 0, "a replay queued {replay}");
     let state = ok(s.reconcile_state("D1").await, "state")?;
     check!(
@@ -477,7 +477,7 @@ async fn plan_applied_and_replayed(s: Arc<dyn Store>) -> CaseResult {
         }),
         ..PlanChange::default()
     };
-    ok(s.apply_plan("D1", &fold, 3000).await, "fold")?;
+    ok(s.apply_plan("D1", fold.clone(), 3000).await, "fold")?;
     let older = PlanChange {
         managed: vec![verifying.clone()],
         reported: Some(ReportedProfiles {
@@ -486,7 +486,10 @@ async fn plan_applied_and_replayed(s: Arc<dyn Store>) -> CaseResult {
         }),
         ..PlanChange::default()
     };
-    ok(s.apply_plan("D1", &older, 3001).await, "older report")?;
+    ok(
+        s.apply_plan("D1", older.clone(), 3001).await,
+        "older report",
+    )?;
     let state = ok(s.reconcile_state("D1").await, "state")?;
     check!(state.open.is_empty(), "still open: {:?}", state.open);
     check!(
@@ -508,7 +511,7 @@ async fn plan_applied_and_replayed(s: Arc<dyn Store>) -> CaseResult {
         "counts {counts:?}"
     );
     // Nothing is queued for a device that is not enrolled here.
-    let nobody = ok(s.apply_plan("GHOST", &change, 4000).await, "ghost")?;
+    let nobody = ok(s.apply_plan("GHOST", change.clone(), 4000).await, "ghost")?;
     check!(nobody == 0, "queued {nobody} for an unknown device");
     Ok(())
 }

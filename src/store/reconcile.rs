@@ -88,7 +88,9 @@ pub trait ReconcileStore: Send + Sync {
     /// Applies a plan; returns how many commands were newly queued (replays queue none).
     /// Nothing is queued for unknown or checked-out devices. Plans finishing together are
     /// written in one transaction with the other writes of the moment (see `sql::Write`).
-    async fn apply_plan(&self, device_id: &str, change: &PlanChange, now: i64) -> StoreResult<u64>;
+    /// The change is taken, not borrowed: it holds the commands' payloads, and the write queue
+    /// keeps it until its batch is written.
+    async fn apply_plan(&self, device_id: &str, change: PlanChange, now: i64) -> StoreResult<u64>;
     /// Applies the plans of several devices in one transaction (group commit: one durable write
     /// for many plans), each exactly as `apply_plan` would; returns what each newly queued. If
     /// any plan fails, none is applied.
@@ -435,13 +437,13 @@ macro_rules! impl_reconcile_store {
                 async fn apply_plan(
                     &self,
                     device_id: &str,
-                    change: &PlanChange,
+                    change: PlanChange,
                     now: i64,
                 ) -> StoreResult<u64> {
                     // Through the write queue: plans finishing together share one transaction.
                     let plan = DevicePlan {
                         device_id: device_id.to_string(),
-                        change: change.clone(),
+                        change,
                         now,
                     };
                     match self.writes.submit($crate::store::sql::Write::Plan(plan)).await? {

@@ -47,8 +47,8 @@ pub(crate) type ExchangeDone = (Option<super::ReportOutcome>, Option<super::Queu
 pub(crate) enum Write {
     Exchange(PendingExchange),
     Plan(super::reconcile::DevicePlan),
-    /// A device to push at a time (Unix ms); see `Store::request_pushes`.
-    PushRequest(String, i64),
+    /// A device to push, and when (Unix ms); see `Store::request_pushes`.
+    PushRequest((String, i64)),
     PushOutcome(super::PushOutcome),
 }
 
@@ -746,7 +746,7 @@ macro_rules! impl_sql_store {
 
             async fn request_push(&self, device_id: &str, at: i64) -> StoreResult<()> {
                 // Through the write queue: the rules live in `request_pushes_in` only.
-                let request = $crate::store::sql::Write::PushRequest(device_id.to_string(), at);
+                let request = $crate::store::sql::Write::PushRequest((device_id.to_string(), at));
                 match self.writes.submit(request).await? {
                     $crate::store::sql::Written::PushRequest(true) => Ok(()),
                     $crate::store::sql::Written::PushRequest(false) => {
@@ -953,7 +953,7 @@ macro_rules! impl_sql_store {
                     match write {
                         Write::Plan(p) => plans.push(p),
                         Write::Exchange(x) => exchanges.push(x),
-                        Write::PushRequest(device_id, at) => requests.push((device_id.clone(), *at)),
+                        Write::PushRequest(request) => requests.push(request),
                         Write::PushOutcome(o) => outcomes.push(o),
                     }
                 }
@@ -964,7 +964,6 @@ macro_rules! impl_sql_store {
                     Self::exchange_round(&mut tx, &exchanges, &round, &mut exchanged).await?;
                 }
                 let mut exchanged = exchanged.into_iter();
-                let requests: Vec<&(String, i64)> = requests.iter().collect();
                 let mut found = Self::request_pushes_in(&mut tx, &requests).await?.into_iter();
                 Self::record_pushes_in(&mut tx, &outcomes).await?;
                 tx.commit().await?;
@@ -974,7 +973,7 @@ macro_rules! impl_sql_store {
                     .map(|write| match write {
                         Write::Plan(_) => Written::Plan(queued.next().unwrap_or_default()),
                         Write::Exchange(_) => Written::Exchange(exchanged.next().unwrap_or_default()),
-                        Write::PushRequest(..) => Written::PushRequest(found.next().unwrap_or_default()),
+                        Write::PushRequest(_) => Written::PushRequest(found.next().unwrap_or_default()),
                         Write::PushOutcome(_) => Written::PushOutcome,
                     })
                     .collect())
