@@ -489,10 +489,10 @@ impl Reconciler {
 
     /// `reconcile`, giving `permit` (a place among the reconciles in flight) back once the
     /// plan is made, before it is written. Writing waits for a batch of the write queue, up to
-    /// a second under a fleet-wide change; with the place held, 256 places planned only about
-    /// 300 devices a second, and a rollout's devices were pushed over seconds instead of at
-    /// once. The places bound the reads and the planning; the device stays busy (one reconcile
-    /// at a time) until its plan is written.
+    /// a second under a fleet-wide change; with the place held, in some runs 256 places planned
+    /// only about 300 devices a second and part of a rollout was pushed seconds late (in others
+    /// not: BENCHMARKS.md, session 8). The places bound the reads and the planning; the device
+    /// stays busy (one reconcile at a time) until its plan is written.
     async fn reconcile_releasing(
         self: &Arc<Self>,
         device_id: &str,
