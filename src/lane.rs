@@ -53,6 +53,13 @@ impl Lane {
     }
 }
 
+/// The lane that runs batched reads (`store::group_commit` as a read queue): apart from the
+/// commit lane, so that reads are not held up while a batch of writes waits for its commit.
+pub fn read_lane() -> &'static Lane {
+    static LANE: OnceLock<Lane> = OnceLock::new();
+    LANE.get_or_init(|| Lane::start("pomona-read").expect("starting the read thread"))
+}
+
 /// The lane that writes batched commits (`store::group_commit`), shared by every batch in the
 /// process: they all end on the same database writer anyway.
 pub fn commit_lane() -> &'static Lane {

@@ -500,7 +500,8 @@ impl Reconciler {
     ) -> anyhow::Result<u64> {
         self.reconciles
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let Some(enrollment) = self.store.enrollment(device_id).await? else {
+        let view = self.store.reconcile_view(device_id).await?;
+        let Some(enrollment) = view.enrollment else {
             self.release_slot(device_id);
             return Ok(0);
         };
@@ -510,7 +511,7 @@ impl Reconciler {
             return Ok(0); // not pushable yet, or checked out
         }
         let snapshot = self.snapshot();
-        let state = self.store.reconcile_state(device_id).await?;
+        let state = view.state;
         let now = crate::store::now_millis();
 
         let mut finished = Vec::new();

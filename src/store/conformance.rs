@@ -184,6 +184,9 @@ fn base_cases() -> Vec<Case> {
         ("plans_of_several_devices_apply_in_one_batch", |s| {
             Box::pin(plans_apply_in_one_batch(s))
         }),
+        ("reads_asked_together_answer_each_device_its_own", |s| {
+            Box::pin(reads_asked_together(s))
+        }),
         ("push_requests_and_outcomes_apply_in_batches", |s| {
             Box::pin(push_writes_apply_in_batches(s))
         }),
@@ -528,6 +531,96 @@ fn certificate(fingerprint: &str) -> CertificateRecord {
         bound_at: None,
         revoked_at: None,
     }
+}
+
+/// Many devices' standings and reconcile views asked at once (the read queues answer them in
+/// batches): each answer is the asking device's own, as if asked alone.
+async fn reads_asked_together(s: Arc<dyn Store>) -> CaseResult {
+    use crate::reconcile::plan::Intent;
+    use reconcile::{DevicePlan, PlanChange};
+    const DEVICES: usize = 40;
+    let device = |i: usize| format!("D{i}");
+    let fingerprint = |i: usize| format!("fp{i}");
+    let mut plans = Vec::new();
+    for i in 0..DEVICES {
+        ok(
+            s.record_certificate(&certificate(&fingerprint(i)), None, 500)
+                .await,
+            "record",
+        )?;
+        let mut f = facts(&device(i));
+        f.certificate_fingerprint = Some(fingerprint(i));
+        ok(s.authenticate(&f, 1000).await, "authenticate")?;
+        ok(
+            s.token_update(&token(&device(i), None), 1001).await,
+            "token",
+        )?;
+        // Every other device gets a plan: an open ProfileList of its own.
+        if i % 2 == 0 {
+            plans.push(DevicePlan {
+                device_id: device(i),
+                change: PlanChange {
+                    enqueue: vec![(command(&format!("L-{i}")), Intent::ProfileList)],
+                    ..PlanChange::default()
+                },
+                now: 2000,
+            });
+        }
+    }
+    ok(s.apply_plans(&plans).await, "apply_plans")?;
+    let standings = (0..DEVICES).map(|i| {
+        let s = s.clone();
+        // Every third device presents its neighbour's certificate.
+        let presented = if i % 3 == 0 { (i + 1) % DEVICES } else { i };
+        async move {
+            let standing = s
+                .certificate_standing(&fingerprint(presented), &device(i))
+                .await;
+            (i, presented, standing)
+        }
+    });
+    let views = (0..=DEVICES).map(|i| {
+        let s = s.clone();
+        async move { (i, s.reconcile_view(&device(i)).await) }
+    });
+    let (standings, views) = futures::future::join(
+        futures::future::join_all(standings),
+        futures::future::join_all(views),
+    )
+    .await;
+    for (i, presented, standing) in standings {
+        let standing = ok(standing, "standing")?.ok_or(format!("no standing for fp{presented}"))?;
+        check!(
+            standing.certificate.fingerprint == fingerprint(presented)
+                && standing.certificate.device_id == Some(device(presented))
+                && standing.enrollment_fingerprint == Some(fingerprint(i))
+                && standing.enrollment_state == Some(EnrollmentState::Enrolled),
+            "D{i} presenting fp{presented} got {standing:?}"
+        );
+    }
+    for (i, view) in views {
+        let view = ok(view, "reconcile_view")?;
+        if i == DEVICES {
+            check!(
+                view == reconcile::ReconcileView::default(),
+                "an unknown device has a view: {view:?}"
+            );
+            continue;
+        }
+        check!(
+            view.enrollment.as_ref().map(|e| e.device_id.as_str()) == Some(device(i).as_str()),
+            "D{i} got the enrollment {:?}",
+            view.enrollment
+        );
+        let open: Vec<&str> = view.state.open.iter().map(|o| o.uuid.as_str()).collect();
+        let expected = if i % 2 == 0 {
+            vec![format!("L-{i}")]
+        } else {
+            Vec::new()
+        };
+        check!(open == expected, "D{i} has open commands {open:?}");
+    }
+    Ok(())
 }
 
 async fn certificates_bound_and_revoked(s: Arc<dyn Store>) -> CaseResult {

@@ -2,9 +2,12 @@
 //! write in progress takes everything submitted so far and writes it in one transaction (one
 //! durable commit instead of one per caller), then hands every caller its own result. Alone, a
 //! caller's write goes out at once (no added delay); under load, writes arriving while one
-//! batch commits form the next batch. The batch runs in its own task on the commit lane
+//! batch commits form the next batch. The batch runs in its own task on a lane
 //! (`crate::lane`), so a caller that goes away (a closed connection) cannot abandon the others'
 //! writes halfway, and the batch's statements do not wait behind the device requests.
+//!
+//! The same queue serves reads (`GroupCommit::on_lane` with the read lane): point reads
+//! arriving together are answered by a few statements for all of them (see `sql::ReadBatch`).
 //!
 //! Holds nothing beyond the batch being formed: each caller returns only after its write is
 //! committed (or failed), exactly as with a direct call.
@@ -24,15 +27,23 @@ pub struct GroupCommit<T, R> {
     leader: tokio::sync::Mutex<()>,
     max_batch: usize,
     flush: Flush<T, R>,
+    lane: &'static crate::lane::Lane,
 }
 
 impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
+    /// Batches written on the commit lane.
     pub fn new(max_batch: usize, flush: Flush<T, R>) -> Self {
+        Self::on_lane(crate::lane::commit_lane(), max_batch, flush)
+    }
+
+    /// Batches run on `lane`.
+    pub fn on_lane(lane: &'static crate::lane::Lane, max_batch: usize, flush: Flush<T, R>) -> Self {
         Self {
             pending: Mutex::new(VecDeque::new()),
             leader: tokio::sync::Mutex::new(()),
             max_batch: max_batch.max(1),
             flush,
+            lane,
         }
     }
 
@@ -58,9 +69,9 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
             }
             let (items, senders): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
             let flush = self.flush.clone();
-            // On the commit lane: each statement of the batch is a wake-up, and on the main
-            // runtime each would wait behind every request in flight (see `lane`).
-            let written = crate::lane::commit_lane().spawn(async move {
+            // On a lane: each statement of the batch is a wake-up, and on the main runtime each
+            // would wait behind every request in flight (see `lane`).
+            let written = self.lane.spawn(async move {
                 let results = flush(items).await;
                 for (sender, result) in senders.into_iter().zip(results) {
                     let _ = sender.send(result);

@@ -6,6 +6,15 @@ use sqlx::PgPool;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// Where reads get a connection: the pool, shared with the read queues' batches.
+type ReadSource = PgPool;
+
+async fn read_connection(
+    source: &ReadSource,
+) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, sqlx::Error> {
+    source.acquire().await
+}
+
 pub struct PostgresStore {
     pool: PgPool,
     /// Writes: the same pool (PostgreSQL runs concurrent writers itself).
@@ -13,6 +22,10 @@ pub struct PostgresStore {
     /// The write queue: command exchanges, plans, push requests and push outcomes, written in
     /// batches (one transaction for those arriving together, see `sql::Write`).
     writes: super::group_commit::GroupCommit<super::sql::Write, super::sql::Written>,
+    /// The read queues: certificate standings and reconcile views, answered in batches.
+    standing_reads:
+        super::group_commit::GroupCommit<(String, String), Option<super::CertificateStanding>>,
+    reconcile_reads: super::group_commit::GroupCommit<String, super::reconcile::ReconcileView>,
 }
 
 impl PostgresStore {
@@ -32,6 +45,16 @@ impl PostgresStore {
             // The URL may hold a password: name only host and port.
             .with_context(|| format!("cannot connect to PostgreSQL at {target}"))?;
         Ok(Self {
+            standing_reads: super::group_commit::GroupCommit::on_lane(
+                crate::lane::read_lane(),
+                super::sql::READ_BATCH,
+                Self::standing_flush(pool.clone()),
+            ),
+            reconcile_reads: super::group_commit::GroupCommit::on_lane(
+                crate::lane::read_lane(),
+                super::sql::READ_BATCH,
+                Self::reconcile_view_flush(pool.clone()),
+            ),
             writes: super::group_commit::GroupCommit::new(
                 super::sql::WRITE_BATCH,
                 Self::write_flush(pool.clone()),
@@ -43,7 +66,7 @@ impl PostgresStore {
 
     /// A connection to read with.
     async fn reader(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, sqlx::Error> {
-        self.pool.acquire().await
+        read_connection(&self.pool).await
     }
 
     /// Replicas starting together must not run the same migration twice.

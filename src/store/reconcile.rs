@@ -30,6 +30,14 @@ pub struct ReconcileState {
     pub open: Vec<OpenCommand>,
 }
 
+/// What the reconciler reads to plan one device: its enrollment (None if unknown) and its
+/// stored state, read in one transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileView {
+    pub enrollment: Option<super::Enrollment>,
+    pub state: ReconcileState,
+}
+
 /// Everything one plan changes, written atomically.
 #[derive(Debug, Clone, Default)]
 pub struct PlanChange {
@@ -84,7 +92,12 @@ impl ProfileCounts {
 
 #[async_trait]
 pub trait ReconcileStore: Send + Sync {
-    async fn reconcile_state(&self, device_id: &str) -> StoreResult<ReconcileState>;
+    /// A device's enrollment and reconcile state. Reads of many devices arriving together
+    /// (the reconciles in flight) are answered by a few statements for all of them.
+    async fn reconcile_view(&self, device_id: &str) -> StoreResult<ReconcileView>;
+    async fn reconcile_state(&self, device_id: &str) -> StoreResult<ReconcileState> {
+        Ok(self.reconcile_view(device_id).await?.state)
+    }
     /// Applies a plan; returns how many commands were newly queued (replays queue none).
     /// Nothing is queued for unknown or checked-out devices. Plans finishing together are
     /// written in one transaction with the other writes of the moment (see `sql::Write`).
@@ -352,7 +365,118 @@ macro_rules! impl_reconcile_store {
                 Ok(queued)
             }
 
+            /// A one-off query with `devices` bound to its marks, in order.
+            fn bind_devices<'q>(
+                sql: &'q str,
+                devices: &[&'q String],
+            ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>> {
+                let mut query = sqlx::query(sql).persistent(false);
+                for device_id in devices {
+                    query = query.bind(*device_id);
+                }
+                query
+            }
+
+            /// The reconcile views of `devices`, each read by statements shared by all of them.
+            async fn reconcile_views_of(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                devices: &[String],
+            ) -> Result<std::collections::HashMap<String, ReconcileView>, sqlx::Error> {
+                use $crate::store::sql::{chunk_rows, ENROLLMENT_COLUMNS};
+                let marks = $crate::store::sql::Marks::of::<$db>();
+                let mut unique: Vec<&String> = devices.iter().collect();
+                unique.sort();
+                unique.dedup();
+                let mut views: std::collections::HashMap<String, ReconcileView> = unique
+                    .iter()
+                    .map(|d| ((*d).clone(), ReconcileView::default()))
+                    .collect();
+                for chunk in chunk_rows(&unique, 1) {
+                    let list = marks.list(1, chunk.len());
+                    let sql = format!("SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE id IN ({list})");
+                    for row in bind_devices(&sql, chunk).fetch_all(&mut **tx).await? {
+                        let enrollment = enrollment_from_row(&row)?;
+                        if let Some(view) = views.get_mut(&enrollment.device_id) {
+                            view.enrollment = Some(enrollment);
+                        }
+                    }
+                    let sql = format!(
+                        "SELECT device_id, {MANAGED_COLUMNS} FROM managed_profiles \
+                         WHERE device_id IN ({list}) ORDER BY device_id, identifier"
+                    );
+                    for row in bind_devices(&sql, chunk).fetch_all(&mut **tx).await? {
+                        let device_id: String = row.try_get("device_id")?;
+                        if let Some(view) = views.get_mut(&device_id) {
+                            view.state.managed.push(managed_from_row(&row)?);
+                        }
+                    }
+                    let sql = format!(
+                        "SELECT device_id, reported_at, profiles FROM reported_profiles WHERE device_id IN ({list})"
+                    );
+                    for row in bind_devices(&sql, chunk).fetch_all(&mut **tx).await? {
+                        let device_id: String = row.try_get("device_id")?;
+                        if let Some(view) = views.get_mut(&device_id) {
+                            view.state.reported = Some(decode_reported(
+                                row.try_get("reported_at")?,
+                                &row.try_get::<String, _>("profiles")?,
+                            ));
+                        }
+                    }
+                    let sql = format!(
+                        "SELECT rc.device_id, rc.command_uuid, rc.intent, rc.identifier, rc.hash, c.status, \
+                           c.sent_count, c.updated_at, r.raw \
+                         FROM reconcile_commands rc \
+                         JOIN commands c ON c.uuid = rc.command_uuid \
+                         LEFT JOIN command_results r ON r.command_uuid = rc.command_uuid \
+                         WHERE rc.device_id IN ({list}) AND rc.processed_at IS NULL \
+                         ORDER BY rc.device_id, c.seq"
+                    );
+                    for row in bind_devices(&sql, chunk).fetch_all(&mut **tx).await? {
+                        let device_id: String = row.try_get("device_id")?;
+                        let open = OpenCommand {
+                            uuid: row.try_get("command_uuid")?,
+                            intent: intent_from_columns(
+                                &row.try_get::<String, _>("intent")?,
+                                row.try_get("identifier")?,
+                                row.try_get("hash")?,
+                            ),
+                            status: CommandStatus::parse(&row.try_get::<String, _>("status")?),
+                            sent: row.try_get::<i64, _>("sent_count")? > 0,
+                            result: row.try_get("raw")?,
+                            updated_at: row.try_get("updated_at")?,
+                        };
+                        if let Some(view) = views.get_mut(&device_id) {
+                            view.state.open.push(open);
+                        }
+                    }
+                }
+                Ok(views)
+            }
+
             impl $store {
+                /// Answers a batch of the reconcile read queue (`reconcile_view` for each device
+                /// asked) in one read transaction.
+                pub(crate) fn reconcile_view_flush(
+                    source: ReadSource,
+                ) -> $crate::store::group_commit::Flush<String, ReconcileView> {
+                    std::sync::Arc::new(move |asked: Vec<String>| {
+                        let source = source.clone();
+                        Box::pin(async move {
+                            let found = async {
+                                let mut conn = read_connection(&source).await?;
+                                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                                let views = reconcile_views_of(&mut tx, &asked).await?;
+                                tx.commit().await?;
+                                Ok::<_, sqlx::Error>(views)
+                            }
+                            .await;
+                            $crate::store::sql::answer_each(&asked, found.map_err(Into::into), |views, device| {
+                                views.get(device).cloned().unwrap_or_default()
+                            })
+                        })
+                    })
+                }
+
                 /// Writes plans in order inside the caller's transaction: those of distinct
                 /// devices together, a device's second plan in a batch after its first.
                 pub(crate) async fn apply_plans_in(
@@ -373,65 +497,8 @@ macro_rules! impl_reconcile_store {
 
             #[async_trait::async_trait]
             impl ReconcileStore for $store {
-                async fn reconcile_state(&self, device_id: &str) -> StoreResult<ReconcileState> {
-                    // One connection for the three reads (each acquire and release costs a
-                    // round trip of its own).
-                    let mut conn = self.reader().await?;
-                    let managed = sqlx::query(&format!(
-                        "SELECT {MANAGED_COLUMNS} FROM managed_profiles WHERE device_id = $1 ORDER BY identifier"
-                    ))
-                    .bind(device_id)
-                    .fetch_all(&mut *conn)
-                    .await?
-                    .iter()
-                    .map(managed_from_row)
-                    .collect::<Result<Vec<_>, _>>()?;
-                    let reported = sqlx::query(
-                        "SELECT reported_at, profiles FROM reported_profiles WHERE device_id = $1",
-                    )
-                    .bind(device_id)
-                    .fetch_optional(&mut *conn)
-                    .await?
-                    .map(|row| -> Result<_, sqlx::Error> {
-                        Ok(decode_reported(
-                            row.try_get("reported_at")?,
-                            &row.try_get::<String, _>("profiles")?,
-                        ))
-                    })
-                    .transpose()?;
-                    let open = sqlx::query(
-                        "SELECT rc.command_uuid, rc.intent, rc.identifier, rc.hash, c.status, \
-                           c.sent_count, c.updated_at, r.raw \
-                         FROM reconcile_commands rc \
-                         JOIN commands c ON c.uuid = rc.command_uuid \
-                         LEFT JOIN command_results r ON r.command_uuid = rc.command_uuid \
-                         WHERE rc.device_id = $1 AND rc.processed_at IS NULL \
-                         ORDER BY c.seq",
-                    )
-                    .bind(device_id)
-                    .fetch_all(&mut *conn)
-                    .await?
-                    .iter()
-                    .map(|row| -> Result<OpenCommand, sqlx::Error> {
-                        Ok(OpenCommand {
-                            uuid: row.try_get("command_uuid")?,
-                            intent: intent_from_columns(
-                                &row.try_get::<String, _>("intent")?,
-                                row.try_get("identifier")?,
-                                row.try_get("hash")?,
-                            ),
-                            status: CommandStatus::parse(&row.try_get::<String, _>("status")?),
-                            sent: row.try_get::<i64, _>("sent_count")? > 0,
-                            result: row.try_get("raw")?,
-                            updated_at: row.try_get("updated_at")?,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                    Ok(ReconcileState {
-                        managed,
-                        reported,
-                        open,
-                    })
+                async fn reconcile_view(&self, device_id: &str) -> StoreResult<ReconcileView> {
+                    self.reconcile_reads.submit(device_id.to_string()).await
                 }
 
                 async fn apply_plan(

@@ -70,6 +70,23 @@ pub(crate) enum Written {
 /// the machine's noise (BENCHMARKS.md, session 8).
 pub(crate) const WRITE_BATCH: usize = 4096;
 
+/// Point reads answered together at most (see `group_commit`): the reconciles in flight, or
+/// the device requests arriving while the previous batch was read.
+pub(crate) const READ_BATCH: usize = 512;
+
+/// One answer per item of a read batch, in order: each picked from what the batch found, or
+/// the batch's error for every item.
+pub(crate) fn answer_each<K, F, R>(
+    asked: &[K],
+    found: Result<F, super::StoreError>,
+    pick: impl Fn(&F, &K) -> R,
+) -> Vec<super::StoreResult<R>> {
+    match found {
+        Ok(found) => asked.iter().map(|key| Ok(pick(&found, key))).collect(),
+        Err(e) => asked.iter().map(|_| Err(e.clone())).collect(),
+    }
+}
+
 /// The answer to a write of another kind than the one submitted: a bug in the store.
 pub(crate) fn wrong_kind(written: Written) -> super::StoreError {
     super::StoreError::Unavailable(format!("the write queue answered {written:?}"))
@@ -659,24 +676,10 @@ macro_rules! impl_sql_store {
                 fingerprint: &str,
                 device_id: &str,
             ) -> StoreResult<Option<CertificateStanding>> {
-                let row = sqlx::query(
-                    "SELECT c.fingerprint, c.serial, c.subject, c.not_before, c.not_after, c.issued_at, \
-                       c.device_id, c.bound_at, c.revoked_at, \
-                       e.cert_fingerprint AS enrollment_fingerprint, e.state AS enrollment_state \
-                     FROM device_certificates c LEFT JOIN enrollments e ON e.id = $2 \
-                     WHERE c.fingerprint = $1",
-                )
-                .bind(fingerprint)
-                .bind(device_id)
-                .fetch_optional(&mut *self.reader().await?)
-                .await?;
-                let Some(row) = row else { return Ok(None) };
-                let state: Option<String> = row.try_get("enrollment_state")?;
-                Ok(Some(CertificateStanding {
-                    certificate: certificate_from_row(&row)?,
-                    enrollment_fingerprint: row.try_get("enrollment_fingerprint")?,
-                    enrollment_state: state.as_deref().map(EnrollmentState::parse),
-                }))
+                // Through the read queue: lookups arriving together share one statement.
+                self.standing_reads
+                    .submit((fingerprint.to_string(), device_id.to_string()))
+                    .await
             }
 
             async fn device_certificates(&self, device_id: &str) -> StoreResult<Vec<CertificateRecord>> {
@@ -913,6 +916,62 @@ macro_rules! impl_sql_store {
                     Some(row) if row.try_get::<Option<i64>, _>("used_at")?.is_some() => SecretUse::AlreadyUsed,
                     Some(_) => SecretUse::Expired,
                 })
+            }
+
+            /// Answers a batch of the standing read queue (`Store::certificate_standing` for
+            /// each (fingerprint, device) asked) with one statement per chunk.
+            fn standing_flush(
+                source: ReadSource,
+            ) -> $crate::store::group_commit::Flush<(String, String), Option<CertificateStanding>> {
+                std::sync::Arc::new(move |asked: Vec<(String, String)>| {
+                    let source = source.clone();
+                    Box::pin(async move {
+                        let found = async {
+                            let mut conn = read_connection(&source).await?;
+                            Self::standings_of(&mut conn, &asked).await
+                        }
+                        .await;
+                        $crate::store::sql::answer_each(&asked, found.map_err(Into::into), |found, key| {
+                            found.get(key).cloned()
+                        })
+                    })
+                })
+            }
+
+            async fn standings_of(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                asked: &[(String, String)],
+            ) -> Result<std::collections::HashMap<(String, String), CertificateStanding>, sqlx::Error> {
+                let marks = $crate::store::sql::Marks::of::<$db>();
+                let mut found = std::collections::HashMap::new();
+                for chunk in $crate::store::sql::chunk_rows(asked, 2) {
+                    let sql = format!(
+                        "SELECT v.column1 AS asked_fingerprint, v.column2 AS asked_device, \
+                           c.fingerprint, c.serial, c.subject, c.not_before, c.not_after, c.issued_at, \
+                           c.device_id, c.bound_at, c.revoked_at, \
+                           e.cert_fingerprint AS enrollment_fingerprint, e.state AS enrollment_state \
+                         FROM (VALUES {}) AS v \
+                         JOIN device_certificates c ON c.fingerprint = v.column1 \
+                         LEFT JOIN enrollments e ON e.id = v.column2",
+                        marks.rows(1, chunk.len(), 2)
+                    );
+                    let mut query = sqlx::query(&sql).persistent(false);
+                    for (fingerprint, device_id) in chunk {
+                        query = query.bind(fingerprint).bind(device_id);
+                    }
+                    for row in query.fetch_all(&mut *conn).await? {
+                        let state: Option<String> = row.try_get("enrollment_state")?;
+                        found.insert(
+                            (row.try_get("asked_fingerprint")?, row.try_get("asked_device")?),
+                            CertificateStanding {
+                                certificate: certificate_from_row(&row)?,
+                                enrollment_fingerprint: row.try_get("enrollment_fingerprint")?,
+                                enrollment_state: state.as_deref().map(EnrollmentState::parse),
+                            },
+                        );
+                    }
+                }
+                Ok(found)
             }
 
             /// Writes a batch from the write queue in one transaction (see `sql::Write`). Should

@@ -33,14 +33,28 @@ const WRITER_CHECKPOINT_PAGES: u32 = 16_384;
 /// The WAL file is truncated back to this size after a checkpoint that emptied it.
 const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
 
+/// Where reads get a connection: the read connections, shared with the read queues' batches.
+type ReadSource = std::sync::Arc<super::sqlite_readers::Readers>;
+
+async fn read_connection(
+    source: &ReadSource,
+) -> Result<super::sqlite_readers::Reader<'_>, sqlx::Error> {
+    source.get().await
+}
+
 pub struct SqliteStore {
     /// Reads.
-    readers: super::sqlite_readers::Readers,
+    readers: ReadSource,
     /// The one connection that writes.
     writer: SqlitePool,
     /// The write queue: command exchanges, plans, push requests and push outcomes, written in
     /// batches (one transaction for those arriving together, see `sql::Write`).
     writes: super::group_commit::GroupCommit<super::sql::Write, super::sql::Written>,
+    /// The read queues: certificate standings (every device request) and reconcile views
+    /// (every reconcile), answered in batches (see `group_commit`).
+    standing_reads:
+        super::group_commit::GroupCommit<(String, String), Option<super::CertificateStanding>>,
+    reconcile_reads: super::group_commit::GroupCommit<String, super::reconcile::ReconcileView>,
     /// The checkpointer task, stopped with the store.
     checkpoints: tokio::task::JoinHandle<()>,
 }
@@ -87,11 +101,22 @@ impl SqliteStore {
         let readers = super::sqlite_readers::Readers::open(&options, 8, Duration::from_secs(5))
             .await
             .with_context(|| format!("cannot open SQLite database {url:?}"))?;
+        let readers = std::sync::Arc::new(readers);
         let checkpointer = sqlx::ConnectOptions::connect(&options)
             .await
             .with_context(|| format!("cannot open SQLite database {url:?}"))?;
         Ok(Self {
             checkpoints: crate::lane::commit_lane().spawn(checkpoint_regularly(checkpointer)),
+            standing_reads: super::group_commit::GroupCommit::on_lane(
+                crate::lane::read_lane(),
+                super::sql::READ_BATCH,
+                Self::standing_flush(readers.clone()),
+            ),
+            reconcile_reads: super::group_commit::GroupCommit::on_lane(
+                crate::lane::read_lane(),
+                super::sql::READ_BATCH,
+                Self::reconcile_view_flush(readers.clone()),
+            ),
             readers,
             writes: super::group_commit::GroupCommit::new(
                 super::sql::WRITE_BATCH,
@@ -103,7 +128,7 @@ impl SqliteStore {
 
     /// A connection to read with.
     async fn reader(&self) -> Result<super::sqlite_readers::Reader<'_>, sqlx::Error> {
-        self.readers.get().await
+        read_connection(&self.readers).await
     }
 
     /// SQLite serialises writers on the file itself: no extra lock.
