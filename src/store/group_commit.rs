@@ -7,7 +7,7 @@
 //! writes halfway, and the batch's statements do not wait behind the device requests.
 //!
 //! The same queue serves reads (`GroupCommit::on_lane` with the read lane): point reads
-//! arriving together are answered by a few statements for all of them (see `sql::ReadBatch`).
+//! arriving together are answered by a few statements for all of them (see `sql::READ_BATCH`).
 //!
 //! Holds nothing beyond the batch being formed: each caller returns only after its write is
 //! committed (or failed), exactly as with a direct call.
