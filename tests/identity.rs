@@ -118,17 +118,17 @@ async fn wrong_reused_and_expired_challenges_get_a_scep_failure_and_no_certifica
         .challenge
         .unwrap();
     let wrong = text.replace(&challenge, "guessed-challenge").into_bytes();
-    let err = install_profile(&server.client, &wrong, "dev", Some(&ca), None)
+    let err = install_profile(&server.client, &wrong, "dev", Some(&ca), None, None)
         .await
         .err()
         .expect("a wrong challenge must fail");
     assert!(err.to_string().contains("SCEP FAILURE"), "{err}");
     assert!(err.to_string().contains("failInfo 2"), "{err}");
 
-    install_profile(&server.client, &profile, "dev", Some(&ca), None)
+    install_profile(&server.client, &profile, "dev", Some(&ca), None, None)
         .await
         .expect("the right challenge, once");
-    let err = install_profile(&server.client, &profile, "dev", Some(&ca), None)
+    let err = install_profile(&server.client, &profile, "dev", Some(&ca), None, None)
         .await
         .err()
         .expect("a reused challenge must fail");
@@ -153,7 +153,7 @@ async fn wrong_reused_and_expired_challenges_get_a_scep_failure_and_no_certifica
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let err = install_profile(&short.client, &stale, "dev", Some(&ca), None)
+    let err = install_profile(&short.client, &stale, "dev", Some(&ca), None, None)
         .await
         .err()
         .expect("an expired challenge must fail");

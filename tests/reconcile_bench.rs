@@ -17,7 +17,10 @@
 //!
 //! `POMONA_BENCH_ROLLOUT_MAX_DEVICES` sets the server's rollout pacing (default 5,000 devices
 //! with installs outstanding at once; 0 = no limit). `POMONA_BENCH_PUSH_COALESCE` sets its push
-//! coalescing window (default `1s`, the product's default).
+//! coalescing window (default `1s`, the product's default). `POMONA_BENCH_DEVICE_IDLE` sets how
+//! many seconds a simulated device keeps its idle connection open (default 90, reqwest's; 5
+//! above 10,000 devices, since the sandbox allows 20,000 open files per process and a fleet
+//! holding every connection would exceed it on both sides).
 //!
 //! `planning_one_change_costs_what_it_touches` times the driver's fan-out (the group membership
 //! index) and the pure planner over a synthetic fleet, for a change that touches every device
@@ -42,6 +45,19 @@ fn fleet_size() -> usize {
 }
 
 /// Device requests served so far (check-ins and command exchanges), from the metrics.
+/// How long simulated devices keep idle connections (`POMONA_BENCH_DEVICE_IDLE`, seconds).
+fn device_idle_timeout(devices: usize) -> Option<Duration> {
+    match std::env::var("POMONA_BENCH_DEVICE_IDLE") {
+        Ok(seconds) => Some(Duration::from_secs(
+            seconds
+                .parse()
+                .expect("POMONA_BENCH_DEVICE_IDLE is a number of seconds"),
+        )),
+        Err(_) if devices > 10_000 => Some(Duration::from_secs(5)),
+        Err(_) => None,
+    }
+}
+
 fn device_requests(metrics: &str) -> f64 {
     metrics
         .lines()
@@ -174,8 +190,9 @@ async fn all_verified(
             "{what}: not converged after 900 s: {w}"
         );
         // Each status read counts the whole fleet's profiles: a dashboard's pace, not a busy
-        // loop competing with the fleet for the cores.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // loop competing with the fleet for the cores (200 ms per 10,000 devices).
+        let polls_apart = 200 * devices.div_ceil(10_000).max(1) as u64;
+        tokio::time::sleep(Duration::from_millis(polls_apart)).await;
     }
 }
 
@@ -220,7 +237,9 @@ async fn a_fleet_converges_on_one_profile_change() {
         .expect("server process")
         .to_string();
 
-    let endpoint = server.endpoint(false);
+    let mut endpoint = server.endpoint_config(false);
+    endpoint.idle_connection_timeout = device_idle_timeout(devices);
+    let endpoint = std::sync::Arc::new(endpoint);
     // A phone generates its own key; here one RSA key is shared by the simulated fleet (each
     // device still gets its own certificate through SCEP), so that 10,000 key generations
     // (~0.1 s each on these cores) do not dominate the set-up.
@@ -255,6 +274,13 @@ async fn a_fleet_converges_on_one_profile_change() {
         answering.push(tokio::spawn(async move {
             answer_pushes(&mut device, pushed, stopped).await
         }));
+        if answering.len() % 10_000 == 0 && answering.len() < devices {
+            eprintln!(
+                "enrolled {} of {devices} devices after {:.1}s",
+                answering.len(),
+                enroll_started.elapsed().as_secs_f64()
+            );
+        }
     }
     eprintln!(
         "enrolled {devices} devices in {:.1}s",

@@ -29,6 +29,10 @@ pub struct Endpoint {
     /// Present the identity in the TLS handshake (false: as behind a TLS-terminating proxy,
     /// where only `Mdm-Signature` can prove it).
     pub tls_client_certificates: bool,
+    /// How long a device keeps an idle connection to the server open after its exchange
+    /// (None: 90 s). A real device closes it soon after its session ends; a short time lets a
+    /// fleet larger than the open-file limit take turns.
+    pub idle_connection_timeout: Option<Duration>,
     /// Fleet-wide counters for progress output.
     pub progress: Progress,
 }
@@ -53,6 +57,7 @@ impl Endpoint {
             profile_source: None,
             server_ca_pem: None,
             tls_client_certificates: true,
+            idle_connection_timeout: None,
             progress: Progress::default(),
         }
     }
@@ -184,6 +189,7 @@ impl SimDevice {
             "Pomona device identity",
             self.endpoint.server_ca_pem.as_deref(),
             self.pregenerated_key.take(),
+            self.endpoint.idle_connection_timeout,
         )
         .await?;
         let installed = Arc::new(installed);

@@ -111,13 +111,15 @@ async fn body_of(
 
 /// Installs a profile: SCEP enrollment, then a TLS client presenting the new identity and
 /// trusting the profile's root certificates (plus `extra_root_pem`, the server CA the
-/// simulator was told to trust).
+/// simulator was told to trust). `idle_timeout` is how long that client keeps an idle
+/// connection to the server open (None: reqwest's default, 90 s).
 pub async fn install_profile(
     client: &reqwest::Client,
     profile: &[u8],
     common_name: &str,
     extra_root_pem: Option<&[u8]>,
     pregenerated_key: Option<PKey<Private>>,
+    idle_timeout: Option<Duration>,
 ) -> Result<SimIdentity, EnrollError> {
     let profile = crate::pki::unwrap_signed_profile(profile).map_err(EnrollError)?;
     let instructions = enrollment_profile::read(&profile).map_err(EnrollError)?;
@@ -142,6 +144,9 @@ pub async fn install_profile(
         .tls_built_in_root_certs(false)
         .timeout(Duration::from_secs(30))
         .identity(identity);
+    if let Some(idle) = idle_timeout {
+        builder = builder.pool_idle_timeout(idle);
+    }
     for der in &instructions.trusted_roots {
         let root = reqwest::Certificate::from_der(der)
             .map_err(|e| EnrollError(format!("profile root certificate: {e}")))?;
