@@ -23,9 +23,7 @@ pub struct PostgresStore {
     /// batches (one transaction for those arriving together, see `sql::Write`).
     writes: super::group_commit::GroupCommit<super::sql::Write, super::sql::Written>,
     /// The read queues: certificate standings and reconcile views, answered in batches.
-    standing_reads:
-        super::group_commit::GroupCommit<(String, String), Option<super::CertificateStanding>>,
-    reconcile_reads: super::group_commit::GroupCommit<String, super::reconcile::ReconcileView>,
+    reads: super::sql::ReadQueues,
 }
 
 impl PostgresStore {
@@ -45,14 +43,8 @@ impl PostgresStore {
             // The URL may hold a password: name only host and port.
             .with_context(|| format!("cannot connect to PostgreSQL at {target}"))?;
         Ok(Self {
-            standing_reads: super::group_commit::GroupCommit::on_lane(
-                crate::lane::read_lane(),
-                super::sql::READ_BATCH,
+            reads: super::sql::ReadQueues::new(
                 Self::standing_flush(pool.clone()),
-            ),
-            reconcile_reads: super::group_commit::GroupCommit::on_lane(
-                crate::lane::read_lane(),
-                super::sql::READ_BATCH,
                 Self::reconcile_view_flush(pool.clone()),
             ),
             writes: super::group_commit::GroupCommit::new(

@@ -498,7 +498,7 @@ macro_rules! impl_reconcile_store {
             #[async_trait::async_trait]
             impl ReconcileStore for $store {
                 async fn reconcile_view(&self, device_id: &str) -> StoreResult<ReconcileView> {
-                    self.reconcile_reads.submit(device_id.to_string()).await
+                    self.reads.views.submit(device_id.to_string()).await
                 }
 
                 async fn apply_plan(

@@ -74,6 +74,29 @@ pub(crate) const WRITE_BATCH: usize = 4096;
 /// the device requests arriving while the previous batch was read.
 pub(crate) const READ_BATCH: usize = 512;
 
+/// The read queues of a SQL store: point reads that every device request or reconcile makes,
+/// answered in batches on the read lane (see `group_commit`).
+pub(crate) struct ReadQueues {
+    /// `Store::certificate_standing`, by (fingerprint, device).
+    pub standings:
+        super::group_commit::GroupCommit<(String, String), Option<super::CertificateStanding>>,
+    /// `ReconcileStore::reconcile_view`, by device.
+    pub views: super::group_commit::GroupCommit<String, super::reconcile::ReconcileView>,
+}
+
+impl ReadQueues {
+    pub fn new(
+        standings: super::group_commit::Flush<(String, String), Option<super::CertificateStanding>>,
+        views: super::group_commit::Flush<String, super::reconcile::ReconcileView>,
+    ) -> Self {
+        let lane = crate::lane::read_lane();
+        Self {
+            standings: super::group_commit::GroupCommit::on_lane(lane, READ_BATCH, standings),
+            views: super::group_commit::GroupCommit::on_lane(lane, READ_BATCH, views),
+        }
+    }
+}
+
 /// One answer per item of a read batch, in order: each picked from what the batch found, or
 /// the batch's error for every item.
 pub(crate) fn answer_each<K, F, R>(
@@ -677,7 +700,8 @@ macro_rules! impl_sql_store {
                 device_id: &str,
             ) -> StoreResult<Option<CertificateStanding>> {
                 // Through the read queue: lookups arriving together share one statement.
-                self.standing_reads
+                self.reads
+                    .standings
                     .submit((fingerprint.to_string(), device_id.to_string()))
                     .await
             }

@@ -52,9 +52,7 @@ pub struct SqliteStore {
     writes: super::group_commit::GroupCommit<super::sql::Write, super::sql::Written>,
     /// The read queues: certificate standings (every device request) and reconcile views
     /// (every reconcile), answered in batches (see `group_commit`).
-    standing_reads:
-        super::group_commit::GroupCommit<(String, String), Option<super::CertificateStanding>>,
-    reconcile_reads: super::group_commit::GroupCommit<String, super::reconcile::ReconcileView>,
+    reads: super::sql::ReadQueues,
     /// The checkpointer task, stopped with the store.
     checkpoints: tokio::task::JoinHandle<()>,
 }
@@ -107,14 +105,8 @@ impl SqliteStore {
             .with_context(|| format!("cannot open SQLite database {url:?}"))?;
         Ok(Self {
             checkpoints: crate::lane::commit_lane().spawn(checkpoint_regularly(checkpointer)),
-            standing_reads: super::group_commit::GroupCommit::on_lane(
-                crate::lane::read_lane(),
-                super::sql::READ_BATCH,
+            reads: super::sql::ReadQueues::new(
                 Self::standing_flush(readers.clone()),
-            ),
-            reconcile_reads: super::group_commit::GroupCommit::on_lane(
-                crate::lane::read_lane(),
-                super::sql::READ_BATCH,
                 Self::reconcile_view_flush(readers.clone()),
             ),
             readers,
