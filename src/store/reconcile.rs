@@ -90,6 +90,11 @@ impl ProfileCounts {
     }
 }
 
+/// The status counts: devices per profile, state and content. Answered from the covering index
+/// `managed_profiles_by_profile_state_hash` (migration 8) without reading the table.
+pub const PROFILE_COUNTS_SQL: &str = "SELECT profile_key, state, hash, COUNT(*) AS n \
+     FROM managed_profiles GROUP BY profile_key, state, hash ORDER BY profile_key";
+
 #[async_trait]
 pub trait ReconcileStore: Send + Sync {
     /// A device's enrollment and reconcile state. Reads of many devices arriving together
@@ -528,10 +533,7 @@ macro_rules! impl_reconcile_store {
                 }
 
                 async fn profile_counts(&self) -> StoreResult<Vec<ProfileCounts>> {
-                    let rows = sqlx::query(
-                        "SELECT profile_key, state, hash, COUNT(*) AS n FROM managed_profiles \
-                         GROUP BY profile_key, state, hash ORDER BY profile_key",
-                    )
+                    let rows = sqlx::query($crate::store::reconcile::PROFILE_COUNTS_SQL)
                     .fetch_all(&mut *self.reader().await?)
                     .await?;
                     let mut out: Vec<ProfileCounts> = Vec::new();
