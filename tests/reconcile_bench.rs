@@ -44,7 +44,6 @@ fn fleet_size() -> usize {
         .unwrap_or(10_000)
 }
 
-/// Device requests served so far (check-ins and command exchanges), from the metrics.
 /// How long simulated devices keep idle connections (`POMONA_BENCH_DEVICE_IDLE`, seconds).
 fn device_idle_timeout(devices: usize) -> Option<Duration> {
     match std::env::var("POMONA_BENCH_DEVICE_IDLE") {
@@ -58,6 +57,7 @@ fn device_idle_timeout(devices: usize) -> Option<Duration> {
     }
 }
 
+/// Device requests served so far (check-ins and command exchanges), from the metrics.
 fn device_requests(metrics: &str) -> f64 {
     metrics
         .lines()
