@@ -92,6 +92,7 @@ pub async fn serve_on(
     }
     let reconciler = reconcile::driver::Reconciler::new(store.clone(), config.plan);
     reconciler.set_signer(prepared.signer.clone());
+    reconciler.set_sealer(std::sync::Arc::new(prepared.device_ca.sealer()));
     {
         // Queued commands wake their device through the (persisted) push schedule.
         let push = push.clone();

@@ -179,6 +179,15 @@ impl DeviceCa {
         &self.cert
     }
 
+    /// The sealer for secrets at rest, keyed from this CA's private key (see `seal`).
+    pub fn sealer(&self) -> super::seal::Sealer {
+        let der = self
+            .key
+            .private_key_to_der()
+            .expect("a loaded private key can be encoded");
+        super::seal::Sealer::derived_from(&der)
+    }
+
     pub fn certificate_der(&self) -> &[u8] {
         &self.cert_der
     }

@@ -6,6 +6,7 @@ pub mod ca;
 pub mod cms;
 pub mod der;
 pub mod scep;
+pub mod seal;
 pub mod signature;
 
 mod profile_signing;

@@ -369,18 +369,9 @@ fn read_secret(
 ) -> Result<Secret, String> {
     match (&source.file, &source.secret_key_ref) {
         (Some(relative), None) => {
-            let path = Path::new(relative);
-            if path.is_absolute()
-                || path
-                    .components()
-                    .any(|c| matches!(c, std::path::Component::ParentDir))
-            {
-                return Err(format!(
-                    "file {relative:?} must be a relative path inside the policy source"
-                ));
-            }
-            let text = std::fs::read_to_string(root.join(path))
-                .map_err(|e| format!("file {relative:?}: cannot read: {e}"))?;
+            let bytes = super::confined::read_inside(root, relative, "file")?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| format!("file {relative:?} is not UTF-8 text"))?;
             Ok(Secret::new(text.trim()))
         }
         (None, Some(r)) => secrets

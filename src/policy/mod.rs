@@ -4,6 +4,7 @@
 //! devices or the store.
 
 pub mod actions;
+pub mod confined;
 pub mod crd;
 pub mod git;
 pub mod git_signature;

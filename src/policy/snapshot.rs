@@ -248,7 +248,7 @@ fn targeted_platforms(docs: &Documents, groups: &[String]) -> BTreeSet<Platform>
 
 /// The payloads of a profile: (index, PayloadType, the payload's keys).
 fn payloads_of(profile: &[u8]) -> Vec<(usize, String, Dictionary)> {
-    let Ok(top) = plist::from_bytes::<Dictionary>(profile) else {
+    let Ok(top) = crate::protocol::bounded::decode_into::<Dictionary>(profile) else {
         return Vec::new();
     };
     top.get("PayloadContent")
@@ -467,7 +467,8 @@ fn compile_profile(
     let bytes = if let Some(inline) = &spec.mobileconfig {
         inline.as_bytes().to_vec()
     } else if let Some(relative) = &spec.mobileconfig_file {
-        read_relative(root, relative).map_err(|m| profile.problem(Severity::Error, m))?
+        super::confined::read_inside(root, relative, "spec.mobileconfigFile")
+            .map_err(|m| profile.problem(Severity::Error, m))?
     } else {
         let payloads = spec.payloads.as_deref().unwrap_or_default();
         let identifier = spec
@@ -605,8 +606,8 @@ fn assemble(
 
 /// (PayloadIdentifier, PayloadUUID) of a profile, checking it is one.
 pub fn profile_identity(bytes: &[u8]) -> Result<(String, String), String> {
-    let top: Dictionary =
-        plist::from_bytes(bytes).map_err(|e| format!("not a plist dictionary ({e})"))?;
+    let top: Dictionary = crate::protocol::bounded::decode_into(bytes)
+        .map_err(|e| format!("not a plist dictionary ({e})"))?;
     let text = |key: &str| top.get(key).and_then(Value::as_string).map(str::to_string);
     if text("PayloadType").as_deref() != Some("Configuration") {
         return Err("PayloadType must be \"Configuration\"".into());
@@ -617,21 +618,6 @@ pub fn profile_identity(bytes: &[u8]) -> Result<(String, String), String> {
         return Err("PayloadContent must be an array of payloads".into());
     }
     Ok((identifier, uuid))
-}
-
-fn read_relative(root: &Path, relative: &str) -> Result<Vec<u8>, String> {
-    let path = Path::new(relative);
-    if path.is_absolute()
-        || path
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
-        return Err(format!(
-            "spec.mobileconfigFile {relative:?} must be a relative path inside the policy source"
-        ));
-    }
-    std::fs::read(root.join(path))
-        .map_err(|e| format!("spec.mobileconfigFile {relative:?}: cannot read: {e}"))
 }
 
 /// JSON (from YAML) to plist: strings, booleans, integers, reals, arrays, dictionaries, and

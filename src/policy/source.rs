@@ -23,12 +23,25 @@ pub fn load_tree(
     revision: Option<String>,
 ) -> Result<PolicySnapshot, Vec<Problem>> {
     let mut problems = Vec::new();
-    let files: Vec<(String, PathBuf)> = match visible_files(root) {
-        Ok(files) => files
-            .into_iter()
-            .filter(|(_, path)| path.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-            .map(|(relative, path)| (shown(label, &relative), path))
-            .collect(),
+    let files: Vec<(String, PathBuf)> = match walk_dir(root) {
+        Ok(walked) => {
+            for link in &walked.links {
+                problems.push(Problem {
+                    severity: Severity::Error,
+                    file: shown(label, link),
+                    line: 1,
+                    document: None,
+                    message: "is a symbolic link: the policy source does not follow links; put \
+                              the file or directory itself here"
+                        .into(),
+                });
+            }
+            walked.files
+        }
+        .into_iter()
+        .filter(|(_, path)| path.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .map(|(relative, path)| (shown(label, &relative), path))
+        .collect(),
         Err((dir, e)) => {
             problems.push(Problem {
                 severity: Severity::Error,
@@ -43,6 +56,20 @@ pub fn load_tree(
     let mut docs = Documents::default();
     let mut revision_hash = sha2::Sha256::new();
     for (display, path) in &files {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        if size > super::confined::MAX_FILE_BYTES {
+            problems.push(Problem {
+                severity: Severity::Error,
+                file: display.clone(),
+                line: 1,
+                document: None,
+                message: format!(
+                    "is {size} bytes, above the limit of {} for a policy file",
+                    super::confined::MAX_FILE_BYTES
+                ),
+            });
+            continue;
+        }
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 revision_hash.update(display.as_bytes());
@@ -74,14 +101,18 @@ fn shown(label: &str, relative: &str) -> String {
     Path::new(label).join(relative).display().to_string()
 }
 
+/// What a walk of a policy directory found: its files, and the symbolic links it refused to
+/// follow (a link could point anywhere on the machine).
+struct Walked {
+    files: Vec<(String, PathBuf)>,
+    links: Vec<String>,
+}
+
 /// Every non-hidden regular file under `root` (recursively), as (relative path, path), in
-/// path order. Hidden files and directories (`.git`, editor swap files) are skipped.
-fn visible_files(root: &Path) -> Result<Vec<(String, PathBuf)>, (PathBuf, std::io::Error)> {
-    fn walk(
-        root: &Path,
-        dir: &Path,
-        out: &mut Vec<(String, PathBuf)>,
-    ) -> Result<(), (PathBuf, std::io::Error)> {
+/// path order, and every symbolic link met on the way (not followed). Hidden files and
+/// directories (`.git`, editor swap files) are skipped. `root` itself may be a link.
+fn walk_dir(root: &Path) -> Result<Walked, (PathBuf, std::io::Error)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Walked) -> Result<(), (PathBuf, std::io::Error)> {
         let entries = std::fs::read_dir(dir).map_err(|e| (dir.to_path_buf(), e))?;
         for entry in entries.filter_map(Result::ok) {
             let path = entry.path();
@@ -92,33 +123,46 @@ fn visible_files(root: &Path) -> Result<Vec<(String, PathBuf)>, (PathBuf, std::i
             if hidden {
                 continue;
             }
-            if path.is_dir() {
+            let relative = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .to_string();
+            // The entry's own type: a link is not followed.
+            let kind = entry.file_type().map_err(|e| (path.clone(), e))?;
+            if kind.is_symlink() {
+                out.links.push(relative);
+            } else if kind.is_dir() {
                 walk(root, &path, out)?;
-            } else {
-                let relative = path
-                    .strip_prefix(root)
-                    .unwrap_or(&path)
-                    .to_string_lossy()
-                    .to_string();
-                out.push((relative, path));
+            } else if kind.is_file() {
+                out.files.push((relative, path));
             }
         }
         Ok(())
     }
-    let mut out = Vec::new();
+    let mut out = Walked {
+        files: Vec::new(),
+        links: Vec::new(),
+    };
     walk(root, root, &mut out)?;
-    out.sort();
+    out.files.sort();
+    out.links.sort();
     Ok(out)
 }
 
 /// Every regular file under a policy directory (relative path → UTF-8 text), for sending a
 /// candidate policy to a server (`pomona plan --server`). At most 16 MiB in total.
 pub fn read_files(root: &Path) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
-    let files =
-        visible_files(root).map_err(|(dir, e)| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    let walked = walk_dir(root).map_err(|(dir, e)| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    if let Some(link) = walked.links.first() {
+        anyhow::bail!(
+            "{}: is a symbolic link: the policy source does not follow links",
+            root.join(link).display()
+        );
+    }
     let mut out = std::collections::BTreeMap::new();
     let mut total = 0;
-    for (relative, path) in files {
+    for (relative, path) in walked.files {
         let text = std::fs::read_to_string(&path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         total += text.len();

@@ -215,8 +215,7 @@ fn check_profile_bytes(bytes: &[u8]) -> Result<(), String> {
 }
 
 fn raw_command(bytes: &[u8]) -> Result<Command, String> {
-    let value = Value::from_reader(std::io::Cursor::new(bytes))
-        .map_err(|e| format!("Raw: field plist is not a valid plist: {e}"))?;
+    let value = super::bounded::decode(bytes).map_err(|e| format!("Raw: field plist: {e}"))?;
     let Value::Dictionary(dict) = value else {
         return Err("Raw: field plist must be a <dict> (the Command dictionary)".into());
     };

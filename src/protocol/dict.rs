@@ -19,8 +19,12 @@ impl<'a> DeviceDict<'a> {
                 raw,
             ));
         }
-        let value = Value::from_reader(std::io::Cursor::new(raw))
-            .map_err(|e| ProtocolError::new(format!("body is not a valid plist: {e}"), raw))?;
+        let value = super::bounded::decode(raw).map_err(|e| match e {
+            super::bounded::PlistDecodeError::Invalid(why) => {
+                ProtocolError::new(format!("body is not a valid plist: {why}"), raw)
+            }
+            limit => ProtocolError::new(format!("body refused: {limit}"), raw),
+        })?;
         match value {
             Value::Dictionary(dict) => Ok(Self { dict, raw }),
             other => Err(ProtocolError::new(

@@ -160,8 +160,8 @@ pub struct EnrollmentInstructions {
 
 /// Reads an (unsigned) enrollment profile the way a device does.
 pub fn read(bytes: &[u8]) -> Result<EnrollmentInstructions, String> {
-    let top: Dictionary =
-        plist::from_bytes(bytes).map_err(|e| format!("profile is not a plist dictionary: {e}"))?;
+    let top: Dictionary = super::bounded::decode_into(bytes)
+        .map_err(|e| format!("profile is not a plist dictionary: {e}"))?;
     let content = top
         .get("PayloadContent")
         .and_then(Value::as_array)

@@ -30,7 +30,7 @@ pub fn plist_to_json(value: &Value) -> Json {
 
 /// Decodes plist bytes to JSON; undecodable bytes become an explanatory object.
 pub fn plist_bytes_to_json(raw: &[u8]) -> Json {
-    match Value::from_reader(std::io::Cursor::new(raw)) {
+    match super::bounded::decode(raw) {
         Ok(v) => plist_to_json(&v),
         Err(e) => serde_json::json!({ "undecodable": e.to_string(), "bytes": raw.len() }),
     }

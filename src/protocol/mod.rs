@@ -6,6 +6,7 @@
 //! where a wrong value would break a device (`<data>` must be data, Status must be known).
 //! Parse errors keep the raw bytes so the caller can log what the device actually sent.
 
+pub mod bounded;
 pub mod checkin;
 pub mod command;
 pub mod command_support;

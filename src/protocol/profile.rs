@@ -19,8 +19,7 @@ pub struct ProfileSummary {
 impl ProfileSummary {
     /// Parses an unsigned .mobileconfig (XML or binary plist).
     pub fn parse(bytes: &[u8]) -> Result<Self, String> {
-        let value = Value::from_reader(std::io::Cursor::new(bytes))
-            .map_err(|e| format!("not a valid plist: {e}"))?;
+        let value = super::bounded::decode(bytes).map_err(|e| e.to_string())?;
         let dict = value
             .as_dictionary()
             .ok_or("top level must be a dictionary")?;

@@ -162,8 +162,12 @@ impl Reconciler {
     ) -> anyhow::Result<ActionStart> {
         let (state, detail, command) = match step {
             Step::Send => {
+                let sealer = self.sealer();
                 let token = if spec.kind == ActionKind::ClearPasscode {
-                    self.store.unlock_token(device_id).await?
+                    match (self.store.unlock_token(device_id).await?, &sealer) {
+                        (Some(stored), Some(sealer)) => Some(sealer.open(&stored)?),
+                        (stored, _) => stored,
+                    }
                 } else {
                     None
                 };
@@ -174,7 +178,12 @@ impl Reconciler {
                 let command = NewCommand {
                     uuid: uuid.clone(),
                     request_type: spec.kind.request_type().to_string(),
-                    command: CommandEnvelope::encode(&uuid, &dict),
+                    command: match &sealer {
+                        Some(sealer) => {
+                            sealer.seal_command(&dict, CommandEnvelope::encode(&uuid, &dict))
+                        }
+                        None => CommandEnvelope::encode(&uuid, &dict),
+                    },
                 };
                 (ActionState::Queued, None, Some(command))
             }

@@ -131,7 +131,7 @@ pub fn finish(record: &ActionRecord) -> Option<ActionFinish> {
     let result: Option<Dictionary> = record
         .command_result
         .as_deref()
-        .and_then(|raw| plist::from_bytes(raw).ok());
+        .and_then(|raw| crate::protocol::bounded::decode_into(raw).ok());
     let (state, detail, shown) = match record.command_status? {
         CommandStatus::Queued => return None,
         CommandStatus::Acknowledged => (

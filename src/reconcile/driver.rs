@@ -75,6 +75,8 @@ pub struct Reconciler {
     wake: RwLock<Option<Wake>>,
     /// Signs profiles declared with `sign: true` (the server's HTTPS identity).
     signer: RwLock<Option<Arc<crate::pki::ProfileSigner>>>,
+    /// Seals commands that carry secrets before they are stored (see `pki::seal`).
+    sealer: RwLock<Option<Arc<crate::pki::seal::Sealer>>>,
     /// Each device's latest answer to our DeviceInformation queries, and when (Unix ms).
     /// Facts override what Authenticate said (they are newer), until the next Authenticate.
     pub(super) facts: Mutex<HashMap<String, (ReportedFacts, i64)>>,
@@ -113,6 +115,7 @@ impl Reconciler {
             wakeups: Mutex::new(Wakeups::default()),
             wake: RwLock::new(None),
             signer: RwLock::new(None),
+            sealer: RwLock::new(None),
             facts: Mutex::new(HashMap::new()),
             open_actions: Mutex::new(std::collections::HashSet::new()),
             answered_mid_session: Mutex::new(std::collections::HashSet::new()),
@@ -135,6 +138,16 @@ impl Reconciler {
 
     pub fn set_signer(&self, signer: Arc<crate::pki::ProfileSigner>) {
         *write(&self.signer) = Some(signer);
+    }
+
+    pub fn set_sealer(&self, sealer: Arc<crate::pki::seal::Sealer>) {
+        *write(&self.sealer) = Some(sealer);
+    }
+
+    /// The sealer, when the server has one (a reconciler built without one, in tests, stores
+    /// commands as they are).
+    pub(super) fn sealer(&self) -> Option<Arc<crate::pki::seal::Sealer>> {
+        read(&self.sealer).clone()
     }
 
     /// Signs the profiles of `new` declared with `sign: true`, once per content: a profile
@@ -531,7 +544,7 @@ impl Reconciler {
                     let result_dict: Option<Dictionary> = open
                         .result
                         .as_deref()
-                        .and_then(|raw| plist::from_bytes(raw).ok());
+                        .and_then(|raw| crate::protocol::bounded::decode_into(raw).ok());
                     let result = if status == CommandStatus::Acknowledged {
                         CommandResult::Acknowledged
                     } else {

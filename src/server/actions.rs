@@ -83,10 +83,12 @@ impl ActionRequest {
 pub async fn start_action(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Response {
     let request: ActionRequest = match body::read_json(
         &state,
+        &headers,
         body,
         "invalid action JSON (expected {\"action\": \"Lock\", …})",
     )

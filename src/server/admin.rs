@@ -75,6 +75,44 @@ pub async fn require_token(
     }
 }
 
+/// Every `/api/v1` answer is JSON, including the ones the framework writes itself (an
+/// undecodable path segment or query, a method the route does not take): an error that is
+/// not JSON yet is wrapped as `{"error": …}` with its text.
+pub async fn errors_as_json(request: Request, next: axum::middleware::Next) -> Response {
+    /// The framework's rejections are one line; anything longer is cut.
+    const MAX_TEXT: usize = 4096;
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, MAX_TEXT).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_string()
+    } else {
+        text
+    };
+    let mut wrapped = error(status, message);
+    for (name, value) in parts.headers.iter() {
+        if name == axum::http::header::ALLOW || name == axum::http::header::RETRY_AFTER {
+            wrapped.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    wrapped
+}
+
 pub async fn not_found(request: Request) -> Response {
     error(
         StatusCode::NOT_FOUND,
@@ -271,10 +309,12 @@ const MAX_LABELS: usize = 64;
 pub async fn put_labels(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Response {
     let request: LabelsRequest = match body::read_json(
         &state,
+        &headers,
         body,
         "invalid labels JSON (expected {\"labels\": {\"key\": \"value\"}})",
     )
@@ -393,13 +433,14 @@ pub async fn push_device(State(state): State<Arc<AppState>>, Path(id): Path<Stri
 pub async fn enqueue_command(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Response {
-    let request: CommandRequest = match body::read_json(&state, body, "invalid command JSON").await
-    {
-        Ok(r) => r,
-        Err((status, reason)) => return error(status, reason),
-    };
+    let request: CommandRequest =
+        match body::read_json(&state, &headers, body, "invalid command JSON").await {
+            Ok(r) => r,
+            Err((status, reason)) => return error(status, reason),
+        };
     let command = match request.build() {
         Ok(c) => c,
         Err(reason) => return error(StatusCode::UNPROCESSABLE_ENTITY, reason),
@@ -412,7 +453,9 @@ pub async fn enqueue_command(
     let new = NewCommand {
         uuid: uuid.clone(),
         request_type: command.request_type.clone(),
-        command: CommandEnvelope::encode(&uuid, &command.dict),
+        command: state
+            .sealer
+            .seal_command(&command.dict, CommandEnvelope::encode(&uuid, &command.dict)),
     };
     match state
         .store

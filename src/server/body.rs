@@ -4,11 +4,27 @@
 
 use super::AppState;
 use axum::body::Body;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use http_body_util::BodyExt as _;
 
-pub async fn read(state: &AppState, body: Body) -> Result<Vec<u8>, (StatusCode, String)> {
+/// Reads the body within the size cap and read timeout. A `Content-Length` above the cap is
+/// refused at once, before a byte of the body is read.
+pub async fn read(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<u8>, (StatusCode, String)> {
     let limit = state.limits.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(declared) = declared.filter(|d| *d > limit as u64) {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body of {declared} bytes is larger than the {limit}-byte limit"),
+        ));
+    }
     let limited = http_body_util::Limited::new(body, limit);
     match tokio::time::timeout(state.limits.read_timeout, limited.collect()).await {
         Err(_) => Err((
@@ -39,9 +55,10 @@ pub async fn read(state: &AppState, body: Body) -> Result<Vec<u8>, (StatusCode, 
 /// `expected` (what the endpoint takes) and ends with the decoder's reason.
 pub async fn read_json<T: serde::de::DeserializeOwned>(
     state: &AppState,
+    headers: &HeaderMap,
     body: Body,
     expected: &str,
 ) -> Result<T, (StatusCode, String)> {
-    let raw = read(state, body).await?;
+    let raw = read(state, headers, body).await?;
     serde_json::from_slice(&raw).map_err(|e| (StatusCode::BAD_REQUEST, format!("{expected}: {e}")))
 }

@@ -5,13 +5,16 @@
 //! Status codes: 400 for a message that cannot be understood, 403 for an identity that is
 //! refused, 503 when the database is unavailable. Never 401: it makes a device un-enroll.
 
-use super::identity::{authorize, presented_certificate, IdentityRefusal, PresentedCertificate};
+use super::identity::{
+    self, authorize, presented_certificate, IdentityRefusal, PresentedCertificate,
+};
 use super::tls::TlsPeer;
 use super::{body, now_millis, AppState};
 use crate::protocol::ddm::{self, DdmAnswer};
 use crate::protocol::{self, Checkin, CheckinMessage, Report, ReportStatus};
 use crate::store::{
-    DeviceFacts, EnrollmentType, ReportOutcome, ReportRecord, StoreError, TokenUpdateRecord,
+    CertificateStanding, DeviceFacts, EnrollmentType, ReportOutcome, ReportRecord, StoreError,
+    TokenUpdateRecord,
 };
 use axum::body::Body;
 use axum::extract::State;
@@ -26,15 +29,10 @@ pub async fn checkin(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let raw = match body::read(&state, body).await {
-        Ok(raw) => raw,
-        Err((status, reason)) => return refuse(status, "check-in", &reason),
-    };
-    let presented = match presented_certificate(&state, &headers, peer.as_deref(), &raw) {
-        Ok(p) => p,
-        Err(refusal) => return identity_refused(&state, refusal, "check-in"),
-    };
-    handle_checkin(&state, &presented, &raw).await
+    match authenticated_body(&state, &headers, peer.as_deref(), body, "check-in").await {
+        Ok(request) => handle_checkin(&state, &request).await,
+        Err(refused) => refused,
+    }
 }
 
 pub async fn connect(
@@ -43,22 +41,61 @@ pub async fn connect(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let raw = match body::read(&state, body).await {
-        Ok(raw) => raw,
-        Err((status, reason)) => return refuse(status, "command report", &reason),
-    };
-    let presented = match presented_certificate(&state, &headers, peer.as_deref(), &raw) {
-        Ok(p) => p,
-        Err(refusal) => return identity_refused(&state, refusal, "command report"),
-    };
     let is_checkin = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.trim().starts_with(protocol::CHECKIN_CONTENT_TYPE));
+    let what = if is_checkin {
+        "check-in"
+    } else {
+        "command report"
+    };
+    let request = match authenticated_body(&state, &headers, peer.as_deref(), body, what).await {
+        Ok(request) => request,
+        Err(refused) => return refused,
+    };
     if is_checkin {
-        return handle_checkin(&state, &presented, &raw).await;
+        return handle_checkin(&state, &request).await;
     }
-    handle_report(&state, &presented, &raw).await
+    handle_report(&state, &request).await
+}
+
+/// A device request whose sender is established, with its body, not yet parsed.
+struct AuthenticatedBody {
+    presented: PresentedCertificate,
+    standing: CertificateStanding,
+    raw: Vec<u8>,
+}
+
+/// Establishes who is asking before anything of the body is parsed: the certificate's chain
+/// and validity, then its standing in the store (unknown and revoked certificates stop here,
+/// before the body is even read), then the body within its limits, then an `Mdm-Signature`
+/// over the raw bytes. Which device the body claims to be is checked after parsing.
+async fn authenticated_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<&TlsPeer>,
+    body: Body,
+    what: &str,
+) -> Result<AuthenticatedBody, Response> {
+    let (presented, signature) = presented_certificate(state, headers, peer)
+        .map_err(|refusal| identity_refused(state, refusal, what))?;
+    let standing = identity::standing(state, &presented)
+        .await
+        .map_err(|refusal| identity_refused(state, refusal, what))?;
+    let raw = body::read(state, headers, body)
+        .await
+        .map_err(|(status, reason)| refuse(status, what, &reason))?;
+    if let Some(signature) = signature {
+        signature
+            .verify(&raw)
+            .map_err(|refusal| identity_refused(state, refusal, what))?;
+    }
+    Ok(AuthenticatedBody {
+        presented,
+        standing,
+        raw,
+    })
 }
 
 fn identity_refused(state: &AppState, refusal: IdentityRefusal, what: &str) -> Response {
@@ -115,11 +152,8 @@ fn empty_ok() -> Response {
     StatusCode::OK.into_response()
 }
 
-async fn handle_checkin(
-    state: &AppState,
-    presented: &PresentedCertificate,
-    raw: &[u8],
-) -> Response {
+async fn handle_checkin(state: &AppState, request: &AuthenticatedBody) -> Response {
+    let (presented, raw) = (&request.presented, request.raw.as_slice());
     let checkin = match Checkin::parse(raw) {
         Ok(c) => c,
         Err(e) => {
@@ -133,7 +167,7 @@ async fn handle_checkin(
     };
     state.metrics.count_checkin(checkin.message.message_type());
     let is_authenticate = matches!(checkin.message, CheckinMessage::Authenticate(_));
-    let identity = match authorize(state, presented, &checkin.ids, is_authenticate).await {
+    let identity = match authorize(presented, &request.standing, &checkin.ids, is_authenticate) {
         Ok(id) => id,
         Err(refusal) => return identity_refused(state, refusal, "check-in"),
     };
@@ -189,7 +223,7 @@ async fn handle_checkin(
                 topic: t.topic,
                 token: t.token,
                 push_magic: t.push_magic,
-                unlock_token: t.unlock_token,
+                unlock_token: t.unlock_token.map(|token| state.sealer.seal(&token)),
                 awaiting_configuration: t.awaiting_configuration,
             };
             match state.store.token_update(&record, now).await {
@@ -297,7 +331,8 @@ fn user_channel_checkin(message: &CheckinMessage, device_id: &str) -> Response {
     }
 }
 
-async fn handle_report(state: &AppState, presented: &PresentedCertificate, raw: &[u8]) -> Response {
+async fn handle_report(state: &AppState, request: &AuthenticatedBody) -> Response {
+    let (presented, raw) = (&request.presented, request.raw.as_slice());
     let report = match Report::parse(raw) {
         Ok(r) => r,
         Err(e) => {
@@ -312,7 +347,7 @@ async fn handle_report(state: &AppState, presented: &PresentedCertificate, raw: 
     state.metrics.count_report(report.status.as_str());
     // Binding covers unknown and checked-out devices too: the answer is 403 without the
     // unrecognized-device body, so a wiped or restored database never un-enrolls a fleet.
-    let identity = match authorize(state, presented, &report.ids, false).await {
+    let identity = match authorize(presented, &request.standing, &report.ids, false) {
         Ok(id) => id,
         Err(refusal) => return identity_refused(state, refusal, "command report"),
     };
@@ -393,10 +428,17 @@ async fn handle_report(state: &AppState, presented: &PresentedCertificate, raw: 
     match next {
         Some(command) => {
             tracing::info!(device = device_id, command = %command.uuid, request_type = %command.request_type, "sending command");
+            let body = match state.sealer.open(&command.command) {
+                Ok(body) => body,
+                Err(e) => {
+                    tracing::error!(device = device_id, command = %command.uuid, error = %e, "cannot send a sealed command");
+                    return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response();
+                }
+            };
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, protocol::COMMAND_CONTENT_TYPE)],
-                command.command,
+                body,
             )
                 .into_response()
         }

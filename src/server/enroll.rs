@@ -190,6 +190,7 @@ pub async fn scep(
     State(state): State<Arc<AppState>>,
     method: Method,
     Query(query): Query<ScepQuery>,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Response {
     match query.operation.as_deref() {
@@ -207,7 +208,7 @@ pub async fn scep(
             .into_response(),
         Some("PKIOperation") => {
             let message = if method == Method::POST {
-                match body::read(&state, body).await {
+                match body::read(&state, &headers, body).await {
                     Ok(raw) => raw,
                     Err((status, reason)) => return scep_refusal(status, &reason),
                 }

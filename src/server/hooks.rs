@@ -77,7 +77,7 @@ pub async fn git(
             "the git webhook is off: start the server with --git-webhook-secret-file",
         );
     };
-    let body = match super::body::read(&state, body).await {
+    let body = match super::body::read(&state, &headers, body).await {
         Ok(body) => body,
         Err((status, reason)) => return error(status, reason),
     };

@@ -67,14 +67,30 @@ pub struct PresentedCertificate {
     pub proof: ProofKind,
 }
 
-/// Step one, before the body is parsed: which certificate does this request carry, and is it
-/// one of ours? The signature is checked over the raw bytes, as received.
+/// An `Mdm-Signature` whose signer is one of our certificates, still to be checked against
+/// the body once it has been read.
+pub struct PendingSignature {
+    signature: MdmSignature,
+    signer: std::sync::Arc<crate::pki::ca::VerifiedCertificate>,
+}
+
+impl PendingSignature {
+    /// The signature over the raw bytes, exactly as received (before any parsing).
+    pub fn verify(&self, body: &[u8]) -> Result<(), IdentityRefusal> {
+        self.signature
+            .verify(body, &self.signer.public_key)
+            .map_err(|e| IdentityRefusal::Forbidden(e.to_string()))
+    }
+}
+
+/// Step one, before the body is read: which certificate does this request carry, and is it
+/// one of ours (chain and validity)? An `Mdm-Signature` comes back pending: it covers the
+/// body, which the caller verifies as soon as it has read it.
 pub fn presented_certificate(
     state: &AppState,
     headers: &HeaderMap,
     peer: Option<&TlsPeer>,
-    body: &[u8],
-) -> Result<PresentedCertificate, IdentityRefusal> {
+) -> Result<(PresentedCertificate, Option<PendingSignature>), IdentityRefusal> {
     let forbidden = |reason: String| IdentityRefusal::Forbidden(reason);
     let now = crate::pki::ca::unix_now();
     let check = |der: &[u8], proof: ProofKind| {
@@ -83,12 +99,13 @@ pub fn presented_certificate(
             .verify_with_key(der, now)
             .map_err(|problem| forbidden(format!("{} {problem}", proof_noun(proof))))
     };
+    let presented = |verified: &crate::pki::ca::VerifiedCertificate, proof| PresentedCertificate {
+        certificate: verified.certificate.clone(),
+        proof,
+    };
     if let Some(cert) = peer.and_then(|p| p.certificate.as_ref()) {
         let verified = check(cert, ProofKind::TlsClientCertificate)?;
-        return Ok(PresentedCertificate {
-            certificate: verified.certificate.clone(),
-            proof: ProofKind::TlsClientCertificate,
-        });
+        return Ok((presented(&verified, ProofKind::TlsClientCertificate), None));
     }
     if let Some(value) = headers.get(MDM_SIGNATURE_HEADER) {
         let text = value
@@ -100,13 +117,13 @@ pub fn presented_certificate(
             .map_err(|e| forbidden(e.to_string()))?;
         // The certificate first: a foreign signer is refused before any signature work.
         let verified = check(signer, ProofKind::MdmSignature)?;
-        signature
-            .verify(body, &verified.public_key)
-            .map_err(|e| forbidden(e.to_string()))?;
-        return Ok(PresentedCertificate {
-            certificate: verified.certificate.clone(),
-            proof: ProofKind::MdmSignature,
-        });
+        return Ok((
+            presented(&verified, ProofKind::MdmSignature),
+            Some(PendingSignature {
+                signature,
+                signer: verified,
+            }),
+        ));
     }
     if let Some(value) = headers.get(CLIENT_CERT_HEADER) {
         let from = peer.and_then(|p| p.address).map(|a| a.ip());
@@ -120,10 +137,7 @@ pub fn presented_certificate(
         }
         let der = parse_client_cert_header(value.as_bytes()).map_err(forbidden)?;
         let verified = check(&der, ProofKind::ProxyClientCertHeader)?;
-        return Ok(PresentedCertificate {
-            certificate: verified.certificate.clone(),
-            proof: ProofKind::ProxyClientCertHeader,
-        });
+        return Ok((presented(&verified, ProofKind::ProxyClientCertHeader), None));
     }
     Err(forbidden(
         "no device identity: no TLS client certificate and no Mdm-Signature header".into(),
@@ -151,25 +165,35 @@ pub fn parse_client_cert_header(value: &[u8]) -> Result<Vec<u8>, String> {
         .map_err(|_| "Client-Cert header is not valid base64".to_string())
 }
 
-/// Step two, after parsing: may this certificate speak for the claimed device?
-pub async fn authorize(
+/// Step two, still before the body is parsed: is the certificate in this server's records and
+/// not revoked? A revoked or unknown device never reaches the plist decoder.
+pub async fn standing(
     state: &AppState,
     presented: &PresentedCertificate,
-    claimed: &EnrollmentIds,
-    is_authenticate: bool,
-) -> Result<DeviceIdentity, IdentityRefusal> {
-    let device_id = claimed.device_id();
-    let fingerprint = &presented.certificate.fingerprint;
+) -> Result<CertificateStanding, IdentityRefusal> {
     let standing = state
         .store
-        .certificate_standing(fingerprint, device_id)
+        .certificate_standing(&presented.certificate.fingerprint)
         .await
         .map_err(|e| match e {
             StoreError::Unavailable(_) => IdentityRefusal::Unavailable(e),
             other => IdentityRefusal::Unavailable(StoreError::Unavailable(other.to_string())),
         })?;
+    standing_refusal(standing.as_ref(), &presented.certificate)
+        .map_err(IdentityRefusal::Forbidden)?;
+    Ok(standing.expect("standing_refusal refuses a missing standing"))
+}
+
+/// Step three, after parsing: may this certificate speak for the claimed device?
+pub fn authorize(
+    presented: &PresentedCertificate,
+    standing: &CertificateStanding,
+    claimed: &EnrollmentIds,
+    is_authenticate: bool,
+) -> Result<DeviceIdentity, IdentityRefusal> {
+    let device_id = claimed.device_id();
     decide(
-        standing.as_ref(),
+        Some(standing),
         &presented.certificate,
         device_id,
         is_authenticate,
@@ -178,16 +202,14 @@ pub async fn authorize(
     Ok(DeviceIdentity {
         device_id: device_id.to_string(),
         user_channel: claimed.is_user_channel(),
-        certificate_fingerprint: fingerprint.clone(),
+        certificate_fingerprint: presented.certificate.fingerprint.clone(),
     })
 }
 
-/// The binding rules, as a pure function (table-tested below).
-pub fn decide(
+/// The rules that need no body: the certificate is ours and not revoked.
+fn standing_refusal(
     standing: Option<&CertificateStanding>,
     certificate: &DeviceCertificate,
-    device_id: &str,
-    is_authenticate: bool,
 ) -> Result<(), String> {
     let serial = &certificate.serial;
     let Some(standing) = standing else {
@@ -200,11 +222,33 @@ pub fn decide(
             "certificate serial {serial} was revoked (at {at} ms)"
         ));
     }
-    if let Some(owner) = &standing.certificate.device_id {
-        if owner != device_id {
+    Ok(())
+}
+
+/// The binding rules, as a pure function (table-tested below). `standing` describes the
+/// certificate and the enrollment it is bound to (none before its first Authenticate).
+pub fn decide(
+    standing: Option<&CertificateStanding>,
+    certificate: &DeviceCertificate,
+    device_id: &str,
+    is_authenticate: bool,
+) -> Result<(), String> {
+    standing_refusal(standing, certificate)?;
+    let standing = standing.expect("standing_refusal refuses a missing standing");
+    let serial = &certificate.serial;
+    match &standing.certificate.device_id {
+        Some(owner) if owner != device_id => {
             return Err(format!(
                 "certificate serial {serial} belongs to device {owner}, not {device_id}"
             ));
+        }
+        Some(_) => {}
+        None if is_authenticate => {}
+        None => {
+            return Err(format!(
+                "certificate serial {serial} is not bound to an enrollment: device {device_id} \
+                 must Authenticate with it first"
+            ))
         }
     }
     if is_authenticate {
@@ -376,20 +420,26 @@ mod tests {
                 Ok(()),
             ),
             (
-                "unknown device",
+                "certificate never bound",
                 Some(standing(None, false, None)),
+                false,
+                Err("must Authenticate with it first"),
+            ),
+            (
+                "bound device whose enrollment is gone",
+                Some(standing(Some("A"), false, None)),
                 false,
                 Err("not enrolled here"),
             ),
             (
-                "device bound to another certificate",
-                Some(standing(None, false, Some((Enrolled, Some("fp-z"))))),
+                "an older certificate after re-enrollment",
+                Some(standing(Some("A"), false, Some((Enrolled, Some("fp-z"))))),
                 false,
                 Err("bound to another certificate"),
             ),
             (
                 "re-enrollment with a new certificate",
-                Some(standing(None, false, Some((Enrolled, Some("fp-z"))))),
+                Some(standing(None, false, None)),
                 true,
                 Ok(()),
             ),
@@ -401,7 +451,7 @@ mod tests {
             ),
             (
                 "enrollment without certificate",
-                Some(standing(None, false, Some((Enrolled, None)))),
+                Some(standing(Some("A"), false, Some((Enrolled, None)))),
                 false,
                 Err("no bound certificate"),
             ),

@@ -35,6 +35,8 @@ pub struct AppState {
     pub last_seen: Arc<LastSeen>,
     sessions: sessions::NotNowSessions,
     pub device_ca: Arc<DeviceCa>,
+    /// Seals secrets (PINs, UnlockTokens) before they are stored; opens them when sent.
+    pub sealer: crate::pki::seal::Sealer,
     pub identity: identity::IdentityPolicy,
     pub enrollment: EnrollmentSettings,
     /// The https:// base URL devices use.
@@ -80,6 +82,7 @@ impl AppState {
             limits,
             metrics: Metrics::default(),
             sessions: sessions::NotNowSessions::default(),
+            sealer: identity.device_ca.sealer(),
             device_ca: identity.device_ca,
             identity: identity.policy,
             enrollment: identity.enrollment,
@@ -116,7 +119,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             admin::require_token,
-        ));
+        ))
+        .layer(axum::middleware::from_fn(admin::errors_as_json));
     Router::new()
         .route("/mdm/checkin", put(device::checkin))
         .route("/mdm/connect", put(device::connect))

@@ -132,11 +132,17 @@ pub struct PlanRequest {
 }
 
 /// `POST /api/v1/plan`: a candidate policy (its files) compared with the live fleet.
-pub async fn plan(State(state): State<Arc<AppState>>, body: axum::body::Body) -> Response {
+pub async fn plan(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Response {
     use super::admin::error;
     use axum::http::StatusCode;
     let request: PlanRequest =
-        match super::body::read_json(&state, body, "expected {\"files\": {path: text}}").await {
+        match super::body::read_json(&state, &headers, body, "expected {\"files\": {path: text}}")
+            .await
+        {
             Ok(r) => r,
             Err((status, reason)) => return error(status, reason),
         };

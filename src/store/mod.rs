@@ -158,12 +158,12 @@ pub trait Store:
         challenge_hash: Option<&str>,
         now: i64,
     ) -> StoreResult<SecretUse>;
-    /// The stored certificate with this fingerprint, with the binding of the enrollment
-    /// `device_id` (one round trip: this runs on every device request). None if not ours.
+    /// The stored certificate with this fingerprint, with the binding and state of the
+    /// enrollment it was bound to at Authenticate (one round trip: this runs on every device
+    /// request, before its body is parsed). None if not ours.
     async fn certificate_standing(
         &self,
         fingerprint: &str,
-        device_id: &str,
     ) -> StoreResult<Option<CertificateStanding>>;
     /// Certificates bound to a device, newest first.
     async fn device_certificates(&self, device_id: &str) -> StoreResult<Vec<CertificateRecord>>;

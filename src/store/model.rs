@@ -253,7 +253,8 @@ pub struct CertificateRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateStanding {
     pub certificate: CertificateRecord,
-    /// The certificate bound to the claimed enrollment, if that enrollment exists.
+    /// The certificate bound to the enrollment this certificate belongs to (its `device_id`),
+    /// if that enrollment exists.
     pub enrollment_fingerprint: Option<String>,
     pub enrollment_state: Option<EnrollmentState>,
 }

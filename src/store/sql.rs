@@ -77,16 +77,15 @@ pub(crate) const READ_BATCH: usize = 512;
 /// The read queues of a SQL store: point reads that every device request or reconcile makes,
 /// answered in batches on the read lane (see `group_commit`).
 pub(crate) struct ReadQueues {
-    /// `Store::certificate_standing`, by (fingerprint, device).
-    pub standings:
-        super::group_commit::GroupCommit<(String, String), Option<super::CertificateStanding>>,
+    /// `Store::certificate_standing`, by fingerprint.
+    pub standings: super::group_commit::GroupCommit<String, Option<super::CertificateStanding>>,
     /// `ReconcileStore::reconcile_view`, by device.
     pub views: super::group_commit::GroupCommit<String, super::reconcile::ReconcileView>,
 }
 
 impl ReadQueues {
     pub fn new(
-        standings: super::group_commit::Flush<(String, String), Option<super::CertificateStanding>>,
+        standings: super::group_commit::Flush<String, Option<super::CertificateStanding>>,
         views: super::group_commit::Flush<String, super::reconcile::ReconcileView>,
     ) -> Self {
         let lane = crate::lane::read_lane();
@@ -697,13 +696,9 @@ macro_rules! impl_sql_store {
             async fn certificate_standing(
                 &self,
                 fingerprint: &str,
-                device_id: &str,
             ) -> StoreResult<Option<CertificateStanding>> {
                 // Through the read queue: lookups arriving together share one statement.
-                self.reads
-                    .standings
-                    .submit((fingerprint.to_string(), device_id.to_string()))
-                    .await
+                self.reads.standings.submit(fingerprint.to_string()).await
             }
 
             async fn device_certificates(&self, device_id: &str) -> StoreResult<Vec<CertificateRecord>> {
@@ -943,11 +938,11 @@ macro_rules! impl_sql_store {
             }
 
             /// Answers a batch of the standing read queue (`Store::certificate_standing` for
-            /// each (fingerprint, device) asked) with one statement per chunk.
+            /// each fingerprint asked) with one statement per chunk.
             fn standing_flush(
                 source: ReadSource,
-            ) -> $crate::store::group_commit::Flush<(String, String), Option<CertificateStanding>> {
-                std::sync::Arc::new(move |asked: Vec<(String, String)>| {
+            ) -> $crate::store::group_commit::Flush<String, Option<CertificateStanding>> {
+                std::sync::Arc::new(move |asked: Vec<String>| {
                     let source = source.clone();
                     Box::pin(async move {
                         let found = async {
@@ -964,31 +959,33 @@ macro_rules! impl_sql_store {
 
             async fn standings_of(
                 conn: &mut <$db as sqlx::Database>::Connection,
-                asked: &[(String, String)],
-            ) -> Result<std::collections::HashMap<(String, String), CertificateStanding>, sqlx::Error> {
+                asked: &[String],
+            ) -> Result<std::collections::HashMap<String, CertificateStanding>, sqlx::Error> {
                 let marks = $crate::store::sql::Marks::of::<$db>();
                 let mut found = std::collections::HashMap::new();
-                for chunk in $crate::store::sql::chunk_rows(asked, 2) {
+                for chunk in $crate::store::sql::chunk_rows(asked, 1) {
+                    // The enrollment joined is the certificate's own (the device it was bound
+                    // to at Authenticate), so the standing is known before the body is read.
                     let sql = format!(
-                        "SELECT v.column1 AS asked_fingerprint, v.column2 AS asked_device, \
-                           c.fingerprint, c.serial, c.subject, c.not_before, c.not_after, c.issued_at, \
+                        "SELECT c.fingerprint, c.serial, c.subject, c.not_before, c.not_after, c.issued_at, \
                            c.device_id, c.bound_at, c.revoked_at, \
                            e.cert_fingerprint AS enrollment_fingerprint, e.state AS enrollment_state \
-                         FROM (VALUES {}) AS v \
-                         JOIN device_certificates c ON c.fingerprint = v.column1 \
-                         LEFT JOIN enrollments e ON e.id = v.column2",
-                        marks.rows(1, chunk.len(), 2)
+                         FROM device_certificates c \
+                         LEFT JOIN enrollments e ON e.id = c.device_id \
+                         WHERE c.fingerprint IN ({})",
+                        marks.list(1, chunk.len())
                     );
                     let mut query = sqlx::query(&sql).persistent(false);
-                    for (fingerprint, device_id) in chunk {
-                        query = query.bind(fingerprint).bind(device_id);
+                    for fingerprint in chunk {
+                        query = query.bind(fingerprint);
                     }
                     for row in query.fetch_all(&mut *conn).await? {
                         let state: Option<String> = row.try_get("enrollment_state")?;
+                        let certificate = certificate_from_row(&row)?;
                         found.insert(
-                            (row.try_get("asked_fingerprint")?, row.try_get("asked_device")?),
+                            certificate.fingerprint.clone(),
                             CertificateStanding {
-                                certificate: certificate_from_row(&row)?,
+                                certificate,
                                 enrollment_fingerprint: row.try_get("enrollment_fingerprint")?,
                                 enrollment_state: state.as_deref().map(EnrollmentState::parse),
                             },

@@ -73,6 +73,9 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string())
+            // Deleted and overwritten content is zeroed, not left in free pages: what was
+            // redacted (a finished command's envelope) does not linger in the file.
+            .pragma("secure_delete", "ON")
             .foreign_keys(true);
         // The database holds push and unlock tokens: create it readable by its owner only
         // (SQLite gives its -wal and -shm files the same mode).

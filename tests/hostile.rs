@@ -1,0 +1,402 @@
+//! Hostile input against a real server over HTTPS: documents built to overflow the stack or
+//! exhaust memory, revoked devices that send such bodies, bodies over the size limit, admin API
+//! requests the framework itself refuses, and secrets that must not be readable in the
+//! database files. Each case failed before its fix (a crash, a plain-text error, a PIN in the
+//! SQLite file).
+
+mod support;
+
+use pomona::protocol::report::encode_report;
+use pomona::protocol::{ReportStatus, CONNECT_CONTENT_TYPE};
+use pomona::sim::behaviour::Platform;
+use serde_json::json;
+use std::io::{Read as _, Write as _};
+use support::TestServer;
+
+/// `depth` nested arrays inside an otherwise valid Idle report.
+fn report_with_deep_array(udid: &str, depth: usize) -> Vec<u8> {
+    let text = String::from_utf8(encode_report(
+        udid,
+        ReportStatus::Idle,
+        None,
+        plist::Dictionary::new(),
+    ))
+    .unwrap();
+    let deep = format!(
+        "<key>Deep</key>{}{}</dict>",
+        "<array>".repeat(depth),
+        "</array>".repeat(depth)
+    );
+    let at = text.rfind("</dict>").unwrap();
+    format!("{}{}{}", &text[..at], deep, &text[at + "</dict>".len()..]).into_bytes()
+}
+
+fn nested(depth: usize, open: &str, close: &str) -> Vec<u8> {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><plist version=\"1.0\">{}{}</plist>",
+        open.repeat(depth),
+        close.repeat(depth)
+    )
+    .into_bytes()
+}
+
+/// A binary plist of `levels` arrays each holding the level below 14 times by reference:
+/// 14^levels leaves from under 200 bytes.
+fn shared_reference_bomb(levels: u8) -> Vec<u8> {
+    let mut out = b"bplist00".to_vec();
+    let mut offsets = vec![out.len()];
+    out.extend_from_slice(&[0x51, b'x']);
+    for level in 1..=levels {
+        offsets.push(out.len());
+        out.push(0xA0 | 14);
+        out.extend(std::iter::repeat_n(level - 1, 14));
+    }
+    let table = out.len();
+    for o in &offsets {
+        out.extend_from_slice(&(*o as u16).to_be_bytes());
+    }
+    out.extend_from_slice(&[0; 6]);
+    out.extend_from_slice(&[2, 1]);
+    out.extend_from_slice(&(offsets.len() as u64).to_be_bytes());
+    out.extend_from_slice(&(levels as u64).to_be_bytes());
+    out.extend_from_slice(&(table as u64).to_be_bytes());
+    out
+}
+
+#[tokio::test]
+async fn documents_built_to_overflow_the_stack_are_refused_and_the_server_keeps_serving() {
+    let server = TestServer::start().await;
+    let mut device = server.enrolled_device(1).await;
+    let udid = device.udid().to_string();
+    let bodies = [
+        (
+            "50,000 nested arrays",
+            nested(50_000, "<array>", "</array>"),
+        ),
+        (
+            "100,000 nested arrays",
+            nested(100_000, "<array>", "</array>"),
+        ),
+        (
+            "50,000 nested dictionaries",
+            nested(50_000, "<dict><key>k</key>", "</dict>"),
+        ),
+        (
+            "a valid report carrying a deep array",
+            report_with_deep_array(&udid, 50_000),
+        ),
+    ];
+    for (what, body) in bodies {
+        let (status, answer) = server
+            .put_as(&device, "/mdm/connect", CONNECT_CONTENT_TYPE, body)
+            .await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(status, 400, "{what}: {answer}");
+        assert!(answer.contains("64 levels"), "{what}: {answer}");
+    }
+    // Within the limit, the same shape is an ordinary report.
+    let (status, answer) = server
+        .put_as(
+            &device,
+            "/mdm/connect",
+            CONNECT_CONTENT_TYPE,
+            report_with_deep_array(&udid, 20),
+        )
+        .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    device.exchange().await.expect("the server still serves");
+}
+
+#[tokio::test]
+async fn a_binary_plist_whose_references_expand_without_bound_is_refused() {
+    let server = TestServer::start().await;
+    let mut device = server.enrolled_device(1).await;
+    let bomb = shared_reference_bomb(9);
+    assert!(bomb.len() < 200);
+    let (status, answer) = server
+        .put_as(&device, "/mdm/connect", CONNECT_CONTENT_TYPE, bomb)
+        .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("limit"), "{answer}");
+    device.exchange().await.expect("the server still serves");
+}
+
+#[tokio::test]
+async fn a_revoked_device_is_refused_before_its_body_is_parsed() {
+    let server = TestServer::start().await;
+    let device = server.enrolled_device(1).await;
+    let (status, _) = server
+        .admin_post(
+            &format!("/api/v1/devices/{}/revoke", device.udid()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // Were the body parsed first, this would be a 400 (or, before the bounded decoder, a crash).
+    for body in [
+        nested(50_000, "<array>", "</array>"),
+        b"not a plist at all".to_vec(),
+    ] {
+        let (status, answer) = server
+            .put_as(&device, "/mdm/connect", CONNECT_CONTENT_TYPE, body)
+            .await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(status, 403, "{answer}");
+        assert!(answer.contains("revoked"), "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn an_admin_raw_command_nested_past_the_limit_is_refused_with_json() {
+    let server = TestServer::start().await;
+    let device = server.enrolled_device(1).await;
+    let deep = String::from_utf8(nested(50_000, "<array>", "</array>")).unwrap();
+    let (status, answer) = server
+        .admin_post(
+            &format!("/api/v1/devices/{}/commands", device.udid()),
+            json!({"type": "Raw", "plist": deep}),
+        )
+        .await;
+    assert!(status == 400 || status == 422, "{status} {answer}");
+    let error = answer["error"].as_str().expect("a JSON error");
+    assert!(error.contains("64 levels"), "{error}");
+}
+
+#[tokio::test]
+async fn every_admin_api_error_is_json_even_those_the_framework_writes() {
+    let server = TestServer::start().await;
+    let cases = [
+        ("GET", "/api/v1/devices/%FF%FE", 400),
+        ("GET", "/api/v1/devices?limit=99999999999999999999", 400),
+        ("DELETE", "/api/v1/devices", 405),
+        ("GET", "/api/v1/no-such-thing", 404),
+    ];
+    for (method, path, expected) in cases {
+        let r = server
+            .client
+            .request(
+                method.parse().unwrap(),
+                format!("{}{path}", server.base_url),
+            )
+            .bearer_auth(&server.admin_token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let content_type = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, expected, "{method} {path}: {text}");
+        assert!(
+            content_type.starts_with("application/json"),
+            "{method} {path}: {content_type} {text}"
+        );
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{method} {path}: {text}"
+        );
+    }
+}
+
+/// Sends only the request head (with `Content-Length: declared`) over TLS and returns the
+/// status line the server answers with before any byte of the body was sent.
+fn status_for_declared_length(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    extra_headers: &str,
+    declared: u64,
+) -> String {
+    let port: u16 = server.base_url.rsplit(':').next().unwrap().parse().unwrap();
+    let ca = std::fs::read(server.data_dir.join("tls/ca.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca.as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connection =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), "localhost".try_into().unwrap())
+            .unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    write!(
+        tls,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\n{extra_headers}Content-Length: {declared}\r\n\r\n"
+    )
+    .unwrap();
+    tls.flush().unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        match tls.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("no answer to a {declared}-byte {method} {path}: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_declared_larger_than_the_limit_is_refused_at_once_with_413() {
+    let server = TestServer::start_with(|args| args.max_body_bytes = Some(100_000)).await;
+    let bearer = format!("Authorization: Bearer {}\r\n", server.admin_token);
+    let cases = [
+        (
+            "POST",
+            "/scep?operation=PKIOperation",
+            String::new(),
+            " 413 ",
+        ),
+        ("POST", "/api/v1/plan", bearer, " 413 "),
+        // A device endpoint establishes who is asking first: no identity, no body read.
+        ("PUT", "/mdm/connect", String::new(), " 403 "),
+    ];
+    for (method, path, headers, expected) in cases {
+        // No byte of the body is ever sent: an answer proves it was not waited for.
+        let status = tokio::task::block_in_place(|| {
+            status_for_declared_length(&server, method, path, &headers, 50_000_000)
+        });
+        assert!(status.contains(expected), "{method} {path}: {status:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pin_never_reaches_the_database_files_in_clear() {
+    const PIN: &str = "483920";
+    let server = TestServer::start().await;
+    let mut device = server.device_with(1, |hw| hw.platform = Platform::Mac);
+    device.enroll().await.expect("enroll");
+    let udid = device.udid().to_string();
+    let uuid = server
+        .queue(
+            &udid,
+            json!({"type": "DeviceLock", "message": "lost", "pin": PIN}),
+        )
+        .await;
+    let files_holding_pin = || {
+        ["pomona.db", "pomona.db-wal"]
+            .iter()
+            .filter(|name| {
+                std::fs::read(server.data_dir.join(name))
+                    .map(|bytes| bytes.windows(PIN.len()).any(|w| w == PIN.as_bytes()))
+                    .unwrap_or(false)
+            })
+            .map(|name| name.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(files_holding_pin(), Vec::<String>::new(), "while queued");
+    // The device still receives the PIN: it is opened only when the command is sent.
+    for _ in 0..5 {
+        device.exchange().await.expect("exchange");
+    }
+    let answered = server.command(&udid, &uuid).await;
+    assert_eq!(answered["status"], "acknowledged", "{answered}");
+    assert!(
+        device
+            .state
+            .lock_pin
+            .as_ref()
+            .is_some_and(|p| p.matches(PIN.as_bytes())),
+        "the device did not receive the PIN"
+    );
+    assert_eq!(files_holding_pin(), Vec::<String>::new(), "once answered");
+    assert!(
+        !serde_json::to_string(&answered).unwrap().contains(PIN),
+        "the API shows the PIN: {answered}"
+    );
+}
+
+/// Runs `pomona validate DIR` and returns (exit code, stdout + stderr).
+fn validate(dir: &std::path::Path) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pomona"))
+        .arg("validate")
+        .arg(dir)
+        .output()
+        .expect("pomona binary");
+    let mut text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn a_policy_source_follows_no_symbolic_link_and_never_prints_what_a_file_holds() {
+    const SECRET: &str = "admin-token-d41d8cd98f00b204e9800998ecf8427e";
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("token"), format!("{SECRET}\n")).unwrap();
+    std::fs::write(
+        outside.path().join("policy.yaml"),
+        format!("apiVersion: {SECRET}\n"),
+    )
+    .unwrap();
+    let profile = |file: &str| {
+        format!(
+            "apiVersion: mdm.pomona.dev/v1alpha1\nkind: DeviceGroup\nmetadata: {{name: all}}\n\
+             spec: {{serialNumbers: [C02XYZ123456]}}\n---\n\
+             apiVersion: mdm.pomona.dev/v1alpha1\nkind: Profile\nmetadata: {{name: wifi}}\n\
+             spec: {{groups: [all], mobileconfigFile: {file}}}\n"
+        )
+    };
+    let link = |target: &std::path::Path, at: &std::path::Path| {
+        std::os::unix::fs::symlink(target, at).unwrap()
+    };
+    // (what, set-up of a fresh policy directory)
+    type Setup = Box<dyn Fn(&std::path::Path)>;
+    let outside_dir = outside.path().to_path_buf();
+    let cases: Vec<(&str, Setup)> = vec![
+        ("mobileconfigFile is a link to a file outside", {
+            let o = outside_dir.clone();
+            Box::new(move |d| {
+                std::fs::write(d.join("p.yaml"), profile("wifi.mobileconfig")).unwrap();
+                link(&o.join("token"), &d.join("wifi.mobileconfig"));
+            })
+        }),
+        ("mobileconfigFile passes through a linked directory", {
+            let o = outside_dir.clone();
+            Box::new(move |d| {
+                std::fs::write(d.join("p.yaml"), profile("linked/token")).unwrap();
+                link(&o, &d.join("linked"));
+            })
+        }),
+        ("a policy file is a link", {
+            let o = outside_dir.clone();
+            Box::new(move |d| link(&o.join("policy.yaml"), &d.join("p.yaml")))
+        }),
+        ("mobileconfigFile inside is not a profile", {
+            Box::new(move |d| {
+                std::fs::write(d.join("p.yaml"), profile("wifi.mobileconfig")).unwrap();
+                std::fs::write(d.join("wifi.mobileconfig"), format!("{SECRET}\n")).unwrap();
+            })
+        }),
+    ];
+    for (what, setup) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        setup(dir.path());
+        let (code, output) = validate(dir.path());
+        assert_eq!(code, 2, "{what}: {output}");
+        assert!(
+            !output.contains(SECRET),
+            "{what}: printed the file: {output}"
+        );
+        if what.contains("link") {
+            assert!(output.contains("symbolic link"), "{what}: {output}");
+        }
+    }
+}
