@@ -400,3 +400,171 @@ fn a_policy_source_follows_no_symbolic_link_and_never_prints_what_a_file_holds()
         }
     }
 }
+
+/// A random JSON value: objects with the admin API's field names and others, wrong types,
+/// nesting up to `depth`.
+fn random_json(rng: &mut fastrand::Rng, depth: u32) -> serde_json::Value {
+    const KEYS: &[&str] = &[
+        "type",
+        "action",
+        "queries",
+        "payload",
+        "identifier",
+        "pin",
+        "message",
+        "phone_number",
+        "plist",
+        "labels",
+        "files",
+        "confirm",
+        "notifyUser",
+        "runId",
+        "x",
+        "",
+    ];
+    const STRINGS: &[&str] = &[
+        "DeviceInformation",
+        "Raw",
+        "Lock",
+        "Erase",
+        "InstallProfile",
+        "RemoveProfile",
+        "DeviceLock",
+        "EraseDevice",
+        "123456",
+        "12345",
+        "",
+        "\u{0}",
+        "../../etc/passwd",
+        "<plist><dict/></plist>",
+        "bplist00",
+        "team",
+        "pomona.dev/x",
+        "a.yaml",
+    ];
+    match rng.u8(0..if depth == 0 { 6 } else { 9 }) {
+        0 => serde_json::Value::Null,
+        1 => json!(rng.bool()),
+        2 => json!(rng.i64(..)),
+        3 => json!(rng.f64() * 1e300),
+        4 => json!(STRINGS[rng.usize(..STRINGS.len())]),
+        5 => json!((0..rng.usize(0..64))
+            .map(|_| rng.char(..))
+            .collect::<String>()),
+        6 => serde_json::Value::Array(
+            (0..rng.usize(0..4))
+                .map(|_| random_json(rng, depth - 1))
+                .collect(),
+        ),
+        _ => serde_json::Value::Object(
+            (0..rng.usize(0..5))
+                .map(|_| {
+                    (
+                        KEYS[rng.usize(..KEYS.len())].to_string(),
+                        random_json(rng, depth - 1),
+                    )
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Seeded random requests to every admin route (valid and invalid ids, queries and bodies,
+/// malformed JSON, nesting past serde's limit): never a 5xx, and every answer JSON, errors as
+/// `{"error": …}`. `POMONA_API_FUZZ_SEED` replays a run, `POMONA_API_FUZZ_REQUESTS` sets its
+/// length (default 400).
+#[tokio::test]
+async fn random_admin_api_requests_never_get_a_server_error_and_always_get_json() {
+    let seed = std::env::var("POMONA_API_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    let requests: usize = std::env::var("POMONA_API_FUZZ_REQUESTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(400);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let server = TestServer::start().await;
+    let device = server.enrolled_device(1).await;
+    let ids = [
+        device.udid().to_string(),
+        "no-such-device".to_string(),
+        "%FF%FE".to_string(),
+        "%00".to_string(),
+        "a%2Fb".to_string(),
+        "x".repeat(3000),
+    ];
+    let routes: &[(&str, &str)] = &[
+        ("GET", "/devices"),
+        ("GET", "/devices/{id}"),
+        ("POST", "/devices/{id}/revoke"),
+        ("PUT", "/devices/{id}/labels"),
+        ("POST", "/enrollment-tokens"),
+        ("GET", "/status"),
+        ("POST", "/plan"),
+        ("POST", "/devices/{id}/commands"),
+        ("GET", "/devices/{id}/commands"),
+        ("POST", "/devices/{id}/push"),
+        ("POST", "/devices/{id}/actions"),
+        ("GET", "/devices/{id}/actions"),
+        ("GET", "/actions"),
+        ("GET", "/actions/{id}"),
+        ("PATCH", "/devices/{id}"),
+    ];
+    let queries = [
+        "",
+        "?limit=0",
+        "?limit=-1",
+        "?limit=99999999999999999999",
+        "?after=%FF",
+        "?limit=abc&after=",
+    ];
+    for n in 0..requests {
+        let (method, route) = routes[rng.usize(..routes.len())];
+        // Revoking would end the device's part in the run: only unknown ids are revoked.
+        let id = if route.ends_with("/revoke") {
+            &ids[1 + rng.usize(..ids.len() - 1)]
+        } else {
+            &ids[rng.usize(..ids.len())]
+        };
+        let path = format!(
+            "/api/v1{}{}",
+            route.replace("{id}", id),
+            queries[rng.usize(..queries.len())]
+        );
+        let body = match rng.u8(0..4) {
+            0 => Vec::new(),
+            1 => b"{\"type\": ".to_vec(),
+            2 => format!("{}{}", "[".repeat(200), "]".repeat(200)).into_bytes(),
+            _ => serde_json::to_vec(&random_json(&mut rng, 4)).unwrap(),
+        };
+        let r = server
+            .client
+            .request(
+                method.parse().unwrap(),
+                format!("{}{path}", server.base_url),
+            )
+            .bearer_auth(&server.admin_token)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        let replay =
+            format!(
+            "request {n} of seed {seed} (POMONA_API_FUZZ_SEED={seed}): {method} {path} body {:?}",
+            String::from_utf8_lossy(&body).chars().take(300).collect::<String>()
+        );
+        assert!(status < 500, "{replay}: {status} {text}");
+        let answer: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{replay}: {status}, not JSON ({e}): {text}"));
+        if status >= 400 {
+            assert!(
+                answer["error"].as_str().is_some_and(|e| !e.is_empty()),
+                "{replay}: {status} {text}"
+            );
+        }
+    }
+}
