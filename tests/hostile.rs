@@ -278,10 +278,62 @@ async fn a_body_declared_larger_than_the_limit_is_refused_at_once_with_413() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_pin_never_reaches_the_database_files_in_clear() {
+/// A fresh database on the test PostgreSQL server (`scripts/test` starts one).
+async fn fresh_postgres_database() -> String {
+    let url = std::env::var("POMONA_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "POMONA_TEST_POSTGRES_URL is not set: run the tests with scripts/test, which starts a \
+             throwaway PostgreSQL (apt-get install postgresql)"
+        )
+    });
+    let admin = sqlx::PgPool::connect(&url)
+        .await
+        .expect("connect to PostgreSQL");
+    let name = format!("hostile_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (base, _) = url.rsplit_once('/').expect("URL has a database name");
+    format!("{base}/{name}")
+}
+
+/// What of the stored state holds `secret` in clear: for SQLite the raw database and WAL
+/// files (free pages included), for PostgreSQL every stored command and enrollment value.
+async fn where_stored_in_clear(
+    server: &TestServer,
+    postgres: Option<&str>,
+    secret: &str,
+) -> Vec<String> {
+    let holds = |bytes: &[u8]| bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+    match postgres {
+        None => ["pomona.db", "pomona.db-wal"]
+            .iter()
+            .filter(|name| std::fs::read(server.data_dir.join(name)).is_ok_and(|b| holds(&b)))
+            .map(|name| name.to_string())
+            .collect(),
+        Some(url) => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            let mut found = Vec::new();
+            for (table, column) in [("commands", "command"), ("enrollments", "unlock_token")] {
+                let rows: Vec<(Option<Vec<u8>>,)> =
+                    sqlx::query_as(&format!("SELECT {column} FROM {table}"))
+                        .fetch_all(&pool)
+                        .await
+                        .unwrap();
+                if rows.iter().any(|(v,)| v.as_deref().is_some_and(holds)) {
+                    found.push(format!("{table}.{column}"));
+                }
+            }
+            found
+        }
+    }
+}
+
+async fn a_pin_never_reaches_the_database_in_clear(postgres: Option<String>) {
     const PIN: &str = "483920";
-    let server = TestServer::start().await;
+    let database = postgres.clone();
+    let server = TestServer::start_with(|args| args.database = database).await;
     let mut device = server.device_with(1, |hw| hw.platform = Platform::Mac);
     device.enroll().await.expect("enroll");
     let udid = device.udid().to_string();
@@ -291,18 +343,12 @@ async fn a_pin_never_reaches_the_database_files_in_clear() {
             json!({"type": "DeviceLock", "message": "lost", "pin": PIN}),
         )
         .await;
-    let files_holding_pin = || {
-        ["pomona.db", "pomona.db-wal"]
-            .iter()
-            .filter(|name| {
-                std::fs::read(server.data_dir.join(name))
-                    .map(|bytes| bytes.windows(PIN.len()).any(|w| w == PIN.as_bytes()))
-                    .unwrap_or(false)
-            })
-            .map(|name| name.to_string())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(files_holding_pin(), Vec::<String>::new(), "while queued");
+    let pg = postgres.as_deref();
+    assert_eq!(
+        where_stored_in_clear(&server, pg, PIN).await,
+        Vec::<String>::new(),
+        "while queued"
+    );
     // The device still receives the PIN: it is opened only when the command is sent.
     for _ in 0..5 {
         device.exchange().await.expect("exchange");
@@ -317,11 +363,25 @@ async fn a_pin_never_reaches_the_database_files_in_clear() {
             .is_some_and(|p| p.matches(PIN.as_bytes())),
         "the device did not receive the PIN"
     );
-    assert_eq!(files_holding_pin(), Vec::<String>::new(), "once answered");
+    assert_eq!(
+        where_stored_in_clear(&server, pg, PIN).await,
+        Vec::<String>::new(),
+        "once answered"
+    );
     assert!(
         !serde_json::to_string(&answered).unwrap().contains(PIN),
         "the API shows the PIN: {answered}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pin_never_reaches_the_sqlite_files_in_clear() {
+    a_pin_never_reaches_the_database_in_clear(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pin_never_reaches_a_postgresql_column_in_clear() {
+    a_pin_never_reaches_the_database_in_clear(Some(fresh_postgres_database().await)).await;
 }
 
 /// Runs `pomona validate DIR` and returns (exit code, stdout + stderr).
