@@ -217,7 +217,16 @@ async fn watch_policy_dir(
     loop {
         if !dir.is_dir() {
             if last_seen.as_deref() != Some("") {
-                tracing::info!(dir = %dir.display(), "no policy directory; nothing is declared");
+                // A directory that is not there (a volume not mounted, a server started from
+                // another directory) says nothing about what is declared: plan nothing rather
+                // than remove what the last policy installed.
+                let problem = format!(
+                    "the policy directory {} does not exist: nothing is planned until it does \
+                     (create it, even empty, to declare nothing)",
+                    dir.display()
+                );
+                tracing::error!(dir = %dir.display(), "{problem}");
+                reconciler.policy_refused(vec![problem]);
                 last_seen = Some(String::new());
             }
         } else {

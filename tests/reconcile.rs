@@ -576,3 +576,80 @@ async fn a_deleted_profile_with_removal_policy_keep_stays_on_the_devices() {
     }
     server.stop().await;
 }
+
+/// Issue 20, item 1: a server that starts without a usable policy (here: the directory holds
+/// an invalid change made while it was down) knows nothing of what is declared. Before the
+/// fix it planned against an empty policy and sent RemoveProfile to every device that talked
+/// to it; now it plans nothing until a snapshot is in force, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_without_a_loadable_policy_removes_nothing() {
+    let policy = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    write_policy(policy.path(), &wifi("Office", "everyone"));
+    let port = {
+        let probe = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let dir = policy.path().to_path_buf();
+    let settings = move |a: &mut pomona::config::ServeArgs| {
+        a.policy_dir = Some(dir.clone());
+        a.inventory_interval_secs = Some(1);
+    };
+    let server = TestServer::start_on(data.path().to_path_buf(), port, settings.clone()).await;
+    let mut devices = Vec::new();
+    for i in 0..3 {
+        devices.push(server.enrolled_device(i).await);
+    }
+    server
+        .converge(&mut devices, "installed", |s| {
+            wifi_status(s)["verified"] == 3
+        })
+        .await;
+    server.stop().await;
+
+    // While it is down, someone commits a typo.
+    std::fs::write(policy.path().join("wifi.yaml"), "kind: Profile\nspec: [\n").unwrap();
+    let server = TestServer::start_on(data.path().to_path_buf(), port, settings.clone()).await;
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < deadline {
+        for d in devices.iter_mut() {
+            let received = d.exchange().await.expect("exchange").received;
+            assert!(
+                !received.iter().any(|r| r == "RemoveProfile"),
+                "{} was sent {received:?} with no policy in force",
+                d.udid()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = server.status().await;
+    assert!(
+        status["policy"]["last_error"]
+            .to_string()
+            .contains("wifi.yaml"),
+        "status does not say why nothing is planned: {status:#}"
+    );
+    for d in &devices {
+        assert!(installed_ssid(d).is_some(), "{} lost the profile", d.udid());
+    }
+
+    // The typo fixed: the fleet is verified again, and still nothing was removed.
+    write_policy(policy.path(), &wifi("Office", "everyone"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for d in devices.iter_mut() {
+            let received = d.exchange().await.expect("exchange").received;
+            assert!(
+                !received.iter().any(|r| r == "RemoveProfile"),
+                "{} was sent {received:?}",
+                d.udid()
+            );
+        }
+        if wifi_status(&server.status().await)["verified"] == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not converge again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.stop().await;
+}

@@ -77,6 +77,10 @@ pub struct Reconciler {
     signer: RwLock<Option<Arc<crate::pki::ProfileSigner>>>,
     /// Seals commands that carry secrets before they are stored (see `pki::seal`).
     sealer: RwLock<Option<Arc<crate::pki::seal::Sealer>>>,
+    /// False until a policy source installed its first snapshot. Until then the desired state
+    /// is unknown, not empty: nothing is planned (planning against the empty default would
+    /// remove every declared profile from each device that talks to the server).
+    policy_loaded: std::sync::atomic::AtomicBool,
     /// Each device's latest answer to our DeviceInformation queries, and when (Unix ms).
     /// Facts override what Authenticate said (they are newer), until the next Authenticate.
     pub(super) facts: Mutex<HashMap<String, (ReportedFacts, i64)>>,
@@ -116,6 +120,7 @@ impl Reconciler {
             wake: RwLock::new(None),
             signer: RwLock::new(None),
             sealer: RwLock::new(None),
+            policy_loaded: std::sync::atomic::AtomicBool::new(false),
             facts: Mutex::new(HashMap::new()),
             open_actions: Mutex::new(std::collections::HashSet::new()),
             answered_mid_session: Mutex::new(std::collections::HashSet::new()),
@@ -176,6 +181,12 @@ impl Reconciler {
                 }
             }
         }
+    }
+
+    /// True once a policy source installed a snapshot (see `policy_loaded`).
+    pub fn has_policy(&self) -> bool {
+        self.policy_loaded
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn snapshot(&self) -> Arc<PolicySnapshot> {
@@ -332,6 +343,12 @@ impl Reconciler {
         self.sign_profiles(&self.snapshot(), &mut new);
         let new = Arc::new(new);
         let old = std::mem::replace(&mut *write(&self.snapshot), new.clone());
+        let first = !self
+            .policy_loaded
+            .swap(true, std::sync::atomic::Ordering::AcqRel);
+        if first {
+            tracing::info!(revision = %new.revision, "first policy snapshot: planning starts");
+        }
         {
             let mut health = write(&self.health);
             health.revision = Some(new.revision.clone());
@@ -441,6 +458,19 @@ impl Reconciler {
     ) {
         tokio::pin!(shutdown);
         let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+        // Devices marked dirty meanwhile stay marked: they are planned once policy is known.
+        let mut waiting_logged = false;
+        while !self.has_policy() {
+            if !waiting_logged {
+                tracing::info!("no policy snapshot yet: nothing is planned until the policy source has loaded one");
+                waiting_logged = true;
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = self.notify.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
         loop {
             let next_wakeup = self.move_due_wakeups(crate::store::now_millis());
             let admitted = lock(&self.rollout).admit(
@@ -511,6 +541,12 @@ impl Reconciler {
         device_id: &str,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> anyhow::Result<u64> {
+        if !self.has_policy() {
+            // Unknown desired state: plan nothing, and plan the device once it is known.
+            self.release_slot(device_id);
+            lock(&self.dirty).insert(device_id.to_string());
+            return Ok(0);
+        }
         self.reconciles
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let view = self.store.reconcile_view(device_id).await?;
