@@ -653,3 +653,53 @@ async fn a_restart_without_a_loadable_policy_removes_nothing() {
     }
     server.stop().await;
 }
+
+/// Issue 20, item 6: a device that enrolls again (after a CheckOut, or erased and set up
+/// again) carries none of the profiles it had. Before the fix they stayed `verified` and
+/// nothing was reinstalled; now Authenticate resets what we believe it carries, status counts
+/// it pending, and it gets its profiles back at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_enrolls_again_is_pending_and_gets_its_profiles_back() {
+    let policy = tempfile::tempdir().unwrap();
+    write_policy(policy.path(), &wifi("Office", "everyone"));
+    let dir = policy.path().to_path_buf();
+    let server = TestServer::start_with(move |a| a.policy_dir = Some(dir)).await;
+    let mut devices = Vec::new();
+    for i in 0..2 {
+        devices.push(server.enrolled_device(i).await);
+    }
+    server
+        .converge(&mut devices, "installed", |s| {
+            wifi_status(s)["verified"] == 2
+        })
+        .await;
+
+    // Device 0 removes its enrollment profile and enrolls again; device 1 is erased and set
+    // up again (same hardware, nothing installed).
+    devices[0].check_out().await.unwrap();
+    assert!(installed_ssid(&devices[0]).is_none());
+    devices[0].enroll().await.unwrap();
+    devices[1] = server.device(1);
+    devices[1].enroll().await.unwrap();
+    let s = server.status().await;
+    assert_eq!(
+        wifi_status(&s)["verified"],
+        0,
+        "re-enrolled devices still counted verified: {s:#}"
+    );
+    assert_eq!(wifi_status(&s)["pending"], 2, "{s:#}");
+
+    server
+        .converge(&mut devices, "reinstalled", |s| {
+            wifi_status(s)["verified"] == 2
+        })
+        .await;
+    for d in &devices {
+        assert!(
+            installed_ssid(d).is_some(),
+            "{} lacks the profile",
+            d.udid()
+        );
+    }
+    server.stop().await;
+}

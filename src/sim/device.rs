@@ -283,8 +283,10 @@ impl SimDevice {
         Ok(())
     }
 
-    /// Sends CheckOut (profile removed).
+    /// Sends CheckOut: the enrollment profile was removed, and with it, as on a real device,
+    /// every profile the server installed.
     pub async fn check_out(&mut self) -> Result<(), SimError> {
+        self.state.profiles.clear();
         let mut d = Dictionary::new();
         d.insert("MessageType".into(), s("CheckOut"));
         d.insert("Topic".into(), s(&self.topic()));

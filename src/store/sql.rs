@@ -376,6 +376,29 @@ macro_rules! impl_sql_store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+                if !inserted {
+                    // A new enrollment of a known device (after an erase, a CheckOut, a removed
+                    // MDM profile): it carries none of what we installed before. Whatever is
+                    // still declared for it is pending again (and reinstalled once it is
+                    // enrolled), nothing is left to remove, and its last ProfileList is stale.
+                    sqlx::query("DELETE FROM managed_profiles WHERE device_id = $1 AND state = 'removing'")
+                        .bind(&f.device_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(
+                        "UPDATE managed_profiles SET state = 'pending', attempts = 0, last_attempt_at = NULL, \
+                           acknowledged_at = NULL, last_error = NULL, updated_at = $2 \
+                         WHERE device_id = $1",
+                    )
+                    .bind(&f.device_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("DELETE FROM reported_profiles WHERE device_id = $1")
+                        .bind(&f.device_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await?;
                 Ok(AuthenticateOutcome { cancelled_commands: cancelled, re_enrollment: !inserted })
             }
