@@ -456,3 +456,58 @@ async fn an_administrator_locks_locates_and_erases_through_the_api_and_the_cli()
     assert!(!visible.contains(PIN), "the PIN is visible: {visible}");
     server.stop().await;
 }
+
+/// Issue 20, item 8: a declared Lock queued just before the device enrolled again was
+/// cancelled by the new enrollment and, before the fix, ended Failed "cancelled" for good
+/// (only a `runId` bump sent it again). It is now sent again to the new enrollment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_action_cancelled_by_a_new_enrollment_is_sent_again() {
+    let policy = tempfile::tempdir().unwrap();
+    let dir = policy.path().to_path_buf();
+    let server = TestServer::start_with(move |a| {
+        a.policy_dir = Some(dir);
+        a.inventory_interval_secs = Some(3600);
+    })
+    .await;
+    let mut mac = server.enrolled_device(MAC).await;
+    let mac_id = mac.udid().to_string();
+    let lock = action(
+        "lock-mac",
+        &format!(
+            "  target: {{serialNumber: {}}}\n  action: Lock\n  message: Locked by IT\n  pin: {{file: secrets/mac.pin}}",
+            mac.hw.serial_number
+        ),
+    );
+    write_actions(policy.path(), &lock);
+    // Queued for the device, which has not fetched it yet…
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, actions) = server
+            .admin_get(&format!("/api/v1/devices/{mac_id}/actions"))
+            .await;
+        if actions.to_string().contains("\"command_uuid\":\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lock was never queued: {actions}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // …when it enrolls again: the queued command is cancelled.
+    mac.enroll().await.unwrap();
+    server
+        .converge(&mut [&mut mac], "lock sent again", |s| {
+            declared(s, "lock-mac")["acknowledged"] == 1
+        })
+        .await;
+    assert!(mac.state.locked, "the Mac was not locked");
+    assert!(
+        mac.state
+            .lock_pin
+            .as_ref()
+            .is_some_and(|p| p.matches(PIN.as_bytes())),
+        "the Mac did not get its PIN"
+    );
+    server.stop().await;
+}

@@ -118,8 +118,20 @@ impl Reconciler {
             if matches!(step, Step::WaitForFacts(_)) {
                 pass.needs_facts = true;
             }
+            // A re-send (its last command was cancelled) needs a command UUID of its own.
+            let previous = records
+                .iter()
+                .find(|r| r.action_id == id)
+                .and_then(|r| r.command_uuid.clone());
             let start = self
-                .start_for(device_id, attributes, &id, &action.key, &action.spec, step)
+                .start_for(
+                    device_id,
+                    attributes,
+                    (&id, previous.as_deref()),
+                    &action.key,
+                    &action.spec,
+                    step,
+                )
                 .await?;
             // Still waiting for the same reason: nothing to write.
             let unchanged = records.iter().any(|r| {
@@ -155,7 +167,7 @@ impl Reconciler {
         &self,
         device_id: &str,
         attributes: &DeviceAttributes,
-        action_id: &str,
+        (action_id, previous_command): (&str, Option<&str>),
         source: &str,
         spec: &ActionSpec,
         step: Step,
@@ -174,7 +186,13 @@ impl Reconciler {
                 let platform = attributes.platform.map(|p| p.schema_name());
                 let dict = spec.command(platform, token.as_deref());
                 // Deterministic: the same action on the same device is the same command.
-                let uuid = super::plan::command_uuid(device_id, "action", action_id, "", 0);
+                let uuid = super::plan::command_uuid(
+                    device_id,
+                    "action",
+                    action_id,
+                    previous_command.unwrap_or(""),
+                    0,
+                );
                 let command = NewCommand {
                     uuid: uuid.clone(),
                     request_type: spec.kind.request_type().to_string(),
@@ -231,7 +249,14 @@ impl Reconciler {
         let step = decide(spec, &attributes, &context, &records, false, false);
         let action_id = format!("api-{}", uuid::Uuid::new_v4());
         let start = self
-            .start_for(device_id, &attributes, &action_id, "api", spec, step)
+            .start_for(
+                device_id,
+                &attributes,
+                (&action_id, None),
+                super::actions::API_SOURCE,
+                spec,
+                step,
+            )
             .await?;
         let now = crate::store::now_millis();
         let queued = self

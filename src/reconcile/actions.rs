@@ -123,6 +123,13 @@ pub fn decide(
     }
 }
 
+/// Who started an administrator's action (`ActionRecord::source`).
+pub const API_SOURCE: &str = "api";
+
+/// Why a declared action waits after its command was cancelled by a new enrollment.
+pub const CANCELLED_BY_ENROLLMENT: &str =
+    "the command was cancelled before the device ran it (the device enrolled again); it is sent again";
+
 /// How a queued action ends, once its command has a result; None while it has none.
 pub fn finish(record: &ActionRecord) -> Option<ActionFinish> {
     if record.state != ActionState::Queued {
@@ -144,9 +151,16 @@ pub fn finish(record: &ActionRecord) -> Option<ActionFinish> {
             Some(super::driver::error_text(result.as_ref())),
             None,
         ),
+        // Not the device's answer: the device enrolled again (or was checked out) before it
+        // ran the command. A declared action waits and is sent again to the new enrollment.
+        CommandStatus::Cancelled if record.source != API_SOURCE => (
+            ActionState::Waiting,
+            Some(CANCELLED_BY_ENROLLMENT.into()),
+            None,
+        ),
         CommandStatus::Cancelled => (
             ActionState::Failed,
-            Some("the command was cancelled before the device ran it (the device enrolled again or was wiped)".into()),
+            Some("the command was cancelled before the device ran it (the device enrolled again or was checked out); start the action again".into()),
             None,
         ),
     };
