@@ -375,22 +375,28 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "{:<40} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "PROFILE", "TARGETED", "VERIFIED", "PENDING", "FAILED", "REMOVING"
+        "{:<40} {:>8} {:>8} {:>8} {:>8} {:>8} {:>14}",
+        "PROFILE", "TARGETED", "VERIFIED", "PENDING", "FAILED", "REMOVING", "REMOVAL-FAILED"
     );
     for p in body["profiles"].as_array().into_iter().flatten() {
         println!(
-            "{:<40} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "{:<40} {:>8} {:>8} {:>8} {:>8} {:>8} {:>14}",
             p["profile"].as_str().unwrap_or("?"),
             p["targeted"],
             p["verified"],
             p["pending"],
             p["failed"],
-            p["removing"]
+            p["removing"],
+            p["removal_failed"]
         );
         for f in p["failing_devices"].as_array().into_iter().flatten() {
+            let what = if f["phase"] == "removal" {
+                "removal failed"
+            } else {
+                "failed"
+            };
             println!(
-                "    failed on {}: {}",
+                "    {what} on {}: {}",
                 f["device_id"].as_str().unwrap_or("?"),
                 f["reason"].as_str().unwrap_or("?")
             );

@@ -297,7 +297,7 @@ async fn plan_and_status_show_what_a_change_would_do_and_where_the_fleet_stands(
         .find(|l| l.starts_with("Profile/wifi"))
         .unwrap_or_else(|| panic!("no wifi row in {out}"));
     let numbers: Vec<&str> = row.split_whitespace().skip(1).collect();
-    assert_eq!(numbers, ["5", "5", "0", "0", "0"], "{out}");
+    assert_eq!(numbers, ["5", "5", "0", "0", "0", "0"], "{out}");
     server.stop().await;
 }
 
@@ -701,5 +701,74 @@ async fn a_device_that_enrolls_again_is_pending_and_gets_its_profiles_back() {
             d.udid()
         );
     }
+    server.stop().await;
+}
+
+/// Issue 20, item 7: a RemoveProfile the device keeps refusing is given up after
+/// `max_attempts`. Before the fix the profile stayed `removing` for ever (status REMOVING,
+/// FAILED 0, no log line); now it is `removal_failed`, with the device's error, in the API,
+/// `pomona status` and the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_that_gave_up_is_shown_as_failed_not_in_progress() {
+    let policy = tempfile::tempdir().unwrap();
+    write_policy(policy.path(), &wifi("Office", "everyone"));
+    let dir = policy.path().to_path_buf();
+    let server = TestServer::start_with(move |a| {
+        a.policy_dir = Some(dir);
+        a.retry_backoff_ms = Some(50);
+        a.max_attempts = Some(3);
+        a.inventory_interval_secs = Some(3600);
+    })
+    .await;
+    let mut devices = vec![server.enrolled_device(0).await];
+    server
+        .converge(&mut devices, "installed", |s| {
+            wifi_status(s)["verified"] == 1
+        })
+        .await;
+    // From now on the device refuses every command; the profile is no longer declared for it.
+    devices[0].faults.error_rate = 1.0;
+    write_policy(
+        policy.path(),
+        &wifi("Office", "phones").replace("[phones]", "[nobody]"),
+    );
+    std::fs::write(
+        policy.path().join("nobody.yaml"),
+        "apiVersion: mdm.pomona.dev/v1alpha1\nkind: DeviceGroup\nmetadata: {name: nobody}\nspec: {serialNumbers: [NONE]}\n",
+    )
+    .unwrap();
+    let s = server
+        .converge(&mut devices, "removal given up", |s| {
+            wifi_status(s)["removal_failed"] == 1
+        })
+        .await;
+    let w = wifi_status(&s);
+    assert_eq!(w["removing"], 0, "{w:#}");
+    let failing = &w["failing_devices"][0];
+    assert_eq!(failing["phase"], "removal", "{w:#}");
+    assert!(
+        failing["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{w:#}"
+    );
+
+    let token_file = server.data_dir.join("admin-token");
+    let ca = server.data_dir.join("tls/ca.pem");
+    let (code, out) = run_cli(&[
+        "status",
+        "--server",
+        &server.base_url,
+        "--admin-token-file",
+        token_file.to_str().unwrap(),
+        "--server-ca",
+        ca.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("REMOVAL-FAILED"), "{out}");
+    assert!(out.contains("removal failed on"), "{out}");
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("pomona_managed_profiles{state=\"removal_failed\"} 1"),
+        "{metrics}"
+    );
     server.stop().await;
 }

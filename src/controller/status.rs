@@ -445,7 +445,8 @@ impl Writer {
             targeted: targeted.get(key).copied().unwrap_or(0),
             verified: c.verified,
             pending: c.pending + c.verifying,
-            failed: c.failed,
+            // A removal given up is a failure on the device, as an install given up is.
+            failed: c.failed + c.removal_failed,
             removing: c.removing,
         };
         let api: Api<K> = Api::namespaced(

@@ -651,6 +651,17 @@ impl Reconciler {
             now,
             settings: self.settings,
         });
+        for gave_up in result.managed.iter().filter(|m| {
+            m.state == super::plan::ProfileState::RemovalFailed
+                && state
+                    .managed
+                    .iter()
+                    .any(|old| old.identifier == m.identifier && old.state != m.state)
+        }) {
+            tracing::warn!(device = %device_id, profile = %gave_up.identifier, attempts = gave_up.attempts,
+                error = gave_up.last_error.as_deref().unwrap_or(""),
+                "RemoveProfile given up after max_attempts: the profile may still be on the device");
+        }
 
         let mut enqueue: Vec<(NewCommand, Intent)> = result
             .commands

@@ -28,6 +28,10 @@ pub enum ProfileState {
     Failed,
     /// No longer desired; RemoveProfile queued or sent.
     Removing,
+    /// No longer desired, and RemoveProfile failed `max_attempts` times: given up, the
+    /// profile may still be on the device; `last_error` says why. Terminal until the device
+    /// reports it gone, it is declared again, or the device enrolls again.
+    RemovalFailed,
 }
 
 impl ProfileState {
@@ -38,6 +42,7 @@ impl ProfileState {
             Self::Verified => "verified",
             Self::Failed => "failed",
             Self::Removing => "removing",
+            Self::RemovalFailed => "removal_failed",
         }
     }
 
@@ -47,6 +52,7 @@ impl ProfileState {
             "verified" => Self::Verified,
             "failed" => Self::Failed,
             "removing" => Self::Removing,
+            "removal_failed" => Self::RemovalFailed,
             _ => Self::Pending,
         }
     }
@@ -227,7 +233,12 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
             .or_insert_with(|| fresh(profile));
         entry.profile_key = profile.key.clone();
         entry.removal_policy = profile.removal_policy;
-        if entry.hash != profile.hash || entry.state == ProfileState::Removing {
+        if entry.hash != profile.hash
+            || matches!(
+                entry.state,
+                ProfileState::Removing | ProfileState::RemovalFailed
+            )
+        {
             // New content (or wanted again while being removed): a new install cycle.
             *entry = ManagedProfile {
                 installs: entry.installs,
@@ -284,7 +295,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
                     }
                 }
             }
-            ProfileState::Removing => unreachable!("reset above"),
+            ProfileState::Removing | ProfileState::RemovalFailed => unreachable!("reset above"),
         }
     }
 
@@ -321,10 +332,15 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
             forget.push(entry.identifier.clone()); // never installed
             continue;
         }
-        if entry.state == ProfileState::Removing && entry.attempts >= settings.max_attempts {
-            continue; // removal gave up; status shows why
+        let removal = matches!(
+            entry.state,
+            ProfileState::Removing | ProfileState::RemovalFailed
+        );
+        if removal && entry.attempts >= settings.max_attempts {
+            entry.state = ProfileState::RemovalFailed; // given up; status shows why
+            continue;
         }
-        if entry.state != ProfileState::Removing {
+        if !removal {
             entry.state = ProfileState::Removing;
             entry.attempts = 0;
         }

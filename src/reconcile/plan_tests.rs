@@ -349,8 +349,22 @@ fn removal_errors_are_retried_then_given_up() {
         } else {
             assert!(p.commands.is_empty(), "gave up after {attempt}");
             assert_eq!(entry.last_error.as_deref(), Some("profile is locked"));
+            // Given up is a state of its own, not a removal still in progress.
+            assert_eq!(entry.state, ProfileState::RemovalFailed);
         }
     }
+    // Terminal: later plans send nothing and keep the state and the device's error.
+    let p = plan(input(vec![], vec![entry.clone()], None));
+    assert!(p.commands.is_empty());
+    assert_eq!(state_of(&p, "wifi"), Some(ProfileState::RemovalFailed));
+    // Declared again: a new install cycle.
+    let wifi = profile("wifi", "h1", RemovalPolicy::Remove);
+    let p = plan(input(vec![&wifi], vec![entry.clone()], None));
+    assert_eq!(state_of(&p, "wifi"), Some(ProfileState::Pending));
+    // The device reports it gone: forgotten.
+    let gone = reported(NOW + 1, &[]);
+    let p = plan(input(vec![], vec![entry], Some(&gone)));
+    assert!(p.managed.is_empty());
 }
 
 #[test]

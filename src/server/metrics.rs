@@ -121,6 +121,24 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
             "pomona_command_reports_total{{status=\"{status}\"}} {n}"
         );
     }
+    // Where managed profiles stand across the fleet (from the covering index status uses).
+    if let Ok(counts) = state.store.profile_counts().await {
+        out.push_str("# HELP pomona_managed_profiles Managed profiles on devices by state (removal_failed: RemoveProfile given up after max_attempts).\n");
+        out.push_str("# TYPE pomona_managed_profiles gauge\n");
+        let total = |f: fn(&crate::store::reconcile::ProfileCounts) -> i64| {
+            counts.iter().map(f).sum::<i64>()
+        };
+        for (label, n) in [
+            ("pending", total(|c| c.pending)),
+            ("verifying", total(|c| c.verifying)),
+            ("verified", total(|c| c.verified)),
+            ("failed", total(|c| c.failed)),
+            ("removing", total(|c| c.removing)),
+            ("removal_failed", total(|c| c.removal_failed)),
+        ] {
+            let _ = writeln!(out, "pomona_managed_profiles{{state=\"{label}\"}} {n}");
+        }
+    }
     let (waiting, installing) = state.reconciler.rollout_progress();
     out.push_str(
         "# HELP pomona_rollout_waiting_devices Devices a policy change touched, waiting for a rollout slot.\n",

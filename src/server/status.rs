@@ -37,17 +37,20 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Response {
             .cloned()
             .unwrap_or_default()
             .against(declared.map(|p| p.hash.as_str()));
-        let failing = match state
-            .store
-            .managed_in_state(&key, "failed", FAILING_SHOWN)
-            .await
-        {
-            Ok(rows) => rows
-                .into_iter()
-                .map(|(device, m)| json!({"device_id": device, "reason": m.last_error}))
-                .collect::<Vec<_>>(),
-            Err(e) => return store_error(e),
-        };
+        // Installs and removals given up, each with the device's error.
+        let mut failing = Vec::new();
+        for (phase, stored_state) in [("install", "failed"), ("removal", "removal_failed")] {
+            match state
+                .store
+                .managed_in_state(&key, stored_state, FAILING_SHOWN)
+                .await
+            {
+                Ok(rows) => failing.extend(rows.into_iter().map(|(device, m)| {
+                    json!({"device_id": device, "phase": phase, "reason": m.last_error})
+                })),
+                Err(e) => return store_error(e),
+            }
+        }
         profiles.push(json!({
             "profile": key,
             "declared": declared.is_some(),
@@ -57,6 +60,7 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Response {
             "pending": c.pending + c.verifying,
             "failed": c.failed,
             "removing": c.removing,
+            "removal_failed": c.removal_failed,
             "failing_devices": failing,
         }));
     }

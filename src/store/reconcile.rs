@@ -71,6 +71,8 @@ pub struct ProfileCounts {
     pub verified: i64,
     pub failed: i64,
     pub removing: i64,
+    /// Removals given up after `max_attempts` (the profile may still be on the device).
+    pub removal_failed: i64,
     /// The verified devices, by the content hash they were verified with.
     pub verified_by_hash: std::collections::BTreeMap<String, i64>,
 }
@@ -558,6 +560,7 @@ macro_rules! impl_reconcile_store {
                             }
                             ProfileState::Failed => counts.failed += n,
                             ProfileState::Removing => counts.removing += n,
+                            ProfileState::RemovalFailed => counts.removal_failed += n,
                         }
                     }
                     Ok(out)

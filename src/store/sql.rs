@@ -381,7 +381,7 @@ macro_rules! impl_sql_store {
                     // MDM profile): it carries none of what we installed before. Whatever is
                     // still declared for it is pending again (and reinstalled once it is
                     // enrolled), nothing is left to remove, and its last ProfileList is stale.
-                    sqlx::query("DELETE FROM managed_profiles WHERE device_id = $1 AND state = 'removing'")
+                    sqlx::query("DELETE FROM managed_profiles WHERE device_id = $1 AND state IN ('removing', 'removal_failed')")
                         .bind(&f.device_id)
                         .execute(&mut *tx)
                         .await?;
