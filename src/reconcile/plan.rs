@@ -217,13 +217,20 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
             .any(|f| matches!(&f.intent, Intent::Remove { identifier: i } if i == identifier))
     };
 
-    // Superseded queued installs: another version, or no longer desired.
+    // Superseded queued commands: installs of another version or of what is no longer
+    // desired, and removals of what is desired again (never remove what is declared).
     for f in in_flight.iter().filter(|f| f.queued) {
-        if let Intent::Install { identifier, hash } = &f.intent {
-            let current = desired_by_id.get(identifier.as_str()).map(|p| &p.hash);
-            if current != Some(hash) {
+        match &f.intent {
+            Intent::Install { identifier, hash } => {
+                let current = desired_by_id.get(identifier.as_str()).map(|p| &p.hash);
+                if current != Some(hash) {
+                    out.cancel.push(f.command_uuid.clone());
+                }
+            }
+            Intent::Remove { identifier } if desired_by_id.contains_key(identifier.as_str()) => {
                 out.cancel.push(f.command_uuid.clone());
             }
+            _ => {}
         }
     }
 

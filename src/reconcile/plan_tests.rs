@@ -431,3 +431,27 @@ fn a_profile_list_rides_along_behind_installs_so_one_session_verifies() {
     assert_eq!(state_of(&verified, "wifi"), Some(ProfileState::Verified));
     assert!(verified.commands.is_empty(), "{verified:?}");
 }
+
+#[test]
+fn a_queued_removal_of_a_profile_declared_again_is_cancelled_and_it_is_reinstalled() {
+    let wifi = profile("wifi", "h1", RemovalPolicy::Remove);
+    let mut again = input(
+        vec![&wifi],
+        vec![managed("wifi", "h1", ProfileState::Removing)],
+        None,
+    );
+    again.in_flight = vec![InFlight {
+        command_uuid: "R".into(),
+        intent: Intent::Remove {
+            identifier: "wifi".into(),
+        },
+        queued: true,
+    }];
+    let p = plan(again);
+    assert_eq!(p.cancel, ["R"]);
+    assert!(intents(&p).contains(&Intent::Install {
+        identifier: "wifi".into(),
+        hash: "h1".into()
+    }));
+    assert_eq!(state_of(&p, "wifi"), Some(ProfileState::Pending));
+}
