@@ -202,6 +202,8 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
 
     let mut out = Plan::default();
     let mut needs_profile_list = false;
+    // An unneeded profile whose presence on the device is in doubt (see below).
+    let mut needs_removal_check = false;
     let desired_by_id: BTreeMap<&str, &CompiledProfile> = desired
         .iter()
         .map(|p| (p.identifier.as_str(), *p))
@@ -263,7 +265,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
                     (n, Some(at)) => at + backoff(n, &settings),
                 };
                 if now >= due {
-                    out.commands.push(install(device_id, entry, profile));
+                    out.commands.push(install(device_id, entry, profile, now));
                 } else {
                     out.wake_at = Some(out.wake_at.map_or(due, |w| w.min(due)));
                 }
@@ -298,7 +300,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
                         entry.state = ProfileState::Pending;
                         entry.attempts = 0;
                         entry.last_error = None;
-                        out.commands.push(install(device_id, entry, profile));
+                        out.commands.push(install(device_id, entry, profile, now));
                     }
                 }
             }
@@ -351,6 +353,23 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
             entry.state = ProfileState::Removing;
             entry.attempts = 0;
         }
+        // Whether it is on the device at all is not known when no install of it was ever
+        // acknowledged in this cycle (a device that enrolled again, an install that never
+        // arrived): ask the device first, and remove only what its ProfileList shows (an
+        // absent one is forgotten above, next time). A refused removal is retried with a
+        // ProfileList behind it (below), which shows whether it is still there.
+        let listed_since = reported.is_some_and(|r| {
+            r.reported_at
+                > entry
+                    .last_attempt_at
+                    .unwrap_or(0)
+                    .max(entry.acknowledged_at.unwrap_or(0))
+        });
+        let uncertain = entry.acknowledged_at.is_none() && entry.attempts == 0;
+        if uncertain && !listed_since && !installing {
+            needs_removal_check = true;
+            continue;
+        }
         let due = match (entry.attempts, entry.last_attempt_at) {
             (0, _) | (_, None) => now,
             (n, Some(at)) => at + backoff(n, &settings),
@@ -361,7 +380,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
                     device_id,
                     "remove",
                     &entry.identifier,
-                    &entry.hash,
+                    &format!("{}@{now}", entry.hash),
                     entry.installs + entry.attempts,
                 ),
                 intent: Intent::Remove {
@@ -378,16 +397,25 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
     }
 
     let list_in_flight = in_flight.iter().any(|f| f.intent == Intent::ProfileList);
-    let first_install = out
+    let first_change = out
         .commands
         .iter()
-        .find(|c| matches!(c.intent, Intent::Install { .. }))
+        .find(|c| matches!(c.intent, Intent::Install { .. } | Intent::Remove { .. }))
         .map(|c| c.uuid.clone());
-    if let (Some(install_uuid), false) = (first_install, list_in_flight) {
-        // Verification rides along: queued behind the installs, the ProfileList is answered
-        // in the same session, so a device is verified without a second push.
+    if let (Some(install_uuid), false) = (first_change, list_in_flight) {
+        // Verification rides along: queued behind the installs and removals, the ProfileList
+        // is answered in the same session, so a device is verified without a second push, and
+        // a removal the device refused shows whether the profile is there at all.
         out.commands.push(PlannedCommand {
             uuid: command_uuid(device_id, "profile-list-after", "", &install_uuid, 0),
+            intent: Intent::ProfileList,
+            payload: None,
+        });
+    } else if needs_removal_check && !list_in_flight {
+        // Seeded by the time: asked again after each refused removal or doubtful entry, and
+        // never twice at once (`list_in_flight`).
+        out.commands.push(PlannedCommand {
+            uuid: command_uuid(device_id, "profile-list-removal", "", &now.to_string(), 0),
             intent: Intent::ProfileList,
             payload: None,
         });
@@ -424,16 +452,21 @@ fn fresh(profile: &CompiledProfile) -> ManagedProfile {
     }
 }
 
+/// The time of the plan is part of install and removal UUIDs: the counters alone repeat once
+/// an entry is forgotten (removed, then declared again with the same content), and a command
+/// whose UUID exists already is never queued again. Same input, same UUID: a replay of one
+/// plan still queues nothing new.
 fn install(
     device_id: &str,
     entry: &mut ManagedProfile,
     profile: &CompiledProfile,
+    now: i64,
 ) -> PlannedCommand {
     let uuid = command_uuid(
         device_id,
         "install",
         &entry.identifier,
-        &entry.hash,
+        &format!("{}@{now}", entry.hash),
         entry.installs,
     );
     entry.installs += 1;

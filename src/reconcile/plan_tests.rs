@@ -268,9 +268,12 @@ fn removal_follows_the_removal_policy() {
     ));
     assert_eq!(
         intents(&p),
-        [Intent::Remove {
-            identifier: "wifi".into()
-        }]
+        [
+            Intent::Remove {
+                identifier: "wifi".into()
+            },
+            Intent::ProfileList
+        ]
     );
     assert_eq!(state_of(&p, "wifi"), Some(ProfileState::Removing));
     let mut done = input(vec![], p.managed.clone(), None);
@@ -327,6 +330,7 @@ fn removal_errors_are_retried_then_given_up() {
     let settings = PlanSettings::default();
     let mut entry = managed("wifi", "h1", ProfileState::Removing);
     for attempt in 1..=settings.max_attempts {
+        let at = NOW + attempt as i64 * 1_000;
         let mut failed = input(vec![], vec![entry.clone()], None);
         failed.finished = vec![Finished {
             command_uuid: format!("R{attempt}"),
@@ -334,18 +338,27 @@ fn removal_errors_are_retried_then_given_up() {
                 identifier: "wifi".into(),
             },
             result: CommandResult::Error("profile is locked".into()),
-            at: NOW,
+            at,
         }];
-        failed.now = NOW + backoff(attempt, &settings);
+        failed.now = at;
         let p = plan(failed);
         entry = p.managed[0].clone();
         if attempt < settings.max_attempts {
+            // Refused: retried after the backoff, with a ProfileList behind it that shows
+            // whether the profile is still there.
+            let mut retry = input(vec![], vec![entry.clone()], None);
+            retry.now = at + backoff(attempt, &settings);
+            let p = plan(retry);
             assert_eq!(
                 intents(&p),
-                [Intent::Remove {
-                    identifier: "wifi".into()
-                }]
+                [
+                    Intent::Remove {
+                        identifier: "wifi".into()
+                    },
+                    Intent::ProfileList
+                ]
             );
+            entry = p.managed[0].clone();
         } else {
             assert!(p.commands.is_empty(), "gave up after {attempt}");
             assert_eq!(entry.last_error.as_deref(), Some("profile is locked"));
@@ -362,7 +375,7 @@ fn removal_errors_are_retried_then_given_up() {
     let p = plan(input(vec![&wifi], vec![entry.clone()], None));
     assert_eq!(state_of(&p, "wifi"), Some(ProfileState::Pending));
     // The device reports it gone: forgotten.
-    let gone = reported(NOW + 1, &[]);
+    let gone = reported(NOW + 60_000, &[]);
     let p = plan(input(vec![], vec![entry], Some(&gone)));
     assert!(p.managed.is_empty());
 }
@@ -454,4 +467,52 @@ fn a_queued_removal_of_a_profile_declared_again_is_cancelled_and_it_is_reinstall
         hash: "h1".into()
     }));
     assert_eq!(state_of(&p, "wifi"), Some(ProfileState::Pending));
+}
+
+#[test]
+fn a_profile_whose_presence_is_in_doubt_is_looked_for_before_it_is_removed() {
+    // Pending and never acknowledged (a device that enrolled again, an install that never
+    // arrived), and no longer declared: the device is asked, not sent RemoveProfile.
+    let mut doubtful = managed("wifi", "h1", ProfileState::Pending);
+    doubtful.acknowledged_at = None;
+    let p = plan(input(vec![], vec![doubtful.clone()], None));
+    assert_eq!(intents(&p), [Intent::ProfileList]);
+    // Not there: forgotten, nothing removed.
+    let absent = reported(NOW + 1, &[]);
+    let p = plan(input(vec![], vec![doubtful.clone()], Some(&absent)));
+    assert!(p.commands.is_empty() && p.managed.is_empty(), "{p:?}");
+    // There after all (an install that did arrive): removed.
+    let present = reported(NOW + 1, &[("wifi", "UUID-h1")]);
+    let p = plan(input(vec![], vec![doubtful], Some(&present)));
+    assert_eq!(
+        intents(&p),
+        [
+            Intent::Remove {
+                identifier: "wifi".into()
+            },
+            Intent::ProfileList
+        ]
+    );
+}
+
+#[test]
+fn a_profile_declared_again_after_its_removal_is_installed_with_a_new_command() {
+    // Found by the fleet campaign: the entry is forgotten once removed, so its counters start
+    // again; an install UUID made of them alone was the UUID of the first install, and a
+    // command whose UUID exists is never queued again: the profile stayed pending for ever.
+    let wifi = profile("wifi", "h1", RemovalPolicy::Remove);
+    let first = plan(input(vec![&wifi], vec![], None));
+    let mut again = input(vec![&wifi], vec![], None);
+    again.now = NOW + 60_000;
+    let second = plan(again);
+    let uuid = |p: &Plan| {
+        p.commands
+            .iter()
+            .find(|c| matches!(c.intent, Intent::Install { .. }))
+            .map(|c| c.uuid.clone())
+            .unwrap()
+    };
+    assert_ne!(uuid(&first), uuid(&second));
+    // A replay of the same plan is the same command.
+    assert_eq!(uuid(&first), uuid(&plan(input(vec![&wifi], vec![], None))));
 }

@@ -122,6 +122,18 @@ pub enum SimError {
 pub struct Exchange {
     /// RequestTypes of the commands received, in order.
     pub received: Vec<String>,
+    /// Each command received, in order, with what the device answered (for oracles).
+    pub commands: Vec<ReceivedCommand>,
+}
+
+/// One command a device received and how it answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedCommand {
+    pub uuid: String,
+    pub request_type: String,
+    /// The `Identifier` of a RemoveProfile, the PayloadIdentifier of an InstallProfile.
+    pub identifier: Option<String>,
+    pub status: ReportStatus,
 }
 
 pub struct SimDevice {
@@ -336,6 +348,12 @@ impl SimDevice {
                 })?;
             exchange.received.push(request_type.clone());
             let answer = self.answer(&request_type, &command);
+            exchange.commands.push(ReceivedCommand {
+                uuid: uuid.clone(),
+                request_type: request_type.clone(),
+                identifier: command_identifier(&request_type, &command),
+                status: answer.status,
+            });
             if answer.status != ReportStatus::NotNow {
                 self.endpoint.progress.answered.fetch_add(1, Relaxed);
             }
@@ -450,6 +468,23 @@ fn s(v: &str) -> Value {
 
 fn is_idle(body: &[u8]) -> bool {
     crate::protocol::Report::parse(body).is_ok_and(|r| r.status == ReportStatus::Idle)
+}
+
+/// The profile a command is about: RemoveProfile's `Identifier`, or the PayloadIdentifier of
+/// an (unsigned) InstallProfile payload.
+fn command_identifier(request_type: &str, command: &Dictionary) -> Option<String> {
+    match request_type {
+        "RemoveProfile" => command
+            .get("Identifier")
+            .and_then(Value::as_string)
+            .map(str::to_string),
+        "InstallProfile" => command
+            .get("Payload")
+            .and_then(Value::as_data)
+            .and_then(|p| crate::protocol::profile::ProfileSummary::parse(p).ok())
+            .map(|s| s.identifier),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

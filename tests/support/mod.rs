@@ -76,7 +76,22 @@ impl TestServer {
             let probe = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind loopback");
             probe.local_addr().unwrap().port()
         };
-        let log = std::fs::File::create(data_dir.join("server.log")).expect("server log");
+        Self::start_process_on(data_dir, port, flags, log_filter).await
+    }
+
+    /// `start_process` on a given port (a restart where enrolled devices expect it). The log
+    /// is appended to, so that it tells the story of every restart.
+    pub async fn start_process_on(
+        data_dir: PathBuf,
+        port: u16,
+        flags: &[String],
+        log_filter: &str,
+    ) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join("server.log"))
+            .expect("server log");
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pomona"))
             .arg("serve")
             .arg("--data-dir")
