@@ -318,9 +318,32 @@ impl Campaign {
                 .filter(|d| self.carries(*d).get(identifier) == Some(uuid))
                 .count();
             let (t, v) = (row["targeted"].as_u64(), row["verified"].as_u64());
-            if t != Some(targeted as u64) || v != Some(verified as u64) {
+            // With a device offline, the server cannot have verified what it installed last
+            // (the ProfileList is still to come): status may count fewer, never more.
+            let all_online = self.slots.iter().all(|s| s.online);
+            let verified_ok = if all_online {
+                v == Some(verified as u64)
+            } else {
+                v.is_some_and(|v| v <= verified as u64)
+            };
+            if t != Some(targeted as u64) || !verified_ok {
+                let mut seen = Vec::new();
+                for d in (0..self.slots.len()).filter(|d| good.model.desired(*d).contains(name)) {
+                    let udid = self.slots[d].device.udid().to_string();
+                    let (_, view) = self
+                        .server()
+                        .admin_get(&format!("/api/v1/devices/{udid}"))
+                        .await;
+                    seen.push(format!(
+                        "device {d} online {} carries {:?}; server: {}",
+                        self.slots[d].online,
+                        self.carries(d).get(identifier),
+                        view["profiles"]
+                    ));
+                }
                 out.push(format!(
-                    "(c) {key}: status says targeted {t:?} verified {v:?}, the devices say targeted {targeted} verified {verified}"
+                    "(c) {key}: status says targeted {t:?} verified {v:?}, the devices say targeted {targeted} verified {verified}: {}",
+                    seen.join("; ")
                 ));
             }
         }

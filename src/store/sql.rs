@@ -398,6 +398,16 @@ macro_rules! impl_sql_store {
                         .bind(&f.device_id)
                         .execute(&mut *tx)
                         .await?;
+                    // Results the old enrollment gave (a ProfileList answered just before) speak
+                    // of a device that no longer exists: they are not folded in.
+                    sqlx::query(
+                        "UPDATE reconcile_commands SET processed_at = $2 \
+                         WHERE device_id = $1 AND processed_at IS NULL",
+                    )
+                    .bind(&f.device_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 tx.commit().await?;
                 Ok(AuthenticateOutcome { cancelled_commands: cancelled, re_enrollment: !inserted })
