@@ -89,12 +89,11 @@ impl Model {
     }
 }
 
-/// A policy the server accepted: the model, its revision, and each profile's identifier and
-/// PayloadUUID as compiled.
+/// A policy the server accepted: the model, and each profile's identifier and PayloadUUID as
+/// compiled.
 #[derive(Debug, Clone)]
 struct LastGood {
     model: Model,
-    revision: String,
     /// name → (identifier, PayloadUUID)
     compiled: BTreeMap<String, (String, String)>,
 }
@@ -179,11 +178,8 @@ impl Campaign {
             s["policy"]["revision"] == revision.as_str()
         })
         .await;
-        self.history.push(LastGood {
-            model,
-            revision,
-            compiled,
-        });
+        self.log.push(format!("  in force: {revision}"));
+        self.history.push(LastGood { model, compiled });
     }
 
     async fn wait_for(&self, what: &str, done: impl Fn(&serde_json::Value) -> bool) {

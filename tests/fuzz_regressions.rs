@@ -7,7 +7,7 @@
 #[path = "../fuzz/src/lib.rs"]
 mod fuzz_targets;
 
-use fuzz_targets::TARGETS;
+use fuzz_targets::{Target, TARGETS};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
@@ -32,7 +32,7 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Feeds each file to `target`; returns the files it panicked on.
-fn replay(target: fn(&[u8]), files: &[PathBuf]) -> Vec<PathBuf> {
+fn replay(target: Target, files: &[PathBuf]) -> Vec<PathBuf> {
     files
         .iter()
         .filter(|file| {
@@ -81,8 +81,8 @@ fn no_regression_input_makes_its_target_panic() {
     let (fed, panicked) = replay_tree(&root);
     assert!(
         panicked.is_empty(),
-        "{} of {fed} regression inputs still panic (reproduce with `scripts/fuzz`'s target and \
-         the file, or read the panic above):{}",
+        "{} of {fed} regression inputs still panic (see the panics above; the directory names \
+         the fuzz target: `cargo +nightly fuzz run TARGET FILE` reproduces one):{}",
         panicked.len(),
         list(&panicked)
     );

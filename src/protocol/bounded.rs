@@ -139,11 +139,17 @@ pub fn decode_with(raw: &[u8], limits: &PlistLimits) -> Result<Value, PlistDecod
             },
             Event::Boolean(b) => Value::Boolean(b),
             Event::Data(d) => Value::Data(d.into_owned()),
-            Event::Date(d) => Value::Date(d),
+            Event::Date(d) => Value::Date(writable_date(d)?),
             Event::Integer(i) => Value::Integer(i),
             Event::Real(r) => Value::Real(r),
             Event::String(s) => Value::String(s.into_owned()),
-            Event::Uid(u) => Value::Uid(u),
+            // Archiver object references: no MDM message carries them, and an XML plist
+            // (what commands are sent as) cannot hold them.
+            Event::Uid(_) => {
+                return Err(PlistDecodeError::Invalid(
+                    "UID values (keyed-archiver references) are not accepted".into(),
+                ))
+            }
             _ => {
                 return Err(PlistDecodeError::Invalid(
                     "unsupported plist element".into(),
@@ -187,6 +193,29 @@ pub fn decode_into<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, Plis
             super::dict::kind(&value)
         ))
     })
+}
+
+/// Dates that can be written back as XML (`<date>` is RFC 3339: years 0000–9999). A binary
+/// plist can hold any number of seconds, and formatting one outside that range panics deep in
+/// the plist crate, wherever the value is later shown or stored.
+fn writable_date(date: plist::Date) -> Result<plist::Date, PlistDecodeError> {
+    /// 0000-01-01T00:00:00Z and 9999-12-31T23:59:59Z, in seconds from the Unix epoch.
+    const FIRST: i64 = -62_167_219_200;
+    const LAST: i64 = 253_402_300_799;
+    let time = std::time::SystemTime::from(date);
+    let seconds = match time.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_secs())
+            .map(|s| -s)
+            .unwrap_or(i64::MIN),
+    };
+    if (FIRST..=LAST).contains(&seconds) {
+        Ok(date)
+    } else {
+        Err(PlistDecodeError::Invalid(
+            "a date lies outside the years 0000–9999".into(),
+        ))
+    }
 }
 
 fn payload_len(event: &Event<'_>) -> usize {
@@ -328,6 +357,38 @@ mod tests {
         let err = decode_into::<Dictionary>(b"<plist><string>s3cret</string></plist>").unwrap_err();
         assert!(!err.to_string().contains("s3cret"), "{err}");
         assert!(decode(b"\n  <plist><true/></plist>").is_ok());
+    }
+
+    #[test]
+    fn dates_that_cannot_be_written_and_uids_are_refused() {
+        // Found by the fuzzer: a binary date before year 0 decoded, then panicked wherever
+        // it was formatted (status JSON, serde, XML).
+        for name in [
+            "date-before-year-0.bin.plist",
+            "found-by-fuzzer-date-before-year-0.bin.plist",
+        ] {
+            let path = format!(
+                "{}/fuzz/regressions/plist_bounded/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let raw = std::fs::read(&path).unwrap();
+            assert!(decode(&raw).is_err(), "{name} decoded");
+        }
+        let minimal = std::fs::read(format!(
+            "{}/fuzz/regressions/plist_bounded/date-before-year-0.bin.plist",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let err = decode(&minimal).unwrap_err();
+        assert!(err.to_string().contains("years 0000"), "{err}");
+        let ordinary = br#"<plist><date>2026-12-06T03:00:00Z</date></plist>"#;
+        assert!(decode(ordinary).is_ok());
+        let mut with_uid = Vec::new();
+        Value::Uid(plist::Uid::new(7))
+            .to_writer_binary(&mut with_uid)
+            .unwrap();
+        let err = decode(&with_uid).unwrap_err();
+        assert!(err.to_string().contains("UID"), "{err}");
     }
 
     #[test]
