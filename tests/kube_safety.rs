@@ -155,8 +155,7 @@ fn message(object: &Value, type_: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_typo_an_invalid_group_or_a_deleted_group_keeps_the_last_good_profile_on_every_device()
-{
+async fn a_typo_an_invalid_group_or_a_deleted_group_keeps_the_last_good_profile_on_every_device() {
     let api = ApiServer::start().await;
     install(&api, &[NS]);
     let data = tempfile::tempdir().unwrap();
@@ -214,7 +213,10 @@ async fn a_typo_an_invalid_group_or_a_deleted_group_keeps_the_last_good_profile_
     keep_talking(&mut devices, 4, "restart with a typo").await;
     assert_nothing_removed(&server, &devices, "restart with a typo").await;
     let after_restart = api.get("profile", NS, "wifi").unwrap();
-    assert!(stalled(Some(&after_restart), "Invalid"), "{after_restart:#}");
+    assert!(
+        stalled(Some(&after_restart), "Invalid"),
+        "{after_restart:#}"
+    );
     assert_eq!(after_restart["status"]["observedGeneration"], 1);
 
     // Fixed: the new generation is observed.
