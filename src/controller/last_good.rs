@@ -189,7 +189,9 @@ fn push<S: Clone>(
             .get(&o.key)
             .filter(|r| r.uid == o.uid)
             .map(|r| &r.in_force);
-        let newest = [remembered, o.persisted.as_ref()]
+        // On a tie this process's memory wins (the last of equals): its copies of the groups
+        // may be newer than the status written so far.
+        let newest = [o.persisted.as_ref(), remembered]
             .into_iter()
             .flatten()
             .max_by_key(|f| f.generation);
