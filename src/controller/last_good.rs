@@ -68,7 +68,7 @@ impl Spec {
     }
 
     /// The PayloadIdentifier this spec compiles to (Profile and Restrictions).
-    fn identifier(&self, name: &str) -> Option<String> {
+    pub(super) fn identifier(&self, name: &str) -> Option<String> {
         match self {
             Spec::Profile(s) => profile_identifier(name, s),
             Spec::Restrictions(_) => Some(restrictions_identifier(name)),
@@ -111,6 +111,9 @@ pub(super) struct Entry {
     pub choice: Choice,
     /// What is wrong with the current generation (and, after it, with the last good one).
     pub errors: Vec<String>,
+    /// Its current spec lost a PayloadIdentifier to another object before being built: what
+    /// else is wrong with it is still to be found (see `source::diagnose`).
+    pub lost_identifier: bool,
 }
 
 impl Entry {
@@ -206,6 +209,7 @@ fn push<S: Clone>(
             last_good,
             choice: Choice::Current,
             errors: Vec::new(),
+            lost_identifier: false,
         });
     }
 }
@@ -262,6 +266,7 @@ pub(super) fn settle_identifiers(entries: &mut [Entry]) -> bool {
                 Spec::Restrictions(_) => "rename this object",
                 _ => "set spec.identifier to one of its own",
             };
+            entries[i].lost_identifier |= entries[i].choice == Choice::Current;
             entries[i].demote(format!(
                 "PayloadIdentifier {identifier:?} is already used by {owner_name}: devices would \
                  replace one with the other; {fix}"

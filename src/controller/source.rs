@@ -192,6 +192,7 @@ pub fn build_snapshot(objects: &Objects, memory: &Memory) -> Result<Built, Vec<S
             }
         }
         if fall_back.is_empty() {
+            diagnose(&mut entries, &objects.secrets);
             return Ok(finish(entries, parts));
         }
         for (i, why) in fall_back {
@@ -203,6 +204,36 @@ pub fn build_snapshot(objects: &Objects, memory: &Memory) -> Result<Built, Vec<S
          snapshot keeps serving"
             .into(),
     ])
+}
+
+/// An object refused for an identifier another object owns was never built: build its
+/// namespace once more with its current spec in and the owner out, so that its status lists
+/// every problem at once rather than one per edit.
+fn diagnose(entries: &mut [Entry], secrets: &crate::policy::actions::SecretValues) {
+    for i in 0..entries.len() {
+        if !entries[i].lost_identifier {
+            continue;
+        }
+        let mut trial = entries.to_vec();
+        let mine = trial[i].current.identifier(&trial[i].key.name);
+        for (j, other) in trial.iter_mut().enumerate() {
+            let theirs = other
+                .spec_in_use()
+                .and_then(|s| s.identifier(&other.key.name));
+            if j != i && theirs.is_some() && theirs == mine {
+                other.choice = Choice::Out;
+            }
+        }
+        trial[i].choice = Choice::Current;
+        let namespace = trial[i].key.namespace.clone();
+        if let Outcome::FallBack(found) = namespaced::build_namespace(&namespace, &trial, secrets) {
+            let more = found
+                .into_iter()
+                .filter(|(j, _)| *j == i)
+                .map(|(_, why)| why);
+            entries[i].errors.extend(more);
+        }
+    }
 }
 
 /// The snapshot of the namespaces built, the verdicts and what is in force.
@@ -709,6 +740,30 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_profile_refused_for_its_identifier_lists_its_other_problems_too() {
+        let mut older = object("Profile", "wifi", wifi(&["everyone"]));
+        older.created = 1_000;
+        let mut newer = object_in("other", "Profile", "wifi", wifi(&["missing"]));
+        newer.created = 2_000;
+        let objects = Objects {
+            groups: vec![object("DeviceGroup", "everyone", everyone())],
+            profiles: vec![older, newer],
+            ..Objects::default()
+        };
+        let built = build(&objects);
+        let problems = errors(&built, &key_in("other", "Profile", "wifi"));
+        assert!(
+            problems.contains("is already used by Profile mdm/wifi")
+                && problems.contains("DeviceGroup \"missing\" is not declared"),
+            "{problems}"
+        );
+        assert_eq!(
+            verdict(&built, &key("Profile", "wifi")),
+            &Verdict::Accepted { warnings: vec![] }
+        );
     }
 
     #[test]
