@@ -154,26 +154,37 @@ fn message(object: &Value, type_: &str) -> String {
         .to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_typo_an_invalid_group_or_a_deleted_group_keeps_the_last_good_profile_on_every_device() {
+/// A fresh API server and controller, three enrolled devices, and the DeviceGroup `everyone`
+/// with the Profile `wifi` installed and verified on all of them.
+async fn wifi_on_three_devices() -> (ApiServer, tempfile::TempDir, TestServer, Vec<SimDevice>) {
     let api = ApiServer::start().await;
     install(&api, &[NS]);
     let data = tempfile::tempdir().unwrap();
-    let mut server = controller(&api, data.path().to_path_buf(), 0).await;
+    let server = controller(&api, data.path().to_path_buf(), 0).await;
     let mut devices = Vec::new();
     for i in 0..3 {
         devices.push(server.enrolled_device(i).await);
     }
-    let wifi_object = ("profile", NS, "wifi");
     api.apply(&format!(
         "{}---\n{}",
         group(NS, "everyone", "{selector: {}}"),
         wifi(NS, "wifi", "Office", "everyone")
     ));
-    converge(&api, &mut devices, wifi_object, "first install", |o| {
-        ready_at(o, 3, 1)
-    })
+    converge(
+        &api,
+        &mut devices,
+        ("profile", NS, "wifi"),
+        "first install",
+        |o| ready_at(o, 3, 1),
+    )
     .await;
+    (api, data, server, devices)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_typo_or_an_invalid_group_keeps_the_last_good_profile_on_every_device() {
+    let (api, data, mut server, mut devices) = wifi_on_three_devices().await;
+    let wifi_object = ("profile", NS, "wifi");
 
     // A typo in spec.groups: Stalled, generation 1 stays in force, nothing leaves any device.
     api.kubectl(&[
@@ -187,11 +198,14 @@ async fn a_typo_an_invalid_group_or_a_deleted_group_keeps_the_last_good_profile_
         "-p",
         r#"{"spec":{"groups":["everyon"]}}"#,
     ]);
-    let typo = converge(&api, &mut devices, wifi_object, "typo stalls", |o| {
+    converge(&api, &mut devices, wifi_object, "typo stalls", |o| {
         stalled(o, "Invalid")
     })
-    .await
-    .unwrap();
+    .await;
+    keep_talking(&mut devices, 4, "typo").await;
+    assert_nothing_removed(&server, &devices, "typo").await;
+    assert!(devices.iter().all(|d| has_profile(d, "dev.pomona.wifi")));
+    let typo = api.get("profile", NS, "wifi").unwrap();
     assert!(
         message(&typo, "Stalled").contains("DeviceGroup \"everyon\" is not declared"),
         "{typo:#}"
@@ -202,9 +216,6 @@ async fn a_typo_an_invalid_group_or_a_deleted_group_keeps_the_last_good_profile_
         "the rejected generation is not observed: {typo:#}"
     );
     assert_eq!(typo["status"]["verified"], 3, "{typo:#}");
-    keep_talking(&mut devices, 4, "typo").await;
-    assert_nothing_removed(&server, &devices, "typo").await;
-    assert!(devices.iter().all(|d| has_profile(d, "dev.pomona.wifi")));
 
     // The last good spec survives a restart of the controller (it is kept in status).
     let port = port_of(&server);
@@ -276,6 +287,14 @@ async fn a_typo_an_invalid_group_or_a_deleted_group_keeps_the_last_good_profile_
     )
     .await;
 
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deleted_group_stays_in_force_for_its_profile_until_the_profile_is_deleted() {
+    let (api, data, mut server, mut devices) = wifi_on_three_devices().await;
+    let wifi_object = ("profile", NS, "wifi");
+
     // The group deleted under a profile that uses it: the profile says which group is missing
     // and keeps the group's last definition in force, for the devices it had and for new ones.
     api.kubectl(&["delete", "devicegroup", "everyone", "-n", NS]);
@@ -300,6 +319,18 @@ async fn a_typo_an_invalid_group_or_a_deleted_group_keeps_the_last_good_profile_
     keep_talking(&mut devices, 2, "group deleted").await;
     assert_nothing_removed(&server, &devices, "group deleted").await;
     assert!(devices.iter().all(|d| has_profile(d, "dev.pomona.wifi")));
+
+    // After a restart the group's definition comes from the profile's status.inForce.
+    let port = port_of(&server);
+    server.stop().await;
+    server = controller(&api, data.path().to_path_buf(), port).await;
+    keep_talking(&mut devices, 4, "restart without the group").await;
+    assert_nothing_removed(&server, &devices, "restart without the group").await;
+    let after_restart = api.get("profile", NS, "wifi").unwrap();
+    assert!(
+        stalled(Some(&after_restart), "GroupMissing"),
+        "{after_restart:#}"
+    );
 
     // Only deleting the Profile removes it.
     api.kubectl(&["delete", "profile", "wifi", "-n", NS, "--wait=false"]);
