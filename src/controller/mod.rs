@@ -1,8 +1,11 @@
 //! The Kubernetes policy source and controller (`pomona serve --kube`): watches the Pomona
 //! custom resources, turns them into the same `PolicySnapshot` as the directory source (see
-//! `source.rs`), and — on the one replica that holds the `coordination.k8s.io` Lease — runs the
-//! reconciler, writes status through the status subresource (`status.rs`), records events and
-//! releases the Profile/Restrictions finalizer once devices no longer carry the profile.
+//! `source.rs`) — each namespace on its own (`namespaced.rs`), each object keeping what it last
+//! had accepted in force when a change cannot be served (`last_good.rs`) — and, on the one
+//! replica that holds the `coordination.k8s.io` Lease and only once that snapshot exists, runs
+//! the reconciler, writes status through the status subresource (`status.rs`), records events
+//! (`events.rs`) and releases the Profile/Restrictions finalizer once devices no longer carry
+//! the profile.
 //! DeviceActions may take a PIN from a Secret of their own namespace: those Secrets alone are
 //! read (`get`, never list or watch), again on every build and every status interval. Every
 //! replica serves the device endpoints; queued commands live in the store, so a new leader

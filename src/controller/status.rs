@@ -1,7 +1,9 @@
 //! Status of the Pomona custom resources, written by the leader: kstatus conditions (`Ready`,
-//! `Reconciling`, `Stalled`, each with `observedGeneration`), device counts from the store and
+//! `Reconciling`, `Stalled`, each with the `observedGeneration` it judges), the generation in
+//! force as `status.observedGeneration` (a refused generation is not observed) and its spec as
+//! `status.inForce` (what a restarted controller starts from), device counts from the store and
 //! the reconciler's targeting index, a bounded message naming failing devices, events on
-//! transitions, and the Profile/Restrictions finalizer (added to live objects; released once
+//! transitions with the text of the moment, and the Profile/Restrictions finalizer (added to live objects; released once
 //! no device carries the profile, at once for `removalPolicy: Keep`, or after the removal
 //! timeout, naming the devices that kept it). DeviceActions get the status `action_status.rs`
 //! renders and no finalizer (deleting an action does not undo it). Secrets never appear here:
