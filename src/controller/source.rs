@@ -175,35 +175,56 @@ pub fn build_snapshot(objects: &Objects, memory: &Memory) -> Result<Built, Vec<S
             }
         }
     }
-    let namespaces: BTreeSet<String> = entries.iter().map(|e| e.key.namespace.clone()).collect();
+    // A namespace's build depends on its own objects only: after a round, only the namespaces
+    // of objects that fell back are built again.
+    let mut unbuilt: BTreeSet<String> = entries.iter().map(|e| e.key.namespace.clone()).collect();
+    let mut built: BTreeMap<String, namespaced::Part> = BTreeMap::new();
     // Each round without a result sets one object at least one step back (current → last
     // good → out), so this ends.
     for _ in 0..=2 * entries.len() + 1 {
+        let before: Vec<Choice> = entries.iter().map(|e| e.choice).collect();
         if last_good::settle_identifiers(&mut entries) {
+            unbuilt.extend(changed_namespaces(&entries, &before));
             continue;
         }
-        let mut parts = Vec::new();
         let mut fall_back = Vec::new();
-        for namespace in &namespaces {
-            match namespaced::build_namespace(namespace, &entries, &objects.secrets) {
-                Outcome::Built(part) => parts.push(*part),
-                Outcome::FallBack(found) => fall_back.extend(found),
+        for namespace in std::mem::take(&mut unbuilt) {
+            match namespaced::build_namespace(&namespace, &entries, &objects.secrets) {
+                Outcome::Built(part) => {
+                    built.insert(namespace, *part);
+                }
+                Outcome::FallBack(found) => {
+                    fall_back.extend(found);
+                    // Never left out of the snapshot: built again next round.
+                    unbuilt.insert(namespace);
+                }
                 Outcome::Refused(problems) => return Err(problems),
             }
         }
         if fall_back.is_empty() {
             diagnose(&mut entries, &objects.secrets);
-            return Ok(finish(entries, parts));
+            return Ok(finish(entries, built.into_values().collect()));
         }
         for (i, why) in fall_back {
             entries[i].demote(why);
         }
+        unbuilt.extend(changed_namespaces(&entries, &before));
     }
     Err(vec![
         "the custom resources could not be settled into a snapshot (a bug): the previous \
          snapshot keeps serving"
             .into(),
     ])
+}
+
+/// The namespaces of the entries whose choice differs from `before`.
+fn changed_namespaces(entries: &[Entry], before: &[Choice]) -> Vec<String> {
+    entries
+        .iter()
+        .zip(before)
+        .filter(|(e, choice)| e.choice != **choice)
+        .map(|(e, _)| e.key.namespace.clone())
+        .collect()
 }
 
 /// An object refused for an identifier another object owns was never built: build its
