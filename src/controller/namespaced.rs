@@ -35,100 +35,27 @@ pub(super) enum Outcome {
 
 /// Builds the objects of `namespace` from the specs `entries` have in use.
 pub(super) fn build_namespace(namespace: &str, entries: &[Entry], secrets: &Secrets) -> Outcome {
-    let mine: Vec<usize> = (0..entries.len())
-        .filter(|&i| entries[i].key.namespace == namespace)
-        .collect();
-    let mut docs = Documents {
-        secrets: secrets.clone(),
-        ..Documents::default()
-    };
-    // Document title (`Kind/name`) → the entries answerable for it.
-    let mut owners: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    let usable_groups: BTreeSet<&str> = mine
-        .iter()
-        .map(|&i| &entries[i])
-        .filter(|e| matches!(e.spec_in_use(), Some(Spec::Group(_))))
-        .map(|e| e.key.name.as_str())
-        .collect();
-    let mut kept: BTreeMap<String, DeviceGroupSpec> = BTreeMap::new();
-    let mut kept_groups: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-    for &i in &mine {
-        let e = &entries[i];
-        let Some(spec) = e.spec_in_use() else {
-            continue;
-        };
-        owners
-            .entry(format!("{}/{}", e.key.kind, e.key.name))
-            .or_default()
-            .push(i);
-        for group in spec.groups() {
-            if usable_groups.contains(group.as_str()) {
-                continue;
-            }
-            if let Some(definition) = e.remembered_group(group) {
-                kept.entry(group.clone())
-                    .or_insert_with(|| definition.clone());
-                kept_groups.entry(i).or_default().push(group.clone());
-                owners
-                    .entry(format!("DeviceGroup/{group}"))
-                    .or_default()
-                    .push(i);
-            }
-        }
-        let file = e.key.qualified_name();
-        match spec.clone() {
-            Spec::Group(s) => docs.groups.push(located(&file, e, s)),
-            Spec::Profile(s) => docs.profiles.push(located(&file, e, s)),
-            Spec::Restrictions(s) => docs.restrictions.push(located(&file, e, s)),
-            Spec::Labels(s) => docs.labels.push(located(&file, e, s)),
-            Spec::Action(s) => docs.actions.push(located(&file, e, s)),
-        }
-    }
-    // A kept group is for the objects that had it only: any other object naming it names a
-    // group that is not declared.
-    let not_theirs: Vec<(usize, String)> = mine
-        .iter()
-        .filter_map(|&i| Some((i, entries[i].spec_in_use()?)))
-        .flat_map(|(i, spec)| {
-            let theirs = kept_groups.get(&i);
-            spec.group_refs()
-                .into_iter()
-                .filter(|g| {
-                    kept.contains_key(*g) && !theirs.is_some_and(|t| t.iter().any(|k| k == g))
-                })
-                .map(move |g| {
-                    (
-                        i,
-                        format!(
-                            "DeviceGroup {g:?} is not declared: it was deleted (or is not valid), \
-                             and its last definition stays in force only for the objects that \
-                             used it then"
-                        ),
-                    )
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let mut input = Input::gather(namespace, entries, secrets);
+    let not_theirs = input.kept_group_misuse(entries);
     if !not_theirs.is_empty() {
         return Outcome::FallBack(not_theirs);
     }
-    for (name, definition) in kept {
+    for (name, definition) in std::mem::take(&mut input.kept) {
         let file = format!("{namespace}/{name}");
-        docs.groups
+        input
+            .docs
+            .groups
             .push(document(&file, "DeviceGroup", namespace, &name, definition));
     }
-
-    match build(&docs, std::path::Path::new("/nonexistent"), String::new()) {
+    match build(
+        &input.docs,
+        std::path::Path::new("/nonexistent"),
+        String::new(),
+    ) {
         Ok(snapshot) => {
             let mut warnings: BTreeMap<usize, Vec<String>> = BTreeMap::new();
             for w in &snapshot.warnings {
-                for &i in w
-                    .document
-                    .as_ref()
-                    .and_then(|d| owners.get(d))
-                    .into_iter()
-                    .flatten()
-                {
+                for &i in input.owners_of(w.document.as_deref()) {
                     if entries[i].choice == Choice::Current {
                         warnings.entry(i).or_default().push(w.message.clone());
                     }
@@ -137,7 +64,7 @@ pub(super) fn build_namespace(namespace: &str, entries: &[Entry], secrets: &Secr
             Outcome::Built(Box::new(Part {
                 namespace: namespace.to_string(),
                 snapshot,
-                kept_groups,
+                kept_groups: input.kept_groups,
                 warnings,
             }))
         }
@@ -145,12 +72,11 @@ pub(super) fn build_namespace(namespace: &str, entries: &[Entry], secrets: &Secr
             let mut fall_back = Vec::new();
             let mut unowned = Vec::new();
             for p in problems.iter().filter(|p| p.severity == Severity::Error) {
-                match p.document.as_ref().and_then(|d| owners.get(d)) {
-                    Some(owners) => {
-                        fall_back.extend(owners.iter().map(|&i| (i, p.message.clone())))
-                    }
-                    None => unowned.push(format!("{namespace}: {}", p.message)),
+                let owners = input.owners_of(p.document.as_deref());
+                if owners.is_empty() {
+                    unowned.push(format!("{namespace}: {}", p.message));
                 }
+                fall_back.extend(owners.iter().map(|&i| (i, p.message.clone())));
             }
             if unowned.is_empty() {
                 Outcome::FallBack(fall_back)
@@ -158,6 +84,110 @@ pub(super) fn build_namespace(namespace: &str, entries: &[Entry], secrets: &Secr
                 Outcome::Refused(unowned)
             }
         }
+    }
+}
+
+/// What one namespace's build is made of.
+struct Input {
+    /// The entries of the namespace.
+    mine: Vec<usize>,
+    docs: Documents,
+    /// Document title (`Kind/name`) → the entries answerable for it (a kept group: the
+    /// objects that kept it).
+    owners: BTreeMap<String, Vec<usize>>,
+    /// Groups that are gone, from the copies of the objects that still target them.
+    kept: BTreeMap<String, DeviceGroupSpec>,
+    /// Entry → the gone groups it keeps.
+    kept_groups: BTreeMap<usize, Vec<String>>,
+}
+
+impl Input {
+    fn gather(namespace: &str, entries: &[Entry], secrets: &Secrets) -> Self {
+        let mine: Vec<usize> = (0..entries.len())
+            .filter(|&i| entries[i].key.namespace == namespace)
+            .collect();
+        let usable_groups: BTreeSet<&str> = mine
+            .iter()
+            .map(|&i| &entries[i])
+            .filter(|e| matches!(e.spec_in_use(), Some(Spec::Group(_))))
+            .map(|e| e.key.name.as_str())
+            .collect();
+        let mut input = Input {
+            docs: Documents {
+                secrets: secrets.clone(),
+                ..Documents::default()
+            },
+            owners: BTreeMap::new(),
+            kept: BTreeMap::new(),
+            kept_groups: BTreeMap::new(),
+            mine: Vec::new(),
+        };
+        for &i in &mine {
+            let e = &entries[i];
+            let Some(spec) = e.spec_in_use() else {
+                continue;
+            };
+            input.owned(format!("{}/{}", e.key.kind, e.key.name), i);
+            for group in spec.groups() {
+                if usable_groups.contains(group.as_str()) {
+                    continue;
+                }
+                if let Some(definition) = e.remembered_group(group) {
+                    input
+                        .kept
+                        .entry(group.clone())
+                        .or_insert_with(|| definition.clone());
+                    input.kept_groups.entry(i).or_default().push(group.clone());
+                    input.owned(format!("DeviceGroup/{group}"), i);
+                }
+            }
+            let file = e.key.qualified_name();
+            let docs = &mut input.docs;
+            match spec.clone() {
+                Spec::Group(s) => docs.groups.push(located(&file, e, s)),
+                Spec::Profile(s) => docs.profiles.push(located(&file, e, s)),
+                Spec::Restrictions(s) => docs.restrictions.push(located(&file, e, s)),
+                Spec::Labels(s) => docs.labels.push(located(&file, e, s)),
+                Spec::Action(s) => docs.actions.push(located(&file, e, s)),
+            }
+        }
+        input.mine = mine;
+        input
+    }
+
+    fn owned(&mut self, title: String, entry: usize) {
+        self.owners.entry(title).or_default().push(entry);
+    }
+
+    fn owners_of(&self, title: Option<&str>) -> &[usize] {
+        title
+            .and_then(|t| self.owners.get(t))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// A kept group is for the objects that had it only: any other object naming it names a
+    /// group that is not declared.
+    fn kept_group_misuse(&self, entries: &[Entry]) -> Vec<(usize, String)> {
+        let mut found = Vec::new();
+        for &i in &self.mine {
+            let Some(spec) = entries[i].spec_in_use() else {
+                continue;
+            };
+            let theirs = self.kept_groups.get(&i).map_or(&[][..], Vec::as_slice);
+            for g in spec.group_refs() {
+                if self.kept.contains_key(g) && !theirs.iter().any(|k| k == g) {
+                    found.push((
+                        i,
+                        format!(
+                            "DeviceGroup {g:?} is not declared: it was deleted (or is not valid), \
+                             and its last definition stays in force only for the objects that \
+                             used it then"
+                        ),
+                    ));
+                }
+            }
+        }
+        found
     }
 }
 
