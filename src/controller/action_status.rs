@@ -56,9 +56,11 @@ pub fn action_conditions(
         counts: None,
     };
     match verdict {
-        Verdict::Invalid { errors } => plain(false, false, true, "Invalid", errors.join("; ")),
+        // Actions are never kept from an older generation (see `last_good.rs`).
+        Verdict::Invalid { errors, .. } => plain(false, false, true, "Invalid", errors.join("; ")),
         Verdict::Deleting => plain(false, true, false, "Deleting", "being deleted".into()),
-        Verdict::Accepted { warnings } => {
+        // Only Profile and Restrictions keep groups: an action never reads GroupsMissing.
+        Verdict::Accepted { warnings } | Verdict::GroupsMissing { warnings, .. } => {
             let warn = if warnings.is_empty() {
                 String::new()
             } else {
@@ -212,6 +214,7 @@ mod tests {
         assert!(d.ready.2.contains("1 of 3 device(s) failed: D2: refused"));
         let bad = Verdict::Invalid {
             errors: vec!["spec.pin.secretKeyRef: Secret mdm/pin does not exist".into()],
+            in_force: None,
         };
         let d = action_conditions(&bad, &ActionTally::default(), "", "", "");
         assert_eq!(state(&d), (false, false, true));

@@ -1,8 +1,11 @@
 //! The Kubernetes policy source and controller (`pomona serve --kube`): watches the Pomona
 //! custom resources, turns them into the same `PolicySnapshot` as the directory source (see
-//! `source.rs`), and — on the one replica that holds the `coordination.k8s.io` Lease — runs the
-//! reconciler, writes status through the status subresource (`status.rs`), records events and
-//! releases the Profile/Restrictions finalizer once devices no longer carry the profile.
+//! `source.rs`) — each namespace on its own (`namespaced.rs`), each object keeping what it last
+//! had accepted in force when a change cannot be served (`last_good.rs`) — and, on the one
+//! replica that holds the `coordination.k8s.io` Lease and only once that snapshot exists, runs
+//! the reconciler, writes status through the status subresource (`status.rs`), records events
+//! (`events.rs`) and releases the Profile/Restrictions finalizer once devices no longer carry
+//! the profile.
 //! DeviceActions may take a PIN from a Secret of their own namespace: those Secrets alone are
 //! read (`get`, never list or watch), again on every build and every status interval. Every
 //! replica serves the device endpoints; queued commands live in the store, so a new leader
@@ -10,6 +13,9 @@
 //! through the reconciler.
 
 pub mod action_status;
+mod events;
+mod last_good;
+mod namespaced;
 pub mod source;
 pub mod status;
 
@@ -61,6 +67,8 @@ pub struct KubeSettings {
 struct Shared {
     built: Mutex<Option<Arc<Built>>>,
     changed: tokio::sync::Notify,
+    /// The first snapshot was handed to the reconciler.
+    first_built: tokio::sync::Notify,
 }
 
 /// The watched objects, one reflector store per kind.
@@ -101,20 +109,22 @@ where
     }
 }
 
-/// Starts a reflector for one kind; every change pokes `changed`.
+/// Starts a reflector for one kind; every change pokes `changed` — creations, updates,
+/// deletions and re-lists alike (an object without a finalizer leaves with a delete event
+/// only, and its removal must give a new snapshot like any other change).
 fn reflect<K>(api: Api<K>, shared: Arc<Shared>) -> (Reader<K>, tokio::task::JoinHandle<()>)
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .applied_objects();
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(item) = stream.next().await {
             match item {
+                // The reflector store has taken the event in by now.
                 Ok(_) => shared.changed.notify_one(),
                 Err(e) => {
                     tracing::warn!(error = %e, kind = %K::kind(&Default::default()), "watch error; retrying")
@@ -125,20 +135,32 @@ where
     (reader, task)
 }
 
-fn object<K, S>(kind: &'static str, o: &K, spec: &S) -> Object<S>
+fn object<K, S>(
+    kind: &'static str,
+    o: &K,
+    spec: &S,
+    status: Option<&crate::policy::crd::PolicyStatus>,
+) -> Object<S>
 where
     K: Resource,
     S: Clone,
 {
+    let meta = o.meta();
     Object {
         key: ObjectKey {
             kind,
-            namespace: o.meta().namespace.clone().unwrap_or_default(),
-            name: o.meta().name.clone().unwrap_or_default(),
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
         },
-        generation: o.meta().generation,
-        deleting: o.meta().deletion_timestamp.is_some(),
+        uid: meta.uid.clone().unwrap_or_default(),
+        generation: meta.generation,
+        created: meta
+            .creation_timestamp
+            .as_ref()
+            .map_or(0, |t| t.0.as_millisecond()),
+        deleting: meta.deletion_timestamp.is_some(),
         spec: spec.clone(),
+        persisted: status.and_then(|s| s.in_force.clone()),
     }
 }
 
@@ -147,7 +169,7 @@ impl Readers {
         self.actions
             .state()
             .iter()
-            .map(|o| object("DeviceAction", &**o, &o.spec))
+            .map(|o| object("DeviceAction", &**o, &o.spec, None))
             .collect()
     }
 
@@ -158,25 +180,25 @@ impl Readers {
                 .groups
                 .state()
                 .iter()
-                .map(|o| object("DeviceGroup", &**o, &o.spec))
+                .map(|o| object("DeviceGroup", &**o, &o.spec, o.status.as_ref()))
                 .collect(),
             profiles: self
                 .profiles
                 .state()
                 .iter()
-                .map(|o| object("Profile", &**o, &o.spec))
+                .map(|o| object("Profile", &**o, &o.spec, o.status.as_ref()))
                 .collect(),
             restrictions: self
                 .restrictions
                 .state()
                 .iter()
-                .map(|o| object("Restrictions", &**o, &o.spec))
+                .map(|o| object("Restrictions", &**o, &o.spec, o.status.as_ref()))
                 .collect(),
             labels: self
                 .labels
                 .state()
                 .iter()
-                .map(|o| object("DeviceLabels", &**o, &o.spec))
+                .map(|o| object("DeviceLabels", &**o, &o.spec, o.status.as_ref()))
                 .collect(),
             actions: self.actions(),
             secrets: Default::default(),
@@ -306,6 +328,16 @@ pub async fn run(
         status_kick.clone(),
     )));
 
+    // No reconciling before the first snapshot: planning against an empty one would remove
+    // every profile from every device.
+    loop {
+        let first = shared.first_built.notified();
+        if shared.built.lock().expect("lock").is_some() {
+            break;
+        }
+        first.await;
+    }
+
     let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
         .with_namespace(settings.lease_namespace.clone())
         .with_identity(settings.identity.clone())
@@ -396,6 +428,8 @@ async fn source_loop(
     let mut last_revision: Option<String> = None;
     let mut last_verdicts = None;
     let mut last_secrets = SecretsRead::default();
+    // What each object has in force, from one build to the next.
+    let mut memory = source::Memory::new();
     loop {
         let mut objects = readers.objects();
         let secrets = read_secrets(&client, &source::referenced_secrets(&objects.actions)).await;
@@ -411,17 +445,23 @@ async fn source_loop(
         objects.secrets = secrets.values.clone();
         objects.unreadable_secrets = secrets.unreadable.clone();
         last_secrets = secrets;
-        let built = tokio::task::spawn_blocking(move || source::build_snapshot(&objects)).await;
+        let previous = memory.clone();
+        let built =
+            tokio::task::spawn_blocking(move || source::build_snapshot(&objects, &previous)).await;
         match built {
-            Ok(built) => {
+            Ok(Ok(built)) => {
                 let revision = built.snapshot.revision.clone();
-                let invalid: Vec<String> = built
+                let refused: Vec<String> = built
                     .verdicts
                     .iter()
                     .filter_map(|(k, (_, v))| match v {
-                        source::Verdict::Invalid { errors } => {
-                            Some(format!("{k}: {}", errors.join("; ")))
-                        }
+                        source::Verdict::Invalid { errors, in_force } => Some(format!(
+                            "{k}: {}{}",
+                            errors.join("; "),
+                            in_force.map_or_else(String::new, |g| format!(
+                                " (generation {g} stays in force)"
+                            ))
+                        )),
                         _ => None,
                     })
                     .collect();
@@ -431,23 +471,31 @@ async fn source_loop(
                         groups = built.snapshot.groups.len(),
                         profiles = built.snapshot.profiles.len(),
                         actions = built.snapshot.actions.len(),
-                        invalid = invalid.len(),
+                        refused = refused.len(),
                         "policy from custom resources"
                     );
                     reconciler.set_snapshot(built.snapshot.clone());
                     last_revision = Some(revision);
                 }
                 if last_verdicts.as_ref() != Some(&built.verdicts) {
-                    for problem in &invalid {
-                        tracing::error!(%problem, "invalid custom resource: left out, the others are served");
+                    for problem in &refused {
+                        tracing::error!(%problem, "invalid custom resource: refused, the others are served");
                     }
-                    if !invalid.is_empty() {
-                        reconciler.policy_refused(invalid);
+                    if !refused.is_empty() {
+                        reconciler.policy_refused(refused);
                     }
                     last_verdicts = Some(built.verdicts.clone());
                 }
+                memory = built.in_force.clone();
                 *shared.built.lock().expect("lock") = Some(Arc::new(built));
+                shared.first_built.notify_waiters();
                 status_kick.notify_one();
+            }
+            Ok(Err(problems)) => {
+                for problem in &problems {
+                    tracing::error!(%problem, "custom resources refused as a whole; the previous snapshot keeps serving");
+                }
+                reconciler.policy_refused(problems);
             }
             Err(e) => tracing::error!(error = %e, "building the snapshot crashed"),
         }

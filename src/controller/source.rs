@@ -1,12 +1,15 @@
 //! Custom resources → `PolicySnapshot`, through the same builder and validation as the policy
-//! directory (`policy::snapshot::build`). Kubernetes accepts objects one at a time, so one
-//! invalid object must not block the others: objects whose problems the builder attributes to
-//! them are set aside (their verdict says why) and the snapshot is rebuilt from the rest, until
-//! it builds. Pure: no client, no clock.
+//! directory (`policy::snapshot::build`), one namespace at a time (`namespaced.rs`). Kubernetes
+//! accepts objects one at a time, so one invalid object must not block the others, and must
+//! not take away what it gave: an object whose current generation cannot be served keeps its
+//! last good spec in force (`last_good.rs`), its verdict says why, and only one that never had
+//! a good spec is left out. Deleting an object is what removes it. Pure: no client, no clock.
 
-use crate::policy::load::{Documents, Located, Problem, Severity};
+use super::last_good::{self, Choice, Entry};
+use super::namespaced::{self, Outcome};
+use crate::policy::crd::InForce;
 use crate::policy::model::*;
-use crate::policy::snapshot::{build, PolicySnapshot};
+use crate::policy::snapshot::PolicySnapshot;
 use sha2::Digest as _;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,14 +22,15 @@ pub struct ObjectKey {
 }
 
 impl ObjectKey {
-    /// The snapshot's profile key (`Profile/name`) for Profile and Restrictions objects.
-    pub fn profile_key(&self) -> String {
-        format!("{}/{}", self.kind, self.name)
+    /// `namespace/name`: how the snapshot names a DeviceGroup, and how messages name objects.
+    pub fn qualified_name(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
     }
 
-    /// How problems locate the object (`namespace/name`, in place of a file).
-    fn location(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+    /// The snapshot's key for a Profile, Restrictions or DeviceAction: `Kind/namespace/name`
+    /// (what the store records devices' profiles and actions under).
+    pub fn snapshot_key(&self) -> String {
+        format!("{}/{}/{}", self.kind, self.namespace, self.name)
     }
 }
 
@@ -40,10 +44,16 @@ impl std::fmt::Display for ObjectKey {
 #[derive(Debug, Clone)]
 pub struct Object<S> {
     pub key: ObjectKey,
+    /// `metadata.uid`: an object deleted and created again under its name starts afresh.
+    pub uid: String,
     pub generation: Option<i64>,
+    /// `metadata.creationTimestamp`, in ms.
+    pub created: i64,
     /// `metadata.deletionTimestamp` is set: it no longer contributes to the snapshot.
     pub deleting: bool,
     pub spec: S,
+    /// `status.inForce`: the spec it last had accepted, as the leader wrote it.
+    pub persisted: Option<InForce>,
 }
 
 /// Every watched object, by kind.
@@ -61,7 +71,6 @@ pub struct Objects {
     /// found, forbidden…). Never a value.
     pub unreadable_secrets: BTreeMap<(String, String), String>,
 }
-
 /// The Secrets (namespace, name) that live DeviceActions refer to: what the controller reads,
 /// each from the object's own namespace.
 pub fn referenced_secrets(actions: &[Object<DeviceActionSpec>]) -> BTreeSet<(String, String)> {
@@ -106,197 +115,245 @@ fn secret_problem(objects: &Objects, o: &Object<DeviceActionSpec>) -> Option<Str
 pub enum Verdict {
     /// In the snapshot, with these warnings.
     Accepted { warnings: Vec<String> },
-    /// Left out: these errors (messages name the field and the fix).
-    Invalid { errors: Vec<String> },
+    /// In the snapshot, but DeviceGroups it targets are gone (deleted, or no longer valid):
+    /// their last definitions stay in force for this object.
+    GroupsMissing {
+        groups: Vec<String>,
+        warnings: Vec<String>,
+    },
+    /// The current generation is refused (the messages name the field and the fix);
+    /// `in_force`: the generation devices keep getting instead, if there is one.
+    Invalid {
+        errors: Vec<String>,
+        in_force: Option<i64>,
+    },
     /// Being deleted: left out so the reconciler removes it from devices.
     Deleting,
 }
 
-/// The result of building: the snapshot of every acceptable object, and a verdict per object
-/// with the generation it describes.
+/// What each object has in force, by object: carried from one build to the next, and written
+/// to the objects' status so that a restarted controller starts from it.
+pub type Memory = BTreeMap<ObjectKey, Remembered>;
+
+/// The spec one object has in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remembered {
+    /// The object it belongs to (`metadata.uid`).
+    pub uid: String,
+    pub in_force: InForce,
+}
+
+/// The result of building: the snapshot, a verdict per object with the generation it
+/// describes, and what each object has in force.
 #[derive(Debug, Clone)]
 pub struct Built {
     pub snapshot: PolicySnapshot,
     pub verdicts: BTreeMap<ObjectKey, (Option<i64>, Verdict)>,
+    pub in_force: Memory,
 }
 
-/// Builds a snapshot from whatever objects are valid; never fails as a whole.
-pub fn build_snapshot(objects: &Objects) -> Built {
-    let mut invalid: BTreeMap<ObjectKey, Vec<String>> = BTreeMap::new();
-    for p in &objects.profiles {
-        if p.spec.mobileconfig_file.is_some() {
-            invalid.entry(p.key.clone()).or_default().push(
-                "spec.mobileconfigFile is for policy directories: give the profile inline as \
-                 spec.mobileconfig or as spec.payloads"
-                    .into(),
-            );
+/// Builds a snapshot from the objects, each with the spec it can serve (see `last_good.rs`),
+/// given what was in force before (`memory`). Err only for a problem no object owns: then
+/// nothing new should be served (the messages say what happened).
+pub fn build_snapshot(objects: &Objects, memory: &Memory) -> Result<Built, Vec<String>> {
+    let mut entries = last_good::entries(objects, memory);
+    for e in entries.iter_mut().filter(|e| !e.deleting) {
+        if let last_good::Spec::Profile(spec) = &e.current {
+            if spec.mobileconfig_file.is_some() {
+                e.demote(
+                    "spec.mobileconfigFile is for policy directories: give the profile inline as \
+                     spec.mobileconfig or as spec.payloads"
+                        .into(),
+                );
+            }
         }
     }
     for a in objects.actions.iter().filter(|a| !a.deleting) {
         if let Some(problem) = secret_problem(objects, a) {
-            invalid.entry(a.key.clone()).or_default().push(problem);
-        }
-    }
-    let all_keys: Vec<ObjectKey> = keys(objects).collect();
-    // Each round sets aside at least one object, so this ends.
-    for _ in 0..=all_keys.len() {
-        let docs = documents(objects, |k| !invalid.contains_key(k));
-        let revision = revision_of(objects, |k| !invalid.contains_key(k));
-        match build(&docs, std::path::Path::new("/nonexistent"), revision) {
-            Ok(snapshot) => {
-                let mut warnings: BTreeMap<ObjectKey, Vec<String>> = BTreeMap::new();
-                for w in &snapshot.warnings {
-                    if let Some(key) = owner(&all_keys, w) {
-                        warnings.entry(key).or_default().push(w.message.clone());
-                    }
-                }
-                let verdicts = verdicts(objects, &invalid, &mut warnings);
-                return Built { snapshot, verdicts };
-            }
-            Err(problems) => {
-                let mut attributed = false;
-                for p in problems.iter().filter(|p| p.severity == Severity::Error) {
-                    if let Some(key) = owner(&all_keys, p) {
-                        invalid.entry(key).or_default().push(p.message.clone());
-                        attributed = true;
-                    }
-                }
-                if !attributed {
-                    // Not expected: every builder error names its document. Serve nothing
-                    // new rather than guess; every object says why.
-                    let text: Vec<String> = problems.iter().map(|p| p.message.clone()).collect();
-                    for key in &all_keys {
-                        invalid.entry(key.clone()).or_default().extend(text.clone());
-                    }
-                }
+            if let Some(e) = entries.iter_mut().find(|e| e.key == a.key) {
+                e.demote(problem);
             }
         }
     }
-    let verdicts = verdicts(objects, &invalid, &mut BTreeMap::new());
-    Built {
-        snapshot: PolicySnapshot {
-            revision: "kube:none".into(),
-            ..PolicySnapshot::default()
-        },
-        verdicts,
+    // A namespace's build depends on its own objects only: after a round, only the namespaces
+    // of objects that fell back are built again.
+    let mut unbuilt: BTreeSet<String> = entries.iter().map(|e| e.key.namespace.clone()).collect();
+    let mut built: BTreeMap<String, namespaced::Part> = BTreeMap::new();
+    // Each round without a result sets one object at least one step back (current → last
+    // good → out), so this ends.
+    for _ in 0..=2 * entries.len() + 1 {
+        let before: Vec<Choice> = entries.iter().map(|e| e.choice).collect();
+        if last_good::settle_identifiers(&mut entries) {
+            unbuilt.extend(changed_namespaces(&entries, &before));
+            continue;
+        }
+        let mut fall_back = Vec::new();
+        for namespace in std::mem::take(&mut unbuilt) {
+            match namespaced::build_namespace(&namespace, &entries, &objects.secrets) {
+                Outcome::Built(part) => {
+                    built.insert(namespace, *part);
+                }
+                Outcome::FallBack(found) => {
+                    fall_back.extend(found);
+                    // Never left out of the snapshot: built again next round.
+                    unbuilt.insert(namespace);
+                }
+                Outcome::Refused(problems) => return Err(problems),
+            }
+        }
+        if fall_back.is_empty() {
+            diagnose(&mut entries, &objects.secrets);
+            return Ok(finish(entries, built.into_values().collect()));
+        }
+        for (i, why) in fall_back {
+            entries[i].demote(why);
+        }
+        unbuilt.extend(changed_namespaces(&entries, &before));
     }
+    Err(vec![
+        "the custom resources could not be settled into a snapshot (a bug): the previous \
+         snapshot keeps serving"
+            .into(),
+    ])
 }
 
-fn keys(objects: &Objects) -> impl Iterator<Item = ObjectKey> + '_ {
-    objects
-        .groups
+/// The namespaces of the entries whose choice differs from `before`.
+fn changed_namespaces(entries: &[Entry], before: &[Choice]) -> Vec<String> {
+    entries
         .iter()
-        .map(|o| o.key.clone())
-        .chain(objects.profiles.iter().map(|o| o.key.clone()))
-        .chain(objects.restrictions.iter().map(|o| o.key.clone()))
-        .chain(objects.labels.iter().map(|o| o.key.clone()))
-        .chain(objects.actions.iter().map(|o| o.key.clone()))
+        .zip(before)
+        .filter(|(e, choice)| e.choice != **choice)
+        .map(|(e, _)| e.key.namespace.clone())
+        .collect()
 }
 
-/// The object a problem is about: its `Kind/name` and its location (`namespace/name`).
-fn owner(keys: &[ObjectKey], problem: &Problem) -> Option<ObjectKey> {
-    let document = problem.document.as_deref()?;
-    keys.iter()
-        .find(|k| format!("{}/{}", k.kind, k.name) == document && k.location() == problem.file)
-        .cloned()
+/// An object refused for an identifier another object owns was never built: build its
+/// namespace once more with its current spec in and the owner out, so that its status lists
+/// every problem at once rather than one per edit.
+fn diagnose(entries: &mut [Entry], secrets: &crate::policy::actions::SecretValues) {
+    for i in 0..entries.len() {
+        if !entries[i].lost_identifier {
+            continue;
+        }
+        let mut trial = entries.to_vec();
+        let mine = trial[i].current.identifier(&trial[i].key.name);
+        for (j, other) in trial.iter_mut().enumerate() {
+            let theirs = other
+                .spec_in_use()
+                .and_then(|s| s.identifier(&other.key.name));
+            if j != i && theirs.is_some() && theirs == mine {
+                other.choice = Choice::Out;
+            }
+        }
+        trial[i].choice = Choice::Current;
+        let namespace = trial[i].key.namespace.clone();
+        if let Outcome::FallBack(found) = namespaced::build_namespace(&namespace, &trial, secrets) {
+            let more = found
+                .into_iter()
+                .filter(|(j, _)| *j == i)
+                .map(|(_, why)| why);
+            entries[i].errors.extend(more);
+        }
+    }
 }
 
-fn verdicts(
-    objects: &Objects,
-    invalid: &BTreeMap<ObjectKey, Vec<String>>,
-    warnings: &mut BTreeMap<ObjectKey, Vec<String>>,
-) -> BTreeMap<ObjectKey, (Option<i64>, Verdict)> {
-    let mut out = BTreeMap::new();
-    let mut add = |key: &ObjectKey, generation: Option<i64>, deleting: bool| {
-        let verdict = if let Some(errors) = invalid.get(key) {
-            let mut errors = errors.clone();
-            errors.dedup();
-            Verdict::Invalid { errors }
-        } else if deleting {
+/// The snapshot of the namespaces built, the verdicts and what is in force.
+fn finish(entries: Vec<Entry>, parts: Vec<namespaced::Part>) -> Built {
+    let mut snapshot = PolicySnapshot::default();
+    let mut kept_groups: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    let mut warnings: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    let mut groups_by_namespace: BTreeMap<String, BTreeMap<String, DeviceGroupSpec>> =
+        BTreeMap::new();
+    for part in parts {
+        kept_groups.extend(part.kept_groups);
+        warnings.extend(part.warnings);
+        groups_by_namespace.insert(part.namespace.clone(), part.snapshot.groups.clone());
+        namespaced::merge(&mut snapshot, &part.namespace, part.snapshot);
+    }
+    snapshot.revision = revision_of(&entries, &kept_groups);
+
+    let mut verdicts = BTreeMap::new();
+    let mut in_force = Memory::new();
+    for (i, e) in entries.iter().enumerate() {
+        let verdict = if e.deleting {
             Verdict::Deleting
+        } else if e.choice != Choice::Current {
+            let mut errors = e.errors.clone();
+            errors.dedup();
+            Verdict::Invalid {
+                errors,
+                in_force: (e.choice == Choice::LastGood)
+                    .then(|| e.generation_in_use())
+                    .flatten(),
+            }
         } else {
-            Verdict::Accepted {
-                warnings: warnings.remove(key).unwrap_or_default(),
+            let warnings = warnings.remove(&i).unwrap_or_default();
+            match kept_groups.get(&i) {
+                Some(groups) => Verdict::GroupsMissing {
+                    groups: groups.clone(),
+                    warnings,
+                },
+                None => Verdict::Accepted { warnings },
             }
         };
-        out.insert(key.clone(), (generation, verdict));
-    };
-    for o in &objects.groups {
-        add(&o.key, o.generation, o.deleting);
-    }
-    for o in &objects.profiles {
-        add(&o.key, o.generation, o.deleting);
-    }
-    for o in &objects.restrictions {
-        add(&o.key, o.generation, o.deleting);
-    }
-    for o in &objects.labels {
-        add(&o.key, o.generation, o.deleting);
-    }
-    for o in &objects.actions {
-        add(&o.key, o.generation, o.deleting);
-    }
-    out
-}
-
-fn located<S: Clone>(o: &Object<S>) -> Located<S> {
-    Located {
-        file: o.key.location(),
-        line: 0,
-        doc: Document {
-            api_version: API_VERSION.to_string(),
-            kind: o.key.kind.to_string(),
-            metadata: Metadata {
-                name: o.key.name.clone(),
-                namespace: Some(o.key.namespace.clone()),
-                ..Metadata::default()
+        verdicts.insert(e.key.clone(), (e.generation, verdict));
+        let Some(spec) = e.spec_in_use() else {
+            continue;
+        };
+        if matches!(spec, last_good::Spec::Action(_)) {
+            continue; // actions are not remembered (see `last_good.rs`)
+        }
+        let resolved = groups_by_namespace.get(&e.key.namespace);
+        let groups = spec
+            .groups()
+            .iter()
+            .filter_map(|g| {
+                let definition = resolved?.get(g)?;
+                Some((g.clone(), serde_json::to_value(definition).ok()?))
+            })
+            .collect();
+        in_force.insert(
+            e.key.clone(),
+            Remembered {
+                uid: e.uid.clone(),
+                in_force: InForce {
+                    generation: e.generation_in_use(),
+                    spec: spec.to_json(),
+                    groups,
+                },
             },
-            spec: o.spec.clone(),
-        },
+        );
+    }
+    Built {
+        snapshot,
+        verdicts,
+        in_force,
     }
 }
 
-fn documents(objects: &Objects, keep: impl Fn(&ObjectKey) -> bool) -> Documents {
-    fn pick<S: Clone>(list: &[Object<S>], keep: &impl Fn(&ObjectKey) -> bool) -> Vec<Located<S>> {
-        list.iter()
-            .filter(|o| !o.deleting && keep(&o.key))
-            .map(located)
-            .collect()
-    }
-    Documents {
-        groups: pick(&objects.groups, &keep),
-        profiles: pick(&objects.profiles, &keep),
-        restrictions: pick(&objects.restrictions, &keep),
-        labels: pick(&objects.labels, &keep),
-        actions: pick(&objects.actions, &keep),
-        secrets: objects.secrets.clone(),
-    }
-}
-
-/// A hash of the objects that make up the snapshot: unchanged objects, unchanged revision.
-fn revision_of(objects: &Objects, keep: impl Fn(&ObjectKey) -> bool) -> String {
-    let mut parts: Vec<(ObjectKey, String)> = Vec::new();
-    fn add<S: serde::Serialize>(
-        parts: &mut Vec<(ObjectKey, String)>,
-        list: &[Object<S>],
-        keep: &impl Fn(&ObjectKey) -> bool,
-    ) {
-        for o in list.iter().filter(|o| !o.deleting && keep(&o.key)) {
+/// A hash of what the snapshot is made of: the spec each object has in use, and the groups
+/// kept for objects whose groups are gone. Unchanged content, unchanged revision.
+fn revision_of(entries: &[Entry], kept_groups: &BTreeMap<usize, Vec<String>>) -> String {
+    let mut parts: Vec<(String, String)> = entries
+        .iter()
+        .filter_map(|e| Some((e.key.to_string(), e.spec_in_use()?.to_json().to_string())))
+        .collect();
+    for (&i, groups) in kept_groups {
+        let e = &entries[i];
+        for g in groups {
+            let definition = e
+                .remembered_group(g)
+                .and_then(|d| serde_json::to_string(d).ok());
             parts.push((
-                o.key.clone(),
-                serde_json::to_string(&o.spec).unwrap_or_default(),
+                format!("{} keeps DeviceGroup {}/{g}", e.key, e.key.namespace),
+                definition.unwrap_or_default(),
             ));
         }
     }
-    add(&mut parts, &objects.groups, &keep);
-    add(&mut parts, &objects.profiles, &keep);
-    add(&mut parts, &objects.restrictions, &keep);
-    add(&mut parts, &objects.labels, &keep);
-    add(&mut parts, &objects.actions, &keep);
     parts.sort();
     let mut hash = sha2::Sha256::new();
     for (key, spec) in &parts {
-        hash.update(key.to_string().as_bytes());
+        hash.update(key.as_bytes());
         hash.update([0]);
         hash.update(spec.as_bytes());
         hash.update([0]);
@@ -308,21 +365,42 @@ fn revision_of(objects: &Objects, keep: impl Fn(&ObjectKey) -> bool) -> String {
 mod tests {
     use super::*;
 
-    fn key(kind: &'static str, name: &str) -> ObjectKey {
+    fn key_in(namespace: &str, kind: &'static str, name: &str) -> ObjectKey {
         ObjectKey {
             kind,
-            namespace: "mdm".into(),
+            namespace: namespace.into(),
             name: name.into(),
         }
     }
 
-    fn object<S>(kind: &'static str, name: &str, spec: S) -> Object<S> {
+    fn key(kind: &'static str, name: &str) -> ObjectKey {
+        key_in("mdm", kind, name)
+    }
+
+    fn object_in<S>(namespace: &str, kind: &'static str, name: &str, spec: S) -> Object<S> {
         Object {
-            key: key(kind, name),
+            key: key_in(namespace, kind, name),
+            uid: format!("uid-{namespace}-{name}"),
             generation: Some(1),
+            created: 0,
             deleting: false,
             spec,
+            persisted: None,
         }
+    }
+
+    fn object<S>(kind: &'static str, name: &str, spec: S) -> Object<S> {
+        object_in("mdm", kind, name, spec)
+    }
+
+    /// A build with nothing in force before.
+    fn build(objects: &Objects) -> Built {
+        build_snapshot(objects, &Memory::new()).expect("builds")
+    }
+
+    /// The next build, after `before`.
+    fn rebuild(objects: &Objects, before: &Built) -> Built {
+        build_snapshot(objects, &before.in_force).expect("builds")
     }
 
     fn everyone() -> DeviceGroupSpec {
@@ -344,6 +422,17 @@ mod tests {
         }
     }
 
+    fn verdict<'a>(built: &'a Built, key: &ObjectKey) -> &'a Verdict {
+        &built.verdicts[key].1
+    }
+
+    fn errors(built: &Built, key: &ObjectKey) -> String {
+        match verdict(built, key) {
+            Verdict::Invalid { errors, .. } => errors.join("; "),
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+
     #[test]
     fn an_invalid_object_is_set_aside_and_the_others_are_served() {
         let objects = Objects {
@@ -362,46 +451,203 @@ mod tests {
             ],
             ..Objects::default()
         };
-        let built = build_snapshot(&objects);
+        let built = build(&objects);
         assert_eq!(
             built.snapshot.profiles.keys().collect::<Vec<_>>(),
-            ["Profile/wifi"]
+            ["Profile/mdm/wifi"]
         );
-        let (_, typo) = &built.verdicts[&key("Profile", "typo")];
-        match typo {
-            Verdict::Invalid { errors } => assert!(
-                errors[0].contains("DeviceGroup \"everyon\" is not declared"),
-                "{errors:?}"
-            ),
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            &built.verdicts[&key("Profile", "empty")].1,
-            Verdict::Invalid { errors } if errors[0].contains("exactly one of")
-        ));
         assert_eq!(
-            built.verdicts[&key("Profile", "wifi")].1,
-            Verdict::Accepted { warnings: vec![] }
+            built.snapshot.profiles["Profile/mdm/wifi"].groups,
+            ["mdm/everyone"]
+        );
+        assert!(errors(&built, &key("Profile", "typo"))
+            .contains("DeviceGroup \"everyon\" is not declared"));
+        assert!(errors(&built, &key("Profile", "empty")).contains("exactly one of"));
+        assert_eq!(
+            verdict(&built, &key("Profile", "typo")),
+            &Verdict::Invalid {
+                errors: vec![errors(&built, &key("Profile", "typo"))],
+                in_force: None
+            },
+            "never accepted: nothing in force"
+        );
+        assert_eq!(
+            verdict(&built, &key("Profile", "wifi")),
+            &Verdict::Accepted { warnings: vec![] }
         );
     }
 
     #[test]
-    fn an_invalid_group_stalls_the_profiles_that_need_it() {
+    fn a_typo_keeps_the_last_good_spec_in_force() {
+        let mut objects = Objects {
+            groups: vec![object("DeviceGroup", "everyone", everyone())],
+            profiles: vec![object("Profile", "wifi", wifi(&["everyone"]))],
+            ..Objects::default()
+        };
+        let good = build(&objects);
+        let served = good.snapshot.profiles["Profile/mdm/wifi"].clone();
+        objects.profiles[0].spec = wifi(&["everyon"]);
+        objects.profiles[0].generation = Some(2);
+        let typo = rebuild(&objects, &good);
+        assert_eq!(typo.snapshot.profiles["Profile/mdm/wifi"], served);
+        assert_eq!(
+            typo.revision(),
+            good.revision(),
+            "nothing changed for devices"
+        );
+        match verdict(&typo, &key("Profile", "wifi")) {
+            Verdict::Invalid { errors, in_force } => {
+                assert!(
+                    errors[0].contains("\"everyon\" is not declared"),
+                    "{errors:?}"
+                );
+                assert_eq!(*in_force, Some(1));
+            }
+            other => panic!("{other:?}"),
+        }
+        let remembered = &typo.in_force[&key("Profile", "wifi")].in_force;
+        assert_eq!(remembered.generation, Some(1));
+        assert_eq!(remembered.spec["groups"], serde_json::json!(["everyone"]));
+        // Still refused on the next build: still generation 1.
+        let again = rebuild(&objects, &typo);
+        assert_eq!(again.snapshot.profiles["Profile/mdm/wifi"], served);
+        // Fixed: generation 3 is in force.
+        objects.profiles[0].spec = wifi(&["everyone"]);
+        objects.profiles[0].generation = Some(3);
+        let fixed = rebuild(&objects, &again);
+        assert_eq!(
+            verdict(&fixed, &key("Profile", "wifi")),
+            &Verdict::Accepted { warnings: vec![] }
+        );
+        assert_eq!(
+            fixed.in_force[&key("Profile", "wifi")].in_force.generation,
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn after_a_restart_the_last_good_spec_comes_from_status() {
+        let mut objects = Objects {
+            groups: vec![object("DeviceGroup", "everyone", everyone())],
+            profiles: vec![object("Profile", "wifi", wifi(&["everyone"]))],
+            ..Objects::default()
+        };
+        let good = build(&objects);
+        let served = good.snapshot.profiles["Profile/mdm/wifi"].clone();
+        // What the leader wrote to status.inForce; then a typo, and a fresh process.
+        objects.profiles[0].persisted =
+            Some(good.in_force[&key("Profile", "wifi")].in_force.clone());
+        objects.groups[0].persisted = Some(
+            good.in_force[&key("DeviceGroup", "everyone")]
+                .in_force
+                .clone(),
+        );
+        objects.profiles[0].spec = wifi(&["everyon"]);
+        objects.profiles[0].generation = Some(2);
+        let restarted = build(&objects);
+        assert_eq!(restarted.snapshot.profiles["Profile/mdm/wifi"], served);
+        // Even with its group deleted meanwhile: the profile's own copy of it serves.
+        objects.groups.clear();
+        let restarted = build(&objects);
+        assert_eq!(restarted.snapshot.profiles["Profile/mdm/wifi"], served);
+        assert_eq!(restarted.snapshot.groups["mdm/everyone"], everyone());
+    }
+
+    #[test]
+    fn an_object_created_again_under_its_name_starts_afresh() {
+        let mut objects = Objects {
+            groups: vec![object("DeviceGroup", "everyone", everyone())],
+            profiles: vec![object("Profile", "wifi", wifi(&["everyone"]))],
+            ..Objects::default()
+        };
+        let good = build(&objects);
+        objects.profiles[0].uid = "another".into();
+        objects.profiles[0].spec = wifi(&["everyon"]);
+        let recreated = rebuild(&objects, &good);
+        assert!(recreated.snapshot.profiles.is_empty());
+        assert!(matches!(
+            verdict(&recreated, &key("Profile", "wifi")),
+            Verdict::Invalid { in_force: None, .. }
+        ));
+    }
+
+    #[test]
+    fn an_invalid_group_keeps_its_last_good_definition() {
+        let mut objects = Objects {
+            groups: vec![object("DeviceGroup", "everyone", everyone())],
+            profiles: vec![object("Profile", "wifi", wifi(&["everyone"]))],
+            ..Objects::default()
+        };
+        let good = build(&objects);
+        objects.groups[0].spec = DeviceGroupSpec::default();
+        objects.groups[0].generation = Some(2);
+        let bad = rebuild(&objects, &good);
+        assert_eq!(bad.snapshot, good.snapshot);
+        assert!(errors(&bad, &key("DeviceGroup", "everyone")).contains("needs a selector"));
+        assert_eq!(
+            verdict(&bad, &key("Profile", "wifi")),
+            &Verdict::Accepted { warnings: vec![] },
+            "the profile is not affected"
+        );
+    }
+
+    #[test]
+    fn an_invalid_group_stalls_the_new_profiles_that_need_it() {
         let objects = Objects {
             groups: vec![object("DeviceGroup", "nobody", DeviceGroupSpec::default())],
             profiles: vec![object("Profile", "wifi", wifi(&["nobody"]))],
             ..Objects::default()
         };
-        let built = build_snapshot(&objects);
+        let built = build(&objects);
         assert!(built.snapshot.profiles.is_empty());
+        assert!(errors(&built, &key("DeviceGroup", "nobody")).contains("needs a selector"));
         assert!(matches!(
-            &built.verdicts[&key("DeviceGroup", "nobody")].1,
-            Verdict::Invalid { errors } if errors[0].contains("needs a selector")
-        ));
-        assert!(matches!(
-            &built.verdicts[&key("Profile", "wifi")].1,
+            verdict(&built, &key("Profile", "wifi")),
             Verdict::Invalid { .. }
         ));
+    }
+
+    #[test]
+    fn a_deleted_group_stays_in_force_for_the_profiles_that_used_it_and_no_others() {
+        let mut objects = Objects {
+            groups: vec![object("DeviceGroup", "everyone", everyone())],
+            profiles: vec![object("Profile", "wifi", wifi(&["everyone"]))],
+            ..Objects::default()
+        };
+        let good = build(&objects);
+        objects.groups.clear();
+        objects
+            .profiles
+            .push(object("Profile", "late", wifi(&["everyone"])));
+        let gone = rebuild(&objects, &good);
+        assert_eq!(
+            gone.snapshot.profiles["Profile/mdm/wifi"],
+            good.snapshot.profiles["Profile/mdm/wifi"]
+        );
+        assert_eq!(gone.snapshot.groups["mdm/everyone"], everyone());
+        assert_eq!(
+            verdict(&gone, &key("Profile", "wifi")),
+            &Verdict::GroupsMissing {
+                groups: vec!["everyone".into()],
+                warnings: vec![]
+            }
+        );
+        assert!(errors(&gone, &key("Profile", "late")).contains("\"everyone\" is not declared"));
+        assert_ne!(gone.revision(), good.revision());
+        // The copy is kept from build to build, and the group created again replaces it.
+        let still = rebuild(&objects, &gone);
+        assert_eq!(still.revision(), gone.revision());
+        let mut lab = everyone();
+        lab.serial_numbers = vec!["C02LAB".into()];
+        objects
+            .groups
+            .push(object("DeviceGroup", "everyone", lab.clone()));
+        let back = rebuild(&objects, &still);
+        assert_eq!(back.snapshot.groups["mdm/everyone"], lab);
+        assert_eq!(
+            verdict(&back, &key("Profile", "wifi")),
+            &Verdict::Accepted { warnings: vec![] }
+        );
     }
 
     #[test]
@@ -411,15 +657,133 @@ mod tests {
             profiles: vec![object("Profile", "wifi", wifi(&["everyone"]))],
             ..Objects::default()
         };
-        let first = build_snapshot(&objects);
-        assert_eq!(first.revision(), build_snapshot(&objects).revision());
+        let first = build(&objects);
+        assert_eq!(first.revision(), build(&objects).revision());
         objects.profiles[0].deleting = true;
-        let second = build_snapshot(&objects);
+        let second = rebuild(&objects, &first);
         assert!(second.snapshot.profiles.is_empty());
         assert_ne!(first.revision(), second.revision());
         assert_eq!(
-            second.verdicts[&key("Profile", "wifi")].1,
-            Verdict::Deleting
+            verdict(&second, &key("Profile", "wifi")),
+            &Verdict::Deleting
+        );
+        assert!(!second.in_force.contains_key(&key("Profile", "wifi")));
+    }
+
+    #[test]
+    fn namespaces_keep_their_names_to_themselves() {
+        let nobody = DeviceGroupSpec {
+            udids: vec!["NOBODY".into()],
+            ..DeviceGroupSpec::default()
+        };
+        let mut twin = wifi(&["everyone"]);
+        twin.identifier = Some("dev.pomona.other.wifi".into());
+        let objects = Objects {
+            groups: vec![
+                object("DeviceGroup", "everyone", everyone()),
+                object_in("other", "DeviceGroup", "everyone", nobody.clone()),
+            ],
+            profiles: vec![
+                object("Profile", "wifi", wifi(&["everyone"])),
+                object_in("other", "Profile", "wifi", twin),
+                object_in("other", "Profile", "typo", wifi(&["missing"])),
+            ],
+            ..Objects::default()
+        };
+        let built = build(&objects);
+        assert_eq!(built.snapshot.groups["mdm/everyone"], everyone());
+        assert_eq!(built.snapshot.groups["other/everyone"], nobody);
+        assert_eq!(
+            built.snapshot.profiles["Profile/mdm/wifi"].groups,
+            ["mdm/everyone"]
+        );
+        assert_eq!(
+            built.snapshot.profiles["Profile/other/wifi"].groups,
+            ["other/everyone"]
+        );
+        for k in [
+            key("DeviceGroup", "everyone"),
+            key_in("other", "DeviceGroup", "everyone"),
+            key("Profile", "wifi"),
+            key_in("other", "Profile", "wifi"),
+        ] {
+            assert_eq!(
+                verdict(&built, &k),
+                &Verdict::Accepted { warnings: vec![] },
+                "{k}"
+            );
+        }
+        assert!(errors(&built, &key_in("other", "Profile", "typo")).contains("\"missing\""));
+    }
+
+    #[test]
+    fn an_identifier_stays_with_the_profile_that_has_it() {
+        let mut older = object("Profile", "wifi", wifi(&["everyone"]));
+        older.created = 1_000;
+        let mut newer = object_in("other", "Profile", "wifi", wifi(&["everyone"]));
+        newer.created = 2_000;
+        let mut objects = Objects {
+            groups: vec![
+                object("DeviceGroup", "everyone", everyone()),
+                object_in("other", "DeviceGroup", "everyone", everyone()),
+            ],
+            profiles: vec![newer, older],
+            ..Objects::default()
+        };
+        let built = build(&objects);
+        assert!(built.snapshot.profiles.contains_key("Profile/mdm/wifi"));
+        assert!(!built.snapshot.profiles.contains_key("Profile/other/wifi"));
+        let clash = errors(&built, &key_in("other", "Profile", "wifi"));
+        assert!(
+            clash.contains("\"dev.pomona.wifi\" is already used by Profile mdm/wifi")
+                && clash.contains("spec.identifier"),
+            "{clash}"
+        );
+        // The one devices have keeps it even against an older object that wants it later.
+        let mut own = wifi(&["everyone"]);
+        own.identifier = Some("dev.pomona.other.wifi".into());
+        objects.profiles[0].spec = own;
+        let both = build(&objects);
+        objects.profiles[1].spec.identifier = Some("dev.pomona.other.wifi".into());
+        objects.profiles[1].generation = Some(2);
+        let later = rebuild(&objects, &both);
+        assert!(
+            later.snapshot.profiles["Profile/other/wifi"].identifier == "dev.pomona.other.wifi"
+        );
+        assert_eq!(
+            later.snapshot.profiles["Profile/mdm/wifi"].identifier, "dev.pomona.wifi",
+            "the older object keeps its last good identifier"
+        );
+        assert!(matches!(
+            verdict(&later, &key("Profile", "wifi")),
+            Verdict::Invalid {
+                in_force: Some(1),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_profile_refused_for_its_identifier_lists_its_other_problems_too() {
+        let mut older = object("Profile", "wifi", wifi(&["everyone"]));
+        older.created = 1_000;
+        let mut newer = object_in("other", "Profile", "wifi", wifi(&["missing"]));
+        newer.created = 2_000;
+        let objects = Objects {
+            groups: vec![object("DeviceGroup", "everyone", everyone())],
+            profiles: vec![older, newer],
+            ..Objects::default()
+        };
+        let built = build(&objects);
+        let problems = errors(&built, &key_in("other", "Profile", "wifi"));
+        assert!(
+            problems.contains("is already used by Profile mdm/wifi")
+                && problems.contains("DeviceGroup \"missing\" is not declared"),
+            "{problems}"
+        );
+        assert_eq!(
+            verdict(&built, &key("Profile", "wifi")),
+            &Verdict::Accepted { warnings: vec![] }
         );
     }
 
@@ -433,11 +797,9 @@ mod tests {
             profiles: vec![object("Profile", "wifi", spec)],
             ..Objects::default()
         };
-        let built = build_snapshot(&objects);
-        assert!(matches!(
-            &built.verdicts[&key("Profile", "wifi")].1,
-            Verdict::Invalid { errors } if errors[0].contains("spec.mobileconfig or as spec.payloads")
-        ));
+        let built = build(&objects);
+        assert!(errors(&built, &key("Profile", "wifi"))
+            .contains("spec.mobileconfig or as spec.payloads"));
     }
 
     fn lock(secret: &str, key: &str) -> DeviceActionSpec {
@@ -481,12 +843,12 @@ mod tests {
             vec![object("DeviceAction", "lock-mac", lock("lock-pin", "pin"))],
             &[secret("mdm", "lock-pin", "pin", "246801")],
         );
-        let built = build_snapshot(&objects);
+        let built = build(&objects);
         assert_eq!(
             built.verdicts[&key("DeviceAction", "lock-mac")].1,
             Verdict::Accepted { warnings: vec![] }
         );
-        let action = &built.snapshot.actions["DeviceAction/lock-mac"];
+        let action = &built.snapshot.actions["DeviceAction/mdm/lock-mac"];
         assert_eq!(
             action.spec.params.pin.as_ref().map(|p| p.expose()),
             Some("246801")
@@ -501,10 +863,10 @@ mod tests {
             vec![object("DeviceAction", "lock-mac", lock("lock-pin", "pin"))],
             &[secret("other", "lock-pin", "pin", "246801")],
         );
-        let built = build_snapshot(&objects);
+        let built = build(&objects);
         assert!(built.snapshot.actions.is_empty());
         match &built.verdicts[&key("DeviceAction", "lock-mac")].1 {
-            Verdict::Invalid { errors } => {
+            Verdict::Invalid { errors, .. } => {
                 assert!(
                     errors[0].contains("Secret mdm/lock-pin has no key \"pin\""),
                     "{errors:?}"
@@ -528,9 +890,9 @@ mod tests {
             ("mdm".into(), "absent".into()),
             "does not exist: create it".into(),
         );
-        let built = build_snapshot(&objects);
+        let built = build(&objects);
         let errors = |name: &str| match &built.verdicts[&key("DeviceAction", name)].1 {
-            Verdict::Invalid { errors } => errors.join("; "),
+            Verdict::Invalid { errors, .. } => errors.join("; "),
             other => panic!("{other:?}"),
         };
         assert!(
@@ -549,9 +911,9 @@ mod tests {
             vec![object("DeviceAction", "lock-mac", lock("lock-pin", "pin"))],
             &[secret("mdm", "lock-pin", "pin", "12ab")],
         );
-        let built = build_snapshot(&objects);
+        let built = build(&objects);
         match &built.verdicts[&key("DeviceAction", "lock-mac")].1 {
-            Verdict::Invalid { errors } => {
+            Verdict::Invalid { errors, .. } => {
                 assert!(errors[0].contains("six digits"), "{errors:?}");
                 assert!(!errors[0].contains("12ab"));
             }

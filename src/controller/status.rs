@@ -1,23 +1,26 @@
 //! Status of the Pomona custom resources, written by the leader: kstatus conditions (`Ready`,
-//! `Reconciling`, `Stalled`, each with `observedGeneration`), device counts from the store and
+//! `Reconciling`, `Stalled`, each with the `observedGeneration` it judges), the generation in
+//! force as `status.observedGeneration` (a refused generation is not observed) and its spec as
+//! `status.inForce` (what a restarted controller starts from), device counts from the store and
 //! the reconciler's targeting index, a bounded message naming failing devices, events on
-//! transitions, and the Profile/Restrictions finalizer (added to live objects; released once
+//! transitions with the text of the moment, and the Profile/Restrictions finalizer (added to live objects; released once
 //! no device carries the profile, at once for `removalPolicy: Keep`, or after the removal
 //! timeout, naming the devices that kept it). DeviceActions get the status `action_status.rs`
 //! renders and no finalizer (deleting an action does not undo it). Secrets never appear here:
 //! messages carry device ids, device-reported reasons and Secret names only, never a PIN.
 
 use super::action_status::{action_conditions, device_line, render_action, ActionTally};
+use super::events::{Kind, Recorder};
 use super::source::{ObjectKey, Verdict};
 use super::{name_of, BuiltGetter, KubeSettings, Readers, FINALIZER};
 use crate::policy::actions::ActionTarget;
+use crate::policy::crd::InForce;
 use crate::policy::crd::{bounded, Condition, PolicyStatus};
 use crate::policy::model::{DeviceActionResource, RemovalPolicy};
 use crate::reconcile::driver::Reconciler;
 use crate::store::actions::{ActionCounts, ActionPhase};
 use crate::store::Store;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -27,6 +30,8 @@ use std::sync::Arc;
 const DEVICES_NAMED: i64 = 5;
 /// Devices listed in a DeviceAction's status (failures first; the rest are counted).
 const ACTION_DEVICES_LISTED: i64 = 50;
+/// Stalled reasons an author resolves by editing objects: a new message is a new event.
+const AUTHOR_REASONS: &[&str] = &["Invalid", "GroupMissing"];
 
 /// What the status of one object should say (before transition times).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,13 +51,53 @@ pub struct Counts {
     pub removing: i64,
 }
 
+/// Why an object's current generation is refused, and what devices get instead.
+fn refusal(errors: &[String], in_force: Option<i64>) -> String {
+    let errors = errors.join("; ");
+    match in_force {
+        Some(g) => format!("{errors} (generation {g} stays in force)"),
+        None => errors,
+    }
+}
+
+/// What an object whose groups are gone says, naming them and the fix.
+fn groups_missing(groups: &[String]) -> String {
+    let quoted: Vec<String> = groups.iter().map(|g| format!("{g:?}")).collect();
+    let (noun, gone, kept, them) = if groups.len() == 1 {
+        (
+            "DeviceGroup",
+            "no longer exists or is not valid",
+            "its last definition stays",
+            "it",
+        )
+    } else {
+        (
+            "DeviceGroups",
+            "no longer exist or are not valid",
+            "their last definitions stay",
+            "them",
+        )
+    };
+    format!(
+        "spec.groups: {noun} {} {gone}: {kept} in force for this object; \
+         create {them} again or change spec.groups",
+        quoted.join(", ")
+    )
+}
+
 /// The conditions for a profile-like object from its verdict and counts. Pure.
 pub fn profile_conditions(verdict: &Verdict, counts: &Counts, failing: &str) -> Desired {
     match verdict {
-        Verdict::Invalid { errors } => Desired {
-            ready: (false, "Invalid", errors.join("; ")),
+        Verdict::Invalid { errors, in_force } => Desired {
+            ready: (false, "Invalid", refusal(errors, *in_force)),
             reconciling: (false, "Invalid"),
             stalled: (true, "Invalid"),
+            counts: Some(counts.clone()),
+        },
+        Verdict::GroupsMissing { groups, .. } => Desired {
+            ready: (false, "GroupMissing", groups_missing(groups)),
+            reconciling: (false, "GroupMissing"),
+            stalled: (true, "GroupMissing"),
             counts: Some(counts.clone()),
         },
         Verdict::Deleting => Desired {
@@ -133,10 +178,16 @@ pub fn plain_conditions(verdict: &Verdict, members: Option<i64>) -> Desired {
         ..Counts::default()
     });
     match verdict {
-        Verdict::Invalid { errors } => Desired {
-            ready: (false, "Invalid", errors.join("; ")),
+        Verdict::Invalid { errors, in_force } => Desired {
+            ready: (false, "Invalid", refusal(errors, *in_force)),
             reconciling: (false, "Invalid"),
             stalled: (true, "Invalid"),
+            counts,
+        },
+        Verdict::GroupsMissing { groups, .. } => Desired {
+            ready: (false, "GroupMissing", groups_missing(groups)),
+            reconciling: (false, "GroupMissing"),
+            stalled: (true, "GroupMissing"),
             counts,
         },
         Verdict::Deleting => Desired {
@@ -219,20 +270,40 @@ pub(super) fn conditions(
     ]
 }
 
+/// The generations a status speaks of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generations {
+    /// `metadata.generation`: what the conditions judge.
+    pub current: Option<i64>,
+    /// `status.observedGeneration`: the generation devices get. A refused generation is not
+    /// observed: it stays at the one in force (none if nothing is).
+    pub observed: Option<i64>,
+}
+
+impl Generations {
+    pub fn of(current: Option<i64>, verdict: &Verdict) -> Self {
+        let observed = match verdict {
+            Verdict::Invalid { in_force, .. } => *in_force,
+            _ => current,
+        };
+        Self { current, observed }
+    }
+}
+
 /// The full status, keeping transition times of conditions whose status did not change.
 pub fn render(
     desired: &Desired,
-    generation: Option<i64>,
+    generations: Generations,
     revision: &str,
     old: Option<&PolicyStatus>,
     now: &str,
 ) -> PolicyStatus {
     let counts = desired.counts.clone();
     PolicyStatus {
-        observed_generation: generation,
+        observed_generation: generations.observed,
         conditions: conditions(
             desired,
-            generation,
+            generations.current,
             old.map_or(&[][..], |o| &o.conditions),
             now,
         ),
@@ -242,7 +313,17 @@ pub fn render(
         failed: counts.as_ref().map(|c| c.failed),
         removing: counts.as_ref().map(|c| c.removing),
         revision: Some(revision.to_string()),
+        in_force: None,
     }
+}
+
+/// One object's verdict from the latest build, as the status writer needs it.
+struct Judged {
+    key: ObjectKey,
+    generations: Generations,
+    verdict: Verdict,
+    /// What the object has in force (written to `status.inForce`).
+    in_force: Option<InForce>,
 }
 
 struct Writer {
@@ -263,13 +344,7 @@ pub(crate) async fn status_loop(
     store: Arc<dyn Store>,
     kick: Arc<tokio::sync::Notify>,
 ) {
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "pomona".into(),
-            instance: Some(settings.identity.clone()),
-        },
-    );
+    let recorder = Recorder::new(client.clone(), "pomona", &settings.identity);
     let writer = Writer {
         client,
         recorder,
@@ -314,58 +389,48 @@ impl Writer {
             .collect();
         let targeted = self.reconciler.targeted_counts();
         let members = self.reconciler.group_member_counts();
-        let verdict_of =
-            |kind: &'static str, o: &dyn ResourceMeta| -> Option<(Option<i64>, Verdict)> {
-                let key = ObjectKey {
-                    kind,
-                    namespace: o.ns(),
-                    name: o.nm(),
-                };
-                built.verdicts.get(&key).cloned()
+        let verdict_of = |kind: &'static str, o: &dyn ResourceMeta| -> Option<Judged> {
+            let key = ObjectKey {
+                kind,
+                namespace: o.ns(),
+                name: o.nm(),
             };
+            let (generation, verdict) = built.verdicts.get(&key)?.clone();
+            Some(Judged {
+                generations: Generations::of(generation, &verdict),
+                verdict,
+                in_force: built.in_force.get(&key).map(|r| r.in_force.clone()),
+                key,
+            })
+        };
 
         for o in readers.profiles.state() {
-            let Some((generation, verdict)) = verdict_of("Profile", &*o) else {
+            let Some(judged) = verdict_of("Profile", &*o) else {
                 continue;
             };
-            let key = format!("Profile/{}", o.name_any());
             let removal = o.spec.removal_policy;
-            self.profile_like(
-                &*o, &key, generation, &verdict, removal, &counts, &targeted, &revision, &now,
-            )
-            .await
-            .unwrap_or_else(|e| report(&name_of(&*o), e));
+            self.profile_like(&*o, &judged, removal, &counts, &targeted, &revision, &now)
+                .await
+                .unwrap_or_else(|e| report(&name_of(&*o), e));
         }
         for o in readers.restrictions.state() {
-            let Some((generation, verdict)) = verdict_of("Restrictions", &*o) else {
+            let Some(judged) = verdict_of("Restrictions", &*o) else {
                 continue;
             };
-            let key = format!("Restrictions/{}", o.name_any());
             let removal = o.spec.removal_policy;
-            self.profile_like(
-                &*o, &key, generation, &verdict, removal, &counts, &targeted, &revision, &now,
-            )
-            .await
-            .unwrap_or_else(|e| report(&name_of(&*o), e));
+            self.profile_like(&*o, &judged, removal, &counts, &targeted, &revision, &now)
+                .await
+                .unwrap_or_else(|e| report(&name_of(&*o), e));
         }
         for o in readers.groups.state() {
-            let Some((generation, verdict)) = verdict_of("DeviceGroup", &*o) else {
+            let Some(judged) = verdict_of("DeviceGroup", &*o) else {
                 continue;
             };
-            let desired = plain_conditions(
-                &verdict,
-                Some(members.get(&o.name_any()).copied().unwrap_or(0)),
-            );
-            self.write(
-                &*o,
-                &desired,
-                generation,
-                &revision,
-                o.status.as_ref(),
-                &now,
-            )
-            .await
-            .unwrap_or_else(|e| report(&name_of(&*o), e));
+            let members = members.get(&judged.key.qualified_name()).copied();
+            let desired = plain_conditions(&judged.verdict, Some(members.unwrap_or(0)));
+            self.write(&*o, &desired, &judged, &revision, o.status.as_ref(), &now)
+                .await
+                .unwrap_or_else(|e| report(&name_of(&*o), e));
         }
         let action_ids: Vec<String> = built
             .snapshot
@@ -385,14 +450,13 @@ impl Writer {
         };
         let matched = self.reconciler.action_target_counts();
         for o in readers.actions.state() {
-            let Some((generation, verdict)) = verdict_of("DeviceAction", &*o) else {
+            let Some(judged) = verdict_of("DeviceAction", &*o) else {
                 continue;
             };
             self.device_action(
                 &o,
                 built,
-                generation,
-                &verdict,
+                &judged,
                 &action_counts,
                 &matched,
                 &revision,
@@ -402,20 +466,13 @@ impl Writer {
             .unwrap_or_else(|e| report(&name_of(&*o), e));
         }
         for o in readers.labels.state() {
-            let Some((generation, verdict)) = verdict_of("DeviceLabels", &*o) else {
+            let Some(judged) = verdict_of("DeviceLabels", &*o) else {
                 continue;
             };
-            let desired = plain_conditions(&verdict, None);
-            self.write(
-                &*o,
-                &desired,
-                generation,
-                &revision,
-                o.status.as_ref(),
-                &now,
-            )
-            .await
-            .unwrap_or_else(|e| report(&name_of(&*o), e));
+            let desired = plain_conditions(&judged.verdict, None);
+            self.write(&*o, &desired, &judged, &revision, o.status.as_ref(), &now)
+                .await
+                .unwrap_or_else(|e| report(&name_of(&*o), e));
         }
         Ok(())
     }
@@ -424,9 +481,7 @@ impl Writer {
     async fn profile_like<K>(
         &self,
         o: &K,
-        key: &str,
-        generation: Option<i64>,
-        verdict: &Verdict,
+        judged: &Judged,
         removal: RemovalPolicy,
         counts: &BTreeMap<String, crate::store::reconcile::ProfileCounts>,
         targeted: &HashMap<String, i64>,
@@ -440,6 +495,7 @@ impl Writer {
             + serde::de::DeserializeOwned
             + std::fmt::Debug,
     {
+        let key = &judged.key.snapshot_key();
         let c = counts.get(key).cloned().unwrap_or_default();
         let counts = Counts {
             targeted: targeted.get(key).copied().unwrap_or(0),
@@ -456,8 +512,7 @@ impl Writer {
         let has_finalizer = o.finalizers().iter().any(|f| f == FINALIZER);
         if o.meta().deletion_timestamp.is_some() {
             if has_finalizer {
-                self.maybe_release(&api, o, key, removal, &counts, verdict)
-                    .await?;
+                self.maybe_release(&api, o, key, removal, &counts).await?;
             }
             // Status of a deleting object is still written (it shows the removal progress).
         } else if !has_finalizer {
@@ -481,8 +536,8 @@ impl Writer {
         } else {
             String::new()
         };
-        let desired = profile_conditions(verdict, &counts, &failing);
-        self.write(o, &desired, generation, revision, o.status_ref(), now)
+        let desired = profile_conditions(&judged.verdict, &counts, &failing);
+        self.write(o, &desired, judged, revision, o.status_ref(), now)
             .await
     }
 
@@ -493,14 +548,14 @@ impl Writer {
         &self,
         o: &DeviceActionResource,
         built: &super::source::Built,
-        generation: Option<i64>,
-        verdict: &Verdict,
+        judged: &Judged,
         counts: &HashMap<String, ActionCounts>,
         matched: &HashMap<String, i64>,
         revision: &str,
         now: &str,
     ) -> anyhow::Result<()> {
-        let key = format!("DeviceAction/{}", o.name_any());
+        let key = judged.key.snapshot_key();
+        let verdict = &judged.verdict;
         let declared = match verdict {
             Verdict::Accepted { .. } => built.snapshot.actions.get(&key),
             _ => None,
@@ -556,7 +611,7 @@ impl Writer {
             &desired,
             &tally,
             devices,
-            generation,
+            judged.generations.current,
             revision,
             o.status.as_ref(),
             now,
@@ -574,7 +629,6 @@ impl Writer {
         key: &str,
         removal: RemovalPolicy,
         counts: &Counts,
-        verdict: &Verdict,
     ) -> anyhow::Result<()>
     where
         K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -594,16 +648,16 @@ impl Writer {
                 Some((
                     "Kept",
                     "removalPolicy is Keep: the profile stays on devices".to_string(),
-                    EventType::Normal,
+                    Kind::Normal,
                 )),
             )
-        } else if matches!(verdict, Verdict::Invalid { .. }) || on_devices == 0 {
+        } else if on_devices == 0 {
             (
                 true,
                 Some((
                     "Removed",
                     "no device carries the profile any more".to_string(),
-                    EventType::Normal,
+                    Kind::Normal,
                 )),
             )
         } else if timed_out {
@@ -626,7 +680,7 @@ impl Writer {
                 }
             );
             tracing::warn!(object = %name_of(o), %message, "finalizer released after the removal timeout");
-            (true, Some(("RemovalTimedOut", message, EventType::Warning)))
+            (true, Some(("RemovalTimedOut", message, Kind::Warning)))
         } else {
             (false, None)
         };
@@ -649,7 +703,7 @@ impl Writer {
         &self,
         o: &K,
         desired: &Desired,
-        generation: Option<i64>,
+        judged: &Judged,
         revision: &str,
         old: Option<&PolicyStatus>,
         now: &str,
@@ -660,13 +714,17 @@ impl Writer {
             + serde::de::DeserializeOwned
             + std::fmt::Debug,
     {
-        let status = render(desired, generation, revision, old, now);
+        let mut status = render(desired, judged.generations, revision, old, now);
+        status.in_force = judged.in_force.clone();
         let old_conditions = old.map_or(&[][..], |s| &s.conditions[..]);
         self.publish(o, &status, old, old_conditions, desired).await
     }
 
-    /// Writes `status` unless it equals `old`, and records an event when the object becomes
-    /// Ready or Stalled.
+    /// Writes `status` unless it equals `old`, and records an event on a transition: the object
+    /// becomes Ready, or becomes Stalled, or stays Stalled for a new reason — or for a new
+    /// message when an author can act on it (a refused generation, a missing group; not
+    /// counts of failing devices, which move on their own). Each event carries the text of
+    /// the moment (see `events.rs`).
     async fn publish<K, S>(
         &self,
         o: &K,
@@ -685,13 +743,17 @@ impl Writer {
         if old == Some(status) {
             return Ok(());
         }
-        let was = |type_: &str| {
-            old_conditions
-                .iter()
-                .find(|c| c.type_ == type_)
-                .map(|c| c.status == "True")
-        };
-        let (was_ready, was_stalled) = (was("Ready"), was("Stalled"));
+        let old_condition = |type_: &str| old_conditions.iter().find(|c| c.type_ == type_);
+        let was_ready = old_condition("Ready").is_some_and(|c| c.status == "True");
+        let (ready, reason, message) = &desired.ready;
+        let message = bounded(message);
+        let stalled_anew = desired.stalled.0
+            && match old_condition("Stalled") {
+                Some(c) if c.status == "True" && c.reason == *reason => {
+                    AUTHOR_REASONS.contains(reason) && c.message != message
+                }
+                _ => true,
+            };
         let api: Api<K> = Api::namespaced(
             self.client.clone(),
             &o.meta().namespace.clone().unwrap_or_default(),
@@ -709,13 +771,10 @@ impl Writer {
             Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
             Err(e) => return Err(e.into()),
         }
-        let (ready, reason, message) = &desired.ready;
-        if *ready && was_ready != Some(true) {
-            self.event(o, EventType::Normal, "Ready", bounded(message))
-                .await;
-        } else if desired.stalled.0 && was_stalled != Some(true) {
-            self.event(o, EventType::Warning, reason, bounded(message))
-                .await;
+        if *ready && !was_ready {
+            self.event(o, Kind::Normal, "Ready", message).await;
+        } else if stalled_anew {
+            self.event(o, Kind::Warning, reason, message).await;
         }
         Ok(())
     }
@@ -723,19 +782,16 @@ impl Writer {
     async fn event<K: Resource<DynamicType = ()>>(
         &self,
         o: &K,
-        type_: EventType,
+        kind: Kind,
         reason: &str,
         note: String,
     ) {
         let reference = o.object_ref(&());
-        let event = Event {
-            type_,
-            reason: reason.to_string(),
-            note: Some(bounded(&note)),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &reference).await {
+        if let Err(e) = self
+            .recorder
+            .publish(&reference, kind, reason, &bounded(&note))
+            .await
+        {
             tracing::warn!(error = %e, object = ?reference.name, "could not record an event");
         }
     }
@@ -829,12 +885,54 @@ mod tests {
         assert!(d.ready.2.contains("D1: refused"), "{}", d.ready.2);
         let bad = Verdict::Invalid {
             errors: vec!["spec.groups: DeviceGroup \"x\" is not declared".into()],
+            in_force: None,
         };
         let d = profile_conditions(&bad, &Counts::default(), "");
         assert_eq!(
             (d.ready.0, d.stalled.0, d.stalled.1),
             (false, true, "Invalid")
         );
+        let kept = Verdict::Invalid {
+            errors: vec!["spec.groups: DeviceGroup \"x\" is not declared".into()],
+            in_force: Some(4),
+        };
+        let d = profile_conditions(&kept, &counts(3, 3, 0, 0), "");
+        assert_eq!((d.ready.0, d.stalled.0), (false, true));
+        assert!(
+            d.ready.2.ends_with("(generation 4 stays in force)"),
+            "{}",
+            d.ready.2
+        );
+        assert_eq!(
+            d.counts,
+            Some(counts(3, 3, 0, 0)),
+            "counts of what is in force"
+        );
+        assert_eq!(
+            Generations::of(Some(5), &kept),
+            Generations {
+                current: Some(5),
+                observed: Some(4)
+            },
+            "a refused generation is not observed"
+        );
+        let gone = Verdict::GroupsMissing {
+            groups: vec!["everyone".into()],
+            warnings: vec![],
+        };
+        let d = profile_conditions(&gone, &counts(3, 3, 0, 0), "");
+        assert_eq!(
+            (d.ready.0, d.stalled.0, d.stalled.1),
+            (false, true, "GroupMissing")
+        );
+        assert!(
+            d.ready
+                .2
+                .starts_with("spec.groups: DeviceGroup \"everyone\" no longer exists"),
+            "{}",
+            d.ready.2
+        );
+        assert_eq!(Generations::of(Some(5), &gone).observed, Some(5));
     }
 
     #[test]
@@ -842,14 +940,14 @@ mod tests {
         let ok = Verdict::Accepted { warnings: vec![] };
         let first = render(
             &profile_conditions(&ok, &counts(1, 1, 0, 0), ""),
-            Some(1),
+            Generations::of(Some(1), &ok),
             "r",
             None,
             "T1",
         );
         let again = render(
             &profile_conditions(&ok, &counts(1, 1, 0, 0), ""),
-            Some(1),
+            Generations::of(Some(1), &ok),
             "r",
             Some(&first),
             "T2",
@@ -857,7 +955,7 @@ mod tests {
         assert_eq!(first, again, "nothing changed: nothing to write");
         let moved = render(
             &profile_conditions(&ok, &counts(2, 1, 1, 0), ""),
-            Some(2),
+            Generations::of(Some(2), &ok),
             "r",
             Some(&first),
             "T3",

@@ -19,8 +19,10 @@ pub const MESSAGE_LIMIT: usize = 1024;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyStatus {
-    /// The `metadata.generation` this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The `metadata.generation` in force on devices. A generation Pomona refuses is not
+    /// observed (the conditions, whose `observedGeneration` is the current one, say why).
+    /// Written as null when nothing is in force, so that a merge patch clears it.
+    #[serde(default)]
     pub observed_generation: Option<i64>,
     /// `Ready`, `Reconciling` and `Stalled` (kstatus conventions).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -44,6 +46,37 @@ pub struct PolicyStatus {
     /// The policy revision in force when this status was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+    /// What devices get from this object: the last generation Pomona accepted. A rejected
+    /// generation leaves it as it was, so a restarted controller keeps serving it. Written as
+    /// null when nothing is in force (being deleted, or never accepted).
+    #[serde(default)]
+    pub in_force: Option<InForce>,
+}
+
+/// The spec an object last had accepted, kept in its status so that an invalid change, a
+/// dangling reference or a controller restart never takes away what devices were given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InForce {
+    /// The `metadata.generation` of `spec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// The accepted spec, as written.
+    #[schemars(schema_with = "kept_as_written")]
+    pub spec: serde_json::Value,
+    /// Profile and Restrictions: the DeviceGroups of `spec.groups` as they were defined then,
+    /// by name. A group deleted under the object stays in force for it from this copy.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(schema_with = "kept_as_written")]
+    pub groups: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// An object the API server stores as given (never pruned): a copy of a spec.
+fn kept_as_written(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
 }
 
 /// Status of a DeviceAction: per-state device counts, the devices themselves (bounded:

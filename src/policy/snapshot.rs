@@ -445,6 +445,31 @@ pub fn stable_uuid(seed: &[u8]) -> String {
         .to_uppercase()
 }
 
+/// The top-level PayloadIdentifier of a Profile assembled from `spec.payloads`.
+fn assembled_identifier(name: &str, spec: &ProfileSpec) -> String {
+    spec.identifier
+        .clone()
+        .unwrap_or_else(|| format!("dev.pomona.{name}"))
+}
+
+/// The top-level PayloadIdentifier of the Restrictions document `name`.
+pub fn restrictions_identifier(name: &str) -> String {
+    format!("dev.pomona.restrictions.{name}")
+}
+
+/// The PayloadIdentifier a Profile document compiles to, told without compiling it (so that
+/// a source can settle who owns an identifier before building): `spec.identifier` or
+/// `dev.pomona.<name>` for payloads, the profile's own for an inline mobileconfig. None when
+/// it cannot be told here (a file, or content the build will refuse).
+pub fn profile_identifier(name: &str, spec: &ProfileSpec) -> Option<String> {
+    if let Some(inline) = &spec.mobileconfig {
+        return profile_identity(inline.as_bytes()).ok().map(|(id, _)| id);
+    }
+    spec.payloads
+        .is_some()
+        .then(|| assembled_identifier(name, spec))
+}
+
 fn compile_profile(
     profile: &Located<ProfileSpec>,
     root: &Path,
@@ -471,10 +496,7 @@ fn compile_profile(
             .map_err(|m| profile.problem(Severity::Error, m))?
     } else {
         let payloads = spec.payloads.as_deref().unwrap_or_default();
-        let identifier = spec
-            .identifier
-            .clone()
-            .unwrap_or_else(|| format!("dev.pomona.{}", profile.name()));
+        let identifier = assembled_identifier(profile.name(), spec);
         let display = spec
             .display_name
             .clone()
@@ -549,7 +571,7 @@ fn compile_restrictions(doc: &Located<RestrictionsSpec>) -> Result<CompiledProfi
     if content.is_empty() {
         return Err(doc.problem(Severity::Error, "spec.settings sets nothing"));
     }
-    let identifier = format!("dev.pomona.restrictions.{}", doc.name());
+    let identifier = restrictions_identifier(doc.name());
     let bytes = assemble(
         &identifier,
         &format!("Restrictions: {}", doc.name()),

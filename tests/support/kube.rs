@@ -289,3 +289,59 @@ current-context: envtest
     )
     .unwrap();
 }
+
+/// The repository's deploy/ manifests (CRDs, RBAC, the controller's namespace) applied, the
+/// CRDs established, and `namespaces` created.
+pub fn install(api: &ApiServer, namespaces: &[&str]) {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    api.kubectl(&["apply", "-k", &deploy.display().to_string()]);
+    api.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/profiles.mdm.pomona.dev",
+        "crd/devicegroups.mdm.pomona.dev",
+        "crd/restrictions.mdm.pomona.dev",
+        "crd/devicelabels.mdm.pomona.dev",
+        "crd/deviceactions.mdm.pomona.dev",
+    ]);
+    for namespace in namespaces {
+        api.kubectl(&["create", "namespace", namespace]);
+    }
+}
+
+impl ApiServer {
+    /// One object as JSON, or None when it does not exist.
+    pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<serde_json::Value> {
+        let (ok, out, err) =
+            self.kubectl_result(&["get", kind, name, "-n", namespace, "-o", "json"], None);
+        if !ok {
+            assert!(err.contains("NotFound"), "kubectl get {kind} {name}: {err}");
+            return None;
+        }
+        Some(serde_json::from_str(&out).unwrap())
+    }
+
+    /// The events.k8s.io events about one object, oldest first.
+    pub fn events_about(&self, namespace: &str, name: &str) -> Vec<serde_json::Value> {
+        let out = self.kubectl(&["get", "events.events.k8s.io", "-n", namespace, "-o", "json"]);
+        let all: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let mut events: Vec<serde_json::Value> = all["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e["regarding"]["name"] == name)
+            .collect();
+        events.sort_by_key(|e| e["eventTime"].as_str().unwrap_or_default().to_string());
+        events
+    }
+}
+
+/// A condition of an object's status (`Null` when absent).
+pub fn condition<'a>(object: &'a serde_json::Value, type_: &str) -> &'a serde_json::Value {
+    object["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .unwrap_or(&serde_json::Value::Null)
+}
