@@ -11,13 +11,16 @@
 //! - (c) the API's status counts (targeted, verified) equal the oracle's;
 //! - (d) no command the device acknowledged is delivered to it again (unless the device lost
 //!   the server's answer to a transport failure);
+//! - (e) every declared device action (Restart, one device each) runs exactly once on its
+//!   device, across restarts and re-enrollments (never twice; at quiescence, once);
+//! - at the end, `pomona status` prints the same counts as the API;
 //! - and no device request is ever answered 401 (a device un-enrolls on it).
 //!
 //! A failure prints the seed and every step so far; `POMONA_CAMPAIGN_SEED=N` replays it.
 //! `POMONA_CAMPAIGN_STEPS` (default 40) and `POMONA_CAMPAIGN_DEVICES` (default 6) size a run:
 //! `POMONA_CAMPAIGN_STEPS=300 cargo test --release --test campaign -- --nocapture` is the long
-//! form. Not covered yet: the Kubernetes source, APNs outages (devices here poll), device
-//! actions.
+//! form. Not covered yet: the Kubernetes source (tests/kube_safety.rs covers its cases one by
+//! one), APNs outages (devices here poll).
 
 mod support;
 
@@ -131,6 +134,10 @@ struct Campaign {
     /// Every policy the server accepted, in order; the last is in force.
     history: Vec<LastGood>,
     restarts: usize,
+    /// Declared Restart actions (name, device), never withdrawn: each must run exactly once.
+    actions: Vec<(String, usize)>,
+    /// RestartDevice commands each device acknowledged, across its enrollments.
+    restarts_seen: Vec<usize>,
 }
 
 impl Campaign {
@@ -163,6 +170,15 @@ impl Campaign {
     /// Writes `model`, which must be valid, and waits until the server has it in force.
     async fn declare(&mut self, model: Model) {
         model.write(&self.policy_dir, &self.serials);
+        let mut actions = String::new();
+        for (name, d) in &self.actions {
+            actions.push_str(&format!(
+                "apiVersion: mdm.pomona.dev/v1alpha1\nkind: DeviceAction\nmetadata: {{name: {name}}}\n\
+                 spec:\n  target: {{serialNumber: {}}}\n  action: Restart\n---\n",
+                self.serials[*d]
+            ));
+        }
+        std::fs::write(self.policy_dir.join("actions.yaml"), actions).unwrap();
         let snapshot = pomona::policy::source::load_dir(&self.policy_dir)
             .unwrap_or_else(|p| self.fail(format!("the campaign wrote an invalid policy: {p:?}")));
         let compiled = snapshot
@@ -223,6 +239,18 @@ impl Campaign {
             };
             let since = self.slots[d].seen_policy;
             for c in &exchange.commands {
+                if c.request_type == "RestartDevice"
+                    && c.status == pomona::protocol::ReportStatus::Acknowledged
+                {
+                    self.restarts_seen[d] += 1;
+                    let declared = self.actions.iter().filter(|(_, t)| *t == d).count();
+                    if self.restarts_seen[d] > declared {
+                        self.fail(format!(
+                            "(e) device {d} restarted {} times for {declared} declared Restart action(s)",
+                            self.restarts_seen[d]
+                        ));
+                    }
+                }
                 if c.request_type == "RemoveProfile" {
                     let id = c.identifier.clone().unwrap_or_default();
                     let kept_throughout = self.history[since..=now]
@@ -270,6 +298,13 @@ impl Campaign {
         for d in (0..self.slots.len()).filter(|d| self.slots[*d].online) {
             let want = good.desired_identifiers(d);
             let has = self.carries(d);
+            let declared = self.actions.iter().filter(|(_, t)| *t == d).count();
+            if self.restarts_seen[d] != declared {
+                out.push(format!(
+                    "(e) device {d} ran {} of its {declared} declared Restart action(s)",
+                    self.restarts_seen[d]
+                ));
+            }
             if want != has {
                 let udid = self.slots[d].device.udid().to_string();
                 let (_, view) = self
@@ -346,6 +381,40 @@ impl Campaign {
         out
     }
 
+    /// `pomona status` prints, for every profile, the API's targeted and verified counts.
+    async fn status_cli_agrees_with_the_api(&self) {
+        let server = self.server();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pomona"))
+            .arg("status")
+            .arg("--server")
+            .arg(&server.base_url)
+            .arg("--admin-token-file")
+            .arg(server.data_dir.join("admin-token"))
+            .arg("--server-ca")
+            .arg(server.data_dir.join("tls/ca.pem"))
+            .output()
+            .expect("pomona binary");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (_, api) = server.admin_get("/api/v1/status").await;
+        for p in api["profiles"].as_array().into_iter().flatten() {
+            let key = p["profile"].as_str().unwrap_or_default();
+            let row = text
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(key))
+                .unwrap_or_else(|| {
+                    self.fail(format!("pomona status has no row for {key}: {text}"))
+                });
+            let numbers: Vec<&str> = row.split_whitespace().skip(1).collect();
+            let expected = [p["targeted"].to_string(), p["verified"].to_string()];
+            if numbers.get(..2) != Some(&[expected[0].as_str(), expected[1].as_str()][..]) {
+                self.fail(format!(
+                    "pomona status says {row:?}, the API targeted {} verified {}",
+                    expected[0], expected[1]
+                ));
+            }
+        }
+    }
+
     /// Runs rounds until (b) and (c) hold, or fails after 60 s with what still differs.
     async fn quiesce(&mut self, why: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -418,6 +487,8 @@ async fn run_campaign(database: Option<String>) {
         serials: Vec::new(),
         history: Vec::new(),
         restarts: 0,
+        actions: Vec::new(),
+        restarts_seen: vec![0; devices],
     };
     c.start_server().await;
     for d in 0..devices {
@@ -509,6 +580,15 @@ async fn run_campaign(database: Option<String>) {
                 slot.device.enroll().await.expect("enroll after erase");
                 slot.acknowledged.clear();
             }
+            78..=83 => {
+                let name = format!("restart-{step}");
+                c.log.push(format!(
+                    "step {step}: declare action {name} (Restart device {d})"
+                ));
+                c.actions.push((name, d));
+                let model = c.in_force().model.clone();
+                c.declare(model).await;
+            }
             66..=77 => {
                 let slot = &mut c.slots[d];
                 slot.online = !slot.online;
@@ -543,10 +623,13 @@ async fn run_campaign(database: Option<String>) {
     c.log.push(format!("final: declare {last:?}"));
     c.declare(last).await;
     c.quiesce("final").await;
+    c.status_cli_agrees_with_the_api().await;
     println!(
-        "campaign: seed {seed}, {steps} steps, {devices} devices, {} restarts, {} policies, {:.1} s",
+        "campaign: seed {seed}, {steps} steps, {devices} devices, {} restarts, {} policies, {} actions ({} restarts run), {:.1} s",
         c.restarts,
         c.history.len(),
+        c.actions.len(),
+        c.restarts_seen.iter().sum::<usize>(),
         started.elapsed().as_secs_f64()
     );
     c.server.take().unwrap().stop().await;
