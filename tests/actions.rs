@@ -511,3 +511,44 @@ async fn a_declared_action_cancelled_by_a_new_enrollment_is_sent_again() {
     );
     server.stop().await;
 }
+
+/// With no policy in force (an invalid policy directory at start), profiles are not planned,
+/// but device actions go on: an administrator's lock is answered and recorded (review finding:
+/// the first-snapshot gate held back every reconcile, actions included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_administrators_action_is_recorded_while_no_policy_is_in_force() {
+    let policy = tempfile::tempdir().unwrap();
+    std::fs::write(
+        policy.path().join("broken.yaml"),
+        "kind: Profile\nspec: [\n",
+    )
+    .unwrap();
+    let dir = policy.path().to_path_buf();
+    let server = TestServer::start_with(move |a| a.policy_dir = Some(dir)).await;
+    let mut phone = server.enrolled_device(PHONE).await;
+    let phone_id = phone.udid().to_string();
+    let (code, body) = server
+        .admin_post(
+            &format!("/api/v1/devices/{phone_id}/actions"),
+            json!({"action": "Lock", "message": "Locked"}),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let lock_id = body["action_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let _ = phone.exchange().await;
+        let (_, view) = server
+            .admin_get(&format!("/api/v1/actions/{lock_id}"))
+            .await;
+        if view["acknowledged"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lock not recorded: {view:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(phone.state.locked);
+    let status = server.status().await;
+    assert!(status["policy"]["revision"].is_null(), "{status:#}");
+    server.stop().await;
+}

@@ -153,9 +153,17 @@ pub fn finish(record: &ActionRecord) -> Option<ActionFinish> {
         ),
         // Not the device's answer: the device enrolled again (or was checked out) before it
         // ran the command. A declared action waits and is sent again to the new enrollment.
-        CommandStatus::Cancelled if record.source != API_SOURCE => (
+        // Only a command never delivered: one the device fetched may have run (an erase whose
+        // acknowledgement was lost is followed by exactly such a new enrollment), and running
+        // it again could wipe the device a second time.
+        CommandStatus::Cancelled if record.source != API_SOURCE && !record.sent => (
             ActionState::Waiting,
             Some(CANCELLED_BY_ENROLLMENT.into()),
+            None,
+        ),
+        CommandStatus::Cancelled if record.sent => (
+            ActionState::Failed,
+            Some("the device received the command but enrolled again before answering: it may have run; change spec.runId to run it again".into()),
             None,
         ),
         CommandStatus::Cancelled => (
@@ -428,5 +436,24 @@ mod tests {
             finish(&still).is_none(),
             "NotNow or not fetched: still queued"
         );
+    }
+
+    #[test]
+    fn a_cancelled_declared_action_is_sent_again_only_if_the_device_never_received_it() {
+        let mut erase = record("Erase", ActionState::Queued, 8);
+        erase.source = "DeviceAction/wipe".into();
+        erase.command_status = Some(CommandStatus::Cancelled);
+        let f = finish(&erase).unwrap();
+        assert_eq!(f.state, ActionState::Waiting, "never delivered: sent again");
+        // Delivered, then a new enrollment: it may have run (a wipe whose acknowledgement was
+        // lost). Running it again could wipe the device twice.
+        erase.sent = true;
+        let f = finish(&erase).unwrap();
+        assert_eq!(f.state, ActionState::Failed);
+        assert!(f.detail.unwrap().contains("may have run"));
+        // An administrator's action is never re-sent by itself.
+        let mut lock = record("Lock", ActionState::Queued, 9);
+        lock.command_status = Some(CommandStatus::Cancelled);
+        assert_eq!(finish(&lock).unwrap().state, ActionState::Failed);
     }
 }

@@ -359,6 +359,11 @@ impl Reconciler {
             let devices = read(&self.devices);
             write(&self.membership).apply_snapshot(&old, &new, &devices)
         };
+        if first {
+            // Nothing was planned before: every device is planned against the policy now known
+            // (a profile the previous policy installed and this one dropped is removed too).
+            touched.extend(read(&self.devices).keys().cloned());
+        }
         if !new.profiles.is_empty() {
             // Devices never inventoried may belong to groups that select on what
             // DeviceInformation reports: plan them so that they are asked.
@@ -458,19 +463,6 @@ impl Reconciler {
     ) {
         tokio::pin!(shutdown);
         let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
-        // Devices marked dirty meanwhile stay marked: they are planned once policy is known.
-        let mut waiting_logged = false;
-        while !self.has_policy() {
-            if !waiting_logged {
-                tracing::info!("no policy snapshot yet: nothing is planned until the policy source has loaded one");
-                waiting_logged = true;
-            }
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = self.notify.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-        }
         loop {
             let next_wakeup = self.move_due_wakeups(crate::store::now_millis());
             let admitted = lock(&self.rollout).admit(
@@ -541,12 +533,6 @@ impl Reconciler {
         device_id: &str,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> anyhow::Result<u64> {
-        if !self.has_policy() {
-            // Unknown desired state: plan nothing, and plan the device once it is known.
-            self.release_slot(device_id);
-            lock(&self.dirty).insert(device_id.to_string());
-            return Ok(0);
-        }
         self.reconciles
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let view = self.store.reconcile_view(device_id).await?;
@@ -637,6 +623,13 @@ impl Reconciler {
         }
         if actions.wiped {
             self.forget_device(device_id);
+            self.release_slot(device_id);
+            return Ok(actions.queued);
+        }
+        if !self.has_policy() {
+            // Device actions go on (an erase must be recorded, an administrator's lock
+            // answered), but what the device should carry is unknown, not empty: no profile is
+            // planned until the first snapshot, which plans every device (`set_snapshot`).
             self.release_slot(device_id);
             return Ok(actions.queued);
         }

@@ -412,13 +412,21 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
             payload: None,
         });
     } else if needs_removal_check && !list_in_flight {
-        // Seeded by the time: asked again after each refused removal or doubtful entry, and
-        // never twice at once (`list_in_flight`).
+        // Seeded by the minute: asked again while the doubt lasts (a ProfileList the device
+        // refused leaves it), at most once a minute and never twice at once.
         out.commands.push(PlannedCommand {
-            uuid: command_uuid(device_id, "profile-list-removal", "", &now.to_string(), 0),
+            uuid: command_uuid(
+                device_id,
+                "profile-list-removal",
+                "",
+                &(now / 60_000).to_string(),
+                0,
+            ),
             intent: Intent::ProfileList,
             payload: None,
         });
+        let next_minute = (now / 60_000 + 1) * 60_000;
+        out.wake_at = Some(out.wake_at.map_or(next_minute, |w| w.min(next_minute)));
     } else if needs_profile_list && !list_in_flight {
         // Seeded by the newest acknowledgement, so a replay asks once.
         let newest = inventory
