@@ -33,6 +33,42 @@ use std::time::Duration;
 /// not concurrency, was the limit).
 pub const PARALLEL_RECONCILES: usize = 256;
 
+/// The stored inventory and ProfileList as they stand for the enrollment that began at
+/// `enrolled_at` (its last Authenticate): entries nothing has happened to since are pending
+/// again (or dropped, if they were being removed: the device no longer has them), and an older
+/// ProfileList is not the device's. What the store's Authenticate does, applied again by the
+/// planner so that a plan written back from before the Authenticate cannot undo it.
+fn since_enrollment(
+    managed: &[super::plan::ManagedProfile],
+    reported: Option<ReportedProfiles>,
+    enrolled_at: i64,
+) -> (Vec<super::plan::ManagedProfile>, Option<ReportedProfiles>) {
+    use super::plan::ProfileState;
+    let managed = managed
+        .iter()
+        .filter_map(|m| {
+            // Entries with no time at all are fresh, or were reset by the Authenticate itself.
+            let touched = m.last_attempt_at.max(m.acknowledged_at);
+            if touched.is_none_or(|t| t >= enrolled_at) {
+                return Some(m.clone());
+            }
+            match m.state {
+                ProfileState::Removing | ProfileState::RemovalFailed => None,
+                _ => Some(super::plan::ManagedProfile {
+                    state: ProfileState::Pending,
+                    attempts: 0,
+                    last_attempt_at: None,
+                    acknowledged_at: None,
+                    last_error: None,
+                    ..m.clone()
+                }),
+            }
+        })
+        .collect();
+    let reported = reported.filter(|r| r.reported_at >= enrolled_at);
+    (managed, reported)
+}
+
 /// Called with a device id when commands were queued for it (the push scheduler).
 pub type Wake = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -634,10 +670,15 @@ impl Reconciler {
             return Ok(actions.queued);
         }
         let desired = snapshot.desired_for(&attributes);
+        // Authenticate resets what the device carries in the store, but a reconcile that read
+        // the device just before may have written the old enrollment's rows back: whatever is
+        // older than the last Authenticate speaks of the old enrollment, and is reset here too.
+        let (managed, newest_report) =
+            since_enrollment(&state.managed, newest_report, enrollment.authenticated_at);
         let result = plan(PlanInput {
             device_id,
             desired,
-            managed: state.managed.clone(),
+            managed,
             reported: newest_report.as_ref(),
             in_flight: in_flight.clone(),
             finished,
@@ -1016,5 +1057,62 @@ mod wakeup_tests {
             w.take_due(500),
             (vec!["B".to_string(), "C".to_string()], None)
         );
+    }
+}
+
+#[cfg(test)]
+mod since_enrollment_tests {
+    use super::since_enrollment;
+    use crate::policy::model::RemovalPolicy;
+    use crate::reconcile::plan::{ManagedProfile, ProfileState, ReportedProfiles};
+
+    fn entry(id: &str, state: ProfileState, at: Option<i64>) -> ManagedProfile {
+        ManagedProfile {
+            identifier: id.into(),
+            profile_key: format!("Profile/{id}"),
+            hash: "h".into(),
+            uuid: "U".into(),
+            state,
+            attempts: 1,
+            installs: 3,
+            last_attempt_at: at,
+            acknowledged_at: at,
+            last_error: Some("e".into()),
+            removal_policy: RemovalPolicy::Remove,
+        }
+    }
+
+    #[test]
+    fn what_predates_the_last_authenticate_is_the_old_enrollment() {
+        let managed = vec![
+            entry("old-verified", ProfileState::Verified, Some(100)),
+            entry("old-removing", ProfileState::Removing, Some(100)),
+            entry("new-verified", ProfileState::Verified, Some(300)),
+            entry("fresh", ProfileState::Pending, None),
+        ];
+        let old_list = ReportedProfiles {
+            reported_at: 150,
+            ..ReportedProfiles::default()
+        };
+        let (now, list) = since_enrollment(&managed, Some(old_list), 200);
+        assert!(
+            list.is_none(),
+            "a ProfileList of the old enrollment is not the device's"
+        );
+        let find = |id: &str| now.iter().find(|m| m.identifier == id).cloned();
+        let reset = find("old-verified").unwrap();
+        assert_eq!(
+            (
+                reset.state,
+                reset.attempts,
+                reset.acknowledged_at,
+                reset.installs
+            ),
+            (ProfileState::Pending, 0, None, 3),
+            "pending again, its install counter kept"
+        );
+        assert!(find("old-removing").is_none(), "nothing left to remove");
+        assert_eq!(find("new-verified").unwrap().state, ProfileState::Verified);
+        assert_eq!(find("fresh").unwrap().state, ProfileState::Pending);
     }
 }
