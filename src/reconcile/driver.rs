@@ -581,6 +581,10 @@ impl Reconciler {
             self.release_slot(device_id);
             return Ok(0); // not pushable yet, or checked out
         }
+        // Whether policy is known is read before the snapshot, once: a first snapshot arriving
+        // during this reconcile must not make it plan against the empty one it read (found by
+        // the fleet campaign: a restart removed the profiles of a device planned just then).
+        let policy_known = self.has_policy();
         let snapshot = self.snapshot();
         let state = view.state;
         let now = crate::store::now_millis();
@@ -662,7 +666,7 @@ impl Reconciler {
             self.release_slot(device_id);
             return Ok(actions.queued);
         }
-        if !self.has_policy() {
+        if !policy_known {
             // Device actions go on (an erase must be recorded, an administrator's lock
             // answered), but what the device should carry is unknown, not empty: no profile is
             // planned until the first snapshot, which plans every device (`set_snapshot`).
