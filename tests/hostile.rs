@@ -11,6 +11,7 @@ use pomona::protocol::{ReportStatus, CONNECT_CONTENT_TYPE};
 use pomona::sim::behaviour::Platform;
 use serde_json::json;
 use std::io::{Read as _, Write as _};
+use std::path::Path;
 use support::TestServer;
 
 /// `depth` nested arrays inside an otherwise valid Idle report.
@@ -446,6 +447,22 @@ fn a_policy_source_follows_no_symbolic_link_and_never_prints_what_a_file_holds()
             })
         }),
     ];
+    // A Kubernetes ConfigMap volume: every file is a link into a hidden, linked directory,
+    // all inside. Such a directory is read as it is.
+    let configmap = tempfile::tempdir().unwrap();
+    let c = configmap.path();
+    std::fs::create_dir(c.join("..2026_12_06_04_00_00.1")).unwrap();
+    std::fs::write(
+        c.join("..2026_12_06_04_00_00.1/p.yaml"),
+        "apiVersion: mdm.pomona.dev/v1alpha1\nkind: DeviceGroup\nmetadata: {name: all}\nspec: {serialNumbers: [C02XYZ123456]}\n",
+    )
+    .unwrap();
+    link(Path::new("..2026_12_06_04_00_00.1"), &c.join("..data"));
+    link(Path::new("..data/p.yaml"), &c.join("p.yaml"));
+    let (code, output) = validate(c);
+    assert_eq!(code, 0, "a ConfigMap-shaped directory: {output}");
+    assert!(output.contains("1 groups"), "{output}");
+
     for (what, setup) in cases {
         let dir = tempfile::tempdir().unwrap();
         setup(dir.path());

@@ -1,13 +1,23 @@
 //! Reading files that a policy names (`mobileconfigFile`, `pin.file`) without leaving the
-//! policy source: the path must be relative, may not climb with `..`, and no component of it
-//! may be a symbolic link, so a pull request cannot make the server read (and then quote in
-//! an error) a file elsewhere on the machine. Files are also bounded in size. Errors name the
-//! field and the path, never what the file holds.
+//! policy source: the path must be relative and may not climb with `..`, and once every
+//! symbolic link on the way is resolved it must still lie inside the source, so a pull request
+//! cannot make the server read (and then quote in an error) a file elsewhere on the machine.
+//! Links that stay inside are followed: a Kubernetes ConfigMap or Secret volume is made of
+//! them. Files are also bounded in size. Errors name the field and the path, never what the
+//! file holds.
 
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 /// The largest file a policy may name: far above any real profile (certificates included).
 pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Where `path` leads once every link is resolved, if that is inside `root` (itself resolved:
+/// the source may be a link, as a mounted volume is). None when it leads outside.
+pub fn resolved_inside(root: &Path, path: &Path) -> std::io::Result<Option<PathBuf>> {
+    let root = std::fs::canonicalize(root)?;
+    let target = std::fs::canonicalize(path)?;
+    Ok(target.starts_with(&root).then_some(target))
+}
 
 /// Reads `relative` under `root` for the field `field` (used in messages).
 pub fn read_inside(root: &Path, relative: &str, field: &str) -> Result<Vec<u8>, String> {
@@ -20,23 +30,15 @@ pub fn read_inside(root: &Path, relative: &str, field: &str) -> Result<Vec<u8>, 
             "{field} {relative:?} must be a relative path inside the policy source"
         ));
     }
-    let mut at = root.to_path_buf();
-    for component in path.components() {
-        let Component::Normal(name) = component else {
-            continue;
-        };
-        at.push(name);
-        let meta = std::fs::symlink_metadata(&at)
-            .map_err(|e| format!("{field} {relative:?}: cannot read: {}", io_reason(&e)))?;
-        if meta.file_type().is_symlink() {
-            return Err(format!(
-                "{field} {relative:?} is or passes through a symbolic link: files named by a \
-                 policy must be inside the policy source itself"
-            ));
-        }
-    }
-    let meta = std::fs::metadata(&at)
-        .map_err(|e| format!("{field} {relative:?}: cannot read: {}", io_reason(&e)))?;
+    let cannot =
+        |e: std::io::Error| format!("{field} {relative:?}: cannot read: {}", io_reason(&e));
+    let Some(at) = resolved_inside(root, &root.join(path)).map_err(cannot)? else {
+        return Err(format!(
+            "{field} {relative:?} is a symbolic link (or passes through one) that leads out of \
+             the policy source: files named by a policy must be inside it"
+        ));
+    };
+    let meta = std::fs::metadata(&at).map_err(cannot)?;
     if !meta.is_file() {
         return Err(format!("{field} {relative:?} is not a regular file"));
     }
@@ -46,7 +48,7 @@ pub fn read_inside(root: &Path, relative: &str, field: &str) -> Result<Vec<u8>, 
             meta.len()
         ));
     }
-    std::fs::read(&at).map_err(|e| format!("{field} {relative:?}: cannot read: {}", io_reason(&e)))
+    std::fs::read(&at).map_err(cannot)
 }
 
 /// The kind of an I/O failure, without the OS's path (which repeats what we already name).
@@ -83,10 +85,14 @@ mod tests {
             read_inside(r, "./profiles/wifi.mobileconfig", "f").unwrap(),
             b"inside"
         );
+        // A link that stays inside is followed (a ConfigMap volume is made of such links).
+        assert_eq!(
+            read_inside(r, "inner-link/wifi.mobileconfig", "f").unwrap(),
+            b"inside"
+        );
         for (relative, needle) in [
-            ("link", "symbolic link"),
-            ("linked-dir/secret", "symbolic link"),
-            ("inner-link/wifi.mobileconfig", "symbolic link"),
+            ("link", "leads out of the policy source"),
+            ("linked-dir/secret", "leads out of the policy source"),
             ("../secret", "relative path inside"),
             (secret.to_str().unwrap(), "relative path inside"),
             ("", "relative path inside"),

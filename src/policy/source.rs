@@ -31,8 +31,8 @@ pub fn load_tree(
                     file: shown(label, link),
                     line: 1,
                     document: None,
-                    message: "is a symbolic link: the policy source does not follow links; put \
-                              the file or directory itself here"
+                    message: "is a symbolic link to a directory or out of the policy source: \
+                              put the file or directory itself here"
                         .into(),
                 });
             }
@@ -101,15 +101,17 @@ fn shown(label: &str, relative: &str) -> String {
     Path::new(label).join(relative).display().to_string()
 }
 
-/// What a walk of a policy directory found: its files, and the symbolic links it refused to
-/// follow (a link could point anywhere on the machine).
+/// What a walk of a policy directory found: its files (links to files inside the directory
+/// included), and the symbolic links it refused to follow: those leading out of the directory
+/// (a link could point anywhere on the machine) and links to directories.
 struct Walked {
     files: Vec<(String, PathBuf)>,
     links: Vec<String>,
 }
 
 /// Every non-hidden regular file under `root` (recursively), as (relative path, path), in
-/// path order, and every symbolic link met on the way (not followed). Hidden files and
+/// path order (links to files inside `root` count as files), and every other symbolic link met
+/// on the way (not followed). Hidden files and
 /// directories (`.git`, editor swap files) are skipped. `root` itself may be a link.
 fn walk_dir(root: &Path) -> Result<Walked, (PathBuf, std::io::Error)> {
     fn walk(root: &Path, dir: &Path, out: &mut Walked) -> Result<(), (PathBuf, std::io::Error)> {
@@ -128,10 +130,19 @@ fn walk_dir(root: &Path) -> Result<Walked, (PathBuf, std::io::Error)> {
                 .unwrap_or(&path)
                 .to_string_lossy()
                 .to_string();
-            // The entry's own type: a link is not followed.
+            // The entry's own type: a link is followed only to a file inside the directory
+            // (how a Kubernetes ConfigMap volume presents its files), never out of it.
             let kind = entry.file_type().map_err(|e| (path.clone(), e))?;
             if kind.is_symlink() {
-                out.links.push(relative);
+                let inside = super::confined::resolved_inside(root, &path)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|target| target.is_file());
+                if inside {
+                    out.files.push((relative, path));
+                } else {
+                    out.links.push(relative);
+                }
             } else if kind.is_dir() {
                 walk(root, &path, out)?;
             } else if kind.is_file() {
@@ -156,7 +167,7 @@ pub fn read_files(root: &Path) -> anyhow::Result<std::collections::BTreeMap<Stri
     let walked = walk_dir(root).map_err(|(dir, e)| anyhow::anyhow!("{}: {e}", dir.display()))?;
     if let Some(link) = walked.links.first() {
         anyhow::bail!(
-            "{}: is a symbolic link: the policy source does not follow links",
+            "{}: is a symbolic link to a directory or out of the policy directory",
             root.join(link).display()
         );
     }
