@@ -65,7 +65,15 @@ impl Reconciler {
                 continue;
             };
             if done.state == ActionState::Acknowledged && record.action == "Erase" {
-                pass.wiped = true;
+                if enrollment.authenticated_at > record.updated_at {
+                    // The device enrolled again after the erase was queued: the wipe is done,
+                    // and the enrollment that stands is the new one (checking it out would
+                    // leave a freshly set-up device refused on every request).
+                    tracing::info!(device = %device_id, id = %record.action_id,
+                        "erase acknowledged by a device that has enrolled again since");
+                } else {
+                    pass.wiped = true;
+                }
             }
             if record.action == "Lock"
                 || record.action == "Erase"
