@@ -637,26 +637,6 @@ async fn run_campaign(database: Option<String>) {
     let _ = std::fs::remove_dir_all(&policy);
 }
 
-/// A fresh database on the test PostgreSQL server (`scripts/test` starts one).
-async fn fresh_postgres_database() -> String {
-    let url = std::env::var("POMONA_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!(
-            "POMONA_TEST_POSTGRES_URL is not set: run the tests with scripts/test, which starts a \
-             throwaway PostgreSQL (apt-get install postgresql)"
-        )
-    });
-    let admin = sqlx::PgPool::connect(&url)
-        .await
-        .expect("connect to PostgreSQL");
-    let name = format!("campaign_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let (base, _) = url.rsplit_once('/').expect("URL has a database name");
-    format!("{base}/{name}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_random_campaign_on_sqlite_keeps_the_fleet_on_the_last_good_policy() {
     run_campaign(None).await;
@@ -664,5 +644,5 @@ async fn a_random_campaign_on_sqlite_keeps_the_fleet_on_the_last_good_policy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_random_campaign_on_postgresql_keeps_the_fleet_on_the_last_good_policy() {
-    run_campaign(Some(fresh_postgres_database().await)).await;
+    run_campaign(Some(support::fresh_postgres_database("campaign").await)).await;
 }

@@ -279,26 +279,6 @@ async fn a_body_declared_larger_than_the_limit_is_refused_at_once_with_413() {
     }
 }
 
-/// A fresh database on the test PostgreSQL server (`scripts/test` starts one).
-async fn fresh_postgres_database() -> String {
-    let url = std::env::var("POMONA_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!(
-            "POMONA_TEST_POSTGRES_URL is not set: run the tests with scripts/test, which starts a \
-             throwaway PostgreSQL (apt-get install postgresql)"
-        )
-    });
-    let admin = sqlx::PgPool::connect(&url)
-        .await
-        .expect("connect to PostgreSQL");
-    let name = format!("hostile_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let (base, _) = url.rsplit_once('/').expect("URL has a database name");
-    format!("{base}/{name}")
-}
-
 /// What of the stored state holds `secret` in clear: for SQLite the raw database and WAL
 /// files (free pages included), for PostgreSQL every stored command and enrollment value.
 async fn where_stored_in_clear(
@@ -382,7 +362,10 @@ async fn a_pin_never_reaches_the_sqlite_files_in_clear() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pin_never_reaches_a_postgresql_column_in_clear() {
-    a_pin_never_reaches_the_database_in_clear(Some(fresh_postgres_database().await)).await;
+    a_pin_never_reaches_the_database_in_clear(Some(
+        support::fresh_postgres_database("hostile").await,
+    ))
+    .await;
 }
 
 /// Runs `pomona validate DIR` and returns (exit code, stdout + stderr).

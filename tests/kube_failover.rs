@@ -45,26 +45,6 @@ async fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// A fresh database on the test PostgreSQL server.
-async fn fresh_database() -> String {
-    let url = std::env::var("POMONA_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!(
-            "POMONA_TEST_POSTGRES_URL is not set: run the tests with scripts/test, which starts a \
-             throwaway PostgreSQL (apt-get install postgresql)"
-        )
-    });
-    let admin = sqlx::PgPool::connect(&url)
-        .await
-        .expect("connect to PostgreSQL");
-    let name = format!("kube_failover_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let (base, _) = url.rsplit_once('/').expect("URL has a database name");
-    format!("{base}/{name}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn when_the_leader_dies_the_other_replica_takes_over_and_finishes_convergence() {
     let api = ApiServer::start().await;
@@ -80,7 +60,7 @@ async fn when_the_leader_dies_the_other_replica_takes_over_and_finishes_converge
         "crd/profiles.mdm.pomona.dev",
     ]);
     api.kubectl(&["create", "namespace", NS]);
-    let database = fresh_database().await;
+    let database = support::fresh_postgres_database("kube_failover").await;
     let data = tempfile::tempdir().unwrap();
 
     // Replica A: its own process, so it can really be killed.

@@ -429,3 +429,24 @@ pub fn cpu_seconds(pid: &str) -> f64 {
         .unwrap_or(0.0);
     ticks / 100.0 // USER_HZ
 }
+
+/// A fresh database, named after `purpose`, on the test PostgreSQL server at
+/// `POMONA_TEST_POSTGRES_URL` (`scripts/test` starts one); its URL.
+pub async fn fresh_postgres_database(purpose: &str) -> String {
+    let url = std::env::var("POMONA_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "POMONA_TEST_POSTGRES_URL is not set: run the tests with scripts/test, which starts a \
+             throwaway PostgreSQL (apt-get install postgresql)"
+        )
+    });
+    let admin = sqlx::PgPool::connect(&url)
+        .await
+        .expect("connect to PostgreSQL");
+    let name = format!("{purpose}_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (base, _) = url.rsplit_once('/').expect("URL has a database name");
+    format!("{base}/{name}")
+}
