@@ -17,6 +17,7 @@ pub mod reconcile;
 pub mod server;
 pub mod sim;
 pub mod store;
+pub mod vocab;
 
 use anyhow::Context as _;
 

@@ -1044,21 +1044,6 @@ impl ServeConfig {
     }
 }
 
-/// Creates a file readable only by its owner and writes `contents` (used for keys and tokens).
-pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

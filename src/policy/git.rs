@@ -620,7 +620,7 @@ impl GitSource {
             let outcome = match result {
                 Ok(outcome) => {
                     failures = 0;
-                    let now = crate::store::now_millis();
+                    let now = crate::vocab::clock::now_millis();
                     {
                         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
                         stats.fetches += 1;

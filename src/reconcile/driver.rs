@@ -253,7 +253,7 @@ impl Reconciler {
         }
         if session_goes_on {
             lock(&self.answered_mid_session).insert(device_id.to_string());
-            let at = crate::store::now_millis() + MID_SESSION_GRACE_MS;
+            let at = crate::vocab::clock::now_millis() + MID_SESSION_GRACE_MS;
             lock(&self.wakeups).schedule_no_later(device_id, at);
             self.notify.notify_one();
         } else {
@@ -500,10 +500,10 @@ impl Reconciler {
         tokio::pin!(shutdown);
         let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
         loop {
-            let next_wakeup = self.move_due_wakeups(crate::store::now_millis());
+            let next_wakeup = self.move_due_wakeups(crate::vocab::clock::now_millis());
             let admitted = lock(&self.rollout).admit(
                 self.settings.rollout_max_devices,
-                crate::store::now_millis(),
+                crate::vocab::clock::now_millis(),
             );
             if !admitted.is_empty() {
                 lock(&self.dirty).extend(admitted);
@@ -524,7 +524,7 @@ impl Reconciler {
             };
             if batch.is_empty() {
                 let idle = next_wakeup
-                    .map(|at| (at - crate::store::now_millis()).clamp(1, 1000))
+                    .map(|at| (at - crate::vocab::clock::now_millis()).clamp(1, 1000))
                     .unwrap_or(1000);
                 tokio::select! {
                     _ = &mut shutdown => return,
@@ -545,7 +545,7 @@ impl Reconciler {
                     this.reconcile_latency.observe(started.elapsed());
                     if let Err(e) = planned {
                         tracing::warn!(device = %device, error = %e, "reconcile failed; retrying later");
-                        this.schedule_wakeup(&device, crate::store::now_millis() + 5_000);
+                        this.schedule_wakeup(&device, crate::vocab::clock::now_millis() + 5_000);
                     }
                     lock(&this.busy).remove(&device);
                 });
@@ -587,7 +587,7 @@ impl Reconciler {
         let policy_known = self.has_policy();
         let snapshot = self.snapshot();
         let state = view.state;
-        let now = crate::store::now_millis();
+        let now = crate::vocab::clock::now_millis();
 
         let mut finished = Vec::new();
         let mut in_flight = Vec::new();
@@ -807,7 +807,7 @@ impl Reconciler {
 
     /// A device that will not be planned gives its rollout slot back.
     fn release_slot(&self, device_id: &str) {
-        let now = crate::store::now_millis();
+        let now = crate::vocab::clock::now_millis();
         if lock(&self.rollout).set_installing(device_id, false, now) {
             self.notify.notify_one();
         }

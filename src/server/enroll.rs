@@ -4,10 +4,11 @@
 //! and never logged.
 
 use super::admin::{error, store_error, tokens_match};
-use super::{body, now_millis, AppState};
+use super::{body, AppState};
 use crate::pki::scep::{self, FailInfo};
 use crate::protocol::enrollment_profile::{self, EnrollmentProfileSpec};
 use crate::store::{CertificateRecord, SecretKind, SecretUse, StoreError};
+use crate::vocab::clock::now_millis;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};

@@ -174,8 +174,3 @@ pub async fn run(
     state.last_seen.flush().await;
     Ok(())
 }
-
-/// Current time in Unix milliseconds.
-pub(crate) fn now_millis() -> i64 {
-    crate::store::now_millis()
-}
