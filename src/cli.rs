@@ -36,7 +36,7 @@ impl AdminConnection {
             })?
             .trim()
             .to_string();
-        Ok((crate::sim::client(ca.as_deref())?, token))
+        Ok((crate::cmdline::client(ca.as_deref())?, token))
     }
 
     fn url(&self, path: &str) -> String {

@@ -5,6 +5,7 @@
 //! simulated fleet that speaks the same wire protocol as real devices.
 
 pub mod cli;
+pub mod cmdline;
 pub mod config;
 pub mod controller;
 pub mod histogram;

@@ -822,7 +822,7 @@ fn resolve_git(
     };
     let mut interval = Duration::from_secs(60);
     if let Some(text) = args.git_interval.clone().or(file.git_interval.clone()) {
-        match crate::sim::parse_duration(&text) {
+        match crate::cmdline::parse_duration(&text) {
             Ok(d) if d.is_zero() => problems.push("git_interval: must be greater than 0".into()),
             Ok(d) => interval = d,
             Err(reason) => problems.push(format!("git_interval: {reason}")),
@@ -952,7 +952,7 @@ fn resolve_push(
                         key: &Option<String>,
                         target: &mut Duration| {
         if let Some(text) = flag.clone().or(key.clone()) {
-            match crate::sim::parse_duration(&text) {
+            match crate::cmdline::parse_duration(&text) {
                 Ok(d) if d.is_zero() => problems.push(format!("{name}: must be greater than 0")),
                 Ok(d) => *target = d,
                 Err(reason) => problems.push(format!("{name}: {reason}")),
@@ -994,7 +994,7 @@ fn resolve_push(
         let parsed: Result<Vec<Duration>, String> = text
             .split(',')
             .map(|part| {
-                crate::sim::parse_duration(part).and_then(|d| {
+                crate::cmdline::parse_duration(part).and_then(|d| {
                     if d.is_zero() {
                         Err(format!("{part:?} must be greater than 0"))
                     } else {
