@@ -10,10 +10,7 @@
 //! run on a thread of their own (`crate::lane`).
 
 use super::membership::{with_labels, Membership};
-use super::plan::{
-    command_uuid, plan, CommandResult, Finished, InFlight, Intent, PlanInput, PlanSettings,
-    ReportedProfiles,
-};
+use super::plan::{command_uuid, plan, CommandResult, Finished, InFlight, PlanInput, PlanSettings};
 use super::reported;
 use crate::policy::selector::DeviceAttributes;
 use crate::policy::snapshot::PolicySnapshot;
@@ -21,6 +18,7 @@ use crate::protocol::CommandEnvelope;
 use crate::store::inventory::ReportedFacts;
 use crate::store::reconcile::PlanChange;
 use crate::store::{CommandStatus, Enrollment, EnrollmentState, NewCommand, Store};
+use crate::vocab::profiles::{Intent, ManagedProfile, ProfileState, ReportedProfiles};
 use plist::{Dictionary, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -39,11 +37,10 @@ pub const PARALLEL_RECONCILES: usize = 256;
 /// ProfileList is not the device's. What the store's Authenticate does, applied again by the
 /// planner so that a plan written back from before the Authenticate cannot undo it.
 fn since_enrollment(
-    managed: &[super::plan::ManagedProfile],
+    managed: &[ManagedProfile],
     reported: Option<ReportedProfiles>,
     enrolled_at: i64,
-) -> (Vec<super::plan::ManagedProfile>, Option<ReportedProfiles>) {
-    use super::plan::ProfileState;
+) -> (Vec<ManagedProfile>, Option<ReportedProfiles>) {
     let managed = managed
         .iter()
         .filter_map(|m| {
@@ -54,7 +51,7 @@ fn since_enrollment(
             }
             match m.state {
                 ProfileState::Removing | ProfileState::RemovalFailed => None,
-                _ => Some(super::plan::ManagedProfile {
+                _ => Some(ManagedProfile {
                     state: ProfileState::Pending,
                     attempts: 0,
                     last_attempt_at: None,
@@ -690,7 +687,7 @@ impl Reconciler {
             settings: self.settings,
         });
         for gave_up in result.managed.iter().filter(|m| {
-            m.state == super::plan::ProfileState::RemovalFailed
+            m.state == ProfileState::RemovalFailed
                 && state
                     .managed
                     .iter()
@@ -1067,8 +1064,7 @@ mod wakeup_tests {
 #[cfg(test)]
 mod since_enrollment_tests {
     use super::since_enrollment;
-    use crate::policy::model::RemovalPolicy;
-    use crate::reconcile::plan::{ManagedProfile, ProfileState, ReportedProfiles};
+    use crate::vocab::profiles::{ManagedProfile, ProfileState, RemovalPolicy, ReportedProfiles};
 
     fn entry(id: &str, state: ProfileState, at: Option<i64>) -> ManagedProfile {
         ManagedProfile {

@@ -12,3 +12,4 @@
 
 pub mod clock;
 pub mod fs;
+pub mod profiles;
