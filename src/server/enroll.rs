@@ -75,7 +75,7 @@ pub async fn enrollment_profile(
     let is_admin = bearer.is_some_and(|t| tokens_match(t.trim(), &state.admin_token));
     if !is_admin {
         let token = match (state.enrollment.access, query.token.as_deref()) {
-            (crate::config::EnrollAccess::Admin, _) => return error(
+            (super::settings::EnrollAccess::Admin, _) => return error(
                 StatusCode::FORBIDDEN,
                 "this server hands out enrollment profiles to administrators only (admin token)",
             ),

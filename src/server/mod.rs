@@ -12,14 +12,15 @@ pub mod identity;
 mod last_seen;
 mod metrics;
 mod sessions;
+pub mod settings;
 mod status;
 pub mod tls;
 
-use crate::config::{EnrollmentSettings, Limits};
 use crate::pki::DeviceCa;
 use crate::store::Store;
 use axum::routing::{get, post, put};
 use axum::Router;
+use settings::{EnrollmentSettings, Limits};
 use std::sync::Arc;
 use std::time::Duration;
 
