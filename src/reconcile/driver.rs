@@ -825,6 +825,38 @@ impl Reconciler {
     }
 }
 
+/// The reconciler applies what policy sources publish (the sources own the trait and never
+/// import the reconciler).
+impl crate::policy::source::PolicySink for Reconciler {
+    fn source_started(&self, description: String) {
+        self.update_health(|h| h.source = Some(description));
+    }
+
+    fn fetch_succeeded(&self, at: i64) {
+        self.update_health(|h| {
+            h.last_fetch_at = Some(at);
+            h.last_fetch_error = None;
+        });
+    }
+
+    fn fetch_failed(&self, error: String) {
+        self.update_health(|h| h.last_fetch_error = Some(error));
+    }
+
+    fn applied(&self, commit: String, snapshot: PolicySnapshot) {
+        self.set_snapshot(snapshot);
+        self.update_health(|h| {
+            h.commit = Some(commit);
+            h.refused_commit = None;
+        });
+    }
+
+    fn refused(&self, commit: String, problems: Vec<String>) {
+        self.policy_refused(problems);
+        self.update_health(|h| h.refused_commit = Some(commit));
+    }
+}
+
 /// Rollout pacing. A policy change can touch the whole fleet at once; its devices queue here
 /// (in order, once each) and are admitted for planning while fewer than the limit have
 /// profile installs outstanding (queued or sent, not yet answered). A device leaves
