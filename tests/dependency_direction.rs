@@ -113,7 +113,7 @@ enum Place {
 }
 
 fn place(module: &str) -> Option<Place> {
-    if let Some(layer) = LAYERS.iter().position(|l| l.iter().any(|m| *m == module)) {
+    if let Some(layer) = LAYERS.iter().position(|l| l.contains(&module)) {
         return Some(Place::Layer(layer));
     }
     APART
@@ -133,7 +133,7 @@ fn refusal(from: &str, to: &str) -> Option<String> {
     };
     match (place(from)?, target) {
         (_, Place::Apart(_)) => Some(format!("no module may import `{to}`")),
-        (Place::Apart(may), _) if may.iter().any(|m| *m == to) => None,
+        (Place::Apart(may), _) if may.contains(&to) => None,
         (Place::Apart(may), _) => Some(format!("`{from}` may import only {}", may.join(", "))),
         (Place::Layer(a), Place::Layer(b)) if b < a => None,
         (Place::Layer(a), Place::Layer(b)) => Some(format!(
