@@ -4,7 +4,7 @@
 
 use crate::policy::model::Platform;
 use crate::policy::selector::DeviceAttributes;
-use crate::store::inventory::ReportedFacts;
+use crate::vocab::facts::ReportedFacts;
 use crate::vocab::profiles::ReportedProfiles;
 use plist::{Dictionary, Value};
 

@@ -11,5 +11,6 @@
 //! layer, it stays there.
 
 pub mod clock;
+pub mod facts;
 pub mod fs;
 pub mod profiles;
