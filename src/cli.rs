@@ -36,7 +36,7 @@ impl AdminConnection {
             })?
             .trim()
             .to_string();
-        Ok((crate::sim::client(ca.as_deref())?, token))
+        Ok((crate::cmdline::client(ca.as_deref())?, token))
     }
 
     fn url(&self, path: &str) -> String {
@@ -119,7 +119,7 @@ pub async fn enroll_profile(args: EnrollProfileArgs) -> anyhow::Result<()> {
             String::from_utf8_lossy(&bytes).trim()
         );
     }
-    crate::config::write_private_file(&args.output, &bytes)
+    crate::vocab::fs::write_private_file(&args.output, &bytes)
         .with_context(|| format!("writing {}", args.output.display()))?;
     let plain = crate::pki::unwrap_signed_profile(&bytes).map_err(|e| anyhow::anyhow!(e))?;
     let instructions = crate::protocol::enrollment_profile::read(&plain)

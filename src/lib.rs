@@ -1,10 +1,29 @@
 //! Pomona: a declarative Apple MDM server.
 //!
+//! # Layout
+//!
+//! - `vocab`: the shared vocabulary (clock, persisted profile states, small file helpers);
+//!   `cmdline`: duration syntax and the HTTPS client of the command-line tools; `lane`,
+//!   `histogram`: small utilities.
+//! - `protocol`: Apple's wire types and plist codec; `pki`: the device CA, SCEP, signatures.
+//! - `store`: persistence (SQLite, PostgreSQL); `policy`: the declared model and its sources.
+//! - `reconcile`: the pure planner and the driver that runs it; `push`: APNs.
+//! - `server`: HTTPS routes; `controller`: Kubernetes; `cli`: the admin and policy commands.
+//! - `config`: flags, environment and file, assembling the above (with `serve` here, at the root).
+//! - `sim`: the device simulator, apart: it sees only `protocol`, `pki` and `cmdline`, and no
+//!   module imports it.
+//!
+//! Direction, bottom to top (an import only points down; two modules on one layer do not know
+//! each other; `tests/dependency_direction.rs` holds the table and enforces it):
+//! `vocab`, `cmdline`, `lane`, `histogram` → `protocol`, `pki` → `store`, `policy` →
+//! `reconcile`, `push` → `server`, `controller`, `cli` → `config`.
+//!
 //! Data flows one way: devices talk to `server`, which decodes with `protocol`, persists through
 //! `store`, and answers; administrators queue commands through the admin API. `sim` is a
 //! simulated fleet that speaks the same wire protocol as real devices.
 
 pub mod cli;
+pub mod cmdline;
 pub mod config;
 pub mod controller;
 pub mod histogram;
@@ -17,6 +36,7 @@ pub mod reconcile;
 pub mod server;
 pub mod sim;
 pub mod store;
+pub mod vocab;
 
 use anyhow::Context as _;
 

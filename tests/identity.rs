@@ -281,7 +281,7 @@ async fn certificates_from_another_ca_expired_or_unrecorded_are_refused() {
         b.set_subject_name(&name.build()).unwrap();
         b.set_issuer_name(ca.certificate().subject_name()).unwrap();
         b.set_pubkey(&key).unwrap();
-        let now = pomona::store::now_millis() / 1000;
+        let now = pomona::vocab::clock::now_millis() / 1000;
         let nb = openssl::asn1::Asn1Time::from_unix(now - days_back * 86_400).unwrap();
         let na = openssl::asn1::Asn1Time::from_unix(now - days_back * 86_400 + days_valid * 86_400)
             .unwrap();

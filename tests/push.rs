@@ -432,7 +432,7 @@ fn a_pem_push_certificate_yields_its_topic_and_expiry() {
     let cert = PushCertificate::from_pem_files(&pki.path("push.pem"), Some(&pki.path("push.key")))
         .unwrap();
     assert_eq!(cert.topic, pki.topic);
-    assert!(cert.not_after > pomona::store::now_millis() / 1000);
+    assert!(cert.not_after > pomona::vocab::clock::now_millis() / 1000);
     assert!(
         !format!("{cert:?}").contains("PRIVATE"),
         "Debug must not show the key"

@@ -42,7 +42,7 @@ async fn start(data_dir: &Path, port: u16) -> Served {
     let ca = data_dir.join("tls/ca.pem");
     for _ in 0..400 {
         if ca.exists() {
-            let client = pomona::sim::client(Some(&ca)).unwrap();
+            let client = pomona::cmdline::client(Some(&ca)).unwrap();
             if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
                 if r.status().is_success() {
                     return Served { child, base };
@@ -66,7 +66,7 @@ async fn a_server_killed_mid_queue_loses_no_command_and_no_result() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut served = start(dir.path(), port).await;
-    let client = pomona::sim::client(Some(&dir.path().join("tls/ca.pem"))).unwrap();
+    let client = pomona::cmdline::client(Some(&dir.path().join("tls/ca.pem"))).unwrap();
     let token = std::fs::read_to_string(dir.path().join("admin-token"))
         .unwrap()
         .trim()

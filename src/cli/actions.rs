@@ -17,7 +17,7 @@ pub struct Follow {
     #[arg(long)]
     pub no_wait: bool,
     /// How long to wait for the device's answer.
-    #[arg(long, default_value = "120s", value_parser = crate::sim::parse_duration)]
+    #[arg(long, default_value = "120s", value_parser = crate::cmdline::parse_duration)]
     pub timeout: Duration,
 }
 

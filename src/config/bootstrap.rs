@@ -2,8 +2,9 @@
 //! (keys 0600), and the admin token (0600, printed once by the caller). Later starts reuse them;
 //! the server certificate is re-issued from the same CA when the public host name changes.
 
-use super::{write_private_file, CaSource, ServeConfig, TlsSource};
+use super::{CaSource, ServeConfig, TlsSource};
 use crate::pki::DeviceCa;
+use crate::vocab::fs::write_private_file;
 use anyhow::{bail, Context as _};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
 use std::path::{Path, PathBuf};

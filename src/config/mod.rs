@@ -7,6 +7,7 @@
 
 pub mod bootstrap;
 
+use crate::server::settings::{EnrollAccess, EnrollmentSettings, Limits};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -298,59 +299,6 @@ pub enum CaSource {
     },
 }
 
-/// Who may fetch an enrollment profile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EnrollAccess {
-    /// A one-time enrollment token, or the admin token.
-    Token,
-    /// Only the admin token.
-    Admin,
-}
-
-/// How enrollment profiles are made and guarded.
-#[derive(Clone)]
-pub struct EnrollmentSettings {
-    pub access: EnrollAccess,
-    pub challenge_ttl: Duration,
-    pub token_ttl: Duration,
-    /// A static SCEP challenge (secret; never printed).
-    pub static_challenge: Option<String>,
-    pub sign_message: bool,
-    pub sign_profiles: bool,
-    pub organization: String,
-}
-
-impl std::fmt::Debug for EnrollmentSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EnrollmentSettings")
-            .field("access", &self.access)
-            .field("challenge_ttl", &self.challenge_ttl)
-            .field("token_ttl", &self.token_ttl)
-            .field(
-                "static_challenge",
-                &self.static_challenge.as_ref().map(|_| "<redacted>"),
-            )
-            .field("sign_message", &self.sign_message)
-            .field("sign_profiles", &self.sign_profiles)
-            .field("organization", &self.organization)
-            .finish()
-    }
-}
-
-impl Default for EnrollmentSettings {
-    fn default() -> Self {
-        Self {
-            access: EnrollAccess::Token,
-            challenge_ttl: Duration::from_secs(3600),
-            token_ttl: Duration::from_secs(7 * 86_400),
-            static_challenge: None,
-            sign_message: false,
-            sign_profiles: false,
-            organization: "Pomona".into(),
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub enum TlsSource {
     /// Generate (once) a local CA and server certificate in the data directory.
@@ -359,22 +307,6 @@ pub enum TlsSource {
         cert: PathBuf,
         key: PathBuf,
     },
-}
-
-/// Request limits applied to every endpoint.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_body_bytes: usize,
-    pub read_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: 10 * 1024 * 1024,
-            read_timeout: Duration::from_secs(30),
-        }
-    }
 }
 
 /// Every problem found in the configuration, one per line.
@@ -822,7 +754,7 @@ fn resolve_git(
     };
     let mut interval = Duration::from_secs(60);
     if let Some(text) = args.git_interval.clone().or(file.git_interval.clone()) {
-        match crate::sim::parse_duration(&text) {
+        match crate::cmdline::parse_duration(&text) {
             Ok(d) if d.is_zero() => problems.push("git_interval: must be greater than 0".into()),
             Ok(d) => interval = d,
             Err(reason) => problems.push(format!("git_interval: {reason}")),
@@ -952,7 +884,7 @@ fn resolve_push(
                         key: &Option<String>,
                         target: &mut Duration| {
         if let Some(text) = flag.clone().or(key.clone()) {
-            match crate::sim::parse_duration(&text) {
+            match crate::cmdline::parse_duration(&text) {
                 Ok(d) if d.is_zero() => problems.push(format!("{name}: must be greater than 0")),
                 Ok(d) => *target = d,
                 Err(reason) => problems.push(format!("{name}: {reason}")),
@@ -994,7 +926,7 @@ fn resolve_push(
         let parsed: Result<Vec<Duration>, String> = text
             .split(',')
             .map(|part| {
-                crate::sim::parse_duration(part).and_then(|d| {
+                crate::cmdline::parse_duration(part).and_then(|d| {
                     if d.is_zero() {
                         Err(format!("{part:?} must be greater than 0"))
                     } else {
@@ -1042,21 +974,6 @@ impl ServeConfig {
     pub fn public_host(&self) -> &str {
         url_host(self.public_url.trim_start_matches("https://"))
     }
-}
-
-/// Creates a file readable only by its owner and writes `contents` (used for keys and tokens).
-pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
 }
 
 #[cfg(test)]

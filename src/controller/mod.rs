@@ -520,10 +520,10 @@ async fn source_loop(
 /// Devices that talked to another replica were marked dirty there, where no reconciler runs:
 /// the leader re-plans every device seen since its last look.
 async fn sweep_loop(reconciler: Arc<Reconciler>, store: Arc<dyn Store>, every: Duration) {
-    let mut since = crate::store::now_millis();
+    let mut since = crate::vocab::clock::now_millis();
     loop {
         tokio::time::sleep(every).await;
-        let now = crate::store::now_millis();
+        let now = crate::vocab::clock::now_millis();
         // Last-seen writes are batched: look back a little further than the interval.
         let horizon = since - 5_000;
         let mut after: Option<(i64, String)> = None;

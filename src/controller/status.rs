@@ -16,10 +16,11 @@ use super::{name_of, BuiltGetter, KubeSettings, Readers, FINALIZER};
 use crate::policy::actions::ActionTarget;
 use crate::policy::crd::InForce;
 use crate::policy::crd::{bounded, Condition, PolicyStatus};
-use crate::policy::model::{DeviceActionResource, RemovalPolicy};
+use crate::policy::model::DeviceActionResource;
 use crate::reconcile::driver::Reconciler;
 use crate::store::actions::{ActionCounts, ActionPhase};
 use crate::store::Store;
+use crate::vocab::profiles::RemovalPolicy;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
@@ -372,7 +373,7 @@ fn report(object: &str, e: anyhow::Error) {
 
 impl Writer {
     async fn pass(&self, readers: &Readers, built: &super::source::Built) -> anyhow::Result<()> {
-        let now = crate::pki::ca::rfc3339_seconds(crate::store::now_millis() / 1000);
+        let now = crate::pki::ca::rfc3339_seconds(crate::vocab::clock::now_millis() / 1000);
         let revision = built.snapshot.revision.clone();
         let counts: BTreeMap<String, crate::store::reconcile::ProfileCounts> = self
             .store
@@ -640,7 +641,7 @@ impl Writer {
             .as_ref()
             .map(|t| t.0.as_millisecond())
             .unwrap_or_default();
-        let waited = crate::store::now_millis() - deleted_at;
+        let waited = crate::vocab::clock::now_millis() - deleted_at;
         let timed_out = waited > self.settings.removal_timeout.as_millis() as i64;
         let (release, event) = if removal == RemovalPolicy::Keep {
             (

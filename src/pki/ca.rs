@@ -403,7 +403,7 @@ fn random_serial() -> Result<Asn1Integer, openssl::error::ErrorStack> {
 }
 
 pub fn unix_now() -> i64 {
-    crate::store::now_millis() / 1000
+    crate::vocab::clock::now_millis() / 1000
 }
 
 fn file_error(path: &Path, e: std::io::Error) -> CaError {

@@ -10,8 +10,7 @@
 
 use super::load::{Problem, Severity};
 use super::snapshot::PolicySnapshot;
-use super::source;
-use crate::reconcile::driver::Reconciler;
+use super::source::{self, PolicySink};
 use git2::{CertificateCheckStatus, FetchOptions, Oid, RemoteCallbacks, Repository};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -605,10 +604,11 @@ impl GitSource {
     }
 
     /// Fetches now, then on the jittered interval, on webhooks, and with backoff after
-    /// failures, applying each new valid head to `reconciler`. Runs until aborted.
-    pub async fn run(self: Arc<Self>, reconciler: Arc<Reconciler>) {
+    /// failures, publishing each new head (applied or refused) and each fetch's outcome to
+    /// `sink` (the reconciler). Runs until aborted.
+    pub async fn run(self: Arc<Self>, sink: Arc<dyn PolicySink>) {
         let source = self.settings.describe();
-        reconciler.update_health(|h| h.source = Some(source.clone()));
+        sink.source_started(source.clone());
         let mut handled: Option<String> = None;
         let mut failures: u32 = 0;
         loop {
@@ -620,16 +620,13 @@ impl GitSource {
             let outcome = match result {
                 Ok(outcome) => {
                     failures = 0;
-                    let now = crate::store::now_millis();
+                    let now = crate::vocab::clock::now_millis();
                     {
                         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
                         stats.fetches += 1;
                         stats.last_success_ms = Some(now);
                     }
-                    reconciler.update_health(|h| {
-                        h.last_fetch_at = Some(now);
-                        h.last_fetch_error = None;
-                    });
+                    sink.fetch_succeeded(now);
                     Some(outcome)
                 }
                 Err(e) => {
@@ -646,7 +643,7 @@ impl GitSource {
                         retry_in_ms = retry.as_millis() as u64,
                         "git fetch failed; the last good revision keeps serving"
                     );
-                    reconciler.update_health(|h| h.last_fetch_error = Some(e.to_string()));
+                    sink.fetch_failed(e.to_string());
                     if handled.is_none() {
                         // Nothing served yet: the local clone's head (from before a restart).
                         let this = self.clone();
@@ -674,11 +671,7 @@ impl GitSource {
                         profiles = snapshot.profiles.len(),
                         "policy commit applied"
                     );
-                    reconciler.set_snapshot(*snapshot);
-                    reconciler.update_health(|h| {
-                        h.commit = Some(info.sha.clone());
-                        h.refused_commit = None;
-                    });
+                    sink.applied(info.sha.clone(), *snapshot);
                     handled = Some(info.sha);
                 }
                 Some(Outcome::Refused(info, problems)) => {
@@ -690,8 +683,7 @@ impl GitSource {
                     for problem in &texts[1..] {
                         tracing::error!(commit = %info.sha, %problem, "invalid policy commit; the previous revision keeps serving");
                     }
-                    reconciler.policy_refused(texts);
-                    reconciler.update_health(|h| h.refused_commit = Some(info.sha.clone()));
+                    sink.refused(info.sha.clone(), texts);
                     handled = Some(info.sha);
                 }
             }

@@ -1,7 +1,8 @@
 //! Declared intent: the policy model (`mdm.pomona.dev/v1alpha1` documents that are both YAML in
 //! a policy directory or git and Kubernetes custom resources), its validation, and the sources
 //! that turn documents into an immutable, validated `PolicySnapshot`. Nothing here talks to
-//! devices or the store.
+//! devices or the store, and nothing here imports the reconciler: a source publishes what it
+//! finds through `source::PolicySink`, which the reconciler implements.
 
 pub mod actions;
 pub mod confined;

@@ -8,6 +8,7 @@
 //! can express (enums, required fields, name patterns).
 
 use super::crd::{ActionStatus, PolicyStatus};
+use crate::vocab::profiles::RemovalPolicy;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -181,16 +182,6 @@ pub enum SelectorOperator {
 
 // ---------------------------------------------------------------------------------------------
 // Profile
-
-/// What happens on devices when a profile stops targeting them (or is deleted).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum RemovalPolicy {
-    /// Remove it from devices that are no longer targeted.
-    #[default]
-    Remove,
-    /// Leave it installed.
-    Keep,
-}
 
 /// A configuration profile installed on the members of some groups. Exactly one of
 /// `mobileconfig`, `mobileconfigFile` or `payloads` gives the content.

@@ -9,6 +9,7 @@ use super::load::{Documents, Located, Problem, Severity};
 use super::model::*;
 use super::restrictions::RestrictionSettings;
 use super::selector;
+use crate::vocab::profiles::RemovalPolicy;
 use plist::{Dictionary, Value};
 use sha2::Digest as _;
 use std::collections::{BTreeMap, BTreeSet};

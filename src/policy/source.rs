@@ -8,6 +8,23 @@ use super::snapshot::{build, PolicySnapshot};
 use sha2::Digest as _;
 use std::path::{Path, PathBuf};
 
+/// Where a policy source publishes what it finds: new snapshots, refused changes, and the health
+/// of its fetches. Owned here, by the sources, so that a source never imports whoever applies
+/// policy (the reconciler, which sits above `policy` and implements this); calls arrive in the
+/// order the source observes things, on the source's task.
+pub trait PolicySink: Send + Sync {
+    /// How the source describes itself (`git <url> <branch> <path>`), once when it starts.
+    fn source_started(&self, description: String);
+    /// A fetch succeeded at `at` (Unix ms).
+    fn fetch_succeeded(&self, at: i64);
+    /// A fetch failed; the last good revision keeps serving.
+    fn fetch_failed(&self, error: String);
+    /// A new valid revision (`commit` is its full SHA): its snapshot is the policy from now on.
+    fn applied(&self, commit: String, snapshot: PolicySnapshot);
+    /// A new revision that does not validate, with its problems; the previous one keeps serving.
+    fn refused(&self, commit: String, problems: Vec<String>);
+}
+
 /// Reads and validates a policy directory.
 pub fn load_dir(root: &Path) -> Result<PolicySnapshot, Vec<Problem>> {
     let label = root.file_name().unwrap_or_default().to_string_lossy();

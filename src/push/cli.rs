@@ -32,7 +32,7 @@ pub async fn run(args: PushArgs) -> anyhow::Result<bool> {
         .ca
         .clone()
         .or_else(|| default_ca.exists().then_some(default_ca));
-    let client = crate::sim::client(ca.as_deref())?;
+    let client = crate::cmdline::client(ca.as_deref())?;
     let url = format!(
         "{}/api/v1/devices/{}/push",
         args.server.trim_end_matches('/'),

@@ -264,7 +264,7 @@ impl ApnsClient {
     }
 
     fn request(&self, token: &[u8], push_magic: &str) -> hyper::Request<Full<Bytes>> {
-        let expiration = crate::store::now_millis() / 1000 + EXPIRATION_SECS as i64;
+        let expiration = crate::vocab::clock::now_millis() / 1000 + EXPIRATION_SECS as i64;
         let body = serde_json::to_vec(&serde_json::json!({ "mdm": push_magic }))
             .expect("a JSON object always serialises");
         hyper::Request::post(format!("{}/3/device/{}", self.base_url, hex::encode(token)))

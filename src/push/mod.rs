@@ -213,7 +213,7 @@ impl Push {
             // every device with queued commands. Skipping saves a write per enqueue.
             return Ok(());
         }
-        let at = crate::store::now_millis() + self.schedule.coalesce.as_millis() as i64;
+        let at = crate::vocab::clock::now_millis() + self.schedule.coalesce.as_millis() as i64;
         // The store batches requests arriving together (a policy change wakes thousands of
         // devices at once) into one transaction.
         self.store.request_push(device_id, at).await?;
@@ -241,7 +241,7 @@ impl Push {
         let sent = client
             .push(&credentials.token, &credentials.push_magic)
             .await;
-        let now = crate::store::now_millis();
+        let now = crate::vocab::clock::now_millis();
         let (result, accepted, token_invalid) = match &sent {
             Ok(response) => {
                 let disposition = response.disposition();
@@ -300,7 +300,7 @@ impl Push {
         }
         match self
             .store
-            .request_pushes_for_queued(crate::store::now_millis())
+            .request_pushes_for_queued(crate::vocab::clock::now_millis())
             .await
         {
             Ok(0) => {}
@@ -314,7 +314,7 @@ impl Push {
         let Some(cert) = &self.certificate else {
             return;
         };
-        let days = cert.days_left(crate::store::now_millis() / 1000);
+        let days = cert.days_left(crate::vocab::clock::now_millis() / 1000);
         if days < 0 {
             tracing::error!(topic = %cert.topic, "the push certificate has EXPIRED: APNs refuses it; renew it in the Apple Push Certificates Portal (keep the same topic)");
         } else if days <= 30 {
@@ -343,7 +343,7 @@ impl Push {
             .breaker
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .is_open(crate::store::now_millis());
+            .is_open(crate::vocab::clock::now_millis());
         out.push_str("# HELP pomona_push_circuit_open 1 while pushes are paused because APNs fails broadly.\n");
         out.push_str("# TYPE pomona_push_circuit_open gauge\n");
         let _ = writeln!(out, "pomona_push_circuit_open {}", u8::from(open));

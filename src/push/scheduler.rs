@@ -158,7 +158,7 @@ impl Push {
         let mut pushes = tokio::task::JoinSet::new();
         let mut more_due = false;
         loop {
-            let hinted = self.take_due_hints(crate::store::now_millis());
+            let hinted = self.take_due_hints(crate::vocab::clock::now_millis());
             let polling = tokio::time::Instant::now() >= next_poll;
             if polling {
                 next_poll = tokio::time::Instant::now() + self.schedule.poll_interval;
@@ -176,9 +176,9 @@ impl Push {
                 last_expiry_check = tokio::time::Instant::now();
                 self.warn_about_expiry();
             }
-            let until_hint = self
-                .next_due_hint()
-                .map(|at| Duration::from_millis((at - crate::store::now_millis()).max(0) as u64));
+            let until_hint = self.next_due_hint().map(|at| {
+                Duration::from_millis((at - crate::vocab::clock::now_millis()).max(0) as u64)
+            });
             let until_poll = next_poll.saturating_duration_since(tokio::time::Instant::now());
             let wait = until_hint.map_or(until_poll, |h| h.min(until_poll));
             tokio::select! {
@@ -205,7 +205,7 @@ impl Push {
                 return Ok(true);
             }
             let limit = (room as i64).min(self.schedule.batch.max(1));
-            let now = crate::store::now_millis();
+            let now = crate::vocab::clock::now_millis();
             let lease = now + self.schedule.lease.as_millis() as i64;
             let due = self.store.claim_due_pushes(now, lease, limit).await?;
             let count = due.len() as i64;
@@ -236,7 +236,7 @@ impl Push {
     }
 
     async fn handle(&self, due: DuePush) -> Result<(), crate::store::StoreError> {
-        let now = crate::store::now_millis();
+        let now = crate::vocab::clock::now_millis();
         let idle = PushSchedule {
             claimed_until: due.claimed_until,
             next_push_at: None,
@@ -286,7 +286,7 @@ impl Push {
             .push(&credentials.token, &credentials.push_magic)
             .await;
         self.metrics.count(metric_label(&sent));
-        let now = crate::store::now_millis();
+        let now = crate::vocab::clock::now_millis();
         let after = |d: Duration| Some(now + d.as_millis() as i64);
         match &sent {
             Ok(response) => match response.disposition() {

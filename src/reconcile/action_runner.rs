@@ -266,7 +266,7 @@ impl Reconciler {
                 step,
             )
             .await?;
-        let now = crate::store::now_millis();
+        let now = crate::vocab::clock::now_millis();
         let queued = self
             .store
             .start_actions(device_id, std::slice::from_ref(&start), now)

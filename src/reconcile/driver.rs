@@ -10,17 +10,15 @@
 //! run on a thread of their own (`crate::lane`).
 
 use super::membership::{with_labels, Membership};
-use super::plan::{
-    command_uuid, plan, CommandResult, Finished, InFlight, Intent, PlanInput, PlanSettings,
-    ReportedProfiles,
-};
+use super::plan::{command_uuid, plan, CommandResult, Finished, InFlight, PlanInput, PlanSettings};
 use super::reported;
 use crate::policy::selector::DeviceAttributes;
 use crate::policy::snapshot::PolicySnapshot;
 use crate::protocol::CommandEnvelope;
-use crate::store::inventory::ReportedFacts;
 use crate::store::reconcile::PlanChange;
 use crate::store::{CommandStatus, Enrollment, EnrollmentState, NewCommand, Store};
+use crate::vocab::facts::ReportedFacts;
+use crate::vocab::profiles::{Intent, ManagedProfile, ProfileState, ReportedProfiles};
 use plist::{Dictionary, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -39,11 +37,10 @@ pub const PARALLEL_RECONCILES: usize = 256;
 /// ProfileList is not the device's. What the store's Authenticate does, applied again by the
 /// planner so that a plan written back from before the Authenticate cannot undo it.
 fn since_enrollment(
-    managed: &[super::plan::ManagedProfile],
+    managed: &[ManagedProfile],
     reported: Option<ReportedProfiles>,
     enrolled_at: i64,
-) -> (Vec<super::plan::ManagedProfile>, Option<ReportedProfiles>) {
-    use super::plan::ProfileState;
+) -> (Vec<ManagedProfile>, Option<ReportedProfiles>) {
     let managed = managed
         .iter()
         .filter_map(|m| {
@@ -54,7 +51,7 @@ fn since_enrollment(
             }
             match m.state {
                 ProfileState::Removing | ProfileState::RemovalFailed => None,
-                _ => Some(super::plan::ManagedProfile {
+                _ => Some(ManagedProfile {
                     state: ProfileState::Pending,
                     attempts: 0,
                     last_attempt_at: None,
@@ -253,7 +250,7 @@ impl Reconciler {
         }
         if session_goes_on {
             lock(&self.answered_mid_session).insert(device_id.to_string());
-            let at = crate::store::now_millis() + MID_SESSION_GRACE_MS;
+            let at = crate::vocab::clock::now_millis() + MID_SESSION_GRACE_MS;
             lock(&self.wakeups).schedule_no_later(device_id, at);
             self.notify.notify_one();
         } else {
@@ -500,10 +497,10 @@ impl Reconciler {
         tokio::pin!(shutdown);
         let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
         loop {
-            let next_wakeup = self.move_due_wakeups(crate::store::now_millis());
+            let next_wakeup = self.move_due_wakeups(crate::vocab::clock::now_millis());
             let admitted = lock(&self.rollout).admit(
                 self.settings.rollout_max_devices,
-                crate::store::now_millis(),
+                crate::vocab::clock::now_millis(),
             );
             if !admitted.is_empty() {
                 lock(&self.dirty).extend(admitted);
@@ -524,7 +521,7 @@ impl Reconciler {
             };
             if batch.is_empty() {
                 let idle = next_wakeup
-                    .map(|at| (at - crate::store::now_millis()).clamp(1, 1000))
+                    .map(|at| (at - crate::vocab::clock::now_millis()).clamp(1, 1000))
                     .unwrap_or(1000);
                 tokio::select! {
                     _ = &mut shutdown => return,
@@ -545,7 +542,7 @@ impl Reconciler {
                     this.reconcile_latency.observe(started.elapsed());
                     if let Err(e) = planned {
                         tracing::warn!(device = %device, error = %e, "reconcile failed; retrying later");
-                        this.schedule_wakeup(&device, crate::store::now_millis() + 5_000);
+                        this.schedule_wakeup(&device, crate::vocab::clock::now_millis() + 5_000);
                     }
                     lock(&this.busy).remove(&device);
                 });
@@ -587,7 +584,7 @@ impl Reconciler {
         let policy_known = self.has_policy();
         let snapshot = self.snapshot();
         let state = view.state;
-        let now = crate::store::now_millis();
+        let now = crate::vocab::clock::now_millis();
 
         let mut finished = Vec::new();
         let mut in_flight = Vec::new();
@@ -690,7 +687,7 @@ impl Reconciler {
             settings: self.settings,
         });
         for gave_up in result.managed.iter().filter(|m| {
-            m.state == super::plan::ProfileState::RemovalFailed
+            m.state == ProfileState::RemovalFailed
                 && state
                     .managed
                     .iter()
@@ -807,7 +804,7 @@ impl Reconciler {
 
     /// A device that will not be planned gives its rollout slot back.
     fn release_slot(&self, device_id: &str) {
-        let now = crate::store::now_millis();
+        let now = crate::vocab::clock::now_millis();
         if lock(&self.rollout).set_installing(device_id, false, now) {
             self.notify.notify_one();
         }
@@ -825,6 +822,38 @@ impl Reconciler {
             lock(&self.dirty).extend(due);
         }
         next
+    }
+}
+
+/// The reconciler applies what policy sources publish (the sources own the trait and never
+/// import the reconciler).
+impl crate::policy::source::PolicySink for Reconciler {
+    fn source_started(&self, description: String) {
+        self.update_health(|h| h.source = Some(description));
+    }
+
+    fn fetch_succeeded(&self, at: i64) {
+        self.update_health(|h| {
+            h.last_fetch_at = Some(at);
+            h.last_fetch_error = None;
+        });
+    }
+
+    fn fetch_failed(&self, error: String) {
+        self.update_health(|h| h.last_fetch_error = Some(error));
+    }
+
+    fn applied(&self, commit: String, snapshot: PolicySnapshot) {
+        self.set_snapshot(snapshot);
+        self.update_health(|h| {
+            h.commit = Some(commit);
+            h.refused_commit = None;
+        });
+    }
+
+    fn refused(&self, commit: String, problems: Vec<String>) {
+        self.policy_refused(problems);
+        self.update_health(|h| h.refused_commit = Some(commit));
     }
 }
 
@@ -1067,8 +1096,7 @@ mod wakeup_tests {
 #[cfg(test)]
 mod since_enrollment_tests {
     use super::since_enrollment;
-    use crate::policy::model::RemovalPolicy;
-    use crate::reconcile::plan::{ManagedProfile, ProfileState, ReportedProfiles};
+    use crate::vocab::profiles::{ManagedProfile, ProfileState, RemovalPolicy, ReportedProfiles};
 
     fn entry(id: &str, state: ProfileState, at: Option<i64>) -> ManagedProfile {
         ManagedProfile {

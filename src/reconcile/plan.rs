@@ -10,96 +10,12 @@
 //! hash, install count), so planning the same input twice yields the same commands and a
 //! replayed enqueue is a no-op.
 
-use crate::policy::model::RemovalPolicy;
 use crate::policy::snapshot::CompiledProfile;
+use crate::vocab::profiles::{
+    Intent, ManagedProfile, ProfileState, RemovalPolicy, ReportedProfiles,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-
-/// Where one managed profile stands on one device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ProfileState {
-    /// Needs (re)installing, or an install is queued.
-    Pending,
-    /// InstallProfile acknowledged; waiting for a ProfileList that lists it.
-    Verifying,
-    /// Listed by the device with our PayloadUUID.
-    Verified,
-    /// Gave up after `max_attempts`; `last_error` says why.
-    Failed,
-    /// No longer desired; RemoveProfile queued or sent.
-    Removing,
-    /// No longer desired, and RemoveProfile failed `max_attempts` times: given up, the
-    /// profile may still be on the device; `last_error` says why. Terminal until the device
-    /// reports it gone, it is declared again, or the device enrolls again.
-    RemovalFailed,
-}
-
-impl ProfileState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Verifying => "verifying",
-            Self::Verified => "verified",
-            Self::Failed => "failed",
-            Self::Removing => "removing",
-            Self::RemovalFailed => "removal_failed",
-        }
-    }
-
-    pub fn parse(text: &str) -> Self {
-        match text {
-            "verifying" => Self::Verifying,
-            "verified" => Self::Verified,
-            "failed" => Self::Failed,
-            "removing" => Self::Removing,
-            "removal_failed" => Self::RemovalFailed,
-            _ => Self::Pending,
-        }
-    }
-}
-
-/// Pomona's record of one profile it manages on one device (persisted by the driver).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManagedProfile {
-    pub identifier: String,
-    /// `Profile/name` or `Restrictions/name` that wanted it.
-    pub profile_key: String,
-    /// Content hash and PayloadUUID of the version installed or being installed.
-    pub hash: String,
-    pub uuid: String,
-    pub state: ProfileState,
-    /// Failed attempts for the current version (install, verification or removal).
-    pub attempts: u32,
-    /// InstallProfile commands issued for this entry so far (part of command UUIDs).
-    pub installs: u32,
-    pub last_attempt_at: Option<i64>,
-    pub acknowledged_at: Option<i64>,
-    pub last_error: Option<String>,
-    /// The removal policy of the profile when it was last desired.
-    pub removal_policy: RemovalPolicy,
-}
-
-/// The device's latest ProfileList: identifier → top-level PayloadUUID.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReportedProfiles {
-    pub reported_at: i64,
-    pub profiles: BTreeMap<String, String>,
-}
-
-/// What one of our commands is for.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Intent {
-    Install {
-        identifier: String,
-        hash: String,
-    },
-    Remove {
-        identifier: String,
-    },
-    ProfileList,
-    /// The inventory queries groups select on (supervision, model, OS version…).
-    DeviceInformation,
-}
 
 /// A command of ours the device has not answered yet.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,8 +1,8 @@
 //! Table tests for the planner: one case per rule in `plan.rs`'s header.
 
 use super::plan::*;
-use crate::policy::model::RemovalPolicy;
 use crate::policy::snapshot::{CompiledProfile, ProfileOrigin};
+use crate::vocab::profiles::*;
 use std::sync::Arc;
 
 const NOW: i64 = 1_000_000;

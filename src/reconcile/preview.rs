@@ -2,10 +2,10 @@
 //! many devices would get it installed (new or changed content) and how many would have it
 //! removed, and which declared device actions would run on how many devices — computed from the store's enrollments and inventories without queuing anything.
 
-use crate::policy::model::RemovalPolicy;
 use crate::policy::selector::DeviceAttributes;
 use crate::policy::snapshot::PolicySnapshot;
 use crate::store::{EnrollmentState, Store};
+use crate::vocab::profiles::RemovalPolicy;
 use serde::Serialize;
 use std::collections::BTreeMap;
 

@@ -2,10 +2,10 @@
 //! result becomes `ReportedProfiles`; Authenticate facts and DeviceInformation answers become
 //! `DeviceAttributes`. Pure functions over decoded plists.
 
-use super::plan::ReportedProfiles;
 use crate::policy::model::Platform;
 use crate::policy::selector::DeviceAttributes;
-use crate::store::inventory::ReportedFacts;
+use crate::vocab::facts::ReportedFacts;
+use crate::vocab::profiles::ReportedProfiles;
 use plist::{Dictionary, Value};
 
 /// The DeviceInformation queries whose answers groups can select on.

@@ -2,10 +2,11 @@
 //! identity (revocation), readiness.
 //! Errors are `{"error": "..."}` with a message that names what was wrong.
 
-use super::{body, now_millis, AppState};
+use super::{body, AppState};
 use crate::protocol::json::plist_bytes_to_json;
 use crate::protocol::{CommandEnvelope, CommandRequest};
 use crate::store::{CommandRecord, Enrollment, NewCommand, StoreError};
+use crate::vocab::clock::now_millis;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};

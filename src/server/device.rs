@@ -9,13 +9,14 @@ use super::identity::{
     self, authorize, presented_certificate, IdentityRefusal, PresentedCertificate,
 };
 use super::tls::TlsPeer;
-use super::{body, now_millis, AppState};
+use super::{body, AppState};
 use crate::protocol::ddm::{self, DdmAnswer};
 use crate::protocol::{self, Checkin, CheckinMessage, Report, ReportStatus};
 use crate::store::{
     CertificateStanding, DeviceFacts, EnrollmentType, ReportOutcome, ReportRecord, StoreError,
     TokenUpdateRecord,
 };
+use crate::vocab::clock::now_millis;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

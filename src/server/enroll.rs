@@ -4,10 +4,11 @@
 //! and never logged.
 
 use super::admin::{error, store_error, tokens_match};
-use super::{body, now_millis, AppState};
+use super::{body, AppState};
 use crate::pki::scep::{self, FailInfo};
 use crate::protocol::enrollment_profile::{self, EnrollmentProfileSpec};
 use crate::store::{CertificateRecord, SecretKind, SecretUse, StoreError};
+use crate::vocab::clock::now_millis;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -74,7 +75,7 @@ pub async fn enrollment_profile(
     let is_admin = bearer.is_some_and(|t| tokens_match(t.trim(), &state.admin_token));
     if !is_admin {
         let token = match (state.enrollment.access, query.token.as_deref()) {
-            (crate::config::EnrollAccess::Admin, _) => return error(
+            (super::settings::EnrollAccess::Admin, _) => return error(
                 StatusCode::FORBIDDEN,
                 "this server hands out enrollment profiles to administrators only (admin token)",
             ),

@@ -12,14 +12,15 @@ pub mod identity;
 mod last_seen;
 mod metrics;
 mod sessions;
+pub mod settings;
 mod status;
 pub mod tls;
 
-use crate::config::{EnrollmentSettings, Limits};
 use crate::pki::DeviceCa;
 use crate::store::Store;
 use axum::routing::{get, post, put};
 use axum::Router;
+use settings::{EnrollmentSettings, Limits};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -173,9 +174,4 @@ pub async fn run(
     flusher.abort();
     state.last_seen.flush().await;
     Ok(())
-}
-
-/// Current time in Unix milliseconds.
-pub(crate) fn now_millis() -> i64 {
-    crate::store::now_millis()
 }

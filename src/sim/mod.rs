@@ -1,13 +1,16 @@
 //! A simulated fleet: N iPhones, iPads and Macs in one process, each with its own UDID, serial
 //! number, model, OS, supervision and location, speaking the device side of the MDM protocol over real HTTPS. Used by
-//! `pomona sim`, the end-to-end tests and the benchmark. It shares only `protocol` with the
-//! server, never server code paths.
+//! `pomona sim`, the end-to-end tests and the benchmark. It imports only `protocol`, `pki` (to
+//! read signed profiles and make its identity) and `cmdline` (the HTTPS client and duration
+//! syntax it shares with the command-line tools), never server code paths; and no module of the
+//! crate imports it (`tests/dependency_direction.rs` checks both).
 
 pub mod behaviour;
 pub mod device;
 pub mod identity;
 pub mod wake;
 
+use crate::cmdline::{client, parse_duration};
 use anyhow::Context as _;
 use behaviour::{Hardware, Location, Platform};
 use device::{Endpoint, Faults, SimDevice};
@@ -58,26 +61,6 @@ pub struct SimArgs {
     pub no_tls_client_certificate: bool,
 }
 
-/// Parses `500ms`, `30s`, `5m`, `2h` or a plain number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 500ms"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("{text:?}: unit must be ms, s, m or h")),
-    };
-    Ok(Duration::from_secs_f64(seconds))
-}
-
 /// A UUID-formatted string from the given generator (deterministic per seed).
 pub fn uuid_from(rng: &mut fastrand::Rng) -> String {
     let bytes: [u8; 16] = std::array::from_fn(|_| rng.u8(..));
@@ -122,24 +105,6 @@ pub fn hardware(seed: u64, index: usize) -> Hardware {
         os_version: os_version.into(),
         build_version: build_version.into(),
     }
-}
-
-/// An HTTPS client trusting the given CA (and nothing else).
-pub fn client(server_ca: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
-        .use_rustls_tls()
-        .timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(256);
-    if let Some(path) = server_ca {
-        let pem =
-            std::fs::read(path).with_context(|| format!("reading server CA {}", path.display()))?;
-        let cert = reqwest::Certificate::from_pem(&pem)
-            .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
-        builder = builder
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(cert);
-    }
-    Ok(builder.build()?)
 }
 
 /// The fleet's result.
@@ -455,15 +420,6 @@ async fn drive(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5d").is_err());
-    }
 
     #[test]
     fn fleets_are_reproducible_from_the_seed() {

@@ -194,8 +194,7 @@ fn base_cases() -> Vec<Case> {
 }
 
 async fn plans_apply_in_one_batch(s: Arc<dyn Store>) -> CaseResult {
-    use crate::policy::model::RemovalPolicy;
-    use crate::reconcile::plan::{Intent, ManagedProfile, ProfileState};
+    use crate::vocab::profiles::{Intent, ManagedProfile, ProfileState, RemovalPolicy};
     use reconcile::{DevicePlan, PlanChange};
     enrolled(&*s, "D1").await?;
     enrolled(&*s, "D2").await?;
@@ -400,8 +399,9 @@ async fn exchange_records_and_hands_out(s: Arc<dyn Store>) -> CaseResult {
 }
 
 async fn plan_applied_and_replayed(s: Arc<dyn Store>) -> CaseResult {
-    use crate::policy::model::RemovalPolicy;
-    use crate::reconcile::plan::{Intent, ManagedProfile, ProfileState, ReportedProfiles};
+    use crate::vocab::profiles::{
+        Intent, ManagedProfile, ProfileState, RemovalPolicy, ReportedProfiles,
+    };
     use reconcile::PlanChange;
     enrolled(&*s, "D1").await?;
     let managed = ManagedProfile {
@@ -536,7 +536,7 @@ fn certificate(fingerprint: &str) -> CertificateRecord {
 /// Many devices' standings and reconcile views asked at once (the read queues answer them in
 /// batches): each answer is the asking device's own, as if asked alone.
 async fn reads_asked_together(s: Arc<dyn Store>) -> CaseResult {
-    use crate::reconcile::plan::Intent;
+    use crate::vocab::profiles::Intent;
     use reconcile::{DevicePlan, PlanChange};
     const DEVICES: usize = 40;
     let device = |i: usize| format!("D{i}");

@@ -5,26 +5,9 @@
 //! backends by `impl_inventory_store!`, with the same SQL.
 
 use super::StoreResult;
+use crate::vocab::facts::ReportedFacts;
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-/// A device's answers to the DeviceInformation queries groups select on.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReportedFacts {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub product_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub os_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub serial_number: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub supervised: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_name: Option<String>,
-}
 
 /// One device's stored inventory row.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,6 +63,7 @@ macro_rules! impl_inventory_store {
     ($store:ty, $db:ty) => {
         const _: () = {
             use $crate::store::inventory::*;
+            use $crate::vocab::facts::ReportedFacts;
             use $crate::store::*;
             use sqlx::Row as _;
 

@@ -226,12 +226,3 @@ pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     store.migrate().await?;
     Ok(store)
 }
-
-/// Current time in Unix milliseconds (the store never reads the clock on its own behalf
-/// except to stamp migrations).
-pub fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}

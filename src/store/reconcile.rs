@@ -6,7 +6,7 @@
 //! `impl_reconcile_store!`, with the same SQL.
 
 use super::{CommandStatus, NewCommand, StoreResult};
-use crate::reconcile::plan::{Intent, ManagedProfile, ReportedProfiles};
+use crate::vocab::profiles::{Intent, ManagedProfile, ReportedProfiles};
 use async_trait::async_trait;
 
 /// One of the reconciler's commands whose result has not been folded into the inventory yet.
@@ -170,8 +170,7 @@ pub(crate) const MANAGED_COLUMNS: &str = "identifier, profile_key, hash, uuid, s
 macro_rules! impl_reconcile_store {
     ($store:ty, $db:ty) => {
         const _: () = {
-            use $crate::policy::model::RemovalPolicy;
-            use $crate::reconcile::plan::{ManagedProfile, ProfileState};
+            use $crate::vocab::profiles::{ManagedProfile, ProfileState, RemovalPolicy};
             use $crate::store::reconcile::*;
             use $crate::store::*;
             use sqlx::Row as _;

@@ -1469,7 +1469,7 @@ macro_rules! impl_sql_store {
                     }
                     sqlx::query("INSERT INTO pomona_schema_migrations (version, applied_at) VALUES ($1, $2)")
                         .bind(version)
-                        .bind($crate::store::now_millis())
+                        .bind($crate::vocab::clock::now_millis())
                         .execute(&mut *tx)
                         .await?;
                     tracing::info!(version, backend = $backend, "applied schema migration");

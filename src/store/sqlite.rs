@@ -81,7 +81,7 @@ impl SqliteStore {
         // (SQLite gives its -wal and -shm files the same mode).
         let path = options.get_filename();
         if path != std::path::Path::new(":memory:") && !path.exists() {
-            crate::config::write_private_file(path, b"")
+            crate::vocab::fs::write_private_file(path, b"")
                 .with_context(|| format!("creating SQLite database {}", path.display()))?;
         }
         // The writer first: it creates the file and switches it to WAL.

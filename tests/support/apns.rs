@@ -370,7 +370,7 @@ fn answer(status: u16, reason: Option<&str>) -> Response<Full<Bytes>> {
     let body = match reason {
         Some(reason) if status == 410 => format!(
             r#"{{"reason":"{reason}","timestamp":{}}}"#,
-            pomona::store::now_millis()
+            pomona::vocab::clock::now_millis()
         ),
         Some(reason) => format!(r#"{{"reason":"{reason}"}}"#),
         None => String::new(),

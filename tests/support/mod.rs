@@ -122,7 +122,7 @@ impl TestServer {
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
-        let client = pomona::sim::client(Some(&ca)).expect("client");
+        let client = pomona::cmdline::client(Some(&ca)).expect("client");
         for _ in 0..400 {
             if let Ok(r) = client.get(format!("{base_url}/readyz")).send().await {
                 if r.status().is_success() {
