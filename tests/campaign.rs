@@ -294,7 +294,10 @@ impl Campaign {
         self.log.push(format!("  in force: {revision}"));
     }
 
-    /// The Kubernetes variant of `declare`, in the three phases the module doc explains.
+    /// The Kubernetes variant of `declare`, in the three phases the module doc explains. Each
+    /// phase is recorded once the controller accepted it (no device exchanges in between, so no
+    /// command can reach a device meanwhile), except deletions: recorded before they are made,
+    /// as devices must talk for a deleted profile to go.
     async fn declare_objects(&mut self, model: Model) {
         let before = self.history.last().map(|g| g.model.clone()).unwrap_or(Model {
             groups: model.groups.clone(),
@@ -302,39 +305,54 @@ impl Campaign {
         });
         // 1. Groups grow.
         let grown = before.union_groups(&model);
-        self.record(grown.clone());
         self.apply(&grown.groups_yaml(&self.serials));
         self.wait_accepted(&grown, true, "groups grown").await;
+        self.record(grown.clone());
         // 2. Profiles change: deleted ones first (a deleted name is free again only once its
         //    devices removed it, or the removal timeout passed).
+        let keep: BTreeSet<String> = model.profiles.iter().map(|p| p.0.clone()).collect();
+        let doomed: Vec<String> = self
+            .existing("profiles")
+            .into_iter()
+            .filter(|name| !keep.contains(name))
+            .collect();
+        if !doomed.is_empty() {
+            let pruned = Model {
+                groups: grown.groups.clone(),
+                profiles: grown
+                    .profiles
+                    .iter()
+                    .filter(|p| keep.contains(&p.0))
+                    .cloned()
+                    .collect(),
+            };
+            self.record(pruned);
+            for name in &doomed {
+                self.kubectl(&["delete", "profile", name, "-n", NS, "--wait=false"]);
+            }
+            self.wait_objects("deleted profiles gone", true, |objects| {
+                objects
+                    .iter()
+                    .filter(|o| o["kind"] == "Profile")
+                    .all(|o| keep.contains(o["metadata"]["name"].as_str().unwrap_or_default()))
+            })
+            .await;
+        }
         let changed = Model {
             groups: grown.groups.clone(),
             profiles: model.profiles.clone(),
         };
-        self.record(changed.clone());
-        let keep: BTreeSet<&str> = model.profiles.iter().map(|p| p.0.as_str()).collect();
-        for name in self.existing("profiles") {
-            if !keep.contains(name.as_str()) {
-                self.kubectl(&["delete", "profile", &name, "-n", NS, "--wait=false"]);
-            }
-        }
-        self.wait_objects("deleted profiles gone", |objects| {
-            objects
-                .iter()
-                .filter(|o| o["kind"] == "Profile")
-                .all(|o| keep.contains(o["metadata"]["name"].as_str().unwrap_or_default()))
-        })
-        .await;
         if !changed.profiles.is_empty() {
             self.apply(&changed.profiles_yaml());
         }
         self.wait_accepted(&changed, false, "profiles changed").await;
+        self.record(changed);
         // 3. Groups shrink; actions.
-        self.record(model.clone());
         let mut text = model.groups_yaml(&self.serials);
         text.push_str(&actions_yaml(&self.actions, &self.serials));
         self.apply(&text);
         self.wait_accepted(&model, false, "groups shrunk").await;
+        self.record(model);
     }
 
     fn kubectl(&self, args: &[&str]) -> String {
@@ -366,8 +384,14 @@ impl Campaign {
         list["items"].as_array().cloned().unwrap_or_default()
     }
 
-    /// Rounds of exchanges until `done` holds for the namespace's objects (30 s at most).
-    async fn wait_objects(&mut self, what: &str, done: impl Fn(&[serde_json::Value]) -> bool) {
+    /// Waits until `done` holds for the namespace's objects (30 s at most), with rounds of
+    /// exchanges meanwhile if `exchange`.
+    async fn wait_objects(
+        &mut self,
+        what: &str,
+        exchange: bool,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let objects = self.objects();
@@ -377,7 +401,9 @@ impl Campaign {
             if Instant::now() > deadline {
                 self.fail(format!("{what}: not reached in 30 s: {objects:#?}"));
             }
-            self.round().await;
+            if exchange {
+                self.round().await;
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -387,7 +413,7 @@ impl Campaign {
     /// made invalid by an earlier step stays Stalled until the profiles phase rewrites it.
     async fn wait_accepted(&mut self, model: &Model, groups_only: bool, what: &str) {
         let profiles: BTreeSet<String> = model.profiles.iter().map(|p| p.0.clone()).collect();
-        self.wait_objects(what, |objects| {
+        self.wait_objects(what, false, |objects| {
             let accepted = |o: &serde_json::Value| {
                 o["status"]["observedGeneration"] == o["metadata"]["generation"]
                     && condition(o, "Stalled")["status"] != "True"
@@ -500,7 +526,7 @@ impl Campaign {
     }
 
     async fn wait_stalled(&mut self, kind: &str, name: &str, reason: &str) {
-        self.wait_objects(&format!("{kind} {name} Stalled ({reason})"), |objects| {
+        self.wait_objects(&format!("{kind} {name} Stalled ({reason})"), true, |objects| {
             objects.iter().any(|o| {
                 o["kind"] == kind
                     && o["metadata"]["name"] == name
