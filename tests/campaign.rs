@@ -160,7 +160,7 @@ enum Source {
     /// The directory the server watches.
     Dir,
     /// Custom resources in namespace `mdm` of a real kube-apiserver.
-    Kube(ApiServer),
+    Kube(Box<ApiServer>),
 }
 
 /// How the local APNs stand-in misbehaves during an outage.
@@ -299,10 +299,14 @@ impl Campaign {
     /// command can reach a device meanwhile), except deletions: recorded before they are made,
     /// as devices must talk for a deleted profile to go.
     async fn declare_objects(&mut self, model: Model) {
-        let before = self.history.last().map(|g| g.model.clone()).unwrap_or(Model {
-            groups: model.groups.clone(),
-            profiles: Vec::new(),
-        });
+        let before = self
+            .history
+            .last()
+            .map(|g| g.model.clone())
+            .unwrap_or(Model {
+                groups: model.groups.clone(),
+                profiles: Vec::new(),
+            });
         // 1. Groups grow.
         let grown = before.union_groups(&model);
         self.apply(&grown.groups_yaml(&self.serials));
@@ -345,7 +349,8 @@ impl Campaign {
         if !changed.profiles.is_empty() {
             self.apply(&changed.profiles_yaml());
         }
-        self.wait_accepted(&changed, false, "profiles changed").await;
+        self.wait_accepted(&changed, false, "profiles changed")
+            .await;
         self.record(changed);
         // 3. Groups shrink; actions.
         let mut text = model.groups_yaml(&self.serials);
@@ -450,7 +455,8 @@ impl Campaign {
                 "apiVersion: mdm.pomona.dev/v1alpha1\nkind: Profile\nmetadata: {name: p0}\nspec:\n  grups: [g0]\n".to_string(),
             ),
         };
-        self.log.push(format!("step {step}: invalid change ({what})"));
+        self.log
+            .push(format!("step {step}: invalid change ({what})"));
         std::fs::write(self.policy_dir.join("profiles.yaml"), text).unwrap();
         self.wait_for("the invalid change refused", |s| {
             !s["policy"]["last_error"].is_null()
@@ -483,8 +489,9 @@ impl Campaign {
                 self.wait_stalled("Profile", &name, "Invalid").await;
             }
             (1, _) => {
-                self.log
-                    .push(format!("step {step}: DeviceGroup g{g} loses its members list"));
+                self.log.push(format!(
+                    "step {step}: DeviceGroup g{g} loses its members list"
+                ));
                 self.kubectl(&[
                     "patch",
                     "devicegroup",
@@ -503,8 +510,18 @@ impl Campaign {
                 self.log.push(format!(
                     "step {step}: DeviceGroup g{used}, which Profile {name} uses, deleted"
                 ));
+                // A profile already Stalled by an earlier typo names no existing group at all:
+                // its reason stays the typo's; otherwise the dangling reference is the reason.
+                let already = self
+                    .objects()
+                    .into_iter()
+                    .find(|o| o["kind"] == "Profile" && o["metadata"]["name"] == name.as_str())
+                    .map(|o| condition(&o, "Stalled").clone())
+                    .filter(|c| c["status"] == "True")
+                    .and_then(|c| c["reason"].as_str().map(str::to_string));
                 self.kubectl(&["delete", "devicegroup", &format!("g{used}"), "-n", NS]);
-                self.wait_stalled("Profile", &name, "GroupMissing").await;
+                let reason = already.unwrap_or_else(|| "GroupMissing".into());
+                self.wait_stalled("Profile", &name, &reason).await;
             }
             _ => {
                 self.log
@@ -526,14 +543,18 @@ impl Campaign {
     }
 
     async fn wait_stalled(&mut self, kind: &str, name: &str, reason: &str) {
-        self.wait_objects(&format!("{kind} {name} Stalled ({reason})"), true, |objects| {
-            objects.iter().any(|o| {
-                o["kind"] == kind
-                    && o["metadata"]["name"] == name
-                    && condition(o, "Stalled")["status"] == "True"
-                    && condition(o, "Stalled")["reason"] == reason
-            })
-        })
+        self.wait_objects(
+            &format!("{kind} {name} Stalled ({reason})"),
+            true,
+            |objects| {
+                objects.iter().any(|o| {
+                    o["kind"] == kind
+                        && o["metadata"]["name"] == name
+                        && condition(o, "Stalled")["status"] == "True"
+                        && condition(o, "Stalled")["reason"] == reason
+                })
+            },
+        )
         .await;
     }
 
@@ -557,8 +578,7 @@ impl Campaign {
 
     /// Whether a push for device `d` is waiting (and takes it).
     async fn pushed(&self, d: usize) -> bool {
-        let signal: Arc<tokio::sync::Notify> =
-            self.apns.device(self.slots[d].device.push_token());
+        let signal: Arc<tokio::sync::Notify> = self.apns.device(self.slots[d].device.push_token());
         // `timeout` polls the future once before looking at the clock: a stored push is taken.
         tokio::time::timeout(Duration::ZERO, signal.notified())
             .await
@@ -903,7 +923,10 @@ async fn run_campaign(variant: Variant, database: Option<String>) {
             let api = ApiServer::start().await;
             install(&api, &[NS]);
             for (flag, value) in [
-                ("--kubeconfig", api.controller_kubeconfig.display().to_string()),
+                (
+                    "--kubeconfig",
+                    api.controller_kubeconfig.display().to_string(),
+                ),
                 ("--lease-namespace", "pomona-system".into()),
                 ("--identity", "campaign".into()),
                 ("--lease-duration-secs", "4".into()),
@@ -913,7 +936,7 @@ async fn run_campaign(variant: Variant, database: Option<String>) {
                 flags.extend([flag.to_string(), value]);
             }
             flags.push("--kube".into());
-            Source::Kube(api)
+            Source::Kube(Box::new(api))
         }
     };
     if let Some(url) = &database {
