@@ -470,7 +470,17 @@ impl Campaign {
         let model = self.history.last().expect("declared").model.clone();
         let profile = (!model.profiles.is_empty())
             .then(|| model.profiles[self.rng.usize(0..model.profiles.len())].clone());
-        let g = self.rng.usize(0..GROUPS);
+        // An earlier step may have deleted a group; only existing ones can be broken again.
+        let objects = self.objects();
+        let existing: Vec<usize> = (0..GROUPS)
+            .filter(|g| {
+                let name = format!("g{g}");
+                objects
+                    .iter()
+                    .any(|o| o["kind"] == "DeviceGroup" && o["metadata"]["name"] == name.as_str())
+            })
+            .collect();
+        let g = (!existing.is_empty()).then(|| existing[self.rng.usize(0..existing.len())]);
         match (self.rng.u8(0..4), profile) {
             (0, Some((name, _, _))) => {
                 self.log
@@ -488,7 +498,8 @@ impl Campaign {
                 ]);
                 self.wait_stalled("Profile", &name, "Invalid").await;
             }
-            (1, _) => {
+            (1, _) if g.is_some() => {
+                let g = g.expect("checked");
                 self.log.push(format!(
                     "step {step}: DeviceGroup g{g} loses its members list"
                 ));
@@ -506,7 +517,7 @@ impl Campaign {
                 self.wait_stalled("DeviceGroup", &format!("g{g}"), "Invalid")
                     .await;
             }
-            (2, Some((name, _, used))) => {
+            (2, Some((name, _, used))) if existing.contains(&used) => {
                 self.log.push(format!(
                     "step {step}: DeviceGroup g{used}, which Profile {name} uses, deleted"
                 ));
