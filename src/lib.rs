@@ -157,6 +157,9 @@ pub async fn serve_on(
         shutdown.await;
         let _ = stopping.send(());
     };
+    // Every source publishes on this feed; the reconciler applies what arrives, in order.
+    let (feed, policy_updates) = policy::feed::PolicyFeed::channel();
+    let follower = tokio::spawn(reconciler.clone().follow_policy(policy_updates));
     let (watcher, driver) = match (&config.kube, &git_source) {
         // Custom resources; the reconciler runs on the replica that holds the Lease.
         (Some(settings), _) => {
@@ -166,24 +169,24 @@ pub async fn serve_on(
                 let _ = stopped.await;
             };
             let source = tokio::spawn(async move {
-                if let Err(e) = controller::run(settings, reconciler, store, stop).await {
+                if let Err(e) = controller::run(settings, reconciler, store, feed, stop).await {
                     tracing::error!(error = format!("{e:#}"), "the Kubernetes source stopped");
                 }
             });
             (source, tokio::spawn(async {}))
         }
         (None, Some(source)) => (
-            tokio::spawn(source.clone().run(reconciler.clone())),
+            tokio::spawn(source.clone().run(feed)),
             tokio::spawn(reconciler.clone().run(
                 crate::reconcile::driver::PARALLEL_RECONCILES,
                 std::future::pending::<()>(),
             )),
         ),
         (None, None) => (
-            tokio::spawn(watch_policy_dir(
+            tokio::spawn(policy::dir_source::watch_dir(
                 config.policy_dir.clone(),
-                reconciler.clone(),
                 std::time::Duration::from_secs(2),
+                feed,
             )),
             tokio::spawn(reconciler.clone().run(
                 crate::reconcile::driver::PARALLEL_RECONCILES,
@@ -217,75 +220,12 @@ pub async fn serve_on(
         watcher.abort();
     }
     driver.abort();
+    follower.abort();
     if let Some(task) = scheduler {
         // Pending pushes are in the store; the next start picks them up.
         task.abort();
     }
     served
-}
-
-/// Reads the policy directory now and whenever its content changes (checked every `every`).
-/// An invalid change is reported and the last good snapshot keeps serving.
-async fn watch_policy_dir(
-    dir: std::path::PathBuf,
-    reconciler: std::sync::Arc<reconcile::driver::Reconciler>,
-    every: std::time::Duration,
-) {
-    let mut last_seen: Option<String> = None;
-    let source = format!("dir {}", dir.display());
-    reconciler.update_health(|h| h.source = Some(source));
-    loop {
-        if !dir.is_dir() {
-            if last_seen.as_deref() != Some("") {
-                // A directory that is not there (a volume not mounted, a server started from
-                // another directory) says nothing about what is declared: plan nothing rather
-                // than remove what the last policy installed.
-                let problem = format!(
-                    "the policy directory {} does not exist: nothing is planned until it does \
-                     (create it, even empty, to declare nothing)",
-                    dir.display()
-                );
-                tracing::error!(dir = %dir.display(), "{problem}");
-                reconciler.policy_refused(vec![problem]);
-                last_seen = Some(String::new());
-            }
-        } else {
-            let dir_for_load = dir.clone();
-            let loaded =
-                tokio::task::spawn_blocking(move || policy::source::load_dir(&dir_for_load)).await;
-            match loaded {
-                Ok(Ok(snapshot)) => {
-                    if last_seen.as_deref() != Some(snapshot.revision.as_str()) {
-                        last_seen = Some(snapshot.revision.clone());
-                        for warning in &snapshot.warnings {
-                            tracing::warn!(%warning, "policy warning");
-                        }
-                        tracing::info!(
-                            dir = %dir.display(),
-                            revision = %snapshot.revision,
-                            groups = snapshot.groups.len(),
-                            profiles = snapshot.profiles.len(),
-                            "policy loaded"
-                        );
-                        reconciler.set_snapshot(snapshot);
-                    }
-                }
-                Ok(Err(problems)) => {
-                    let texts: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-                    let fingerprint = texts.join("\n");
-                    if last_seen.as_deref() != Some(fingerprint.as_str()) {
-                        for problem in &texts {
-                            tracing::error!(%problem, "invalid policy; the previous revision keeps serving");
-                        }
-                        last_seen = Some(fingerprint);
-                        reconciler.policy_refused(texts);
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "policy loader crashed"),
-            }
-        }
-        tokio::time::sleep(every).await;
-    }
 }
 
 async fn shutdown_signal() {

@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["vocab", "cmdline", "lane", "histogram"],
     // Apple's wire protocol and the cryptography.
     &["protocol", "pki"],
-    // Persistence, and the declared model with its sources (which publish to a `PolicySink`).
+    // Persistence, and the declared model with its sources (which publish on a `PolicyFeed`).
     &["store", "policy"],
     // The planner and its driver; APNs push.
     &["reconcile", "push"],

@@ -8,7 +8,7 @@
 //! main package already has (`plist`, `serde_json`, `tempfile`).
 
 use pomona::pki::{cms, der, scep, signature, DeviceCa};
-use pomona::policy::{load, snapshot};
+use pomona::policy::{files::InTree, load, snapshot};
 use pomona::protocol;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -121,7 +121,7 @@ pub fn policy_yaml(data: &[u8]) {
     if problems.iter().any(|p| p.severity == load::Severity::Error) {
         return;
     }
-    if let Err(problems) = snapshot::build(&docs, policy_root(), "fuzz".into()) {
+    if let Err(problems) = snapshot::build(&docs, &InTree(policy_root()), "fuzz".into()) {
         for problem in &problems {
             let _ = problem.to_string();
         }

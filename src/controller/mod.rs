@@ -1,6 +1,6 @@
 //! The Kubernetes policy source and controller (`pomona serve --kube`): watches the Pomona
 //! custom resources, turns them into the same `PolicySnapshot` as the directory source (see
-//! `source.rs`) — each namespace on its own (`namespaced.rs`), each object keeping what it last
+//! `source.rs`) and publishes it on the `PolicyFeed` the reconciler follows — each namespace on its own (`namespaced.rs`), each object keeping what it last
 //! had accepted in force when a change cannot be served (`last_good.rs`) — and, on the one
 //! replica that holds the `coordination.k8s.io` Lease and only once that snapshot exists, runs
 //! the reconciler, writes status through the status subresource (`status.rs`), records events
@@ -19,6 +19,7 @@ mod namespaced;
 pub mod source;
 pub mod status;
 
+use crate::policy::feed::{PolicyFeed, PolicyUpdate};
 use crate::policy::model::{
     DeviceActionResource, DeviceGroupResource, DeviceLabelsResource, ProfileResource,
     RestrictionsResource,
@@ -262,6 +263,7 @@ pub async fn run(
     settings: KubeSettings,
     reconciler: Arc<Reconciler>,
     store: Arc<dyn Store>,
+    feed: PolicyFeed,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     tokio::pin!(stop);
@@ -312,7 +314,9 @@ pub async fn run(
         "kube {}",
         settings.namespace.as_deref().unwrap_or("(all namespaces)")
     );
-    reconciler.update_health(|h| h.source = Some(source));
+    feed.send(PolicyUpdate::Started {
+        description: source,
+    });
     tracing::info!(
         namespace = settings.namespace.as_deref().unwrap_or("(all)"),
         "watching Pomona custom resources"
@@ -324,7 +328,7 @@ pub async fn run(
         settings.status_interval,
         readers.clone(),
         shared.clone(),
-        reconciler.clone(),
+        feed,
         status_kick.clone(),
     )));
 
@@ -414,15 +418,15 @@ fn shared_built(shared: Arc<Shared>) -> BuiltGetter {
     Arc::new(move || shared.built.lock().expect("lock").clone())
 }
 
-/// Rebuilds the snapshot whenever a watched object changes (debounced), and hands a new
-/// revision to the reconciler. The Secrets DeviceActions refer to are read again before each
+/// Rebuilds the snapshot whenever a watched object changes (debounced), and publishes a new
+/// revision on `feed`. The Secrets DeviceActions refer to are read again before each
 /// build and every `secrets_every`; a changed value (a rotated PIN) rebuilds too.
 async fn source_loop(
     client: Client,
     secrets_every: Duration,
     readers: Readers,
     shared: Arc<Shared>,
-    reconciler: Arc<Reconciler>,
+    feed: PolicyFeed,
     status_kick: Arc<tokio::sync::Notify>,
 ) {
     let mut last_revision: Option<String> = None;
@@ -474,7 +478,10 @@ async fn source_loop(
                         refused = refused.len(),
                         "policy from custom resources"
                     );
-                    reconciler.set_snapshot(built.snapshot.clone());
+                    feed.send(PolicyUpdate::Applied {
+                        snapshot: Box::new(built.snapshot.clone()),
+                        commit: None,
+                    });
                     last_revision = Some(revision);
                 }
                 if last_verdicts.as_ref() != Some(&built.verdicts) {
@@ -482,7 +489,10 @@ async fn source_loop(
                         tracing::error!(%problem, "invalid custom resource: refused, the others are served");
                     }
                     if !refused.is_empty() {
-                        reconciler.policy_refused(refused);
+                        feed.send(PolicyUpdate::Refused {
+                            problems: refused,
+                            commit: None,
+                        });
                     }
                     last_verdicts = Some(built.verdicts.clone());
                 }
@@ -495,7 +505,10 @@ async fn source_loop(
                 for problem in &problems {
                     tracing::error!(%problem, "custom resources refused as a whole; the previous snapshot keeps serving");
                 }
-                reconciler.policy_refused(problems);
+                feed.send(PolicyUpdate::Refused {
+                    problems,
+                    commit: None,
+                });
             }
             Err(e) => tracing::error!(error = %e, "building the snapshot crashed"),
         }

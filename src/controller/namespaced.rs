@@ -47,11 +47,7 @@ pub(super) fn build_namespace(namespace: &str, entries: &[Entry], secrets: &Secr
             .groups
             .push(document(&file, "DeviceGroup", namespace, &name, definition));
     }
-    match build(
-        &input.docs,
-        std::path::Path::new("/nonexistent"),
-        String::new(),
-    ) {
+    match build(&input.docs, &crate::policy::files::NoFiles, String::new()) {
         Ok(snapshot) => {
             let mut warnings: BTreeMap<usize, Vec<String>> = BTreeMap::new();
             for w in &snapshot.warnings {

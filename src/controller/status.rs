@@ -353,8 +353,18 @@ pub(crate) async fn status_loop(
         reconciler,
         store,
     };
+    let mut applied = writer.reconciler.applied_revisions();
     loop {
         if let Some(built) = built() {
+            // The build reaches the reconciler through the policy feed: count targets only once
+            // it is applied, or a pass could count a new revision against the old membership.
+            // Bounded: a later pass corrects what this one writes.
+            let revision = built.snapshot.revision.as_str();
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                applied.wait_for(|r| r.as_deref() == Some(revision)),
+            )
+            .await;
             if let Err(e) = writer.pass(&readers, &built).await {
                 tracing::warn!(error = %e, "writing custom resource status failed; retrying");
             }

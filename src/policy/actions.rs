@@ -4,12 +4,12 @@
 //! A declared action is identified by its name and a fingerprint of its spec — never of the
 //! PIN's value — so re-applying it unchanged is recognisably the same action.
 
+use super::files::PolicyFiles;
 use super::load::{Located, Problem, Severity};
 use super::model::{ActionKind, ActionTargetSpec, DeviceActionSpec};
 use plist::{Dictionary, Value};
 use sha2::Digest as _;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// A secret value (a PIN). Its `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -262,7 +262,7 @@ impl ActionSpec {
 /// Compiles one DeviceAction document: target, fields, PIN, confirmation.
 pub fn compile(
     doc: &Located<DeviceActionSpec>,
-    root: &Path,
+    files: &dyn PolicyFiles,
     secrets: &SecretValues,
     groups: &std::collections::BTreeSet<&str>,
 ) -> Result<DeclaredAction, Vec<Problem>> {
@@ -316,7 +316,12 @@ pub fn compile(
     params.pin = match &spec.pin {
         None => None,
         Some(source) => {
-            match read_secret(source, root, doc.doc.metadata.namespace.as_deref(), secrets) {
+            match read_secret(
+                source,
+                files,
+                doc.doc.metadata.namespace.as_deref(),
+                secrets,
+            ) {
                 Ok(pin) => match check_pin(&pin) {
                     Ok(()) => Some(pin),
                     Err(m) => {
@@ -363,13 +368,13 @@ fn target_of(t: &ActionTargetSpec) -> Result<ActionTarget, String> {
 
 fn read_secret(
     source: &super::model::SecretSource,
-    root: &Path,
+    files: &dyn PolicyFiles,
     namespace: Option<&str>,
     secrets: &SecretValues,
 ) -> Result<Secret, String> {
     match (&source.file, &source.secret_key_ref) {
         (Some(relative), None) => {
-            let bytes = super::confined::read_inside(root, relative, "file")?;
+            let bytes = files.read(relative, "file")?;
             let text = String::from_utf8(bytes)
                 .map_err(|_| format!("file {relative:?} is not UTF-8 text"))?;
             Ok(Secret::new(text.trim()))

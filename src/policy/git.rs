@@ -8,9 +8,10 @@
 //! This module owns fetching and turning commits into snapshots; it never talks to devices and
 //! never parses HTTP (the webhook route lives in `server::hooks`).
 
+use super::feed::{PolicyFeed, PolicyUpdate};
 use super::load::{Problem, Severity};
 use super::snapshot::PolicySnapshot;
-use super::source::{self, PolicySink};
+use super::source;
 use git2::{CertificateCheckStatus, FetchOptions, Oid, RemoteCallbacks, Repository};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -605,10 +606,12 @@ impl GitSource {
 
     /// Fetches now, then on the jittered interval, on webhooks, and with backoff after
     /// failures, publishing each new head (applied or refused) and each fetch's outcome to
-    /// `sink` (the reconciler). Runs until aborted.
-    pub async fn run(self: Arc<Self>, sink: Arc<dyn PolicySink>) {
+    /// `feed`. Runs until aborted.
+    pub async fn run(self: Arc<Self>, feed: PolicyFeed) {
         let source = self.settings.describe();
-        sink.source_started(source.clone());
+        feed.send(PolicyUpdate::Started {
+            description: source.clone(),
+        });
         let mut handled: Option<String> = None;
         let mut failures: u32 = 0;
         loop {
@@ -626,7 +629,7 @@ impl GitSource {
                         stats.fetches += 1;
                         stats.last_success_ms = Some(now);
                     }
-                    sink.fetch_succeeded(now);
+                    feed.send(PolicyUpdate::FetchSucceeded { at: now });
                     Some(outcome)
                 }
                 Err(e) => {
@@ -643,7 +646,9 @@ impl GitSource {
                         retry_in_ms = retry.as_millis() as u64,
                         "git fetch failed; the last good revision keeps serving"
                     );
-                    sink.fetch_failed(e.to_string());
+                    feed.send(PolicyUpdate::FetchFailed {
+                        error: e.to_string(),
+                    });
                     if handled.is_none() {
                         // Nothing served yet: the local clone's head (from before a restart).
                         let this = self.clone();
@@ -671,8 +676,11 @@ impl GitSource {
                         profiles = snapshot.profiles.len(),
                         "policy commit applied"
                     );
-                    sink.applied(info.sha.clone(), *snapshot);
-                    handled = Some(info.sha);
+                    handled = Some(info.sha.clone());
+                    feed.send(PolicyUpdate::Applied {
+                        snapshot,
+                        commit: Some(info.sha),
+                    });
                 }
                 Some(Outcome::Refused(info, problems)) => {
                     let mut texts = vec![format!(
@@ -683,8 +691,11 @@ impl GitSource {
                     for problem in &texts[1..] {
                         tracing::error!(commit = %info.sha, %problem, "invalid policy commit; the previous revision keeps serving");
                     }
-                    sink.refused(info.sha.clone(), texts);
-                    handled = Some(info.sha);
+                    handled = Some(info.sha.clone());
+                    feed.send(PolicyUpdate::Refused {
+                        problems: texts,
+                        commit: Some(info.sha),
+                    });
                 }
             }
             let delay = if failures > 0 {

@@ -5,6 +5,7 @@
 //! PayloadIdentifiers. Compilation is deterministic: the same documents give byte-identical
 //! profiles, so content hashes only change when content does.
 
+use super::files::PolicyFiles;
 use super::load::{Documents, Located, Problem, Severity};
 use super::model::*;
 use super::restrictions::RestrictionSettings;
@@ -13,7 +14,6 @@ use crate::vocab::profiles::RemovalPolicy;
 use plist::{Dictionary, Value};
 use sha2::Digest as _;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::Arc;
 
 /// Where a compiled profile was declared.
@@ -85,11 +85,11 @@ impl PolicySnapshot {
     }
 }
 
-/// Builds a snapshot from parsed documents. `root` is the policy source's directory (for
-/// `mobileconfigFile`). Returns every problem; any error means no snapshot.
+/// Builds a snapshot from parsed documents. `files` reads what a document names
+/// (`mobileconfigFile`, `pin.file`). Returns every problem; any error means no snapshot.
 pub fn build(
     docs: &Documents,
-    root: &Path,
+    files: &dyn PolicyFiles,
     revision: String,
 ) -> Result<PolicySnapshot, Vec<Problem>> {
     let mut problems = Vec::new();
@@ -132,7 +132,7 @@ pub fn build(
 
     for profile in &docs.profiles {
         check_refs(&header(profile), &profile.doc.spec.groups, &mut problems);
-        match compile_profile(profile, root) {
+        match compile_profile(profile, files) {
             Ok(compiled) => {
                 let platforms = targeted_platforms(docs, &profile.doc.spec.groups);
                 let structured = profile.doc.spec.payloads.is_some();
@@ -218,7 +218,7 @@ pub fn build(
     }
 
     for action in &docs.actions {
-        match super::actions::compile(action, root, &docs.secrets, &group_names) {
+        match super::actions::compile(action, files, &docs.secrets, &group_names) {
             Ok(compiled) => {
                 snapshot.actions.insert(compiled.key.clone(), compiled);
             }
@@ -473,7 +473,7 @@ pub fn profile_identifier(name: &str, spec: &ProfileSpec) -> Option<String> {
 
 fn compile_profile(
     profile: &Located<ProfileSpec>,
-    root: &Path,
+    files: &dyn PolicyFiles,
 ) -> Result<CompiledProfile, Problem> {
     let spec = &profile.doc.spec;
     let sources = [
@@ -493,7 +493,8 @@ fn compile_profile(
     let bytes = if let Some(inline) = &spec.mobileconfig {
         inline.as_bytes().to_vec()
     } else if let Some(relative) = &spec.mobileconfig_file {
-        super::confined::read_inside(root, relative, "spec.mobileconfigFile")
+        files
+            .read(relative, "spec.mobileconfigFile")
             .map_err(|m| profile.problem(Severity::Error, m))?
     } else {
         let payloads = spec.payloads.as_deref().unwrap_or_default();

@@ -1,29 +1,13 @@
-//! The policy directory source: every `.yaml`/`.yml` file under the directory (recursively,
-//! in path order), parsed and built into a `PolicySnapshot` whose revision is a hash of the
-//! files' paths and contents. Re-reading is cheap enough to do on every change; keeping the last
-//! good snapshot when a change is invalid is the caller's job (it has the old one).
+//! Loading a policy tree: every `.yaml`/`.yml` file under a directory (recursively, in path
+//! order), parsed and built into a `PolicySnapshot` whose revision is a hash of the files' paths
+//! and contents (or the git commit). The directory and git sources both load through here;
+//! re-reading is cheap enough to do on every change, and keeping the last good snapshot when a
+//! change is invalid is the consumer's job (it has the old one).
 
 use super::load::{parse_file, Documents, Problem, Severity};
 use super::snapshot::{build, PolicySnapshot};
 use sha2::Digest as _;
 use std::path::{Path, PathBuf};
-
-/// Where a policy source publishes what it finds: new snapshots, refused changes, and the health
-/// of its fetches. Owned here, by the sources, so that a source never imports whoever applies
-/// policy (the reconciler, which sits above `policy` and implements this); calls arrive in the
-/// order the source observes things, on the source's task.
-pub trait PolicySink: Send + Sync {
-    /// How the source describes itself (`git <url> <branch> <path>`), once when it starts.
-    fn source_started(&self, description: String);
-    /// A fetch succeeded at `at` (Unix ms).
-    fn fetch_succeeded(&self, at: i64);
-    /// A fetch failed; the last good revision keeps serving.
-    fn fetch_failed(&self, error: String);
-    /// A new valid revision (`commit` is its full SHA): its snapshot is the policy from now on.
-    fn applied(&self, commit: String, snapshot: PolicySnapshot);
-    /// A new revision that does not validate, with its problems; the previous one keeps serving.
-    fn refused(&self, commit: String, problems: Vec<String>);
-}
 
 /// Reads and validates a policy directory.
 pub fn load_dir(root: &Path) -> Result<PolicySnapshot, Vec<Problem>> {
@@ -109,7 +93,7 @@ pub fn load_tree(
     if problems.iter().any(|p| p.severity == Severity::Error) {
         return Err(problems);
     }
-    build(&docs, root, revision)
+    build(&docs, &super::files::InTree(root), revision)
 }
 
 /// How problems name a file: the source's label (the directory's own name), then the

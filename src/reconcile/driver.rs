@@ -12,6 +12,7 @@
 use super::membership::{with_labels, Membership};
 use super::plan::{command_uuid, plan, CommandResult, Finished, InFlight, PlanInput, PlanSettings};
 use super::reported;
+use crate::policy::feed::PolicyUpdate;
 use crate::policy::selector::DeviceAttributes;
 use crate::policy::snapshot::PolicySnapshot;
 use crate::protocol::CommandEnvelope;
@@ -114,6 +115,10 @@ pub struct Reconciler {
     /// is unknown, not empty: nothing is planned (planning against the empty default would
     /// remove every declared profile from each device that talks to the server).
     policy_loaded: std::sync::atomic::AtomicBool,
+    /// The revision of the snapshot in force, sent once `set_snapshot` has applied it (the
+    /// membership index included): the status writer waits on it so that it never counts a
+    /// new revision against the previous snapshot's membership.
+    applied_revision: tokio::sync::watch::Sender<Option<String>>,
     /// Each device's latest answer to our DeviceInformation queries, and when (Unix ms).
     /// Facts override what Authenticate said (they are newer), until the next Authenticate.
     pub(super) facts: Mutex<HashMap<String, (ReportedFacts, i64)>>,
@@ -154,6 +159,7 @@ impl Reconciler {
             signer: RwLock::new(None),
             sealer: RwLock::new(None),
             policy_loaded: std::sync::atomic::AtomicBool::new(false),
+            applied_revision: tokio::sync::watch::Sender::new(None),
             facts: Mutex::new(HashMap::new()),
             open_actions: Mutex::new(std::collections::HashSet::new()),
             answered_mid_session: Mutex::new(std::collections::HashSet::new()),
@@ -413,8 +419,58 @@ impl Reconciler {
         let count = touched.len();
         lock(&self.rollout).enqueue(touched);
         self.notify.notify_one();
+        self.applied_revision
+            .send_replace(Some(new.revision.clone()));
         tracing::info!(revision = %new.revision, touched_devices = count, "policy snapshot applied");
         count
+    }
+
+    /// Follows the revisions `set_snapshot` has applied (None before the first).
+    pub fn applied_revisions(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.applied_revision.subscribe()
+    }
+
+    /// Applies one update from a policy source: a snapshot comes into force, a refusal is
+    /// recorded (the snapshot in force keeps serving), health follows the source.
+    pub fn apply_policy_update(&self, update: PolicyUpdate) {
+        match update {
+            PolicyUpdate::Started { description } => {
+                self.update_health(|h| h.source = Some(description))
+            }
+            PolicyUpdate::FetchSucceeded { at } => self.update_health(|h| {
+                h.last_fetch_at = Some(at);
+                h.last_fetch_error = None;
+            }),
+            PolicyUpdate::FetchFailed { error } => {
+                self.update_health(|h| h.last_fetch_error = Some(error))
+            }
+            PolicyUpdate::Applied { snapshot, commit } => {
+                self.set_snapshot(*snapshot);
+                if let Some(commit) = commit {
+                    self.update_health(|h| {
+                        h.commit = Some(commit);
+                        h.refused_commit = None;
+                    });
+                }
+            }
+            PolicyUpdate::Refused { problems, commit } => {
+                self.policy_refused(problems);
+                if let Some(commit) = commit {
+                    self.update_health(|h| h.refused_commit = Some(commit));
+                }
+            }
+        }
+    }
+
+    /// Applies every update a policy source publishes, in order, until the source's feed is
+    /// dropped (the source stopped).
+    pub async fn follow_policy(
+        self: Arc<Self>,
+        mut updates: tokio::sync::mpsc::UnboundedReceiver<PolicyUpdate>,
+    ) {
+        while let Some(update) = updates.recv().await {
+            self.apply_policy_update(update);
+        }
     }
 
     /// Devices targeted by actions that `new` declares and `old` did not (by name and spec).
@@ -822,38 +878,6 @@ impl Reconciler {
             lock(&self.dirty).extend(due);
         }
         next
-    }
-}
-
-/// The reconciler applies what policy sources publish (the sources own the trait and never
-/// import the reconciler).
-impl crate::policy::source::PolicySink for Reconciler {
-    fn source_started(&self, description: String) {
-        self.update_health(|h| h.source = Some(description));
-    }
-
-    fn fetch_succeeded(&self, at: i64) {
-        self.update_health(|h| {
-            h.last_fetch_at = Some(at);
-            h.last_fetch_error = None;
-        });
-    }
-
-    fn fetch_failed(&self, error: String) {
-        self.update_health(|h| h.last_fetch_error = Some(error));
-    }
-
-    fn applied(&self, commit: String, snapshot: PolicySnapshot) {
-        self.set_snapshot(snapshot);
-        self.update_health(|h| {
-            h.commit = Some(commit);
-            h.refused_commit = None;
-        });
-    }
-
-    fn refused(&self, commit: String, problems: Vec<String>) {
-        self.policy_refused(problems);
-        self.update_health(|h| h.refused_commit = Some(commit));
     }
 }
 
