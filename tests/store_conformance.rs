@@ -91,3 +91,29 @@ async fn sqlite_counts_status_from_the_covering_index() {
         "status counts do not come from the covering index: {plan:?}"
     );
 }
+
+/// A state this build does not know (written by a newer replica mid-upgrade, or by hand) fails
+/// the read, naming the value, instead of being read as another state.
+#[tokio::test]
+async fn an_unknown_persisted_state_fails_the_read_and_names_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("test.db").display());
+    let store = SqliteStore::open(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+        .authenticate(&conformance::facts("device-1"), 1_000)
+        .await
+        .unwrap();
+    assert!(store.enrollment("device-1").await.unwrap().is_some());
+
+    let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE enrollments SET state = 'frozen' WHERE id = 'device-1'")
+        .execute(&raw)
+        .await
+        .unwrap();
+    let error = store.enrollment("device-1").await.unwrap_err().to_string();
+    assert!(
+        error.contains("unknown enrollment state \"frozen\""),
+        "the error names what it could not read: {error}"
+    );
+}

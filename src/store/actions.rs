@@ -6,6 +6,7 @@
 //! with the same SQL.
 
 use super::{CommandStatus, NewCommand, StoreResult};
+use crate::vocab::persisted::UnknownValue;
 use async_trait::async_trait;
 
 /// Where one device is with one action, as stored.
@@ -32,14 +33,15 @@ impl ActionState {
         }
     }
 
-    pub fn parse(s: &str) -> Self {
-        match s {
+    pub fn parse(s: &str) -> Result<Self, UnknownValue> {
+        Ok(match s {
+            "waiting" => Self::Waiting,
             "queued" => Self::Queued,
             "acknowledged" => Self::Acknowledged,
             "failed" => Self::Failed,
             "not_applicable" => Self::NotApplicable,
-            _ => Self::Waiting,
-        }
+            _ => return Err(UnknownValue::new("device action state", s)),
+        })
     }
 
     pub fn is_finished(self) -> bool {
@@ -243,7 +245,7 @@ macro_rules! impl_action_store {
                     device_id: row.try_get("device_id")?,
                     action: row.try_get("action")?,
                     source: row.try_get("source")?,
-                    state: ActionState::parse(&row.try_get::<String, _>("state")?),
+                    state: $crate::store::sql::known(ActionState::parse(&row.try_get::<String, _>("state")?))?,
                     command_uuid: row.try_get("command_uuid")?,
                     detail: row.try_get("detail")?,
                     result: row.try_get("result")?,
@@ -252,7 +254,9 @@ macro_rules! impl_action_store {
                     sent: row.try_get::<Option<i64>, _>("sent_count")?.unwrap_or(0) > 0,
                     command_status: row
                         .try_get::<Option<String>, _>("command_status")?
-                        .map(|s| CommandStatus::parse(&s)),
+                        .map(|s| CommandStatus::parse(&s))
+                        .transpose()
+                        .map_err($crate::store::sql::known_error)?,
                     command_result: row.try_get("command_result")?,
                 })
             }
@@ -264,7 +268,7 @@ macro_rules! impl_action_store {
                     row.try_get("action_id")?,
                     row.try_get("action")?,
                     row.try_get("source")?,
-                    ActionState::parse(&row.try_get::<String, _>("state")?),
+                    $crate::store::sql::known(ActionState::parse(&row.try_get::<String, _>("state")?))?,
                     row.try_get::<i64, _>("sent")? > 0,
                     row.try_get("n")?,
                     row.try_get("updated")?,
@@ -522,3 +526,20 @@ CREATE INDEX device_actions_open ON device_actions (device_id) WHERE state IN ('
 CREATE INDEX device_actions_by_update ON device_actions (updated_at);
 ALTER TABLE enrollments ADD COLUMN wiped_at BIGINT
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_action_state_reads_back_and_an_unknown_one_is_an_error() {
+        use ActionState::*;
+        for s in [Waiting, Queued, Acknowledged, Failed, NotApplicable] {
+            assert_eq!(ActionState::parse(s.as_str()), Ok(s));
+        }
+        assert_eq!(
+            ActionState::parse("paused").unwrap_err(),
+            UnknownValue::new("device action state", "paused")
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! Plain records the store reads and writes.
 
 use crate::protocol::ReportStatus;
+use crate::vocab::persisted::UnknownValue;
 use serde::Serialize;
 
 /// Facts a device sends with Authenticate.
@@ -38,11 +39,11 @@ impl EnrollmentType {
             Self::UserEnrollment => "UserEnrollment",
         }
     }
-    pub fn parse(s: &str) -> Self {
-        if s == "UserEnrollment" {
-            Self::UserEnrollment
-        } else {
-            Self::Device
+    pub fn parse(s: &str) -> Result<Self, UnknownValue> {
+        match s {
+            "Device" => Ok(Self::Device),
+            "UserEnrollment" => Ok(Self::UserEnrollment),
+            _ => Err(UnknownValue::new("enrollment type", s)),
         }
     }
 }
@@ -66,12 +67,13 @@ impl EnrollmentState {
             Self::CheckedOut => "checked_out",
         }
     }
-    pub fn parse(s: &str) -> Self {
-        match s {
+    pub fn parse(s: &str) -> Result<Self, UnknownValue> {
+        Ok(match s {
+            "authenticated" => Self::Authenticated,
             "enrolled" => Self::Enrolled,
             "checked_out" => Self::CheckedOut,
-            _ => Self::Authenticated,
-        }
+            _ => return Err(UnknownValue::new("enrollment state", s)),
+        })
     }
 }
 
@@ -198,14 +200,15 @@ impl CommandStatus {
             Self::Cancelled => "cancelled",
         }
     }
-    pub fn parse(s: &str) -> Self {
-        match s {
+    pub fn parse(s: &str) -> Result<Self, UnknownValue> {
+        Ok(match s {
+            "queued" => Self::Queued,
             "acknowledged" => Self::Acknowledged,
             "error" => Self::Error,
             "command_format_error" => Self::CommandFormatError,
             "cancelled" => Self::Cancelled,
-            _ => Self::Queued,
-        }
+            _ => return Err(UnknownValue::new("command status", s)),
+        })
     }
     pub fn from_report(status: ReportStatus) -> Option<Self> {
         match status {
@@ -345,4 +348,31 @@ pub struct PushStatus {
     pub last_result: Option<String>,
     pub last_result_at: Option<i64>,
     pub token_invalid_at: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_persisted_value_reads_back_and_an_unknown_one_is_an_error() {
+        for t in [EnrollmentType::Device, EnrollmentType::UserEnrollment] {
+            assert_eq!(EnrollmentType::parse(t.as_str()), Ok(t));
+        }
+        use EnrollmentState::*;
+        for s in [Authenticated, Enrolled, CheckedOut] {
+            assert_eq!(EnrollmentState::parse(s.as_str()), Ok(s));
+        }
+        use CommandStatus::*;
+        for s in [Queued, Acknowledged, Error, CommandFormatError, Cancelled] {
+            assert_eq!(CommandStatus::parse(s.as_str()), Ok(s));
+        }
+        // Each used to fall back silently (to Device, Authenticated, Queued).
+        assert!(EnrollmentType::parse("device").is_err());
+        assert!(EnrollmentState::parse("frozen").is_err());
+        assert_eq!(
+            CommandStatus::parse("delivered").unwrap_err().what,
+            "command status"
+        );
+    }
 }

@@ -183,7 +183,7 @@ macro_rules! impl_reconcile_store {
                     profile_key: row.try_get("profile_key")?,
                     hash: row.try_get("hash")?,
                     uuid: row.try_get("uuid")?,
-                    state: ProfileState::parse(&row.try_get::<String, _>("state")?),
+                    state: $crate::store::sql::known(ProfileState::parse(&row.try_get::<String, _>("state")?))?,
                     attempts: row.try_get::<i64, _>("attempts")? as u32,
                     installs: row.try_get::<i64, _>("installs")? as u32,
                     last_attempt_at: row.try_get("last_attempt_at")?,
@@ -446,7 +446,7 @@ macro_rules! impl_reconcile_store {
                                 row.try_get("identifier")?,
                                 row.try_get("hash")?,
                             ),
-                            status: CommandStatus::parse(&row.try_get::<String, _>("status")?),
+                            status: $crate::store::sql::known(CommandStatus::parse(&row.try_get::<String, _>("status")?))?,
                             sent: row.try_get::<i64, _>("sent_count")? > 0,
                             result: row.try_get("raw")?,
                             updated_at: row.try_get("updated_at")?,
@@ -549,7 +549,7 @@ macro_rules! impl_reconcile_store {
                             });
                         }
                         let counts = out.last_mut().expect("pushed above");
-                        match ProfileState::parse(&state) {
+                        match $crate::store::sql::known(ProfileState::parse(&state))? {
                             ProfileState::Pending => counts.pending += n,
                             ProfileState::Verifying => counts.verifying += n,
                             ProfileState::Verified => {

@@ -4,6 +4,7 @@
 //!
 //! Transactions start with a write where they can: a SQLite transaction that reads first and
 //! writes later can fail to upgrade its lock under concurrency.
+use crate::vocab::persisted::UnknownValue;
 
 pub(crate) const ENROLLMENT_COLUMNS: &str = "id, enrollment_type, state, topic, serial_number, model, \
     model_name, product_name, os_version, build_version, device_name, imei, meid, \
@@ -207,6 +208,16 @@ pub(crate) fn rounds_by_device<T>(items: &[T], device: impl Fn(&T) -> &String) -
     rounds
 }
 
+/// A persisted enum read back: an unknown value fails the read, naming the value (see
+/// `vocab::persisted`), instead of standing for some other state.
+pub(crate) fn known<T>(parsed: Result<T, UnknownValue>) -> Result<T, sqlx::Error> {
+    parsed.map_err(known_error)
+}
+
+pub(crate) fn known_error(unknown: UnknownValue) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(unknown))
+}
+
 /// `$first, $first+1, …` for a list of `count` bound values.
 pub(crate) fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)
@@ -226,8 +237,8 @@ macro_rules! impl_sql_store {
         fn enrollment_from_row(row: &DbRow) -> Result<Enrollment, sqlx::Error> {
             Ok(Enrollment {
                 device_id: row.try_get("id")?,
-                enrollment_type: EnrollmentType::parse(&row.try_get::<String, _>("enrollment_type")?),
-                state: EnrollmentState::parse(&row.try_get::<String, _>("state")?),
+                enrollment_type: $crate::store::sql::known(EnrollmentType::parse(&row.try_get::<String, _>("enrollment_type")?))?,
+                state: $crate::store::sql::known(EnrollmentState::parse(&row.try_get::<String, _>("state")?))?,
                 topic: row.try_get("topic")?,
                 serial_number: row.try_get("serial_number")?,
                 model: row.try_get("model")?,
@@ -270,7 +281,7 @@ macro_rules! impl_sql_store {
                 uuid: row.try_get("uuid")?,
                 device_id: row.try_get("enrollment_id")?,
                 request_type: row.try_get("request_type")?,
-                status: CommandStatus::parse(&row.try_get::<String, _>("status")?),
+                status: $crate::store::sql::known(CommandStatus::parse(&row.try_get::<String, _>("status")?))?,
                 created_at: row.try_get("created_at")?,
                 updated_at: row.try_get("updated_at")?,
                 sent_count: row.try_get("sent_count")?,
@@ -1020,7 +1031,7 @@ macro_rules! impl_sql_store {
                             CertificateStanding {
                                 certificate,
                                 enrollment_fingerprint: row.try_get("enrollment_fingerprint")?,
-                                enrollment_state: state.as_deref().map(EnrollmentState::parse),
+                                enrollment_state: state.as_deref().map(EnrollmentState::parse).transpose().map_err($crate::store::sql::known_error)?,
                             },
                         );
                     }

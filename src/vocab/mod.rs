@@ -13,4 +13,5 @@
 pub mod clock;
 pub mod facts;
 pub mod fs;
+pub mod persisted;
 pub mod profiles;

@@ -8,6 +8,7 @@
 //! lives here too (its serde and schemars derives and doc comments are what the custom resource
 //! definitions in `crds/` are generated from: keep them as they are).
 
+use super::persisted::UnknownValue;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -53,15 +54,16 @@ impl ProfileState {
         }
     }
 
-    pub fn parse(text: &str) -> Self {
-        match text {
+    pub fn parse(text: &str) -> Result<Self, UnknownValue> {
+        Ok(match text {
+            "pending" => Self::Pending,
             "verifying" => Self::Verifying,
             "verified" => Self::Verified,
             "failed" => Self::Failed,
             "removing" => Self::Removing,
             "removal_failed" => Self::RemovalFailed,
-            _ => Self::Pending,
-        }
+            _ => return Err(UnknownValue::new("profile state", text)),
+        })
     }
 }
 
@@ -106,4 +108,27 @@ pub enum Intent {
     ProfileList,
     /// The inventory queries groups select on (supervision, model, OS version…).
     DeviceInformation,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_profile_state_reads_back_and_an_unknown_one_is_an_error() {
+        use ProfileState::*;
+        for state in [
+            Pending,
+            Verifying,
+            Verified,
+            Failed,
+            Removing,
+            RemovalFailed,
+        ] {
+            assert_eq!(ProfileState::parse(state.as_str()), Ok(state));
+        }
+        let unknown = ProfileState::parse("quarantined").unwrap_err();
+        assert_eq!(unknown, UnknownValue::new("profile state", "quarantined"));
+        assert!(unknown.to_string().contains("\"quarantined\""), "{unknown}");
+    }
 }
