@@ -1,14 +1,13 @@
 //! Persistent state: enrollments, the per-device command queue, command results, push
 //! credentials and push scheduling, behind one small async trait with a SQLite backend (embedded, the default) and a
 //! PostgreSQL backend (several replicas, scale). Both run the same SQL (see `sql.rs`) and must
-//! pass the same conformance suite (`conformance.rs`).
+//! pass the same conformance suite (`tests/store_conformance/`).
 //!
 //! Every state change that spans rows is one transaction. Queue reads and writes go through the
 //! partial index on queued commands, so their cost does not grow with the fleet. This module holds
 //! no policy: it stores what it is told and answers what it is asked.
 
 pub mod actions;
-pub mod conformance;
 pub mod group_commit;
 pub mod inventory;
 mod migrations;

@@ -1,24 +1,11 @@
-//! Conformance cases for device actions (`actions.rs`): an action runs once per device, a
-//! waiting row is replaced when it can run, answers finish rows with their result, counts follow
-//! the phases, and an acknowledged erase wipes the enrollment. Part of `conformance::cases()`.
+//! Device action cases: an action runs once per device, a waiting row is replaced when it can
+//! run, answers finish rows with their result, and an acknowledged erase wipes the enrollment.
 
-use super::*;
-use crate::store::actions::{ActionFinish, ActionStart, ActionState};
-
-pub fn cases() -> Vec<Case> {
-    vec![
-        (
-            "device_actions_run_once_and_finish_with_their_result",
-            |s| Box::pin(actions_run_once(s)),
-        ),
-        ("device_actions_skip_unknown_and_checked_out_devices", |s| {
-            Box::pin(actions_skip_gone_devices(s))
-        }),
-        ("an_acknowledged_erase_wipes_the_enrollment", |s| {
-            Box::pin(erase_wipes(s))
-        }),
-    ]
-}
+use crate::support::*;
+use pomona::protocol::ReportStatus;
+use pomona::store::actions::{ActionFinish, ActionStart, ActionState};
+use pomona::store::*;
+use std::sync::Arc;
 
 fn start(id: &str, state: ActionState, command_uuid: Option<&str>) -> ActionStart {
     ActionStart {
@@ -31,7 +18,9 @@ fn start(id: &str, state: ActionState, command_uuid: Option<&str>) -> ActionStar
     }
 }
 
-async fn actions_run_once(s: Arc<dyn Store>) -> CaseResult {
+pub(crate) async fn device_actions_run_once_and_finish_with_their_result(
+    s: Arc<dyn Store>,
+) -> CaseResult {
     enrolled(&*s, "D1").await?;
     let queued = ok(
         s.start_actions("D1", &[start("A", ActionState::Queued, Some("CA"))], 2000)
@@ -147,7 +136,9 @@ async fn actions_run_once(s: Arc<dyn Store>) -> CaseResult {
     Ok(())
 }
 
-async fn actions_skip_gone_devices(s: Arc<dyn Store>) -> CaseResult {
+pub(crate) async fn device_actions_skip_unknown_and_checked_out_devices(
+    s: Arc<dyn Store>,
+) -> CaseResult {
     let queued = ok(
         s.start_actions("NOPE", &[start("A", ActionState::Queued, Some("C1"))], 2000)
             .await,
@@ -169,7 +160,7 @@ async fn actions_skip_gone_devices(s: Arc<dyn Store>) -> CaseResult {
     Ok(())
 }
 
-async fn erase_wipes(s: Arc<dyn Store>) -> CaseResult {
+pub(crate) async fn an_acknowledged_erase_wipes_the_enrollment(s: Arc<dyn Store>) -> CaseResult {
     ok(s.authenticate(&facts("D3"), 1000).await, "authenticate")?;
     ok(
         s.token_update(&token("D3", Some(b"unlock")), 1001).await,

@@ -1,0 +1,242 @@
+//! Enrollment cases: Authenticate and TokenUpdate, CheckOut, finding and listing devices,
+//! last-seen batches, bootstrap tokens and migrations.
+
+use crate::support::*;
+use pomona::protocol::ReportStatus;
+use pomona::store::*;
+use std::sync::Arc;
+
+pub(crate) async fn authenticate_then_token_update_enrolls_the_device(
+    s: Arc<dyn Store>,
+) -> CaseResult {
+    let out = ok(s.authenticate(&facts("D1"), 1000).await, "authenticate")?;
+    check!(
+        !out.re_enrollment,
+        "a first Authenticate is not a re-enrollment"
+    );
+    let e =
+        ok(s.enrollment("D1").await, "enrollment")?.ok_or("device missing after Authenticate")?;
+    check!(
+        e.state == EnrollmentState::Authenticated,
+        "state after Authenticate: {:?}",
+        e.state
+    );
+    check!(
+        e.serial_number.as_deref() == Some("SER-D1"),
+        "serial not recorded"
+    );
+    check!(
+        ok(s.push_credentials("D1").await, "push")?.is_none(),
+        "pushable before TokenUpdate"
+    );
+    ok(
+        s.token_update(&token("D1", Some(b"unlock")), 1001).await,
+        "token_update",
+    )?;
+    let e = ok(s.enrollment("D1").await, "enrollment")?.ok_or("device missing")?;
+    check!(
+        e.state == EnrollmentState::Enrolled,
+        "state after TokenUpdate: {:?}",
+        e.state
+    );
+    check!(
+        e.has_push_token && e.has_unlock_token,
+        "token flags not set"
+    );
+    let p = ok(s.push_credentials("D1").await, "push")?.ok_or("no push credentials")?;
+    check!(
+        p.token == vec![1, 2, 3, 4] && p.push_magic == "magic-D1",
+        "push credentials differ"
+    );
+    Ok(())
+}
+
+pub(crate) async fn missing_unlock_token_keeps_the_stored_one(s: Arc<dyn Store>) -> CaseResult {
+    ok(s.authenticate(&facts("D1"), 1000).await, "authenticate")?;
+    ok(
+        s.token_update(&token("D1", Some(b"unlock")), 1001).await,
+        "first token_update",
+    )?;
+    let mut later = token("D1", None);
+    later.push_magic = "magic-2".into();
+    ok(s.token_update(&later, 1002).await, "second token_update")?;
+    let e = ok(s.enrollment("D1").await, "enrollment")?.ok_or("missing")?;
+    check!(
+        e.has_unlock_token,
+        "the unlock token was dropped by a TokenUpdate without one"
+    );
+    let p = ok(s.push_credentials("D1").await, "push")?.ok_or("no push credentials")?;
+    check!(
+        p.push_magic == "magic-2",
+        "later TokenUpdate did not replace PushMagic"
+    );
+    Ok(())
+}
+
+pub(crate) async fn reauthenticate_cancels_the_previous_queue(s: Arc<dyn Store>) -> CaseResult {
+    enrolled(&*s, "D1").await?;
+    ok(s.enqueue("D1", &command("A"), 2000).await, "enqueue")?;
+    let out = ok(s.authenticate(&facts("D1"), 3000).await, "authenticate")?;
+    check!(
+        out.re_enrollment && out.cancelled_commands == 1,
+        "outcome {out:?}"
+    );
+    check!(
+        ok(s.next_command("D1", &[], 3001).await, "next")?.is_none(),
+        "old queue survived re-enrollment"
+    );
+    check!(
+        ok(s.push_credentials("D1").await, "push")?.is_none(),
+        "pushable before the new TokenUpdate"
+    );
+    // The device may still report a result for a command it ran before re-enrolling.
+    let late = ok(
+        s.record_report(
+            "D1",
+            &report("A", ReportStatus::Acknowledged, b"late"),
+            3002,
+        )
+        .await,
+        "report",
+    )?;
+    check!(
+        late == ReportOutcome::Dequeued,
+        "late result outcome {late:?}"
+    );
+    Ok(())
+}
+
+pub(crate) async fn check_out_keeps_history_and_refuses_new_commands(
+    s: Arc<dyn Store>,
+) -> CaseResult {
+    enrolled(&*s, "D1").await?;
+    ok(s.enqueue("D1", &command("A"), 2000).await, "enqueue")?;
+    check!(
+        ok(s.check_out("D1", 3000).await, "check_out")?,
+        "known device not found"
+    );
+    check!(
+        !ok(s.check_out("nobody", 3000).await, "check_out")?,
+        "unknown device found"
+    );
+    let e = ok(s.enrollment("D1").await, "enrollment")?.ok_or("history lost")?;
+    check!(
+        e.state == EnrollmentState::CheckedOut && e.checked_out_at == Some(3000),
+        "state {:?}",
+        e.state
+    );
+    check!(
+        ok(s.push_credentials("D1").await, "push")?.is_none(),
+        "checked-out device still pushable"
+    );
+    check!(
+        ok(s.commands("D1", 10).await, "commands")?.len() == 1,
+        "command history lost"
+    );
+    match s.enqueue("D1", &command("B"), 3001).await {
+        Err(StoreError::Conflict(m)) => check!(m.contains("checked out"), "message {m}"),
+        other => return Err(format!("enqueue after CheckOut: {other:?}")),
+    }
+    Ok(())
+}
+
+pub(crate) async fn devices_are_found_by_id_or_serial_and_listed_in_pages(
+    s: Arc<dyn Store>,
+) -> CaseResult {
+    for id in ["D3", "D1", "D2"] {
+        enrolled(&*s, id).await?;
+    }
+    let by_serial = ok(s.find_enrollment("SER-D2").await, "find")?.ok_or("not found by serial")?;
+    check!(by_serial.device_id == "D2", "found {}", by_serial.device_id);
+    check!(
+        ok(s.find_enrollment("D3").await, "find")?.is_some(),
+        "not found by id"
+    );
+    check!(
+        ok(s.find_enrollment("zzz").await, "find")?.is_none(),
+        "found a ghost"
+    );
+    let page1 = ok(s.list_enrollments(None, 2).await, "list")?;
+    let ids: Vec<_> = page1.iter().map(|e| e.device_id.as_str()).collect();
+    check!(ids == ["D1", "D2"], "page 1 {ids:?}");
+    let page2 = ok(s.list_enrollments(Some("D2"), 2).await, "list")?;
+    let ids: Vec<_> = page2.iter().map(|e| e.device_id.as_str()).collect();
+    check!(ids == ["D3"], "page 2 {ids:?}");
+    Ok(())
+}
+
+pub(crate) async fn last_seen_batches_never_move_backwards(s: Arc<dyn Store>) -> CaseResult {
+    enrolled(&*s, "D1").await?;
+    enrolled(&*s, "D2").await?;
+    ok(
+        s.record_last_seen(&[
+            ("D1".into(), 5000),
+            ("D2".into(), 6000),
+            ("ghost".into(), 1),
+        ])
+        .await,
+        "batch",
+    )?;
+    ok(
+        s.record_last_seen(&[("D1".into(), 4000)]).await,
+        "older batch",
+    )?;
+    let d1 = ok(s.enrollment("D1").await, "enrollment")?.ok_or("missing")?;
+    let d2 = ok(s.enrollment("D2").await, "enrollment")?.ok_or("missing")?;
+    check!(
+        d1.last_seen_at == Some(5000),
+        "D1 last seen {:?}",
+        d1.last_seen_at
+    );
+    check!(
+        d2.last_seen_at == Some(6000),
+        "D2 last seen {:?}",
+        d2.last_seen_at
+    );
+    // Devices seen lately, paged through the last-seen index.
+    enrolled(&*s, "D3").await?;
+    ok(s.record_last_seen(&[("D3".into(), 6000)]).await, "D3 seen")?;
+    let recent = ok(s.devices_seen_since(5500, None, 1).await, "seen since")?;
+    check!(recent == [(6000, "D2".to_string())], "page 1 {recent:?}");
+    let rest = ok(
+        s.devices_seen_since(5500, recent.last().cloned(), 10).await,
+        "seen since",
+    )?;
+    check!(rest == [(6000, "D3".to_string())], "page 2 {rest:?}");
+    let all = ok(s.devices_seen_since(0, None, 10).await, "seen since")?;
+    check!(all.len() == 3, "everyone seen since 0: {all:?}");
+    Ok(())
+}
+
+pub(crate) async fn bootstrap_token_round_trips(s: Arc<dyn Store>) -> CaseResult {
+    enrolled(&*s, "D1").await?;
+    check!(
+        ok(s.bootstrap_token("D1").await, "get")?.is_none(),
+        "token before set"
+    );
+    ok(s.set_bootstrap_token("D1", Some(b"bt")).await, "set")?;
+    check!(
+        ok(s.bootstrap_token("D1").await, "get")?.as_deref() == Some(&b"bt"[..]),
+        "token differs"
+    );
+    ok(s.set_bootstrap_token("D1", None).await, "clear")?;
+    check!(
+        ok(s.bootstrap_token("D1").await, "get")?.is_none(),
+        "token not cleared"
+    );
+    check!(
+        s.set_bootstrap_token("ghost", Some(b"x")).await.is_err(),
+        "set for unknown device"
+    );
+    Ok(())
+}
+
+pub(crate) async fn migrations_are_idempotent(s: Arc<dyn Store>) -> CaseResult {
+    enrolled(&*s, "D1").await?;
+    ok(s.migrate().await, "second migrate")?;
+    check!(
+        ok(s.enrollment("D1").await, "enrollment")?.is_some(),
+        "data lost by migrate"
+    );
+    Ok(())
+}

@@ -1,0 +1,498 @@
+//! Command queue cases: first in first out, reports and their statuses, one device never
+//! answering another's command, and exchanges written together or concurrently.
+
+use crate::support::*;
+use pomona::protocol::ReportStatus;
+use pomona::store::*;
+use std::sync::Arc;
+
+pub(crate) async fn an_exchange_records_the_report_and_hands_out_the_next_command(
+    s: Arc<dyn Store>,
+) -> CaseResult {
+    enrolled(&*s, "D1").await?;
+    enrolled(&*s, "D2").await?;
+    for uuid in ["A", "B"] {
+        ok(s.enqueue("D1", &command(uuid), 2000).await, "enqueue")?;
+    }
+    // Idle: nothing to record, the first command is handed out and counted as sent.
+    let (outcome, next) = ok(s.exchange("D1", None, &[], 2001).await, "idle")?;
+    check!(outcome.is_none(), "an Idle exchange recorded {outcome:?}");
+    check!(
+        next.as_ref().map(|c| c.uuid.as_str()) == Some("A"),
+        "first command {next:?}"
+    );
+    // A result, then the next command, in the same exchange.
+    let ack = report("A", ReportStatus::Acknowledged, b"<plist>ack</plist>");
+    let (outcome, next) = ok(s.exchange("D1", Some(&ack), &[], 2002).await, "ack")?;
+    check!(
+        outcome == Some(ReportOutcome::Dequeued),
+        "outcome {outcome:?}"
+    );
+    check!(
+        next.as_ref().map(|c| c.uuid.as_str()) == Some("B"),
+        "after A: {next:?}"
+    );
+    // Another device's command is unknown to this one, and changes nothing.
+    let theirs = report("B", ReportStatus::Acknowledged, b"x");
+    let (outcome, next) = ok(s.exchange("D2", Some(&theirs), &[], 2003).await, "D2")?;
+    check!(
+        outcome == Some(ReportOutcome::Unknown) && next.is_none(),
+        "D2 answering D1's command: {outcome:?} {next:?}"
+    );
+    // NotNow keeps B queued; skipped for this exchange, nothing is handed out.
+    let not_now = report("B", ReportStatus::NotNow, b"nn");
+    let (outcome, next) = ok(
+        s.exchange("D1", Some(&not_now), &["B".to_string()], 2004)
+            .await,
+        "NotNow",
+    )?;
+    check!(
+        outcome == Some(ReportOutcome::StillQueued) && next.is_none(),
+        "NotNow: {outcome:?} {next:?}"
+    );
+    // A replayed result is harmless.
+    let (outcome, _) = ok(s.exchange("D1", Some(&ack), &[], 2005).await, "replay")?;
+    check!(
+        outcome == Some(ReportOutcome::AlreadyFinished),
+        "replay: {outcome:?}"
+    );
+    // The device was pushed; answering its last command drains the queue, which ends the
+    // push backoff in the same exchange.
+    ok(s.request_push("D1", 3000).await, "request")?;
+    ok(s.claim_due_pushes(3000, 100_000, 10).await, "claim")?;
+    ok(
+        s.record_push(&accepted("D1", 3100, 100_000, 1, 63_100))
+            .await,
+        "record",
+    )?;
+    let done = report("B", ReportStatus::Acknowledged, b"done");
+    let (outcome, next) = ok(s.exchange("D1", Some(&done), &[], 4000).await, "last")?;
+    check!(
+        outcome == Some(ReportOutcome::Dequeued) && next.is_none(),
+        "last: {outcome:?} {next:?}"
+    );
+    check!(
+        push_status_of(&*s, "D1").await?.attempts == 0,
+        "draining the queue must reset the push attempts"
+    );
+    let cmds = ok(s.commands("D1", 10).await, "commands")?;
+    let a = cmds.iter().find(|c| c.uuid == "A").ok_or("A missing")?;
+    let b = cmds.iter().find(|c| c.uuid == "B").ok_or("B missing")?;
+    check!(
+        a.status == CommandStatus::Acknowledged
+            && a.result.as_deref() == Some(&b"<plist>ack</plist>"[..])
+            && a.sent_count == 1,
+        "A {a:?}"
+    );
+    check!(
+        b.status == CommandStatus::Acknowledged && b.sent_count == 2 && b.not_now_count == 1,
+        "B {b:?} (handed out after A, and again after the replay)"
+    );
+    Ok(())
+}
+
+pub(crate) async fn queue_is_first_in_first_out_and_skips_what_is_asked(
+    s: Arc<dyn Store>,
+) -> CaseResult {
+    enrolled(&*s, "D1").await?;
+    for uuid in ["A", "B", "C"] {
+        ok(s.enqueue("D1", &command(uuid), 2000).await, "enqueue")?;
+    }
+    let first = ok(s.next_command("D1", &[], 2001).await, "next")?.ok_or("empty queue")?;
+    check!(first.uuid == "A", "first command is {}", first.uuid);
+    let again = ok(s.next_command("D1", &[], 2002).await, "next")?.ok_or("empty queue")?;
+    check!(
+        again.uuid == "A",
+        "an unanswered command must be offered again, got {}",
+        again.uuid
+    );
+    let skipped = ok(
+        s.next_command("D1", &["A".into(), "B".into()], 2003).await,
+        "next",
+    )?
+    .ok_or("empty")?;
+    check!(
+        skipped.uuid == "C",
+        "skip list ignored: got {}",
+        skipped.uuid
+    );
+    let none = ok(
+        s.next_command("D1", &["A".into(), "B".into(), "C".into()], 2004)
+            .await,
+        "next",
+    )?;
+    check!(none.is_none(), "all skipped yet something was returned");
+    let cmds = ok(s.commands("D1", 10).await, "commands")?;
+    let a = cmds.iter().find(|c| c.uuid == "A").ok_or("A missing")?;
+    check!(
+        a.sent_count == 2 && a.last_sent_at == Some(2002),
+        "A sent_count {} last_sent {:?}",
+        a.sent_count,
+        a.last_sent_at
+    );
+    Ok(())
+}
+
+pub(crate) async fn terminal_report_stores_raw_result_and_dequeues(
+    s: Arc<dyn Store>,
+) -> CaseResult {
+    enrolled(&*s, "D1").await?;
+    ok(s.enqueue("D1", &command("A"), 2000).await, "enqueue")?;
+    ok(s.enqueue("D1", &command("B"), 2000).await, "enqueue")?;
+    let raw = b"<plist>ack</plist>";
+    let out = ok(
+        s.record_report("D1", &report("A", ReportStatus::Acknowledged, raw), 2100)
+            .await,
+        "report",
+    )?;
+    check!(out == ReportOutcome::Dequeued, "outcome {out:?}");
+    let out = ok(
+        s.record_report("D1", &report("B", ReportStatus::Error, b"err"), 2101)
+            .await,
+        "report",
+    )?;
+    check!(
+        out == ReportOutcome::Dequeued,
+        "Error must dequeue, got {out:?}"
+    );
+    check!(
+        ok(s.next_command("D1", &[], 2200).await, "next")?.is_none(),
+        "queue not empty"
+    );
+    let cmds = ok(s.commands("D1", 10).await, "commands")?;
+    let a = cmds.iter().find(|c| c.uuid == "A").ok_or("A missing")?;
+    check!(
+        a.status == CommandStatus::Acknowledged,
+        "A status {:?}",
+        a.status
+    );
+    check!(
+        a.result.as_deref() == Some(&raw[..]),
+        "raw result not stored exactly"
+    );
+    check!(
+        a.completed_at == Some(2100),
+        "completed_at {:?}",
+        a.completed_at
+    );
+    check!(cmds[0].uuid == "B", "commands must be newest first");
+    check!(
+        ok(s.queue_depth().await, "depth")? == 0,
+        "queue depth not zero"
+    );
+    Ok(())
+}
+
+pub(crate) async fn not_now_keeps_the_command_queued(s: Arc<dyn Store>) -> CaseResult {
+    enrolled(&*s, "D1").await?;
+    ok(s.enqueue("D1", &command("A"), 2000).await, "enqueue")?;
+    let out = ok(
+        s.record_report("D1", &report("A", ReportStatus::NotNow, b"nn"), 2100)
+            .await,
+        "report",
+    )?;
+    check!(out == ReportOutcome::StillQueued, "outcome {out:?}");
+    let next =
+        ok(s.next_command("D1", &[], 2200).await, "next")?.ok_or("NotNow dequeued the command")?;
+    check!(next.uuid == "A", "wrong command");
+    let cmds = ok(s.commands("D1", 10).await, "commands")?;
+    check!(
+        cmds[0].not_now_count == 1 && cmds[0].status == CommandStatus::Queued,
+        "NotNow not counted"
+    );
+    check!(
+        ok(s.queue_depth().await, "depth")? == 1,
+        "queue depth not one"
+    );
+    Ok(())
+}
+
+pub(crate) async fn duplicate_reports_are_harmless(s: Arc<dyn Store>) -> CaseResult {
+    enrolled(&*s, "D1").await?;
+    ok(s.enqueue("D1", &command("A"), 2000).await, "enqueue")?;
+    ok(
+        s.record_report(
+            "D1",
+            &report("A", ReportStatus::Acknowledged, b"first"),
+            2100,
+        )
+        .await,
+        "report",
+    )?;
+    let again = ok(
+        s.record_report(
+            "D1",
+            &report("A", ReportStatus::Acknowledged, b"second"),
+            2101,
+        )
+        .await,
+        "report",
+    )?;
+    check!(
+        again == ReportOutcome::AlreadyFinished,
+        "duplicate outcome {again:?}"
+    );
+    let late_not_now = ok(
+        s.record_report("D1", &report("A", ReportStatus::NotNow, b"nn"), 2102)
+            .await,
+        "report",
+    )?;
+    check!(
+        late_not_now == ReportOutcome::AlreadyFinished,
+        "late NotNow outcome {late_not_now:?}"
+    );
+    let cmds = ok(s.commands("D1", 10).await, "commands")?;
+    check!(
+        cmds[0].result.as_deref() == Some(&b"first"[..]),
+        "duplicate overwrote the first result"
+    );
+    check!(
+        cmds[0].status == CommandStatus::Acknowledged,
+        "status changed by a duplicate"
+    );
+    let unknown = ok(
+        s.record_report(
+            "D1",
+            &report("nope", ReportStatus::Acknowledged, b"x"),
+            2103,
+        )
+        .await,
+        "report",
+    )?;
+    check!(
+        unknown == ReportOutcome::Unknown,
+        "unknown UUID outcome {unknown:?}"
+    );
+    Ok(())
+}
+
+pub(crate) async fn a_device_cannot_answer_another_devices_command(
+    s: Arc<dyn Store>,
+) -> CaseResult {
+    enrolled(&*s, "D1").await?;
+    enrolled(&*s, "D2").await?;
+    ok(s.enqueue("D1", &command("A"), 2000).await, "enqueue")?;
+    check!(
+        ok(s.next_command("D2", &[], 2001).await, "next")?.is_none(),
+        "D2 received D1's command"
+    );
+    let out = ok(
+        s.record_report("D2", &report("A", ReportStatus::Acknowledged, b"x"), 2002)
+            .await,
+        "report",
+    )?;
+    check!(
+        out == ReportOutcome::Unknown,
+        "D2 answered D1's command: {out:?}"
+    );
+    let cmds = ok(s.commands("D1", 10).await, "commands")?;
+    check!(
+        cmds[0].status == CommandStatus::Queued,
+        "D1's command changed by D2"
+    );
+    check!(
+        ok(s.commands("D2", 10).await, "commands")?.is_empty(),
+        "D2 lists D1's command"
+    );
+    Ok(())
+}
+
+pub(crate) async fn enqueue_rejects_unknown_devices_and_reused_uuids(
+    s: Arc<dyn Store>,
+) -> CaseResult {
+    match s.enqueue("ghost", &command("A"), 1).await {
+        Err(StoreError::NotFound(m)) => check!(m.contains("ghost"), "message {m}"),
+        other => return Err(format!("enqueue for unknown device: {other:?}")),
+    }
+    enrolled(&*s, "D1").await?;
+    ok(s.enqueue("D1", &command("A"), 2).await, "enqueue")?;
+    match s.enqueue("D1", &command("A"), 3).await {
+        Err(StoreError::Conflict(m)) => check!(m.contains("already in use"), "message {m}"),
+        other => return Err(format!("reused UUID: {other:?}")),
+    }
+    Ok(())
+}
+
+pub(crate) async fn concurrent_reports_from_many_devices_lose_nothing(
+    s: Arc<dyn Store>,
+) -> CaseResult {
+    const DEVICES: usize = 20;
+    const COMMANDS: usize = 5;
+    for d in 0..DEVICES {
+        enrolled(&*s, &format!("D{d}")).await?;
+        for c in 0..COMMANDS {
+            ok(
+                s.enqueue(&format!("D{d}"), &command(&format!("D{d}-C{c}")), 2000)
+                    .await,
+                "enqueue",
+            )?;
+        }
+    }
+    let mut tasks = Vec::new();
+    for d in 0..DEVICES {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("D{d}");
+            let mut answered = 0;
+            while let Some(c) = s
+                .next_command(&id, &[], 3000)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                let out = s
+                    .record_report(
+                        &id,
+                        &report(&c.uuid, ReportStatus::Acknowledged, c.uuid.as_bytes()),
+                        3001,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if out != ReportOutcome::Dequeued {
+                    return Err(format!("{} outcome {out:?}", c.uuid));
+                }
+                answered += 1;
+            }
+            Ok::<usize, String>(answered)
+        }));
+    }
+    for t in tasks {
+        let answered = t.await.map_err(|e| e.to_string())??;
+        check!(
+            answered == COMMANDS,
+            "a device answered {answered} of {COMMANDS}"
+        );
+    }
+    check!(
+        ok(s.queue_depth().await, "depth")? == 0,
+        "commands left in the queue"
+    );
+    Ok(())
+}
+
+/// Exchanges arriving together are written together (group commit); each device still gets
+/// exactly its own commands, in order, and every result is kept with its command.
+pub(crate) async fn concurrent_exchanges_of_many_devices_each_get_their_own_commands(
+    s: Arc<dyn Store>,
+) -> CaseResult {
+    const DEVICES: usize = 40;
+    const COMMANDS: usize = 3;
+    for d in 0..DEVICES {
+        enrolled(&*s, &format!("D{d}")).await?;
+        for c in 0..COMMANDS {
+            ok(
+                s.enqueue(&format!("D{d}"), &command(&format!("D{d}-C{c}")), 2000)
+                    .await,
+                "enqueue",
+            )?;
+        }
+    }
+    let mut tasks = Vec::new();
+    for d in 0..DEVICES {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("D{d}");
+            let mut handed = Vec::new();
+            let (_, mut next) = s
+                .exchange(&id, None, &[], 3000)
+                .await
+                .map_err(|e| e.to_string())?;
+            while let Some(c) = next {
+                handed.push(c.uuid.clone());
+                let r = report(&c.uuid, ReportStatus::Acknowledged, c.uuid.as_bytes());
+                let (outcome, following) = s
+                    .exchange(&id, Some(&r), &[], 3001)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if outcome != Some(ReportOutcome::Dequeued) {
+                    return Err(format!("{} outcome {outcome:?}", c.uuid));
+                }
+                next = following;
+            }
+            Ok::<(String, Vec<String>), String>((id, handed))
+        }));
+    }
+    for t in tasks {
+        let (id, handed) = t.await.map_err(|e| e.to_string())??;
+        let expected: Vec<String> = (0..COMMANDS).map(|c| format!("{id}-C{c}")).collect();
+        check!(handed == expected, "{id} was handed {handed:?}");
+        for c in ok(s.commands(&id, 10).await, "commands")? {
+            check!(
+                c.status == CommandStatus::Acknowledged
+                    && c.result.as_deref() == Some(c.uuid.as_bytes()),
+                "{id}: {c:?}"
+            );
+        }
+    }
+    check!(
+        ok(s.queue_depth().await, "depth")? == 0,
+        "commands left in the queue"
+    );
+    Ok(())
+}
+
+/// Exchanges arriving together are written together (multi-row statements): each still gets
+/// its own outcome and its own next command, a device cannot finish another's command in the
+/// same batch, and a device's two exchanges in one batch apply in order.
+pub(crate) async fn exchanges_written_together_keep_each_devices_answers_apart(
+    s: Arc<dyn Store>,
+) -> CaseResult {
+    for d in ["D1", "D2", "D3"] {
+        enrolled(&*s, d).await?;
+        for c in ["A", "B"] {
+            ok(
+                s.enqueue(d, &command(&format!("{d}-{c}")), 2000).await,
+                "enqueue",
+            )?;
+        }
+    }
+    ok(s.next_command("D1", &[], 2500).await, "D1 fetches")?;
+    ok(s.next_command("D2", &[], 2500).await, "D2 fetches")?;
+    let d1 = report("D1-A", ReportStatus::Acknowledged, b"d1");
+    let forged = report("D1-B", ReportStatus::Acknowledged, b"d2 forged");
+    let d2 = report("D2-A", ReportStatus::Error, b"d2 error");
+    let d3 = report("nope", ReportStatus::Acknowledged, b"d3");
+    let (a, b, c, d, e) = tokio::join!(
+        s.exchange("D1", Some(&d1), &[], 3000),
+        s.exchange("D2", Some(&forged), &[], 3000),
+        s.exchange("D2", Some(&d2), &[], 3001),
+        s.exchange("D3", Some(&d3), &[], 3000),
+        s.exchange("D3", None, &[], 3002),
+    );
+    let outcome = |r: StoreResult<(Option<ReportOutcome>, Option<QueuedCommand>)>| {
+        r.map(|(o, n)| (o, n.map(|c| c.uuid)))
+            .map_err(|e| e.to_string())
+    };
+    let a = outcome(a)?;
+    check!(
+        a == (Some(ReportOutcome::Dequeued), Some("D1-B".into())),
+        "D1: {a:?}"
+    );
+    let b = outcome(b)?;
+    check!(
+        b.0 == Some(ReportOutcome::Unknown),
+        "D2 answering D1's command: {b:?}"
+    );
+    let c = outcome(c)?;
+    check!(
+        c == (Some(ReportOutcome::Dequeued), Some("D2-B".into())),
+        "D2: {c:?}"
+    );
+    let d = outcome(d)?;
+    check!(d.0 == Some(ReportOutcome::Unknown), "D3 unknown: {d:?}");
+    let e = outcome(e)?;
+    check!(e.1.is_some(), "D3 idle gets a command: {e:?}");
+    let d1_commands = ok(s.commands("D1", 10).await, "D1 commands")?;
+    let b_cmd = d1_commands.iter().find(|c| c.uuid == "D1-B");
+    check!(
+        b_cmd.is_some_and(|c| c.status == CommandStatus::Queued && c.result.is_none()),
+        "D1-B must stay D1's and queued: {b_cmd:?}"
+    );
+    let d2_commands = ok(s.commands("D2", 10).await, "D2 commands")?;
+    let a_cmd = d2_commands.iter().find(|c| c.uuid == "D2-A");
+    check!(
+        a_cmd.is_some_and(|c| c.status == CommandStatus::Error
+            && c.result.as_deref() == Some(b"d2 error".as_slice())),
+        "D2-A: {a_cmd:?}"
+    );
+    Ok(())
+}
