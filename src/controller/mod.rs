@@ -25,7 +25,7 @@ use crate::policy::model::{
     RestrictionsResource,
 };
 use crate::reconcile::driver::Reconciler;
-use crate::store::Store;
+use crate::store::{EnrollmentStore, Store};
 use anyhow::Context as _;
 use futures::StreamExt as _;
 use kube::runtime::reflector::{self, Store as Reader};
@@ -532,7 +532,7 @@ async fn source_loop(
 
 /// Devices that talked to another replica were marked dirty there, where no reconciler runs:
 /// the leader re-plans every device seen since its last look.
-async fn sweep_loop(reconciler: Arc<Reconciler>, store: Arc<dyn Store>, every: Duration) {
+async fn sweep_loop(reconciler: Arc<Reconciler>, store: Arc<dyn EnrollmentStore>, every: Duration) {
     let mut since = crate::vocab::clock::now_millis();
     loop {
         tokio::time::sleep(every).await;

@@ -19,7 +19,7 @@ use crate::policy::crd::{bounded, Condition, PolicyStatus};
 use crate::policy::model::DeviceActionResource;
 use crate::reconcile::driver::Reconciler;
 use crate::store::actions::{ActionCounts, ActionPhase};
-use crate::store::Store;
+use crate::store::StatusReads;
 use crate::vocab::profiles::RemovalPolicy;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -332,7 +332,7 @@ struct Writer {
     recorder: Recorder,
     settings: KubeSettings,
     reconciler: Arc<Reconciler>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn StatusReads>,
 }
 
 /// Writes status now and whenever kicked or every `status_interval`.
@@ -342,7 +342,7 @@ pub(crate) async fn status_loop(
     readers: Readers,
     built: BuiltGetter,
     reconciler: Arc<Reconciler>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn StatusReads>,
     kick: Arc<tokio::sync::Notify>,
 ) {
     let recorder = Recorder::new(client.clone(), "pomona", &settings.identity);

@@ -11,7 +11,7 @@ pub mod cli;
 pub mod client;
 pub mod scheduler;
 
-use crate::store::{PushOutcome, Store, StoreError};
+use crate::store::{PushOutcome, PushStore, StoreError};
 use certificate::PushCertificate;
 use client::{ApnsClient, ApnsResponse, ClientSettings, Disposition, PushError};
 use scheduler::{Breaker, ScheduleSettings};
@@ -116,7 +116,7 @@ impl PushMetrics {
 
 /// The push service: shared by the admin API (wake, push now) and the scheduler task.
 pub struct Push {
-    pub(crate) store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn PushStore>,
     pub(crate) client: Option<Arc<ApnsClient>>,
     certificate: Option<PushCertificate>,
     pub(crate) schedule: ScheduleSettings,
@@ -133,7 +133,7 @@ pub struct Push {
 impl Push {
     /// Loads the certificate (if configured) and builds the client. Nothing connects yet.
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn PushStore>,
         settings: &PushSettings,
     ) -> Result<Arc<Self>, PushSetupError> {
         let certificate = match &settings.certificate {

@@ -2,18 +2,18 @@
 //! writes them in one transaction every few seconds. One row update per request at fleet scale
 //! is the hot-row write that broke earlier MDM servers (DESIGN.md, lessons).
 
-use crate::store::Store;
+use crate::store::EnrollmentStore;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub struct LastSeen {
-    store: Arc<dyn Store>,
+    store: Arc<dyn EnrollmentStore>,
     pending: Mutex<HashMap<String, i64>>,
 }
 
 impl LastSeen {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn EnrollmentStore>) -> Self {
         Self {
             store,
             pending: Mutex::new(HashMap::new()),

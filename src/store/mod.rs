@@ -1,7 +1,12 @@
-//! Persistent state: enrollments, the per-device command queue, command results, push
-//! credentials and push scheduling, behind one small async trait with a SQLite backend (embedded, the default) and a
-//! PostgreSQL backend (several replicas, scale). Both run the same SQL (see `sql.rs`) and must
-//! pass the same conformance suite (`tests/store_conformance/`).
+//! Persistent state: enrollments, the per-device command queue, command results, device
+//! identity, push scheduling, what the reconciler believes each device carries, inventory and
+//! device actions. One trait per area (`EnrollmentStore`, `QueueStore`, `IdentityStore`,
+//! `PushStore`, `reconcile::ReconcileStore`, `inventory::InventoryStore`,
+//! `actions::ActionStore`); `Store` is all of them, and a consumer that needs only one area takes
+//! only that trait (push takes `PushStore`, the last-seen batcher `EnrollmentStore`, status
+//! writers `StatusReads`). Two backends: SQLite (embedded, the default) and PostgreSQL (several
+//! replicas, scale). Both run the same SQL (`sql.rs` and the area files) and must pass the same
+//! conformance suite (`tests/store_conformance/`).
 //!
 //! Every state change that spans rows is one transaction. Queue reads and writes go through the
 //! partial index on queued commands, so their cost does not grow with the fleet. This module holds
@@ -69,18 +74,10 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Everything the server persists. Times are Unix milliseconds passed in by the caller.
+/// Enrollments: Authenticate, TokenUpdate and CheckOut, bootstrap tokens, finding and listing
+/// devices, and when each was last seen.
 #[async_trait]
-pub trait Store:
-    reconcile::ReconcileStore + inventory::InventoryStore + actions::ActionStore + Send + Sync + 'static
-{
-    /// Brings the schema up to date (idempotent, safe with several replicas starting at once).
-    async fn migrate(&self) -> StoreResult<()>;
-    /// Cheap round trip for readiness checks.
-    async fn ping(&self) -> StoreResult<()>;
-    /// "sqlite" or "postgres".
-    fn backend(&self) -> &'static str;
-
+pub trait EnrollmentStore: Send + Sync {
     /// Authenticate: records device facts and starts a fresh enrollment. Queued commands of a
     /// previous enrollment are cancelled in the same transaction; push stays off until TokenUpdate.
     async fn authenticate(&self, facts: &DeviceFacts, now: i64)
@@ -110,10 +107,13 @@ pub trait Store:
         after: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<Enrollment>>;
-    async fn push_credentials(&self, device_id: &str) -> StoreResult<Option<PushCredentials>>;
     /// Writes a batch of last-seen times in one transaction (never moves a time backwards).
     async fn record_last_seen(&self, seen: &[(String, i64)]) -> StoreResult<()>;
+}
 
+/// The per-device command queue and the results devices report.
+#[async_trait]
+pub trait QueueStore: Send + Sync {
     /// Queues a command for a device. Fails with NotFound / Conflict for unknown or
     /// checked-out devices, and with Conflict when the UUID is already used.
     async fn enqueue(&self, device_id: &str, command: &NewCommand, now: i64) -> StoreResult<()>;
@@ -147,7 +147,12 @@ pub trait Store:
     async fn commands(&self, device_id: &str, limit: i64) -> StoreResult<Vec<CommandRecord>>;
     /// Number of queued commands across the fleet (for metrics).
     async fn queue_depth(&self) -> StoreResult<i64>;
+}
 
+/// Device identity: the certificates the CA issued, their standing, and one-time secrets (SCEP
+/// challenges, enrollment tokens).
+#[async_trait]
+pub trait IdentityStore: Send + Sync {
     /// Records a certificate the CA has just issued. With `challenge_hash`, the one-time SCEP
     /// challenge is used up in the same transaction, and nothing is recorded unless it was
     /// valid (the returned use says why not).
@@ -183,6 +188,13 @@ pub trait Store:
         hash: &str,
         now: i64,
     ) -> StoreResult<SecretUse>;
+}
+
+/// Push credentials and push scheduling: requests that coalesce, claims with a lease, outcomes
+/// and backoff.
+#[async_trait]
+pub trait PushStore: Send + Sync {
+    async fn push_credentials(&self, device_id: &str) -> StoreResult<Option<PushCredentials>>;
     /// Asks for a push to the device at `at`. Pending pushes coalesce: an earlier pending time
     /// is kept, a push being sent covers the request, and a device in backoff (pushed, not
     /// answered since) keeps its backoff time.
@@ -212,6 +224,37 @@ pub trait Store:
     /// Enrolled devices per push topic (checked against the push certificate at start).
     async fn enrolled_topics(&self) -> StoreResult<Vec<(String, i64)>>;
 }
+
+/// Everything the server persists: every area's trait, plus what concerns the database as a
+/// whole. Times are Unix milliseconds passed in by the caller. A consumer that needs one area
+/// takes that area's trait (`Arc<dyn PushStore>`), upcast from the `Arc<dyn Store>` the
+/// composition root opens.
+#[async_trait]
+pub trait Store:
+    EnrollmentStore
+    + QueueStore
+    + IdentityStore
+    + PushStore
+    + reconcile::ReconcileStore
+    + inventory::InventoryStore
+    + actions::ActionStore
+    + StatusReads
+    + Send
+    + Sync
+    + 'static
+{
+    /// Brings the schema up to date (idempotent, safe with several replicas starting at once).
+    async fn migrate(&self) -> StoreResult<()>;
+    /// Cheap round trip for readiness checks.
+    async fn ping(&self) -> StoreResult<()>;
+    /// "sqlite" or "postgres".
+    fn backend(&self) -> &'static str;
+}
+
+/// What status reports read (admin API, CLI, custom resource status): profile counts and
+/// device-action rows and counts.
+pub trait StatusReads: reconcile::ReconcileStore + actions::ActionStore {}
+impl<T: reconcile::ReconcileStore + actions::ActionStore + ?Sized> StatusReads for T {}
 
 /// Opens the store named by a URL: `sqlite://path` (created if missing) or `postgres://…`.
 pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {

@@ -327,7 +327,10 @@ macro_rules! impl_sql_store {
             fn backend(&self) -> &'static str {
                 $backend
             }
+        }
 
+        #[async_trait::async_trait]
+        impl EnrollmentStore for $store {
             async fn authenticate(&self, f: &DeviceFacts, now: i64) -> StoreResult<AuthenticateOutcome> {
                 let mut tx = self.writer.begin().await?;
                 let inserted: bool = sqlx::query(
@@ -569,24 +572,6 @@ macro_rules! impl_sql_store {
                 Ok(rows.iter().map(enrollment_from_row).collect::<Result<_, _>>()?)
             }
 
-            async fn push_credentials(&self, device_id: &str) -> StoreResult<Option<PushCredentials>> {
-                let row = sqlx::query(
-                    "SELECT topic, push_token, push_magic FROM enrollments \
-                     WHERE id = $1 AND state = 'enrolled' AND push_token IS NOT NULL",
-                )
-                .bind(device_id)
-                .fetch_optional(&mut *self.reader().await?)
-                .await?;
-                Ok(match row {
-                    Some(row) => Some(PushCredentials {
-                        topic: row.try_get("topic")?,
-                        token: row.try_get("push_token")?,
-                        push_magic: row.try_get("push_magic")?,
-                    }),
-                    None => None,
-                })
-            }
-
             async fn record_last_seen(&self, seen: &[(String, i64)]) -> StoreResult<()> {
                 if seen.is_empty() {
                     return Ok(());
@@ -605,7 +590,10 @@ macro_rules! impl_sql_store {
                 tx.commit().await?;
                 Ok(())
             }
+        }
 
+        #[async_trait::async_trait]
+        impl QueueStore for $store {
             async fn enqueue(&self, device_id: &str, c: &NewCommand, now: i64) -> StoreResult<()> {
                 let mut tx = self.writer.begin().await?;
                 // Insert only for a device that exists and is not checked out, in one statement.
@@ -694,7 +682,10 @@ macro_rules! impl_sql_store {
                     .await?;
                 Ok(row.try_get("n")?)
             }
+        }
 
+        #[async_trait::async_trait]
+        impl IdentityStore for $store {
             async fn record_certificate(
                 &self,
                 c: &CertificateRecord,
@@ -812,6 +803,27 @@ macro_rules! impl_sql_store {
                     return Ok(SecretUse::Accepted);
                 }
                 self.secret_refusal(kind, hash).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl PushStore for $store {
+            async fn push_credentials(&self, device_id: &str) -> StoreResult<Option<PushCredentials>> {
+                let row = sqlx::query(
+                    "SELECT topic, push_token, push_magic FROM enrollments \
+                     WHERE id = $1 AND state = 'enrolled' AND push_token IS NOT NULL",
+                )
+                .bind(device_id)
+                .fetch_optional(&mut *self.reader().await?)
+                .await?;
+                Ok(match row {
+                    Some(row) => Some(PushCredentials {
+                        topic: row.try_get("topic")?,
+                        token: row.try_get("push_token")?,
+                        push_magic: row.try_get("push_magic")?,
+                    }),
+                    None => None,
+                })
             }
 
             async fn request_push(&self, device_id: &str, at: i64) -> StoreResult<()> {

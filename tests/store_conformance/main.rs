@@ -6,7 +6,7 @@
 //! Cases live in one file per area of the store, return the first expectation that failed
 //! (with its line), and get a fresh, empty, migrated store.
 
-use pomona::store::{PostgresStore, SqliteStore, Store};
+use pomona::store::{EnrollmentStore, PostgresStore, SqliteStore, Store};
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
