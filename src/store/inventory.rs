@@ -1,9 +1,10 @@
 //! What groups select on, per device, beyond the enrollment record: the facts of the latest
 //! DeviceInformation answer (platform, model, OS version, supervision…) and the labels
 //! administrators set through the admin API. Both are small JSON documents in one row per
-//! device, read in pages at start-up and written when they change. Implemented for both
-//! backends by `impl_inventory_store!`, with the same SQL.
+//! device, read in pages at start-up and written when they change. One SQL implementation for
+//! every `Backend`.
 
+use super::backend::{Backend, Column, QueryExt as _};
 use super::StoreResult;
 use crate::vocab::facts::ReportedFacts;
 use async_trait::async_trait;
@@ -59,106 +60,92 @@ pub(crate) fn inventory_from_parts(
     }
 }
 
-macro_rules! impl_inventory_store {
-    ($store:ty, $db:ty) => {
-        const _: () = {
-            use $crate::store::inventory::*;
-            use $crate::vocab::facts::ReportedFacts;
-            use $crate::store::*;
-            use sqlx::Row as _;
-
-            type DbRow = <$db as sqlx::Database>::Row;
-
-            fn from_row(row: &DbRow) -> Result<DeviceInventory, sqlx::Error> {
-                Ok(inventory_from_parts(
-                    row.try_get("device_id")?,
-                    row.try_get("facts")?,
-                    row.try_get("facts_at")?,
-                    &row.try_get::<String, _>("labels")?,
-                ))
-            }
-
-            #[async_trait::async_trait]
-            impl InventoryStore for $store {
-                async fn inventory_page(
-                    &self,
-                    after: Option<&str>,
-                    limit: i64,
-                ) -> StoreResult<Vec<DeviceInventory>> {
-                    let rows = sqlx::query(
-                        "SELECT device_id, facts, facts_at, labels FROM device_inventory \
-                         WHERE device_id > $1 ORDER BY device_id LIMIT $2",
-                    )
-                    .bind(after.unwrap_or(""))
-                    .bind(limit)
-                    .fetch_all(&mut *self.reader().await?)
-                    .await?;
-                    rows.iter()
-                        .map(from_row)
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(Into::into)
-                }
-
-                async fn device_inventory(
-                    &self,
-                    device_id: &str,
-                ) -> StoreResult<Option<DeviceInventory>> {
-                    let row = sqlx::query(
-                        "SELECT device_id, facts, facts_at, labels FROM device_inventory \
-                         WHERE device_id = $1",
-                    )
-                    .bind(device_id)
-                    .fetch_optional(&mut *self.reader().await?)
-                    .await?;
-                    row.as_ref().map(from_row).transpose().map_err(Into::into)
-                }
-
-                async fn set_device_facts(
-                    &self,
-                    device_id: &str,
-                    facts: &ReportedFacts,
-                    reported_at: i64,
-                ) -> StoreResult<()> {
-                    let json = serde_json::to_string(facts).unwrap_or_else(|_| "{}".into());
-                    sqlx::query(
-                        "INSERT INTO device_inventory (device_id, facts, facts_at, labels, updated_at) \
-                         VALUES ($1, $2, $3, '{}', $3) \
-                         ON CONFLICT (device_id) DO UPDATE SET facts = $2, facts_at = $3, updated_at = $3",
-                    )
-                    .bind(device_id)
-                    .bind(json)
-                    .bind(reported_at)
-                    .execute(&self.writer)
-                    .await?;
-                    Ok(())
-                }
-
-                async fn set_device_labels(
-                    &self,
-                    device_id: &str,
-                    labels: &std::collections::BTreeMap<String, String>,
-                    now: i64,
-                ) -> StoreResult<bool> {
-                    let json = serde_json::to_string(labels).unwrap_or_else(|_| "{}".into());
-                    let written = sqlx::query(
-                        "INSERT INTO device_inventory (device_id, facts, facts_at, labels, updated_at) \
-                         SELECT id, NULL, NULL, $2, $3 FROM enrollments WHERE id = $1 \
-                         ON CONFLICT (device_id) DO UPDATE SET labels = $2, updated_at = $3",
-                    )
-                    .bind(device_id)
-                    .bind(json)
-                    .bind(now)
-                    .execute(&self.writer)
-                    .await?
-                    .rows_affected();
-                    Ok(written > 0)
-                }
-            }
-        };
-    };
+fn inventory_from_row<R: Column>(row: &R) -> Result<DeviceInventory, sqlx::Error>
+where
+    R::Database: super::backend::Db,
+{
+    Ok(inventory_from_parts(
+        row.col("device_id")?,
+        row.col("facts")?,
+        row.col("facts_at")?,
+        &row.col::<String>("labels")?,
+    ))
 }
 
-pub(crate) use impl_inventory_store;
+#[async_trait]
+impl<B: Backend> InventoryStore for B {
+    async fn inventory_page(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<DeviceInventory>> {
+        let rows = Self::sql(
+            "SELECT device_id, facts, facts_at, labels FROM device_inventory \
+             WHERE device_id > $1 ORDER BY device_id LIMIT $2",
+        )
+        .arg(after.unwrap_or(""))
+        .arg(limit)
+        .fetch_all_on(&mut *self.reader().await?)
+        .await?;
+        rows.iter()
+            .map(inventory_from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Into::into)
+    }
+
+    async fn device_inventory(&self, device_id: &str) -> StoreResult<Option<DeviceInventory>> {
+        let row = Self::sql(
+            "SELECT device_id, facts, facts_at, labels FROM device_inventory WHERE device_id = $1",
+        )
+        .arg(device_id)
+        .fetch_optional_on(&mut *self.reader().await?)
+        .await?;
+        row.as_ref()
+            .map(inventory_from_row)
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    async fn set_device_facts(
+        &self,
+        device_id: &str,
+        facts: &ReportedFacts,
+        reported_at: i64,
+    ) -> StoreResult<()> {
+        let json = serde_json::to_string(facts).unwrap_or_else(|_| "{}".into());
+        Self::sql(
+            "INSERT INTO device_inventory (device_id, facts, facts_at, labels, updated_at) \
+             VALUES ($1, $2, $3, '{}', $3) \
+             ON CONFLICT (device_id) DO UPDATE SET facts = $2, facts_at = $3, updated_at = $3",
+        )
+        .arg(device_id)
+        .arg(json)
+        .arg(reported_at)
+        .execute_on(&mut *self.writer().acquire().await?)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_device_labels(
+        &self,
+        device_id: &str,
+        labels: &BTreeMap<String, String>,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let json = serde_json::to_string(labels).unwrap_or_else(|_| "{}".into());
+        let written = Self::sql(
+            "INSERT INTO device_inventory (device_id, facts, facts_at, labels, updated_at) \
+             SELECT id, NULL, NULL, $2, $3 FROM enrollments WHERE id = $1 \
+             ON CONFLICT (device_id) DO UPDATE SET labels = $2, updated_at = $3",
+        )
+        .arg(device_id)
+        .arg(json)
+        .arg(now)
+        .execute_on(&mut *self.writer().acquire().await?)
+        .await?;
+        Ok(written > 0)
+    }
+}
 
 /// Schema for the inventory table (same text on both backends).
 pub(crate) const SCHEMA: &str = r#"

@@ -13,6 +13,7 @@
 //! no policy: it stores what it is told and answers what it is asked.
 
 pub mod actions;
+mod backend;
 pub mod group_commit;
 pub mod inventory;
 mod migrations;

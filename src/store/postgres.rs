@@ -67,5 +67,17 @@ impl PostgresStore {
 
 super::sql::impl_sql_store!(PostgresStore, sqlx::Postgres, "postgres");
 super::reconcile::impl_reconcile_store!(PostgresStore, sqlx::Postgres);
-super::inventory::impl_inventory_store!(PostgresStore, sqlx::Postgres);
 super::actions::impl_action_store!(PostgresStore, sqlx::Postgres);
+
+impl super::backend::Backend for PostgresStore {
+    type Db = sqlx::Postgres;
+    type Reader<'a> = sqlx::pool::PoolConnection<sqlx::Postgres>;
+    fn reader(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Self::Reader<'_>, sqlx::Error>> + Send {
+        read_connection(&self.pool)
+    }
+    fn writer(&self) -> &PgPool {
+        &self.writer
+    }
+}

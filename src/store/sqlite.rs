@@ -132,7 +132,6 @@ impl SqliteStore {
 
 super::sql::impl_sql_store!(SqliteStore, sqlx::Sqlite, "sqlite");
 super::reconcile::impl_reconcile_store!(SqliteStore, sqlx::Sqlite);
-super::inventory::impl_inventory_store!(SqliteStore, sqlx::Sqlite);
 super::actions::impl_action_store!(SqliteStore, sqlx::Sqlite);
 
 /// Checkpoints the WAL every `CHECKPOINT_EVERY`, without waiting for readers or the writer
@@ -155,5 +154,18 @@ async fn checkpoint_regularly(mut connection: sqlx::SqliteConnection) {
             }
             Err(_) => {}
         }
+    }
+}
+
+impl super::backend::Backend for SqliteStore {
+    type Db = sqlx::Sqlite;
+    type Reader<'a> = super::sqlite_readers::Reader<'a>;
+    fn reader(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Self::Reader<'_>, sqlx::Error>> + Send {
+        read_connection(&self.readers)
+    }
+    fn writer(&self) -> &SqlitePool {
+        &self.writer
     }
 }

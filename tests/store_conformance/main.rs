@@ -23,6 +23,7 @@ macro_rules! check {
 mod actions;
 mod enrollment;
 mod identity;
+mod inventory;
 mod push;
 mod queue;
 mod reconcile;
@@ -137,6 +138,8 @@ on_both_backends! {
     reconcile::plans_of_several_devices_apply_in_one_batch,
     reconcile::a_plan_is_applied_atomically_and_a_replay_queues_nothing,
     reconcile::reads_asked_together_answer_each_device_its_own,
+    inventory::facts_and_labels_are_stored_per_device_and_replaced_when_they_change,
+    inventory::labels_for_a_device_that_is_not_enrolled_are_refused,
     actions::device_actions_run_once_and_finish_with_their_result,
     actions::device_actions_skip_unknown_and_checked_out_devices,
     actions::an_acknowledged_erase_wipes_the_enrollment,
