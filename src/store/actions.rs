@@ -2,9 +2,9 @@
 //! device) saying where that device is with it — waiting, queued (with its command), or
 //! finished — so an action runs once per device and survives restarts. A row and the command
 //! it queues are written in one transaction; finishing a row redacts secrets (PINs, unlock
-//! tokens) from the stored command. Implemented for both backends by `impl_action_store!`,
-//! with the same SQL.
+//! tokens) from the stored command. One SQL implementation for every `Backend`.
 
+use super::backend::{Backend, Column, Db, QueryExt as _};
 use super::{CommandStatus, NewCommand, StoreResult};
 use crate::vocab::persisted::UnknownValue;
 use async_trait::async_trait;
@@ -230,281 +230,271 @@ pub(crate) fn fold_counts(
     out
 }
 
-macro_rules! impl_action_store {
-    ($store:ty, $db:ty) => {
-        const _: () = {
-            use $crate::store::actions::*;
-            use $crate::store::*;
-            use sqlx::Row as _;
-
-            type DbRow = <$db as sqlx::Database>::Row;
-
-            fn record_from_row(row: &DbRow) -> Result<ActionRecord, sqlx::Error> {
-                Ok(ActionRecord {
-                    action_id: row.try_get("action_id")?,
-                    device_id: row.try_get("device_id")?,
-                    action: row.try_get("action")?,
-                    source: row.try_get("source")?,
-                    state: $crate::store::sql::known(ActionState::parse(&row.try_get::<String, _>("state")?))?,
-                    command_uuid: row.try_get("command_uuid")?,
-                    detail: row.try_get("detail")?,
-                    result: row.try_get("result")?,
-                    created_at: row.try_get("created_at")?,
-                    updated_at: row.try_get("updated_at")?,
-                    sent: row.try_get::<Option<i64>, _>("sent_count")?.unwrap_or(0) > 0,
-                    command_status: row
-                        .try_get::<Option<String>, _>("command_status")?
-                        .map(|s| CommandStatus::parse(&s))
-                        .transpose()
-                        .map_err($crate::store::sql::known_error)?,
-                    command_result: row.try_get("command_result")?,
-                })
-            }
-
-            type CountRow = (String, String, String, ActionState, bool, i64, i64);
-
-            fn count_from_row(row: &DbRow) -> Result<CountRow, sqlx::Error> {
-                Ok((
-                    row.try_get("action_id")?,
-                    row.try_get("action")?,
-                    row.try_get("source")?,
-                    $crate::store::sql::known(ActionState::parse(&row.try_get::<String, _>("state")?))?,
-                    row.try_get::<i64, _>("sent")? > 0,
-                    row.try_get("n")?,
-                    row.try_get("updated")?,
-                ))
-            }
-
-            const COUNT_SELECT: &str = "SELECT a.action_id, MIN(a.action) AS action, \
-                MIN(a.source) AS source, a.state, \
-                CAST(CASE WHEN COALESCE(c.sent_count, 0) > 0 THEN 1 ELSE 0 END AS BIGINT) AS sent, \
-                COUNT(*) AS n, MAX(a.updated_at) AS updated \
-                FROM device_actions a LEFT JOIN commands c ON c.uuid = a.command_uuid";
-
-            const COUNT_GROUP: &str = "GROUP BY a.action_id, a.state, \
-                CASE WHEN COALESCE(c.sent_count, 0) > 0 THEN 1 ELSE 0 END \
-                ORDER BY a.action_id";
-
-            #[async_trait::async_trait]
-            impl ActionStore for $store {
-                async fn start_actions(
-                    &self,
-                    device_id: &str,
-                    starts: &[ActionStart],
-                    now: i64,
-                ) -> StoreResult<u64> {
-                    let mut tx = self.writer.begin().await?;
-                    let mut queued = 0;
-                    for start in starts {
-                        // Insert, or replace a row still waiting; finished and queued rows stay.
-                        let written = sqlx::query(
-                            "INSERT INTO device_actions (action_id, device_id, action, source, state, \
-                               command_uuid, detail, created_at, updated_at) \
-                             SELECT $1, id, $3, $4, $5, $6, $7, $8, $8 FROM enrollments \
-                             WHERE id = $2 AND state <> 'checked_out' \
-                             ON CONFLICT (action_id, device_id) DO UPDATE SET state = excluded.state, \
-                               command_uuid = excluded.command_uuid, detail = excluded.detail, \
-                               updated_at = excluded.updated_at \
-                             WHERE device_actions.state = 'waiting'",
-                        )
-                        .bind(&start.action_id)
-                        .bind(device_id)
-                        .bind(&start.action)
-                        .bind(&start.source)
-                        .bind(start.state.as_str())
-                        .bind(start.command.as_ref().map(|c| c.uuid.as_str()))
-                        .bind(&start.detail)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                        let Some(command) = start.command.as_ref().filter(|_| written == 1) else {
-                            continue;
-                        };
-                        let inserted = sqlx::query(
-                            "INSERT INTO commands (uuid, enrollment_id, request_type, command, status, created_at, updated_at) \
-                             VALUES ($1, $2, $3, $4, 'queued', $5, $5) ON CONFLICT (uuid) DO NOTHING",
-                        )
-                        .bind(&command.uuid)
-                        .bind(device_id)
-                        .bind(&command.request_type)
-                        .bind(&command.command)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                        queued += inserted;
-                    }
-                    tx.commit().await?;
-                    Ok(queued)
-                }
-
-                async fn device_actions(&self, device_id: &str) -> StoreResult<Vec<ActionRecord>> {
-                    let rows = sqlx::query(&format!(
-                        "SELECT {ACTION_COLUMNS} {ACTION_JOINS} WHERE a.device_id = $1 \
-                         ORDER BY a.created_at, a.action_id"
-                    ))
-                    .bind(device_id)
-                    .fetch_all(&mut *self.reader().await?)
-                    .await?;
-                    rows.iter()
-                        .map(record_from_row)
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(Into::into)
-                }
-
-                async fn finish_actions(
-                    &self,
-                    device_id: &str,
-                    finishes: &[ActionFinish],
-                    now: i64,
-                ) -> StoreResult<()> {
-                    if finishes.is_empty() {
-                        return Ok(());
-                    }
-                    let mut tx = self.writer.begin().await?;
-                    for finish in finishes {
-                        let command_uuid: Option<Option<String>> = sqlx::query(
-                            "UPDATE device_actions SET state = $3, detail = $4, result = $5, updated_at = $6 \
-                             WHERE action_id = $1 AND device_id = $2 AND state = 'queued' \
-                             RETURNING command_uuid",
-                        )
-                        .bind(&finish.action_id)
-                        .bind(device_id)
-                        .bind(finish.state.as_str())
-                        .bind(&finish.detail)
-                        .bind(&finish.result)
-                        .bind(now)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .map(|row| row.try_get("command_uuid"))
-                        .transpose()?;
-                        if let (Some(Some(uuid)), Some(redacted)) =
-                            (command_uuid, &finish.redacted_command)
-                        {
-                            sqlx::query("UPDATE commands SET command = $2 WHERE uuid = $1 AND status <> 'queued'")
-                                .bind(uuid)
-                                .bind(redacted)
-                                .execute(&mut *tx)
-                                .await?;
-                        }
-                    }
-                    tx.commit().await?;
-                    Ok(())
-                }
-
-                async fn mark_wiped(&self, device_id: &str, now: i64) -> StoreResult<()> {
-                    let mut tx = self.writer.begin().await?;
-                    sqlx::query(
-                        "UPDATE enrollments SET state = 'checked_out', checked_out_at = $2, wiped_at = $2 \
-                         WHERE id = $1",
-                    )
-                    .bind(device_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query(
-                        "UPDATE commands SET status = 'cancelled', updated_at = $2 \
-                         WHERE enrollment_id = $1 AND status = 'queued'",
-                    )
-                    .bind(device_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query(
-                        "UPDATE push_state SET next_push_at = NULL WHERE enrollment_id = $1",
-                    )
-                    .bind(device_id)
-                    .execute(&mut *tx)
-                    .await?;
-                    tx.commit().await?;
-                    Ok(())
-                }
-
-                async fn action_records(
-                    &self,
-                    action_id: &str,
-                    limit: i64,
-                ) -> StoreResult<Vec<ActionRecord>> {
-                    let rows = sqlx::query(&format!(
-                        "SELECT {ACTION_COLUMNS} {ACTION_JOINS} WHERE a.action_id = $1 \
-                         ORDER BY CASE a.state WHEN 'failed' THEN 0 WHEN 'not_applicable' THEN 1 ELSE 2 END, \
-                           a.device_id LIMIT $2"
-                    ))
-                    .bind(action_id)
-                    .bind(limit)
-                    .fetch_all(&mut *self.reader().await?)
-                    .await?;
-                    rows.iter()
-                        .map(record_from_row)
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(Into::into)
-                }
-
-                async fn action_counts(&self, action_ids: &[String]) -> StoreResult<Vec<ActionCounts>> {
-                    if action_ids.is_empty() {
-                        return Ok(Vec::new());
-                    }
-                    let sql = format!(
-                        "{COUNT_SELECT} WHERE a.action_id IN ({}) {COUNT_GROUP}",
-                        $crate::store::sql::placeholders(1, action_ids.len())
-                    );
-                    let mut query = sqlx::query(&sql);
-                    for id in action_ids {
-                        query = query.bind(id);
-                    }
-                    let rows = query.fetch_all(&mut *self.reader().await?).await?;
-                    let rows = rows
-                        .iter()
-                        .map(count_from_row)
-                        .collect::<Result<Vec<_>, _>>()?;
-                    Ok(fold_counts(rows))
-                }
-
-                async fn recent_actions(&self, limit: i64) -> StoreResult<Vec<ActionCounts>> {
-                    let ids: Vec<String> = sqlx::query(
-                        "SELECT action_id, MAX(updated_at) AS updated FROM device_actions \
-                         GROUP BY action_id ORDER BY updated DESC, action_id LIMIT $1",
-                    )
-                    .bind(limit)
-                    .fetch_all(&mut *self.reader().await?)
-                    .await?
-                    .iter()
-                    .map(|row| row.try_get("action_id"))
-                    .collect::<Result<_, _>>()?;
-                    let mut counts = self.action_counts(&ids).await?;
-                    counts.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(a.action_id.cmp(&b.action_id)));
-                    Ok(counts)
-                }
-
-                async fn devices_with_open_actions(&self) -> StoreResult<Vec<String>> {
-                    sqlx::query(
-                        "SELECT DISTINCT device_id FROM device_actions \
-                         WHERE state IN ('waiting', 'queued') ORDER BY device_id",
-                    )
-                    .fetch_all(&mut *self.reader().await?)
-                    .await?
-                    .iter()
-                    .map(|row| row.try_get("device_id"))
-                    .collect::<Result<Vec<String>, _>>()
-                    .map_err(Into::into)
-                }
-
-                async fn unlock_token(&self, device_id: &str) -> StoreResult<Option<Vec<u8>>> {
-                    Ok(sqlx::query("SELECT unlock_token FROM enrollments WHERE id = $1")
-                        .bind(device_id)
-                        .fetch_optional(&mut *self.reader().await?)
-                        .await?
-                        .map(|row| row.try_get::<Option<Vec<u8>>, _>("unlock_token"))
-                        .transpose()?
-                        .flatten())
-                }
-            }
-        };
-    };
+fn record_from_row<R: Column>(row: &R) -> Result<ActionRecord, sqlx::Error>
+where
+    R::Database: Db,
+{
+    Ok(ActionRecord {
+        action_id: row.col("action_id")?,
+        device_id: row.col("device_id")?,
+        action: row.col("action")?,
+        source: row.col("source")?,
+        state: crate::store::sql::known(ActionState::parse(&row.col::<String>("state")?))?,
+        command_uuid: row.col("command_uuid")?,
+        detail: row.col("detail")?,
+        result: row.col("result")?,
+        created_at: row.col("created_at")?,
+        updated_at: row.col("updated_at")?,
+        sent: row.col::<Option<i64>>("sent_count")?.unwrap_or(0) > 0,
+        command_status: row
+            .col::<Option<String>>("command_status")?
+            .map(|s| CommandStatus::parse(&s))
+            .transpose()
+            .map_err(crate::store::sql::known_error)?,
+        command_result: row.col("command_result")?,
+    })
 }
 
-pub(crate) use impl_action_store;
+type CountRow = (String, String, String, ActionState, bool, i64, i64);
+
+fn count_from_row<R: Column>(row: &R) -> Result<CountRow, sqlx::Error>
+where
+    R::Database: Db,
+{
+    Ok((
+        row.col("action_id")?,
+        row.col("action")?,
+        row.col("source")?,
+        crate::store::sql::known(ActionState::parse(&row.col::<String>("state")?))?,
+        row.col::<i64>("sent")? > 0,
+        row.col("n")?,
+        row.col("updated")?,
+    ))
+}
+
+const COUNT_SELECT: &str = "SELECT a.action_id, MIN(a.action) AS action, \
+    MIN(a.source) AS source, a.state, \
+    CAST(CASE WHEN COALESCE(c.sent_count, 0) > 0 THEN 1 ELSE 0 END AS BIGINT) AS sent, \
+    COUNT(*) AS n, MAX(a.updated_at) AS updated \
+    FROM device_actions a LEFT JOIN commands c ON c.uuid = a.command_uuid";
+
+const COUNT_GROUP: &str = "GROUP BY a.action_id, a.state, \
+    CASE WHEN COALESCE(c.sent_count, 0) > 0 THEN 1 ELSE 0 END \
+    ORDER BY a.action_id";
+
+#[async_trait]
+impl<B: Backend> ActionStore for B {
+    async fn start_actions(
+        &self,
+        device_id: &str,
+        starts: &[ActionStart],
+        now: i64,
+    ) -> StoreResult<u64> {
+        let mut tx = self.writer().begin().await?;
+        let mut queued = 0;
+        for start in starts {
+            // Insert, or replace a row still waiting; finished and queued rows stay.
+            let written = Self::sql(
+                "INSERT INTO device_actions (action_id, device_id, action, source, state, \
+                   command_uuid, detail, created_at, updated_at) \
+                 SELECT $1, id, $3, $4, $5, $6, $7, $8, $8 FROM enrollments \
+                 WHERE id = $2 AND state <> 'checked_out' \
+                 ON CONFLICT (action_id, device_id) DO UPDATE SET state = excluded.state, \
+                   command_uuid = excluded.command_uuid, detail = excluded.detail, \
+                   updated_at = excluded.updated_at \
+                 WHERE device_actions.state = 'waiting'",
+            )
+            .arg(&start.action_id)
+            .arg(device_id)
+            .arg(&start.action)
+            .arg(&start.source)
+            .arg(start.state.as_str())
+            .arg(start.command.as_ref().map(|c| c.uuid.as_str()))
+            .arg(&start.detail)
+            .arg(now)
+            .execute_on(&mut *tx)
+            .await?;
+            let Some(command) = start.command.as_ref().filter(|_| written == 1) else {
+                continue;
+            };
+            let inserted = Self::sql(
+                "INSERT INTO commands (uuid, enrollment_id, request_type, command, status, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, 'queued', $5, $5) ON CONFLICT (uuid) DO NOTHING",
+            )
+            .arg(&command.uuid)
+            .arg(device_id)
+            .arg(&command.request_type)
+            .arg(&command.command)
+            .arg(now)
+            .execute_on(&mut *tx)
+            .await?;
+            queued += inserted;
+        }
+        tx.commit().await?;
+        Ok(queued)
+    }
+
+    async fn device_actions(&self, device_id: &str) -> StoreResult<Vec<ActionRecord>> {
+        let rows = Self::sql(&format!(
+            "SELECT {ACTION_COLUMNS} {ACTION_JOINS} WHERE a.device_id = $1 \
+             ORDER BY a.created_at, a.action_id"
+        ))
+        .arg(device_id)
+        .fetch_all_on(&mut *self.reader().await?)
+        .await?;
+        rows.iter()
+            .map(record_from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Into::into)
+    }
+
+    async fn finish_actions(
+        &self,
+        device_id: &str,
+        finishes: &[ActionFinish],
+        now: i64,
+    ) -> StoreResult<()> {
+        if finishes.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writer().begin().await?;
+        for finish in finishes {
+            let command_uuid: Option<Option<String>> = Self::sql(
+                "UPDATE device_actions SET state = $3, detail = $4, result = $5, updated_at = $6 \
+                 WHERE action_id = $1 AND device_id = $2 AND state = 'queued' \
+                 RETURNING command_uuid",
+            )
+            .arg(&finish.action_id)
+            .arg(device_id)
+            .arg(finish.state.as_str())
+            .arg(&finish.detail)
+            .arg(&finish.result)
+            .arg(now)
+            .fetch_optional_on(&mut *tx)
+            .await?
+            .map(|row| row.col("command_uuid"))
+            .transpose()?;
+            if let (Some(Some(uuid)), Some(redacted)) = (command_uuid, &finish.redacted_command) {
+                Self::sql(
+                    "UPDATE commands SET command = $2 WHERE uuid = $1 AND status <> 'queued'",
+                )
+                .arg(uuid)
+                .arg(redacted)
+                .execute_on(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn mark_wiped(&self, device_id: &str, now: i64) -> StoreResult<()> {
+        let mut tx = self.writer().begin().await?;
+        Self::sql(
+            "UPDATE enrollments SET state = 'checked_out', checked_out_at = $2, wiped_at = $2 \
+             WHERE id = $1",
+        )
+        .arg(device_id)
+        .arg(now)
+        .execute_on(&mut *tx)
+        .await?;
+        Self::sql(
+            "UPDATE commands SET status = 'cancelled', updated_at = $2 \
+             WHERE enrollment_id = $1 AND status = 'queued'",
+        )
+        .arg(device_id)
+        .arg(now)
+        .execute_on(&mut *tx)
+        .await?;
+        Self::sql("UPDATE push_state SET next_push_at = NULL WHERE enrollment_id = $1")
+            .arg(device_id)
+            .execute_on(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn action_records(&self, action_id: &str, limit: i64) -> StoreResult<Vec<ActionRecord>> {
+        let rows = Self::sql(&format!(
+            "SELECT {ACTION_COLUMNS} {ACTION_JOINS} WHERE a.action_id = $1 \
+             ORDER BY CASE a.state WHEN 'failed' THEN 0 WHEN 'not_applicable' THEN 1 ELSE 2 END, \
+               a.device_id LIMIT $2"
+        ))
+        .arg(action_id)
+        .arg(limit)
+        .fetch_all_on(&mut *self.reader().await?)
+        .await?;
+        rows.iter()
+            .map(record_from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Into::into)
+    }
+
+    async fn action_counts(&self, action_ids: &[String]) -> StoreResult<Vec<ActionCounts>> {
+        if action_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "{COUNT_SELECT} WHERE a.action_id IN ({}) {COUNT_GROUP}",
+            crate::store::sql::placeholders(1, action_ids.len())
+        );
+        let mut query = Self::sql(&sql);
+        for id in action_ids {
+            query = query.arg(id);
+        }
+        let rows = query.fetch_all_on(&mut *self.reader().await?).await?;
+        let rows = rows
+            .iter()
+            .map(count_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(fold_counts(rows))
+    }
+
+    async fn recent_actions(&self, limit: i64) -> StoreResult<Vec<ActionCounts>> {
+        let ids: Vec<String> = Self::sql(
+            "SELECT action_id, MAX(updated_at) AS updated FROM device_actions \
+             GROUP BY action_id ORDER BY updated DESC, action_id LIMIT $1",
+        )
+        .arg(limit)
+        .fetch_all_on(&mut *self.reader().await?)
+        .await?
+        .iter()
+        .map(|row| row.col("action_id"))
+        .collect::<Result<_, _>>()?;
+        let mut counts = self.action_counts(&ids).await?;
+        counts.sort_by(|a, b| {
+            b.updated_at
+                .cmp(&a.updated_at)
+                .then(a.action_id.cmp(&b.action_id))
+        });
+        Ok(counts)
+    }
+
+    async fn devices_with_open_actions(&self) -> StoreResult<Vec<String>> {
+        Self::sql(
+            "SELECT DISTINCT device_id FROM device_actions \
+             WHERE state IN ('waiting', 'queued') ORDER BY device_id",
+        )
+        .fetch_all_on(&mut *self.reader().await?)
+        .await?
+        .iter()
+        .map(|row| row.col("device_id"))
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(Into::into)
+    }
+
+    async fn unlock_token(&self, device_id: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(
+            Self::sql("SELECT unlock_token FROM enrollments WHERE id = $1")
+                .arg(device_id)
+                .fetch_optional_on(&mut *self.reader().await?)
+                .await?
+                .map(|row| row.col::<Option<Vec<u8>>>("unlock_token"))
+                .transpose()?
+                .flatten(),
+        )
+    }
+}
 
 /// Schema for device actions (same text on both backends); also marks wiped enrollments.
 pub(crate) const SCHEMA: &str = r#"

@@ -105,6 +105,12 @@ pub(crate) trait Db:
     + for<'q> Encodes<'q, Option<&'q str>>
     + for<'q> Encodes<'q, Vec<u8>>
     + for<'q> Encodes<'q, &'q [u8]>
+    + for<'q> Encodes<'q, Option<Vec<u8>>>
+    + for<'q> Encodes<'q, Option<&'q [u8]>>
+    + for<'q> Encodes<'q, &'q String>
+    + for<'q> Encodes<'q, &'q Option<String>>
+    + for<'q> Encodes<'q, &'q Vec<u8>>
+    + for<'q> Encodes<'q, &'q Option<Vec<u8>>>
     + Decodes<i64>
     + Decodes<Option<i64>>
     + Decodes<bool>

@@ -67,7 +67,6 @@ impl PostgresStore {
 
 super::sql::impl_sql_store!(PostgresStore, sqlx::Postgres, "postgres");
 super::reconcile::impl_reconcile_store!(PostgresStore, sqlx::Postgres);
-super::actions::impl_action_store!(PostgresStore, sqlx::Postgres);
 
 impl super::backend::Backend for PostgresStore {
     type Db = sqlx::Postgres;

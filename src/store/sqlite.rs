@@ -132,7 +132,6 @@ impl SqliteStore {
 
 super::sql::impl_sql_store!(SqliteStore, sqlx::Sqlite, "sqlite");
 super::reconcile::impl_reconcile_store!(SqliteStore, sqlx::Sqlite);
-super::actions::impl_action_store!(SqliteStore, sqlx::Sqlite);
 
 /// Checkpoints the WAL every `CHECKPOINT_EVERY`, without waiting for readers or the writer
 /// (PASSIVE: what a reader still needs is copied at a later turn). A failure is logged once
