@@ -59,6 +59,10 @@ pub(crate) trait Runs: Database {
         connection: &'e mut Self::Connection,
         query: Query<'q, Self, Args<'q, Self>>,
     ) -> BoxFuture<'e, Result<Option<Self::Row>, sqlx::Error>>;
+    fn fetch_one<'e, 'q: 'e>(
+        connection: &'e mut Self::Connection,
+        query: Query<'q, Self, Args<'q, Self>>,
+    ) -> BoxFuture<'e, Result<Self::Row, sqlx::Error>>;
     /// Runs a statement; the number of rows it affected.
     fn execute<'e, 'q: 'e>(
         connection: &'e mut Self::Connection,
@@ -81,6 +85,12 @@ macro_rules! runs_with_executor {
             ) -> BoxFuture<'e, Result<Option<Self::Row>, sqlx::Error>> {
                 Box::pin(query.fetch_optional(connection))
             }
+            fn fetch_one<'e, 'q: 'e>(
+                connection: &'e mut Self::Connection,
+                query: Query<'q, Self, Args<'q, Self>>,
+            ) -> BoxFuture<'e, Result<Self::Row, sqlx::Error>> {
+                Box::pin(query.fetch_one(connection))
+            }
             fn execute<'e, 'q: 'e>(
                 connection: &'e mut Self::Connection,
                 query: Query<'q, Self, Args<'q, Self>>,
@@ -96,6 +106,7 @@ runs_with_executor!(sqlx::Postgres);
 /// Everything the store's SQL binds, reads and runs.
 pub(crate) trait Db:
     Runs
+    + sqlx::database::HasStatementCache
     + for<'q> Encodes<'q, i64>
     + for<'q> Encodes<'q, Option<i64>>
     + for<'q> Encodes<'q, bool>
@@ -119,23 +130,45 @@ pub(crate) trait Db:
     + Decodes<Vec<u8>>
     + Decodes<Option<Vec<u8>>>
 {
+    /// A query on this database, for code generic over `D: Db`: `D::sql("…")`.
+    fn sql(text: &str) -> Query<'_, Self, Args<'_, Self>> {
+        sqlx::query(text)
+    }
 }
 
 impl Db for sqlx::Sqlite {}
 impl Db for sqlx::Postgres {}
 
-/// A store over one database: where it reads and where it writes.
+/// A store over one database: where it reads and writes, and its write and read queues.
 pub(crate) trait Backend: Send + Sync + 'static {
     type Db: Db;
+    /// "sqlite" or "postgres".
+    const NAME: &'static str;
+    /// Taken inside the migration transaction, so that replicas starting together do not run
+    /// the same migration twice (PostgreSQL); None where one process owns the file (SQLite).
+    const MIGRATION_LOCK: Option<&'static str>;
+    /// Where reads get a connection; cloned into the read queues' batches.
+    type ReadSource: Clone + Send + Sync + 'static;
     /// A connection to read with, for as long as it is held.
-    type Reader<'a>: DerefMut<Target = <Self::Db as Database>::Connection> + Send
-    where
-        Self: 'a;
-    fn reader(
-        &self,
+    type Reader<'a>: DerefMut<Target = <Self::Db as Database>::Connection> + Send;
+    fn read_source(&self) -> &Self::ReadSource;
+    fn read_on(
+        source: &Self::ReadSource,
     ) -> impl std::future::Future<Output = Result<Self::Reader<'_>, sqlx::Error>> + Send;
     /// The pool writes go through (one connection on SQLite).
     fn writer(&self) -> &sqlx::Pool<Self::Db>;
+    /// The write queue: command exchanges, plans, push requests and push outcomes arriving
+    /// together share one transaction (see `sql::Write`).
+    fn writes(&self) -> &super::group_commit::GroupCommit<super::sql::Write, super::sql::Written>;
+    /// The read queues: certificate standings and reconcile views, answered in batches.
+    fn reads(&self) -> &super::sql::ReadQueues;
+
+    /// A connection to read with.
+    fn reader(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Self::Reader<'_>, sqlx::Error>> + Send {
+        Self::read_on(self.read_source())
+    }
     /// A query on this backend's database: `Self::sql("…").arg(x).fetch_all_on(conn)`.
     fn sql(text: &str) -> Query<'_, Self::Db, Args<'_, Self::Db>> {
         sqlx::query(text)
@@ -161,6 +194,12 @@ pub(crate) trait QueryExt<'q, D: Runs>: Sized {
     where
         'q: 'e;
     /// Runs a statement; the number of rows it affected.
+    fn fetch_one_on<'e>(
+        self,
+        connection: &'e mut D::Connection,
+    ) -> BoxFuture<'e, Result<D::Row, sqlx::Error>>
+    where
+        'q: 'e;
     fn execute_on<'e>(
         self,
         connection: &'e mut D::Connection,
@@ -193,6 +232,15 @@ impl<'q, D: Runs> QueryExt<'q, D> for Query<'q, D, Args<'q, D>> {
         'q: 'e,
     {
         D::fetch_optional(connection, self)
+    }
+    fn fetch_one_on<'e>(
+        self,
+        connection: &'e mut D::Connection,
+    ) -> BoxFuture<'e, Result<D::Row, sqlx::Error>>
+    where
+        'q: 'e,
+    {
+        D::fetch_one(connection, self)
     }
     fn execute_on<'e>(
         self,

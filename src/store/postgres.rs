@@ -6,15 +6,6 @@ use sqlx::PgPool;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Where reads get a connection: the pool, shared with the read queues' batches.
-type ReadSource = PgPool;
-
-async fn read_connection(
-    source: &ReadSource,
-) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, sqlx::Error> {
-    source.acquire().await
-}
-
 pub struct PostgresStore {
     pool: PgPool,
     /// Writes: the same pool (PostgreSQL runs concurrent writers itself).
@@ -44,39 +35,42 @@ impl PostgresStore {
             .with_context(|| format!("cannot connect to PostgreSQL at {target}"))?;
         Ok(Self {
             reads: super::sql::ReadQueues::new(
-                Self::standing_flush(pool.clone()),
-                Self::reconcile_view_flush(pool.clone()),
+                super::sql::standing_flush::<Self>(pool.clone()),
+                super::reconcile::reconcile_view_flush::<Self>(pool.clone()),
             ),
             writes: super::group_commit::GroupCommit::new(
                 super::sql::WRITE_BATCH,
-                Self::write_flush(pool.clone()),
+                super::sql::write_flush::<Self>(pool.clone()),
             ),
             writer: pool.clone(),
             pool,
         })
     }
-
-    /// A connection to read with.
-    async fn reader(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, sqlx::Error> {
-        read_connection(&self.pool).await
-    }
-
-    /// Replicas starting together must not run the same migration twice.
-    const MIGRATION_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7400517)");
 }
-
-super::sql::impl_sql_store!(PostgresStore, sqlx::Postgres, "postgres");
-super::reconcile::impl_reconcile_store!(PostgresStore, sqlx::Postgres);
 
 impl super::backend::Backend for PostgresStore {
     type Db = sqlx::Postgres;
+    const NAME: &'static str = "postgres";
+    /// Replicas starting together must not run the same migration twice.
+    const MIGRATION_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7400517)");
+    /// The pool, shared with the read queues' batches.
+    type ReadSource = PgPool;
     type Reader<'a> = sqlx::pool::PoolConnection<sqlx::Postgres>;
-    fn reader(
-        &self,
+    fn read_source(&self) -> &Self::ReadSource {
+        &self.pool
+    }
+    fn read_on(
+        source: &Self::ReadSource,
     ) -> impl std::future::Future<Output = Result<Self::Reader<'_>, sqlx::Error>> + Send {
-        read_connection(&self.pool)
+        source.acquire()
     }
     fn writer(&self) -> &PgPool {
         &self.writer
+    }
+    fn writes(&self) -> &super::group_commit::GroupCommit<super::sql::Write, super::sql::Written> {
+        &self.writes
+    }
+    fn reads(&self) -> &super::sql::ReadQueues {
+        &self.reads
     }
 }

@@ -2,11 +2,14 @@
 //! device's latest ProfileList, and the intent behind each command the reconciler queued (so a
 //! result can be folded back into the inventory). `apply_plan` writes one plan — inventory,
 //! folded results, new commands, cancellations — in one transaction; `apply_plans` writes the
-//! plans of many devices in one (group commit). Implemented for both backends by
-//! `impl_reconcile_store!`, with the same SQL.
+//! plans of many devices in one (group commit). One SQL implementation for every `Backend`.
 
+use super::backend::{Backend, Column, Db, QueryExt as _};
+use super::sql::enrollment_from_row;
 use super::{CommandStatus, NewCommand, StoreResult};
-use crate::vocab::profiles::{Intent, ManagedProfile, ReportedProfiles};
+use crate::vocab::profiles::{
+    Intent, ManagedProfile, ProfileState, RemovalPolicy, ReportedProfiles,
+};
 use async_trait::async_trait;
 
 /// One of the reconciler's commands whose result has not been folded into the inventory yet.
@@ -167,430 +170,433 @@ pub(crate) fn decode_reported(reported_at: i64, json: &str) -> ReportedProfiles 
 pub(crate) const MANAGED_COLUMNS: &str = "identifier, profile_key, hash, uuid, state, attempts, \
     installs, last_attempt_at, acknowledged_at, last_error, removal_policy";
 
-macro_rules! impl_reconcile_store {
-    ($store:ty, $db:ty) => {
-        const _: () = {
-            use $crate::vocab::profiles::{ManagedProfile, ProfileState, RemovalPolicy};
-            use $crate::store::reconcile::*;
-            use $crate::store::*;
-            use sqlx::Row as _;
-
-            type DbRow = <$db as sqlx::Database>::Row;
-
-            fn managed_from_row(row: &DbRow) -> Result<ManagedProfile, sqlx::Error> {
-                Ok(ManagedProfile {
-                    identifier: row.try_get("identifier")?,
-                    profile_key: row.try_get("profile_key")?,
-                    hash: row.try_get("hash")?,
-                    uuid: row.try_get("uuid")?,
-                    state: $crate::store::sql::known(ProfileState::parse(&row.try_get::<String, _>("state")?))?,
-                    attempts: row.try_get::<i64, _>("attempts")? as u32,
-                    installs: row.try_get::<i64, _>("installs")? as u32,
-                    last_attempt_at: row.try_get("last_attempt_at")?,
-                    acknowledged_at: row.try_get("acknowledged_at")?,
-                    last_error: row.try_get("last_error")?,
-                    removal_policy: if row.try_get::<String, _>("removal_policy")? == "Keep" {
-                        RemovalPolicy::Keep
-                    } else {
-                        RemovalPolicy::Remove
-                    },
-                })
-            }
-
-            /// Writes plans of distinct devices inside the caller's transaction, with a few
-            /// statements for all of them (each statement is a round trip to the database, and
-            /// a fleet-wide change writes thousands of plans a second); returns how many
-            /// commands each plan newly queued.
-            async fn apply_distinct_plans(
-                tx: &mut sqlx::Transaction<'_, $db>,
-                plans: &[&DevicePlan],
-            ) -> Result<Vec<u64>, sqlx::Error> {
-                use $crate::store::sql::chunk_rows;
-                let marks = $crate::store::sql::Marks::of::<$db>();
-                let now = plans.iter().map(|p| p.now).max().unwrap_or_default();
-                // Write first (SQLite takes the write lock up front), then the rest.
-                for chunk in chunk_rows(plans, 1) {
-                    let sql = format!(
-                        "DELETE FROM managed_profiles WHERE device_id IN ({})",
-                        marks.list(1, chunk.len())
-                    );
-                    let mut query = sqlx::query(&sql).persistent(false);
-                    for p in chunk {
-                        query = query.bind(&p.device_id);
-                    }
-                    query.execute(&mut **tx).await?;
-                }
-                let managed: Vec<_> = plans
-                    .iter()
-                    .flat_map(|p| p.change.managed.iter().map(move |m| (*p, m)))
-                    .collect();
-                for chunk in chunk_rows(&managed, 13) {
-                    let sql = format!(
-                        "INSERT INTO managed_profiles (device_id, {MANAGED_COLUMNS}, updated_at) VALUES {}",
-                        marks.rows(1, chunk.len(), 13)
-                    );
-                    let mut query = sqlx::query(&sql).persistent(false);
-                    for (p, m) in chunk {
-                        query = query
-                            .bind(&p.device_id)
-                            .bind(&m.identifier)
-                            .bind(&m.profile_key)
-                            .bind(&m.hash)
-                            .bind(&m.uuid)
-                            .bind(m.state.as_str())
-                            .bind(m.attempts as i64)
-                            .bind(m.installs as i64)
-                            .bind(m.last_attempt_at)
-                            .bind(m.acknowledged_at)
-                            .bind(&m.last_error)
-                            .bind(match m.removal_policy {
-                                RemovalPolicy::Keep => "Keep",
-                                RemovalPolicy::Remove => "Remove",
-                            })
-                            .bind(p.now);
-                    }
-                    query.execute(&mut **tx).await?;
-                }
-                let processed: Vec<&String> =
-                    plans.iter().flat_map(|p| &p.change.processed).collect();
-                for chunk in chunk_rows(&processed, 1) {
-                    let sql = format!(
-                        "UPDATE reconcile_commands SET processed_at = {} WHERE command_uuid IN ({})",
-                        marks.one(1),
-                        marks.list(2, chunk.len())
-                    );
-                    let mut query = sqlx::query(&sql).persistent(false).bind(now);
-                    for uuid in chunk {
-                        query = query.bind(*uuid);
-                    }
-                    query.execute(&mut **tx).await?;
-                }
-                let reported: Vec<_> = plans
-                    .iter()
-                    .filter_map(|p| Some((&p.device_id, p.change.reported.as_ref()?)))
-                    .collect();
-                for chunk in chunk_rows(&reported, 3) {
-                    let sql = format!(
-                        "INSERT INTO reported_profiles (device_id, reported_at, profiles) VALUES {} \
-                         ON CONFLICT (device_id) DO UPDATE SET reported_at = excluded.reported_at, \
-                           profiles = excluded.profiles \
-                         WHERE excluded.reported_at >= reported_profiles.reported_at",
-                        marks.rows(1, chunk.len(), 3)
-                    );
-                    let mut query = sqlx::query(&sql).persistent(false);
-                    for (device_id, r) in chunk {
-                        query = query.bind(*device_id).bind(r.reported_at).bind(encode_reported(r));
-                    }
-                    query.execute(&mut **tx).await?;
-                }
-                // Cancellations are rare (a newer plan superseding a queued command): one by one.
-                for p in plans {
-                    for uuid in &p.change.cancel {
-                        let cancelled = sqlx::query(
-                            "UPDATE commands SET status = 'cancelled', updated_at = $3 \
-                             WHERE uuid = $1 AND enrollment_id = $2 AND status = 'queued'",
-                        )
-                        .bind(uuid)
-                        .bind(&p.device_id)
-                        .bind(p.now)
-                        .execute(&mut **tx)
-                        .await?
-                        .rows_affected();
-                        if cancelled == 1 {
-                            sqlx::query(
-                                "UPDATE reconcile_commands SET processed_at = $2 WHERE command_uuid = $1",
-                            )
-                            .bind(uuid)
-                            .bind(p.now)
-                            .execute(&mut **tx)
-                            .await?;
-                        }
-                    }
-                }
-                // New commands, for devices still enrolled; a replayed UUID is not queued again.
-                // The ordinal keeps each device's commands in the planned order.
-                let enqueue: Vec<_> = plans
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(i, p)| p.change.enqueue.iter().map(move |(c, intent)| (i, *p, c, intent)))
-                    .collect();
-                let mut inserted = std::collections::HashSet::new();
-                for chunk in chunk_rows(&enqueue, 6) {
-                    let sql = format!(
-                        "INSERT INTO commands (uuid, enrollment_id, request_type, command, status, created_at, updated_at) \
-                         SELECT v.column1, e.id, v.column3, v.column4, 'queued', v.column5, v.column5 \
-                         FROM (VALUES {}) AS v JOIN enrollments e ON e.id = v.column2 \
-                         WHERE e.state <> 'checked_out' ORDER BY v.column6 \
-                         ON CONFLICT (uuid) DO NOTHING RETURNING uuid",
-                        marks.rows(1, chunk.len(), 6)
-                    );
-                    let mut query = sqlx::query(&sql).persistent(false);
-                    for (ordinal, (_, p, command, _)) in chunk.iter().enumerate() {
-                        query = query
-                            .bind(&command.uuid)
-                            .bind(&p.device_id)
-                            .bind(&command.request_type)
-                            .bind(&command.command)
-                            .bind(p.now)
-                            .bind(ordinal as i64);
-                    }
-                    for row in query.fetch_all(&mut **tx).await? {
-                        inserted.insert(row.try_get::<String, _>("uuid")?);
-                    }
-                }
-                let mut queued = vec![0; plans.len()];
-                let fresh: Vec<_> = enqueue
-                    .into_iter()
-                    .filter(|(i, _, command, _)| {
-                        let new = inserted.remove(&command.uuid);
-                        if new {
-                            queued[*i] += 1;
-                        }
-                        new
-                    })
-                    .collect();
-                for chunk in chunk_rows(&fresh, 6) {
-                    let sql = format!(
-                        "INSERT INTO reconcile_commands (command_uuid, device_id, intent, identifier, hash, created_at) \
-                         VALUES {} ON CONFLICT (command_uuid) DO NOTHING",
-                        marks.rows(1, chunk.len(), 6)
-                    );
-                    let mut query = sqlx::query(&sql).persistent(false);
-                    for (_, p, command, intent) in chunk {
-                        let (kind, identifier, hash) = intent_columns(intent);
-                        query = query
-                            .bind(&command.uuid)
-                            .bind(&p.device_id)
-                            .bind(kind)
-                            .bind(identifier)
-                            .bind(hash)
-                            .bind(p.now);
-                    }
-                    query.execute(&mut **tx).await?;
-                }
-                Ok(queued)
-            }
-
-            /// A one-off query with `devices` bound to its marks, in order.
-            fn bind_devices<'q>(
-                sql: &'q str,
-                devices: &[&'q String],
-            ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>> {
-                let mut query = sqlx::query(sql).persistent(false);
-                for device_id in devices {
-                    query = query.bind(*device_id);
-                }
-                query
-            }
-
-            /// The reconcile views of `devices`, each read by statements shared by all of them.
-            async fn reconcile_views_of(
-                tx: &mut sqlx::Transaction<'_, $db>,
-                devices: &[String],
-            ) -> Result<std::collections::HashMap<String, ReconcileView>, sqlx::Error> {
-                use $crate::store::sql::{chunk_rows, ENROLLMENT_COLUMNS};
-                let marks = $crate::store::sql::Marks::of::<$db>();
-                let mut unique: Vec<&String> = devices.iter().collect();
-                unique.sort();
-                unique.dedup();
-                let mut views: std::collections::HashMap<String, ReconcileView> = unique
-                    .iter()
-                    .map(|d| ((*d).clone(), ReconcileView::default()))
-                    .collect();
-                for chunk in chunk_rows(&unique, 1) {
-                    let list = marks.list(1, chunk.len());
-                    let sql = format!("SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE id IN ({list})");
-                    for row in bind_devices(&sql, chunk).fetch_all(&mut **tx).await? {
-                        let enrollment = enrollment_from_row(&row)?;
-                        if let Some(view) = views.get_mut(&enrollment.device_id) {
-                            view.enrollment = Some(enrollment);
-                        }
-                    }
-                    let sql = format!(
-                        "SELECT device_id, {MANAGED_COLUMNS} FROM managed_profiles \
-                         WHERE device_id IN ({list}) ORDER BY device_id, identifier"
-                    );
-                    for row in bind_devices(&sql, chunk).fetch_all(&mut **tx).await? {
-                        let device_id: String = row.try_get("device_id")?;
-                        if let Some(view) = views.get_mut(&device_id) {
-                            view.state.managed.push(managed_from_row(&row)?);
-                        }
-                    }
-                    let sql = format!(
-                        "SELECT device_id, reported_at, profiles FROM reported_profiles WHERE device_id IN ({list})"
-                    );
-                    for row in bind_devices(&sql, chunk).fetch_all(&mut **tx).await? {
-                        let device_id: String = row.try_get("device_id")?;
-                        if let Some(view) = views.get_mut(&device_id) {
-                            view.state.reported = Some(decode_reported(
-                                row.try_get("reported_at")?,
-                                &row.try_get::<String, _>("profiles")?,
-                            ));
-                        }
-                    }
-                    let sql = format!(
-                        "SELECT rc.device_id, rc.command_uuid, rc.intent, rc.identifier, rc.hash, c.status, \
-                           c.sent_count, c.updated_at, r.raw \
-                         FROM reconcile_commands rc \
-                         JOIN commands c ON c.uuid = rc.command_uuid \
-                         LEFT JOIN command_results r ON r.command_uuid = rc.command_uuid \
-                         WHERE rc.device_id IN ({list}) AND rc.processed_at IS NULL \
-                         ORDER BY rc.device_id, c.seq"
-                    );
-                    for row in bind_devices(&sql, chunk).fetch_all(&mut **tx).await? {
-                        let device_id: String = row.try_get("device_id")?;
-                        let open = OpenCommand {
-                            uuid: row.try_get("command_uuid")?,
-                            intent: intent_from_columns(
-                                &row.try_get::<String, _>("intent")?,
-                                row.try_get("identifier")?,
-                                row.try_get("hash")?,
-                            ),
-                            status: $crate::store::sql::known(CommandStatus::parse(&row.try_get::<String, _>("status")?))?,
-                            sent: row.try_get::<i64, _>("sent_count")? > 0,
-                            result: row.try_get("raw")?,
-                            updated_at: row.try_get("updated_at")?,
-                        };
-                        if let Some(view) = views.get_mut(&device_id) {
-                            view.state.open.push(open);
-                        }
-                    }
-                }
-                Ok(views)
-            }
-
-            impl $store {
-                /// Answers a batch of the reconcile read queue (`reconcile_view` for each device
-                /// asked) in one read transaction.
-                pub(crate) fn reconcile_view_flush(
-                    source: ReadSource,
-                ) -> $crate::store::group_commit::Flush<String, ReconcileView> {
-                    std::sync::Arc::new(move |asked: Vec<String>| {
-                        let source = source.clone();
-                        Box::pin(async move {
-                            let found = async {
-                                let mut conn = read_connection(&source).await?;
-                                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                                let views = reconcile_views_of(&mut tx, &asked).await?;
-                                tx.commit().await?;
-                                Ok::<_, sqlx::Error>(views)
-                            }
-                            .await;
-                            $crate::store::sql::answer_each(&asked, found.map_err(Into::into), |views, device| {
-                                views.get(device).cloned().unwrap_or_default()
-                            })
-                        })
-                    })
-                }
-
-                /// Writes plans in order inside the caller's transaction: those of distinct
-                /// devices together, a device's second plan in a batch after its first.
-                pub(crate) async fn apply_plans_in(
-                    tx: &mut sqlx::Transaction<'_, $db>,
-                    plans: &[&DevicePlan],
-                ) -> Result<Vec<u64>, sqlx::Error> {
-                    let mut queued = vec![0; plans.len()];
-                    for round in $crate::store::sql::rounds_by_device(plans, |p| &p.device_id) {
-                        let these: Vec<&DevicePlan> = round.iter().map(|&i| plans[i]).collect();
-                        let counts = apply_distinct_plans(tx, &these).await?;
-                        for (i, n) in round.into_iter().zip(counts) {
-                            queued[i] = n;
-                        }
-                    }
-                    Ok(queued)
-                }
-            }
-
-            #[async_trait::async_trait]
-            impl ReconcileStore for $store {
-                async fn reconcile_view(&self, device_id: &str) -> StoreResult<ReconcileView> {
-                    self.reads.views.submit(device_id.to_string()).await
-                }
-
-                async fn apply_plan(
-                    &self,
-                    device_id: &str,
-                    change: PlanChange,
-                    now: i64,
-                ) -> StoreResult<u64> {
-                    // Through the write queue: plans finishing together share one transaction.
-                    let plan = DevicePlan {
-                        device_id: device_id.to_string(),
-                        change,
-                        now,
-                    };
-                    match self.writes.submit($crate::store::sql::Write::Plan(plan)).await? {
-                        $crate::store::sql::Written::Plan(queued) => Ok(queued),
-                        other => Err($crate::store::sql::wrong_kind(other)),
-                    }
-                }
-
-                async fn apply_plans(&self, plans: &[DevicePlan]) -> StoreResult<Vec<u64>> {
-                    let mut tx = self.writer.begin().await?;
-                    let plans: Vec<&DevicePlan> = plans.iter().collect();
-                    let queued = Self::apply_plans_in(&mut tx, &plans).await?;
-                    tx.commit().await?;
-                    Ok(queued)
-                }
-
-                async fn profile_counts(&self) -> StoreResult<Vec<ProfileCounts>> {
-                    let rows = sqlx::query($crate::store::reconcile::PROFILE_COUNTS_SQL)
-                    .fetch_all(&mut *self.reader().await?)
-                    .await?;
-                    let mut out: Vec<ProfileCounts> = Vec::new();
-                    for row in rows {
-                        let key: String = row.try_get("profile_key")?;
-                        let state: String = row.try_get("state")?;
-                        let n: i64 = row.try_get("n")?;
-                        if out.last().map(|c| &c.profile_key) != Some(&key) {
-                            out.push(ProfileCounts {
-                                profile_key: key,
-                                ..ProfileCounts::default()
-                            });
-                        }
-                        let counts = out.last_mut().expect("pushed above");
-                        match $crate::store::sql::known(ProfileState::parse(&state))? {
-                            ProfileState::Pending => counts.pending += n,
-                            ProfileState::Verifying => counts.verifying += n,
-                            ProfileState::Verified => {
-                                counts.verified += n;
-                                let hash: String = row.try_get("hash")?;
-                                *counts.verified_by_hash.entry(hash).or_default() += n;
-                            }
-                            ProfileState::Failed => counts.failed += n,
-                            ProfileState::Removing => counts.removing += n,
-                            ProfileState::RemovalFailed => counts.removal_failed += n,
-                        }
-                    }
-                    Ok(out)
-                }
-
-                async fn managed_in_state(
-                    &self,
-                    profile_key: &str,
-                    state: &str,
-                    limit: i64,
-                ) -> StoreResult<Vec<(String, ManagedProfile)>> {
-                    let rows = sqlx::query(&format!(
-                        "SELECT device_id, {MANAGED_COLUMNS} FROM managed_profiles \
-                         WHERE profile_key = $1 AND state = $2 ORDER BY device_id LIMIT $3"
-                    ))
-                    .bind(profile_key)
-                    .bind(state)
-                    .bind(limit)
-                    .fetch_all(&mut *self.reader().await?)
-                    .await?;
-                    rows.iter()
-                        .map(|row| Ok((row.try_get("device_id")?, managed_from_row(row)?)))
-                        .collect::<Result<Vec<_>, sqlx::Error>>()
-                        .map_err(Into::into)
-                }
-            }
-        };
-    };
+fn managed_from_row<R: Column>(row: &R) -> Result<ManagedProfile, sqlx::Error>
+where
+    R::Database: Db,
+{
+    Ok(ManagedProfile {
+        identifier: row.col("identifier")?,
+        profile_key: row.col("profile_key")?,
+        hash: row.col("hash")?,
+        uuid: row.col("uuid")?,
+        state: crate::store::sql::known(ProfileState::parse(&row.col::<String>("state")?))?,
+        attempts: row.col::<i64>("attempts")? as u32,
+        installs: row.col::<i64>("installs")? as u32,
+        last_attempt_at: row.col("last_attempt_at")?,
+        acknowledged_at: row.col("acknowledged_at")?,
+        last_error: row.col("last_error")?,
+        removal_policy: if row.col::<String>("removal_policy")? == "Keep" {
+            RemovalPolicy::Keep
+        } else {
+            RemovalPolicy::Remove
+        },
+    })
 }
 
-pub(crate) use impl_reconcile_store;
+/// Writes plans of distinct devices inside the caller's transaction, with a few
+/// statements for all of them (each statement is a round trip to the database, and
+/// a fleet-wide change writes thousands of plans a second); returns how many
+/// commands each plan newly queued.
+async fn apply_distinct_plans<D: Db>(
+    tx: &mut sqlx::Transaction<'_, D>,
+    plans: &[&DevicePlan],
+) -> Result<Vec<u64>, sqlx::Error> {
+    use crate::store::sql::chunk_rows;
+    let marks = crate::store::sql::Marks::of::<D>();
+    let now = plans.iter().map(|p| p.now).max().unwrap_or_default();
+    // Write first (SQLite takes the write lock up front), then the rest.
+    for chunk in chunk_rows(plans, 1) {
+        let sql = format!(
+            "DELETE FROM managed_profiles WHERE device_id IN ({})",
+            marks.list(1, chunk.len())
+        );
+        let mut query = D::sql(&sql).persistent(false);
+        for p in chunk {
+            query = query.arg(&p.device_id);
+        }
+        query.execute_on(&mut **tx).await?;
+    }
+    let managed: Vec<_> = plans
+        .iter()
+        .flat_map(|p| p.change.managed.iter().map(move |m| (*p, m)))
+        .collect();
+    for chunk in chunk_rows(&managed, 13) {
+        let sql = format!(
+            "INSERT INTO managed_profiles (device_id, {MANAGED_COLUMNS}, updated_at) VALUES {}",
+            marks.rows(1, chunk.len(), 13)
+        );
+        let mut query = D::sql(&sql).persistent(false);
+        for (p, m) in chunk {
+            query = query
+                .arg(&p.device_id)
+                .arg(&m.identifier)
+                .arg(&m.profile_key)
+                .arg(&m.hash)
+                .arg(&m.uuid)
+                .arg(m.state.as_str())
+                .arg(m.attempts as i64)
+                .arg(m.installs as i64)
+                .arg(m.last_attempt_at)
+                .arg(m.acknowledged_at)
+                .arg(&m.last_error)
+                .arg(match m.removal_policy {
+                    RemovalPolicy::Keep => "Keep",
+                    RemovalPolicy::Remove => "Remove",
+                })
+                .arg(p.now);
+        }
+        query.execute_on(&mut **tx).await?;
+    }
+    let processed: Vec<&String> = plans.iter().flat_map(|p| &p.change.processed).collect();
+    for chunk in chunk_rows(&processed, 1) {
+        let sql = format!(
+            "UPDATE reconcile_commands SET processed_at = {} WHERE command_uuid IN ({})",
+            marks.one(1),
+            marks.list(2, chunk.len())
+        );
+        let mut query = D::sql(&sql).persistent(false).arg(now);
+        for uuid in chunk {
+            query = query.arg(*uuid);
+        }
+        query.execute_on(&mut **tx).await?;
+    }
+    let reported: Vec<_> = plans
+        .iter()
+        .filter_map(|p| Some((&p.device_id, p.change.reported.as_ref()?)))
+        .collect();
+    for chunk in chunk_rows(&reported, 3) {
+        let sql = format!(
+            "INSERT INTO reported_profiles (device_id, reported_at, profiles) VALUES {} \
+             ON CONFLICT (device_id) DO UPDATE SET reported_at = excluded.reported_at, \
+               profiles = excluded.profiles \
+             WHERE excluded.reported_at >= reported_profiles.reported_at",
+            marks.rows(1, chunk.len(), 3)
+        );
+        let mut query = D::sql(&sql).persistent(false);
+        for (device_id, r) in chunk {
+            query = query
+                .arg(*device_id)
+                .arg(r.reported_at)
+                .arg(encode_reported(r));
+        }
+        query.execute_on(&mut **tx).await?;
+    }
+    // Cancellations are rare (a newer plan superseding a queued command): one by one.
+    for p in plans {
+        for uuid in &p.change.cancel {
+            let cancelled = D::sql(
+                "UPDATE commands SET status = 'cancelled', updated_at = $3 \
+                 WHERE uuid = $1 AND enrollment_id = $2 AND status = 'queued'",
+            )
+            .arg(uuid)
+            .arg(&p.device_id)
+            .arg(p.now)
+            .execute_on(&mut **tx)
+            .await?;
+            if cancelled == 1 {
+                D::sql("UPDATE reconcile_commands SET processed_at = $2 WHERE command_uuid = $1")
+                    .arg(uuid)
+                    .arg(p.now)
+                    .execute_on(&mut **tx)
+                    .await?;
+            }
+        }
+    }
+    // New commands, for devices still enrolled; a replayed UUID is not queued again.
+    // The ordinal keeps each device's commands in the planned order.
+    let enqueue: Vec<_> = plans
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| {
+            p.change
+                .enqueue
+                .iter()
+                .map(move |(c, intent)| (i, *p, c, intent))
+        })
+        .collect();
+    let mut inserted = std::collections::HashSet::new();
+    for chunk in chunk_rows(&enqueue, 6) {
+        let sql = format!(
+            "INSERT INTO commands (uuid, enrollment_id, request_type, command, status, created_at, updated_at) \
+             SELECT v.column1, e.id, v.column3, v.column4, 'queued', v.column5, v.column5 \
+             FROM (VALUES {}) AS v JOIN enrollments e ON e.id = v.column2 \
+             WHERE e.state <> 'checked_out' ORDER BY v.column6 \
+             ON CONFLICT (uuid) DO NOTHING RETURNING uuid",
+            marks.rows(1, chunk.len(), 6)
+        );
+        let mut query = D::sql(&sql).persistent(false);
+        for (ordinal, (_, p, command, _)) in chunk.iter().enumerate() {
+            query = query
+                .arg(&command.uuid)
+                .arg(&p.device_id)
+                .arg(&command.request_type)
+                .arg(&command.command)
+                .arg(p.now)
+                .arg(ordinal as i64);
+        }
+        for row in query.fetch_all_on(&mut **tx).await? {
+            inserted.insert(row.col::<String>("uuid")?);
+        }
+    }
+    let mut queued = vec![0; plans.len()];
+    let fresh: Vec<_> = enqueue
+        .into_iter()
+        .filter(|(i, _, command, _)| {
+            let new = inserted.remove(&command.uuid);
+            if new {
+                queued[*i] += 1;
+            }
+            new
+        })
+        .collect();
+    for chunk in chunk_rows(&fresh, 6) {
+        let sql = format!(
+            "INSERT INTO reconcile_commands (command_uuid, device_id, intent, identifier, hash, created_at) \
+             VALUES {} ON CONFLICT (command_uuid) DO NOTHING",
+            marks.rows(1, chunk.len(), 6)
+        );
+        let mut query = D::sql(&sql).persistent(false);
+        for (_, p, command, intent) in chunk {
+            let (kind, identifier, hash) = intent_columns(intent);
+            query = query
+                .arg(&command.uuid)
+                .arg(&p.device_id)
+                .arg(kind)
+                .arg(identifier)
+                .arg(hash)
+                .arg(p.now);
+        }
+        query.execute_on(&mut **tx).await?;
+    }
+    Ok(queued)
+}
+
+/// A one-off query with `devices` bound to its marks, in order.
+fn bind_devices<'q, D: Db>(
+    sql: &'q str,
+    devices: &[&'q String],
+) -> sqlx::query::Query<'q, D, <D as sqlx::Database>::Arguments<'q>> {
+    let mut query = D::sql(sql).persistent(false);
+    for device_id in devices {
+        query = query.arg(*device_id);
+    }
+    query
+}
+
+/// The reconcile views of `devices`, each read by statements shared by all of them.
+async fn reconcile_views_of<D: Db>(
+    tx: &mut sqlx::Transaction<'_, D>,
+    devices: &[String],
+) -> Result<std::collections::HashMap<String, ReconcileView>, sqlx::Error> {
+    use crate::store::sql::{chunk_rows, ENROLLMENT_COLUMNS};
+    let marks = crate::store::sql::Marks::of::<D>();
+    let mut unique: Vec<&String> = devices.iter().collect();
+    unique.sort();
+    unique.dedup();
+    let mut views: std::collections::HashMap<String, ReconcileView> = unique
+        .iter()
+        .map(|d| ((*d).clone(), ReconcileView::default()))
+        .collect();
+    for chunk in chunk_rows(&unique, 1) {
+        let list = marks.list(1, chunk.len());
+        let sql = format!("SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE id IN ({list})");
+        for row in bind_devices::<D>(&sql, chunk)
+            .fetch_all_on(&mut **tx)
+            .await?
+        {
+            let enrollment = enrollment_from_row(&row)?;
+            if let Some(view) = views.get_mut(&enrollment.device_id) {
+                view.enrollment = Some(enrollment);
+            }
+        }
+        let sql = format!(
+            "SELECT device_id, {MANAGED_COLUMNS} FROM managed_profiles \
+             WHERE device_id IN ({list}) ORDER BY device_id, identifier"
+        );
+        for row in bind_devices::<D>(&sql, chunk)
+            .fetch_all_on(&mut **tx)
+            .await?
+        {
+            let device_id: String = row.col("device_id")?;
+            if let Some(view) = views.get_mut(&device_id) {
+                view.state.managed.push(managed_from_row(&row)?);
+            }
+        }
+        let sql = format!(
+            "SELECT device_id, reported_at, profiles FROM reported_profiles WHERE device_id IN ({list})"
+        );
+        for row in bind_devices::<D>(&sql, chunk)
+            .fetch_all_on(&mut **tx)
+            .await?
+        {
+            let device_id: String = row.col("device_id")?;
+            if let Some(view) = views.get_mut(&device_id) {
+                view.state.reported = Some(decode_reported(
+                    row.col("reported_at")?,
+                    &row.col::<String>("profiles")?,
+                ));
+            }
+        }
+        let sql = format!(
+            "SELECT rc.device_id, rc.command_uuid, rc.intent, rc.identifier, rc.hash, c.status, \
+               c.sent_count, c.updated_at, r.raw \
+             FROM reconcile_commands rc \
+             JOIN commands c ON c.uuid = rc.command_uuid \
+             LEFT JOIN command_results r ON r.command_uuid = rc.command_uuid \
+             WHERE rc.device_id IN ({list}) AND rc.processed_at IS NULL \
+             ORDER BY rc.device_id, c.seq"
+        );
+        for row in bind_devices::<D>(&sql, chunk)
+            .fetch_all_on(&mut **tx)
+            .await?
+        {
+            let device_id: String = row.col("device_id")?;
+            let open = OpenCommand {
+                uuid: row.col("command_uuid")?,
+                intent: intent_from_columns(
+                    &row.col::<String>("intent")?,
+                    row.col("identifier")?,
+                    row.col("hash")?,
+                ),
+                status: crate::store::sql::known(CommandStatus::parse(
+                    &row.col::<String>("status")?,
+                ))?,
+                sent: row.col::<i64>("sent_count")? > 0,
+                result: row.col("raw")?,
+                updated_at: row.col("updated_at")?,
+            };
+            if let Some(view) = views.get_mut(&device_id) {
+                view.state.open.push(open);
+            }
+        }
+    }
+    Ok(views)
+}
+
+/// Answers a batch of the reconcile read queue (`reconcile_view` for each device
+/// asked) in one read transaction.
+pub(crate) fn reconcile_view_flush<B: Backend>(
+    source: B::ReadSource,
+) -> crate::store::group_commit::Flush<String, ReconcileView> {
+    std::sync::Arc::new(move |asked: Vec<String>| {
+        let source = source.clone();
+        Box::pin(async move {
+            let found = async {
+                let mut conn = B::read_on(&source).await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                let views = reconcile_views_of(&mut tx, &asked).await?;
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(views)
+            }
+            .await;
+            crate::store::sql::answer_each(&asked, found.map_err(Into::into), |views, device| {
+                views.get(device).cloned().unwrap_or_default()
+            })
+        })
+    })
+}
+
+/// Writes plans in order inside the caller's transaction: those of distinct
+/// devices together, a device's second plan in a batch after its first.
+pub(crate) async fn apply_plans_in<D: Db>(
+    tx: &mut sqlx::Transaction<'_, D>,
+    plans: &[&DevicePlan],
+) -> Result<Vec<u64>, sqlx::Error> {
+    let mut queued = vec![0; plans.len()];
+    for round in crate::store::sql::rounds_by_device(plans, |p| &p.device_id) {
+        let these: Vec<&DevicePlan> = round.iter().map(|&i| plans[i]).collect();
+        let counts = apply_distinct_plans(tx, &these).await?;
+        for (i, n) in round.into_iter().zip(counts) {
+            queued[i] = n;
+        }
+    }
+    Ok(queued)
+}
+
+#[async_trait]
+impl<B: Backend> ReconcileStore for B {
+    async fn reconcile_view(&self, device_id: &str) -> StoreResult<ReconcileView> {
+        self.reads().views.submit(device_id.to_string()).await
+    }
+
+    async fn apply_plan(&self, device_id: &str, change: PlanChange, now: i64) -> StoreResult<u64> {
+        // Through the write queue: plans finishing together share one transaction.
+        let plan = DevicePlan {
+            device_id: device_id.to_string(),
+            change,
+            now,
+        };
+        match self
+            .writes()
+            .submit(crate::store::sql::Write::Plan(plan))
+            .await?
+        {
+            crate::store::sql::Written::Plan(queued) => Ok(queued),
+            other => Err(crate::store::sql::wrong_kind(other)),
+        }
+    }
+
+    async fn apply_plans(&self, plans: &[DevicePlan]) -> StoreResult<Vec<u64>> {
+        let mut tx = self.writer().begin().await?;
+        let plans: Vec<&DevicePlan> = plans.iter().collect();
+        let queued = apply_plans_in(&mut tx, &plans).await?;
+        tx.commit().await?;
+        Ok(queued)
+    }
+
+    async fn profile_counts(&self) -> StoreResult<Vec<ProfileCounts>> {
+        let rows = Self::sql(crate::store::reconcile::PROFILE_COUNTS_SQL)
+            .fetch_all_on(&mut *self.reader().await?)
+            .await?;
+        let mut out: Vec<ProfileCounts> = Vec::new();
+        for row in rows {
+            let key: String = row.col("profile_key")?;
+            let state: String = row.col("state")?;
+            let n: i64 = row.col("n")?;
+            if out.last().map(|c| &c.profile_key) != Some(&key) {
+                out.push(ProfileCounts {
+                    profile_key: key,
+                    ..ProfileCounts::default()
+                });
+            }
+            let counts = out.last_mut().expect("pushed above");
+            match crate::store::sql::known(ProfileState::parse(&state))? {
+                ProfileState::Pending => counts.pending += n,
+                ProfileState::Verifying => counts.verifying += n,
+                ProfileState::Verified => {
+                    counts.verified += n;
+                    let hash: String = row.col("hash")?;
+                    *counts.verified_by_hash.entry(hash).or_default() += n;
+                }
+                ProfileState::Failed => counts.failed += n,
+                ProfileState::Removing => counts.removing += n,
+                ProfileState::RemovalFailed => counts.removal_failed += n,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn managed_in_state(
+        &self,
+        profile_key: &str,
+        state: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<(String, ManagedProfile)>> {
+        let rows = Self::sql(&format!(
+            "SELECT device_id, {MANAGED_COLUMNS} FROM managed_profiles \
+             WHERE profile_key = $1 AND state = $2 ORDER BY device_id LIMIT $3"
+        ))
+        .arg(profile_key)
+        .arg(state)
+        .arg(limit)
+        .fetch_all_on(&mut *self.reader().await?)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.col("device_id")?, managed_from_row(row)?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+}
 
 /// Schema for the reconciler's tables (same text on both backends).
 pub(crate) const SCHEMA: &str = r#"

@@ -33,18 +33,9 @@ const WRITER_CHECKPOINT_PAGES: u32 = 16_384;
 /// The WAL file is truncated back to this size after a checkpoint that emptied it.
 const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
 
-/// Where reads get a connection: the read connections, shared with the read queues' batches.
-type ReadSource = std::sync::Arc<super::sqlite_readers::Readers>;
-
-async fn read_connection(
-    source: &ReadSource,
-) -> Result<super::sqlite_readers::Reader<'_>, sqlx::Error> {
-    source.get().await
-}
-
 pub struct SqliteStore {
     /// Reads.
-    readers: ReadSource,
+    readers: std::sync::Arc<super::sqlite_readers::Readers>,
     /// The one connection that writes.
     writer: SqlitePool,
     /// The write queue: command exchanges, plans, push requests and push outcomes, written in
@@ -109,29 +100,18 @@ impl SqliteStore {
         Ok(Self {
             checkpoints: crate::lane::commit_lane().spawn(checkpoint_regularly(checkpointer)),
             reads: super::sql::ReadQueues::new(
-                Self::standing_flush(readers.clone()),
-                Self::reconcile_view_flush(readers.clone()),
+                super::sql::standing_flush::<Self>(readers.clone()),
+                super::reconcile::reconcile_view_flush::<Self>(readers.clone()),
             ),
             readers,
             writes: super::group_commit::GroupCommit::new(
                 super::sql::WRITE_BATCH,
-                Self::write_flush(writer.clone()),
+                super::sql::write_flush::<Self>(writer.clone()),
             ),
             writer,
         })
     }
-
-    /// A connection to read with.
-    async fn reader(&self) -> Result<super::sqlite_readers::Reader<'_>, sqlx::Error> {
-        read_connection(&self.readers).await
-    }
-
-    /// SQLite serialises writers on the file itself: no extra lock.
-    const MIGRATION_LOCK: Option<&'static str> = None;
 }
-
-super::sql::impl_sql_store!(SqliteStore, sqlx::Sqlite, "sqlite");
-super::reconcile::impl_reconcile_store!(SqliteStore, sqlx::Sqlite);
 
 /// Checkpoints the WAL every `CHECKPOINT_EVERY`, without waiting for readers or the writer
 /// (PASSIVE: what a reader still needs is copied at a later turn). A failure is logged once
@@ -158,13 +138,27 @@ async fn checkpoint_regularly(mut connection: sqlx::SqliteConnection) {
 
 impl super::backend::Backend for SqliteStore {
     type Db = sqlx::Sqlite;
+    const NAME: &'static str = "sqlite";
+    /// SQLite serialises writers on the file itself: no extra lock.
+    const MIGRATION_LOCK: Option<&'static str> = None;
+    /// The read connections, shared with the read queues' batches.
+    type ReadSource = std::sync::Arc<super::sqlite_readers::Readers>;
     type Reader<'a> = super::sqlite_readers::Reader<'a>;
-    fn reader(
-        &self,
+    fn read_source(&self) -> &Self::ReadSource {
+        &self.readers
+    }
+    fn read_on(
+        source: &Self::ReadSource,
     ) -> impl std::future::Future<Output = Result<Self::Reader<'_>, sqlx::Error>> + Send {
-        read_connection(&self.readers)
+        source.get()
     }
     fn writer(&self) -> &SqlitePool {
         &self.writer
+    }
+    fn writes(&self) -> &super::group_commit::GroupCommit<super::sql::Write, super::sql::Written> {
+        &self.writes
+    }
+    fn reads(&self) -> &super::sql::ReadQueues {
+        &self.reads
     }
 }
