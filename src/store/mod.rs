@@ -14,18 +14,26 @@
 
 pub mod actions;
 mod backend;
+mod enrollment;
 pub mod group_commit;
+mod identity;
 pub mod inventory;
 mod migrations;
 mod model;
 mod postgres;
+mod push;
+mod queue;
 pub mod reconcile;
 mod sql;
 mod sqlite;
 mod sqlite_readers;
 
+pub use enrollment::EnrollmentStore;
+pub use identity::IdentityStore;
 pub use model::*;
 pub use postgres::PostgresStore;
+pub use push::PushStore;
+pub use queue::QueueStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -73,157 +81,6 @@ impl From<sqlx::Error> for StoreError {
             _ => StoreError::Database(e.to_string()),
         }
     }
-}
-
-/// Enrollments: Authenticate, TokenUpdate and CheckOut, bootstrap tokens, finding and listing
-/// devices, and when each was last seen.
-#[async_trait]
-pub trait EnrollmentStore: Send + Sync {
-    /// Authenticate: records device facts and starts a fresh enrollment. Queued commands of a
-    /// previous enrollment are cancelled in the same transaction; push stays off until TokenUpdate.
-    async fn authenticate(&self, facts: &DeviceFacts, now: i64)
-        -> StoreResult<AuthenticateOutcome>;
-    /// TokenUpdate: stores push credentials and marks the device enrolled. A missing unlock
-    /// token keeps the stored one. Creates the enrollment if Authenticate was never seen.
-    async fn token_update(&self, update: &TokenUpdateRecord, now: i64) -> StoreResult<()>;
-    /// CheckOut: marks the device unenrolled; its history stays. False if unknown.
-    async fn check_out(&self, device_id: &str, now: i64) -> StoreResult<bool>;
-    async fn set_bootstrap_token(&self, device_id: &str, token: Option<&[u8]>) -> StoreResult<()>;
-    async fn bootstrap_token(&self, device_id: &str) -> StoreResult<Option<Vec<u8>>>;
-    async fn enrollment(&self, device_id: &str) -> StoreResult<Option<Enrollment>>;
-    /// Looks a device up by UDID/EnrollmentID, then by serial number.
-    async fn find_enrollment(&self, key: &str) -> StoreResult<Option<Enrollment>>;
-    /// Devices last seen at or after `since` (Unix ms), ordered by (last seen, id), after the
-    /// cursor `after` (keyset pagination through the last-seen index): what changed lately,
-    /// without reading the fleet.
-    async fn devices_seen_since(
-        &self,
-        since: i64,
-        after: Option<(i64, String)>,
-        limit: i64,
-    ) -> StoreResult<Vec<(i64, String)>>;
-    /// Enrollments ordered by id, starting after `after` (keyset pagination).
-    async fn list_enrollments(
-        &self,
-        after: Option<&str>,
-        limit: i64,
-    ) -> StoreResult<Vec<Enrollment>>;
-    /// Writes a batch of last-seen times in one transaction (never moves a time backwards).
-    async fn record_last_seen(&self, seen: &[(String, i64)]) -> StoreResult<()>;
-}
-
-/// The per-device command queue and the results devices report.
-#[async_trait]
-pub trait QueueStore: Send + Sync {
-    /// Queues a command for a device. Fails with NotFound / Conflict for unknown or
-    /// checked-out devices, and with Conflict when the UUID is already used.
-    async fn enqueue(&self, device_id: &str, command: &NewCommand, now: i64) -> StoreResult<()>;
-    /// The oldest queued command of this device not in `skip`; counts it as sent.
-    async fn next_command(
-        &self,
-        device_id: &str,
-        skip: &[String],
-        now: i64,
-    ) -> StoreResult<Option<QueuedCommand>>;
-    /// Records a device's report for one of its commands (one transaction). Terminal statuses
-    /// store the raw result and dequeue; NotNow keeps the command queued. A report for another
-    /// device's command is treated exactly like an unknown UUID.
-    async fn record_report(
-        &self,
-        device_id: &str,
-        report: &ReportRecord<'_>,
-        now: i64,
-    ) -> StoreResult<ReportOutcome>;
-    /// One command exchange in one transaction: `record_report` (when the device reported a
-    /// result) then `next_command`, with exactly their effects. Returns the report's outcome
-    /// and the command to send next.
-    async fn exchange(
-        &self,
-        device_id: &str,
-        report: Option<&ReportRecord<'_>>,
-        skip: &[String],
-        now: i64,
-    ) -> StoreResult<(Option<ReportOutcome>, Option<QueuedCommand>)>;
-    /// Commands of one device, newest first, with their results.
-    async fn commands(&self, device_id: &str, limit: i64) -> StoreResult<Vec<CommandRecord>>;
-    /// Number of queued commands across the fleet (for metrics).
-    async fn queue_depth(&self) -> StoreResult<i64>;
-}
-
-/// Device identity: the certificates the CA issued, their standing, and one-time secrets (SCEP
-/// challenges, enrollment tokens).
-#[async_trait]
-pub trait IdentityStore: Send + Sync {
-    /// Records a certificate the CA has just issued. With `challenge_hash`, the one-time SCEP
-    /// challenge is used up in the same transaction, and nothing is recorded unless it was
-    /// valid (the returned use says why not).
-    async fn record_certificate(
-        &self,
-        certificate: &CertificateRecord,
-        challenge_hash: Option<&str>,
-        now: i64,
-    ) -> StoreResult<SecretUse>;
-    /// The stored certificate with this fingerprint, with the binding and state of the
-    /// enrollment it was bound to at Authenticate (one round trip: this runs on every device
-    /// request, before its body is parsed). None if not ours.
-    async fn certificate_standing(
-        &self,
-        fingerprint: &str,
-    ) -> StoreResult<Option<CertificateStanding>>;
-    /// Certificates bound to a device, newest first.
-    async fn device_certificates(&self, device_id: &str) -> StoreResult<Vec<CertificateRecord>>;
-    /// Revokes every certificate bound to a device; returns how many were newly revoked.
-    async fn revoke_device_certificates(&self, device_id: &str, now: i64) -> StoreResult<u64>;
-    /// Stores a one-time secret by its hash.
-    async fn create_secret(
-        &self,
-        kind: SecretKind,
-        hash: &str,
-        expires_at: i64,
-        now: i64,
-    ) -> StoreResult<()>;
-    /// Uses a one-time secret up, atomically: of concurrent attempts exactly one is Accepted.
-    async fn consume_secret(
-        &self,
-        kind: SecretKind,
-        hash: &str,
-        now: i64,
-    ) -> StoreResult<SecretUse>;
-}
-
-/// Push credentials and push scheduling: requests that coalesce, claims with a lease, outcomes
-/// and backoff.
-#[async_trait]
-pub trait PushStore: Send + Sync {
-    async fn push_credentials(&self, device_id: &str) -> StoreResult<Option<PushCredentials>>;
-    /// Asks for a push to the device at `at`. Pending pushes coalesce: an earlier pending time
-    /// is kept, a push being sent covers the request, and a device in backoff (pushed, not
-    /// answered since) keeps its backoff time.
-    /// NotFound for an unknown device. Requests arriving together are written in one
-    /// transaction with the other writes of the moment (exchanges, plans, push outcomes).
-    async fn request_push(&self, device_id: &str, at: i64) -> StoreResult<()>;
-    /// `request_push` for several (device, time) pairs in one transaction; per request, false
-    /// for an unknown device (where `request_push` says NotFound).
-    async fn request_pushes(&self, requests: &[(String, i64)]) -> StoreResult<Vec<bool>>;
-    /// Claims up to `limit` pushes due at `now`, oldest first, moving them to `claimed_until` so
-    /// that a crash leaves them due again rather than lost.
-    async fn claim_due_pushes(
-        &self,
-        now: i64,
-        claimed_until: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<DuePush>>;
-    /// Records what happened to a push and, for scheduled ones, what comes next. Batched like
-    /// `request_push`.
-    async fn record_push(&self, outcome: &PushOutcome) -> StoreResult<()>;
-    /// `record_push` for several outcomes in one transaction.
-    async fn record_pushes(&self, outcomes: &[PushOutcome]) -> StoreResult<()>;
-    async fn push_status(&self, device_id: &str) -> StoreResult<Option<PushStatus>>;
-    /// Requests a push at `at` for every enrolled device with queued commands and none pending
-    /// (run at start: a wake requested just before a crash is not lost).
-    async fn request_pushes_for_queued(&self, at: i64) -> StoreResult<u64>;
-    /// Enrolled devices per push topic (checked against the push certificate at start).
-    async fn enrolled_topics(&self) -> StoreResult<Vec<(String, i64)>>;
 }
 
 /// Everything the server persists: every area's trait, plus what concerns the database as a

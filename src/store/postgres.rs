@@ -35,7 +35,7 @@ impl PostgresStore {
             .with_context(|| format!("cannot connect to PostgreSQL at {target}"))?;
         Ok(Self {
             reads: super::sql::ReadQueues::new(
-                super::sql::standing_flush::<Self>(pool.clone()),
+                super::identity::standing_flush::<Self>(pool.clone()),
                 super::reconcile::reconcile_view_flush::<Self>(pool.clone()),
             ),
             writes: super::group_commit::GroupCommit::new(

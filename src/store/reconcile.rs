@@ -5,7 +5,7 @@
 //! plans of many devices in one (group commit). One SQL implementation for every `Backend`.
 
 use super::backend::{Backend, Column, Db, QueryExt as _};
-use super::sql::enrollment_from_row;
+use super::enrollment::enrollment_from_row;
 use super::{CommandStatus, NewCommand, StoreResult};
 use crate::vocab::profiles::{
     Intent, ManagedProfile, ProfileState, RemovalPolicy, ReportedProfiles,

@@ -100,7 +100,7 @@ impl SqliteStore {
         Ok(Self {
             checkpoints: crate::lane::commit_lane().spawn(checkpoint_regularly(checkpointer)),
             reads: super::sql::ReadQueues::new(
-                super::sql::standing_flush::<Self>(readers.clone()),
+                super::identity::standing_flush::<Self>(readers.clone()),
                 super::reconcile::reconcile_view_flush::<Self>(readers.clone()),
             ),
             readers,

@@ -1,0 +1,424 @@
+//! The per-device command queue and the results devices report: enqueueing, the device's
+//! exchange (record its report, hand out its next command) alone or in a batch of the write
+//! queue, and reading a device's commands back. The trait and its SQL for every `Backend`.
+
+use super::backend::{Backend, Column, Db, QueryExt as _};
+use super::sql::*;
+use super::*;
+use async_trait::async_trait;
+
+/// The per-device command queue and the results devices report.
+#[async_trait]
+pub trait QueueStore: Send + Sync {
+    /// Queues a command for a device. Fails with NotFound / Conflict for unknown or
+    /// checked-out devices, and with Conflict when the UUID is already used.
+    async fn enqueue(&self, device_id: &str, command: &NewCommand, now: i64) -> StoreResult<()>;
+    /// The oldest queued command of this device not in `skip`; counts it as sent.
+    async fn next_command(
+        &self,
+        device_id: &str,
+        skip: &[String],
+        now: i64,
+    ) -> StoreResult<Option<QueuedCommand>>;
+    /// Records a device's report for one of its commands (one transaction). Terminal statuses
+    /// store the raw result and dequeue; NotNow keeps the command queued. A report for another
+    /// device's command is treated exactly like an unknown UUID.
+    async fn record_report(
+        &self,
+        device_id: &str,
+        report: &ReportRecord<'_>,
+        now: i64,
+    ) -> StoreResult<ReportOutcome>;
+    /// One command exchange in one transaction: `record_report` (when the device reported a
+    /// result) then `next_command`, with exactly their effects. Returns the report's outcome
+    /// and the command to send next.
+    async fn exchange(
+        &self,
+        device_id: &str,
+        report: Option<&ReportRecord<'_>>,
+        skip: &[String],
+        now: i64,
+    ) -> StoreResult<(Option<ReportOutcome>, Option<QueuedCommand>)>;
+    /// Commands of one device, newest first, with their results.
+    async fn commands(&self, device_id: &str, limit: i64) -> StoreResult<Vec<CommandRecord>>;
+    /// Number of queued commands across the fleet (for metrics).
+    async fn queue_depth(&self) -> StoreResult<i64>;
+}
+
+pub(crate) fn command_from_row<R: Column>(row: &R) -> Result<CommandRecord, sqlx::Error>
+where
+    R::Database: Db,
+{
+    Ok(CommandRecord {
+        uuid: row.col("uuid")?,
+        device_id: row.col("enrollment_id")?,
+        request_type: row.col("request_type")?,
+        status: known(CommandStatus::parse(&row.col::<String>("status")?))?,
+        created_at: row.col("created_at")?,
+        updated_at: row.col("updated_at")?,
+        sent_count: row.col("sent_count")?,
+        last_sent_at: row.col("last_sent_at")?,
+        not_now_count: row.col("not_now_count")?,
+        last_not_now_at: row.col("last_not_now_at")?,
+        completed_at: row.col("completed_at")?,
+        result: row.col("raw")?,
+    })
+}
+
+#[async_trait]
+impl<B: Backend> QueueStore for B {
+    async fn enqueue(&self, device_id: &str, c: &NewCommand, now: i64) -> StoreResult<()> {
+        let mut tx = self.writer().begin().await?;
+        // Insert only for a device that exists and is not checked out, in one statement.
+        let inserted = Self::sql(
+            "INSERT INTO commands (uuid, enrollment_id, request_type, command, status, created_at, updated_at) \
+             SELECT $1, id, $3, $4, 'queued', $5, $5 FROM enrollments WHERE id = $2 AND state <> 'checked_out' \
+             ON CONFLICT (uuid) DO NOTHING",
+        )
+        .arg(&c.uuid)
+        .arg(device_id)
+        .arg(&c.request_type)
+        .arg(&c.command)
+        .arg(now)
+        .execute_on(&mut *tx)
+        .await?;
+        if inserted == 1 {
+            tx.commit().await?;
+            return Ok(());
+        }
+        let state: Option<String> = Self::sql("SELECT state FROM enrollments WHERE id = $1")
+            .arg(device_id)
+            .fetch_optional_on(&mut *tx)
+            .await?
+            .map(|row| row.col("state"))
+            .transpose()?;
+        tx.rollback().await?;
+        Err(match state.as_deref() {
+            None => StoreError::NotFound(format!("no device {device_id}")),
+            Some("checked_out") => StoreError::Conflict(format!(
+                "device {device_id} is checked out (unenrolled); it can receive commands again after it re-enrolls"
+            )),
+            Some(_) => StoreError::Conflict(format!("command UUID {} is already in use", c.uuid)),
+        })
+    }
+
+    async fn next_command(
+        &self,
+        device_id: &str,
+        skip: &[String],
+        now: i64,
+    ) -> StoreResult<Option<QueuedCommand>> {
+        let mut tx = self.writer().begin().await?;
+        let next = next_command_in(&mut tx, device_id, skip, now).await?;
+        tx.commit().await?;
+        Ok(next)
+    }
+
+    async fn record_report(
+        &self,
+        device_id: &str,
+        r: &ReportRecord<'_>,
+        now: i64,
+    ) -> StoreResult<ReportOutcome> {
+        let mut tx = self.writer().begin().await?;
+        let outcome = record_report_in(&mut tx, device_id, r, now).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn exchange(
+        &self,
+        device_id: &str,
+        report: Option<&ReportRecord<'_>>,
+        skip: &[String],
+        now: i64,
+    ) -> StoreResult<(Option<ReportOutcome>, Option<QueuedCommand>)> {
+        // Exchanges of many devices arriving together share one transaction.
+        let exchange = PendingExchange {
+            device_id: device_id.to_string(),
+            report: report.map(|r| (r.command_uuid.to_string(), r.status, r.raw.to_vec())),
+            skip: skip.to_vec(),
+            now,
+        };
+        match self.writes().submit(Write::Exchange(exchange)).await? {
+            Written::Exchange(done) => Ok(done),
+            other => Err(wrong_kind(other)),
+        }
+    }
+
+    async fn commands(&self, device_id: &str, limit: i64) -> StoreResult<Vec<CommandRecord>> {
+        let rows = Self::sql(&format!(
+            "SELECT {COMMAND_COLUMNS} FROM commands c LEFT JOIN command_results r ON r.command_uuid = c.uuid \
+             WHERE c.enrollment_id = $1 ORDER BY c.seq DESC LIMIT $2"
+        ))
+        .arg(device_id)
+        .arg(limit)
+        .fetch_all_on(&mut *self.reader().await?)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(command_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn queue_depth(&self) -> StoreResult<i64> {
+        let row = Self::sql("SELECT COUNT(*) AS n FROM commands WHERE status = 'queued'")
+            .fetch_one_on(&mut *self.reader().await?)
+            .await?;
+        Ok(row.col("n")?)
+    }
+}
+
+/// The exchanges `round` of distinct devices, with a few statements for all of them
+/// (each statement is a round trip to the database): results first, then each
+/// device's next command. NotNow answers, unknown commands and devices skipping
+/// deferred commands take the one-by-one path.
+pub(crate) async fn exchange_round<D: Db>(
+    tx: &mut sqlx::Transaction<'_, D>,
+    batch: &[&PendingExchange],
+    round: &[usize],
+    done: &mut [ExchangeDone],
+) -> StoreResult<()> {
+    use chunk_rows;
+    let marks = Marks::of::<D>();
+    let now = round
+        .iter()
+        .map(|&i| batch[i].now)
+        .max()
+        .unwrap_or_default();
+    let mut terminal = Vec::new();
+    for &i in round {
+        let x = &batch[i];
+        let Some(report) = x.report() else { continue };
+        match CommandStatus::from_report(report.status) {
+            Some(status) => terminal.push((i, report, status)),
+            None => done[i].0 = Some(record_report_in(tx, &x.device_id, &report, x.now).await?),
+        }
+    }
+    let answers: Vec<_> = terminal
+        .iter()
+        .map(|(i, report, status)| (batch[*i].device_id.as_str(), report, *status, batch[*i].now))
+        .collect();
+    let outcomes = record_results_in(tx, &answers).await?;
+    for ((i, _, _), outcome) in terminal.iter().zip(outcomes) {
+        done[*i].0 = Some(outcome);
+    }
+    // Each device's next command, marked sent.
+    let mut fetching = Vec::new();
+    for &i in round {
+        let x = &batch[i];
+        if x.skip.is_empty() {
+            fetching.push(i);
+        } else {
+            done[i].1 = next_command_in(tx, &x.device_id, &x.skip, x.now).await?;
+        }
+    }
+    let mut next: std::collections::HashMap<String, QueuedCommand> =
+        std::collections::HashMap::new();
+    for chunk in chunk_rows(&fetching, 1) {
+        let sql = format!(
+            "UPDATE commands SET sent_count = sent_count + 1, last_sent_at = {} \
+             WHERE seq IN (SELECT (SELECT c.seq FROM commands c \
+                 WHERE c.enrollment_id = v.column1 AND c.status = 'queued' ORDER BY c.seq LIMIT 1) \
+               FROM (VALUES {}) AS v) \
+             RETURNING enrollment_id, uuid, request_type, command",
+            marks.one(1),
+            marks.rows(2, chunk.len(), 1)
+        );
+        let mut query = D::sql(&sql).persistent(false).arg(now);
+        for &i in chunk {
+            query = query.arg(&batch[i].device_id);
+        }
+        for row in query.fetch_all_on(&mut **tx).await? {
+            next.insert(
+                row.col("enrollment_id")?,
+                QueuedCommand {
+                    uuid: row.col("uuid")?,
+                    request_type: row.col("request_type")?,
+                    command: row.col("command")?,
+                },
+            );
+        }
+    }
+    let mut drained = Vec::new();
+    for &i in &fetching {
+        done[i].1 = next.remove(&batch[i].device_id);
+        if done[i].1.is_none() {
+            drained.push(batch[i].device_id.as_str());
+        }
+    }
+    queue_drained_in(tx, &drained).await?;
+    Ok(())
+}
+
+/// Final answers (Acknowledged, Error, CommandFormatError) of distinct devices, with
+/// a few statements for all of them: each command that is the answering device's
+/// own and still open is finished and its raw result kept; the others are told apart
+/// as already finished or unknown. One outcome per answer, in order.
+pub(crate) async fn record_results_in<D: Db>(
+    tx: &mut sqlx::Transaction<'_, D>,
+    answers: &[(&str, &ReportRecord<'_>, CommandStatus, i64)],
+) -> StoreResult<Vec<ReportOutcome>> {
+    use chunk_rows;
+    let marks = Marks::of::<D>();
+    // A cancelled command may still have run on the device: its result counts.
+    let mut finished = std::collections::HashSet::new();
+    for chunk in chunk_rows(answers, 4) {
+        let sql = format!(
+            "UPDATE commands SET status = v.column3, completed_at = v.column4, updated_at = v.column4 \
+             FROM (VALUES {}) AS v \
+             WHERE commands.uuid = v.column1 AND commands.enrollment_id = v.column2 \
+               AND commands.status IN ('queued', 'cancelled') \
+             RETURNING uuid, enrollment_id",
+            marks.rows(1, chunk.len(), 4)
+        );
+        let mut query = D::sql(&sql).persistent(false);
+        for (device_id, report, status, now) in chunk {
+            query = query
+                .arg(report.command_uuid)
+                .arg(*device_id)
+                .arg(status.as_str())
+                .arg(*now);
+        }
+        for row in query.fetch_all_on(&mut **tx).await? {
+            finished.insert((
+                row.col::<String>("uuid")?,
+                row.col::<String>("enrollment_id")?,
+            ));
+        }
+    }
+    let mut outcomes = Vec::with_capacity(answers.len());
+    let mut results = Vec::with_capacity(answers.len());
+    for answer in answers {
+        let (device_id, report, _, _) = answer;
+        if finished.contains(&(report.command_uuid.to_string(), device_id.to_string())) {
+            outcomes.push(ReportOutcome::Dequeued);
+            results.push(answer);
+        } else {
+            outcomes.push(finished_or_unknown(tx, device_id, report.command_uuid).await?);
+        }
+    }
+    for chunk in chunk_rows(&results, 5) {
+        let sql = format!(
+            "INSERT INTO command_results (command_uuid, enrollment_id, status, raw, received_at) \
+             VALUES {} ON CONFLICT (command_uuid) DO NOTHING",
+            marks.rows(1, chunk.len(), 5)
+        );
+        let mut query = D::sql(&sql).persistent(false);
+        for (device_id, report, status, now) in chunk {
+            query = query
+                .arg(report.command_uuid)
+                .arg(*device_id)
+                .arg(status.as_str())
+                .arg(report.raw)
+                .arg(*now);
+        }
+        query.execute_on(&mut **tx).await?;
+    }
+    Ok(outcomes)
+}
+
+/// Devices that drained their queue: their push backoff starts over, and a push
+/// still being sent no longer covers new work (the device answered it already, often
+/// before APNs acknowledged it). Conditional, so the common case changes no row.
+pub(crate) async fn queue_drained_in<D: Db>(
+    tx: &mut sqlx::Transaction<'_, D>,
+    devices: &[&str],
+) -> StoreResult<()> {
+    let marks = Marks::of::<D>();
+    for chunk in chunk_rows(devices, 1) {
+        let sql = format!(
+            "UPDATE push_state SET attempts = 0, claimed_until = NULL WHERE enrollment_id IN ({}) \
+             AND (attempts > 0 OR claimed_until IS NOT NULL)",
+            marks.list(1, chunk.len())
+        );
+        let mut query = D::sql(&sql).persistent(false);
+        for device_id in chunk {
+            query = query.arg(*device_id);
+        }
+        query.execute_on(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// `next_command` inside a transaction.
+pub(crate) async fn next_command_in<D: Db>(
+    tx: &mut sqlx::Transaction<'_, D>,
+    device_id: &str,
+    skip: &[String],
+    now: i64,
+) -> StoreResult<Option<QueuedCommand>> {
+    let skip_clause = if skip.is_empty() {
+        String::new()
+    } else {
+        format!(" AND uuid NOT IN ({})", placeholders(3, skip.len()))
+    };
+    let sql = format!(
+        "UPDATE commands SET sent_count = sent_count + 1, last_sent_at = $2 \
+         WHERE seq = (SELECT seq FROM commands WHERE enrollment_id = $1 AND status = 'queued'{skip_clause} \
+                      ORDER BY seq LIMIT 1) \
+         RETURNING uuid, request_type, command"
+    );
+    let mut query = D::sql(&sql).arg(device_id).arg(now);
+    for uuid in skip {
+        query = query.arg(uuid);
+    }
+    let row = query.fetch_optional_on(&mut **tx).await?;
+    // Not when it only deferred commands (NotNow): those keep backing off instead of
+    // being pushed again every minute.
+    if row.is_none() && skip.is_empty() {
+        queue_drained_in(tx, &[device_id]).await?;
+    }
+    Ok(match row {
+        Some(row) => Some(QueuedCommand {
+            uuid: row.col("uuid")?,
+            request_type: row.col("request_type")?,
+            command: row.col("command")?,
+        }),
+        None => None,
+    })
+}
+
+/// `record_report` inside a transaction.
+pub(crate) async fn record_report_in<D: Db>(
+    tx: &mut sqlx::Transaction<'_, D>,
+    device_id: &str,
+    r: &ReportRecord<'_>,
+    now: i64,
+) -> StoreResult<ReportOutcome> {
+    let Some(terminal) = CommandStatus::from_report(r.status) else {
+        let updated = D::sql(
+            "UPDATE commands SET not_now_count = not_now_count + 1, last_not_now_at = $3, updated_at = $3 \
+             WHERE uuid = $1 AND enrollment_id = $2 AND status = 'queued'",
+        )
+        .arg(r.command_uuid)
+        .arg(device_id)
+        .arg(now)
+        .execute_on(&mut **tx)
+        .await?;
+        if updated == 1 {
+            return Ok(ReportOutcome::StillQueued);
+        }
+        return finished_or_unknown(tx, device_id, r.command_uuid).await;
+    };
+    let outcomes = record_results_in(tx, &[(device_id, r, terminal, now)]).await?;
+    Ok(outcomes[0])
+}
+
+pub(crate) async fn finished_or_unknown<D: Db>(
+    tx: &mut sqlx::Transaction<'_, D>,
+    device_id: &str,
+    uuid: &str,
+) -> StoreResult<ReportOutcome> {
+    let exists = D::sql("SELECT 1 AS one FROM commands WHERE uuid = $1 AND enrollment_id = $2")
+        .arg(uuid)
+        .arg(device_id)
+        .fetch_optional_on(&mut **tx)
+        .await?
+        .is_some();
+    Ok(if exists {
+        ReportOutcome::AlreadyFinished
+    } else {
+        ReportOutcome::Unknown
+    })
+}
