@@ -92,7 +92,7 @@ impl TestServer {
             .append(true)
             .open(data_dir.join("server.log"))
             .expect("server log");
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pomona"))
+        let child = tokio::process::Command::new(server_binary())
             .arg("serve")
             .arg("--data-dir")
             .arg(&data_dir)
@@ -449,4 +449,11 @@ pub async fn fresh_postgres_database(purpose: &str) -> String {
         .unwrap();
     let (base, _) = url.rsplit_once('/').expect("URL has a database name");
     format!("{base}/{name}")
+}
+
+/// The `pomona` binary server processes run: the one cargo built for the tests, or
+/// `POMONA_BENCH_BIN` (benchmarks comparing two builds back to back; see BENCHMARKS.md).
+pub fn server_binary() -> std::ffi::OsString {
+    std::env::var_os("POMONA_BENCH_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_pomona").into())
 }
