@@ -110,13 +110,10 @@ pub async fn serve_on(
              devices enrolled with them check in but cannot be woken by push"
         );
     }
-    let reconciler = reconcile::driver::Reconciler::new(store.clone(), config.plan);
-    reconciler.set_signer(prepared.signer.clone());
-    reconciler.set_sealer(std::sync::Arc::new(prepared.device_ca.sealer()));
-    {
-        // Queued commands wake their device through the (persisted) push schedule.
+    // Queued commands wake their device through the (persisted) push schedule.
+    let wake: reconcile::driver::Wake = {
         let push = push.clone();
-        reconciler.set_wake(std::sync::Arc::new(move |device_id: &str| {
+        std::sync::Arc::new(move |device_id: &str| {
             let push = push.clone();
             let device_id = device_id.to_string();
             tokio::spawn(async move {
@@ -124,8 +121,17 @@ pub async fn serve_on(
                     tracing::warn!(device = %device_id, error = %e, "could not schedule a push");
                 }
             });
-        }));
-    }
+        })
+    };
+    let reconciler = reconcile::driver::Reconciler::new(
+        store.clone(),
+        config.plan,
+        reconcile::driver::Collaborators {
+            wake: Some(wake),
+            signer: Some(prepared.signer.clone()),
+            sealer: Some(std::sync::Arc::new(prepared.device_ca.sealer())),
+        },
+    );
     let devices = reconciler
         .load_devices()
         .await

@@ -5,7 +5,7 @@
 //! Also starts an administrator's action at once (`start_now`). Decisions are in `actions.rs`.
 
 use super::actions::{decide, finish, targets, DeviceContext, Step};
-use super::driver::{lock, read, Reconciler};
+use super::driver::{lock, Reconciler};
 use crate::policy::actions::ActionSpec;
 use crate::policy::model::ActionKind;
 use crate::policy::selector::DeviceAttributes;
@@ -99,7 +99,7 @@ impl Reconciler {
 
         // 2. Start declared actions not yet started (or still waiting) on this device.
         let context = DeviceContext {
-            facts_known: lock(&self.facts).contains_key(device_id),
+            facts_known: self.fleet.facts_known(device_id),
             has_unlock_token: enrollment.has_unlock_token,
         };
         let mut starts = Vec::new();
@@ -241,9 +241,9 @@ impl Reconciler {
         // enrolled a moment ago is indexed by its first reconcile, which runs on its own thread.
         self.observe_enrollment(enrollment);
         let snapshot = self.snapshot();
-        let attributes = read(&self.devices)
-            .get(device_id)
-            .cloned()
+        let attributes = self
+            .fleet
+            .attributes(device_id)
             .unwrap_or_else(|| DeviceAttributes {
                 device_id: device_id.to_string(),
                 ..DeviceAttributes::default()
@@ -251,7 +251,7 @@ impl Reconciler {
         let attributes = super::membership::with_labels(&snapshot, &attributes);
         let records = self.store.device_actions(device_id).await?;
         let context = DeviceContext {
-            facts_known: lock(&self.facts).contains_key(device_id),
+            facts_known: self.fleet.facts_known(device_id),
             has_unlock_token: enrollment.has_unlock_token,
         };
         let step = decide(spec, &attributes, &context, &records, false, false);
@@ -303,18 +303,13 @@ impl Reconciler {
         use crate::policy::actions::ActionTarget;
         let snapshot = self.snapshot();
         let members = self.group_member_counts();
-        let devices = read(&self.devices);
         snapshot
             .actions
             .values()
             .map(|a| {
                 let n = match &a.target {
-                    ActionTarget::Udid(u) => i64::from(devices.contains_key(u)),
-                    ActionTarget::SerialNumber(s) => devices
-                        .values()
-                        .filter(|d| d.serial_number.as_deref() == Some(s.as_str()))
-                        .count() as i64,
                     ActionTarget::Group(g) => members.get(g).copied().unwrap_or(0),
+                    target => self.fleet.count_targets(target),
                 };
                 (a.key.clone(), n)
             })
@@ -323,9 +318,7 @@ impl Reconciler {
 
     /// A device's serial number, if it reported one.
     pub fn serial_number(&self, device_id: &str) -> Option<String> {
-        read(&self.devices)
-            .get(device_id)
-            .and_then(|d| d.serial_number.clone())
+        self.fleet.serial_number(device_id)
     }
 }
 

@@ -148,7 +148,7 @@ pub fn finish(record: &ActionRecord) -> Option<ActionFinish> {
         ),
         CommandStatus::Error | CommandStatus::CommandFormatError => (
             ActionState::Failed,
-            Some(super::driver::error_text(result.as_ref())),
+            Some(super::fold::error_text(result.as_ref())),
             None,
         ),
         // Not the device's answer: the device enrolled again (or was checked out) before it

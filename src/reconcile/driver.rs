@@ -9,19 +9,20 @@
 //! touches the whole fleet costs a durable write per batch of devices, not per device. Reconciles
 //! run on a thread of their own (`crate::lane`).
 
-use super::membership::{with_labels, Membership};
-use super::plan::{command_uuid, plan, CommandResult, Finished, InFlight, PlanInput, PlanSettings};
+use super::fleet::Fleet;
+use super::fold::{fold_open_commands, Folded};
+use super::membership::with_labels;
+use super::plan::{command_uuid, plan, PlanInput, PlanSettings};
 use super::reported;
+use super::work_queue::WorkQueue;
 use crate::policy::feed::PolicyUpdate;
-use crate::policy::selector::DeviceAttributes;
 use crate::policy::snapshot::PolicySnapshot;
 use crate::protocol::CommandEnvelope;
 use crate::store::reconcile::PlanChange;
-use crate::store::{CommandStatus, Enrollment, EnrollmentState, NewCommand, Store};
-use crate::vocab::facts::ReportedFacts;
+use crate::store::{Enrollment, EnrollmentState, NewCommand, Store};
 use crate::vocab::profiles::{Intent, ManagedProfile, ProfileState, ReportedProfiles};
 use plist::{Dictionary, Value};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -91,26 +92,18 @@ pub struct Reconciler {
     pub(super) store: Arc<dyn Store>,
     snapshot: RwLock<Arc<PolicySnapshot>>,
     health: RwLock<PolicyHealth>,
-    pub(super) devices: RwLock<HashMap<String, DeviceAttributes>>,
-    /// Group → member devices, kept in step with `devices` and the snapshot. Lock order:
-    /// `devices`, then `membership`, then `facts`.
-    membership: RwLock<Membership>,
-    dirty: Mutex<BTreeSet<String>>,
-    /// Devices a policy change touched, waiting for a rollout slot (see `Rollout`).
-    rollout: Mutex<Rollout>,
-    busy: Mutex<BTreeSet<String>>,
+    /// The fleet as planning sees it: attributes, group membership, facts (see `fleet`).
+    pub(super) fleet: Fleet,
+    /// Which devices want planning, and when (see `work_queue`).
+    work: WorkQueue,
     /// Devices the reconciler has business with (managed profiles or its commands in flight).
     /// With nothing declared, a command result from any other device needs no re-plan.
     involved: Mutex<std::collections::HashSet<String>>,
-    notify: tokio::sync::Notify,
-    /// When each device wants planning again (a retry coming due, the next inventory): one
-    /// entry per device, replaced by each plan, so timers never pile up.
-    wakeups: Mutex<Wakeups>,
-    wake: RwLock<Option<Wake>>,
+    wake: Option<Wake>,
     /// Signs profiles declared with `sign: true` (the server's HTTPS identity).
-    signer: RwLock<Option<Arc<crate::pki::ProfileSigner>>>,
+    signer: Option<Arc<crate::pki::ProfileSigner>>,
     /// Seals commands that carry secrets before they are stored (see `pki::seal`).
-    sealer: RwLock<Option<Arc<crate::pki::seal::Sealer>>>,
+    sealer: Option<Arc<crate::pki::seal::Sealer>>,
     /// False until a policy source installed its first snapshot. Until then the desired state
     /// is unknown, not empty: nothing is planned (planning against the empty default would
     /// remove every declared profile from each device that talks to the server).
@@ -119,9 +112,6 @@ pub struct Reconciler {
     /// membership index included): the status writer waits on it so that it never counts a
     /// new revision against the previous snapshot's membership.
     applied_revision: tokio::sync::watch::Sender<Option<String>>,
-    /// Each device's latest answer to our DeviceInformation queries, and when (Unix ms).
-    /// Facts override what Authenticate said (they are newer), until the next Authenticate.
-    pub(super) facts: Mutex<HashMap<String, (ReportedFacts, i64)>>,
     /// Devices with device actions waiting or queued: their answers finish actions.
     pub(super) open_actions: Mutex<std::collections::HashSet<String>>,
     /// Devices that answered a command and went on to fetch another in the same session: they
@@ -140,27 +130,37 @@ pub struct Reconciler {
 /// How long planning waits for a device that answered a command mid-session to end the session.
 const MID_SESSION_GRACE_MS: i64 = 30_000;
 
+/// What the reconciler works with besides the store, given when it is built. A reconciler
+/// built without them (tests) wakes no device, signs no profile and stores commands unsealed.
+#[derive(Default)]
+pub struct Collaborators {
+    /// Called with a device id when commands were queued for it (the push scheduler).
+    pub wake: Option<Wake>,
+    /// Signs profiles declared with `sign: true` (the server's HTTPS identity).
+    pub signer: Option<Arc<crate::pki::ProfileSigner>>,
+    /// Seals commands that carry secrets before they are stored (see `pki::seal`).
+    pub sealer: Option<Arc<crate::pki::seal::Sealer>>,
+}
+
 impl Reconciler {
-    pub fn new(store: Arc<dyn Store>, settings: PlanSettings) -> Arc<Self> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        settings: PlanSettings,
+        collaborators: Collaborators,
+    ) -> Arc<Self> {
         Arc::new(Self {
             lane: crate::lane::Lane::start("pomona-plan").expect("starting the planning thread"),
             store,
             snapshot: RwLock::new(Arc::new(PolicySnapshot::default())),
             health: RwLock::new(PolicyHealth::default()),
-            devices: RwLock::new(HashMap::new()),
-            membership: RwLock::new(Membership::default()),
-            dirty: Mutex::new(BTreeSet::new()),
-            rollout: Mutex::new(Rollout::default()),
-            busy: Mutex::new(BTreeSet::new()),
+            fleet: Fleet::default(),
+            work: WorkQueue::default(),
             involved: Mutex::new(std::collections::HashSet::new()),
-            notify: tokio::sync::Notify::new(),
-            wakeups: Mutex::new(Wakeups::default()),
-            wake: RwLock::new(None),
-            signer: RwLock::new(None),
-            sealer: RwLock::new(None),
+            wake: collaborators.wake,
+            signer: collaborators.signer,
+            sealer: collaborators.sealer,
             policy_loaded: std::sync::atomic::AtomicBool::new(false),
             applied_revision: tokio::sync::watch::Sender::new(None),
-            facts: Mutex::new(HashMap::new()),
             open_actions: Mutex::new(std::collections::HashSet::new()),
             answered_mid_session: Mutex::new(std::collections::HashSet::new()),
             settings,
@@ -169,29 +169,17 @@ impl Reconciler {
         })
     }
 
-    pub fn set_wake(&self, wake: Wake) {
-        *write(&self.wake) = Some(wake);
-    }
-
     /// Asks the push scheduler to wake a device (commands were queued for it).
     pub(super) fn wake_device(&self, device_id: &str) {
-        if let Some(wake) = read(&self.wake).clone() {
+        if let Some(wake) = &self.wake {
             wake(device_id);
         }
-    }
-
-    pub fn set_signer(&self, signer: Arc<crate::pki::ProfileSigner>) {
-        *write(&self.signer) = Some(signer);
-    }
-
-    pub fn set_sealer(&self, sealer: Arc<crate::pki::seal::Sealer>) {
-        *write(&self.sealer) = Some(sealer);
     }
 
     /// The sealer, when the server has one (a reconciler built without one, in tests, stores
     /// commands as they are).
     pub(super) fn sealer(&self) -> Option<Arc<crate::pki::seal::Sealer>> {
-        read(&self.sealer).clone()
+        self.sealer.clone()
     }
 
     /// Signs the profiles of `new` declared with `sign: true`, once per content: a profile
@@ -199,7 +187,7 @@ impl Reconciler {
     /// time, so re-signing would make an unchanged profile look changed). The content hash
     /// stays the hash of the unsigned profile.
     fn sign_profiles(&self, old: &PolicySnapshot, new: &mut PolicySnapshot) {
-        let signer = read(&self.signer).clone();
+        let signer = self.signer.clone();
         for profile in new.profiles.values_mut().filter(|p| p.sign) {
             if let Some(previous) = old
                 .profiles
@@ -238,8 +226,7 @@ impl Reconciler {
 
     /// Queues a device for reconciling.
     pub fn mark_dirty(&self, device_id: &str) {
-        lock(&self.dirty).insert(device_id.to_string());
-        self.notify.notify_one();
+        self.work.mark(device_id);
     }
 
     /// A device answered a command: re-plan it if the reconciler may care. While the device
@@ -257,8 +244,7 @@ impl Reconciler {
         if session_goes_on {
             lock(&self.answered_mid_session).insert(device_id.to_string());
             let at = crate::vocab::clock::now_millis() + MID_SESSION_GRACE_MS;
-            lock(&self.wakeups).schedule_no_later(device_id, at);
-            self.notify.notify_one();
+            self.work.schedule_no_later(device_id, at);
         } else {
             lock(&self.answered_mid_session).remove(device_id);
             self.mark_dirty(device_id);
@@ -279,42 +265,12 @@ impl Reconciler {
             self.forget_device(&e.device_id);
             return;
         }
-        let mut devices = write(&self.devices);
-        let attributes = devices
-            .entry(e.device_id.clone())
-            .or_insert_with(|| DeviceAttributes {
-                device_id: e.device_id.clone(),
-                ..DeviceAttributes::default()
-            });
-        attributes.serial_number = e.serial_number.clone().or(attributes.serial_number.take());
-        attributes.model = e.model.clone().or(attributes.model.take());
-        attributes.os_version = e.os_version.clone().or(attributes.os_version.take());
-        attributes.enrollment_type = Some(e.enrollment_type.as_str().to_string());
-        let product = e.product_name.as_deref().or(e.model.as_deref());
-        if let Some(platform) = product.and_then(reported::platform_of) {
-            attributes.platform = Some(platform);
-        }
-        {
-            let mut facts = lock(&self.facts);
-            match facts.get(&e.device_id) {
-                // Re-enrolled since: the facts may be stale; they are asked again.
-                Some((_, at)) if *at < e.authenticated_at => {
-                    facts.remove(&e.device_id);
-                }
-                Some((known, _)) => reported::apply_facts(attributes, known),
-                None => {}
-            }
-        }
-        let snapshot = self.snapshot();
-        write(&self.membership).update_device(&snapshot, attributes);
+        self.fleet.observe_enrollment(e, &self.snapshot());
     }
 
     /// Drops a device that left (checked out, wiped) from the in-memory index.
     fn forget_device(&self, device_id: &str) {
-        let mut devices = write(&self.devices);
-        devices.remove(device_id);
-        write(&self.membership).remove_device(device_id);
-        lock(&self.facts).remove(device_id);
+        self.fleet.forget(device_id);
         lock(&self.open_actions).remove(device_id);
         lock(&self.answered_mid_session).remove(device_id);
     }
@@ -330,7 +286,7 @@ impl Reconciler {
             for e in &page {
                 if e.state == EnrollmentState::Enrolled {
                     self.observe_enrollment(e);
-                    lock(&self.dirty).insert(e.device_id.clone());
+                    self.work.mark(&e.device_id);
                     count += 1;
                 }
             }
@@ -346,34 +302,19 @@ impl Reconciler {
         }
         // Devices with actions in flight: their answers must finish them.
         let open = self.store.devices_with_open_actions().await?;
-        lock(&self.dirty).extend(open.iter().cloned());
-        lock(&self.open_actions).extend(open);
-        self.notify.notify_one();
+        lock(&self.open_actions).extend(open.iter().cloned());
+        self.work.mark_all(open);
         Ok(count)
     }
 
     /// Folds a stored inventory row (facts, API labels) into the index.
     fn observe_inventory(&self, inventory: crate::store::inventory::DeviceInventory) {
-        let mut devices = write(&self.devices);
-        let Some(attributes) = devices.get_mut(&inventory.device_id) else {
-            return; // not enrolled (any more)
-        };
-        attributes.labels = inventory.labels;
-        if let Some((facts, _)) = &inventory.facts {
-            reported::apply_facts(attributes, facts);
-        }
-        write(&self.membership).update_device(&self.snapshot(), attributes);
-        if let Some(facts) = inventory.facts {
-            lock(&self.facts).insert(inventory.device_id, facts);
-        }
+        self.fleet.observe_inventory(inventory, &self.snapshot());
     }
 
     /// Replaces a device's API labels (already stored) and re-plans it: its groups may change.
     pub fn set_labels(&self, device_id: &str, labels: std::collections::BTreeMap<String, String>) {
-        if let Some(attributes) = write(&self.devices).get_mut(device_id) {
-            attributes.labels = labels;
-            write(&self.membership).update_device(&self.snapshot(), attributes);
-        }
+        self.fleet.set_labels(device_id, labels, &self.snapshot());
         self.mark_dirty(device_id);
     }
 
@@ -394,31 +335,25 @@ impl Reconciler {
             health.last_error = None;
             health.warnings = new.warnings.iter().map(|w| w.to_string()).collect();
         }
-        let mut touched = {
-            let devices = read(&self.devices);
-            write(&self.membership).apply_snapshot(&old, &new, &devices)
-        };
+        let mut touched = self.fleet.apply_snapshot(&old, &new);
         if first {
             // Nothing was planned before: every device is planned against the policy now known
             // (a profile the previous policy installed and this one dropped is removed too).
-            touched.extend(read(&self.devices).keys().cloned());
+            touched.extend(self.fleet.device_ids());
         }
         if !new.profiles.is_empty() {
             // Devices never inventoried may belong to groups that select on what
             // DeviceInformation reports: plan them so that they are asked.
-            let devices = read(&self.devices);
-            let facts = lock(&self.facts); // lock order: devices, then facts
-            touched.extend(devices.keys().filter(|d| !facts.contains_key(*d)).cloned());
+            touched.extend(self.fleet.without_facts());
         }
         // New or changed device actions go first, outside rollout pacing: a lost device
         // must not wait behind a profile rollout.
         let action_targets = self.devices_of_new_actions(&old, &new);
         if !action_targets.is_empty() {
-            lock(&self.dirty).extend(action_targets);
+            self.work.mark_all(action_targets);
         }
         let count = touched.len();
-        lock(&self.rollout).enqueue(touched);
-        self.notify.notify_one();
+        self.work.enqueue_rollout(touched);
         self.applied_revision
             .send_replace(Some(new.revision.clone()));
         tracing::info!(revision = %new.revision, touched_devices = count, "policy snapshot applied");
@@ -475,7 +410,6 @@ impl Reconciler {
 
     /// Devices targeted by actions that `new` declares and `old` did not (by name and spec).
     fn devices_of_new_actions(&self, old: &PolicySnapshot, new: &PolicySnapshot) -> Vec<String> {
-        use crate::policy::actions::ActionTarget;
         let fresh: Vec<_> = new
             .actions
             .values()
@@ -488,31 +422,15 @@ impl Reconciler {
         if fresh.is_empty() {
             return Vec::new();
         }
-        let devices = read(&self.devices);
-        let membership = read(&self.membership); // lock order: devices, then membership
-        let mut out = Vec::new();
-        for action in fresh {
-            match &action.target {
-                ActionTarget::Udid(u) => out.push(u.clone()),
-                // A scan of the in-memory index, only when such an action changes.
-                ActionTarget::SerialNumber(s) => out.extend(
-                    devices
-                        .values()
-                        .filter(|d| d.serial_number.as_deref() == Some(s.as_str()))
-                        .map(|d| d.device_id.clone()),
-                ),
-                ActionTarget::Group(g) => {
-                    out.extend(membership.members(g).into_iter().flatten().cloned())
-                }
-            }
-        }
-        out
+        fresh
+            .into_iter()
+            .flat_map(|action| self.fleet.targets_of(&action.target))
+            .collect()
     }
 
     /// Rollout progress: (devices waiting for a slot, devices with installs outstanding).
     pub fn rollout_progress(&self) -> (usize, usize) {
-        let rollout = lock(&self.rollout);
-        (rollout.waiting.len(), rollout.installing.len())
+        self.work.rollout_progress()
     }
 
     /// Lets a policy source record what it knows about itself (source, commit, fetch state).
@@ -527,21 +445,12 @@ impl Reconciler {
 
     /// Profiles each indexed device should carry, counted per profile key (targeted counts).
     pub fn targeted_counts(&self) -> HashMap<String, i64> {
-        read(&self.membership).targeted_counts(&self.snapshot())
+        self.fleet.targeted_counts(&self.snapshot())
     }
 
     /// Members of each declared group (DeviceGroup status), from the membership index.
     pub fn group_member_counts(&self) -> HashMap<String, i64> {
-        let snapshot = self.snapshot();
-        let membership = read(&self.membership);
-        snapshot
-            .groups
-            .keys()
-            .map(|g| {
-                let members = membership.members(g).map_or(0, |m| m.len() as i64);
-                (g.clone(), members)
-            })
-            .collect()
+        self.fleet.group_member_counts(&self.snapshot())
     }
 
     /// Runs reconciles until `shutdown` resolves, `parallel` devices at a time.
@@ -553,35 +462,18 @@ impl Reconciler {
         tokio::pin!(shutdown);
         let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
         loop {
-            let next_wakeup = self.move_due_wakeups(crate::vocab::clock::now_millis());
-            let admitted = lock(&self.rollout).admit(
+            let (batch, next_wakeup) = self.work.take_ready(
                 self.settings.rollout_max_devices,
                 crate::vocab::clock::now_millis(),
+                256,
             );
-            if !admitted.is_empty() {
-                lock(&self.dirty).extend(admitted);
-            }
-            let batch: Vec<String> = {
-                let mut dirty = lock(&self.dirty);
-                let busy = lock(&self.busy);
-                let ready: Vec<String> = dirty
-                    .iter()
-                    .filter(|d| !busy.contains(*d))
-                    .take(256)
-                    .cloned()
-                    .collect();
-                for d in &ready {
-                    dirty.remove(d);
-                }
-                ready
-            };
             if batch.is_empty() {
                 let idle = next_wakeup
                     .map(|at| (at - crate::vocab::clock::now_millis()).clamp(1, 1000))
                     .unwrap_or(1000);
                 tokio::select! {
                     _ = &mut shutdown => return,
-                    _ = self.notify.notified() => continue,
+                    _ = self.work.changed() => continue,
                     _ = tokio::time::sleep(Duration::from_millis(idle as u64)) => continue,
                 }
             }
@@ -590,7 +482,7 @@ impl Reconciler {
                     _ = &mut shutdown => return,
                     p = permits.clone().acquire_owned() => p.expect("semaphore open"),
                 };
-                lock(&self.busy).insert(device.clone());
+                self.work.started(&device);
                 let this = self.clone();
                 self.lane.spawn(async move {
                     let started = std::time::Instant::now();
@@ -600,7 +492,7 @@ impl Reconciler {
                         tracing::warn!(device = %device, error = %e, "reconcile failed; retrying later");
                         this.schedule_wakeup(&device, crate::vocab::clock::now_millis() + 5_000);
                     }
-                    lock(&this.busy).remove(&device);
+                    this.work.finished(&device);
                 });
             }
         }
@@ -642,71 +534,19 @@ impl Reconciler {
         let state = view.state;
         let now = crate::vocab::clock::now_millis();
 
-        let mut finished = Vec::new();
-        let mut in_flight = Vec::new();
-        let mut processed = Vec::new();
-        let mut newest_report: Option<ReportedProfiles> = state.reported.clone();
-        for open in &state.open {
-            match open.status {
-                CommandStatus::Queued => in_flight.push(InFlight {
-                    command_uuid: open.uuid.clone(),
-                    intent: open.intent.clone(),
-                    queued: !open.sent,
-                }),
-                CommandStatus::Cancelled => processed.push(open.uuid.clone()),
-                status => {
-                    processed.push(open.uuid.clone());
-                    let result_dict: Option<Dictionary> = open
-                        .result
-                        .as_deref()
-                        .and_then(|raw| crate::protocol::bounded::decode_into(raw).ok());
-                    let result = if status == CommandStatus::Acknowledged {
-                        CommandResult::Acknowledged
-                    } else {
-                        CommandResult::Error(error_text(result_dict.as_ref()))
-                    };
-                    if open.intent == Intent::DeviceInformation
-                        && result == CommandResult::Acknowledged
-                    {
-                        if let Some(facts) = result_dict.as_ref().and_then(reported::device_facts) {
-                            self.store
-                                .set_device_facts(device_id, &facts, open.updated_at)
-                                .await?;
-                            if let Some(a) = write(&self.devices).get_mut(device_id) {
-                                reported::apply_facts(a, &facts);
-                                write(&self.membership).update_device(&snapshot, a);
-                            }
-                            lock(&self.facts)
-                                .insert(device_id.to_string(), (facts, open.updated_at));
-                        }
-                    }
-                    if open.intent == Intent::ProfileList && result == CommandResult::Acknowledged {
-                        if let Some(r) = result_dict
-                            .as_ref()
-                            .and_then(|d| reported::profile_list(d, open.updated_at).ok())
-                        {
-                            if newest_report
-                                .as_ref()
-                                .is_none_or(|n| n.reported_at <= r.reported_at)
-                            {
-                                newest_report = Some(r);
-                            }
-                        }
-                    }
-                    finished.push(Finished {
-                        command_uuid: open.uuid.clone(),
-                        intent: open.intent.clone(),
-                        result,
-                        at: open.updated_at,
-                    });
-                }
-            }
+        let Folded {
+            finished,
+            in_flight,
+            processed,
+            newest_report,
+            facts,
+        } = fold_open_commands(&state.open, state.reported.clone());
+        for (facts, at) in facts {
+            self.store.set_device_facts(device_id, &facts, at).await?;
+            self.fleet.record_facts(device_id, facts, at, &snapshot);
         }
 
-        let attributes = read(&self.devices)
-            .get(device_id)
-            .cloned()
-            .unwrap_or_default();
+        let attributes = self.fleet.attributes(device_id).unwrap_or_default();
         let attributes = with_labels(&snapshot, &attributes);
         let actions = self
             .reconcile_actions(&enrollment, &attributes, &snapshot, now)
@@ -785,9 +625,7 @@ impl Reconciler {
             ));
         }
         // Facts groups select on: asked once after enrollment and then with each inventory.
-        let facts_due = lock(&self.facts)
-            .get(device_id)
-            .is_none_or(|(_, at)| now >= at + interval);
+        let facts_due = self.fleet.facts_due(device_id, now, interval);
         let facts_pending = in_flight
             .iter()
             .any(|f| f.intent == Intent::DeviceInformation);
@@ -816,9 +654,7 @@ impl Reconciler {
             || in_flight
                 .iter()
                 .any(|f| matches!(f.intent, Intent::Install { .. }));
-        if lock(&self.rollout).set_installing(device_id, installing, now) {
-            self.notify.notify_one(); // a slot came free
-        }
+        self.work.set_installing(device_id, installing, now);
         let involved = !result.managed.is_empty() || !enqueue.is_empty() || !in_flight.is_empty();
         if involved {
             lock(&self.involved).insert(device_id.to_string());
@@ -860,125 +696,13 @@ impl Reconciler {
 
     /// A device that will not be planned gives its rollout slot back.
     fn release_slot(&self, device_id: &str) {
-        let now = crate::vocab::clock::now_millis();
-        if lock(&self.rollout).set_installing(device_id, false, now) {
-            self.notify.notify_one();
-        }
+        self.work
+            .set_installing(device_id, false, crate::vocab::clock::now_millis());
     }
 
     /// Plans `device_id` again at `at` (Unix ms), replacing any earlier request for it.
     fn schedule_wakeup(&self, device_id: &str, at: i64) {
-        lock(&self.wakeups).schedule(device_id, at);
-    }
-
-    /// Moves devices whose wakeup is due into the dirty set; returns the next wakeup time.
-    fn move_due_wakeups(&self, now: i64) -> Option<i64> {
-        let (due, next) = lock(&self.wakeups).take_due(now);
-        if !due.is_empty() {
-            lock(&self.dirty).extend(due);
-        }
-        next
-    }
-}
-
-/// Rollout pacing. A policy change can touch the whole fleet at once; its devices queue here
-/// (in order, once each) and are admitted for planning while fewer than the limit have
-/// profile installs outstanding (queued or sent, not yet answered). A device leaves
-/// `installing` when its plan has no install in flight, or after `ROLLOUT_SLOT_MS` — so devices
-/// that are switched off cannot stall a rollout. Device reports and retries bypass the queue:
-/// they concern devices already admitted, or one device at a time.
-#[derive(Default)]
-struct Rollout {
-    waiting: std::collections::VecDeque<String>,
-    queued: std::collections::HashSet<String>,
-    /// Device → when it took its slot (Unix ms).
-    installing: HashMap<String, i64>,
-}
-
-/// How long a device with installs outstanding holds a rollout slot.
-const ROLLOUT_SLOT_MS: i64 = 120_000;
-
-impl Rollout {
-    fn enqueue(&mut self, devices: impl IntoIterator<Item = String>) {
-        for device in devices {
-            if self.queued.insert(device.clone()) {
-                self.waiting.push_back(device);
-            }
-        }
-    }
-
-    /// Devices to plan now: as many as there are free slots (`limit` 0: all).
-    fn admit(&mut self, limit: usize, now: i64) -> Vec<String> {
-        if self.waiting.is_empty() {
-            return Vec::new();
-        }
-        self.installing
-            .retain(|_, since| *since + ROLLOUT_SLOT_MS > now);
-        let free = if limit == 0 {
-            usize::MAX
-        } else {
-            limit.saturating_sub(self.installing.len())
-        };
-        let mut admitted = Vec::new();
-        while admitted.len() < free {
-            let Some(device) = self.waiting.pop_front() else {
-                break;
-            };
-            self.queued.remove(&device);
-            // Counted as installing until its plan says otherwise, so one pass cannot admit
-            // more devices than there are slots.
-            self.installing.insert(device.clone(), now);
-            admitted.push(device);
-        }
-        admitted
-    }
-
-    /// Records whether a device has installs outstanding; true when a slot came free.
-    fn set_installing(&mut self, device: &str, installing: bool, now: i64) -> bool {
-        if installing {
-            self.installing.entry(device.to_string()).or_insert(now);
-            false
-        } else {
-            self.installing.remove(device).is_some() && !self.waiting.is_empty()
-        }
-    }
-}
-
-/// Pending wakeups, by time (to find what is due) and by device (one entry each).
-#[derive(Default)]
-struct Wakeups {
-    by_time: BTreeSet<(i64, String)>,
-    by_device: HashMap<String, i64>,
-}
-
-impl Wakeups {
-    /// The newest plan knows best: its time replaces the device's previous one.
-    fn schedule(&mut self, device_id: &str, at: i64) {
-        if let Some(old) = self.by_device.insert(device_id.to_string(), at) {
-            self.by_time.remove(&(old, device_id.to_string()));
-        }
-        self.by_time.insert((at, device_id.to_string()));
-    }
-
-    /// Makes the device due at `at` at the latest, keeping an earlier time it already has.
-    fn schedule_no_later(&mut self, device_id: &str, at: i64) {
-        if self.by_device.get(device_id).is_none_or(|old| *old > at) {
-            self.schedule(device_id, at);
-        }
-    }
-
-    /// Removes and returns the devices due at `now`, and the next time after that.
-    fn take_due(&mut self, now: i64) -> (Vec<String>, Option<i64>) {
-        let mut due = Vec::new();
-        while let Some((at, device)) = self.by_time.first().cloned() {
-            if at > now {
-                break;
-            }
-            self.by_time.pop_first();
-            self.by_device.remove(&device);
-            due.push(device);
-        }
-        (due, self.by_time.first().map(|(at, _)| *at))
+        self.work.schedule(device_id, at);
     }
 }
 
@@ -1018,34 +742,6 @@ fn to_command(uuid: &str, intent: &Intent, payload: Option<&Vec<u8>>) -> NewComm
     }
 }
 
-/// The device's ErrorChain as one line ("domain code: description; …").
-pub(crate) fn error_text(result: Option<&Dictionary>) -> String {
-    let Some(chain) = result
-        .and_then(|d| d.get("ErrorChain"))
-        .and_then(Value::as_array)
-    else {
-        return "the device reported an error without an ErrorChain".into();
-    };
-    chain
-        .iter()
-        .filter_map(Value::as_dictionary)
-        .map(|e| {
-            let text = |k: &str| e.get(k).and_then(Value::as_string).unwrap_or_default();
-            let code = e
-                .get("ErrorCode")
-                .and_then(Value::as_signed_integer)
-                .map(|c| c.to_string())
-                .unwrap_or_default();
-            let description = match text("USEnglishDescription") {
-                "" => text("LocalizedDescription"),
-                us => us,
-            };
-            format!("{} {code}: {description}", text("ErrorDomain"))
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -1054,67 +750,8 @@ pub(super) fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(|p| p.into_inner())
 }
 
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+pub(super) fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|p| p.into_inner())
-}
-
-#[cfg(test)]
-mod rollout_tests {
-    use super::Rollout;
-
-    #[test]
-    fn a_rollout_admits_only_as_many_devices_as_there_are_free_slots() {
-        let mut r = Rollout::default();
-        r.enqueue(["A", "B", "C", "D", "A"].map(String::from));
-        assert_eq!(r.admit(2, 0), ["A", "B"].map(String::from));
-        assert!(
-            r.admit(2, 0).is_empty(),
-            "both slots are taken until A and B are planned"
-        );
-        assert!(!r.set_installing("A", true, 0));
-        assert!(
-            r.set_installing("B", false, 0),
-            "B needed no install: its slot is free"
-        );
-        assert_eq!(r.admit(2, 0), ["C"].map(String::from));
-        // A device that never answers gives its slot up after a while.
-        assert!(r.admit(2, 1_000).is_empty());
-        assert_eq!(r.admit(2, super::ROLLOUT_SLOT_MS), ["D"].map(String::from));
-        r.enqueue(["E", "F"].map(String::from));
-        assert_eq!(r.admit(0, 0).len(), 2, "0 means no limit");
-    }
-}
-
-#[cfg(test)]
-mod wakeup_tests {
-    use super::Wakeups;
-
-    #[test]
-    fn one_wakeup_per_device_and_the_newest_plan_wins() {
-        let mut w = Wakeups::default();
-        w.schedule("A", 100);
-        w.schedule("A", 500); // re-planned: the later time replaces the earlier one
-        w.schedule("B", 200);
-        assert_eq!(w.take_due(150), (vec![], Some(200)));
-        assert_eq!(w.take_due(300), (vec!["B".to_string()], Some(500)));
-        assert_eq!(w.take_due(500), (vec!["A".to_string()], None));
-        assert_eq!(w.by_device.len(), 0);
-    }
-
-    #[test]
-    fn a_deadline_keeps_an_earlier_wakeup_and_brings_a_later_one_forward() {
-        let mut w = Wakeups::default();
-        w.schedule("A", 100);
-        w.schedule_no_later("A", 300); // already due sooner: kept
-        w.schedule("B", 900);
-        w.schedule_no_later("B", 400); // brought forward
-        w.schedule_no_later("C", 500); // none yet: set
-        assert_eq!(w.take_due(100), (vec!["A".to_string()], Some(400)));
-        assert_eq!(
-            w.take_due(500),
-            (vec!["B".to_string(), "C".to_string()], None)
-        );
-    }
 }
 
 #[cfg(test)]

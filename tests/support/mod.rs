@@ -454,6 +454,5 @@ pub async fn fresh_postgres_database(purpose: &str) -> String {
 /// The `pomona` binary server processes run: the one cargo built for the tests, or
 /// `POMONA_BENCH_BIN` (benchmarks comparing two builds back to back; see BENCHMARKS.md).
 pub fn server_binary() -> std::ffi::OsString {
-    std::env::var_os("POMONA_BENCH_BIN")
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_pomona").into())
+    std::env::var_os("POMONA_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_pomona").into())
 }
