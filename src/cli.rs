@@ -43,14 +43,14 @@ impl AdminConnection {
         format!("{}{path}", self.server.trim_end_matches('/'))
     }
 
-    /// One admin API call with an optional JSON body; the JSON answer, or an error naming the
-    /// HTTP status and the server's `error` text.
-    async fn call_json(
+    /// One admin API call with an optional JSON body: the typed answer, or an error naming
+    /// the HTTP status and the server's `error` text (and the problems of a refused policy).
+    async fn call<Answer: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<&serde_json::Value>,
-    ) -> anyhow::Result<serde_json::Value> {
+        body: Option<&impl serde::Serialize>,
+    ) -> anyhow::Result<Answer> {
         let (client, token) = self.client()?;
         let mut request = client.request(method, self.url(path)).bearer_auth(&token);
         if let Some(body) = body {
@@ -60,13 +60,35 @@ impl AdminConnection {
             .send()
             .await
             .with_context(|| format!("cannot reach {}", self.server))?;
-        let status = response.status();
-        let answer: serde_json::Value = response.json().await.unwrap_or_default();
-        if !status.is_success() {
-            anyhow::bail!("HTTP {status}: {}", answer["error"]);
-        }
-        Ok(answer)
+        answer_of(response).await
     }
+}
+
+/// An admin API answer read as `Answer`, or the error it carries.
+async fn answer_of<Answer: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+) -> anyhow::Result<Answer> {
+    let status = response.status();
+    let bytes = response.bytes().await.context("reading the answer")?;
+    if !status.is_success() {
+        let refusal = match serde_json::from_slice::<crate::api::ErrorBody>(&bytes) {
+            Ok(e) => match e.problems {
+                Some(problems) => format!("{}:\n  {}", e.error, problems.join("\n  ")),
+                None => e.error,
+            },
+            Err(_) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        };
+        anyhow::bail!("HTTP {status}: {refusal}");
+    }
+    serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "the server's answer is not the {} this pomona expects (a different version?)",
+            std::any::type_name::<Answer>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("answer")
+        )
+    })
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -90,18 +112,13 @@ pub async fn enroll_profile(args: EnrollProfileArgs) -> anyhow::Result<()> {
             .send()
             .await
             .with_context(|| format!("cannot reach {}", args.connection.server))?;
-        let status = response.status();
-        let json: serde_json::Value = response.json().await.unwrap_or_default();
-        let url = json["enroll_url"].as_str().with_context(|| {
-            format!(
-                "creating an enrollment token: HTTP {status}: {}",
-                json["error"]
-            )
-        })?;
-        println!("{url}");
+        let link: crate::api::EnrollmentToken = answer_of(response)
+            .await
+            .context("creating an enrollment token")?;
+        println!("{}", link.enroll_url);
         eprintln!(
             "one-time link, valid until {}; opening it on the device downloads the profile",
-            json["expires_at"].as_str().unwrap_or("?")
+            link.expires_at.as_deref().unwrap_or("?")
         );
         return Ok(());
     }
@@ -314,15 +331,14 @@ async fn plan_snapshot(
         server_ca: args.server_ca.clone(),
     };
     let files = crate::policy::source::read_files(dir)?;
-    let body = connection
-        .call_json(
+    connection
+        .call(
             reqwest::Method::POST,
             "/api/v1/plan",
-            Some(&serde_json::json!({ "files": files })),
+            Some(&crate::api::PlanRequest { files }),
         )
         .await
-        .context("the server refused the plan")?;
-    Ok(serde_json::from_value(body)?)
+        .context("the server refused the plan")
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -336,102 +352,118 @@ pub struct StatusArgs {
 
 /// `pomona status`: the policy revision and per-profile device counts, as a table.
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let body = args
+    let status: crate::api::Status = args
         .connection
-        .call_json(reqwest::Method::GET, "/api/v1/status", None)
+        .call(reqwest::Method::GET, "/api/v1/status", None::<&()>)
         .await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&body)?);
+        println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(());
     }
-    let policy = &body["policy"];
-    println!(
+    print!("{}", render_status(&status));
+    Ok(())
+}
+
+/// `pomona status` as text: the policy, then a table of profiles and one of actions.
+fn render_status(status: &crate::api::Status) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let policy = &status.policy;
+    let _ = writeln!(
+        out,
         "policy revision: {}",
-        policy["revision"].as_str().unwrap_or("(none loaded)")
+        policy.revision.as_deref().unwrap_or("(none loaded)")
     );
-    if let Some(source) = policy["source"].as_str() {
-        println!("source: {source}");
+    if let Some(source) = &policy.source {
+        let _ = writeln!(out, "source: {source}");
     }
-    if let Some(commit) = policy["commit"].as_str() {
-        println!("commit: {commit}");
+    if let Some(commit) = &policy.commit {
+        let _ = writeln!(out, "commit: {commit}");
     }
-    if let Some(at) = policy["last_fetch_at"].as_str() {
-        println!("last successful fetch: {at}");
+    if let Some(at) = &policy.last_fetch_at {
+        let _ = writeln!(out, "last successful fetch: {at}");
     }
-    if let Some(e) = policy["last_fetch_error"].as_str() {
-        println!("last fetch FAILED (previous revision still serving): {e}");
-    }
-    if let Some(errors) = policy["last_error"].as_array() {
-        println!("last change REFUSED (previous revision still serving):");
-        for e in errors {
-            println!("  {}", e.as_str().unwrap_or_default());
-        }
-    }
-    let waiting = body["rollout"]["waiting_devices"].as_u64().unwrap_or(0);
-    if waiting > 0 {
-        println!(
-            "rollout: {waiting} devices waiting for a slot, {} installing (at most {} at once)",
-            body["rollout"]["installing_devices"], body["rollout"]["max_devices"]
+    if let Some(e) = &policy.last_fetch_error {
+        let _ = writeln!(
+            out,
+            "last fetch FAILED (previous revision still serving): {e}"
         );
     }
-    println!(
+    if let Some(errors) = &policy.last_error {
+        let _ = writeln!(
+            out,
+            "last change REFUSED (previous revision still serving):"
+        );
+        for e in errors {
+            let _ = writeln!(out, "  {e}");
+        }
+    }
+    let rollout = &status.rollout;
+    if rollout.waiting_devices > 0 {
+        let _ = writeln!(
+            out,
+            "rollout: {} devices waiting for a slot, {} installing (at most {} at once)",
+            rollout.waiting_devices, rollout.installing_devices, rollout.max_devices
+        );
+    }
+    let _ = writeln!(
+        out,
         "{:<40} {:>8} {:>8} {:>8} {:>8} {:>8} {:>14}",
         "PROFILE", "TARGETED", "VERIFIED", "PENDING", "FAILED", "REMOVING", "REMOVAL-FAILED"
     );
-    for p in body["profiles"].as_array().into_iter().flatten() {
-        println!(
+    for p in &status.profiles {
+        let _ = writeln!(
+            out,
             "{:<40} {:>8} {:>8} {:>8} {:>8} {:>8} {:>14}",
-            p["profile"].as_str().unwrap_or("?"),
-            p["targeted"],
-            p["verified"],
-            p["pending"],
-            p["failed"],
-            p["removing"],
-            p["removal_failed"]
+            p.profile, p.targeted, p.verified, p.pending, p.failed, p.removing, p.removal_failed
         );
-        for f in p["failing_devices"].as_array().into_iter().flatten() {
-            let what = if f["phase"] == "removal" {
+        for f in &p.failing_devices {
+            let what = if f.phase == "removal" {
                 "removal failed"
             } else {
                 "failed"
             };
-            println!(
+            let _ = writeln!(
+                out,
                 "    {what} on {}: {}",
-                f["device_id"].as_str().unwrap_or("?"),
-                f["reason"].as_str().unwrap_or("?")
+                f.device_id,
+                f.reason.as_deref().unwrap_or("?")
             );
         }
     }
-    let actions = body["actions"].as_array().cloned().unwrap_or_default();
-    if !actions.is_empty() {
-        println!();
-        println!(
+    if !status.actions.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
             "{:<32} {:<16} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
             "ACTION", "KIND", "TARGETED", "PENDING", "SENT", "ACKED", "FAILED", "N/A"
         );
-        for a in &actions {
-            println!(
+        for a in &status.actions {
+            let c = &a.counts;
+            let _ = writeln!(
+                out,
                 "{:<32} {:<16} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-                a["name"].as_str().unwrap_or("?"),
-                a["action"].as_str().unwrap_or("?"),
-                a["targeted"],
-                a["pending"],
-                a["sent"],
-                a["acknowledged"],
-                a["failed"],
-                a["not_applicable"]
+                a.name,
+                c.action,
+                c.targeted,
+                c.pending,
+                c.sent,
+                c.acknowledged,
+                c.failed,
+                c.not_applicable
             );
-            for f in a["failing_devices"].as_array().into_iter().flatten() {
-                println!(
+            for f in &a.failing_devices {
+                let _ = writeln!(
+                    out,
                     "    {} on {}: {}",
-                    f["state"].as_str().unwrap_or("?"),
-                    f["device_id"].as_str().unwrap_or("?"),
-                    f["reason"].as_str().unwrap_or("?")
+                    f.state,
+                    f.device_id,
+                    f.reason.as_deref().unwrap_or("?")
                 );
             }
         }
     }
-    Ok(())
+    out
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -471,16 +503,15 @@ pub async fn label(args: LabelArgs) -> anyhow::Result<()> {
         .iter()
         .map(|c| parse_label_change(c))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let body = args
+    let device: crate::api::DeviceDetail = args
         .connection
-        .call_json(
+        .call(
             reqwest::Method::GET,
             &format!("/api/v1/devices/{}", args.device),
-            None,
+            None::<&()>,
         )
         .await?;
-    let mut labels: std::collections::BTreeMap<String, String> =
-        serde_json::from_value(body["labels"].clone()).unwrap_or_default();
+    let mut labels = device.labels;
     if !changes.is_empty() {
         for change in changes {
             match change {
@@ -492,14 +523,15 @@ pub async fn label(args: LabelArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        let device_id = body["device_id"].as_str().unwrap_or(&args.device);
-        args.connection
-            .call_json(
+        let written: crate::api::Labels = args
+            .connection
+            .call(
                 reqwest::Method::PUT,
-                &format!("/api/v1/devices/{device_id}/labels"),
-                Some(&serde_json::json!({ "labels": labels })),
+                &format!("/api/v1/devices/{}/labels", device.device.device_id),
+                Some(&crate::api::LabelsRequest { labels }),
             )
             .await?;
+        labels = written.labels;
     }
     for (k, v) in &labels {
         println!("{k}={v}");

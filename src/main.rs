@@ -1,6 +1,7 @@
 //! The `pomona` command: `serve` runs the server, `sim` runs a simulated fleet against one,
 //! `enroll-profile` hands out enrollment profiles, `validate`/`plan`/`status` serve policy
 //! authors, `push` asks a server to push one device, `crds` prints the CustomResourceDefinitions,
+//! `openapi` the admin API's OpenAPI document,
 //! `lock`/`erase`/`lost-mode`/`locate`/`restart`/`shutdown`/`clear-passcode` act on one device.
 
 use clap::{Parser, Subcommand};
@@ -50,6 +51,8 @@ enum Command {
     /// Print the CustomResourceDefinitions (generated from the policy types), or write one file
     /// per definition into --output-dir.
     Crds(CrdsArgs),
+    /// Print the admin API's OpenAPI 3.1 document (also served at /api/v1/openapi.json).
+    Openapi,
 }
 
 #[derive(clap::Args)]
@@ -94,6 +97,10 @@ fn main() -> ExitCode {
     if let Command::Crds(args) = cli.command {
         return crds(args);
     }
+    if let Command::Openapi = cli.command {
+        print!("{}", pomona::api::openapi::document_text());
+        return ExitCode::SUCCESS;
+    }
     if let Command::Validate(args) = &cli.command {
         return ExitCode::from(pomona::cli::validate(args));
     }
@@ -122,7 +129,9 @@ fn main() -> ExitCode {
 
 fn run_other(command: Command, runtime: &tokio::runtime::Runtime) -> ExitCode {
     match command {
-        Command::Validate(_) | Command::Crds(_) => unreachable!("handled above"),
+        Command::Validate(_) | Command::Crds(_) | Command::Openapi => {
+            unreachable!("handled above")
+        }
         Command::Lock(_)
         | Command::Erase(_)
         | Command::LostMode(_)

@@ -22,8 +22,9 @@ const LAYERS: &[&[&str]] = &[
     &["vocab", "cmdline", "lane", "histogram"],
     // Apple's wire protocol and the cryptography.
     &["protocol", "pki"],
-    // Persistence, and the declared model with its sources (which publish on a `PolicyFeed`).
-    &["store", "policy"],
+    // Persistence, the declared model with its sources (which publish on a `PolicyFeed`), and
+    // the admin API's request and answer types.
+    &["store", "policy", "api"],
     // The planner and its driver; APNs push.
     &["reconcile", "push"],
     // Front doors: HTTPS, the Kubernetes controller, the command-line tools.

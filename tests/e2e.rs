@@ -491,3 +491,44 @@ async fn a_fleet_with_injected_faults_converges() {
     );
     server.stop().await;
 }
+
+/// The admin API's description is served without a token, is the committed document, and the
+/// answers of a running server read back as the types it describes.
+#[tokio::test]
+async fn the_api_description_is_served_and_answers_read_as_its_types() {
+    let server = TestServer::start().await;
+    let device = server.enrolled_device(4).await;
+    let r = server
+        .client
+        .get(format!("{}/api/v1/openapi.json", server.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "no token needed");
+    let served = r.text().await.unwrap();
+    assert_eq!(served, pomona::api::openapi::document_text());
+    let document: serde_json::Value = serde_json::from_str(&served).unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+
+    let (status, page) = server.admin_get("/api/v1/devices").await;
+    assert_eq!(status, 200);
+    let page: pomona::api::DevicePage = serde_json::from_value(page).unwrap();
+    assert_eq!(page.devices.len(), 1);
+    let (_, detail) = server
+        .admin_get(&format!("/api/v1/devices/{}", device.udid()))
+        .await;
+    let detail: pomona::api::DeviceDetail = serde_json::from_value(detail).unwrap();
+    assert_eq!(detail.device.device_id, device.udid());
+    assert_eq!(detail.device.state, "enrolled");
+    assert!(
+        detail.certificates.iter().any(|c| c.bound),
+        "the enrollment's certificate is shown bound"
+    );
+    let (_, status) = server.admin_get("/api/v1/status").await;
+    let status: pomona::api::Status = serde_json::from_value(status).unwrap();
+    assert!(status.policy.revision.is_some());
+    let (code, missing) = server.admin_get("/api/v1/devices/NOPE").await;
+    assert_eq!(code, 404);
+    let missing: pomona::api::ErrorBody = serde_json::from_value(missing).unwrap();
+    assert!(missing.error.contains("NOPE"));
+}

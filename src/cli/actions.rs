@@ -5,8 +5,9 @@
 //! the command line (where shell history and `ps` would keep them).
 
 use super::AdminConnection;
+use crate::api::{self, ActionKind, ActionRequest};
 use anyhow::Context as _;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -124,106 +125,108 @@ pub enum ActionCommand {
 pub async fn run(command: ActionCommand) -> anyhow::Result<bool> {
     let (connection, device, follow, request) = match command {
         ActionCommand::Lock(a) => {
-            let mut r = json!({"action": "Lock"});
-            set(&mut r, "message", a.message);
-            set(&mut r, "phoneNumber", a.phone);
-            set(&mut r, "pin", read_pin(a.pin_file.as_deref())?);
-            (a.connection, a.device, a.follow, r)
+            let request = ActionRequest {
+                action: ActionKind::Lock,
+                message: a.message,
+                phone_number: a.phone,
+                pin: read_pin(a.pin_file.as_deref())?,
+                ..ActionRequest::default()
+            };
+            (a.connection, a.device, a.follow, request)
         }
         ActionCommand::Erase(a) => {
             let confirm = confirm_erase(&a.connection, &a.device, a.yes).await?;
-            let mut r = json!({"action": "Erase", "confirm": confirm});
-            set(&mut r, "pin", read_pin(a.pin_file.as_deref())?);
-            flag(&mut r, "preserveDataPlan", a.preserve_data_plan);
-            flag(&mut r, "disallowProximitySetup", a.disallow_proximity_setup);
-            flag(&mut r, "returnToService", a.return_to_service);
-            (a.connection, a.device, a.follow, r)
+            let request = ActionRequest {
+                action: ActionKind::Erase,
+                confirm: Some(confirm),
+                pin: read_pin(a.pin_file.as_deref())?,
+                preserve_data_plan: a.preserve_data_plan.then_some(true),
+                disallow_proximity_setup: a.disallow_proximity_setup.then_some(true),
+                return_to_service: a.return_to_service.then_some(true),
+                ..ActionRequest::default()
+            };
+            (a.connection, a.device, a.follow, request)
         }
         ActionCommand::LostMode(a) if a.disable => (
             a.connection,
             a.device,
             a.follow,
-            json!({"action": "DisableLostMode"}),
+            ActionRequest {
+                action: ActionKind::DisableLostMode,
+                ..ActionRequest::default()
+            },
         ),
         ActionCommand::LostMode(a) => {
             anyhow::ensure!(
                 a.message.is_some() || a.phone.is_some(),
                 "give --message or --phone (shown on the lock screen), or --disable"
             );
-            let mut r = json!({"action": "EnableLostMode"});
-            set(&mut r, "message", a.message);
-            set(&mut r, "phoneNumber", a.phone);
-            set(&mut r, "footnote", a.footnote);
-            (a.connection, a.device, a.follow, r)
+            let request = ActionRequest {
+                action: ActionKind::EnableLostMode,
+                message: a.message,
+                phone_number: a.phone,
+                footnote: a.footnote,
+                ..ActionRequest::default()
+            };
+            (a.connection, a.device, a.follow, request)
         }
-        ActionCommand::Locate(a) => (
-            a.connection,
-            a.device,
-            a.follow,
-            json!({"action": "Locate"}),
-        ),
+        ActionCommand::Locate(a) => (a.connection, a.device, a.follow, only(ActionKind::Locate)),
         ActionCommand::Restart(a) => {
-            let mut r = json!({"action": "Restart"});
-            flag(&mut r, "notifyUser", a.notify_user);
-            (a.connection, a.device, a.follow, r)
+            let request = ActionRequest {
+                action: ActionKind::Restart,
+                notify_user: a.notify_user.then_some(true),
+                ..ActionRequest::default()
+            };
+            (a.connection, a.device, a.follow, request)
         }
-        ActionCommand::Shutdown(a) => (
-            a.connection,
-            a.device,
-            a.follow,
-            json!({"action": "Shutdown"}),
-        ),
+        ActionCommand::Shutdown(a) => {
+            (a.connection, a.device, a.follow, only(ActionKind::Shutdown))
+        }
         ActionCommand::ClearPasscode(a) => (
             a.connection,
             a.device,
             a.follow,
-            json!({"action": "ClearPasscode"}),
+            only(ActionKind::ClearPasscode),
         ),
     };
-    let kind = request["action"].as_str().unwrap_or("?").to_string();
-    let started = connection
-        .call_json(
+    let kind = request.action.as_str();
+    let started: api::StartedAction = connection
+        .call(
             reqwest::Method::POST,
             &format!("/api/v1/devices/{}/actions", encode(&device)),
             Some(&request),
         )
         .await?;
-    let action_id = started["action_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let device_id = started["device_id"].as_str().unwrap_or(&device).to_string();
+    let (action_id, device_id) = (started.action_id, started.device_id);
     println!("{kind} for {device_id}: action {action_id}");
-    let mut last = started["state"].as_str().unwrap_or("?").to_string();
-    println!("  {last}{}", detail(&started));
+    let mut last = started.state;
+    println!("  {last}{}", detail(started.detail.as_deref()));
     if follow.no_wait || last == "NotApplicable" {
         return Ok(last != "NotApplicable");
     }
     let deadline = tokio::time::Instant::now() + follow.timeout;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let view = connection
-            .call_json(
+        let view: api::ActionDetail = connection
+            .call(
                 reqwest::Method::GET,
                 &format!("/api/v1/actions/{}", encode(&action_id)),
-                None,
+                None::<&()>,
             )
             .await?;
-        let Some(row) = view["devices"]
-            .as_array()
-            .and_then(|d| d.iter().find(|r| r["device_id"] == device_id.as_str()))
-        else {
+        let Some(row) = view.devices.iter().find(|r| r.device_id == device_id) else {
             anyhow::bail!("the server no longer shows action {action_id}");
         };
-        let state = row["state"].as_str().unwrap_or("?").to_string();
-        if state != last {
-            println!("  {state}{}", detail(row));
-            last = state;
+        if row.state != last {
+            println!("  {}{}", row.state, detail(row.detail.as_deref()));
+            last = row.state.clone();
         }
         match last.as_str() {
             "Acknowledged" => {
-                if let Some(location) = row["result"]
-                    .as_object()
+                if let Some(location) = row
+                    .result
+                    .as_ref()
+                    .and_then(Value::as_object)
                     .filter(|r| r.contains_key("latitude"))
                 {
                     println!(
@@ -252,23 +255,16 @@ pub async fn run(command: ActionCommand) -> anyhow::Result<bool> {
     }
 }
 
-fn set(request: &mut Value, key: &str, value: Option<String>) {
-    if let Some(v) = value {
-        request[key] = json!(v);
+/// A request for an action that takes no fields.
+fn only(action: ActionKind) -> ActionRequest {
+    ActionRequest {
+        action,
+        ..ActionRequest::default()
     }
 }
 
-fn flag(request: &mut Value, key: &str, on: bool) {
-    if on {
-        request[key] = json!(true);
-    }
-}
-
-fn detail(row: &Value) -> String {
-    row["detail"]
-        .as_str()
-        .map(|d| format!(": {d}"))
-        .unwrap_or_default()
+fn detail(detail: Option<&str>) -> String {
+    detail.map(|d| format!(": {d}")).unwrap_or_default()
 }
 
 /// Path segments are sent percent-encoded (declared action ids contain `/` and `@`).
@@ -310,15 +306,16 @@ async fn confirm_erase(
     device: &str,
     yes: bool,
 ) -> anyhow::Result<String> {
-    let view = connection
-        .call_json(
+    let view: api::DeviceDetail = connection
+        .call(
             reqwest::Method::GET,
             &format!("/api/v1/devices/{}", encode(device)),
-            None,
+            None::<&()>,
         )
         .await?;
-    let udid = view["device_id"].as_str().unwrap_or(device).to_string();
-    let expected = view["serial_number"].as_str().unwrap_or(&udid).to_string();
+    let view = view.device;
+    let udid = view.device_id.clone();
+    let expected = view.serial_number.clone().unwrap_or_else(|| udid.clone());
     if yes {
         return Ok(expected);
     }
@@ -328,8 +325,8 @@ async fn confirm_erase(
     );
     eprint!(
         "Erase {} ({}, {}, serial {})? ALL DATA on it will be lost.\nType the serial number to confirm: ",
-        view["device_name"].as_str().unwrap_or("the device"),
-        view["product_name"].as_str().unwrap_or("unknown model"),
+        view.device_name.as_deref().unwrap_or("the device"),
+        view.product_name.as_deref().unwrap_or("unknown model"),
         udid,
         expected
     );

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 /// A command as an administrator asks for it. `Raw` is the escape hatch for any command this
 /// type does not model: a plist `Command` dictionary with its `RequestType`.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", deny_unknown_fields)]
 pub enum CommandRequest {
     DeviceInformation {

@@ -45,19 +45,26 @@ pub async fn run(args: PushArgs) -> anyhow::Result<bool> {
         .await
         .with_context(|| format!("POST {url}"))?;
     let status = response.status();
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    if status.is_success() && body["accepted"] == true {
+    let bytes = response.bytes().await.unwrap_or_default();
+    // 200 and 502 carry what APNs said; other refusals an error.
+    let pushed = serde_json::from_slice::<crate::api::Pushed>(&bytes).ok();
+    if let Some(pushed) = pushed
+        .as_ref()
+        .filter(|p| status.is_success() && p.accepted)
+    {
         println!(
             "pushed {}: APNs accepted it (apns-id {})",
-            body["device_id"].as_str().unwrap_or(&args.device),
-            body["apns_id"].as_str().unwrap_or("-")
+            pushed.device_id,
+            pushed.apns_id.as_deref().unwrap_or("-")
         );
         return Ok(true);
     }
-    let reason = body["error"]
-        .as_str()
-        .or(body["result"].as_str())
-        .unwrap_or("no details");
+    let reason = match pushed {
+        Some(pushed) => pushed.result,
+        None => serde_json::from_slice::<crate::api::ErrorBody>(&bytes)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| "no details".into()),
+    };
     eprintln!("push to {} failed (HTTP {status}): {reason}", args.device);
     Ok(false)
 }

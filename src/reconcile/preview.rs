@@ -2,37 +2,12 @@
 //! many devices would get it installed (new or changed content) and how many would have it
 //! removed, and which declared device actions would run on how many devices — computed from the store's enrollments and inventories without queuing anything.
 
+pub use crate::api::{ActionChange, PlanPreview, ProfileChange};
 use crate::policy::selector::DeviceAttributes;
 use crate::policy::snapshot::PolicySnapshot;
 use crate::store::{EnrollmentState, Store};
 use crate::vocab::profiles::RemovalPolicy;
-use serde::Serialize;
 use std::collections::BTreeMap;
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct ProfileChange {
-    pub profile: String,
-    pub identifier: String,
-    pub install: u64,
-    pub remove: u64,
-}
-
-/// A declared device action and how many devices it would run on (not run there yet).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct ActionChange {
-    pub action: String,
-    pub kind: String,
-    pub run_on: u64,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct PlanPreview {
-    pub revision: String,
-    pub devices: u64,
-    pub changes: Vec<ProfileChange>,
-    #[serde(default)]
-    pub actions: Vec<ActionChange>,
-}
 
 impl PlanPreview {
     pub fn has_changes(&self) -> bool {

@@ -4,79 +4,50 @@
 //! `GET /api/v1/actions/{id}` one action with each device's state. A PIN is accepted in a
 //! request and never returned, logged or stored outside the command it goes into.
 
-use super::admin::{error, resolve, rfc3339, store_error};
-use super::{body, AppState};
+use super::admin::{error, resolve, store_error};
+use super::{body, views, AppState};
+use crate::api;
 use crate::policy::actions::{check_fields, check_pin, ActionParams, ActionSpec, Secret};
 use crate::policy::model::ActionKind;
-use crate::store::actions::{ActionCounts, ActionRecord};
+use crate::store::actions::ActionCounts;
 use crate::store::EnrollmentState;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// Devices listed per action in `GET /api/v1/actions/{id}`.
 const DEVICES_SHOWN: i64 = 500;
 
-/// An administrator's action on one device. Not `Debug`: it may hold a PIN.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ActionRequest {
-    pub action: ActionKind,
-    #[serde(default)]
-    pub message: Option<String>,
-    #[serde(default)]
-    pub phone_number: Option<String>,
-    #[serde(default)]
-    pub footnote: Option<String>,
-    /// macOS Lock and Erase: six digits.
-    #[serde(default)]
-    pub pin: Option<String>,
-    #[serde(default)]
-    pub preserve_data_plan: Option<bool>,
-    #[serde(default)]
-    pub disallow_proximity_setup: Option<bool>,
-    #[serde(default)]
-    pub return_to_service: Option<bool>,
-    #[serde(default)]
-    pub notify_user: Option<bool>,
-    /// Erase: the device's serial number or UDID, repeated.
-    #[serde(default)]
-    pub confirm: Option<String>,
-}
-
-impl ActionRequest {
-    /// Validates the fields for the action; errors name the field and the fix.
-    fn spec(self) -> Result<(ActionSpec, Option<String>), String> {
-        let params = ActionParams {
-            message: self.message,
-            phone_number: self.phone_number,
-            footnote: self.footnote,
-            pin: self.pin.map(Secret::new),
-            preserve_data_plan: self.preserve_data_plan,
-            disallow_proximity_setup: self.disallow_proximity_setup,
-            return_to_service: self.return_to_service,
-            notify_user: self.notify_user,
-        };
-        let mut given = params.given_fields();
-        given.extend(self.confirm.as_ref().map(|_| "confirm"));
-        let errors = check_fields(self.action, &given);
-        if !errors.is_empty() {
-            return Err(errors.join("; "));
-        }
-        if let Some(pin) = &params.pin {
-            check_pin(pin).map_err(|e| format!("pin: {e}"))?;
-        }
-        let spec = ActionSpec {
-            kind: self.action,
-            params,
-        };
-        Ok((spec, self.confirm))
+/// The action an administrator asked for, checked: each field is one the action takes (errors
+/// name the field and the fix), and a PIN is six digits.
+fn action_spec(request: api::ActionRequest) -> Result<(ActionSpec, Option<String>), String> {
+    let params = ActionParams {
+        message: request.message,
+        phone_number: request.phone_number,
+        footnote: request.footnote,
+        pin: request.pin.map(Secret::new),
+        preserve_data_plan: request.preserve_data_plan,
+        disallow_proximity_setup: request.disallow_proximity_setup,
+        return_to_service: request.return_to_service,
+        notify_user: request.notify_user,
+    };
+    let mut given = params.given_fields();
+    given.extend(request.confirm.as_ref().map(|_| "confirm"));
+    let errors = check_fields(request.action, &given);
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
     }
+    if let Some(pin) = &params.pin {
+        check_pin(pin).map_err(|e| format!("pin: {e}"))?;
+    }
+    let spec = ActionSpec {
+        kind: request.action,
+        params,
+    };
+    Ok((spec, request.confirm))
 }
 
 /// `POST /api/v1/devices/{id}/actions`.
@@ -86,7 +57,7 @@ pub async fn start_action(
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> Response {
-    let request: ActionRequest = match body::read_json(
+    let request: api::ActionRequest = match body::read_json(
         &state,
         &headers,
         body,
@@ -97,7 +68,7 @@ pub async fn start_action(
         Ok(r) => r,
         Err((status, reason)) => return error(status, reason),
     };
-    let (spec, confirm) = match request.spec() {
+    let (spec, confirm) = match action_spec(request) {
         Ok(s) => s,
         Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
@@ -129,14 +100,16 @@ pub async fn start_action(
     match state.reconciler.start_now(&device, &spec).await {
         Ok(started) => (
             StatusCode::CREATED,
-            Json(json!({
-                "action_id": started.action_id,
-                "device_id": device.device_id,
-                "action": spec.kind.as_str(),
-                "state": crate::store::actions::ActionPhase::of(started.state, false).as_str(),
-                "detail": started.detail,
-                "command_uuid": started.command_uuid,
-            })),
+            Json(api::StartedAction {
+                action_id: started.action_id,
+                device_id: device.device_id,
+                action: spec.kind.as_str().to_string(),
+                state: crate::store::actions::ActionPhase::of(started.state, false)
+                    .as_str()
+                    .to_string(),
+                detail: started.detail,
+                command_uuid: started.command_uuid,
+            }),
         )
             .into_response(),
         Err(e) => match e.downcast::<crate::store::StoreError>() {
@@ -156,11 +129,11 @@ pub async fn device_actions(
         Err(r) => return r,
     };
     match state.store.device_actions(&device.device_id).await {
-        Ok(records) => Json(json!({
-            "device_id": device.device_id,
-            "wiped_at": device.wiped_at.map(rfc3339),
-            "actions": records.iter().map(record_json).collect::<Vec<_>>(),
-        }))
+        Ok(records) => Json(api::DeviceActions {
+            device_id: device.device_id,
+            wiped_at: views::optional_time(device.wiped_at),
+            actions: records.iter().map(views::action_record).collect(),
+        })
         .into_response(),
         Err(e) => store_error(e),
     }
@@ -169,9 +142,9 @@ pub async fn device_actions(
 /// `GET /api/v1/actions`: the most recently updated actions with per-state counts.
 pub async fn list_actions(State(state): State<Arc<AppState>>) -> Response {
     match state.store.recent_actions(100).await {
-        Ok(counts) => Json(json!({
-            "actions": counts.iter().map(counts_json).collect::<Vec<_>>(),
-        }))
+        Ok(counts) => Json(api::ActionList {
+            actions: counts.iter().map(views::action_counts).collect(),
+        })
         .into_response(),
         Err(e) => store_error(e),
     }
@@ -205,40 +178,10 @@ pub async fn get_action(State(state): State<Arc<AppState>>, Path(id): Path<Strin
         Ok(r) => r,
         Err(e) => return store_error(e),
     };
-    let mut view = counts_json(&counts);
-    if let Some(a) = declared {
-        view["target"] = json!(a.target.to_string());
-    }
-    view["devices"] = records.iter().map(record_json).collect();
-    Json(view).into_response()
-}
-
-pub(super) fn counts_json(c: &ActionCounts) -> Value {
-    json!({
-        "action_id": c.action_id,
-        "action": c.action,
-        "source": c.source,
-        "targeted": c.targeted(),
-        "pending": c.pending,
-        "sent": c.sent,
-        "acknowledged": c.acknowledged,
-        "failed": c.failed,
-        "not_applicable": c.not_applicable,
-        "updated_at": (c.updated_at > 0).then(|| rfc3339(c.updated_at)),
+    Json(api::ActionDetail {
+        counts: views::action_counts(&counts),
+        target: declared.map(|a| a.target.to_string()),
+        devices: records.iter().map(views::action_record).collect(),
     })
-}
-
-pub(super) fn record_json(r: &ActionRecord) -> Value {
-    json!({
-        "action_id": r.action_id,
-        "device_id": r.device_id,
-        "action": r.action,
-        "source": r.source,
-        "state": r.phase().as_str(),
-        "detail": r.detail,
-        "result": r.result.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok()),
-        "command_uuid": r.command_uuid,
-        "created_at": rfc3339(r.created_at),
-        "updated_at": rfc3339(r.updated_at),
-    })
+    .into_response()
 }

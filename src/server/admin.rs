@@ -2,10 +2,10 @@
 //! identity (revocation), readiness.
 //! Errors are `{"error": "..."}` with a message that names what was wrong.
 
-use super::{body, AppState};
-use crate::protocol::json::plist_bytes_to_json;
+use super::{body, views, AppState};
+use crate::api;
 use crate::protocol::{CommandEnvelope, CommandRequest};
-use crate::store::{CommandRecord, Enrollment, NewCommand, StoreError};
+use crate::store::{Enrollment, NewCommand, StoreError};
 use crate::vocab::clock::now_millis;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -14,12 +14,15 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+    let body = api::ErrorBody {
+        error: message.into(),
+        problems: None,
+    };
+    (status, Json(body)).into_response()
 }
 
 pub(super) fn store_error(e: StoreError) -> Response {
@@ -121,69 +124,20 @@ pub async fn not_found(request: Request) -> Response {
     )
 }
 
+/// `GET /api/v1/openapi.json`: the admin API's OpenAPI 3.1 description.
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        api::openapi::document_text(),
+    )
+        .into_response()
+}
+
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
     }
-}
-
-pub fn rfc3339(millis: i64) -> Value {
-    time::OffsetDateTime::from_unix_timestamp_nanos(millis as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .map_or(Value::Null, Value::String)
-}
-
-fn opt_time(millis: Option<i64>) -> Value {
-    millis.map_or(Value::Null, rfc3339)
-}
-
-fn device_json(e: &Enrollment) -> Value {
-    json!({
-        "device_id": e.device_id,
-        "enrollment_type": e.enrollment_type,
-        "state": e.state,
-        "serial_number": e.serial_number,
-        "model": e.model,
-        "model_name": e.model_name,
-        "product_name": e.product_name,
-        "os_version": e.os_version,
-        "build_version": e.build_version,
-        "device_name": e.device_name,
-        "imei": e.imei,
-        "meid": e.meid,
-        "topic": e.topic,
-        "has_push_token": e.has_push_token,
-        "has_unlock_token": e.has_unlock_token,
-        "awaiting_configuration": e.awaiting_configuration,
-        "enrolled_at": rfc3339(e.created_at),
-        "authenticated_at": rfc3339(e.authenticated_at),
-        "token_updated_at": opt_time(e.token_updated_at),
-        "checked_out_at": opt_time(e.checked_out_at),
-        "last_seen_at": opt_time(e.last_seen_at),
-        "wiped_at": opt_time(e.wiped_at),
-    })
-}
-
-fn command_json(c: &CommandRecord) -> Value {
-    json!({
-        "command_uuid": c.uuid,
-        "device_id": c.device_id,
-        "request_type": c.request_type,
-        "status": c.status,
-        "created_at": rfc3339(c.created_at),
-        "updated_at": rfc3339(c.updated_at),
-        "attempts": c.sent_count,
-        "last_sent_at": opt_time(c.last_sent_at),
-        "not_now_count": c.not_now_count,
-        "last_not_now_at": opt_time(c.last_not_now_at),
-        "completed_at": opt_time(c.completed_at),
-        "result": c.result.as_deref().map(plist_bytes_to_json),
-    })
 }
 
 #[derive(Deserialize)]
@@ -206,10 +160,10 @@ pub async fn list_devices(
             let next_after = (devices.len() as i64 == limit)
                 .then(|| devices.last().map(|d| d.device_id.clone()))
                 .flatten();
-            Json(json!({
-                "devices": devices.iter().map(device_json).collect::<Vec<_>>(),
-                "next_after": next_after,
-            }))
+            Json(api::DevicePage {
+                devices: devices.iter().map(views::device).collect(),
+                next_after,
+            })
             .into_response()
         }
         Err(e) => store_error(e),
@@ -236,69 +190,53 @@ pub async fn get_device(State(state): State<Arc<AppState>>, Path(id): Path<Strin
         Ok(c) => c,
         Err(e) => return store_error(e),
     };
-    let mut view = device_json(&device);
-    view["certificates"] = certificates
-        .iter()
-        .map(|c| {
-            json!({
-                "serial": c.serial,
-                "fingerprint_sha256": c.fingerprint,
-                "subject": c.subject,
-                "not_before": rfc3339(c.not_before * 1000),
-                "not_after": rfc3339(c.not_after * 1000),
-                "issued_at": rfc3339(c.issued_at),
-                "bound": device.certificate_fingerprint.as_deref() == Some(c.fingerprint.as_str()),
-                "revoked_at": opt_time(c.revoked_at),
-            })
-        })
-        .collect();
-    match state.store.push_status(&device.device_id).await {
-        Ok(status) => view["push"] = push_json(&status.unwrap_or_default()),
+    let push = match state.store.push_status(&device.device_id).await {
+        Ok(status) => views::push(&status.unwrap_or_default()),
         Err(e) => return store_error(e),
-    }
-    match state.store.device_inventory(&device.device_id).await {
-        Ok(inventory) => {
-            let inventory = inventory.unwrap_or_default();
-            view["labels"] = json!(inventory.labels);
-            view["facts"] = match inventory.facts {
-                Some((facts, at)) => {
-                    let mut f = json!(facts);
-                    f["reported_at"] = json!(rfc3339(at));
-                    f
-                }
-                None => Value::Null,
-            };
-        }
+    };
+    let inventory = match state.store.device_inventory(&device.device_id).await {
+        Ok(inventory) => inventory.unwrap_or_default(),
         Err(e) => return store_error(e),
-    }
+    };
     // Each profile the reconciler manages on this device, and where it stands.
-    match state.store.reconcile_state(&device.device_id).await {
-        Ok(reconcile) => {
-            view["profiles"] = reconcile
-                .managed
-                .iter()
-                .map(|m| {
-                    json!({
-                        "profile": m.profile_key,
-                        "identifier": m.identifier,
-                        "state": m.state.as_str(),
-                        "attempts": m.attempts,
-                        "last_error": m.last_error,
-                    })
-                })
-                .collect();
-            view["profiles_reported_at"] =
-                opt_time(reconcile.reported.as_ref().map(|r| r.reported_at));
-        }
+    let reconcile = match state.store.reconcile_state(&device.device_id).await {
+        Ok(reconcile) => reconcile,
         Err(e) => return store_error(e),
-    }
-    Json(view).into_response()
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LabelsRequest {
-    labels: std::collections::BTreeMap<String, String>,
+    };
+    let bound = device.certificate_fingerprint.as_deref();
+    Json(api::DeviceDetail {
+        device: views::device(&device),
+        certificates: certificates
+            .iter()
+            .map(|c| views::certificate(c, bound))
+            .collect(),
+        push,
+        labels: inventory.labels,
+        facts: inventory.facts.map(|(facts, at)| api::Facts {
+            product_name: facts.product_name,
+            model: facts.model,
+            os_version: facts.os_version,
+            serial_number: facts.serial_number,
+            supervised: facts.supervised,
+            device_name: facts.device_name,
+            reported_at: views::time(at),
+        }),
+        profiles: reconcile
+            .managed
+            .iter()
+            .map(|m| api::ManagedProfile {
+                profile: m.profile_key.clone(),
+                identifier: m.identifier.clone(),
+                state: m.state.as_str().to_string(),
+                attempts: m.attempts,
+                last_error: m.last_error.clone(),
+            })
+            .collect(),
+        profiles_reported_at: views::optional_time(
+            reconcile.reported.as_ref().map(|r| r.reported_at),
+        ),
+    })
+    .into_response()
 }
 
 /// At most this many labels per device (they are kept in memory for every device).
@@ -313,7 +251,7 @@ pub async fn put_labels(
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> Response {
-    let request: LabelsRequest = match body::read_json(
+    let request: api::LabelsRequest = match body::read_json(
         &state,
         &headers,
         body,
@@ -348,7 +286,11 @@ pub async fn put_labels(
             state
                 .reconciler
                 .set_labels(&device.device_id, request.labels.clone());
-            Json(json!({ "device_id": device.device_id, "labels": request.labels })).into_response()
+            Json(api::Labels {
+                device_id: device.device_id,
+                labels: request.labels,
+            })
+            .into_response()
         }
         Ok(false) => error(
             StatusCode::NOT_FOUND,
@@ -372,24 +314,14 @@ pub async fn revoke_device(State(state): State<Arc<AppState>>, Path(id): Path<St
     {
         Ok(n) => {
             tracing::warn!(device = %device.device_id, revoked = n, "device certificates revoked by an administrator");
-            Json(json!({ "device_id": device.device_id, "revoked_certificates": n }))
-                .into_response()
+            Json(api::Revoked {
+                device_id: device.device_id,
+                revoked_certificates: n,
+            })
+            .into_response()
         }
         Err(e) => store_error(e),
     }
-}
-
-fn push_json(p: &crate::store::PushStatus) -> Value {
-    json!({
-        "last_push_at": opt_time(p.last_push_at),
-        "last_result": p.last_result,
-        "last_result_at": opt_time(p.last_result_at),
-        "next_push_at": opt_time(p.next_push_at),
-        "attempts_since_seen": p.attempts,
-        "consecutive_failures": p.failures,
-        "token_invalid": p.token_invalid_at.is_some(),
-        "token_invalid_at": opt_time(p.token_invalid_at),
-    })
 }
 
 /// `POST /devices/{id}/push`: push one device now and answer with what APNs said.
@@ -413,13 +345,13 @@ pub async fn push_device(State(state): State<Arc<AppState>>, Path(id): Path<Stri
             };
             (
                 status,
-                Json(json!({
-                    "device_id": device.device_id,
-                    "accepted": accepted,
-                    "apns_status": response.status,
-                    "apns_id": response.apns_id,
-                    "result": response.summary(),
-                })),
+                Json(api::Pushed {
+                    device_id: device.device_id,
+                    accepted,
+                    apns_status: response.status,
+                    apns_id: response.apns_id.clone(),
+                    result: response.summary(),
+                }),
             )
                 .into_response()
         }
@@ -473,12 +405,12 @@ pub async fn enqueue_command(
             }
             (
                 StatusCode::CREATED,
-                Json(json!({
-                    "command_uuid": uuid,
-                    "device_id": device.device_id,
-                    "request_type": command.request_type,
-                    "status": "queued",
-                })),
+                Json(api::QueuedCommand {
+                    command_uuid: uuid,
+                    device_id: device.device_id,
+                    request_type: command.request_type,
+                    status: "queued".into(),
+                }),
             )
                 .into_response()
         }
@@ -497,10 +429,10 @@ pub async fn list_commands(
     };
     let limit = page.limit.unwrap_or(100).clamp(1, 1000);
     match state.store.commands(&device.device_id, limit).await {
-        Ok(commands) => Json(json!({
-            "device_id": device.device_id,
-            "commands": commands.iter().map(command_json).collect::<Vec<_>>(),
-        }))
+        Ok(commands) => Json(api::Commands {
+            device_id: device.device_id,
+            commands: commands.iter().map(views::command).collect(),
+        })
         .into_response(),
         Err(e) => store_error(e),
     }
@@ -519,6 +451,6 @@ mod tests {
 
     #[test]
     fn times_are_rfc3339() {
-        assert_eq!(rfc3339(0), Value::String("1970-01-01T00:00:00Z".into()));
+        assert_eq!(views::time(0).as_deref(), Some("1970-01-01T00:00:00Z"));
     }
 }

@@ -16,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use serde::Deserialize;
-use serde_json::json;
 use std::sync::Arc;
 
 /// A fresh random secret (192 bits, URL-safe) and the hash the store keeps.
@@ -48,11 +47,11 @@ pub async fn create_enrollment_token(State(state): State<Arc<AppState>>) -> Resp
     let url = format!("{}/enroll?token={token}", state.public_url);
     (
         StatusCode::CREATED,
-        Json(json!({
-            "token": token,
-            "enroll_url": url,
-            "expires_at": super::admin::rfc3339(expires_at),
-        })),
+        Json(crate::api::EnrollmentToken {
+            token,
+            enroll_url: url,
+            expires_at: super::views::time(expires_at),
+        }),
     )
         .into_response()
 }

@@ -15,6 +15,7 @@ mod sessions;
 pub mod settings;
 mod status;
 pub mod tls;
+mod views;
 
 use crate::pki::DeviceCa;
 use crate::store::Store;
@@ -121,6 +122,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             admin::require_token,
         ))
+        // The API's description holds no secret: tools read it without a token.
+        .route("/openapi.json", get(admin::openapi))
         .layer(axum::middleware::from_fn(admin::errors_as_json));
     Router::new()
         .route("/mdm/checkin", put(device::checkin))

@@ -3,11 +3,12 @@
 //! their reasons; per declared device action, its devices' states. Read-only; counts come from the store, targeting from the reconciler's index.
 
 use super::admin::store_error;
+use super::views;
 use super::AppState;
+use crate::api;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 use std::sync::Arc;
 
 /// Failing devices listed per profile (the rest are counted).
@@ -45,49 +46,53 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Response {
                 .managed_in_state(&key, stored_state, FAILING_SHOWN)
                 .await
             {
-                Ok(rows) => failing.extend(rows.into_iter().map(|(device, m)| {
-                    json!({"device_id": device, "phase": phase, "reason": m.last_error})
-                })),
+                Ok(rows) => {
+                    failing.extend(rows.into_iter().map(|(device, m)| api::FailingDevice {
+                        device_id: device,
+                        phase: phase.to_string(),
+                        reason: m.last_error,
+                    }))
+                }
                 Err(e) => return store_error(e),
             }
         }
-        profiles.push(json!({
-            "profile": key,
-            "declared": declared.is_some(),
-            "identifier": declared.map(|p| p.identifier.clone()),
-            "targeted": targeted.get(&key).copied().unwrap_or(0),
-            "verified": c.verified,
-            "pending": c.pending + c.verifying,
-            "failed": c.failed,
-            "removing": c.removing,
-            "removal_failed": c.removal_failed,
-            "failing_devices": failing,
-        }));
+        profiles.push(api::ProfileStatus {
+            declared: declared.is_some(),
+            identifier: declared.map(|p| p.identifier.clone()),
+            targeted: targeted.get(&key).copied().unwrap_or(0),
+            verified: c.verified,
+            pending: c.pending + c.verifying,
+            failed: c.failed,
+            removing: c.removing,
+            removal_failed: c.removal_failed,
+            failing_devices: failing,
+            profile: key,
+        });
     }
     let actions = match declared_actions(&state, &snapshot).await {
         Ok(a) => a,
         Err(e) => return store_error(e),
     };
     let (waiting, installing) = reconciler.rollout_progress();
-    Json(json!({
-        "policy": {
-            "revision": health.revision,
-            "source": health.source,
-            "commit": health.commit,
-            "last_error": health.last_error,
-            "refused_commit": health.refused_commit,
-            "warnings": health.warnings,
-            "last_fetch_at": health.last_fetch_at.map(super::admin::rfc3339),
-            "last_fetch_error": health.last_fetch_error,
+    Json(api::Status {
+        policy: api::PolicyStatus {
+            revision: health.revision,
+            source: health.source,
+            commit: health.commit,
+            last_error: health.last_error,
+            refused_commit: health.refused_commit,
+            warnings: health.warnings,
+            last_fetch_at: views::optional_time(health.last_fetch_at),
+            last_fetch_error: health.last_fetch_error,
         },
-        "rollout": {
-            "waiting_devices": waiting,
-            "installing_devices": installing,
-            "max_devices": reconciler.settings.rollout_max_devices,
+        rollout: api::RolloutStatus {
+            waiting_devices: waiting,
+            installing_devices: installing,
+            max_devices: reconciler.settings.rollout_max_devices,
         },
-        "profiles": profiles,
-        "actions": actions,
-    }))
+        profiles,
+        actions,
+    })
     .into_response()
 }
 
@@ -96,7 +101,7 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Response {
 async fn declared_actions(
     state: &AppState,
     snapshot: &crate::policy::snapshot::PolicySnapshot,
-) -> Result<Vec<serde_json::Value>, crate::store::StoreError> {
+) -> Result<Vec<api::ActionStatus>, crate::store::StoreError> {
     let ids: Vec<String> = snapshot.actions.values().map(|a| a.action_id()).collect();
     let counts = state.store.action_counts(&ids).await?;
     let mut out = Vec::new();
@@ -112,27 +117,30 @@ async fn declared_actions(
                 source: action.key.clone(),
                 ..Default::default()
             });
-        let mut view = super::actions::counts_json(&c);
-        view["name"] = json!(action.name);
-        view["target"] = json!(action.target.to_string());
         let unsuccessful = if c.failed + c.not_applicable > 0 {
             state.store.action_records(&id, FAILING_SHOWN).await?
         } else {
             Vec::new()
         };
-        view["failing_devices"] = unsuccessful
-            .iter()
-            .filter(|r| r.state.is_finished() && r.state != crate::store::actions::ActionState::Acknowledged)
-            .map(|r| json!({"device_id": r.device_id, "state": r.phase().as_str(), "reason": r.detail}))
-            .collect();
-        out.push(view);
+        out.push(api::ActionStatus {
+            counts: views::action_counts(&c),
+            name: action.name.clone(),
+            target: action.target.to_string(),
+            failing_devices: unsuccessful
+                .iter()
+                .filter(|r| {
+                    r.state.is_finished()
+                        && r.state != crate::store::actions::ActionState::Acknowledged
+                })
+                .map(|r| api::ActionFailure {
+                    device_id: r.device_id.clone(),
+                    state: r.phase().as_str().to_string(),
+                    reason: r.detail.clone(),
+                })
+                .collect(),
+        });
     }
     Ok(out)
-}
-
-#[derive(serde::Deserialize)]
-pub struct PlanRequest {
-    files: std::collections::BTreeMap<String, String>,
 }
 
 /// `POST /api/v1/plan`: a candidate policy (its files) compared with the live fleet.
@@ -143,7 +151,7 @@ pub async fn plan(
 ) -> Response {
     use super::admin::error;
     use axum::http::StatusCode;
-    let request: PlanRequest =
+    let request: api::PlanRequest =
         match super::body::read_json(&state, &headers, body, "expected {\"files\": {path: text}}")
             .await
         {
@@ -167,7 +175,10 @@ pub async fn plan(
         Err(problems) => {
             return (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                Json(json!({"error": "the policy is invalid", "problems": problems})),
+                Json(api::ErrorBody {
+                    error: "the policy is invalid".into(),
+                    problems: Some(problems),
+                }),
             )
                 .into_response()
         }

@@ -1,5 +1,5 @@
 //! The shared vocabulary: the few words every layer of Pomona speaks — the clock, small file
-//! helpers, and the persisted states that the store writes and the planner reads.
+//! helpers, device actions, and the persisted states that the store writes and the planner reads.
 //!
 //! It sits at the bottom of the crate, next to `protocol` and `pki`, so that `store`, `policy`,
 //! `reconcile` and everything above them can share these types without importing each other
@@ -10,6 +10,7 @@
 //! only when two layers that must not know each other both need it; if it belongs to one
 //! layer, it stays there.
 
+pub mod actions;
 pub mod clock;
 pub mod facts;
 pub mod fs;
