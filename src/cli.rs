@@ -1,5 +1,8 @@
-//! Administrator commands that talk to a running server through the admin API (so they work
-//! the same against one SQLite server or several PostgreSQL replicas): `enroll-profile`.
+//! The administrator and policy-author commands: `enroll-profile`, `validate`, `plan`,
+//! `status`, `label`, and the device actions (`actions.rs`). Those that talk to a running server
+//! go through the admin API (so they work the same against one SQLite server or several
+//! PostgreSQL replicas) and read its answers as `api` types; an answer that does not read as
+//! its type is an error naming the type, never a "?" in the output.
 
 pub mod actions;
 

@@ -2,11 +2,14 @@
 //!
 //! # Layout
 //!
-//! - `vocab`: the shared vocabulary (clock, persisted profile states, small file helpers);
+//! - `vocab`: the shared vocabulary (clock, persisted profile states, device actions, small file
+//!   helpers);
 //!   `cmdline`: duration syntax and the HTTPS client of the command-line tools; `lane`,
 //!   `histogram`: small utilities.
 //! - `protocol`: Apple's wire types and plist codec; `pki`: the device CA, SCEP, signatures.
-//! - `store`: persistence (SQLite, PostgreSQL); `policy`: the declared model and its sources.
+//! - `store`: persistence (SQLite, PostgreSQL), one trait per area; `policy`: the declared model
+//!   and its sources; `api`: the admin API's request and answer types and their OpenAPI
+//!   document.
 //! - `reconcile`: the pure planner and the driver that runs it; `push`: APNs.
 //! - `server`: HTTPS routes; `controller`: Kubernetes; `cli`: the admin and policy commands.
 //! - `config`: flags, environment and file, assembling the above (with `serve` here, at the root).
@@ -15,7 +18,7 @@
 //!
 //! Direction, bottom to top (an import only points down; two modules on one layer do not know
 //! each other; `tests/dependency_direction.rs` holds the table and enforces it):
-//! `vocab`, `cmdline`, `lane`, `histogram` → `protocol`, `pki` → `store`, `policy` →
+//! `vocab`, `cmdline`, `lane`, `histogram` → `protocol`, `pki` → `store`, `policy`, `api` →
 //! `reconcile`, `push` → `server`, `controller`, `cli` → `config`.
 //!
 //! Data flows one way: devices talk to `server`, which decodes with `protocol`, persists through
@@ -62,12 +65,21 @@ pub async fn serve_on(
 ) -> anyhow::Result<()> {
     let prepared = config::bootstrap::prepare(&config)?;
     if let Some(path) = &prepared.new_admin_token_file {
-        // Printed once, on the start that created it; later starts only say where it is.
-        println!(
-            "Admin API token (saved to {}, shown only this once):\n  {}",
-            path.display(),
-            prepared.admin_token
-        );
+        // Shown once, on the start that created it, and only to a person at a terminal: never
+        // into a log file, a pipe or `kubectl logs`. Anywhere else, only where it is.
+        use std::io::IsTerminal as _;
+        if std::io::stdout().is_terminal() {
+            println!(
+                "Admin API token (saved to {}, shown only this once):\n  {}",
+                path.display(),
+                prepared.admin_token
+            );
+        } else {
+            println!(
+                "Admin API token created in {} (readable by this user only)",
+                path.display()
+            );
+        }
     }
     let store = store::open(&config.database)
         .await

@@ -10,8 +10,38 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "pomona", version, about = "Declarative Apple MDM server")]
 struct Cli {
+    /// How log lines are written (to stderr): `text`, coloured only on a terminal and never when
+    /// NO_COLOR is set, or `json`, one object per line for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "POMONA_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to stderr at the level `POMONA_LOG` asks for (default `info`, sqlx at `warn`).
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POMONA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => {
+            // Escape codes only where a person reads them: not into files, pipes or
+            // `kubectl logs`, and not when NO_COLOR (https://no-color.org) is set.
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+            logs.with_ansi(std::io::stderr().is_terminal() && !no_color)
+                .init()
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -80,13 +110,7 @@ fn crds(args: CrdsArgs) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("POMONA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

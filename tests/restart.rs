@@ -162,3 +162,69 @@ async fn a_server_killed_mid_queue_loses_no_command_and_no_result() {
     assert_eq!(second["attempts"], 2);
     sigkill(&mut served);
 }
+
+/// Logs fit the tools that read them: without a terminal no colour codes reach them,
+/// `--log-format json` writes one JSON object per line, and the admin token a first start
+/// creates goes only to its file — neither to stdout nor to the log (`kubectl logs` keeps both).
+#[test]
+fn logs_fit_their_readers_and_the_new_admin_token_stays_in_its_file() {
+    for format in ["text", "json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, err, data) = (
+            dir.path().join("stdout"),
+            dir.path().join("stderr"),
+            dir.path().join("data"),
+        );
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pomona"))
+            .args(["--log-format", format, "serve", "--listen"])
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--data-dir")
+            .arg(&data)
+            .env("POMONA_LOG", "info")
+            .env_remove("NO_COLOR")
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("start pomona serve");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let log = loop {
+            let log = std::fs::read_to_string(&err).unwrap_or_default();
+            if log.contains("Pomona is serving") {
+                break log;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{format}: the server did not say it was serving within 60 s:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let stdout = std::fs::read_to_string(&out).unwrap();
+        let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
+        let token = token.trim();
+        assert_eq!(token.len(), 64, "a token was created");
+        assert!(
+            !stdout.contains(token) && !log.contains(token),
+            "{format}: the admin token was printed outside a terminal"
+        );
+        assert!(
+            stdout.contains("admin-token"),
+            "{format}: stdout says where the token is: {stdout:?}"
+        );
+        assert!(
+            !log.contains('\u{1b}'),
+            "{format}: colour codes in a log that is not a terminal:\n{log}"
+        );
+        if format == "json" {
+            for line in log.lines() {
+                let entry: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+                assert!(
+                    entry["level"].is_string() && entry["fields"].is_object(),
+                    "a JSON log line has a level and fields: {line}"
+                );
+            }
+        }
+    }
+}

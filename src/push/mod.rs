@@ -4,7 +4,8 @@
 //! store keeps, so that pending pushes survive restarts. `cli` is `pomona push`.
 //!
 //! Owns how and when devices are woken; must not decide what devices are sent (the command queue
-//! and, later, the reconciler do) and never logs push magic, tokens or key material.
+//! and the reconciler do). It reads and writes only the store's `PushStore` area, and never logs
+//! push magic, tokens or key material.
 
 pub mod certificate;
 pub mod cli;
