@@ -231,8 +231,11 @@ pub struct PlanArgs {
     /// Compare against a running server's fleet, through its admin API.
     #[arg(long)]
     pub server: Option<String>,
+    /// With --server: file holding the admin token.
     #[arg(long, default_value = "pomona-data/admin-token")]
     pub admin_token_file: PathBuf,
+    /// With --server: PEM CA certificate to trust for the server (default:
+    /// pomona-data/tls/ca.pem when present).
     #[arg(long)]
     pub server_ca: Option<PathBuf>,
     /// Print the plan as JSON.
