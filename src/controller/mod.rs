@@ -82,6 +82,22 @@ pub(crate) struct Readers {
     actions: Reader<DeviceActionResource>,
 }
 
+/// Why a controller task failed, for its retry: a Kubernetes API server that is unreachable,
+/// overloaded or failing is transient; one that refused the request is stalled until
+/// something changes; anything else is classified as the reconciler classifies it.
+pub(crate) fn classify(e: anyhow::Error) -> crate::reconcile::outcome::ReconcileError {
+    use crate::reconcile::outcome::ReconcileError;
+    if let Some(kube) = e.downcast_ref::<kube::Error>() {
+        return match kube {
+            kube::Error::Api(status) if status.code < 500 && status.code != 429 => {
+                ReconcileError::Stalled(format!("{e:#}"))
+            }
+            _ => ReconcileError::Transient(format!("{e:#}")),
+        };
+    }
+    e.into()
+}
+
 /// Connects to the API server as configured.
 pub async fn client(settings: &KubeSettings) -> anyhow::Result<Client> {
     let config = match &settings.kubeconfig {

@@ -354,7 +354,9 @@ pub(crate) async fn status_loop(
         store,
     };
     let mut applied = writer.reconciler.applied_revisions();
+    let mut failures = 0;
     loop {
+        let mut wait = writer.settings.status_interval;
         if let Some(built) = built() {
             // The build reaches the reconciler through the policy feed: count targets only once
             // it is applied, or a pass could count a new revision against the old membership.
@@ -365,13 +367,26 @@ pub(crate) async fn status_loop(
                 applied.wait_for(|r| r.as_deref() == Some(revision)),
             )
             .await;
-            if let Err(e) = writer.pass(&readers, &built).await {
-                tracing::warn!(error = %e, "writing custom resource status failed; retrying");
+            match writer.pass(&readers, &built).await {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    let error = super::classify(e);
+                    // Sooner than the next regular pass while the cause may be brief, never later.
+                    if let Some(delay) = error.retry_after(failures) {
+                        wait = wait.min(delay);
+                    }
+                    if error.needs_attention() {
+                        tracing::error!(%error, failures, "writing custom resource status failed");
+                    } else {
+                        tracing::warn!(%error, failures, "writing custom resource status failed; retrying");
+                    }
+                }
             }
         }
         tokio::select! {
             _ = kick.notified() => {}
-            _ = tokio::time::sleep(writer.settings.status_interval) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

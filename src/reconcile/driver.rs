@@ -12,6 +12,7 @@
 use super::fleet::Fleet;
 use super::fold::{fold_open_commands, Folded};
 use super::membership::with_labels;
+use super::outcome::ReconcileError;
 use super::plan::{command_uuid, plan, PlanInput, PlanSettings};
 use super::reported;
 use super::work_queue::WorkQueue;
@@ -488,13 +489,31 @@ impl Reconciler {
                     let started = std::time::Instant::now();
                     let planned = this.reconcile_releasing(&device, Some(permit)).await;
                     this.reconcile_latency.observe(started.elapsed());
-                    if let Err(e) = planned {
-                        tracing::warn!(device = %device, error = %e, "reconcile failed; retrying later");
-                        this.schedule_wakeup(&device, crate::vocab::clock::now_millis() + 5_000);
+                    match planned {
+                        Ok(_) => this.work.succeeded(&device),
+                        Err(e) => this.reconcile_failed(&device, ReconcileError::from(e)),
                     }
                     this.work.finished(&device);
                 });
             }
+        }
+    }
+
+    /// A device's reconcile failed: log it as its kind deserves and plan the device again when
+    /// its kind says (a database that is down is retried later and later, up to minutes).
+    fn reconcile_failed(&self, device_id: &str, error: ReconcileError) {
+        let failures = self.work.failed(device_id);
+        let retry = error.retry_after(failures);
+        let retry_in = retry.map(|d| format!("{}s", d.as_secs()));
+        let retry_in = retry_in.as_deref().unwrap_or("after a change");
+        if error.needs_attention() {
+            tracing::error!(device = %device_id, %error, failures, retry_in, "reconcile failed");
+        } else {
+            tracing::warn!(device = %device_id, %error, failures, retry_in, "reconcile failed");
+        }
+        if let Some(delay) = retry {
+            let at = crate::vocab::clock::now_millis() + delay.as_millis() as i64;
+            self.schedule_wakeup(device_id, at);
         }
     }
 

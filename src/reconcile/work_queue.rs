@@ -16,6 +16,8 @@ pub(super) struct WorkQueue {
     /// When each device wants planning again (a retry coming due, the next inventory): one
     /// entry per device, replaced by each plan, so timers never pile up.
     wakeups: Mutex<Wakeups>,
+    /// Reconciles failed in a row, per device (for the retry delay); cleared by a success.
+    failures: Mutex<HashMap<String, u32>>,
     notify: tokio::sync::Notify,
 }
 
@@ -96,6 +98,22 @@ impl WorkQueue {
 
     pub fn finished(&self, device_id: &str) {
         lock(&self.busy).remove(device_id);
+    }
+
+    /// A device's reconcile failed: how many times in a row now.
+    pub fn failed(&self, device_id: &str) -> u32 {
+        let mut failures = lock(&self.failures);
+        let n = failures.entry(device_id.to_string()).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    /// A device's reconcile succeeded: its next failure is a first one again.
+    pub fn succeeded(&self, device_id: &str) {
+        let mut failures = lock(&self.failures);
+        if !failures.is_empty() {
+            failures.remove(device_id);
+        }
     }
 
     /// Resolves when devices were queued or a rollout slot came free.
