@@ -45,8 +45,8 @@ pub mod vocab;
 use anyhow::Context as _;
 
 // mimalloc instead of the system allocator for the server, its tests and benchmarks: glibc's
-// malloc was ~15 % of the CPU time of a fleet converging (many small, short-lived buffers for
-// HTTP, TLS, plists and SQL rows across threads), see BENCHMARKS.md.
+// malloc was a large share of the CPU time of a fleet converging (many small, short-lived
+// buffers for HTTP, TLS, plists and SQL rows across threads); figures in BENCHMARKS.md.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

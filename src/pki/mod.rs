@@ -1,6 +1,9 @@
-//! Device identity: the device certificate authority, SCEP message handling, `Mdm-Signature`
-//! verification, and the DER/CMS plumbing they share. Nothing here knows about HTTP routes or
-//! the store; the server decides what to issue and whom to trust, with these as its tools.
+//! Device identity and the cryptography around it: the device certificate authority (`ca`),
+//! SCEP messages (`scep`), `Mdm-Signature` verification (`signature`), profile signing
+//! (`profile_signing`), sealing secrets at rest (`seal`: PINs, unlock tokens in stored
+//! commands), and the DER/CMS plumbing they share (`der`, `cms`). Nothing here knows about HTTP
+//! routes or the store; the server decides what to issue and whom to trust, with these as its
+//! tools.
 
 pub mod ca;
 pub mod cms;

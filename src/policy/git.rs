@@ -3,8 +3,8 @@
 //! binary at run time; https with a token, ssh with a key and known_hosts, file://). Each new
 //! head commit's tree under the policy path is read straight from the object database and
 //! validated by the very loader the directory source uses (`source::load_tree`); a valid commit
-//! becomes the snapshot (revision `git:<short sha>`), an invalid one is reported with its SHA
-//! while the last good revision keeps serving. An unreachable remote is retried with backoff.
+//! is published on the `PolicyFeed` as the new snapshot (revision `git:<short sha>`), an invalid
+//! one as a refusal with its SHA while the last good revision keeps serving. An unreachable remote is retried with backoff.
 //! This module owns fetching and turning commits into snapshots; it never talks to devices and
 //! never parses HTTP (the webhook route lives in `server::hooks`).
 

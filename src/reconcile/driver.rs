@@ -28,10 +28,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// Reconciles reading and planning at once (a reconcile gives its place back before its plan
-/// is written, see `reconcile_releasing`). With 64, 10,000 devices took 32.6 s to converge on
-/// a change, with 256 25.3 s (BENCHMARKS.md, when the place was held until the plan was
-/// written); 1,024 was slower then (each reconcile waited longer: the single SQLite writer,
-/// not concurrency, was the limit).
+/// is written, see `reconcile_releasing`). 256 converged faster than 64, and 1,024 was slower:
+/// the single SQLite writer, not concurrency, was the limit (figures: BENCHMARKS.md,
+/// "Reconciler").
 pub const PARALLEL_RECONCILES: usize = 256;
 
 /// The stored inventory and ProfileList as they stand for the enrollment that began at
@@ -524,9 +523,9 @@ impl Reconciler {
 
     /// `reconcile`, giving `permit` (a place among the reconciles in flight) back once the
     /// plan is made, before it is written. Writing waits for a batch of the write queue, up to
-    /// a second under a fleet-wide change; with the place held, in some runs 256 places planned
-    /// only about 300 devices a second and part of a rollout was pushed seconds late (in others
-    /// not: BENCHMARKS.md, session 8). The places bound the reads and the planning; the device
+    /// a second under a fleet-wide change; with the place held, planning slowed to the pace of
+    /// the commits and part of a rollout was pushed seconds late in some runs (BENCHMARKS.md,
+    /// "Reconciler", session 8). The places bound the reads and the planning; the device
     /// stays busy (one reconcile at a time) until its plan is written.
     async fn reconcile_releasing(
         self: &Arc<Self>,

@@ -75,9 +75,8 @@ pub(crate) enum Written {
 
 /// Writes in one transaction at most. Under a fleet-wide change the queue holds more than
 /// this, and a commit rewrites every page its writes touched (device-keyed, so scattered): the
-/// larger the batch, the more writes share a page. With 4,096, 10,000 devices converged in
-/// 12.96 and 13.56 s against 14.78–15.51 s with 1,024 in the same hour; a later run was within
-/// the machine's noise (BENCHMARKS.md, session 8).
+/// larger the batch, the more writes share a page. 4,096 converged faster than 1,024, though
+/// not in every sitting (figures: BENCHMARKS.md, "Reconciler", session 8).
 pub(crate) const WRITE_BATCH: usize = 4096;
 
 /// Point reads answered together at most (see `group_commit`): the reconciles in flight, or

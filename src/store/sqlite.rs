@@ -11,8 +11,8 @@
 //! Checkpoints (copying the WAL back into the database file, with an fsync of the file) run on
 //! a connection of their own (`checkpoints`), every `CHECKPOINT_EVERY`. Left to SQLite, the
 //! writer checkpoints inside the commit that takes the WAL past 1,000 pages: under a
-//! fleet-wide change nearly every batch did, and each device's answer waited for it. Without
-//! them on the writer, 10,000 devices converged in 10–12 s instead of 14–18 s (BENCHMARKS.md,
+//! fleet-wide change nearly every batch did, and each device's answer waited for it; taken off
+//! the writer, a fleet converges markedly faster (figures: BENCHMARKS.md, "Reconciler",
 //! session 7). The writer still checkpoints by itself past `WRITER_CHECKPOINT_PAGES`, should
 //! the checkpointer fall behind or fail.
 
