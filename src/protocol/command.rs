@@ -6,6 +6,34 @@ use base64::Engine as _;
 use plist::{Dictionary, Value};
 use serde::Deserialize;
 
+/// Why a requested command cannot be built; each message names the command and the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("DeviceInformation: field queries must name at least one query (e.g. \"OSVersion\")")]
+    NoQueries,
+    #[error("DeviceInformation: field queries contains an empty name {0:?}")]
+    EmptyQuery(String),
+    #[error("InstallProfile: field payload is not valid base64: {0}")]
+    PayloadNotBase64(String),
+    #[error("InstallProfile: field payload is empty")]
+    EmptyPayload,
+    #[error("InstallProfile: field payload is not a configuration profile: {0}")]
+    NotAProfile(String),
+    #[error("InstallProfile: the profile has an empty PayloadIdentifier")]
+    NoProfileIdentifier,
+    #[error("RemoveProfile: field identifier must be the profile's top-level PayloadIdentifier")]
+    NoIdentifier,
+    /// The PIN itself is never part of the message.
+    #[error("{command}: field pin must be exactly six digits (the value is not shown)")]
+    BadPin { command: &'static str },
+    #[error("Raw: field plist: {0}")]
+    RawNotAPlist(String),
+    #[error("Raw: field plist must be a <dict> (the Command dictionary)")]
+    RawNotADictionary,
+    #[error("Raw: the Command dictionary needs a RequestType string")]
+    RawWithoutRequestType,
+}
+
 /// A command as an administrator asks for it. `Raw` is the escape hatch for any command this
 /// type does not model: a plist `Command` dictionary with its `RequestType`.
 #[derive(Clone, Deserialize, schemars::JsonSchema)]
@@ -90,7 +118,7 @@ impl CommandRequest {
     }
 
     /// Validates the request and builds the `Command` dictionary. Errors name the field.
-    pub fn build(&self) -> Result<Command, String> {
+    pub fn build(&self) -> Result<Command, CommandError> {
         let mut d = Dictionary::new();
         let set_str = |d: &mut Dictionary, k: &str, v: &Option<String>| {
             if let Some(v) = v {
@@ -105,12 +133,10 @@ impl CommandRequest {
         let request_type = match self {
             Self::DeviceInformation { queries } => {
                 if queries.is_empty() {
-                    return Err("DeviceInformation: field queries must name at least one query (e.g. \"OSVersion\")".into());
+                    return Err(CommandError::NoQueries);
                 }
                 if let Some(q) = queries.iter().find(|q| q.trim().is_empty()) {
-                    return Err(format!(
-                        "DeviceInformation: field queries contains an empty name {q:?}"
-                    ));
+                    return Err(CommandError::EmptyQuery(q.clone()));
                 }
                 d.insert("Queries".into(), strings(queries));
                 "DeviceInformation"
@@ -122,16 +148,14 @@ impl CommandRequest {
             Self::InstallProfile { payload } => {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(payload.trim())
-                    .map_err(|e| {
-                        format!("InstallProfile: field payload is not valid base64: {e}")
-                    })?;
+                    .map_err(|e| CommandError::PayloadNotBase64(e.to_string()))?;
                 check_profile_bytes(&bytes)?;
                 d.insert("Payload".into(), Value::Data(bytes));
                 "InstallProfile"
             }
             Self::RemoveProfile { identifier } => {
                 if identifier.trim().is_empty() {
-                    return Err("RemoveProfile: field identifier must be the profile's top-level PayloadIdentifier".into());
+                    return Err(CommandError::NoIdentifier);
                 }
                 d.insert("Identifier".into(), Value::String(identifier.clone()));
                 "RemoveProfile"
@@ -187,41 +211,41 @@ fn strings(items: &[String]) -> Value {
     Value::Array(items.iter().map(|s| Value::String(s.clone())).collect())
 }
 
-fn check_pin(command: &str, pin: &Option<String>) -> Result<(), String> {
+fn check_pin(command: &'static str, pin: &Option<String>) -> Result<(), CommandError> {
     match pin {
-        Some(p) if p.len() != 6 || !p.bytes().all(|b| b.is_ascii_digit()) => Err(format!(
-            "{command}: field pin must be exactly six digits (the value is not shown)"
-        )),
+        Some(p) if p.len() != 6 || !p.bytes().all(|b| b.is_ascii_digit()) => {
+            Err(CommandError::BadPin { command })
+        }
         _ => Ok(()),
     }
 }
 
 /// A profile is either a plist whose PayloadType is Configuration, or CMS-signed DER
 /// (which starts with a SEQUENCE tag). Anything else would be refused by the device.
-fn check_profile_bytes(bytes: &[u8]) -> Result<(), String> {
+fn check_profile_bytes(bytes: &[u8]) -> Result<(), CommandError> {
     if bytes.is_empty() {
-        return Err("InstallProfile: field payload is empty".into());
+        return Err(CommandError::EmptyPayload);
     }
     if bytes[0] == 0x30 {
         return Ok(()); // CMS SignedData (DER/BER); the device verifies it.
     }
-    let profile = super::profile::ProfileSummary::parse(bytes).map_err(|e| {
-        format!("InstallProfile: field payload is not a configuration profile: {e}")
-    })?;
+    let profile = super::profile::ProfileSummary::parse(bytes)
+        .map_err(|e| CommandError::NotAProfile(e.to_string()))?;
     if profile.identifier.is_empty() {
-        return Err("InstallProfile: the profile has an empty PayloadIdentifier".into());
+        return Err(CommandError::NoProfileIdentifier);
     }
     Ok(())
 }
 
-fn raw_command(bytes: &[u8]) -> Result<Command, String> {
-    let value = super::bounded::decode(bytes).map_err(|e| format!("Raw: field plist: {e}"))?;
+fn raw_command(bytes: &[u8]) -> Result<Command, CommandError> {
+    let value =
+        super::bounded::decode(bytes).map_err(|e| CommandError::RawNotAPlist(e.to_string()))?;
     let Value::Dictionary(dict) = value else {
-        return Err("Raw: field plist must be a <dict> (the Command dictionary)".into());
+        return Err(CommandError::RawNotADictionary);
     };
     let request_type = match dict.get("RequestType") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => return Err("Raw: the Command dictionary needs a RequestType string".into()),
+        _ => return Err(CommandError::RawWithoutRequestType),
     };
     Ok(Command { request_type, dict })
 }
@@ -269,6 +293,7 @@ mod tests {
         serde_json::from_str::<CommandRequest>(json)
             .map_err(|e| e.to_string())?
             .build()
+            .map_err(|e| e.to_string())
     }
 
     #[test]

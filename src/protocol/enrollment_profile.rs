@@ -158,14 +158,27 @@ pub struct EnrollmentInstructions {
     pub trusted_roots: Vec<Vec<u8>>,
 }
 
+/// Why a device could not enroll with a profile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnrollmentProfileError {
+    #[error("profile is not a plist dictionary: {0}")]
+    NotADictionary(String),
+    /// Something the profile must carry: `{0}` names where and what.
+    #[error("{0}")]
+    Missing(&'static str),
+    #[error("IdentityCertificateUUID does not name the SCEP payload")]
+    IdentityNotTheScepPayload,
+}
+
 /// Reads an (unsigned) enrollment profile the way a device does.
-pub fn read(bytes: &[u8]) -> Result<EnrollmentInstructions, String> {
+pub fn read(bytes: &[u8]) -> Result<EnrollmentInstructions, EnrollmentProfileError> {
+    use EnrollmentProfileError::Missing;
     let top: Dictionary = super::bounded::decode_into(bytes)
-        .map_err(|e| format!("profile is not a plist dictionary: {e}"))?;
+        .map_err(|e| EnrollmentProfileError::NotADictionary(e.to_string()))?;
     let content = top
         .get("PayloadContent")
         .and_then(Value::as_array)
-        .ok_or("profile has no PayloadContent array")?;
+        .ok_or(Missing("profile has no PayloadContent array"))?;
     let mut roots = Vec::new();
     let mut scep: Option<&Dictionary> = None;
     let mut mdm: Option<&Dictionary> = None;
@@ -181,29 +194,29 @@ pub fn read(bytes: &[u8]) -> Result<EnrollmentInstructions, String> {
             _ => {}
         }
     }
-    let mdm = mdm.ok_or("profile has no com.apple.mdm payload")?;
-    let scep_payload = scep.ok_or("profile has no com.apple.security.scep payload")?;
+    let mdm = mdm.ok_or(Missing("profile has no com.apple.mdm payload"))?;
+    let scep_payload = scep.ok_or(Missing("profile has no com.apple.security.scep payload"))?;
     let identity = mdm
         .get("IdentityCertificateUUID")
         .and_then(Value::as_string)
-        .ok_or("com.apple.mdm has no IdentityCertificateUUID")?;
+        .ok_or(Missing("com.apple.mdm has no IdentityCertificateUUID"))?;
     if scep_payload.get("PayloadUUID").and_then(Value::as_string) != Some(identity) {
-        return Err("IdentityCertificateUUID does not name the SCEP payload".into());
+        return Err(EnrollmentProfileError::IdentityNotTheScepPayload);
     }
     let scep = scep_payload
         .get("PayloadContent")
         .and_then(Value::as_dictionary)
-        .ok_or("SCEP payload has no PayloadContent dictionary")?;
+        .ok_or(Missing("SCEP payload has no PayloadContent dictionary"))?;
     let text = |d: &Dictionary, key: &str| d.get(key).and_then(Value::as_string).map(String::from);
     Ok(EnrollmentInstructions {
-        server_url: text(mdm, "ServerURL").ok_or("com.apple.mdm has no ServerURL")?,
+        server_url: text(mdm, "ServerURL").ok_or(Missing("com.apple.mdm has no ServerURL"))?,
         checkin_url: text(mdm, "CheckInURL"),
-        topic: text(mdm, "Topic").ok_or("com.apple.mdm has no Topic")?,
+        topic: text(mdm, "Topic").ok_or(Missing("com.apple.mdm has no Topic"))?,
         sign_message: mdm
             .get("SignMessage")
             .and_then(Value::as_boolean)
             .unwrap_or(false),
-        scep_url: text(scep, "URL").ok_or("SCEP payload has no URL")?,
+        scep_url: text(scep, "URL").ok_or(Missing("SCEP payload has no URL"))?,
         challenge: text(scep, "Challenge"),
         key_size: scep
             .get("Keysize")

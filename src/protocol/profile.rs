@@ -4,6 +4,27 @@
 
 use plist::Value;
 
+/// Why bytes are not a configuration profile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileError {
+    /// Not a plist within the decoder's limits (the decoder's reason).
+    #[error("{0}")]
+    NotAPlist(String),
+    #[error("top level must be a dictionary")]
+    NotADictionary,
+    #[error("PayloadType is {0:?}, expected \"Configuration\"")]
+    NotAConfiguration(String),
+    #[error("PayloadType is missing (expected \"Configuration\")")]
+    NoPayloadType,
+    /// A required top-level key (PayloadIdentifier, PayloadUUID).
+    #[error("{0} is missing")]
+    Missing(&'static str),
+    #[error("a PayloadContent entry has no PayloadType")]
+    PayloadWithoutType,
+    #[error("PayloadContent must be an array")]
+    ContentNotAnArray,
+}
+
 /// The top-level keys that identify an installed profile, as ProfileList reports them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProfileSummary {
@@ -18,23 +39,19 @@ pub struct ProfileSummary {
 
 impl ProfileSummary {
     /// Parses an unsigned .mobileconfig (XML or binary plist).
-    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
-        let value = super::bounded::decode(bytes).map_err(|e| e.to_string())?;
-        let dict = value
-            .as_dictionary()
-            .ok_or("top level must be a dictionary")?;
+    pub fn parse(bytes: &[u8]) -> Result<Self, ProfileError> {
+        let value =
+            super::bounded::decode(bytes).map_err(|e| ProfileError::NotAPlist(e.to_string()))?;
+        let dict = value.as_dictionary().ok_or(ProfileError::NotADictionary)?;
         let text = |key: &str| dict.get(key).and_then(Value::as_string).map(str::to_string);
         match text("PayloadType").as_deref() {
             Some("Configuration") => {}
-            Some(other) => {
-                return Err(format!(
-                    "PayloadType is {other:?}, expected \"Configuration\""
-                ))
-            }
-            None => return Err("PayloadType is missing (expected \"Configuration\")".into()),
+            Some(other) => return Err(ProfileError::NotAConfiguration(other.to_string())),
+            None => return Err(ProfileError::NoPayloadType),
         }
-        let identifier = text("PayloadIdentifier").ok_or("PayloadIdentifier is missing")?;
-        let uuid = text("PayloadUUID").ok_or("PayloadUUID is missing")?;
+        let identifier =
+            text("PayloadIdentifier").ok_or(ProfileError::Missing("PayloadIdentifier"))?;
+        let uuid = text("PayloadUUID").ok_or(ProfileError::Missing("PayloadUUID"))?;
         let payload_types = match dict.get("PayloadContent") {
             Some(Value::Array(items)) => items
                 .iter()
@@ -43,10 +60,10 @@ impl ProfileSummary {
                         .and_then(|d| d.get("PayloadType"))
                         .and_then(Value::as_string)
                         .map(str::to_string)
-                        .ok_or_else(|| "a PayloadContent entry has no PayloadType".to_string())
+                        .ok_or(ProfileError::PayloadWithoutType)
                 })
                 .collect::<Result<_, _>>()?,
-            Some(_) => return Err("PayloadContent must be an array".into()),
+            Some(_) => return Err(ProfileError::ContentNotAnArray),
             None => Vec::new(),
         };
         Ok(Self {
@@ -85,8 +102,11 @@ mod tests {
     #[test]
     fn rejects_a_payload_that_is_not_a_profile() {
         let p = br#"<plist version="1.0"><dict><key>PayloadType</key><string>com.apple.mdm</string></dict></plist>"#;
-        assert!(ProfileSummary::parse(p)
-            .unwrap_err()
-            .contains("expected \"Configuration\""));
+        let error = ProfileSummary::parse(p).unwrap_err();
+        assert_eq!(
+            error,
+            ProfileError::NotAConfiguration("com.apple.mdm".into())
+        );
+        assert!(error.to_string().contains("expected \"Configuration\""));
     }
 }

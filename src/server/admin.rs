@@ -376,7 +376,7 @@ pub async fn enqueue_command(
         };
     let command = match request.build() {
         Ok(c) => c,
-        Err(reason) => return error(StatusCode::UNPROCESSABLE_ENTITY, reason),
+        Err(reason) => return error(StatusCode::UNPROCESSABLE_ENTITY, reason.to_string()),
     };
     let device = match resolve(&state, &id).await {
         Ok(e) => e,

@@ -122,7 +122,8 @@ pub async fn install_profile(
     idle_timeout: Option<Duration>,
 ) -> Result<SimIdentity, EnrollError> {
     let profile = crate::pki::unwrap_signed_profile(profile).map_err(EnrollError)?;
-    let instructions = enrollment_profile::read(&profile).map_err(EnrollError)?;
+    let instructions =
+        enrollment_profile::read(&profile).map_err(|e| EnrollError(e.to_string()))?;
     let bits = instructions.key_size.max(2048);
     let key = match pregenerated_key {
         Some(key) => key,
