@@ -169,13 +169,18 @@ pub fn check_fields(kind: ActionKind, given: &[&str]) -> Vec<String> {
     errors
 }
 
+/// A PIN that is not six digits. The message never shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the PIN must be exactly six digits (the value is not shown)")]
+pub struct BadPin;
+
 /// A PIN must be six digits; the message never shows it.
-pub fn check_pin(pin: &Secret) -> Result<(), String> {
+pub fn check_pin(pin: &Secret) -> Result<(), BadPin> {
     let p = pin.expose();
     if p.len() == 6 && p.bytes().all(|b| b.is_ascii_digit()) {
         Ok(())
     } else {
-        Err("the PIN must be exactly six digits (the value is not shown)".into())
+        Err(BadPin)
     }
 }
 
@@ -415,7 +420,7 @@ mod tests {
     #[test]
     fn pins_are_six_digits_and_never_printed() {
         assert!(check_pin(&Secret::new("123456")).is_ok());
-        let err = check_pin(&Secret::new("12345a")).unwrap_err();
+        let err = check_pin(&Secret::new("12345a")).unwrap_err().to_string();
         assert!(!err.contains("12345a"));
         assert!(!format!("{:?}", Secret::new("123456")).contains("123456"));
         let spec = ActionSpec {

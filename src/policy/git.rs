@@ -88,16 +88,19 @@ impl GitSettings {
     }
 }
 
+/// A policy path that would leave the repository.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} must be a relative path inside the repository (no `..`, no `//`)")]
+pub struct PathOutsideRepository(pub String);
+
 /// Normalises a policy path: no leading/trailing `/`, no `..`.
-pub fn normalise_path(path: &str) -> Result<String, String> {
+pub fn normalise_path(path: &str) -> Result<String, PathOutsideRepository> {
     let trimmed = path.trim().trim_matches('/');
     if trimmed
         .split('/')
         .any(|part| part == ".." || (part.is_empty() && !trimmed.is_empty()))
     {
-        return Err(format!(
-            "{path:?} must be a relative path inside the repository (no `..`, no `//`)"
-        ));
+        return Err(PathOutsideRepository(path.to_string()));
     }
     Ok(if trimmed == "." {
         String::new()

@@ -22,10 +22,21 @@ pub const INVENTORY_LABELS: [&str; 6] = [
     LABEL_ENROLLMENT_TYPE,
 ];
 
+/// Why a device label is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabelError {
+    #[error("label {key:?}: the pomona.dev/ prefix is reserved for inventory attributes ({})", INVENTORY_LABELS.join(", "))]
+    Reserved { key: String },
+    #[error("label key {key:?} is not valid: use [prefix/]name, name at most 63 characters of A-Z a-z 0-9 - _ . beginning and ending alphanumeric")]
+    Key { key: String },
+    #[error("label {key:?}: value {value:?} is not valid: at most 63 characters of A-Z a-z 0-9 - _ . beginning and ending alphanumeric")]
+    Value { key: String, value: String },
+}
+
 /// Checks a device label as Kubernetes does (an optional DNS-style prefix and `/`, a name of at
 /// most 63 of `A-Za-z0-9-_.` starting and ending alphanumeric; the value likewise, or empty).
 /// The `pomona.dev/` prefix is reserved for inventory attributes.
-pub fn check_label(key: &str, value: &str) -> Result<(), String> {
+pub fn check_label(key: &str, value: &str) -> Result<(), LabelError> {
     fn segment_ok(s: &str) -> bool {
         s.len() <= 63
             && s.chars()
@@ -38,10 +49,7 @@ pub fn check_label(key: &str, value: &str) -> Result<(), String> {
         None => (None, key),
     };
     if prefix == Some("pomona.dev") {
-        return Err(format!(
-            "label {key:?}: the pomona.dev/ prefix is reserved for inventory attributes ({})",
-            INVENTORY_LABELS.join(", ")
-        ));
+        return Err(LabelError::Reserved { key: key.into() });
     }
     let prefix_ok = prefix.is_none_or(|p| {
         p.len() <= 253
@@ -50,14 +58,13 @@ pub fn check_label(key: &str, value: &str) -> Result<(), String> {
                 .all(|part| segment_ok(part) && !part.contains('_'))
     });
     if !prefix_ok || !segment_ok(name) {
-        return Err(format!(
-            "label key {key:?} is not valid: use [prefix/]name, name at most 63 characters of A-Z a-z 0-9 - _ . beginning and ending alphanumeric"
-        ));
+        return Err(LabelError::Key { key: key.into() });
     }
     if !value.is_empty() && !segment_ok(value) {
-        return Err(format!(
-            "label {key:?}: value {value:?} is not valid: at most 63 characters of A-Z a-z 0-9 - _ . beginning and ending alphanumeric"
-        ));
+        return Err(LabelError::Value {
+            key: key.into(),
+            value: value.into(),
+        });
     }
     Ok(())
 }
@@ -165,7 +172,8 @@ mod label_tests {
         assert!(check_label("team", "has space").is_err());
         assert!(check_label(&"k".repeat(64), "x").is_err());
         let reserved = check_label("pomona.dev/supervised", "true").unwrap_err();
-        assert!(reserved.contains("reserved"), "{reserved}");
+        assert!(matches!(reserved, super::LabelError::Reserved { .. }));
+        assert!(reserved.to_string().contains("reserved"), "{reserved}");
     }
 }
 

@@ -270,7 +270,7 @@ pub async fn put_labels(
     }
     for (key, value) in &request.labels {
         if let Err(message) = crate::policy::selector::check_label(key, value) {
-            return error(StatusCode::BAD_REQUEST, message);
+            return error(StatusCode::BAD_REQUEST, message.to_string());
         }
     }
     let device = match resolve(&state, &id).await {
