@@ -183,61 +183,88 @@ pub enum SelectorOperator {
 // ---------------------------------------------------------------------------------------------
 // Profile
 
-/// A configuration profile installed on the members of some groups. Exactly one of
-/// `mobileconfig`, `mobileconfigFile` or `payloads` gives the content.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
-// clippy reads the repeated `type_ = …` of printcolumn(…) as a duplicated attribute.
-#[allow(clippy::duplicated_attributes)]
-#[kube(
-    group = "mdm.pomona.dev",
-    version = "v1alpha1",
+/// The custom resource attributes Profile and Restrictions share, written once: both install
+/// content on the members of DeviceGroups, report the same status and show the same columns.
+macro_rules! installed_on_groups {
+    (
+        kind = $kind:tt,
+        root = $root:tt,
+        plural = $plural:tt,
+        shortname = $shortname:tt,
+        doc = $doc:tt,
+        $(#[$meta:meta])*
+        pub struct $name:ident $body:tt
+    ) => {
+        #[derive(
+            Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource,
+        )]
+        // clippy reads the repeated `type_ = …` of printcolumn(…) as a duplicated attribute.
+        #[allow(clippy::duplicated_attributes)]
+        #[kube(
+            group = "mdm.pomona.dev",
+            version = "v1alpha1",
+            kind = $kind,
+            plural = $plural,
+            root = $root,
+            namespaced,
+            status = "PolicyStatus",
+            shortname = $shortname,
+            category = "pomona",
+            doc = $doc,
+            printcolumn(name = "Targeted", type_ = "integer", json_path = ".status.targeted"),
+            printcolumn(name = "Verified", type_ = "integer", json_path = ".status.verified"),
+            printcolumn(name = "Pending", type_ = "integer", json_path = ".status.pending"),
+            printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failed"),
+            printcolumn(
+                name = "Ready",
+                type_ = "string",
+                json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+            ),
+            printcolumn(
+                name = "Age",
+                type_ = "date",
+                json_path = ".metadata.creationTimestamp"
+            )
+        )]
+        #[serde(deny_unknown_fields, rename_all = "camelCase")]
+        $(#[$meta])*
+        pub struct $name $body
+    };
+}
+
+installed_on_groups! {
     kind = "Profile",
     root = "ProfileResource",
-    namespaced,
-    status = "PolicyStatus",
+    plural = "profiles",
     shortname = "mdmprofile",
-    category = "pomona",
     doc = "A configuration profile installed on the members of some DeviceGroups.",
-    printcolumn(name = "Targeted", type_ = "integer", json_path = ".status.targeted"),
-    printcolumn(name = "Verified", type_ = "integer", json_path = ".status.verified"),
-    printcolumn(name = "Pending", type_ = "integer", json_path = ".status.pending"),
-    printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failed"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
-)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ProfileSpec {
-    /// DeviceGroup names whose members get the profile.
-    #[schemars(length(min = 1), inner(regex(pattern = NAME_PATTERN)))]
-    pub groups: Vec<String>,
-    #[serde(default)]
-    pub removal_policy: RemovalPolicy,
-    /// A whole .mobileconfig (XML plist), inline.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mobileconfig: Option<String>,
-    /// Path of a .mobileconfig, relative to the policy source's root.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mobileconfig_file: Option<String>,
-    /// Payloads Pomona assembles into a profile.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payloads: Option<Vec<PayloadSpec>>,
-    /// Top-level PayloadIdentifier for assembled profiles (default `dev.pomona.<name>`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identifier: Option<String>,
-    /// PayloadDisplayName for assembled profiles (default: the document name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub display_name: Option<String>,
-    /// CMS-sign the profile with the server's certificate before installing it.
-    #[serde(default)]
-    pub sign: bool,
+    /// A configuration profile installed on the members of some groups. Exactly one of
+    /// `mobileconfig`, `mobileconfigFile` or `payloads` gives the content.
+    pub struct ProfileSpec {
+        /// DeviceGroup names whose members get the profile.
+        #[schemars(length(min = 1), inner(regex(pattern = NAME_PATTERN)))]
+        pub groups: Vec<String>,
+        #[serde(default)]
+        pub removal_policy: RemovalPolicy,
+        /// A whole .mobileconfig (XML plist), inline.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub mobileconfig: Option<String>,
+        /// Path of a .mobileconfig, relative to the policy source's root.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub mobileconfig_file: Option<String>,
+        /// Payloads Pomona assembles into a profile.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub payloads: Option<Vec<PayloadSpec>>,
+        /// Top-level PayloadIdentifier for assembled profiles (default `dev.pomona.<name>`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub identifier: Option<String>,
+        /// PayloadDisplayName for assembled profiles (default: the document name).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub display_name: Option<String>,
+        /// CMS-sign the profile with the server's certificate before installing it.
+        #[serde(default)]
+        pub sign: bool,
+    }
 }
 
 /// One payload of an assembled profile: its PayloadType and its keys.
@@ -259,43 +286,20 @@ pub struct PayloadSpec {
 // ---------------------------------------------------------------------------------------------
 // Restrictions
 
-/// A typed subset of `com.apple.applicationaccess`, compiled into a profile.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
-// clippy reads the repeated `type_ = …` of printcolumn(…) as a duplicated attribute.
-#[allow(clippy::duplicated_attributes)]
-#[kube(
-    group = "mdm.pomona.dev",
-    version = "v1alpha1",
+installed_on_groups! {
     kind = "Restrictions",
-    plural = "restrictions",
     root = "RestrictionsResource",
-    namespaced,
-    status = "PolicyStatus",
+    plural = "restrictions",
     shortname = "restr",
-    category = "pomona",
     doc = "Typed device restrictions (com.apple.applicationaccess) for the members of some DeviceGroups.",
-    printcolumn(name = "Targeted", type_ = "integer", json_path = ".status.targeted"),
-    printcolumn(name = "Verified", type_ = "integer", json_path = ".status.verified"),
-    printcolumn(name = "Pending", type_ = "integer", json_path = ".status.pending"),
-    printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failed"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
-)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RestrictionsSpec {
-    #[schemars(length(min = 1), inner(regex(pattern = NAME_PATTERN)))]
-    pub groups: Vec<String>,
-    #[serde(default)]
-    pub removal_policy: RemovalPolicy,
-    pub settings: super::restrictions::RestrictionSettings,
+    /// A typed subset of `com.apple.applicationaccess`, compiled into a profile.
+    pub struct RestrictionsSpec {
+        #[schemars(length(min = 1), inner(regex(pattern = NAME_PATTERN)))]
+        pub groups: Vec<String>,
+        #[serde(default)]
+        pub removal_policy: RemovalPolicy,
+        pub settings: super::restrictions::RestrictionSettings,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
