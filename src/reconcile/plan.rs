@@ -14,7 +14,7 @@ use crate::policy::snapshot::CompiledProfile;
 use crate::vocab::profiles::{
     Intent, ManagedProfile, ProfileState, RemovalPolicy, ReportedProfiles,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A command of ours the device has not answered yet.
@@ -99,6 +99,9 @@ pub struct Plan {
     pub wake_at: Option<i64>,
 }
 
+/// Plans one device: folds what finished into its inventory, cancels what a newer plan
+/// supersedes, installs what is declared and not verified, removes what is no longer declared
+/// (never what is), and asks for a ProfileList to verify. Pure: same input, same plan.
 pub fn plan(input: PlanInput<'_>) -> Plan {
     let PlanInput {
         device_id,
@@ -115,44 +118,118 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         .map(|m| (m.identifier.clone(), m))
         .collect();
     apply_finished(&mut inventory, finished, &settings);
-
-    let mut out = Plan::default();
-    let mut needs_profile_list = false;
-    // An unneeded profile whose presence on the device is in doubt (see below).
-    let mut needs_removal_check = false;
+    let device = Device {
+        id: device_id,
+        reported,
+        in_flight: &in_flight,
+        now,
+        settings: &settings,
+    };
     let desired_by_id: BTreeMap<&str, &CompiledProfile> = desired
         .iter()
         .map(|p| (p.identifier.as_str(), *p))
         .collect();
-    let install_in_flight = |identifier: &str, hash: &str| {
-        in_flight.iter().any(|f| {
+    let mut out = Plan {
+        cancel: superseded(&in_flight, &desired_by_id),
+        ..Plan::default()
+    };
+    let needs_profile_list = plan_declared(&device, &desired, &mut inventory, &mut out);
+    let needs_removal_check = plan_undeclared(&device, &desired_by_id, &mut inventory, &mut out);
+    plan_verification(
+        &device,
+        &inventory,
+        needs_profile_list,
+        needs_removal_check,
+        &mut out,
+    );
+    out.managed = inventory.into_values().collect();
+    out
+}
+
+/// What every phase of one device's plan looks at.
+struct Device<'a> {
+    id: &'a str,
+    reported: Option<&'a ReportedProfiles>,
+    in_flight: &'a [InFlight],
+    now: i64,
+    settings: &'a PlanSettings,
+}
+
+impl Device<'_> {
+    fn install_in_flight(&self, identifier: &str, hash: &str) -> bool {
+        self.in_flight.iter().any(|f| {
             matches!(&f.intent, Intent::Install { identifier: i, hash: h } if i == identifier && h == hash)
         })
-    };
-    let remove_in_flight = |identifier: &str| {
-        in_flight
+    }
+
+    fn installing(&self, identifier: &str) -> bool {
+        self.in_flight
+            .iter()
+            .any(|f| matches!(&f.intent, Intent::Install { identifier: i, .. } if i == identifier))
+    }
+
+    fn remove_in_flight(&self, identifier: &str) -> bool {
+        self.in_flight
             .iter()
             .any(|f| matches!(&f.intent, Intent::Remove { identifier: i } if i == identifier))
-    };
+    }
 
-    // Superseded queued commands: installs of another version or of what is no longer
-    // desired, and removals of what is desired again (never remove what is declared).
+    /// When an entry's next attempt is due: now for a first one, after the backoff otherwise.
+    fn due(&self, entry: &ManagedProfile) -> i64 {
+        match (entry.attempts, entry.last_attempt_at) {
+            (0, _) | (_, None) => self.now,
+            (n, Some(at)) => at + backoff(n, self.settings),
+        }
+    }
+
+    /// Whether the device reported its ProfileList since the entry's last attempt or
+    /// acknowledgement.
+    fn listed_since(&self, entry: &ManagedProfile) -> bool {
+        let since = entry
+            .last_attempt_at
+            .unwrap_or(0)
+            .max(entry.acknowledged_at.unwrap_or(0));
+        self.reported.is_some_and(|r| r.reported_at > since)
+    }
+}
+
+/// Plans the device again at `at` at the latest.
+fn wake_no_later(out: &mut Plan, at: i64) {
+    out.wake_at = Some(out.wake_at.map_or(at, |w| w.min(at)));
+}
+
+/// Superseded queued commands: installs of another version or of what is no longer
+/// desired, and removals of what is desired again (never remove what is declared).
+fn superseded(in_flight: &[InFlight], desired: &BTreeMap<&str, &CompiledProfile>) -> Vec<String> {
+    let mut cancel = Vec::new();
     for f in in_flight.iter().filter(|f| f.queued) {
         match &f.intent {
             Intent::Install { identifier, hash } => {
-                let current = desired_by_id.get(identifier.as_str()).map(|p| &p.hash);
+                let current = desired.get(identifier.as_str()).map(|p| &p.hash);
                 if current != Some(hash) {
-                    out.cancel.push(f.command_uuid.clone());
+                    cancel.push(f.command_uuid.clone());
                 }
             }
-            Intent::Remove { identifier } if desired_by_id.contains_key(identifier.as_str()) => {
-                out.cancel.push(f.command_uuid.clone());
+            Intent::Remove { identifier } if desired.contains_key(identifier.as_str()) => {
+                cancel.push(f.command_uuid.clone());
             }
             _ => {}
         }
     }
+    cancel
+}
 
-    for profile in &desired {
+/// Installs what is declared and not on the device in its declared content, and judges
+/// acknowledged installs against the ProfileList. True when a ProfileList is needed to verify.
+fn plan_declared(
+    device: &Device<'_>,
+    desired: &[&CompiledProfile],
+    inventory: &mut BTreeMap<String, ManagedProfile>,
+    out: &mut Plan,
+) -> bool {
+    let (now, settings) = (device.now, device.settings);
+    let mut needs_profile_list = false;
+    for profile in desired {
         let entry = inventory
             .entry(profile.identifier.clone())
             .or_insert_with(|| fresh(profile));
@@ -170,25 +247,22 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
                 ..fresh(profile)
             };
         }
-        if install_in_flight(&entry.identifier, &entry.hash) {
+        if device.install_in_flight(&entry.identifier, &entry.hash) {
             continue;
         }
         match entry.state {
             ProfileState::Failed => {}
             ProfileState::Pending => {
-                let due = match (entry.attempts, entry.last_attempt_at) {
-                    (0, _) | (_, None) => now,
-                    (n, Some(at)) => at + backoff(n, &settings),
-                };
+                let due = device.due(entry);
                 if now >= due {
-                    out.commands.push(install(device_id, entry, profile, now));
+                    out.commands.push(install(device.id, entry, profile, now));
                 } else {
-                    out.wake_at = Some(out.wake_at.map_or(due, |w| w.min(due)));
+                    wake_no_later(out, due);
                 }
             }
             ProfileState::Verifying => {
                 let acknowledged = entry.acknowledged_at.unwrap_or(0);
-                match reported.filter(|r| r.reported_at > acknowledged) {
+                match device.reported.filter(|r| r.reported_at > acknowledged) {
                     Some(r) if r.profiles.get(&entry.identifier) == Some(&entry.uuid) => {
                         entry.state = ProfileState::Verified;
                         entry.attempts = 0;
@@ -200,9 +274,9 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
                         } else {
                             "the device acknowledged the install but ProfileList does not list it"
                         };
-                        fail_attempt(entry, why.to_string(), now, &settings);
+                        fail_attempt(entry, why.to_string(), now, settings);
                         if entry.state == ProfileState::Pending {
-                            out.wake_at = Some(now + backoff(entry.attempts, &settings));
+                            out.wake_at = Some(now + backoff(entry.attempts, settings));
                         }
                     }
                     None => needs_profile_list = true,
@@ -210,45 +284,50 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
             }
             ProfileState::Verified => {
                 let acknowledged = entry.acknowledged_at.unwrap_or(0);
-                if let Some(r) = reported.filter(|r| r.reported_at > acknowledged) {
+                if let Some(r) = device.reported.filter(|r| r.reported_at > acknowledged) {
                     if r.profiles.get(&entry.identifier) != Some(&entry.uuid) {
                         // Drift: removed or replaced on the device. Reinstall.
                         entry.state = ProfileState::Pending;
                         entry.attempts = 0;
                         entry.last_error = None;
-                        out.commands.push(install(device_id, entry, profile, now));
+                        out.commands.push(install(device.id, entry, profile, now));
                     }
                 }
             }
             ProfileState::Removing | ProfileState::RemovalFailed => unreachable!("reset above"),
         }
     }
+    needs_profile_list
+}
 
-    let desired_ids: BTreeSet<&str> = desired_by_id.keys().copied().collect();
+/// Removes what is no longer declared (or forgets it: kept by policy, known absent, never
+/// installed). True when whether an entry is on the device is in doubt and a ProfileList must
+/// say so before anything is removed.
+fn plan_undeclared(
+    device: &Device<'_>,
+    desired: &BTreeMap<&str, &CompiledProfile>,
+    inventory: &mut BTreeMap<String, ManagedProfile>,
+    out: &mut Plan,
+) -> bool {
+    let mut needs_removal_check = false;
     let mut forget = Vec::new();
     for entry in inventory
         .values_mut()
-        .filter(|m| !desired_ids.contains(m.identifier.as_str()))
+        .filter(|m| !desired.contains_key(m.identifier.as_str()))
     {
         if entry.removal_policy == RemovalPolicy::Keep {
             forget.push(entry.identifier.clone()); // left installed, no longer managed
             continue;
         }
-        if remove_in_flight(&entry.identifier) {
+        if device.remove_in_flight(&entry.identifier) {
             entry.state = ProfileState::Removing;
             continue;
         }
-        let installing = in_flight.iter().any(|f| {
-            matches!(&f.intent, Intent::Install { identifier, .. } if *identifier == entry.identifier)
-        });
-        let known_absent = reported.is_some_and(|r| {
-            r.reported_at
-                > entry
-                    .last_attempt_at
-                    .unwrap_or(0)
-                    .max(entry.acknowledged_at.unwrap_or(0))
-                && !r.profiles.contains_key(&entry.identifier)
-        });
+        let installing = device.installing(&entry.identifier);
+        let known_absent = device.listed_since(entry)
+            && device
+                .reported
+                .is_some_and(|r| !r.profiles.contains_key(&entry.identifier));
         if known_absent && !installing {
             forget.push(entry.identifier.clone());
             continue;
@@ -261,7 +340,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
             entry.state,
             ProfileState::Removing | ProfileState::RemovalFailed
         );
-        if removal && entry.attempts >= settings.max_attempts {
+        if removal && entry.attempts >= device.settings.max_attempts {
             entry.state = ProfileState::RemovalFailed; // given up; status shows why
             continue;
         }
@@ -273,30 +352,20 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         // acknowledged in this cycle (a device that enrolled again, an install that never
         // arrived): ask the device first, and remove only what its ProfileList shows (an
         // absent one is forgotten above, next time). A refused removal is retried with a
-        // ProfileList behind it (below), which shows whether it is still there.
-        let listed_since = reported.is_some_and(|r| {
-            r.reported_at
-                > entry
-                    .last_attempt_at
-                    .unwrap_or(0)
-                    .max(entry.acknowledged_at.unwrap_or(0))
-        });
+        // ProfileList behind it (see `plan_verification`), which shows whether it is still there.
         let uncertain = entry.acknowledged_at.is_none() && entry.attempts == 0;
-        if uncertain && !listed_since && !installing {
+        if uncertain && !device.listed_since(entry) && !installing {
             needs_removal_check = true;
             continue;
         }
-        let due = match (entry.attempts, entry.last_attempt_at) {
-            (0, _) | (_, None) => now,
-            (n, Some(at)) => at + backoff(n, &settings),
-        };
-        if now >= due {
+        let due = device.due(entry);
+        if device.now >= due {
             out.commands.push(PlannedCommand {
                 uuid: command_uuid(
-                    device_id,
+                    device.id,
                     "remove",
                     &entry.identifier,
-                    &format!("{}@{now}", entry.hash),
+                    &format!("{}@{}", entry.hash, device.now),
                     entry.installs + entry.attempts,
                 ),
                 intent: Intent::Remove {
@@ -305,14 +374,29 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
                 payload: None,
             });
         } else {
-            out.wake_at = Some(out.wake_at.map_or(due, |w| w.min(due)));
+            wake_no_later(out, due);
         }
     }
     for identifier in forget {
         inventory.remove(&identifier);
     }
+    needs_removal_check
+}
 
-    let list_in_flight = in_flight.iter().any(|f| f.intent == Intent::ProfileList);
+/// Asks for the ProfileList that verifies this plan: behind its installs and removals, or
+/// to settle whether an undeclared profile is there, or to verify acknowledged installs.
+fn plan_verification(
+    device: &Device<'_>,
+    inventory: &BTreeMap<String, ManagedProfile>,
+    needs_profile_list: bool,
+    needs_removal_check: bool,
+    out: &mut Plan,
+) {
+    let (device_id, now) = (device.id, device.now);
+    let list_in_flight = device
+        .in_flight
+        .iter()
+        .any(|f| f.intent == Intent::ProfileList);
     let first_change = out
         .commands
         .iter()
@@ -341,8 +425,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
             intent: Intent::ProfileList,
             payload: None,
         });
-        let next_minute = (now / 60_000 + 1) * 60_000;
-        out.wake_at = Some(out.wake_at.map_or(next_minute, |w| w.min(next_minute)));
+        wake_no_later(out, (now / 60_000 + 1) * 60_000);
     } else if needs_profile_list && !list_in_flight {
         // Seeded by the newest acknowledgement, so a replay asks once.
         let newest = inventory
@@ -356,8 +439,6 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
             payload: None,
         });
     }
-    out.managed = inventory.into_values().collect();
-    out
 }
 
 fn fresh(profile: &CompiledProfile) -> ManagedProfile {
