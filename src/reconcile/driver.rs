@@ -622,50 +622,19 @@ impl Reconciler {
                 )
             })
             .collect();
-        // Inventory: a device never inventoried, or not for `inventory_interval`, is asked for
-        // its ProfileList, so drift and foreign profiles are known. The UUID is seeded by the
-        // interval bucket, so replays ask once per interval.
-        let list_pending = in_flight.iter().any(|f| f.intent == Intent::ProfileList)
-            || enqueue.iter().any(|(_, i)| *i == Intent::ProfileList);
-        let interval = self.settings.inventory_interval_ms.max(1);
         // With nothing declared and nothing managed there is nothing to verify: no traffic.
         let nothing_to_manage = snapshot.profiles.is_empty() && result.managed.is_empty();
-        let inventory_due = newest_report
-            .as_ref()
-            .map(|r| r.reported_at + interval)
-            .unwrap_or(now);
-        if now >= inventory_due && !list_pending && !nothing_to_manage {
-            let bucket = (now / interval).to_string();
-            let uuid = command_uuid(device_id, "profile-list", "", &bucket, 0);
-            enqueue.push((
-                to_command(&uuid, &Intent::ProfileList, None),
-                Intent::ProfileList,
-            ));
-        }
-        // Facts groups select on: asked once after enrollment and then with each inventory.
-        let facts_due = self.fleet.facts_due(device_id, now, interval);
-        let facts_pending = in_flight
-            .iter()
-            .any(|f| f.intent == Intent::DeviceInformation);
-        if facts_due && !facts_pending && (!nothing_to_manage || actions.needs_facts) {
-            let bucket = (now / interval).to_string();
-            let uuid = command_uuid(device_id, "device-information", "", &bucket, 0);
-            enqueue.insert(
-                0,
-                (
-                    to_command(&uuid, &Intent::DeviceInformation, None),
-                    Intent::DeviceInformation,
-                ),
-            );
-        }
-        // Up to 10 % jitter, so a fleet enrolled at once does not report in lockstep.
-        let jitter = fastrand::i64(0..=interval / 10);
-        let next_inventory = jitter
-            + if nothing_to_manage {
-                now + interval
-            } else {
-                inventory_due.max(now) + if now >= inventory_due { interval } else { 0 }
-            };
+        let next_inventory = self.ask_inventory(
+            Inventory {
+                device_id,
+                now,
+                newest_report: newest_report.as_ref(),
+                in_flight: &in_flight,
+                nothing_to_manage,
+                facts_for_actions: actions.needs_facts,
+            },
+            &mut enqueue,
+        );
         let installing = enqueue
             .iter()
             .any(|(_, i)| matches!(i, Intent::Install { .. }))
@@ -712,6 +681,56 @@ impl Reconciler {
         Ok(0)
     }
 
+    /// Inventory: a device never inventoried, or not for `inventory_interval`, is asked for its
+    /// ProfileList (so drift and foreign profiles are known) and for the DeviceInformation facts
+    /// groups select on (once after enrollment, then with each inventory). UUIDs are seeded by
+    /// the interval bucket, so replays ask once per interval. Returns when to inventory next.
+    fn ask_inventory(&self, device: Inventory<'_>, enqueue: &mut Vec<(NewCommand, Intent)>) -> i64 {
+        let Inventory {
+            device_id,
+            now,
+            newest_report,
+            in_flight,
+            nothing_to_manage,
+            facts_for_actions,
+        } = device;
+        let list_pending = in_flight.iter().any(|f| f.intent == Intent::ProfileList)
+            || enqueue.iter().any(|(_, i)| *i == Intent::ProfileList);
+        let interval = self.settings.inventory_interval_ms.max(1);
+        let inventory_due = newest_report.map_or(now, |r| r.reported_at + interval);
+        if now >= inventory_due && !list_pending && !nothing_to_manage {
+            let bucket = (now / interval).to_string();
+            let uuid = command_uuid(device_id, "profile-list", "", &bucket, 0);
+            enqueue.push((
+                to_command(&uuid, &Intent::ProfileList, None),
+                Intent::ProfileList,
+            ));
+        }
+        let facts_due = self.fleet.facts_due(device_id, now, interval);
+        let facts_pending = in_flight
+            .iter()
+            .any(|f| f.intent == Intent::DeviceInformation);
+        if facts_due && !facts_pending && (!nothing_to_manage || facts_for_actions) {
+            let bucket = (now / interval).to_string();
+            let uuid = command_uuid(device_id, "device-information", "", &bucket, 0);
+            enqueue.insert(
+                0,
+                (
+                    to_command(&uuid, &Intent::DeviceInformation, None),
+                    Intent::DeviceInformation,
+                ),
+            );
+        }
+        // Up to 10 % jitter, so a fleet enrolled at once does not report in lockstep.
+        let jitter = fastrand::i64(0..=interval / 10);
+        jitter
+            + if nothing_to_manage {
+                now + interval
+            } else {
+                inventory_due.max(now) + if now >= inventory_due { interval } else { 0 }
+            }
+    }
+
     /// A device that will not be planned gives its rollout slot back.
     fn release_slot(&self, device_id: &str) {
         self.work
@@ -722,6 +741,17 @@ impl Reconciler {
     fn schedule_wakeup(&self, device_id: &str, at: i64) {
         self.work.schedule(device_id, at);
     }
+}
+
+/// What deciding a device's inventory looks at.
+struct Inventory<'a> {
+    device_id: &'a str,
+    now: i64,
+    newest_report: Option<&'a ReportedProfiles>,
+    in_flight: &'a [super::plan::InFlight],
+    nothing_to_manage: bool,
+    /// A declared action waits for facts (supervision) the device has not reported yet.
+    facts_for_actions: bool,
 }
 
 /// The command envelope for an intent.
