@@ -65,21 +65,7 @@ pub async fn serve_on(
 ) -> anyhow::Result<()> {
     let prepared = config::bootstrap::prepare(&config)?;
     if let Some(path) = &prepared.new_admin_token_file {
-        // Shown once, on the start that created it, and only to a person at a terminal: never
-        // into a log file, a pipe or `kubectl logs`. Anywhere else, only where it is.
-        use std::io::IsTerminal as _;
-        if std::io::stdout().is_terminal() {
-            println!(
-                "Admin API token (saved to {}, shown only this once):\n  {}",
-                path.display(),
-                prepared.admin_token
-            );
-        } else {
-            println!(
-                "Admin API token created in {} (readable by this user only)",
-                path.display()
-            );
-        }
+        announce_admin_token(path, &prepared.admin_token);
     }
     let store = store::open(&config.database)
         .await
@@ -150,26 +136,7 @@ pub async fn serve_on(
         .await
         .context("loading enrolled devices")?;
     tracing::info!(devices, "enrolled devices loaded for reconciling");
-    let git_source = match &config.git {
-        Some(settings) => {
-            if let Some(ca) = &config.git_ca_file {
-                policy::git::trust_ca_file(ca)
-                    .with_context(|| format!("loading git_ca_file {}", ca.display()))?;
-            }
-            tracing::info!(
-                source = %settings.describe(),
-                interval = ?settings.interval,
-                webhook = settings.webhook_secret.is_some(),
-                signed_commits_only = settings.allowed_signers.is_some(),
-                "policy comes from git"
-            );
-            Some(policy::git::GitSource::new(
-                settings.clone(),
-                &config.data_dir,
-            ))
-        }
-        None => None,
-    };
+    let git_source = git_source(&config)?;
     // With --kube, shutting down also hands the Lease over (at once, not after it expires).
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
@@ -179,40 +146,14 @@ pub async fn serve_on(
     // Every source publishes on this feed; the reconciler applies what arrives, in order.
     let (feed, policy_updates) = policy::feed::PolicyFeed::channel();
     let follower = tokio::spawn(reconciler.clone().follow_policy(policy_updates));
-    let (watcher, driver) = match (&config.kube, &git_source) {
-        // Custom resources; the reconciler runs on the replica that holds the Lease.
-        (Some(settings), _) => {
-            let settings = settings.clone();
-            let (reconciler, store) = (reconciler.clone(), store.clone());
-            let stop = async move {
-                let _ = stopped.await;
-            };
-            let source = tokio::spawn(async move {
-                if let Err(e) = controller::run(settings, reconciler, store, feed, stop).await {
-                    tracing::error!(error = format!("{e:#}"), "the Kubernetes source stopped");
-                }
-            });
-            (source, tokio::spawn(async {}))
-        }
-        (None, Some(source)) => (
-            tokio::spawn(source.clone().run(feed)),
-            tokio::spawn(reconciler.clone().run(
-                crate::reconcile::driver::PARALLEL_RECONCILES,
-                std::future::pending::<()>(),
-            )),
-        ),
-        (None, None) => (
-            tokio::spawn(policy::dir_source::watch_dir(
-                config.policy_dir.clone(),
-                std::time::Duration::from_secs(2),
-                feed,
-            )),
-            tokio::spawn(reconciler.clone().run(
-                crate::reconcile::driver::PARALLEL_RECONCILES,
-                std::future::pending::<()>(),
-            )),
-        ),
-    };
+    let (watcher, driver) = start_policy_source(
+        &config,
+        git_source.as_ref(),
+        reconciler.clone(),
+        store.clone(),
+        feed,
+        stopped,
+    );
     let state = server::AppState::new(
         store,
         prepared.admin_token,
@@ -245,6 +186,93 @@ pub async fn serve_on(
         task.abort();
     }
     served
+}
+
+/// Shows a newly created admin token once, and only to a person at a terminal: never into a
+/// log file, a pipe or `kubectl logs`. Anywhere else, only where it is.
+fn announce_admin_token(path: &std::path::Path, token: &str) {
+    use std::io::IsTerminal as _;
+    if std::io::stdout().is_terminal() {
+        println!(
+            "Admin API token (saved to {}, shown only this once):\n  {token}",
+            path.display()
+        );
+    } else {
+        println!(
+            "Admin API token created in {} (readable by this user only)",
+            path.display()
+        );
+    }
+}
+
+/// The git policy source, when the configuration names one (its extra CA trusted first).
+fn git_source(
+    config: &config::ServeConfig,
+) -> anyhow::Result<Option<std::sync::Arc<policy::git::GitSource>>> {
+    let Some(settings) = &config.git else {
+        return Ok(None);
+    };
+    if let Some(ca) = &config.git_ca_file {
+        policy::git::trust_ca_file(ca)
+            .with_context(|| format!("loading git_ca_file {}", ca.display()))?;
+    }
+    tracing::info!(
+        source = %settings.describe(),
+        interval = ?settings.interval,
+        webhook = settings.webhook_secret.is_some(),
+        signed_commits_only = settings.allowed_signers.is_some(),
+        "policy comes from git"
+    );
+    Ok(Some(policy::git::GitSource::new(
+        settings.clone(),
+        &config.data_dir,
+    )))
+}
+
+/// Starts the policy source the configuration names, publishing on `feed`, and the
+/// reconciler's driver: custom resources (the driver runs on the replica holding the Lease,
+/// inside the controller, which stops when `stopped` fires), git, or the policy directory.
+/// Returns the source's task and the driver's.
+fn start_policy_source(
+    config: &config::ServeConfig,
+    git_source: Option<&std::sync::Arc<policy::git::GitSource>>,
+    reconciler: std::sync::Arc<reconcile::driver::Reconciler>,
+    store: std::sync::Arc<dyn store::Store>,
+    feed: policy::feed::PolicyFeed,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
+    let run_driver = |reconciler: std::sync::Arc<reconcile::driver::Reconciler>| {
+        tokio::spawn(reconciler.run(
+            crate::reconcile::driver::PARALLEL_RECONCILES,
+            std::future::pending::<()>(),
+        ))
+    };
+    match (&config.kube, git_source) {
+        (Some(settings), _) => {
+            let settings = settings.clone();
+            let stop = async move {
+                let _ = stopped.await;
+            };
+            let source = tokio::spawn(async move {
+                if let Err(e) = controller::run(settings, reconciler, store, feed, stop).await {
+                    tracing::error!(error = format!("{e:#}"), "the Kubernetes source stopped");
+                }
+            });
+            (source, tokio::spawn(async {}))
+        }
+        (None, Some(source)) => (
+            tokio::spawn(source.clone().run(feed)),
+            run_driver(reconciler),
+        ),
+        (None, None) => (
+            tokio::spawn(policy::dir_source::watch_dir(
+                config.policy_dir.clone(),
+                std::time::Duration::from_secs(2),
+                feed,
+            )),
+            run_driver(reconciler),
+        ),
+    }
 }
 
 async fn shutdown_signal() {
