@@ -7,6 +7,7 @@
 pub mod openapi;
 
 pub use crate::vocab::actions::ActionKind;
+pub use crate::vocab::facts::ReportedFacts;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -105,21 +106,12 @@ pub struct PushState {
     pub token_invalid_at: Option<String>,
 }
 
-/// The DeviceInformation facts groups select on (absent when the device did not answer them).
+/// The DeviceInformation facts groups select on (absent when the device did not answer them),
+/// and when the device reported them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Facts {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub product_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub os_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub serial_number: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub supervised: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_name: Option<String>,
+    #[serde(flatten)]
+    pub facts: ReportedFacts,
     pub reported_at: Option<String>,
 }
 

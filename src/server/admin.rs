@@ -213,12 +213,7 @@ pub async fn get_device(State(state): State<Arc<AppState>>, Path(id): Path<Strin
         push,
         labels: inventory.labels,
         facts: inventory.facts.map(|(facts, at)| api::Facts {
-            product_name: facts.product_name,
-            model: facts.model,
-            os_version: facts.os_version,
-            serial_number: facts.serial_number,
-            supervised: facts.supervised,
-            device_name: facts.device_name,
+            facts,
             reported_at: views::time(at),
         }),
         profiles: reconcile

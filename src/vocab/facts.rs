@@ -3,10 +3,11 @@
 //! attributes groups select on; `store::inventory` keeps them. They live here so that the
 //! reconciler's reading of device answers does not import the store for them.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A device's answers to the DeviceInformation queries groups select on.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ReportedFacts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub product_name: Option<String>,
