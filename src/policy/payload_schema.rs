@@ -46,6 +46,12 @@ struct KeySchema {
     keys: Option<BTreeMap<String, KeySchema>>,
     #[serde(default)]
     unsupported_on: Vec<String>,
+    /// Top-level keys only: platforms on which the key needs a supervised device.
+    #[serde(default)]
+    supervised_on: Vec<String>,
+    /// The schema's inclusive `range` (integers).
+    #[serde(default)]
+    range: Option<(i64, i64)>,
 }
 
 fn digest() -> &'static Digest {
@@ -59,6 +65,62 @@ fn digest() -> &'static Digest {
 /// Whether the schemas know a PayloadType.
 pub fn is_known(payload_type: &str) -> bool {
     digest().payloads.contains_key(payload_type)
+}
+
+/// What the schemas say about one top-level key of a payload type, for code that carries keys as
+/// typed fields (the Restrictions settings): its type, where devices honour it, where it needs
+/// supervision, and the values it takes.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyFacts {
+    payload: &'static PayloadSchema,
+    key: &'static KeySchema,
+}
+
+impl KeyFacts {
+    /// The schema's type name without brackets: `boolean`, `integer`, `string`, `array`, …
+    pub fn kind(&self) -> &'static str {
+        &self.key.kind
+    }
+
+    /// The type of an array's items, when the key is an array.
+    pub fn item_kind(&self) -> Option<&'static str> {
+        self.key.items.as_deref().map(|item| item.kind.as_str())
+    }
+
+    /// Whether devices of `platform` honour the key (iPadOS as iOS: the schemas describe both
+    /// as iOS).
+    pub fn supported_on(&self, platform: Platform) -> bool {
+        let name = platform.schema_name();
+        self.payload.platforms.contains_key(name)
+            && !self.key.unsupported_on.iter().any(|p| p == name)
+    }
+
+    /// Whether the key only takes effect on supervised devices of `platform`.
+    pub fn requires_supervision_on(&self, platform: Platform) -> bool {
+        self.supported_on(platform)
+            && self
+                .key
+                .supervised_on
+                .iter()
+                .any(|p| p == platform.schema_name())
+    }
+
+    /// The inclusive range of an integer key, when the schema gives one.
+    pub fn range(&self) -> Option<(i64, i64)> {
+        self.key.range
+    }
+
+    /// The values the key may take, when the schema lists them.
+    pub fn allowed_values(&self) -> Option<&'static [serde_json::Value]> {
+        self.key.values.as_deref()
+    }
+}
+
+/// The schema facts of a top-level key of `payload_type`.
+pub fn key_facts(payload_type: &str, key: &str) -> Option<KeyFacts> {
+    let payload = digest().payloads.get(payload_type)?;
+    let key = payload.keys.get(key)?;
+    Some(KeyFacts { payload, key })
 }
 
 /// Warnings for one payload (its keys, as in the profile) sent to devices of `platforms`.
@@ -194,6 +256,13 @@ fn check_value(
             }
         }
     }
+    if let (Some((min, max)), Some(number)) = (schema.range, value.as_signed_integer()) {
+        if !(min..=max).contains(&number) {
+            warnings.push(format!(
+                "{payload_type}: {here} is {number}; the schema allows {min} to {max}"
+            ));
+        }
+    }
     match value {
         Value::Dictionary(d) => {
             if let Some(keys) = &schema.keys {
@@ -299,6 +368,33 @@ mod tests {
             warnings.contains("EAPClientConfiguration.AcceptEAPTypes is required"),
             "{warnings}"
         );
+    }
+
+    #[test]
+    fn integers_outside_the_schema_range_are_named() {
+        let content = dict(&[("ratingApps", Value::Integer(2000.into()))]);
+        let warnings = check_payload("com.apple.applicationaccess", &content, &ios());
+        assert_eq!(
+            warnings,
+            ["com.apple.applicationaccess: ratingApps is 2000; the schema allows 0 to 1000"]
+        );
+    }
+
+    #[test]
+    fn key_facts_carry_platforms_supervision_and_ranges() {
+        let safari = key_facts("com.apple.applicationaccess", "allowSafari").unwrap();
+        assert_eq!(safari.kind(), "boolean");
+        assert!(safari.supported_on(Platform::IpadOs));
+        assert!(safari.requires_supervision_on(Platform::Ios));
+        assert!(!safari.supported_on(Platform::MacOs));
+        assert!(!safari.requires_supervision_on(Platform::MacOs));
+        let delay =
+            key_facts("com.apple.applicationaccess", "enforcedSoftwareUpdateDelay").unwrap();
+        assert_eq!(delay.range(), Some((1, 90)));
+        let ids = key_facts("com.apple.applicationaccess", "blockedAppBundleIDs").unwrap();
+        assert_eq!((ids.kind(), ids.item_kind()), ("array", Some("string")));
+        assert!(key_facts("com.apple.applicationaccess", "allowCamra").is_none());
+        assert!(key_facts("com.apple.nothing", "allowCamera").is_none());
     }
 
     #[test]
