@@ -159,12 +159,12 @@ pub async fn serve_on(
         prepared.admin_token,
         config.limits,
         identity,
-        reconciler,
+        server::Services {
+            reconciler,
+            push: push.clone(),
+            git: git_source,
+        },
     );
-    let _ = state.push.set(push.clone());
-    if let Some(source) = git_source {
-        let _ = state.git.set(source);
-    }
     let scheduler = push.spawn_scheduler();
     let served = server::run(listener, prepared.tls, state, shutdown).await;
     if config.kube.is_some() {

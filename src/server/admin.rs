@@ -326,10 +326,7 @@ pub async fn push_device(State(state): State<Arc<AppState>>, Path(id): Path<Stri
         Ok(e) => e,
         Err(r) => return r,
     };
-    let Some(push) = state.push.get() else {
-        return error(StatusCode::CONFLICT, E::Disabled.to_string());
-    };
-    match push.push_now(&device.device_id).await {
+    match state.push.push_now(&device.device_id).await {
         Ok(response) => {
             let accepted = response.status == 200;
             tracing::info!(device = %device.device_id, result = %response.summary(), "push requested by an administrator");
@@ -392,11 +389,9 @@ pub async fn enqueue_command(
     {
         Ok(()) => {
             tracing::info!(device = %device.device_id, command = %uuid, request_type = %command.request_type, "command queued");
-            if let Some(push) = state.push.get() {
-                // The command is queued either way; a lost wake-up is re-requested at next start.
-                if let Err(e) = push.wake(&device.device_id).await {
-                    tracing::warn!(device = %device.device_id, error = %e, "could not schedule a push");
-                }
+            // The command is queued either way; a lost wake-up is re-requested at next start.
+            if let Err(e) = state.push.wake(&device.device_id).await {
+                tracing::warn!(device = %device.device_id, error = %e, "could not schedule a push");
             }
             (
                 StatusCode::CREATED,

@@ -65,7 +65,7 @@ pub async fn git(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    let Some(source) = state.git.get() else {
+    let Some(source) = &state.git else {
         return error(
             StatusCode::NOT_FOUND,
             "policy does not come from git on this server (start it with --git URL)",

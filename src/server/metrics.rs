@@ -197,9 +197,7 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
         Err(e) => tracing::warn!(error = %e, "queue depth unavailable for metrics"),
     }
     render_policy(&state, &mut out);
-    if let Some(push) = state.push.get() {
-        push.render_metrics(&mut out);
-    }
+    state.push.render_metrics(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
@@ -228,7 +226,7 @@ fn render_policy(state: &AppState, out: &mut String) {
         "pomona_policy_refused {}",
         u8::from(health.last_error.is_some())
     );
-    let Some(git) = state.git.get() else {
+    let Some(git) = &state.git else {
         return;
     };
     let stats = git.stats();

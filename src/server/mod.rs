@@ -51,10 +51,17 @@ pub struct AppState {
     pub profile_signer: Option<Arc<crate::pki::ProfileSigner>>,
     /// Plans and queues what policy asks of each device.
     pub reconciler: Arc<crate::reconcile::driver::Reconciler>,
-    /// APNs push, set once at start (admin API: wake after enqueue, push now).
-    pub push: std::sync::OnceLock<Arc<crate::push::Push>>,
+    /// APNs push (admin API: wake after enqueue, push now; metrics).
+    pub push: Arc<crate::push::Push>,
     /// The git policy source, when policy comes from git (webhook, metrics).
-    pub git: std::sync::OnceLock<Arc<crate::policy::git::GitSource>>,
+    pub git: Option<Arc<crate::policy::git::GitSource>>,
+}
+
+/// The running parts handlers reach besides the store, for `AppState::new`.
+pub struct Services {
+    pub reconciler: Arc<crate::reconcile::driver::Reconciler>,
+    pub push: Arc<crate::push::Push>,
+    pub git: Option<Arc<crate::policy::git::GitSource>>,
 }
 
 /// Identity and enrollment settings for `AppState::new`.
@@ -74,10 +81,12 @@ impl AppState {
         admin_token: String,
         limits: Limits,
         identity: IdentitySettings,
-        reconciler: Arc<crate::reconcile::driver::Reconciler>,
+        services: Services,
     ) -> Arc<Self> {
         Arc::new(Self {
-            reconciler,
+            reconciler: services.reconciler,
+            push: services.push,
+            git: services.git,
             last_seen: Arc::new(LastSeen::new(store.clone())),
             store,
             admin_token,
@@ -92,8 +101,6 @@ impl AppState {
             tls_root_der: identity.tls_root_der,
             push_topic: identity.push_topic,
             profile_signer: identity.profile_signer,
-            push: std::sync::OnceLock::new(),
-            git: std::sync::OnceLock::new(),
         })
     }
 }
