@@ -185,11 +185,9 @@ where
         last_attempt_at: row.col("last_attempt_at")?,
         acknowledged_at: row.col("acknowledged_at")?,
         last_error: row.col("last_error")?,
-        removal_policy: if row.col::<String>("removal_policy")? == "Keep" {
-            RemovalPolicy::Keep
-        } else {
-            RemovalPolicy::Remove
-        },
+        removal_policy: crate::store::sql::known(RemovalPolicy::parse(
+            &row.col::<String>("removal_policy")?,
+        ))?,
     })
 }
 
@@ -201,10 +199,21 @@ async fn apply_distinct_plans<D: Db>(
     tx: &mut sqlx::Transaction<'_, D>,
     plans: &[&DevicePlan],
 ) -> Result<Vec<u64>, sqlx::Error> {
+    // Write first (SQLite takes the write lock up front), then the rest.
+    replace_managed_profiles(tx, plans).await?;
+    mark_processed(tx, plans).await?;
+    store_reported(tx, plans).await?;
+    cancel_superseded(tx, plans).await?;
+    enqueue_planned(tx, plans).await
+}
+
+/// Each device's managed-profile rows become the plan's.
+async fn replace_managed_profiles<D: Db>(
+    tx: &mut sqlx::Transaction<'_, D>,
+    plans: &[&DevicePlan],
+) -> Result<(), sqlx::Error> {
     use crate::store::sql::chunk_rows;
     let marks = crate::store::sql::Marks::of::<D>();
-    let now = plans.iter().map(|p| p.now).max().unwrap_or_default();
-    // Write first (SQLite takes the write lock up front), then the rest.
     for chunk in chunk_rows(plans, 1) {
         let sql = format!(
             "DELETE FROM managed_profiles WHERE device_id IN ({})",
@@ -239,14 +248,22 @@ async fn apply_distinct_plans<D: Db>(
                 .arg(m.last_attempt_at)
                 .arg(m.acknowledged_at)
                 .arg(&m.last_error)
-                .arg(match m.removal_policy {
-                    RemovalPolicy::Keep => "Keep",
-                    RemovalPolicy::Remove => "Remove",
-                })
+                .arg(m.removal_policy.as_str())
                 .arg(p.now);
         }
         query.execute_on(&mut **tx).await?;
     }
+    Ok(())
+}
+
+/// Command results the plans folded in are not folded again.
+async fn mark_processed<D: Db>(
+    tx: &mut sqlx::Transaction<'_, D>,
+    plans: &[&DevicePlan],
+) -> Result<(), sqlx::Error> {
+    use crate::store::sql::chunk_rows;
+    let marks = crate::store::sql::Marks::of::<D>();
+    let now = plans.iter().map(|p| p.now).max().unwrap_or_default();
     let processed: Vec<&String> = plans.iter().flat_map(|p| &p.change.processed).collect();
     for chunk in chunk_rows(&processed, 1) {
         let sql = format!(
@@ -260,6 +277,16 @@ async fn apply_distinct_plans<D: Db>(
         }
         query.execute_on(&mut **tx).await?;
     }
+    Ok(())
+}
+
+/// The profile lists the plans were made from, unless a newer one is stored already.
+async fn store_reported<D: Db>(
+    tx: &mut sqlx::Transaction<'_, D>,
+    plans: &[&DevicePlan],
+) -> Result<(), sqlx::Error> {
+    use crate::store::sql::chunk_rows;
+    let marks = crate::store::sql::Marks::of::<D>();
     let reported: Vec<_> = plans
         .iter()
         .filter_map(|p| Some((&p.device_id, p.change.reported.as_ref()?)))
@@ -281,6 +308,14 @@ async fn apply_distinct_plans<D: Db>(
         }
         query.execute_on(&mut **tx).await?;
     }
+    Ok(())
+}
+
+/// Queued commands a newer plan superseded are cancelled.
+async fn cancel_superseded<D: Db>(
+    tx: &mut sqlx::Transaction<'_, D>,
+    plans: &[&DevicePlan],
+) -> Result<(), sqlx::Error> {
     // Cancellations are rare (a newer plan superseding a queued command): one by one.
     for p in plans {
         for uuid in &p.change.cancel {
@@ -302,6 +337,16 @@ async fn apply_distinct_plans<D: Db>(
             }
         }
     }
+    Ok(())
+}
+
+/// The plans' new commands, with what each one is for; returns how many each plan queued.
+async fn enqueue_planned<D: Db>(
+    tx: &mut sqlx::Transaction<'_, D>,
+    plans: &[&DevicePlan],
+) -> Result<Vec<u64>, sqlx::Error> {
+    use crate::store::sql::chunk_rows;
+    let marks = crate::store::sql::Marks::of::<D>();
     // New commands, for devices still enrolled; a replayed UUID is not queued again.
     // The ordinal keeps each device's commands in the planned order.
     let enqueue: Vec<_> = plans

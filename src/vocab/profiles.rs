@@ -23,6 +23,26 @@ pub enum RemovalPolicy {
     Keep,
 }
 
+impl RemovalPolicy {
+    /// The persisted spelling (as in policy documents).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Remove => "Remove",
+            Self::Keep => "Keep",
+        }
+    }
+
+    /// Reads a persisted spelling; an unknown one is an error, never a guess: read as `Remove`
+    /// it would uninstall what a newer replica was told to keep.
+    pub fn parse(text: &str) -> Result<Self, UnknownValue> {
+        match text {
+            "Remove" => Ok(Self::Remove),
+            "Keep" => Ok(Self::Keep),
+            _ => Err(UnknownValue::new("removal policy", text)),
+        }
+    }
+}
+
 /// Where one managed profile stands on one device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ProfileState {

@@ -198,3 +198,54 @@ async fn an_unknown_persisted_state_fails_the_read_and_names_the_value() {
         "the error names what it could not read: {error}"
     );
 }
+
+/// A removal policy this build does not know fails the read: read as `Remove` it would uninstall
+/// what a newer replica was told to keep.
+#[tokio::test]
+async fn an_unknown_persisted_removal_policy_fails_the_read_and_names_the_value() {
+    use pomona::store::reconcile::{PlanChange, ReconcileStore};
+    use pomona::vocab::profiles::{ManagedProfile, ProfileState, RemovalPolicy};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("test.db").display());
+    let store = SqliteStore::open(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+        .authenticate(&support::facts("device-1"), 1_000)
+        .await
+        .unwrap();
+    let kept = ManagedProfile {
+        identifier: "com.example.wifi".into(),
+        profile_key: "Profile/wifi".into(),
+        hash: "h1".into(),
+        uuid: "U1".into(),
+        state: ProfileState::Verified,
+        attempts: 0,
+        installs: 1,
+        last_attempt_at: None,
+        acknowledged_at: None,
+        last_error: None,
+        removal_policy: RemovalPolicy::Keep,
+    };
+    let change = PlanChange {
+        managed: vec![kept.clone()],
+        ..PlanChange::default()
+    };
+    store.apply_plan("device-1", change, 2_000).await.unwrap();
+    let state = store.reconcile_state("device-1").await.unwrap();
+    assert_eq!(state.managed, vec![kept], "Keep reads back as Keep");
+
+    let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE managed_profiles SET removal_policy = 'Retain'")
+        .execute(&raw)
+        .await
+        .unwrap();
+    let error = store
+        .reconcile_state("device-1")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("unknown removal policy \"Retain\""),
+        "the error names what it could not read: {error}"
+    );
+}
