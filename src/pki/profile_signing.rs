@@ -20,23 +20,42 @@ impl std::fmt::Debug for ProfileSigner {
     }
 }
 
+/// Why a profile-signing certificate and key cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignerUnusable {
+    #[error("the certificate file is not PEM")]
+    CertificateNotPem,
+    #[error("the certificate file holds no certificate")]
+    NoCertificate,
+    #[error("the key file is not a PEM private key")]
+    KeyNotPem,
+    #[error("the key does not belong to the certificate")]
+    KeyMismatch,
+}
+
+/// Why bytes are not a profile a device would install.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignedProfileError {
+    #[error("profile is neither a plist nor a signed (CMS) profile")]
+    NotAProfile,
+    #[error("the profile's signature does not verify")]
+    BadSignature,
+}
+
 impl ProfileSigner {
     /// From a PEM chain (leaf first) and its private key.
-    pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Self, String> {
+    pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Self, SignerUnusable> {
         let mut certs = X509::stack_from_pem(chain_pem)
-            .map_err(|_| "the certificate file is not PEM".to_string())?
+            .map_err(|_| SignerUnusable::CertificateNotPem)?
             .into_iter();
-        let leaf = certs
-            .next()
-            .ok_or("the certificate file holds no certificate")?;
-        let key = PKey::private_key_from_pem(key_pem)
-            .map_err(|_| "the key file is not a PEM private key".to_string())?;
+        let leaf = certs.next().ok_or(SignerUnusable::NoCertificate)?;
+        let key = PKey::private_key_from_pem(key_pem).map_err(|_| SignerUnusable::KeyNotPem)?;
         let matches = leaf
             .public_key()
             .map(|public| public.public_eq(&key))
             .unwrap_or(false);
         if !matches {
-            return Err("the key does not belong to the certificate".into());
+            return Err(SignerUnusable::KeyMismatch);
         }
         Ok(Self {
             leaf,
@@ -64,12 +83,11 @@ impl ProfileSigner {
 
 /// The profile inside a signed one (signature checked, signer not: the device shows it), or
 /// the bytes unchanged when they are not CMS.
-pub fn unwrap_signed_profile(bytes: &[u8]) -> Result<Vec<u8>, String> {
+pub fn unwrap_signed_profile(bytes: &[u8]) -> Result<Vec<u8>, SignedProfileError> {
     if bytes.starts_with(b"<?xml") || bytes.starts_with(b"bplist") || bytes.starts_with(b"<plist") {
         return Ok(bytes.to_vec());
     }
-    let mut cms = CmsContentInfo::from_der(bytes)
-        .map_err(|_| "profile is neither a plist nor a signed (CMS) profile".to_string())?;
+    let mut cms = CmsContentInfo::from_der(bytes).map_err(|_| SignedProfileError::NotAProfile)?;
     let mut content = Vec::new();
     cms.verify(
         None,
@@ -78,6 +96,6 @@ pub fn unwrap_signed_profile(bytes: &[u8]) -> Result<Vec<u8>, String> {
         Some(&mut content),
         CMSOptions::NO_SIGNER_CERT_VERIFY | CMSOptions::BINARY,
     )
-    .map_err(|_| "the profile's signature does not verify".to_string())?;
+    .map_err(|_| SignedProfileError::BadSignature)?;
     Ok(content)
 }

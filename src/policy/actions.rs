@@ -276,8 +276,8 @@ pub fn compile(
     let mut problems = Vec::new();
     let target = match target_of(&spec.target) {
         Ok(t) => Some(t),
-        Err(m) => {
-            problems.push(error(m));
+        Err(refused) => {
+            problems.push(error(refused.to_string()));
             None
         }
     };
@@ -361,14 +361,35 @@ pub fn compile(
     })
 }
 
-fn target_of(t: &ActionTargetSpec) -> Result<ActionTarget, String> {
+/// A DeviceAction's target names not exactly one device or group.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("spec.target: give exactly one of serialNumber, udid or group")]
+pub struct AmbiguousTarget;
+
+fn target_of(t: &ActionTargetSpec) -> Result<ActionTarget, AmbiguousTarget> {
     let blank = |s: &String| s.trim().is_empty();
     match (&t.serial_number, &t.udid, &t.group) {
         (Some(s), None, None) if !blank(s) => Ok(ActionTarget::SerialNumber(s.clone())),
         (None, Some(u), None) if !blank(u) => Ok(ActionTarget::Udid(u.clone())),
         (None, None, Some(g)) if !blank(g) => Ok(ActionTarget::Group(g.clone())),
-        _ => Err("spec.target: give exactly one of serialNumber, udid or group".into()),
+        _ => Err(AmbiguousTarget),
     }
+}
+
+/// Why a secret a DeviceAction names (its PIN) could not be read. Never holds the secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretUnavailable {
+    #[error(transparent)]
+    File(#[from] super::confined::FileRefused),
+    #[error("file {0:?} is not UTF-8 text")]
+    NotText(String),
+    #[error(
+        "secretKeyRef: key {key:?} of Secret {name:?} is not available (Secrets are read only by \
+         the Kubernetes source, from the object's namespace; in a policy directory use pin.file)"
+    )]
+    NotInSecret { name: String, key: String },
+    #[error("give exactly one of file or secretKeyRef")]
+    Ambiguous,
 }
 
 fn read_secret(
@@ -376,24 +397,22 @@ fn read_secret(
     files: &dyn PolicyFiles,
     namespace: Option<&str>,
     secrets: &SecretValues,
-) -> Result<Secret, String> {
+) -> Result<Secret, SecretUnavailable> {
     match (&source.file, &source.secret_key_ref) {
         (Some(relative), None) => {
             let bytes = files.read(relative, "file")?;
             let text = String::from_utf8(bytes)
-                .map_err(|_| format!("file {relative:?} is not UTF-8 text"))?;
+                .map_err(|_| SecretUnavailable::NotText(relative.clone()))?;
             Ok(Secret::new(text.trim()))
         }
         (None, Some(r)) => secrets
             .get(&secret_key(namespace, &r.name, &r.key))
             .cloned()
-            .ok_or_else(|| {
-                format!(
-                    "secretKeyRef: key {:?} of Secret {:?} is not available (Secrets are read only by the Kubernetes source, from the object's namespace; in a policy directory use pin.file)",
-                    r.key, r.name
-                )
+            .ok_or_else(|| SecretUnavailable::NotInSecret {
+                name: r.name.clone(),
+                key: r.key.clone(),
             }),
-        _ => Err("give exactly one of file or secretKeyRef".into()),
+        _ => Err(SecretUnavailable::Ambiguous),
     }
 }
 

@@ -19,34 +19,70 @@ pub fn resolved_inside(root: &Path, path: &Path) -> std::io::Result<Option<PathB
     Ok(target.starts_with(&root).then_some(target))
 }
 
+/// A file a policy names that was not read, and why. The message names the field and the path,
+/// never what the file holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {relative:?} {refusal}")]
+pub struct FileRefused {
+    pub field: String,
+    pub relative: String,
+    pub refusal: Refusal,
+}
+
+/// Why a named file was not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("must be a relative path inside the policy source")]
+    NotInside,
+    #[error(
+        "is a symbolic link (or passes through one) that leads out of the policy source: files \
+         named by a policy must be inside it"
+    )]
+    LinkLeadsOut,
+    #[error("cannot be read: {0}")]
+    Unreadable(String),
+    #[error("is not a regular file")]
+    NotAFile,
+    #[error("is {0} bytes, above the limit of {MAX_FILE_BYTES}")]
+    TooLarge(u64),
+    #[error("is a file, but custom resources cannot name files: give the content inline")]
+    InlineOnly,
+}
+
+impl Refusal {
+    /// This refusal, for the file `relative` of the field `field`.
+    pub fn of(self, field: &str, relative: &str) -> FileRefused {
+        FileRefused {
+            field: field.to_string(),
+            relative: relative.to_string(),
+            refusal: self,
+        }
+    }
+}
+
 /// Reads `relative` under `root` for the field `field` (used in messages).
-pub fn read_inside(root: &Path, relative: &str, field: &str) -> Result<Vec<u8>, String> {
+pub fn read_inside(root: &Path, relative: &str, field: &str) -> Result<Vec<u8>, FileRefused> {
+    read_confined(root, relative).map_err(|refusal| refusal.of(field, relative))
+}
+
+fn read_confined(root: &Path, relative: &str) -> Result<Vec<u8>, Refusal> {
     let path = Path::new(relative);
     let climbs = path
         .components()
         .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
     if relative.is_empty() || path.is_absolute() || climbs {
-        return Err(format!(
-            "{field} {relative:?} must be a relative path inside the policy source"
-        ));
+        return Err(Refusal::NotInside);
     }
-    let cannot =
-        |e: std::io::Error| format!("{field} {relative:?}: cannot read: {}", io_reason(&e));
-    let Some(at) = resolved_inside(root, &root.join(path)).map_err(cannot)? else {
-        return Err(format!(
-            "{field} {relative:?} is a symbolic link (or passes through one) that leads out of \
-             the policy source: files named by a policy must be inside it"
-        ));
-    };
+    let cannot = |e: std::io::Error| Refusal::Unreadable(io_reason(&e));
+    let at = resolved_inside(root, &root.join(path))
+        .map_err(cannot)?
+        .ok_or(Refusal::LinkLeadsOut)?;
     let meta = std::fs::metadata(&at).map_err(cannot)?;
     if !meta.is_file() {
-        return Err(format!("{field} {relative:?} is not a regular file"));
+        return Err(Refusal::NotAFile);
     }
     if meta.len() > MAX_FILE_BYTES {
-        return Err(format!(
-            "{field} {relative:?} is {} bytes, above the limit of {MAX_FILE_BYTES}",
-            meta.len()
-        ));
+        return Err(Refusal::TooLarge(meta.len()));
     }
     std::fs::read(&at).map_err(cannot)
 }
@@ -99,7 +135,9 @@ mod tests {
             ("profiles", "not a regular file"),
             ("missing", "no such file"),
         ] {
-            let err = read_inside(r, relative, "spec.mobileconfigFile").unwrap_err();
+            let err = read_inside(r, relative, "spec.mobileconfigFile")
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{relative}: {err}");
             assert!(err.starts_with("spec.mobileconfigFile"), "{err}");
             assert!(!err.contains("hunter2"), "{relative}: {err}");

@@ -3,19 +3,20 @@
 //! git checkout reads them inside its tree (`InTree`, confined by `confined.rs`); Kubernetes
 //! custom resources carry everything inline and have none (`NoFiles`).
 
+use super::confined::{FileRefused, Refusal};
 use std::path::Path;
 
 /// Reads a file a policy names. `relative` is the path as written; `field` names the field for
 /// messages. Errors name the field and the path, never what a file holds.
 pub trait PolicyFiles: Sync {
-    fn read(&self, relative: &str, field: &str) -> Result<Vec<u8>, String>;
+    fn read(&self, relative: &str, field: &str) -> Result<Vec<u8>, FileRefused>;
 }
 
 /// Files inside a policy tree on disk (a directory, or a git commit checked out).
 pub struct InTree<'a>(pub &'a Path);
 
 impl PolicyFiles for InTree<'_> {
-    fn read(&self, relative: &str, field: &str) -> Result<Vec<u8>, String> {
+    fn read(&self, relative: &str, field: &str) -> Result<Vec<u8>, FileRefused> {
         super::confined::read_inside(self.0, relative, field)
     }
 }
@@ -24,10 +25,8 @@ impl PolicyFiles for InTree<'_> {
 pub struct NoFiles;
 
 impl PolicyFiles for NoFiles {
-    fn read(&self, relative: &str, field: &str) -> Result<Vec<u8>, String> {
-        Err(format!(
-            "{field} {relative:?}: custom resources cannot name files; give the content inline"
-        ))
+    fn read(&self, relative: &str, field: &str) -> Result<Vec<u8>, FileRefused> {
+        Err(Refusal::InlineOnly.of(field, relative))
     }
 }
 
@@ -41,13 +40,14 @@ mod tests {
         std::fs::write(root.path().join("wifi.mobileconfig"), "inside").unwrap();
         let tree = InTree(root.path());
         assert_eq!(tree.read("wifi.mobileconfig", "f").unwrap(), b"inside");
-        assert!(tree
-            .read("../x", "f")
-            .unwrap_err()
-            .contains("relative path inside"));
+        assert_eq!(
+            tree.read("../x", "f").unwrap_err().refusal,
+            Refusal::NotInside
+        );
         let err = NoFiles
             .read("wifi.mobileconfig", "spec.mobileconfigFile")
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("spec.mobileconfigFile"), "{err}");
         assert!(err.contains("inline"), "{err}");
     }

@@ -588,8 +588,8 @@ impl GitSource {
             .map_err(|e| FetchError(format!("cannot read commit {head}: {e}")))?;
         let info = commit_info(&commit);
         if let Some(signers) = &self.settings.allowed_signers {
-            if let Err(reason) = super::git_signature::verify_commit(repo, head, signers) {
-                return Ok(Outcome::Refused(info, vec![reason]));
+            if let Err(refused) = super::git_signature::verify_commit(repo, head, signers) {
+                return Ok(Outcome::Refused(info, vec![refused.to_string()]));
             }
         }
         match load_commit(repo, head, &self.settings.path, &self.scratch) {

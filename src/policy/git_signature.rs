@@ -60,24 +60,43 @@ pub fn parse_allowed_signers(text: &str) -> Result<Vec<AllowedSigner>, Vec<Strin
     }
 }
 
-/// Ok (the signer's principal) when `commit` is SSH-signed by one of `signers`; otherwise why not.
+/// Why a commit's signature is not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitNotVerified {
+    #[error("commit {0} is not signed; only commits signed by an allowed key are applied")]
+    Unsigned(Oid),
+    #[error(
+        "commit {0} carries an OpenPGP signature, which Pomona does not verify: sign with an SSH \
+         key (git config gpg.format ssh)"
+    )]
+    OpenPgp(Oid),
+    #[error("commit {commit} has an unreadable SSH signature: {reason}")]
+    Unreadable { commit: Oid, reason: String },
+    #[error(
+        "commit {commit} is signed by {by}, which is not an allowed signer (or the signature does \
+         not match the commit)"
+    )]
+    NotAllowed { commit: Oid, by: String },
+}
+
+/// The signer's principal when `commit` is SSH-signed by one of `signers`; otherwise why not.
 pub fn verify_commit(
     repo: &Repository,
     commit: Oid,
     signers: &[AllowedSigner],
-) -> Result<String, String> {
-    let (signature, signed) = repo.extract_signature(&commit, None).map_err(|_| {
-        format!("commit {commit} is not signed; only commits signed by an allowed key are applied")
-    })?;
+) -> Result<String, CommitNotVerified> {
+    let (signature, signed) = repo
+        .extract_signature(&commit, None)
+        .map_err(|_| CommitNotVerified::Unsigned(commit))?;
     let signature = std::str::from_utf8(&signature).unwrap_or("");
     if signature.contains("BEGIN PGP SIGNATURE") {
-        return Err(format!(
-            "commit {commit} carries an OpenPGP signature, which Pomona does not verify: sign \
-             with an SSH key (git config gpg.format ssh)"
-        ));
+        return Err(CommitNotVerified::OpenPgp(commit));
     }
-    let signature = ssh_key::SshSig::from_pem(signature.trim())
-        .map_err(|e| format!("commit {commit} has an unreadable SSH signature: {e}"))?;
+    let signature =
+        ssh_key::SshSig::from_pem(signature.trim()).map_err(|e| CommitNotVerified::Unreadable {
+            commit,
+            reason: e.to_string(),
+        })?;
     for signer in signers {
         if signer.key.verify("git", &signed, &signature).is_ok() {
             return Ok(signer.principal.clone());
@@ -85,10 +104,10 @@ pub fn verify_commit(
     }
     let by = ssh_key::PublicKey::from(signature.public_key().clone())
         .fingerprint(ssh_key::HashAlg::Sha256);
-    Err(format!(
-        "commit {commit} is signed by {by}, which is not an allowed signer (or the signature \
-         does not match the commit)"
-    ))
+    Err(CommitNotVerified::NotAllowed {
+        commit,
+        by: by.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -495,7 +495,7 @@ fn compile_profile(
     } else if let Some(relative) = &spec.mobileconfig_file {
         files
             .read(relative, "spec.mobileconfigFile")
-            .map_err(|m| profile.problem(Severity::Error, m))?
+            .map_err(|refused| profile.problem(Severity::Error, refused.to_string()))?
     } else {
         let payloads = spec.payloads.as_deref().unwrap_or_default();
         let identifier = assembled_identifier(profile.name(), spec);
@@ -628,28 +628,60 @@ fn assemble(
     crate::protocol::to_xml(&Value::Dictionary(top))
 }
 
+/// Why bytes are not a configuration profile Pomona can manage.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotAProfile {
+    #[error("not a plist dictionary ({0})")]
+    NotADictionary(String),
+    #[error("PayloadType must be \"Configuration\"")]
+    NotAConfiguration,
+    #[error("{0} is missing")]
+    Missing(&'static str),
+    #[error("PayloadContent must be an array of payloads")]
+    ContentNotAnArray,
+}
+
 /// (PayloadIdentifier, PayloadUUID) of a profile, checking it is one.
-pub fn profile_identity(bytes: &[u8]) -> Result<(String, String), String> {
+pub fn profile_identity(bytes: &[u8]) -> Result<(String, String), NotAProfile> {
     let top: Dictionary = crate::protocol::bounded::decode_into(bytes)
-        .map_err(|e| format!("not a plist dictionary ({e})"))?;
-    let text = |key: &str| top.get(key).and_then(Value::as_string).map(str::to_string);
-    if text("PayloadType").as_deref() != Some("Configuration") {
-        return Err("PayloadType must be \"Configuration\"".into());
+        .map_err(|e| NotAProfile::NotADictionary(e.to_string()))?;
+    let text = |key: &'static str| {
+        top.get(key)
+            .and_then(Value::as_string)
+            .map(str::to_string)
+            .ok_or(NotAProfile::Missing(key))
+    };
+    if text("PayloadType").ok().as_deref() != Some("Configuration") {
+        return Err(NotAProfile::NotAConfiguration);
     }
-    let identifier = text("PayloadIdentifier").ok_or("PayloadIdentifier is missing")?;
-    let uuid = text("PayloadUUID").ok_or("PayloadUUID is missing")?;
+    let identifier = text("PayloadIdentifier")?;
+    let uuid = text("PayloadUUID")?;
     if !matches!(top.get("PayloadContent"), Some(Value::Array(_))) {
-        return Err("PayloadContent must be an array of payloads".into());
+        return Err(NotAProfile::ContentNotAnArray);
     }
     Ok((identifier, uuid))
 }
 
+/// Why a payload value declared in YAML has no plist form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotPlist {
+    #[error("null is not a plist value")]
+    Null,
+    #[error("base64 must be a string")]
+    Base64NotText,
+    #[error("base64 value is not valid base64")]
+    BadBase64,
+    /// Inside a dictionary, under `key`.
+    #[error("{key}: {inner}")]
+    Under { key: String, inner: Box<NotPlist> },
+}
+
 /// JSON (from YAML) to plist: strings, booleans, integers, reals, arrays, dictionaries, and
 /// `{ base64: … }` for data.
-fn json_to_plist(value: &serde_json::Value) -> Result<Value, String> {
+fn json_to_plist(value: &serde_json::Value) -> Result<Value, NotPlist> {
     use serde_json::Value as J;
     Ok(match value {
-        J::Null => return Err("null is not a plist value".into()),
+        J::Null => return Err(NotPlist::Null),
         J::Bool(b) => Value::Boolean(*b),
         J::Number(n) => match n.as_i64() {
             Some(i) => Value::Integer(i.into()),
@@ -659,21 +691,22 @@ fn json_to_plist(value: &serde_json::Value) -> Result<Value, String> {
         J::Array(items) => Value::Array(items.iter().map(json_to_plist).collect::<Result<_, _>>()?),
         J::Object(map) if map.len() == 1 && map.contains_key("base64") => {
             use base64::Engine as _;
-            let text = map["base64"].as_str().ok_or("base64 must be a string")?;
+            let text = map["base64"].as_str().ok_or(NotPlist::Base64NotText)?;
             let compact: String = text.split_ascii_whitespace().collect();
             Value::Data(
                 base64::engine::general_purpose::STANDARD
                     .decode(compact)
-                    .map_err(|_| "base64 value is not valid base64".to_string())?,
+                    .map_err(|_| NotPlist::BadBase64)?,
             )
         }
         J::Object(map) => {
             let mut dict = Dictionary::new();
             for (k, v) in map {
-                dict.insert(
-                    k.clone(),
-                    json_to_plist(v).map_err(|m| format!("{k}: {m}"))?,
-                );
+                let value = json_to_plist(v).map_err(|inner| NotPlist::Under {
+                    key: k.clone(),
+                    inner: Box::new(inner),
+                })?;
+                dict.insert(k.clone(), value);
             }
             Value::Dictionary(dict)
         }

@@ -187,12 +187,26 @@ pub fn read_files(root: &Path) -> anyhow::Result<std::collections::BTreeMap<Stri
     Ok(out)
 }
 
+/// Why files received from `read_files` were not written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteFilesError {
+    /// The sender's mistake: a path that would leave the policy.
+    #[error("file path {0:?} must be relative and stay inside the policy")]
+    Escapes(String),
+    /// Ours: the scratch directory could not be written.
+    #[error("{relative}: {source}")]
+    Io {
+        relative: String,
+        source: std::io::Error,
+    },
+}
+
 /// Writes files received from `read_files` under `root` (a fresh directory), refusing paths
 /// that would escape it.
 pub fn write_files(
     root: &Path,
     files: &std::collections::BTreeMap<String, String>,
-) -> Result<(), String> {
+) -> Result<(), WriteFilesError> {
     for (relative, text) in files {
         let path = Path::new(relative);
         let escapes = path.is_absolute()
@@ -200,15 +214,17 @@ pub fn write_files(
                 .components()
                 .any(|c| !matches!(c, std::path::Component::Normal(_)));
         if escapes {
-            return Err(format!(
-                "file path {relative:?} must be relative and stay inside the policy"
-            ));
+            return Err(WriteFilesError::Escapes(relative.clone()));
         }
+        let io = |source| WriteFilesError::Io {
+            relative: relative.clone(),
+            source,
+        };
         let target = root.join(path);
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{relative}: {e}"))?;
+            std::fs::create_dir_all(parent).map_err(io)?;
         }
-        std::fs::write(&target, text).map_err(|e| format!("{relative}: {e}"))?;
+        std::fs::write(&target, text).map_err(io)?;
     }
     Ok(())
 }

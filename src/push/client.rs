@@ -35,23 +35,43 @@ pub struct ClientSettings {
     pub timeout: Duration,
 }
 
-/// Resolves `production` / `sandbox` / an https URL to a base URL; errors name the fix.
-pub fn endpoint_url(endpoint: &str) -> Result<String, String> {
+/// Why an APNs client cannot be set up; each message names the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientSetupError {
+    #[error("{url:?} is not a URL: {reason}")]
+    NotAUrl { url: String, reason: String },
+    #[error("{0:?} has no host")]
+    NoHost(String),
+    #[error("{0:?} must be production, sandbox or an https:// URL")]
+    UnknownEndpoint(String),
+    #[error("push endpoint host {host:?}: {reason}")]
+    BadHost { host: String, reason: String },
+    #[error("extra push CA certificate: {0}")]
+    BadExtraRoot(String),
+    #[error("TLS 1.2 is unavailable: {0}")]
+    Tls(String),
+    #[error("the push certificate cannot be used for TLS: {0}")]
+    UnusableCertificate(String),
+}
+
+/// Resolves `production` / `sandbox` / an https URL to a base URL.
+pub fn endpoint_url(endpoint: &str) -> Result<String, ClientSetupError> {
     match endpoint {
         "production" => Ok(PRODUCTION_URL.into()),
         "sandbox" => Ok(SANDBOX_URL.into()),
         url if url.starts_with("https://") => {
-            let uri: hyper::Uri = url
-                .parse()
-                .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+            let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| {
+                ClientSetupError::NotAUrl {
+                    url: url.to_string(),
+                    reason: e.to_string(),
+                }
+            })?;
             if uri.host().is_none_or(str::is_empty) {
-                return Err(format!("{url:?} has no host"));
+                return Err(ClientSetupError::NoHost(url.to_string()));
             }
             Ok(url.trim_end_matches('/').to_string())
         }
-        other => Err(format!(
-            "{other:?} must be production, sandbox or an https:// URL"
-        )),
+        other => Err(ClientSetupError::UnknownEndpoint(other.to_string())),
     }
 }
 
@@ -140,9 +160,19 @@ pub struct ApnsClient {
 }
 
 impl ApnsClient {
-    pub fn new(certificate: &PushCertificate, settings: &ClientSettings) -> Result<Self, String> {
+    pub fn new(
+        certificate: &PushCertificate,
+        settings: &ClientSettings,
+    ) -> Result<Self, ClientSetupError> {
         let base_url = endpoint_url(&settings.endpoint)?;
-        let uri: hyper::Uri = base_url.parse().map_err(|e| format!("{e}"))?;
+        let uri: hyper::Uri = base_url
+            .parse()
+            .map_err(
+                |e: hyper::http::uri::InvalidUri| ClientSetupError::NotAUrl {
+                    url: base_url.clone(),
+                    reason: e.to_string(),
+                },
+            )?;
         let host = uri
             .host()
             .unwrap_or_default()
@@ -150,14 +180,17 @@ impl ApnsClient {
             .trim_end_matches(']')
             .to_string();
         let port = uri.port_u16().unwrap_or(443);
-        let server_name = ServerName::try_from(host.clone())
-            .map_err(|e| format!("push endpoint host {host:?}: {e}"))?;
+        let server_name =
+            ServerName::try_from(host.clone()).map_err(|e| ClientSetupError::BadHost {
+                host: host.clone(),
+                reason: e.to_string(),
+            })?;
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         for root in &settings.extra_roots {
             roots
                 .add(root.clone())
-                .map_err(|e| format!("extra push CA certificate: {e}"))?;
+                .map_err(|e| ClientSetupError::BadExtraRoot(e.to_string()))?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         // TLS 1.2, which APNs supports: there the server judges our client certificate inside
@@ -165,10 +198,10 @@ impl ApnsClient {
         // rejection arrives after the handshake and often surfaces only as a broken pipe.
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS12])
-            .map_err(|e| e.to_string())?
+            .map_err(|e| ClientSetupError::Tls(e.to_string()))?
             .with_root_certificates(roots)
             .with_client_auth_cert(certificate.chain.clone(), certificate.private_key())
-            .map_err(|e| format!("the push certificate cannot be used for TLS: {e}"))?;
+            .map_err(|e| ClientSetupError::UnusableCertificate(e.to_string()))?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Self {
             base_url,

@@ -71,7 +71,7 @@ pub enum PushSetupError {
     #[error("push CA file {0}: {1}")]
     ExtraCa(String, String),
     #[error("APNs client: {0}")]
-    Client(String),
+    Client(#[from] client::ClientSetupError),
 }
 
 /// Why an administrator's push was not sent.
@@ -167,9 +167,7 @@ impl Push {
                     concurrency: settings.concurrency,
                     timeout: settings.timeout,
                 };
-                Some(Arc::new(
-                    ApnsClient::new(cert, &client_settings).map_err(PushSetupError::Client)?,
-                ))
+                Some(Arc::new(ApnsClient::new(cert, &client_settings)?))
             }
         };
         let mut schedule = settings.schedule.clone();

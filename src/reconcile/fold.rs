@@ -74,8 +74,7 @@ fn fold_answer(folded: &mut Folded, command: &OpenCommand, answer: Option<&Dicti
             }
         }
         Intent::ProfileList => {
-            let Some(list) =
-                answer.and_then(|d| reported::profile_list(d, command.updated_at).ok())
+            let Some(list) = answer.and_then(|d| reported::profile_list(d, command.updated_at))
             else {
                 return;
             };

@@ -19,12 +19,10 @@ pub const INVENTORY_QUERIES: [&str; 6] = [
 ];
 
 /// Reads a ProfileList result (`ProfileList`: array of dictionaries with PayloadIdentifier
-/// and PayloadUUID). Entries without both are skipped.
-pub fn profile_list(result: &Dictionary, reported_at: i64) -> Result<ReportedProfiles, String> {
-    let list = result
-        .get("ProfileList")
-        .and_then(Value::as_array)
-        .ok_or("the result has no ProfileList array")?;
+/// and PayloadUUID). Entries without both are skipped; `None` when the result has no
+/// ProfileList array.
+pub fn profile_list(result: &Dictionary, reported_at: i64) -> Option<ReportedProfiles> {
+    let list = result.get("ProfileList").and_then(Value::as_array)?;
     let profiles = list
         .iter()
         .filter_map(Value::as_dictionary)
@@ -34,7 +32,7 @@ pub fn profile_list(result: &Dictionary, reported_at: i64) -> Result<ReportedPro
             Some((id.to_string(), uuid.to_string()))
         })
         .collect();
-    Ok(ReportedProfiles {
+    Some(ReportedProfiles {
         reported_at,
         profiles,
     })
@@ -118,7 +116,7 @@ mod tests {
         assert_eq!(reported.reported_at, 7);
         assert_eq!(reported.profiles.len(), 1);
         assert_eq!(reported.profiles["com.example.wifi"], "U1");
-        assert!(profile_list(&Dictionary::new(), 7).is_err());
+        assert!(profile_list(&Dictionary::new(), 7).is_none());
     }
 
     #[test]

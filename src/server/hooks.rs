@@ -20,33 +20,48 @@ pub enum HookStyle {
     GitLab,
 }
 
-/// Checks a webhook's signature headers against `secret`. Errors say what was wrong, never the
-/// expected value.
-pub fn verify(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<HookStyle, String> {
+/// Why a webhook was not accepted. Never holds the expected value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HookRefused {
+    #[error("X-Hub-Signature-256 must be sha256=<hex HMAC of the body>")]
+    GitHubHeaderShape,
+    #[error("X-Hub-Signature-256 is not hexadecimal")]
+    GitHubNotHex,
+    #[error("webhook secret unusable")]
+    SecretUnusable,
+    #[error("X-Hub-Signature-256 does not match the body and the secret")]
+    GitHubMismatch,
+    #[error("X-Gitlab-Token does not match the secret")]
+    GitLabMismatch,
+    #[error("no X-Hub-Signature-256 (GitHub) or X-Gitlab-Token (GitLab) header")]
+    Unsigned,
+}
+
+/// Checks a webhook's signature headers against `secret`.
+pub fn verify(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<HookStyle, HookRefused> {
     if let Some(value) = headers.get("x-hub-signature-256") {
         let value = value.to_str().unwrap_or("");
         let hex_signature = value
             .strip_prefix("sha256=")
-            .ok_or("X-Hub-Signature-256 must be sha256=<hex HMAC of the body>".to_string())?;
-        let signature = hex::decode(hex_signature.trim())
-            .map_err(|_| "X-Hub-Signature-256 is not hexadecimal".to_string())?;
+            .ok_or(HookRefused::GitHubHeaderShape)?;
+        let signature = hex::decode(hex_signature.trim()).map_err(|_| HookRefused::GitHubNotHex)?;
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
-            .map_err(|_| "webhook secret unusable".to_string())?;
+            .map_err(|_| HookRefused::SecretUnusable)?;
         mac.update(body);
         // verify_slice compares in constant time.
         return mac
             .verify_slice(&signature)
             .map(|()| HookStyle::GitHub)
-            .map_err(|_| "X-Hub-Signature-256 does not match the body and the secret".into());
+            .map_err(|_| HookRefused::GitHubMismatch);
     }
     if let Some(value) = headers.get("x-gitlab-token") {
         return if constant_time_eq(value.as_bytes(), secret.as_bytes()) {
             Ok(HookStyle::GitLab)
         } else {
-            Err("X-Gitlab-Token does not match the secret".into())
+            Err(HookRefused::GitLabMismatch)
         };
     }
-    Err("no X-Hub-Signature-256 (GitHub) or X-Gitlab-Token (GitLab) header".into())
+    Err(HookRefused::Unsigned)
 }
 
 /// Equality whose time does not depend on where the inputs differ (both are hashed first, so
@@ -93,7 +108,7 @@ pub async fn git(
         }
         Err(reason) => {
             tracing::warn!(%reason, "git webhook refused");
-            error(StatusCode::UNAUTHORIZED, reason)
+            error(StatusCode::UNAUTHORIZED, reason.to_string())
         }
     }
 }
@@ -133,12 +148,21 @@ mod tests {
             b"Hello, World!"
         )
         .is_err());
-        assert!(verify(secret, &headers("x-hub-signature-256", "sha1=00"), b"").is_err());
+        assert_eq!(
+            verify(secret, &headers("x-hub-signature-256", "sha1=00"), b""),
+            Err(HookRefused::GitHubHeaderShape)
+        );
         assert_eq!(
             verify(secret, &headers("x-gitlab-token", secret), b"{}"),
             Ok(HookStyle::GitLab)
         );
-        assert!(verify(secret, &headers("x-gitlab-token", "guess"), b"{}").is_err());
-        assert!(verify(secret, &HeaderMap::new(), b"{}").is_err());
+        assert_eq!(
+            verify(secret, &headers("x-gitlab-token", "guess"), b"{}"),
+            Err(HookRefused::GitLabMismatch)
+        );
+        assert_eq!(
+            verify(secret, &HeaderMap::new(), b"{}"),
+            Err(HookRefused::Unsigned)
+        );
     }
 }

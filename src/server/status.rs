@@ -158,17 +158,21 @@ pub async fn plan(
             Ok(r) => r,
             Err((status, reason)) => return error(status, reason),
         };
-    let dir = match tempfile_dir() {
-        Ok(d) => d,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
-    };
+    use crate::policy::source::WriteFilesError;
+    let dir = std::env::temp_dir().join(format!("pomona-plan-{}", uuid::Uuid::new_v4()));
     let root = dir.join("policies");
-    let loaded = crate::policy::source::write_files(&root, &request.files)
-        .map_err(|e| vec![e])
-        .and_then(|()| {
-            crate::policy::source::load_dir(&root)
-                .map_err(|problems| problems.iter().map(|p| p.to_string()).collect())
-        });
+    let loaded = match crate::policy::source::write_files(&root, &request.files) {
+        Ok(()) => crate::policy::source::load_dir(&root)
+            .map_err(|problems| problems.iter().map(|p| p.to_string()).collect()),
+        Err(escapes @ WriteFilesError::Escapes(_)) => Err(vec![escapes.to_string()]),
+        Err(io @ WriteFilesError::Io { .. }) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot write the policy to a temporary directory: {io}"),
+            );
+        }
+    };
     let _ = std::fs::remove_dir_all(&dir);
     let snapshot = match loaded {
         Ok(s) => s,
@@ -190,11 +194,4 @@ pub async fn plan(
             format!("cannot read the fleet: {e}"),
         ),
     }
-}
-
-fn tempfile_dir() -> Result<std::path::PathBuf, String> {
-    let dir = std::env::temp_dir().join(format!("pomona-plan-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-    Ok(dir)
 }

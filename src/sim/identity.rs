@@ -121,7 +121,8 @@ pub async fn install_profile(
     pregenerated_key: Option<PKey<Private>>,
     idle_timeout: Option<Duration>,
 ) -> Result<SimIdentity, EnrollError> {
-    let profile = crate::pki::unwrap_signed_profile(profile).map_err(EnrollError)?;
+    let profile =
+        crate::pki::unwrap_signed_profile(profile).map_err(|e| EnrollError(e.to_string()))?;
     let instructions =
         enrollment_profile::read(&profile).map_err(|e| EnrollError(e.to_string()))?;
     let bits = instructions.key_size.max(2048);
