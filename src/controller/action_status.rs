@@ -4,8 +4,8 @@
 //! status writer (`status.rs`) reads the store and writes what this renders. Never a secret:
 //! only device ids, serial numbers and device-reported reasons.
 
+use super::conditions::*;
 use super::source::Verdict;
-use super::status::*;
 use crate::policy::crd::{ActionDeviceStatus, ActionStatus, DeviceLocation};
 use crate::store::actions::{ActionCounts, ActionRecord};
 

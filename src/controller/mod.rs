@@ -13,6 +13,7 @@
 //! through the reconciler.
 
 pub mod action_status;
+pub mod conditions;
 mod events;
 mod last_good;
 mod namespaced;
