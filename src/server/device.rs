@@ -189,52 +189,11 @@ async fn handle_checkin(state: &AppState, request: &AuthenticatedBody) -> Respon
 
     match checkin.message {
         CheckinMessage::Authenticate(a) => {
-            let facts = DeviceFacts {
-                device_id: device_id.to_string(),
-                enrollment_type,
-                topic: a.topic,
-                serial_number: a.serial_number,
-                model: a.model,
-                model_name: a.model_name,
-                product_name: a.product_name,
-                os_version: a.os_version,
-                build_version: a.build_version,
-                device_name: a.device_name,
-                imei: a.imei,
-                meid: a.meid,
-                certificate_fingerprint: Some(identity.certificate_fingerprint.clone()),
-            };
-            match state.store.authenticate(&facts, now).await {
-                Ok(outcome) => {
-                    tracing::info!(
-                        device = device_id,
-                        re_enrollment = outcome.re_enrollment,
-                        cancelled_commands = outcome.cancelled_commands,
-                        "device authenticated; waiting for TokenUpdate"
-                    );
-                    empty_ok()
-                }
-                Err(e) => store_failure(e, "Authenticate"),
-            }
+            let fingerprint = identity.certificate_fingerprint.clone();
+            authenticate(state, device_id, enrollment_type, a, fingerprint, now).await
         }
         CheckinMessage::TokenUpdate(t) => {
-            let record = TokenUpdateRecord {
-                device_id: device_id.to_string(),
-                enrollment_type,
-                topic: t.topic,
-                token: t.token,
-                push_magic: t.push_magic,
-                unlock_token: t.unlock_token.map(|token| state.sealer.seal(&token)),
-                awaiting_configuration: t.awaiting_configuration,
-            };
-            match state.store.token_update(&record, now).await {
-                Ok(()) => {
-                    // Enrolled and pushable: time to bring it in line with policy.
-                    state.reconciler.mark_dirty(device_id);
-                    empty_ok()
-                }
-                Err(e) => store_failure(e, "TokenUpdate"),
-            }
+            token_update(state, device_id, enrollment_type, t, now).await
         }
         CheckinMessage::CheckOut => match state.store.check_out(device_id, now).await {
             Ok(found) => {
@@ -306,6 +265,73 @@ async fn handle_checkin(state: &AppState, request: &AuthenticatedBody) -> Respon
             "check-in",
             &format!("unsupported MessageType {name:?}"),
         ),
+    }
+}
+
+/// Authenticate: the device's facts are recorded and what we believed it carried is reset
+/// (a re-enrollment starts from nothing); it is planned once its TokenUpdate arrives.
+async fn authenticate(
+    state: &AppState,
+    device_id: &str,
+    enrollment_type: EnrollmentType,
+    a: protocol::checkin::Authenticate,
+    fingerprint: String,
+    now: i64,
+) -> Response {
+    let facts = DeviceFacts {
+        device_id: device_id.to_string(),
+        enrollment_type,
+        topic: a.topic,
+        serial_number: a.serial_number,
+        model: a.model,
+        model_name: a.model_name,
+        product_name: a.product_name,
+        os_version: a.os_version,
+        build_version: a.build_version,
+        device_name: a.device_name,
+        imei: a.imei,
+        meid: a.meid,
+        certificate_fingerprint: Some(fingerprint),
+    };
+    match state.store.authenticate(&facts, now).await {
+        Ok(outcome) => {
+            tracing::info!(
+                device = device_id,
+                re_enrollment = outcome.re_enrollment,
+                cancelled_commands = outcome.cancelled_commands,
+                "device authenticated; waiting for TokenUpdate"
+            );
+            empty_ok()
+        }
+        Err(e) => store_failure(e, "Authenticate"),
+    }
+}
+
+/// TokenUpdate: the push credentials are recorded (the unlock token sealed), and the device,
+/// now enrolled and pushable, is brought in line with policy.
+async fn token_update(
+    state: &AppState,
+    device_id: &str,
+    enrollment_type: EnrollmentType,
+    t: protocol::checkin::TokenUpdate,
+    now: i64,
+) -> Response {
+    let record = TokenUpdateRecord {
+        device_id: device_id.to_string(),
+        enrollment_type,
+        topic: t.topic,
+        token: t.token,
+        push_magic: t.push_magic,
+        unlock_token: t.unlock_token.map(|token| state.sealer.seal(&token)),
+        awaiting_configuration: t.awaiting_configuration,
+    };
+    match state.store.token_update(&record, now).await {
+        Ok(()) => {
+            // Enrolled and pushable: time to bring it in line with policy.
+            state.reconciler.mark_dirty(device_id);
+            empty_ok()
+        }
+        Err(e) => store_failure(e, "TokenUpdate"),
     }
 }
 
