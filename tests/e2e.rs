@@ -452,6 +452,43 @@ async fn health_readiness_and_metrics_are_served() {
     server.stop().await;
 }
 
+/// The drain benchmark's workload, small: every queued command is answered by two workers,
+/// counted once, and the CPU of the named process (this one: the server runs in it) is read.
+#[tokio::test]
+async fn the_drain_benchmark_answers_every_queued_command_once() {
+    let server = TestServer::start().await;
+    let args = pomona::sim::SimArgs {
+        server: server.base_url.clone(),
+        devices: 6,
+        server_ca: Some(server.data_dir.join("tls/ca.pem")),
+        admin_token_file: Some(server.data_dir.join("admin-token")),
+        seed: 5,
+        duration: None,
+        poll_interval: std::time::Duration::from_millis(50),
+        commands_per_device: 3,
+        not_now_rate: 0.0,
+        error_rate: 0.0,
+        one_url: false,
+        no_tls_client_certificate: false,
+        drain_workers: Some(2),
+        cpu_of: vec![std::process::id()],
+    };
+    let drained =
+        pomona::sim::drain::run(&args, 2, server.endpoint(false), server.admin_token.clone())
+            .await
+            .unwrap();
+    assert!(drained.failures.is_empty(), "{:?}", drained.failures);
+    assert_eq!(drained.commands, 18, "{}", drained.line());
+    // Each device: one Idle, then one result per command (the last answered by no command).
+    assert_eq!(drained.requests, 6 * 4, "{}", drained.line());
+    assert_eq!(drained.cpu.len(), 1);
+    assert!(
+        drained.cpu[0].1 > std::time::Duration::ZERO,
+        "{}",
+        drained.line()
+    );
+}
+
 #[tokio::test]
 async fn a_fleet_with_injected_faults_converges() {
     let server = TestServer::start().await;
@@ -469,6 +506,8 @@ async fn a_fleet_with_injected_faults_converges() {
         error_rate: 0.1,
         one_url: false,
         no_tls_client_certificate: false,
+        drain_workers: None,
+        cpu_of: vec![],
     };
     let summary = pomona::sim::run_fleet(
         &args,

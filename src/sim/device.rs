@@ -181,6 +181,11 @@ impl SimDevice {
         }
     }
 
+    /// The server this device talks to, and the shared HTTP client.
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
+    }
+
     pub fn udid(&self) -> &str {
         &self.hw.udid
     }

@@ -7,6 +7,7 @@
 
 pub mod behaviour;
 pub mod device;
+pub mod drain;
 pub mod identity;
 pub mod wake;
 
@@ -59,6 +60,15 @@ pub struct SimArgs {
     /// (needs a server started with --sign-message, so devices sign each message instead).
     #[arg(long)]
     pub no_tls_client_certificate: bool,
+    /// Benchmark mode: every device enrolls and queues its --commands-per-device
+    /// DeviceInformation commands first (not timed); then this many workers answer them all, one
+    /// device exchange after another, as fast as the server answers. The summary times the drain.
+    #[arg(long)]
+    pub drain_workers: Option<usize>,
+    /// With --drain-workers: report the CPU time per command of this process and its direct
+    /// children (the server; a PostgreSQL postmaster with its backends). Repeatable; Linux only.
+    #[arg(long = "cpu-of", value_name = "PID")]
+    pub cpu_of: Vec<u32>,
 }
 
 /// A UUID-formatted string from the given generator (deterministic per seed).
@@ -189,11 +199,22 @@ pub async fn run_cli(args: SimArgs) -> anyhow::Result<Summary> {
     };
     let client = client(ca.as_deref())?;
     let mut endpoint = Endpoint::new(client, &args.server, args.one_url)
-        .enrolling_with(identity::ProfileSource::AdminToken(admin_token_value))
+        .enrolling_with(identity::ProfileSource::AdminToken(
+            admin_token_value.clone(),
+        ))
         .trusting(server_ca_pem);
     endpoint.tls_client_certificates = !args.no_tls_client_certificate;
     let endpoint = Arc::new(endpoint);
     eprintln!("sim: {} devices against {}", args.devices, args.server);
+    if let Some(workers) = args.drain_workers {
+        let drained = drain::run(&args, workers, endpoint, admin_token_value).await?;
+        return Ok(Summary {
+            devices: drained.devices,
+            failed_devices: drained.failures.len(),
+            failures: drained.failures,
+            ..Summary::default()
+        });
+    }
     let printer = {
         let endpoint = endpoint.clone();
         let total = args.devices;
