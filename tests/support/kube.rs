@@ -66,19 +66,30 @@ impl Process {
         Self { name, child, log }
     }
 
+    /// Why the process has exited (its status and the end of its log), if it has.
+    fn exited(&mut self) -> Option<String> {
+        let Ok(Some(status)) = self.child.try_wait() else {
+            return None;
+        };
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: String = log
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
+        Some(format!(
+            "{} exited ({status}); its log ends:\n{tail}",
+            self.name
+        ))
+    }
+
     fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: String = log
-                .lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n");
-            panic!("{} exited ({status}); its log ends:\n{tail}", self.name);
+        if let Some(why) = self.exited() {
+            panic!("{why}");
         }
     }
 }
@@ -88,6 +99,34 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts kube-apiserver on `port` against etcd at `etcd_url`, with the certificates, keys and
+/// tokens written in `d`.
+fn start_apiserver(bin: &Path, d: &Path, etcd_url: &str, port: u16) -> Process {
+    let file = |name: &str| d.join(name).display().to_string();
+    Process::start(
+        "kube-apiserver",
+        &bin.join("kube-apiserver"),
+        &[
+            format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={port}"),
+            format!("--tls-cert-file={}", file("serving.pem")),
+            format!("--tls-private-key-file={}", file("serving-key.pem")),
+            format!("--token-auth-file={}", file("tokens.csv")),
+            "--authorization-mode=RBAC".into(),
+            format!("--service-account-key-file={}", file("sa.pem")),
+            format!("--service-account-signing-key-file={}", file("sa-key.pem")),
+            "--service-account-issuer=https://kubernetes.default.svc".into(),
+            "--service-cluster-ip-range=10.96.0.0/24".into(),
+            "--disable-admission-plugins=ServiceAccount".into(),
+            format!("--cert-dir={}", file("certs")),
+            "--v=0".into(),
+        ],
+        d,
+    )
 }
 
 /// etcd + kube-apiserver, torn down on drop.
@@ -159,61 +198,58 @@ impl ApiServer {
         )
         .unwrap();
 
-        let port = free_port();
-        let url = format!("https://127.0.0.1:{port}");
-        let file = |name: &str| d.join(name).display().to_string();
-        let apiserver = Process::start(
-            "kube-apiserver",
-            &bin.join("kube-apiserver"),
-            &[
-                format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                format!("--secure-port={port}"),
-                format!("--tls-cert-file={}", file("serving.pem")),
-                format!("--tls-private-key-file={}", file("serving-key.pem")),
-                format!("--token-auth-file={}", file("tokens.csv")),
-                "--authorization-mode=RBAC".into(),
-                format!("--service-account-key-file={}", file("sa.pem")),
-                format!("--service-account-signing-key-file={}", file("sa-key.pem")),
-                "--service-account-issuer=https://kubernetes.default.svc".into(),
-                "--service-cluster-ip-range=10.96.0.0/24".into(),
-                "--disable-admission-plugins=ServiceAccount".into(),
-                format!("--cert-dir={}", file("certs")),
-                "--v=0".into(),
-            ],
-            d,
-        );
         let kubeconfig = d.join("admin.kubeconfig");
         let controller_kubeconfig = d.join("controller.kubeconfig");
-        write_kubeconfig(&kubeconfig, &url, &ca.pem(), ADMIN_TOKEN);
-        write_kubeconfig(&controller_kubeconfig, &url, &ca.pem(), CONTROLLER_TOKEN);
+        let ca_pem = ca.pem();
+        let launch = |d: &Path, bin: &Path| {
+            let port = free_port();
+            let url = format!("https://127.0.0.1:{port}");
+            write_kubeconfig(&kubeconfig, &url, &ca_pem, ADMIN_TOKEN);
+            write_kubeconfig(&controller_kubeconfig, &url, &ca_pem, CONTROLLER_TOKEN);
+            (start_apiserver(bin, d, &etcd_url, port), url)
+        };
+        let (apiserver, url) = launch(d, &bin);
         let mut server = Self {
             url,
+            kubeconfig: kubeconfig.clone(),
+            controller_kubeconfig: controller_kubeconfig.clone(),
             dir,
-            kubeconfig,
-            controller_kubeconfig,
             bin,
             apiserver,
             _etcd: etcd,
         };
         server._etcd.assert_running();
-        server.wait_ready().await;
+        // The port is free when chosen, but another process may take it before the API server
+        // binds it: then it exits saying so, and starts again on another.
+        for attempt in 1.. {
+            match server.wait_ready().await {
+                Ok(()) => break,
+                Err(why) if why.contains("address already in use") && attempt < 3 => {
+                    eprintln!("kube-apiserver lost its port to another process; starting again");
+                    let (apiserver, url) = launch(server.dir.path(), &server.bin);
+                    (server.apiserver, server.url) = (apiserver, url);
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
         server
     }
 
-    async fn wait_ready(&mut self) {
+    /// Waits for `/readyz`; Err with the API server's exit when it stops instead.
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             self._etcd.assert_running();
-            self.apiserver.assert_running();
+            if let Some(why) = self.apiserver.exited() {
+                return Err(why);
+            }
             let out = Command::new(self.bin.join("kubectl"))
                 .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
                 .args(["get", "--raw", "/readyz"])
                 .output()
                 .unwrap();
             if out.status.success() {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
