@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimArgs {
-    /// Server base URL, e.g. https://localhost:8443.
-    #[arg(long)]
+    /// Server base URL (as for the admin commands: `pomona serve` with no flags listens there).
+    #[arg(long, default_value = "https://localhost:8443")]
     pub server: String,
     /// Number of simulated devices.
     #[arg(long, default_value_t = 10)]
@@ -32,8 +32,8 @@ pub struct SimArgs {
     #[arg(long)]
     pub server_ca: Option<PathBuf>,
     /// Admin token file: devices use it to obtain one-time enrollment tokens, and to queue
-    /// the --commands-per-device workload.
-    #[arg(long)]
+    /// the --commands-per-device workload (the same default as the admin commands).
+    #[arg(long, default_value = "pomona-data/admin-token")]
     pub admin_token_file: Option<PathBuf>,
     /// Seed for device identities and fault injection (same seed, same fleet).
     #[arg(long, default_value_t = 1)]
@@ -179,7 +179,13 @@ pub async fn run_cli(args: SimArgs) -> anyhow::Result<Summary> {
     let admin_token = match &args.admin_token_file {
         Some(path) => Some(
             std::fs::read_to_string(path)
-                .with_context(|| format!("reading admin token file {}", path.display()))?
+                .with_context(|| {
+                    format!(
+                        "reading admin token file {} (start `pomona serve` in this directory \
+                         first, or pass --admin-token-file)",
+                        path.display()
+                    )
+                })?
                 .trim()
                 .to_string(),
         ),
