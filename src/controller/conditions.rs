@@ -130,6 +130,22 @@ pub fn profile_conditions(verdict: &Verdict, counts: &Counts, failing: &str) -> 
                     stalled: (false, "Installing"),
                     counts: Some(counts.clone()),
                 }
+            } else if counts.targeted == 0 {
+                // Nothing to do is a converged state (GitOps health checks must not wait on
+                // it), but it is said plainly: an empty target is often a selector's typo.
+                Desired {
+                    ready: (
+                        true,
+                        "NoDevicesTargeted",
+                        format!(
+                            "no enrolled device is in the targeted groups, so there is nothing \
+                             to install{warn}"
+                        ),
+                    ),
+                    reconciling: (false, "NoDevicesTargeted"),
+                    stalled: (false, "NoDevicesTargeted"),
+                    counts: Some(counts.clone()),
+                }
             } else {
                 Desired {
                     ready: (
@@ -304,6 +320,18 @@ mod tests {
             failed,
             removing: 0,
         }
+    }
+
+    #[test]
+    fn a_profile_that_targets_no_device_is_ready_and_says_why() {
+        let ok = Verdict::Accepted { warnings: vec![] };
+        let d = profile_conditions(&ok, &counts(0, 0, 0, 0), "");
+        assert_eq!((d.ready.0, d.ready.1), (true, "NoDevicesTargeted"));
+        assert!(d.ready.2.contains("no enrolled device"), "{}", d.ready.2);
+        assert!(!d.reconciling.0 && !d.stalled.0);
+        // Once a device is targeted, it is about that device again.
+        let d = profile_conditions(&ok, &counts(1, 1, 0, 0), "");
+        assert_eq!((d.ready.0, d.ready.1), (true, "Verified"));
     }
 
     #[test]

@@ -215,6 +215,7 @@ macro_rules! installed_on_groups {
             printcolumn(name = "Verified", type_ = "integer", json_path = ".status.verified"),
             printcolumn(name = "Pending", type_ = "integer", json_path = ".status.pending"),
             printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failed"),
+            printcolumn(name = "Removing", type_ = "integer", json_path = ".status.removing"),
             printcolumn(
                 name = "Ready",
                 type_ = "string",
@@ -224,6 +225,12 @@ macro_rules! installed_on_groups {
                 name = "Age",
                 type_ = "date",
                 json_path = ".metadata.creationTimestamp"
+            ),
+            printcolumn(
+                name = "Message",
+                type_ = "string",
+                json_path = ".status.conditions[?(@.type==\"Ready\")].message",
+                priority = 1
             )
         )]
         #[serde(deny_unknown_fields, rename_all = "camelCase")]
