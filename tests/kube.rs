@@ -239,11 +239,26 @@ async fn kubectl_apply_converges_devices_and_status_follows_changes_errors_and_d
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "TARGETED", "VERIFIED", "PENDING", "FAILED", "READY", "AGE"],
+        ["NAME", "TARGETED", "VERIFIED", "PENDING", "FAILED", "REMOVING", "READY", "AGE"],
         "{table}"
     );
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
-    assert_eq!(&row[..6], ["wifi", "5", "5", "0", "0", "True"], "{table}");
+    assert_eq!(
+        &row[..7],
+        ["wifi", "5", "5", "0", "0", "0", "True"],
+        "{table}"
+    );
+    // -o wide adds the Ready condition's message.
+    let wide = api.kubectl(&["get", "profiles", "-n", NS, "-o", "wide"]);
+    assert!(
+        wide.lines().next().unwrap().ends_with("MESSAGE")
+            && wide
+                .lines()
+                .nth(1)
+                .unwrap()
+                .contains("verified on 5 device(s)"),
+        "{wide}"
+    );
     let groups = api.kubectl(&["get", "dg", "-n", NS]);
     assert!(
         groups.lines().nth(1).is_some_and(

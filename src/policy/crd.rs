@@ -258,8 +258,11 @@ mod tests {
             .collect();
         assert_eq!(
             columns,
-            ["Targeted", "Verified", "Pending", "Failed", "Ready", "Age"]
+            ["Targeted", "Verified", "Pending", "Failed", "Removing", "Ready", "Age", "Message"]
         );
+        // The message is long: only `kubectl get -o wide` shows it.
+        let message = &versions["additionalPrinterColumns"][7];
+        assert_eq!(message["priority"], 1, "{message}");
     }
 
     #[test]
