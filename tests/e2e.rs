@@ -472,6 +472,7 @@ async fn the_drain_benchmark_answers_every_queued_command_once() {
         no_tls_client_certificate: false,
         drain_workers: Some(2),
         cpu_of: vec![std::process::id()],
+        key_pool: None,
     };
     let drained =
         pomona::sim::drain::run(&args, 2, server.endpoint(false), server.admin_token.clone())
@@ -508,6 +509,7 @@ async fn a_fleet_with_injected_faults_converges() {
         no_tls_client_certificate: false,
         drain_workers: None,
         cpu_of: vec![],
+        key_pool: None,
     };
     let summary = pomona::sim::run_fleet(
         &args,

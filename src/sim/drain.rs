@@ -81,7 +81,10 @@ pub async fn run(
         "--drain-workers needs --commands-per-device (the commands to drain)"
     );
     let count = args.devices;
-    let mut keys = tokio::task::spawn_blocking(move || super::pregenerate_keys(count)).await?;
+    let pool = args.key_pool.clone();
+    let mut keys =
+        tokio::task::spawn_blocking(move || super::keys::device_keys(count, pool.as_deref()))
+            .await?;
     let started = Instant::now();
     let mut loading = Vec::with_capacity(count);
     for index in 0..count {

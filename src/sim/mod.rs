@@ -9,6 +9,7 @@ pub mod behaviour;
 pub mod device;
 pub mod drain;
 pub mod identity;
+pub mod keys;
 pub mod wake;
 
 use crate::cmdline::{client, parse_duration};
@@ -69,6 +70,10 @@ pub struct SimArgs {
     /// children (the server; a PostgreSQL postmaster with its backends). Repeatable; Linux only.
     #[arg(long = "cpu-of", value_name = "PID")]
     pub cpu_of: Vec<u32>,
+    /// Keep the devices' RSA keys in this directory and reuse them in later runs: making 1,000
+    /// keys takes a minute or two on a small machine. Test keys only; never for real devices.
+    #[arg(long, value_name = "DIR")]
+    pub key_pool: Option<PathBuf>,
 }
 
 /// A UUID-formatted string from the given generator (deterministic per seed).
@@ -259,7 +264,8 @@ pub async fn run_fleet(
     admin_token: Option<String>,
 ) -> Summary {
     let count = args.devices;
-    let mut keys = tokio::task::spawn_blocking(move || pregenerate_keys(count))
+    let pool = args.key_pool.clone();
+    let mut keys = tokio::task::spawn_blocking(move || keys::device_keys(count, pool.as_deref()))
         .await
         .unwrap_or_default();
     let started = Instant::now();
@@ -336,38 +342,6 @@ fn percentile(sorted_us: &[u32], q: f64) -> f64 {
     }
     let index = ((sorted_us.len() as f64 - 1.0) * q).round() as usize;
     sorted_us[index] as f64 / 1000.0
-}
-
-/// RSA-2048 keys for `count` devices, made on every core before the clock starts: key
-/// generation is the device's cost, not the server's.
-fn pregenerate_keys(count: usize) -> Vec<openssl::pkey::PKey<openssl::pkey::Private>> {
-    let started = Instant::now();
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let per_thread = count.div_ceil(threads.max(1));
-    let keys: Vec<_> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let n = per_thread.min(count.saturating_sub(t * per_thread));
-                scope.spawn(move || {
-                    (0..n)
-                        .filter_map(|_| identity::generate_key(2048).ok())
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    if count >= 50 {
-        eprintln!(
-            "sim: generated {} device keys in {:.1}s (not part of the timings)",
-            keys.len(),
-            started.elapsed().as_secs_f64()
-        );
-    }
-    keys
 }
 
 /// The workload commands, cycled per device.
