@@ -503,8 +503,9 @@ async fn a_device_action_locks_a_mac_with_a_pin_from_a_secret_that_shows_nowhere
     install(&api);
 
     // The example: a Secret, the RoleBinding that lets Pomona get Secrets in this namespace
-    // (get only), and a DeviceAction for a Mac that is not enrolled.
-    api.kubectl(&["apply", "-f", &repo("examples/kube/lock-mac.yaml")]);
+    // (get only), and a DeviceAction for a Mac of the default simulated fleet (seed 1), which
+    // is not enrolled here (seed 42).
+    api.kubectl(&["apply", "-f", &repo("examples/kube-actions/lock-mac.yaml")]);
     assert!(can(&api, &["get", "secrets", "-n", NS]));
     assert!(!can(&api, &["list", "secrets", "-n", NS]));
     assert!(!can(&api, &["watch", "secrets", "-n", NS]));
@@ -542,7 +543,7 @@ async fn a_device_action_locks_a_mac_with_a_pin_from_a_secret_that_shows_nowhere
     .unwrap();
     assert_eq!(
         condition(&waiting, "Ready")["message"],
-        "no enrolled device matches serial number C02ABC123DEF yet",
+        "no enrolled device matches serial number K1MC8N0U09KA yet",
         "{waiting:#}"
     );
     assert_eq!(condition(&waiting, "Stalled")["status"], "False");

@@ -432,6 +432,15 @@ mod tests {
         assert_ne!(hardware(7, 3).location, hardware(7, 4).location);
     }
 
+    /// The README's and examples' DeviceAction walk-through targets this Mac of the default
+    /// fleet (`pomona sim`, seed 1, the fifth device): keep them in step.
+    #[test]
+    fn the_walk_through_mac_is_the_fifth_device_of_the_default_fleet() {
+        let mac = hardware(1, 4);
+        assert_eq!(mac.platform, Platform::Mac);
+        assert_eq!(mac.serial_number, "K1MC8N0U09KA");
+    }
+
     #[test]
     fn phones_and_tablets_are_supervised_and_macs_are_not_by_default() {
         let supervised: Vec<bool> = (0..5).map(|i| hardware(1, i).supervised).collect();
