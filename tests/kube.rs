@@ -139,6 +139,12 @@ async fn kubectl_apply_converges_devices_and_status_follows_changes_errors_and_d
     install(&api);
     // The examples are valid resources (checked by the API server against the CRD schemas).
     api.kubectl(&["apply", "--dry-run=server", "-f", &repo("examples/kube")]);
+    api.kubectl(&[
+        "apply",
+        "--dry-run=server",
+        "-f",
+        &repo("examples/kube-actions"),
+    ]);
     // deploy/ RBAC: what the controller needs, and nothing broader.
     let can = |args: &[&str]| can(&api, args);
     assert!(can(&[
