@@ -1,9 +1,11 @@
 //! A simulated fleet: N iPhones, iPads and Macs in one process, each with its own UDID, serial
-//! number, model, OS, supervision and location, speaking the device side of the MDM protocol over real HTTPS. Used by
-//! `pomona sim`, the end-to-end tests and the benchmark. It imports only `protocol`, `pki` (to
-//! read signed profiles and make its identity) and `cmdline` (the HTTPS client and duration
-//! syntax it shares with the command-line tools), never server code paths; and no module of the
-//! crate imports it (`tests/dependency_direction.rs` checks both).
+//! number, model, OS, supervision and location, speaking the device side of the MDM protocol
+//! over real HTTPS. Used by `pomona sim`, the end-to-end tests and the benchmarks (`drain.rs`
+//! times the answering of queued commands; `keys.rs` makes, and can keep, the devices' keys).
+//! It imports only `protocol`, `pki` (to read signed profiles and make its identity) and
+//! `cmdline` (the HTTPS client and duration syntax it shares with the command-line tools), never
+//! server code paths; and no module of the crate imports it (`tests/dependency_direction.rs`
+//! checks both).
 
 pub mod behaviour;
 pub mod device;
