@@ -47,6 +47,20 @@ fn a_valid_directory_builds_a_deterministic_snapshot() {
 
     let again = load_dir(&fixture("policies-valid")).unwrap();
     assert_eq!(again.revision, snapshot.revision);
+    // The same files under another directory name have the same revision (`plan --server` and
+    // `plan --database` agree), and a changed file gives another.
+    let copy = tempfile::tempdir().unwrap();
+    let elsewhere = copy.path().join("another-name");
+    copy_tree(&fixture("policies-valid"), &elsewhere);
+    assert_eq!(load_dir(&elsewhere).unwrap().revision, snapshot.revision);
+    let first = std::fs::read_dir(&elsewhere)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .unwrap();
+    let text = std::fs::read_to_string(&first).unwrap();
+    std::fs::write(&first, format!("{text}\n# edited\n")).unwrap();
+    assert_ne!(load_dir(&elsewhere).unwrap().revision, snapshot.revision);
     assert_eq!(
         again.profiles, snapshot.profiles,
         "compilation must be deterministic"
@@ -85,6 +99,19 @@ fn desired_profiles_follow_group_membership() {
         ["Profile/raw-file"]
     );
     assert!(names(&device(Platform::MacOs, "OTHER", "14.5")).is_empty());
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
 
 fn write(dir: &Path, name: &str, text: &str) {

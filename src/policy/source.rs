@@ -73,7 +73,10 @@ pub fn load_tree(
         }
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                revision_hash.update(display.as_bytes());
+                // The path inside the policy, not as shown: the same files have the same
+                // revision wherever they sit (`plan --server` writes them to a scratch directory).
+                let inside = path.strip_prefix(root).unwrap_or(path);
+                revision_hash.update(inside.to_string_lossy().as_bytes());
                 revision_hash.update([0]);
                 revision_hash.update(text.as_bytes());
                 revision_hash.update([0]);
