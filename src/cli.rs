@@ -163,6 +163,14 @@ pub struct ValidateArgs {
     pub dir: PathBuf,
 }
 
+/// Loads a policy directory named on the command line; problems name its files by the path as
+/// given (`examples/policies/wifi.yaml`, not `policies/wifi.yaml`).
+fn load_as_given(
+    dir: &std::path::Path,
+) -> Result<crate::policy::snapshot::PolicySnapshot, Vec<crate::policy::load::Problem>> {
+    crate::policy::source::load_tree(dir, &dir.display().to_string(), None)
+}
+
 /// `pomona validate DIR`: 0 when valid (warnings allowed), 2 when any error. Problems are
 /// printed as `file:line: severity: Kind/name: message`.
 pub fn validate(args: &ValidateArgs) -> u8 {
@@ -170,7 +178,7 @@ pub fn validate(args: &ValidateArgs) -> u8 {
         eprintln!("{}: not a directory", args.dir.display());
         return 2;
     }
-    match crate::policy::source::load_dir(&args.dir) {
+    match load_as_given(&args.dir) {
         Ok(snapshot) => {
             for warning in &snapshot.warnings {
                 println!("{warning}");
@@ -270,7 +278,7 @@ async fn plan_inner(args: &PlanArgs) -> anyhow::Result<crate::reconcile::preview
             .dir
             .clone()
             .context("give a policy directory or --git URL")?;
-        let snapshot = crate::policy::source::load_dir(&dir);
+        let snapshot = load_as_given(&dir);
         return plan_snapshot(args, &dir, snapshot).await;
     };
     let reference = args.git_ref.clone().unwrap_or_else(|| "main".into());
