@@ -136,12 +136,13 @@ fn every_problem_is_reported_with_file_line_and_document() {
     let problems = load_dir(&root).expect_err("invalid");
     let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
     let expect = [
-        "policies/a.yaml:1: error: DeviceGroup/Bad_Name: metadata.name \"Bad_Name\" must be lowercase",
-        "policies/a.yaml:1: error: DeviceGroup/Bad_Name: spec.selector.matchExpressions[0]: VersionAtLeast takes exactly one dotted version",
-        "policies/b.yaml:1: error: Profile/p: spec.groups: DeviceGroup \"nowhere\" is not declared (declared: Bad_Name)",
+        // Each at the line of the field it is about; the document's first line otherwise.
+        "policies/a.yaml:4: error: DeviceGroup/Bad_Name: metadata.name \"Bad_Name\" must be lowercase",
+        "policies/a.yaml:8: error: DeviceGroup/Bad_Name: spec.selector.matchExpressions[0]: VersionAtLeast takes exactly one dotted version",
+        "policies/b.yaml:6: error: Profile/p: spec.groups: DeviceGroup \"nowhere\" is not declared (declared: Bad_Name)",
         "policies/b.yaml:1: error: Profile/p: the profile is not usable",
-        "policies/b.yaml:9: error: Profile/q: spec.groups is empty",
-        "policies/b.yaml:9: error: Profile/q: spec.mobileconfigFile \"../../etc/passwd\" must be a relative path inside the policy source",
+        "policies/b.yaml:14: error: Profile/q: spec.groups is empty",
+        "policies/b.yaml:15: error: Profile/q: spec.mobileconfigFile \"../../etc/passwd\" must be a relative path inside the policy source",
     ];
     for e in expect {
         assert!(
@@ -284,8 +285,9 @@ spec:
         .map(|p| p.to_string())
         .collect();
     let expect = [
-        ("actions.yaml:1: error: DeviceAction/wipe: spec.confirm: Erase wipes every targeted device; set confirm: \"C02XYZ\""),
-        ("actions.yaml:8: error: DeviceAction/restart: spec.target: give exactly one of serialNumber, udid or group"),
+        // spec.confirm is missing: the line of spec.
+        ("actions.yaml:4: error: DeviceAction/wipe: spec.confirm: Erase wipes every targeted device; set confirm: \"C02XYZ\""),
+        ("actions.yaml:12: error: DeviceAction/restart: spec.target: give exactly one of serialNumber, udid or group"),
         ("DeviceAction/restart: spec: message does not apply to Restart"),
         ("DeviceAction/lock: spec.target.group: DeviceGroup \"nowhere\" is not declared"),
         ("DeviceAction/lock: spec.pin: the PIN must be exactly six digits (the value is not shown)"),

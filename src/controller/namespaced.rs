@@ -197,6 +197,7 @@ fn document<S>(file: &str, kind: &str, namespace: &str, name: &str, spec: S) -> 
     Located {
         file: file.to_string(),
         line: 0,
+        fields: Default::default(),
         doc: Document {
             api_version: API_VERSION.to_string(),
             kind: kind.to_string(),

@@ -45,6 +45,8 @@ pub struct Located<S> {
     pub file: String,
     pub line: usize,
     pub doc: Document<S>,
+    /// Where the document's fields are in the file (none for custom resources).
+    pub fields: super::field_lines::FieldLines,
 }
 
 impl<S> Located<S> {
@@ -58,12 +60,14 @@ impl<S> Located<S> {
     }
 
     pub fn problem(&self, severity: Severity, message: impl Into<String>) -> Problem {
+        let message = message.into();
         Problem {
             severity,
             file: self.file.clone(),
-            line: self.line,
+            // At the field the message is about, when the document's text shows where it is.
+            line: self.fields.line_of_message(&message).unwrap_or(self.line),
             document: Some(self.title()),
-            message: message.into(),
+            message,
         }
     }
 }
@@ -160,6 +164,7 @@ fn typed<S: DeserializeOwned>(
             file: file.to_string(),
             line: first_line,
             doc,
+            fields: super::field_lines::FieldLines::scan(body, first_line),
         })
         .map_err(|e| {
             let (line, message) = describe(&e);

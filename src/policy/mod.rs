@@ -10,6 +10,7 @@ pub mod confined;
 pub mod crd;
 pub mod dir_source;
 pub mod feed;
+pub mod field_lines;
 pub mod files;
 pub mod git;
 pub mod git_signature;

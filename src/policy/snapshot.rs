@@ -298,6 +298,7 @@ fn header<S>(doc: &Located<S>) -> Located<()> {
     Located {
         file: doc.file.clone(),
         line: doc.line,
+        fields: doc.fields.clone(),
         doc: Document {
             api_version: doc.doc.api_version.clone(),
             kind: doc.doc.kind.clone(),
