@@ -139,17 +139,19 @@ pub fn parse_file(file: &str, text: &str, into: &mut Documents, problems: &mut V
             "Restrictions" => typed(file, first_line, &body).map(|d| into.restrictions.push(d)),
             "DeviceLabels" => typed(file, first_line, &body).map(|d| into.labels.push(d)),
             "DeviceAction" => typed(file, first_line, &body).map(|d| into.actions.push(d)),
-            other => Err(located(
+            other => Err(vec![located(
                 first_line,
                 format!(
                     "unknown kind {other:?}: expected one of {}",
                     KINDS.join(", ")
                 ),
-            )),
+            )]),
         };
-        if let Err(mut problem) = result {
-            problem.document = Some(kind);
-            problems.push(problem);
+        if let Err(found) = result {
+            for mut problem in found {
+                problem.document = Some(kind.clone());
+                problems.push(problem);
+            }
         }
     }
 }
@@ -158,24 +160,112 @@ fn typed<S: DeserializeOwned>(
     file: &str,
     first_line: usize,
     body: &str,
-) -> Result<Located<S>, Problem> {
-    serde_saphyr::from_str::<Document<S>>(body)
-        .map(|doc| Located {
-            file: file.to_string(),
-            line: first_line,
-            doc,
-            fields: super::field_lines::FieldLines::scan(body, first_line),
-        })
-        .map_err(|e| {
-            let (line, message) = describe(&e);
-            Problem {
-                severity: Severity::Error,
+) -> Result<Located<S>, Vec<Problem>> {
+    let fields = super::field_lines::FieldLines::scan(body, first_line);
+    let error = match serde_saphyr::from_str::<Document<S>>(body) {
+        Ok(doc) => {
+            return Ok(Located {
                 file: file.to_string(),
-                line: first_line + line - 1,
-                document: None,
-                message,
+                line: first_line,
+                doc,
+                fields,
+            })
+        }
+        Err(e) => e,
+    };
+    let problem = |line: usize, message: String| Problem {
+        severity: Severity::Error,
+        file: file.to_string(),
+        line,
+        document: None,
+        message,
+    };
+    let (line, message) = describe(&error);
+    let mut found = vec![problem(first_line + line - 1, message.clone())];
+    // A misspelt field stops the parser at the first one; name the others too, each at its line,
+    // until an error of another kind (a required field missing once a typo is taken out) ends
+    // the search.
+    let Ok(mut value) = serde_saphyr::from_str::<serde_json::Value>(body) else {
+        return Err(found);
+    };
+    let mut unknown = unknown_field(&message).map(str::to_string);
+    for _ in 0..MORE_UNKNOWN_FIELDS {
+        let Some(path) = unknown
+            .as_deref()
+            .and_then(|name| remove_key(&mut value, name, ""))
+        else {
+            break;
+        };
+        match serde_json::from_value::<Document<S>>(value.clone()) {
+            Ok(_) => break,
+            Err(e) => {
+                let message = e.to_string();
+                unknown = unknown_field(&message).map(str::to_string);
+                let Some(name) = unknown.as_deref() else {
+                    break; // another kind of error: the first one said enough
+                };
+                let line = fields
+                    .line_of_message(&guess_path(&value, name, &path))
+                    .unwrap_or(first_line);
+                found.push(problem(line, first_sentence(&message)));
             }
-        })
+        }
+    }
+    // The re-read value visits keys in name order: show the others in file order.
+    found[1..].sort_by_key(|p| p.line);
+    Err(found)
+}
+
+/// How many further misspelt fields of one document are named after the first.
+const MORE_UNKNOWN_FIELDS: usize = 20;
+
+/// The field named by an "unknown field `x`, expected …" message.
+fn unknown_field(message: &str) -> Option<&str> {
+    message
+        .split_once("unknown field `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(name, _)| name)
+}
+
+/// The message up to serde's position suffix (" at line 1 column 2"), which refers to no file.
+fn first_sentence(message: &str) -> String {
+    message
+        .split(" at line ")
+        .next()
+        .unwrap_or(message)
+        .to_string()
+}
+
+/// Removes the first key `name` found depth-first in `value`; returns its dotted path.
+fn remove_key(value: &mut serde_json::Value, name: &str, here: &str) -> Option<String> {
+    let join = |key: &str| {
+        if here.is_empty() {
+            key.to_string()
+        } else {
+            format!("{here}.{key}")
+        }
+    };
+    match value {
+        serde_json::Value::Object(map) => {
+            if map.remove(name).is_some() {
+                return Some(join(name));
+            }
+            map.iter_mut()
+                .find_map(|(key, child)| remove_key(child, name, &join(key)))
+        }
+        serde_json::Value::Array(items) => items
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, child)| remove_key(child, name, &format!("{here}[{i}]"))),
+        _ => None,
+    }
+}
+
+/// The dotted path of the next unknown field `name` (still in `value`), for its line; `removed`
+/// (the previous one's path) when it cannot be found.
+fn guess_path(value: &serde_json::Value, name: &str, removed: &str) -> String {
+    let mut copy = value.clone();
+    remove_key(&mut copy, name, "").unwrap_or_else(|| removed.to_string())
 }
 
 /// (line within the document, one-line message) of a YAML error.
@@ -255,6 +345,28 @@ mod tests {
         assert_eq!(docs.groups.len(), 2);
         assert_eq!(docs.groups[0].line, 4);
         assert_eq!(docs.groups[1].line, 12);
+    }
+
+    #[test]
+    fn every_misspelt_field_of_a_document_is_named_at_its_line() {
+        let text = "apiVersion: mdm.pomona.dev/v1alpha1\nkind: Profile\nmetadata:\n  name: wifi\nspec:\n  grups: [all]\n  removalPolcy: Keep\n  payloads:\n  - payloadType: com.apple.wifi.managed\n    content: {}\n    identifer: x\n";
+        let (_, problems) = parse(text);
+        let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("policies/a.yaml:6: error: Profile: unknown field `grups`"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[1].starts_with("policies/a.yaml:7: error: Profile: unknown field `removalPolcy`"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[2].starts_with("policies/a.yaml:11: error: Profile: unknown field `identifer`"),
+            "{lines:#?}"
+        );
+        // serde's position inside the re-read value refers to no file: it is not shown.
+        assert!(lines.iter().all(|l| !l.contains(" at line ")), "{lines:#?}");
     }
 
     #[test]
