@@ -905,10 +905,6 @@ async fn run_campaign(variant: Variant, database: Option<String>) {
     // at the end of a run that passed.
     let data = tempfile::tempdir().unwrap().keep();
     let policy = tempfile::tempdir().unwrap().keep();
-    let port = {
-        let probe = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
-        probe.local_addr().unwrap().port()
-    };
     let pki = TestPki::new();
     let apns = FakeApns::start(&pki).await;
     let mut flags = vec!["--retry-backoff-ms".to_string(), "200".into()];
@@ -975,7 +971,12 @@ async fn run_campaign(variant: Variant, database: Option<String>) {
         source,
         apns,
         outage: None,
-        port,
+        // Chosen last, once etcd, the API server and the APNs stand-in hold their ports: a port
+        // free when probed can be taken by a process started after the probe.
+        port: {
+            let probe = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+            probe.local_addr().unwrap().port()
+        },
         flags,
         server: None,
         slots: Vec::new(),

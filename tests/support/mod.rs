@@ -116,11 +116,23 @@ impl TestServer {
         // The data directory is ready once the token file exists; then wait for /readyz.
         let token_path = data_dir.join("admin-token");
         let ca = data_dir.join("tls/ca.pem");
-        for _ in 0..400 {
+        // Up to 30 s: a loaded two-core machine starting etcd and an API server alongside.
+        for _ in 0..1200 {
             if token_path.exists() && ca.exists() {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        if !ca.exists() {
+            // Say why: the server's own log (it may have exited, e.g. on a taken port).
+            let log = std::fs::read_to_string(data_dir.join("server.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "the server on port {port} did not create {} in 30 s; its log ends:\n{}",
+                ca.display(),
+                tail.join("\n")
+            );
         }
         let client = pomona::cmdline::client(Some(&ca)).expect("client");
         for _ in 0..400 {
