@@ -173,21 +173,28 @@ async fn sqlite_counts_status_from_the_covering_index() {
     );
 }
 
-/// A state this build does not know (written by a newer replica mid-upgrade, or by hand) fails
-/// the read, naming the value, instead of being read as another state.
-#[tokio::test]
-async fn an_unknown_persisted_state_fails_the_read_and_names_the_value() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("test.db").display());
+/// A SQLite store in `dir` with `device-1` authenticated, and a second connection to the same
+/// file for writing what this build would not (a newer replica's values, or a hand edit).
+async fn sqlite_with_a_device(dir: &std::path::Path) -> (SqliteStore, sqlx::SqlitePool) {
+    let url = format!("sqlite://{}", dir.join("test.db").display());
     let store = SqliteStore::open(&url).await.unwrap();
     store.migrate().await.unwrap();
     store
         .authenticate(&support::facts("device-1"), 1_000)
         .await
         .unwrap();
+    let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+    (store, raw)
+}
+
+/// A state this build does not know (written by a newer replica mid-upgrade, or by hand) fails
+/// the read, naming the value, instead of being read as another state.
+#[tokio::test]
+async fn an_unknown_persisted_state_fails_the_read_and_names_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, raw) = sqlite_with_a_device(dir.path()).await;
     assert!(store.enrollment("device-1").await.unwrap().is_some());
 
-    let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
     sqlx::query("UPDATE enrollments SET state = 'frozen' WHERE id = 'device-1'")
         .execute(&raw)
         .await
@@ -204,28 +211,10 @@ async fn an_unknown_persisted_state_fails_the_read_and_names_the_value() {
 #[tokio::test]
 async fn an_unknown_persisted_removal_policy_fails_the_read_and_names_the_value() {
     use pomona::store::reconcile::{PlanChange, ReconcileStore};
-    use pomona::vocab::profiles::{ManagedProfile, ProfileState, RemovalPolicy};
+    use pomona::vocab::profiles::{ProfileState, RemovalPolicy};
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("test.db").display());
-    let store = SqliteStore::open(&url).await.unwrap();
-    store.migrate().await.unwrap();
-    store
-        .authenticate(&support::facts("device-1"), 1_000)
-        .await
-        .unwrap();
-    let kept = ManagedProfile {
-        identifier: "com.example.wifi".into(),
-        profile_key: "Profile/wifi".into(),
-        hash: "h1".into(),
-        uuid: "U1".into(),
-        state: ProfileState::Verified,
-        attempts: 0,
-        installs: 1,
-        last_attempt_at: None,
-        acknowledged_at: None,
-        last_error: None,
-        removal_policy: RemovalPolicy::Keep,
-    };
+    let (store, raw) = sqlite_with_a_device(dir.path()).await;
+    let kept = support::managed_wifi("U1", ProfileState::Verified, RemovalPolicy::Keep);
     let change = PlanChange {
         managed: vec![kept.clone()],
         ..PlanChange::default()
@@ -234,7 +223,6 @@ async fn an_unknown_persisted_removal_policy_fails_the_read_and_names_the_value(
     let state = store.reconcile_state("device-1").await.unwrap();
     assert_eq!(state.managed, vec![kept], "Keep reads back as Keep");
 
-    let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
     sqlx::query("UPDATE managed_profiles SET removal_policy = 'Retain'")
         .execute(&raw)
         .await

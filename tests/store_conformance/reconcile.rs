@@ -7,22 +7,16 @@ use pomona::store::*;
 use std::sync::Arc;
 
 pub(crate) async fn plans_of_several_devices_apply_in_one_batch(s: Arc<dyn Store>) -> CaseResult {
-    use pomona::vocab::profiles::{Intent, ManagedProfile, ProfileState, RemovalPolicy};
+    use pomona::vocab::profiles::{Intent, ProfileState, RemovalPolicy};
     use reconcile::{DevicePlan, PlanChange};
     enrolled(&*s, "D1").await?;
     enrolled(&*s, "D2").await?;
-    let managed = |device: &str| ManagedProfile {
-        identifier: "com.example.wifi".into(),
-        profile_key: "Profile/wifi".into(),
-        hash: "h1".into(),
-        uuid: format!("U-{device}"),
-        state: ProfileState::Pending,
-        attempts: 0,
-        installs: 1,
-        last_attempt_at: None,
-        acknowledged_at: None,
-        last_error: None,
-        removal_policy: RemovalPolicy::Remove,
+    let managed = |device: &str| {
+        managed_wifi(
+            &format!("U-{device}"),
+            ProfileState::Pending,
+            RemovalPolicy::Remove,
+        )
     };
     let install = Intent::Install {
         identifier: "com.example.wifi".into(),
@@ -76,24 +70,10 @@ pub(crate) async fn plans_of_several_devices_apply_in_one_batch(s: Arc<dyn Store
 pub(crate) async fn a_plan_is_applied_atomically_and_a_replay_queues_nothing(
     s: Arc<dyn Store>,
 ) -> CaseResult {
-    use pomona::vocab::profiles::{
-        Intent, ManagedProfile, ProfileState, RemovalPolicy, ReportedProfiles,
-    };
+    use pomona::vocab::profiles::{Intent, ProfileState, RemovalPolicy, ReportedProfiles};
     use reconcile::PlanChange;
     enrolled(&*s, "D1").await?;
-    let managed = ManagedProfile {
-        identifier: "com.example.wifi".into(),
-        profile_key: "Profile/wifi".into(),
-        hash: "h1".into(),
-        uuid: "U1".into(),
-        state: ProfileState::Pending,
-        attempts: 0,
-        installs: 1,
-        last_attempt_at: None,
-        acknowledged_at: None,
-        last_error: None,
-        removal_policy: RemovalPolicy::Keep,
-    };
+    let managed = managed_wifi("U1", ProfileState::Pending, RemovalPolicy::Keep);
     let install = Intent::Install {
         identifier: "com.example.wifi".into(),
         hash: "h1".into(),

@@ -1,5 +1,5 @@
 //! What the conformance cases share: device facts, tokens and commands to store, an enrolled
-//! device, and `ok` for calls that must succeed.
+//! device, a managed profile, and `ok` for calls that must succeed.
 
 use pomona::protocol::ReportStatus;
 use pomona::store::*;
@@ -34,6 +34,27 @@ pub(crate) fn token(id: &str, unlock: Option<&[u8]>) -> TokenUpdateRecord {
         push_magic: format!("magic-{id}"),
         unlock_token: unlock.map(<[u8]>::to_vec),
         awaiting_configuration: false,
+    }
+}
+
+/// The managed-profile row of `Profile/wifi` (com.example.wifi, content h1, installed once).
+pub(crate) fn managed_wifi(
+    uuid: &str,
+    state: pomona::vocab::profiles::ProfileState,
+    removal_policy: pomona::vocab::profiles::RemovalPolicy,
+) -> pomona::vocab::profiles::ManagedProfile {
+    pomona::vocab::profiles::ManagedProfile {
+        identifier: "com.example.wifi".into(),
+        profile_key: "Profile/wifi".into(),
+        hash: "h1".into(),
+        uuid: uuid.into(),
+        state,
+        attempts: 0,
+        installs: 1,
+        last_attempt_at: None,
+        acknowledged_at: None,
+        last_error: None,
+        removal_policy,
     }
 }
 
