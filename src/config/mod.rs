@@ -117,6 +117,11 @@ pub struct ServeArgs {
     /// File holding the --push-p12 password.
     #[arg(long, env = "POMONA_PUSH_P12_PASSWORD_FILE")]
     pub push_p12_password_file: Option<PathBuf>,
+    /// Start without pushes (with a warning) when the --push-cert or --push-p12 file does not
+    /// exist, e.g. while an optional Kubernetes Secret holding it is not created yet. A file that
+    /// exists but cannot be used is still an error.
+    #[arg(long, env = "POMONA_PUSH_OPTIONAL")]
+    pub push_optional: bool,
     /// APNs endpoint: production (default), sandbox, or an https:// URL (tests, proxies).
     #[arg(long, env = "POMONA_PUSH_ENDPOINT")]
     pub push_endpoint: Option<String>,
@@ -234,6 +239,7 @@ struct FileConfig {
     push_key: Option<PathBuf>,
     push_p12: Option<PathBuf>,
     push_p12_password_file: Option<PathBuf>,
+    push_optional: Option<bool>,
     push_endpoint: Option<String>,
     push_ca: Option<PathBuf>,
     push_coalesce: Option<String>,
@@ -497,6 +503,50 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn an_optional_push_certificate_that_is_absent_means_no_pushes() {
+        let absent = ServeArgs {
+            push_cert: Some("/nonexistent/push/tls.crt".into()),
+            push_key: Some("/nonexistent/push/tls.key".into()),
+            ..ServeArgs::default()
+        };
+        let text = absent.clone().resolve().unwrap_err().to_string();
+        assert!(
+            text.contains("push_cert: /nonexistent/push/tls.crt does not exist"),
+            "without push_optional a missing certificate is an error:\n{text}"
+        );
+        let c = ServeArgs {
+            push_optional: true,
+            ..absent
+        }
+        .resolve()
+        .expect("push_optional: a missing certificate is not an error");
+        assert!(c.push.certificate.is_none(), "no certificate, no pushes");
+
+        let p12 = ServeArgs {
+            push_p12: Some("/nonexistent/push.p12".into()),
+            push_p12_password_file: Some("/nonexistent/push.pw".into()),
+            push_optional: true,
+            ..ServeArgs::default()
+        };
+        assert!(p12.resolve().unwrap().push.certificate.is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("tls.crt");
+        std::fs::write(&cert, "not checked here").unwrap();
+        let c = ServeArgs {
+            push_cert: Some(cert),
+            push_optional: true,
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert!(
+            c.push.certificate.is_some(),
+            "a certificate that is there is used (and refused at start if unusable)"
+        );
     }
 
     #[test]

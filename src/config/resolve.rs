@@ -602,10 +602,20 @@ fn resolve_push(
     use crate::push::CertificateSource;
     let mut push = crate::push::PushSettings::default();
     let pick = |flag: &Option<PathBuf>, key: &Option<PathBuf>| flag.clone().or(key.clone());
-    let cert = pick(&args.push_cert, &file.push_cert);
-    let key = pick(&args.push_key, &file.push_key);
-    let p12 = pick(&args.push_p12, &file.push_p12);
-    let password_file = pick(&args.push_p12_password_file, &file.push_p12_password_file);
+    let mut cert = pick(&args.push_cert, &file.push_cert);
+    let mut key = pick(&args.push_key, &file.push_key);
+    let mut p12 = pick(&args.push_p12, &file.push_p12);
+    let mut password_file = pick(&args.push_p12_password_file, &file.push_p12_password_file);
+    if args.push_optional || file.push_optional.unwrap_or(false) {
+        if let Some(absent) = cert.as_ref().or(p12.as_ref()).filter(|p| !p.exists()) {
+            tracing::warn!(
+                path = %absent.display(),
+                "push certificate not found and push_optional is set: starting without pushes \
+                 (devices are not woken) until it is there and the server restarts"
+            );
+            (cert, key, p12, password_file) = (None, None, None, None);
+        }
+    }
     let mut must_exist = |name: &str, path: &Option<PathBuf>| {
         if let Some(path) = path {
             if !path.is_file() {
