@@ -4,7 +4,7 @@
 //! it queues are written in one transaction; finishing a row redacts secrets (PINs, unlock
 //! tokens) from the stored command. One SQL implementation for every `Backend`.
 
-use super::backend::{Backend, Column, Db, QueryExt as _};
+use super::backend::{Backend, Finish as _, Row};
 use super::{CommandStatus, NewCommand, StoreResult};
 use crate::vocab::persisted::UnknownValue;
 use async_trait::async_trait;
@@ -230,10 +230,7 @@ pub(crate) fn fold_counts(
     out
 }
 
-fn record_from_row<R: Column>(row: &R) -> Result<ActionRecord, sqlx::Error>
-where
-    R::Database: Db,
-{
+fn record_from_row(row: &Row) -> Result<ActionRecord, sqlx::Error> {
     Ok(ActionRecord {
         action_id: row.col("action_id")?,
         device_id: row.col("device_id")?,
@@ -257,10 +254,7 @@ where
 
 type CountRow = (String, String, String, ActionState, bool, i64, i64);
 
-fn count_from_row<R: Column>(row: &R) -> Result<CountRow, sqlx::Error>
-where
-    R::Database: Db,
-{
+fn count_from_row(row: &Row) -> Result<CountRow, sqlx::Error> {
     Ok((
         row.col("action_id")?,
         row.col("action")?,
@@ -290,7 +284,7 @@ impl<B: Backend> ActionStore for B {
         starts: &[ActionStart],
         now: i64,
     ) -> StoreResult<u64> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut queued = 0;
         for start in starts {
             // Insert, or replace a row still waiting; finished and queued rows stay.
@@ -357,7 +351,7 @@ impl<B: Backend> ActionStore for B {
         if finishes.is_empty() {
             return Ok(());
         }
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         for finish in finishes {
             let command_uuid: Option<Option<String>> = Self::sql(
                 "UPDATE device_actions SET state = $3, detail = $4, result = $5, updated_at = $6 \
@@ -389,7 +383,7 @@ impl<B: Backend> ActionStore for B {
     }
 
     async fn mark_wiped(&self, device_id: &str, now: i64) -> StoreResult<()> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         Self::sql(
             "UPDATE enrollments SET state = 'checked_out', checked_out_at = $2, wiped_at = $2 \
              WHERE id = $1",

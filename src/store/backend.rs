@@ -1,143 +1,312 @@
 //! What the store's SQL needs from a database, so that it is written once as ordinary generic
-//! code (`impl<B: Backend> InventoryStore for B`) instead of being expanded per backend.
+//! code (`impl<B: Backend> InventoryStore for B`) for both backends: a statement with its bound
+//! values (`Query`: `Self::sql(text).arg(x).fetch_all_on(&mut *conn)`), a row read by column
+//! name (`row.col::<i64>("n")`), a connection that runs statements (`Conn`), a transaction
+//! (`Db::Tx`), and where a backend's writes and reads get theirs (`Backend`).
 //!
-//! sqlx states what a query may bind, decode and run on as bounds on the *value* types
-//! (`i64: Encode<Sqlite>`, `&mut SqliteConnection: Executor`), and Rust does not carry such
-//! bounds from a trait to its users. So `Db` turns each one into a supertrait whose subject is
-//! the database (`Encodes<i64>`, `Decodes<String>`, `Runs`), which Rust does carry, and the
-//! extension traits below give the SQL its usual shape: `Self::sql(text).arg(x).fetch_all_on(conn)`,
-//! `row.col::<i64>("n")`. A value type the SQL needs that is not listed in `Db` is a compile
-//! error naming `Encodes<T>` or `Decodes<T>`: add it there.
+//! The statement and its values are ours, not the driver's: PostgreSQL runs them through sqlx
+//! (`Conn` for `PgConnection`), SQLite runs them in the calling thread (`sqlite_conn`), where
+//! sqlx would send each statement to a thread of the connection's own and wait for the answer
+//! (two thread hand-offs per statement, the larger part of a command exchange's cost).
 
 use futures::future::BoxFuture;
-use sqlx::query::Query;
-use sqlx::{ColumnIndex, Database, Decode, Encode, Type};
+use sqlx::postgres::PgRow;
+use std::borrow::Cow;
 use std::ops::DerefMut;
 
-/// Arguments of a query on `D`.
-pub(crate) type Args<'q, D> = <D as Database>::Arguments<'q>;
-
-/// A database whose queries with arguments of lifetime `'q` can bind `T`.
-pub(crate) trait Encodes<'q, T: 'q>: Database {
-    fn bind_value(
-        query: Query<'q, Self, Args<'q, Self>>,
-        value: T,
-    ) -> Query<'q, Self, Args<'q, Self>>;
+/// A value bound to a statement, typed even when NULL (PostgreSQL types every parameter).
+#[derive(Debug, Clone)]
+pub(crate) enum Value<'q> {
+    Int(Option<i64>),
+    Bool(Option<bool>),
+    Text(Option<Cow<'q, str>>),
+    Blob(Option<Cow<'q, [u8]>>),
 }
 
-impl<'q, D: Database, T> Encodes<'q, T> for D
-where
-    T: 'q + Encode<'q, D> + Type<D> + Send,
-{
-    fn bind_value(query: Query<'q, D, Args<'q, D>>, value: T) -> Query<'q, D, Args<'q, D>> {
-        query.bind(value)
-    }
+/// A Rust value a statement can bind.
+pub(crate) trait Bind<'q> {
+    fn bound(self) -> Value<'q>;
 }
 
-/// A database whose rows can be read as `T`, by column name.
-pub(crate) trait Decodes<T>: Database {
-    fn column(row: &Self::Row, name: &str) -> Result<T, sqlx::Error>;
-}
-
-impl<D: Database, T> Decodes<T> for D
-where
-    T: for<'r> Decode<'r, D> + Type<D>,
-    for<'n> &'n str: ColumnIndex<D::Row>,
-{
-    fn column(row: &D::Row, name: &str) -> Result<T, sqlx::Error> {
-        sqlx::Row::try_get(row, name)
-    }
-}
-
-/// Running a query on a connection of the database (sqlx's `Executor`, per backend).
-pub(crate) trait Runs: Database {
-    fn fetch_all<'e, 'q: 'e>(
-        connection: &'e mut Self::Connection,
-        query: Query<'q, Self, Args<'q, Self>>,
-    ) -> BoxFuture<'e, Result<Vec<Self::Row>, sqlx::Error>>;
-    fn fetch_optional<'e, 'q: 'e>(
-        connection: &'e mut Self::Connection,
-        query: Query<'q, Self, Args<'q, Self>>,
-    ) -> BoxFuture<'e, Result<Option<Self::Row>, sqlx::Error>>;
-    fn fetch_one<'e, 'q: 'e>(
-        connection: &'e mut Self::Connection,
-        query: Query<'q, Self, Args<'q, Self>>,
-    ) -> BoxFuture<'e, Result<Self::Row, sqlx::Error>>;
-    /// Runs a statement; the number of rows it affected.
-    fn execute<'e, 'q: 'e>(
-        connection: &'e mut Self::Connection,
-        query: Query<'q, Self, Args<'q, Self>>,
-    ) -> BoxFuture<'e, Result<u64, sqlx::Error>>;
-}
-
-macro_rules! runs_with_executor {
-    ($db:ty) => {
-        impl Runs for $db {
-            fn fetch_all<'e, 'q: 'e>(
-                connection: &'e mut Self::Connection,
-                query: Query<'q, Self, Args<'q, Self>>,
-            ) -> BoxFuture<'e, Result<Vec<Self::Row>, sqlx::Error>> {
-                Box::pin(query.fetch_all(connection))
+macro_rules! binds {
+    ($($t:ty => |$v:ident| $e:expr;)*) => {
+        $(impl<'q> Bind<'q> for $t {
+            fn bound(self) -> Value<'q> {
+                let $v = self;
+                $e
             }
-            fn fetch_optional<'e, 'q: 'e>(
-                connection: &'e mut Self::Connection,
-                query: Query<'q, Self, Args<'q, Self>>,
-            ) -> BoxFuture<'e, Result<Option<Self::Row>, sqlx::Error>> {
-                Box::pin(query.fetch_optional(connection))
-            }
-            fn fetch_one<'e, 'q: 'e>(
-                connection: &'e mut Self::Connection,
-                query: Query<'q, Self, Args<'q, Self>>,
-            ) -> BoxFuture<'e, Result<Self::Row, sqlx::Error>> {
-                Box::pin(query.fetch_one(connection))
-            }
-            fn execute<'e, 'q: 'e>(
-                connection: &'e mut Self::Connection,
-                query: Query<'q, Self, Args<'q, Self>>,
-            ) -> BoxFuture<'e, Result<u64, sqlx::Error>> {
-                Box::pin(async move { Ok(query.execute(connection).await?.rows_affected()) })
-            }
-        }
+        })*
     };
 }
-runs_with_executor!(sqlx::Sqlite);
-runs_with_executor!(sqlx::Postgres);
 
-/// Everything the store's SQL binds, reads and runs.
-pub(crate) trait Db:
-    Runs
-    + sqlx::database::HasStatementCache
-    + for<'q> Encodes<'q, i64>
-    + for<'q> Encodes<'q, Option<i64>>
-    + for<'q> Encodes<'q, bool>
-    + for<'q> Encodes<'q, String>
-    + for<'q> Encodes<'q, Option<String>>
-    + for<'q> Encodes<'q, &'q str>
-    + for<'q> Encodes<'q, Option<&'q str>>
-    + for<'q> Encodes<'q, Vec<u8>>
-    + for<'q> Encodes<'q, &'q [u8]>
-    + for<'q> Encodes<'q, Option<Vec<u8>>>
-    + for<'q> Encodes<'q, Option<&'q [u8]>>
-    + for<'q> Encodes<'q, &'q String>
-    + for<'q> Encodes<'q, &'q Option<String>>
-    + for<'q> Encodes<'q, &'q Vec<u8>>
-    + for<'q> Encodes<'q, &'q Option<Vec<u8>>>
-    + Decodes<i64>
-    + Decodes<Option<i64>>
-    + Decodes<bool>
-    + Decodes<String>
-    + Decodes<Option<String>>
-    + Decodes<Vec<u8>>
-    + Decodes<Option<Vec<u8>>>
-{
-    /// A query on this database, for code generic over `D: Db`: `D::sql("…")`.
-    fn sql(text: &str) -> Query<'_, Self, Args<'_, Self>> {
-        sqlx::query(text)
+binds! {
+    i64 => |v| Value::Int(Some(v));
+    Option<i64> => |v| Value::Int(v);
+    bool => |v| Value::Bool(Some(v));
+    Option<bool> => |v| Value::Bool(v);
+    String => |v| Value::Text(Some(Cow::Owned(v)));
+    Option<String> => |v| Value::Text(v.map(Cow::Owned));
+    &'q str => |v| Value::Text(Some(Cow::Borrowed(v)));
+    Option<&'q str> => |v| Value::Text(v.map(Cow::Borrowed));
+    &'q String => |v| Value::Text(Some(Cow::Borrowed(v.as_str())));
+    &'q Option<String> => |v| Value::Text(v.as_deref().map(Cow::Borrowed));
+    Vec<u8> => |v| Value::Blob(Some(Cow::Owned(v)));
+    Option<Vec<u8>> => |v| Value::Blob(v.map(Cow::Owned));
+    &'q [u8] => |v| Value::Blob(Some(Cow::Borrowed(v)));
+    Option<&'q [u8]> => |v| Value::Blob(v.map(Cow::Borrowed));
+    &'q Vec<u8> => |v| Value::Blob(Some(Cow::Borrowed(v.as_slice())));
+    &'q Option<Vec<u8>> => |v| Value::Blob(v.as_deref().map(Cow::Borrowed));
+}
+
+/// One statement and its values, bound in order.
+#[derive(Debug, Clone)]
+pub(crate) struct Query<'q> {
+    pub sql: &'q str,
+    pub args: Vec<Value<'q>>,
+    /// Kept prepared on the connection for the next run (the default). Statements whose text
+    /// varies with the batch are not, or they would push the fixed ones out of the cache.
+    pub persistent: bool,
+}
+
+impl<'q> Query<'q> {
+    pub fn new(sql: &'q str) -> Self {
+        Self {
+            sql,
+            args: Vec::new(),
+            persistent: true,
+        }
+    }
+
+    /// Binds the next value.
+    pub fn arg<T: Bind<'q>>(mut self, value: T) -> Self {
+        self.args.push(value.bound());
+        self
+    }
+
+    pub fn persistent(mut self, persistent: bool) -> Self {
+        self.persistent = persistent;
+        self
+    }
+
+    pub fn fetch_all_on<'e, C: Conn + ?Sized>(
+        self,
+        connection: &'e mut C,
+    ) -> BoxFuture<'e, Result<Vec<Row>, sqlx::Error>>
+    where
+        'q: 'e,
+    {
+        connection.fetch_all(self)
+    }
+
+    pub fn fetch_optional_on<'e, C: Conn + ?Sized>(
+        self,
+        connection: &'e mut C,
+    ) -> BoxFuture<'e, Result<Option<Row>, sqlx::Error>>
+    where
+        'q: 'e,
+    {
+        connection.fetch_optional(self)
+    }
+
+    pub fn fetch_one_on<'e, C: Conn + ?Sized>(
+        self,
+        connection: &'e mut C,
+    ) -> BoxFuture<'e, Result<Row, sqlx::Error>>
+    where
+        'q: 'e,
+    {
+        let rows = connection.fetch_optional(self);
+        Box::pin(async move { rows.await?.ok_or(sqlx::Error::RowNotFound) })
+    }
+
+    /// Runs a statement in a write transaction of its own; the number of rows it changed.
+    pub fn write_alone<B: Backend>(self, store: &'q B) -> BoxFuture<'q, Result<u64, sqlx::Error>> {
+        Box::pin(async move {
+            let mut tx = store.begin_write().await?;
+            let changed = self.execute_on(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(changed)
+        })
+    }
+
+    /// Runs a statement; the number of rows it changed.
+    pub fn execute_on<'e, C: Conn + ?Sized>(
+        self,
+        connection: &'e mut C,
+    ) -> BoxFuture<'e, Result<u64, sqlx::Error>>
+    where
+        'q: 'e,
+    {
+        connection.execute(self)
     }
 }
 
-impl Db for sqlx::Sqlite {}
-impl Db for sqlx::Postgres {}
+/// A connection that runs statements.
+pub(crate) trait Conn: Send {
+    fn fetch_all<'e>(
+        &'e mut self,
+        query: Query<'e>,
+    ) -> BoxFuture<'e, Result<Vec<Row>, sqlx::Error>>;
+    fn fetch_optional<'e>(
+        &'e mut self,
+        query: Query<'e>,
+    ) -> BoxFuture<'e, Result<Option<Row>, sqlx::Error>>;
+    fn execute<'e>(&'e mut self, query: Query<'e>) -> BoxFuture<'e, Result<u64, sqlx::Error>>;
+}
+
+/// A row of a result, read by column name.
+pub(crate) enum Row {
+    Postgres(PgRow),
+    Sqlite(super::sqlite_conn::SqliteRow),
+}
+
+impl Row {
+    /// The column `name` as `T`; a type that does not fit is an error naming the column.
+    pub fn col<T: FromColumn>(&self, name: &str) -> Result<T, sqlx::Error> {
+        match self {
+            Row::Postgres(row) => T::from_postgres(row, name),
+            Row::Sqlite(row) => {
+                let value = row.get(name)?;
+                T::from_sqlite(value).ok_or_else(|| sqlx::Error::ColumnDecode {
+                    index: name.to_string(),
+                    source: format!(
+                        "a {} cannot be read as {}",
+                        value.data_type(),
+                        std::any::type_name::<T>()
+                    )
+                    .into(),
+                })
+            }
+        }
+    }
+}
+
+/// A Rust type a column can be read as.
+pub(crate) trait FromColumn: Sized {
+    /// None when the stored value is of another type.
+    fn from_sqlite(value: &rusqlite::types::Value) -> Option<Self>;
+    fn from_postgres(row: &PgRow, name: &str) -> Result<Self, sqlx::Error>;
+}
+
+macro_rules! reads {
+    ($($t:ty => |$v:ident| $e:expr;)*) => {
+        $(impl FromColumn for $t {
+            fn from_sqlite($v: &rusqlite::types::Value) -> Option<Self> {
+                use rusqlite::types::Value as V;
+                $e
+            }
+            fn from_postgres(row: &PgRow, name: &str) -> Result<Self, sqlx::Error> {
+                sqlx::Row::try_get(row, name)
+            }
+        }
+        impl FromColumn for Option<$t> {
+            fn from_sqlite(value: &rusqlite::types::Value) -> Option<Self> {
+                match value {
+                    rusqlite::types::Value::Null => Some(None),
+                    other => <$t>::from_sqlite(other).map(Some),
+                }
+            }
+            fn from_postgres(row: &PgRow, name: &str) -> Result<Self, sqlx::Error> {
+                sqlx::Row::try_get(row, name)
+            }
+        })*
+    };
+}
+
+reads! {
+    i64 => |v| match v { V::Integer(n) => Some(*n), _ => None };
+    bool => |v| match v { V::Integer(n) => Some(*n != 0), _ => None };
+    String => |v| match v {
+        V::Text(s) => Some(s.clone()),
+        V::Blob(b) => String::from_utf8(b.clone()).ok(),
+        _ => None,
+    };
+    Vec<u8> => |v| match v {
+        V::Blob(b) => Some(b.clone()),
+        V::Text(s) => Some(s.clone().into_bytes()),
+        _ => None,
+    };
+}
+
+/// A transaction, ended by `commit` or `rollback` (dropped, it rolls back).
+pub(crate) trait Finish {
+    fn commit(self) -> BoxFuture<'static, Result<(), sqlx::Error>>;
+    fn rollback(self) -> BoxFuture<'static, Result<(), sqlx::Error>>;
+}
+
+/// A database the store's SQL runs on.
+pub(crate) trait Db: Send + Sync + 'static {
+    /// Whether values are marked `$n` (PostgreSQL) or `?` in text order (SQLite; see
+    /// `sql::Marks`).
+    const NUMBERED_MARKS: bool;
+    type Conn: Conn + Send;
+    type Tx: DerefMut<Target = Self::Conn> + Finish + Send + 'static;
+
+    /// A query on this database, for code generic over `D: Db`: `D::sql("…")`.
+    fn sql(text: &str) -> Query<'_> {
+        Query::new(text)
+    }
+}
+
+/// PostgreSQL, through sqlx.
+pub(crate) struct Postgres;
+
+impl Db for Postgres {
+    const NUMBERED_MARKS: bool = true;
+    type Conn = sqlx::PgConnection;
+    type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
+}
+
+impl Finish for sqlx::Transaction<'static, sqlx::Postgres> {
+    fn commit(self) -> BoxFuture<'static, Result<(), sqlx::Error>> {
+        Box::pin(sqlx::Transaction::commit(self))
+    }
+    fn rollback(self) -> BoxFuture<'static, Result<(), sqlx::Error>> {
+        Box::pin(sqlx::Transaction::rollback(self))
+    }
+}
+
+/// The sqlx query for one of ours.
+fn postgres_query(
+    query: Query<'_>,
+) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let mut bound = sqlx::query(query.sql).persistent(query.persistent);
+    for value in query.args {
+        bound = match value {
+            Value::Int(v) => bound.bind(v),
+            Value::Bool(v) => bound.bind(v),
+            Value::Text(v) => bound.bind(v),
+            Value::Blob(Some(Cow::Borrowed(v))) => bound.bind(v),
+            Value::Blob(Some(Cow::Owned(v))) => bound.bind(v),
+            Value::Blob(None) => bound.bind(None::<Vec<u8>>),
+        };
+    }
+    bound
+}
+
+impl Conn for sqlx::PgConnection {
+    fn fetch_all<'e>(
+        &'e mut self,
+        query: Query<'e>,
+    ) -> BoxFuture<'e, Result<Vec<Row>, sqlx::Error>> {
+        Box::pin(async move {
+            let rows = postgres_query(query).fetch_all(self).await?;
+            Ok(rows.into_iter().map(Row::Postgres).collect())
+        })
+    }
+    fn fetch_optional<'e>(
+        &'e mut self,
+        query: Query<'e>,
+    ) -> BoxFuture<'e, Result<Option<Row>, sqlx::Error>> {
+        Box::pin(async move {
+            let row = postgres_query(query).fetch_optional(self).await?;
+            Ok(row.map(Row::Postgres))
+        })
+    }
+    fn execute<'e>(&'e mut self, query: Query<'e>) -> BoxFuture<'e, Result<u64, sqlx::Error>> {
+        Box::pin(async move { Ok(postgres_query(query).execute(self).await?.rows_affected()) })
+    }
+}
 
 /// A store over one database: where it reads and writes, and its write and read queues.
 pub(crate) trait Backend: Send + Sync + 'static {
@@ -147,22 +316,35 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Taken inside the migration transaction, so that replicas starting together do not run
     /// the same migration twice (PostgreSQL); None where one process owns the file (SQLite).
     const MIGRATION_LOCK: Option<&'static str>;
+    /// Where writes get their transaction; cloned into the write queue's batches.
+    type WriteSource: Clone + Send + Sync + 'static;
     /// Where reads get a connection; cloned into the read queues' batches.
     type ReadSource: Clone + Send + Sync + 'static;
     /// A connection to read with, for as long as it is held.
-    type Reader<'a>: DerefMut<Target = <Self::Db as Database>::Connection> + Send;
+    type Reader<'a>: DerefMut<Target = <Self::Db as Db>::Conn> + Send;
+    fn write_source(&self) -> &Self::WriteSource;
     fn read_source(&self) -> &Self::ReadSource;
+    /// A write transaction (on SQLite, the one writer connection, held until it ends).
+    fn begin_on(
+        source: &Self::WriteSource,
+    ) -> BoxFuture<'_, Result<<Self::Db as Db>::Tx, sqlx::Error>>;
     fn read_on(
         source: &Self::ReadSource,
     ) -> impl std::future::Future<Output = Result<Self::Reader<'_>, sqlx::Error>> + Send;
-    /// The pool writes go through (one connection on SQLite).
-    fn writer(&self) -> &sqlx::Pool<Self::Db>;
+    /// A transaction only read from: its reads see one state of the database.
+    fn begin_read_on(
+        source: &Self::ReadSource,
+    ) -> BoxFuture<'_, Result<<Self::Db as Db>::Tx, sqlx::Error>>;
     /// The write queue: command exchanges, plans, push requests and push outcomes arriving
     /// together share one transaction (see `sql::Write`).
     fn writes(&self) -> &super::group_commit::GroupCommit<super::sql::Write, super::sql::Written>;
     /// The read queues: certificate standings and reconcile views, answered in batches.
     fn reads(&self) -> &super::sql::ReadQueues;
 
+    /// A write transaction.
+    fn begin_write(&self) -> BoxFuture<'_, Result<<Self::Db as Db>::Tx, sqlx::Error>> {
+        Self::begin_on(self.write_source())
+    }
     /// A connection to read with.
     fn reader(
         &self,
@@ -170,101 +352,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
         Self::read_on(self.read_source())
     }
     /// A query on this backend's database: `Self::sql("…").arg(x).fetch_all_on(conn)`.
-    fn sql(text: &str) -> Query<'_, Self::Db, Args<'_, Self::Db>> {
-        sqlx::query(text)
-    }
-}
-
-/// The usual shape of a query, for any `Db`: `Self::sql(text).arg(value).fetch_all_on(&mut *conn)`.
-pub(crate) trait QueryExt<'q, D: Runs>: Sized {
-    /// Binds any value the database `Encodes`.
-    fn arg<T: 'q>(self, value: T) -> Self
-    where
-        D: Encodes<'q, T>;
-    fn fetch_all_on<'e>(
-        self,
-        connection: &'e mut D::Connection,
-    ) -> BoxFuture<'e, Result<Vec<D::Row>, sqlx::Error>>
-    where
-        'q: 'e;
-    fn fetch_optional_on<'e>(
-        self,
-        connection: &'e mut D::Connection,
-    ) -> BoxFuture<'e, Result<Option<D::Row>, sqlx::Error>>
-    where
-        'q: 'e;
-    /// Runs a statement; the number of rows it affected.
-    fn fetch_one_on<'e>(
-        self,
-        connection: &'e mut D::Connection,
-    ) -> BoxFuture<'e, Result<D::Row, sqlx::Error>>
-    where
-        'q: 'e;
-    fn execute_on<'e>(
-        self,
-        connection: &'e mut D::Connection,
-    ) -> BoxFuture<'e, Result<u64, sqlx::Error>>
-    where
-        'q: 'e;
-}
-
-impl<'q, D: Runs> QueryExt<'q, D> for Query<'q, D, Args<'q, D>> {
-    fn arg<T: 'q>(self, value: T) -> Self
-    where
-        D: Encodes<'q, T>,
-    {
-        D::bind_value(self, value)
-    }
-    fn fetch_all_on<'e>(
-        self,
-        connection: &'e mut D::Connection,
-    ) -> BoxFuture<'e, Result<Vec<D::Row>, sqlx::Error>>
-    where
-        'q: 'e,
-    {
-        D::fetch_all(connection, self)
-    }
-    fn fetch_optional_on<'e>(
-        self,
-        connection: &'e mut D::Connection,
-    ) -> BoxFuture<'e, Result<Option<D::Row>, sqlx::Error>>
-    where
-        'q: 'e,
-    {
-        D::fetch_optional(connection, self)
-    }
-    fn fetch_one_on<'e>(
-        self,
-        connection: &'e mut D::Connection,
-    ) -> BoxFuture<'e, Result<D::Row, sqlx::Error>>
-    where
-        'q: 'e,
-    {
-        D::fetch_one(connection, self)
-    }
-    fn execute_on<'e>(
-        self,
-        connection: &'e mut D::Connection,
-    ) -> BoxFuture<'e, Result<u64, sqlx::Error>>
-    where
-        'q: 'e,
-    {
-        D::execute(connection, self)
-    }
-}
-
-/// `row.col::<T>("name")`: reads any value the row's database `Decodes`.
-pub(crate) trait Column: sqlx::Row {
-    fn col<T>(&self, name: &str) -> Result<T, sqlx::Error>
-    where
-        Self::Database: Decodes<T>;
-}
-
-impl<R: sqlx::Row> Column for R {
-    fn col<T>(&self, name: &str) -> Result<T, sqlx::Error>
-    where
-        R::Database: Decodes<T>,
-    {
-        <R::Database as Decodes<T>>::column(self, name)
+    fn sql(text: &str) -> Query<'_> {
+        Query::new(text)
     }
 }

@@ -1,7 +1,7 @@
 //! Enrollments: Authenticate, TokenUpdate and CheckOut, bootstrap tokens, finding and listing
 //! devices, and when each was last seen. The trait and its SQL for every `Backend`.
 
-use super::backend::{Backend, Column, Db, QueryExt as _};
+use super::backend::{Backend, Finish as _, Row};
 use super::sql::*;
 use super::*;
 use async_trait::async_trait;
@@ -43,10 +43,7 @@ pub trait EnrollmentStore: Send + Sync {
     async fn record_last_seen(&self, seen: &[(String, i64)]) -> StoreResult<()>;
 }
 
-pub(crate) fn enrollment_from_row<R: Column>(row: &R) -> Result<Enrollment, sqlx::Error>
-where
-    R::Database: Db,
-{
+pub(crate) fn enrollment_from_row(row: &Row) -> Result<Enrollment, sqlx::Error> {
     Ok(Enrollment {
         device_id: row.col("id")?,
         enrollment_type: known(EnrollmentType::parse(
@@ -79,7 +76,7 @@ where
 #[async_trait]
 impl<B: Backend> EnrollmentStore for B {
     async fn authenticate(&self, f: &DeviceFacts, now: i64) -> StoreResult<AuthenticateOutcome> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         let inserted: bool = Self::sql(
             "INSERT INTO enrollments (id, enrollment_type, state, topic, serial_number, model, model_name, \
              product_name, os_version, build_version, device_name, imei, meid, created_at, authenticated_at, \
@@ -177,7 +174,7 @@ impl<B: Backend> EnrollmentStore for B {
     }
 
     async fn token_update(&self, u: &TokenUpdateRecord, now: i64) -> StoreResult<()> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         // Upsert: a device whose Authenticate was lost still becomes reachable.
         Self::sql(
             "INSERT INTO enrollments (id, enrollment_type, state, topic, push_token, push_magic, \
@@ -215,7 +212,7 @@ impl<B: Backend> EnrollmentStore for B {
     }
 
     async fn check_out(&self, device_id: &str, now: i64) -> StoreResult<bool> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         let found = Self::sql(
             "UPDATE enrollments SET state = 'checked_out', checked_out_at = $2, \
              push_token = NULL, push_magic = NULL WHERE id = $1",
@@ -242,7 +239,7 @@ impl<B: Backend> EnrollmentStore for B {
         let found = Self::sql("UPDATE enrollments SET bootstrap_token = $2 WHERE id = $1")
             .arg(device_id)
             .arg(token)
-            .execute_on(&mut *self.writer().acquire().await?)
+            .write_alone(self)
             .await?;
         if found == 0 {
             return Err(StoreError::NotFound(format!("no enrollment {device_id}")));
@@ -332,7 +329,7 @@ impl<B: Backend> EnrollmentStore for B {
         if seen.is_empty() {
             return Ok(());
         }
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         for (device_id, at) in seen {
             Self::sql(
                 "UPDATE enrollments SET last_seen_at = $2 \

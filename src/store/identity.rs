@@ -2,7 +2,7 @@
 //! request, in batches), revocation, and one-time secrets (SCEP challenges, enrollment tokens)
 //! used up atomically. The trait and its SQL for every `Backend`.
 
-use super::backend::{Backend, Column, Db, QueryExt as _};
+use super::backend::{Backend, Db, Finish as _, Row};
 use super::sql::*;
 use super::*;
 use async_trait::async_trait;
@@ -48,10 +48,7 @@ pub trait IdentityStore: Send + Sync {
     ) -> StoreResult<SecretUse>;
 }
 
-pub(crate) fn certificate_from_row<R: Column>(row: &R) -> Result<CertificateRecord, sqlx::Error>
-where
-    R::Database: Db,
-{
+pub(crate) fn certificate_from_row(row: &Row) -> Result<CertificateRecord, sqlx::Error> {
     Ok(CertificateRecord {
         fingerprint: row.col("fingerprint")?,
         serial: row.col("serial")?,
@@ -73,7 +70,7 @@ impl<B: Backend> IdentityStore for B {
         challenge_hash: Option<&str>,
         now: i64,
     ) -> StoreResult<SecretUse> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         if let Some(hash) = challenge_hash {
             let used = Self::sql(
                 "UPDATE enrollment_secrets SET used_at = $3 \
@@ -137,7 +134,7 @@ impl<B: Backend> IdentityStore for B {
         )
         .arg(device_id)
         .arg(now)
-        .execute_on(&mut *self.writer().acquire().await?)
+        .write_alone(self)
         .await?)
     }
 
@@ -155,7 +152,7 @@ impl<B: Backend> IdentityStore for B {
         .arg(kind.as_str())
         .arg(now)
         .arg(expires_at)
-        .execute_on(&mut *self.writer().acquire().await?)
+        .write_alone(self)
         .await?;
         // Expired secrets are dead weight; dropping a few per creation keeps the table small
         // without a background job (indexed by expiry).
@@ -164,7 +161,7 @@ impl<B: Backend> IdentityStore for B {
              (SELECT hash FROM enrollment_secrets WHERE expires_at < $1 LIMIT 100)",
         )
         .arg(now - 86_400_000)
-        .execute_on(&mut *self.writer().acquire().await?)
+        .write_alone(self)
         .await?;
         Ok(())
     }
@@ -183,7 +180,7 @@ impl<B: Backend> IdentityStore for B {
         .arg(hash)
         .arg(kind.as_str())
         .arg(now)
-        .execute_on(&mut *self.writer().acquire().await?)
+        .write_alone(self)
         .await?;
         if used == 1 {
             return Ok(SecretUse::Accepted);
@@ -231,7 +228,7 @@ pub(crate) fn standing_flush<B: Backend>(
 }
 
 pub(crate) async fn standings_of<D: Db>(
-    conn: &mut <D as sqlx::Database>::Connection,
+    conn: &mut D::Conn,
     asked: &[String],
 ) -> Result<std::collections::HashMap<String, CertificateStanding>, sqlx::Error> {
     let marks = Marks::of::<D>();
@@ -248,7 +245,7 @@ pub(crate) async fn standings_of<D: Db>(
              WHERE c.fingerprint IN ({})",
             marks.list(1, chunk.len())
         );
-        let mut query = D::sql(&sql).persistent(false);
+        let mut query = D::sql(&sql).persistent(kept_prepared(chunk.len()));
         for fingerprint in chunk {
             query = query.arg(fingerprint);
         }

@@ -4,7 +4,7 @@
 //! device, read in pages at start-up and written when they change. One SQL implementation for
 //! every `Backend`.
 
-use super::backend::{Backend, Column, QueryExt as _};
+use super::backend::{Backend, Row};
 use super::StoreResult;
 use crate::vocab::facts::ReportedFacts;
 use async_trait::async_trait;
@@ -60,10 +60,7 @@ pub(crate) fn inventory_from_parts(
     }
 }
 
-fn inventory_from_row<R: Column>(row: &R) -> Result<DeviceInventory, sqlx::Error>
-where
-    R::Database: super::backend::Db,
-{
+fn inventory_from_row(row: &Row) -> Result<DeviceInventory, sqlx::Error> {
     Ok(inventory_from_parts(
         row.col("device_id")?,
         row.col("facts")?,
@@ -121,7 +118,7 @@ impl<B: Backend> InventoryStore for B {
         .arg(device_id)
         .arg(json)
         .arg(reported_at)
-        .execute_on(&mut *self.writer().acquire().await?)
+        .write_alone(self)
         .await?;
         Ok(())
     }
@@ -141,7 +138,7 @@ impl<B: Backend> InventoryStore for B {
         .arg(device_id)
         .arg(json)
         .arg(now)
-        .execute_on(&mut *self.writer().acquire().await?)
+        .write_alone(self)
         .await?;
         Ok(written > 0)
     }

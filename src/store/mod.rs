@@ -26,6 +26,7 @@ mod queue;
 pub mod reconcile;
 mod sql;
 mod sqlite;
+mod sqlite_conn;
 mod sqlite_readers;
 
 pub use enrollment::EnrollmentStore;
@@ -68,10 +69,11 @@ impl From<sqlx::Error> for StoreError {
             E::Database(db) => {
                 // SQLite BUSY/LOCKED and PostgreSQL serialization/connection classes are transient.
                 let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-                let transient =
-                    matches!(code.as_str(), "5" | "6" | "517" | "261" | "40001" | "40P01")
-                        || code.starts_with("08")
-                        || code.starts_with("57P");
+                let transient = matches!(
+                    code.as_str(),
+                    "5" | "6" | "261" | "262" | "517" | "773" | "40001" | "40P01"
+                ) || code.starts_with("08")
+                    || code.starts_with("57P");
                 if transient {
                     StoreError::Unavailable(e.to_string())
                 } else {

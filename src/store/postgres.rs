@@ -1,6 +1,7 @@
 //! The PostgreSQL backend, for several replicas and large fleets.
 
 use anyhow::Context as _;
+use futures::future::BoxFuture;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use std::str::FromStr;
@@ -49,23 +50,34 @@ impl PostgresStore {
 }
 
 impl super::backend::Backend for PostgresStore {
-    type Db = sqlx::Postgres;
+    type Db = super::backend::Postgres;
     const NAME: &'static str = "postgres";
     /// Replicas starting together must not run the same migration twice.
     const MIGRATION_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7400517)");
+    type WriteSource = PgPool;
     /// The pool, shared with the read queues' batches.
     type ReadSource = PgPool;
     type Reader<'a> = sqlx::pool::PoolConnection<sqlx::Postgres>;
+    fn write_source(&self) -> &Self::WriteSource {
+        &self.writer
+    }
     fn read_source(&self) -> &Self::ReadSource {
         &self.pool
+    }
+    fn begin_on(
+        source: &Self::WriteSource,
+    ) -> BoxFuture<'_, Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error>> {
+        Box::pin(source.begin())
     }
     fn read_on(
         source: &Self::ReadSource,
     ) -> impl std::future::Future<Output = Result<Self::Reader<'_>, sqlx::Error>> + Send {
         source.acquire()
     }
-    fn writer(&self) -> &PgPool {
-        &self.writer
+    fn begin_read_on(
+        source: &Self::ReadSource,
+    ) -> BoxFuture<'_, Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error>> {
+        Box::pin(source.begin())
     }
     fn writes(&self) -> &super::group_commit::GroupCommit<super::sql::Write, super::sql::Written> {
         &self.writes

@@ -2,7 +2,7 @@
 //! outcomes and backoff, alone or in a batch of the write queue. The trait and its SQL for
 //! every `Backend`.
 
-use super::backend::{Backend, Column, Db, QueryExt as _};
+use super::backend::{Backend, Db, Finish as _};
 use super::sql::*;
 use super::*;
 use async_trait::async_trait;
@@ -44,9 +44,7 @@ pub trait PushStore: Send + Sync {
 
 /// Records an administrator's push (`push_now`: no schedule to write; the scheduler's
 /// outcomes go through `record_pushes`' batch statement).
-pub(crate) fn admin_push_query<D: Db>(
-    o: &PushOutcome,
-) -> sqlx::query::Query<'_, D, <D as sqlx::Database>::Arguments<'_>> {
+pub(crate) fn admin_push_query<D: Db>(o: &PushOutcome) -> super::backend::Query<'_> {
     D::sql(
             "INSERT INTO push_state (enrollment_id, last_push_at, last_result, last_result_at, token_invalid_at) \
              SELECT id, CASE WHEN $3 THEN $2 ELSE NULL END, $4, $2, CASE WHEN $5 THEN $2 ELSE NULL END \
@@ -97,9 +95,9 @@ impl<B: Backend> PushStore for B {
     }
 
     async fn request_pushes(&self, requests: &[(String, i64)]) -> StoreResult<Vec<bool>> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         let requests: Vec<&(String, i64)> = requests.iter().collect();
-        let found = request_pushes_in(&mut tx, &requests).await?;
+        let found = request_pushes_in::<B::Db>(&mut tx, &requests).await?;
         tx.commit().await?;
         Ok(found)
     }
@@ -110,7 +108,7 @@ impl<B: Backend> PushStore for B {
         claimed_until: i64,
         limit: i64,
     ) -> StoreResult<Vec<DuePush>> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         // PostgreSQL replicas skip each other's rows; SQLite serialises writers anyway.
         let lock = if Self::NAME == "postgres" {
             " FOR UPDATE SKIP LOCKED"
@@ -191,9 +189,9 @@ impl<B: Backend> PushStore for B {
     }
 
     async fn record_pushes(&self, outcomes: &[PushOutcome]) -> StoreResult<()> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         let outcomes: Vec<&PushOutcome> = outcomes.iter().collect();
-        record_pushes_in(&mut tx, &outcomes).await?;
+        record_pushes_in::<B::Db>(&mut tx, &outcomes).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -228,7 +226,7 @@ impl<B: Backend> PushStore for B {
              WHERE push_state.next_push_at IS NULL AND push_state.token_invalid_at IS NULL",
         )
         .arg(at)
-        .execute_on(&mut *self.writer().acquire().await?)
+        .write_alone(self)
         .await?;
         Ok(affected)
     }
@@ -248,7 +246,7 @@ impl<B: Backend> PushStore for B {
 
 /// Push requests (see `Store::request_pushes`) inside the caller's transaction.
 pub(crate) async fn request_pushes_in<D: Db>(
-    tx: &mut sqlx::Transaction<'_, D>,
+    tx: &mut D::Tx,
     requests: &[&(String, i64)],
 ) -> StoreResult<Vec<bool>> {
     // A push is due at `at` unless an earlier one is pending, or a push is out that
@@ -275,7 +273,7 @@ pub(crate) async fn request_pushes_in<D: Db>(
                  RETURNING enrollment_id",
                 marks.rows(1, chunk.len(), 2)
             );
-            let mut query = D::sql(&sql).persistent(false);
+            let mut query = D::sql(&sql).persistent(kept_prepared(chunk.len()));
             for &i in chunk {
                 query = query.arg(&requests[i].0).arg(requests[i].1);
             }
@@ -292,7 +290,7 @@ pub(crate) async fn request_pushes_in<D: Db>(
 
 /// Push outcomes (see `Store::record_pushes`) inside the caller's transaction.
 pub(crate) async fn record_pushes_in<D: Db>(
-    tx: &mut sqlx::Transaction<'_, D>,
+    tx: &mut D::Tx,
     outcomes: &[&PushOutcome],
 ) -> StoreResult<()> {
     // The scheduler's outcomes, a few statements for the whole batch. A wake
@@ -331,7 +329,7 @@ pub(crate) async fn record_pushes_in<D: Db>(
                  FROM (VALUES {}) AS v WHERE push_state.enrollment_id = v.column1",
                 marks.rows(1, chunk.len(), 10)
             );
-            let mut query = D::sql(&sql).persistent(false);
+            let mut query = D::sql(&sql).persistent(kept_prepared(chunk.len()));
             for (o, schedule) in chunk {
                 query = query
                     .arg(&o.device_id)

@@ -2,7 +2,7 @@
 //! exchange (record its report, hand out its next command) alone or in a batch of the write
 //! queue, and reading a device's commands back. The trait and its SQL for every `Backend`.
 
-use super::backend::{Backend, Column, Db, QueryExt as _};
+use super::backend::{Backend, Db, Finish as _, Row};
 use super::sql::*;
 use super::*;
 use async_trait::async_trait;
@@ -45,10 +45,7 @@ pub trait QueueStore: Send + Sync {
     async fn queue_depth(&self) -> StoreResult<i64>;
 }
 
-pub(crate) fn command_from_row<R: Column>(row: &R) -> Result<CommandRecord, sqlx::Error>
-where
-    R::Database: Db,
-{
+pub(crate) fn command_from_row(row: &Row) -> Result<CommandRecord, sqlx::Error> {
     Ok(CommandRecord {
         uuid: row.col("uuid")?,
         device_id: row.col("enrollment_id")?,
@@ -68,7 +65,7 @@ where
 #[async_trait]
 impl<B: Backend> QueueStore for B {
     async fn enqueue(&self, device_id: &str, c: &NewCommand, now: i64) -> StoreResult<()> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         // Insert only for a device that exists and is not checked out, in one statement.
         let inserted = Self::sql(
             "INSERT INTO commands (uuid, enrollment_id, request_type, command, status, created_at, updated_at) \
@@ -108,8 +105,8 @@ impl<B: Backend> QueueStore for B {
         skip: &[String],
         now: i64,
     ) -> StoreResult<Option<QueuedCommand>> {
-        let mut tx = self.writer().begin().await?;
-        let next = next_command_in(&mut tx, device_id, skip, now).await?;
+        let mut tx = self.begin_write().await?;
+        let next = next_command_in::<B::Db>(&mut tx, device_id, skip, now).await?;
         tx.commit().await?;
         Ok(next)
     }
@@ -120,8 +117,8 @@ impl<B: Backend> QueueStore for B {
         r: &ReportRecord<'_>,
         now: i64,
     ) -> StoreResult<ReportOutcome> {
-        let mut tx = self.writer().begin().await?;
-        let outcome = record_report_in(&mut tx, device_id, r, now).await?;
+        let mut tx = self.begin_write().await?;
+        let outcome = record_report_in::<B::Db>(&mut tx, device_id, r, now).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -174,7 +171,7 @@ impl<B: Backend> QueueStore for B {
 /// device's next command. NotNow answers, unknown commands and devices skipping
 /// deferred commands take the one-by-one path.
 pub(crate) async fn exchange_round<D: Db>(
-    tx: &mut sqlx::Transaction<'_, D>,
+    tx: &mut D::Tx,
     batch: &[&PendingExchange],
     round: &[usize],
     done: &mut [ExchangeDone],
@@ -192,14 +189,16 @@ pub(crate) async fn exchange_round<D: Db>(
         let Some(report) = x.report() else { continue };
         match CommandStatus::from_report(report.status) {
             Some(status) => terminal.push((i, report, status)),
-            None => done[i].0 = Some(record_report_in(tx, &x.device_id, &report, x.now).await?),
+            None => {
+                done[i].0 = Some(record_report_in::<D>(tx, &x.device_id, &report, x.now).await?)
+            }
         }
     }
     let answers: Vec<_> = terminal
         .iter()
         .map(|(i, report, status)| (batch[*i].device_id.as_str(), report, *status, batch[*i].now))
         .collect();
-    let outcomes = record_results_in(tx, &answers).await?;
+    let outcomes = record_results_in::<D>(tx, &answers).await?;
     for ((i, _, _), outcome) in terminal.iter().zip(outcomes) {
         done[*i].0 = Some(outcome);
     }
@@ -210,7 +209,7 @@ pub(crate) async fn exchange_round<D: Db>(
         if x.skip.is_empty() {
             fetching.push(i);
         } else {
-            done[i].1 = next_command_in(tx, &x.device_id, &x.skip, x.now).await?;
+            done[i].1 = next_command_in::<D>(tx, &x.device_id, &x.skip, x.now).await?;
         }
     }
     let mut next: std::collections::HashMap<String, QueuedCommand> =
@@ -225,7 +224,7 @@ pub(crate) async fn exchange_round<D: Db>(
             marks.one(1),
             marks.rows(2, chunk.len(), 1)
         );
-        let mut query = D::sql(&sql).persistent(false).arg(now);
+        let mut query = D::sql(&sql).persistent(kept_prepared(chunk.len())).arg(now);
         for &i in chunk {
             query = query.arg(&batch[i].device_id);
         }
@@ -247,7 +246,7 @@ pub(crate) async fn exchange_round<D: Db>(
             drained.push(batch[i].device_id.as_str());
         }
     }
-    queue_drained_in(tx, &drained).await?;
+    queue_drained_in::<D>(tx, &drained).await?;
     Ok(())
 }
 
@@ -256,7 +255,7 @@ pub(crate) async fn exchange_round<D: Db>(
 /// own and still open is finished and its raw result kept; the others are told apart
 /// as already finished or unknown. One outcome per answer, in order.
 pub(crate) async fn record_results_in<D: Db>(
-    tx: &mut sqlx::Transaction<'_, D>,
+    tx: &mut D::Tx,
     answers: &[(&str, &ReportRecord<'_>, CommandStatus, i64)],
 ) -> StoreResult<Vec<ReportOutcome>> {
     use chunk_rows;
@@ -272,7 +271,7 @@ pub(crate) async fn record_results_in<D: Db>(
              RETURNING uuid, enrollment_id",
             marks.rows(1, chunk.len(), 4)
         );
-        let mut query = D::sql(&sql).persistent(false);
+        let mut query = D::sql(&sql).persistent(kept_prepared(chunk.len()));
         for (device_id, report, status, now) in chunk {
             query = query
                 .arg(report.command_uuid)
@@ -295,7 +294,7 @@ pub(crate) async fn record_results_in<D: Db>(
             outcomes.push(ReportOutcome::Dequeued);
             results.push(answer);
         } else {
-            outcomes.push(finished_or_unknown(tx, device_id, report.command_uuid).await?);
+            outcomes.push(finished_or_unknown::<D>(tx, device_id, report.command_uuid).await?);
         }
     }
     for chunk in chunk_rows(&results, 5) {
@@ -304,7 +303,7 @@ pub(crate) async fn record_results_in<D: Db>(
              VALUES {} ON CONFLICT (command_uuid) DO NOTHING",
             marks.rows(1, chunk.len(), 5)
         );
-        let mut query = D::sql(&sql).persistent(false);
+        let mut query = D::sql(&sql).persistent(kept_prepared(chunk.len()));
         for (device_id, report, status, now) in chunk {
             query = query
                 .arg(report.command_uuid)
@@ -321,10 +320,7 @@ pub(crate) async fn record_results_in<D: Db>(
 /// Devices that drained their queue: their push backoff starts over, and a push
 /// still being sent no longer covers new work (the device answered it already, often
 /// before APNs acknowledged it). Conditional, so the common case changes no row.
-pub(crate) async fn queue_drained_in<D: Db>(
-    tx: &mut sqlx::Transaction<'_, D>,
-    devices: &[&str],
-) -> StoreResult<()> {
+pub(crate) async fn queue_drained_in<D: Db>(tx: &mut D::Tx, devices: &[&str]) -> StoreResult<()> {
     let marks = Marks::of::<D>();
     for chunk in chunk_rows(devices, 1) {
         let sql = format!(
@@ -332,7 +328,7 @@ pub(crate) async fn queue_drained_in<D: Db>(
              AND (attempts > 0 OR claimed_until IS NOT NULL)",
             marks.list(1, chunk.len())
         );
-        let mut query = D::sql(&sql).persistent(false);
+        let mut query = D::sql(&sql).persistent(kept_prepared(chunk.len()));
         for device_id in chunk {
             query = query.arg(*device_id);
         }
@@ -343,7 +339,7 @@ pub(crate) async fn queue_drained_in<D: Db>(
 
 /// `next_command` inside a transaction.
 pub(crate) async fn next_command_in<D: Db>(
-    tx: &mut sqlx::Transaction<'_, D>,
+    tx: &mut D::Tx,
     device_id: &str,
     skip: &[String],
     now: i64,
@@ -367,7 +363,7 @@ pub(crate) async fn next_command_in<D: Db>(
     // Not when it only deferred commands (NotNow): those keep backing off instead of
     // being pushed again every minute.
     if row.is_none() && skip.is_empty() {
-        queue_drained_in(tx, &[device_id]).await?;
+        queue_drained_in::<D>(tx, &[device_id]).await?;
     }
     Ok(match row {
         Some(row) => Some(QueuedCommand {
@@ -381,7 +377,7 @@ pub(crate) async fn next_command_in<D: Db>(
 
 /// `record_report` inside a transaction.
 pub(crate) async fn record_report_in<D: Db>(
-    tx: &mut sqlx::Transaction<'_, D>,
+    tx: &mut D::Tx,
     device_id: &str,
     r: &ReportRecord<'_>,
     now: i64,
@@ -399,14 +395,14 @@ pub(crate) async fn record_report_in<D: Db>(
         if updated == 1 {
             return Ok(ReportOutcome::StillQueued);
         }
-        return finished_or_unknown(tx, device_id, r.command_uuid).await;
+        return finished_or_unknown::<D>(tx, device_id, r.command_uuid).await;
     };
-    let outcomes = record_results_in(tx, &[(device_id, r, terminal, now)]).await?;
+    let outcomes = record_results_in::<D>(tx, &[(device_id, r, terminal, now)]).await?;
     Ok(outcomes[0])
 }
 
 pub(crate) async fn finished_or_unknown<D: Db>(
-    tx: &mut sqlx::Transaction<'_, D>,
+    tx: &mut D::Tx,
     device_id: &str,
     uuid: &str,
 ) -> StoreResult<ReportOutcome> {

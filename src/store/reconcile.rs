@@ -4,7 +4,7 @@
 //! folded results, new commands, cancellations — in one transaction; `apply_plans` writes the
 //! plans of many devices in one (group commit). One SQL implementation for every `Backend`.
 
-use super::backend::{Backend, Column, Db, QueryExt as _};
+use super::backend::{Backend, Db, Finish as _, Row};
 use super::enrollment::enrollment_from_row;
 use super::{CommandStatus, NewCommand, StoreResult};
 use crate::vocab::profiles::{
@@ -170,10 +170,7 @@ pub(crate) fn decode_reported(reported_at: i64, json: &str) -> ReportedProfiles 
 pub(crate) const MANAGED_COLUMNS: &str = "identifier, profile_key, hash, uuid, state, attempts, \
     installs, last_attempt_at, acknowledged_at, last_error, removal_policy";
 
-fn managed_from_row<R: Column>(row: &R) -> Result<ManagedProfile, sqlx::Error>
-where
-    R::Database: Db,
-{
+fn managed_from_row(row: &Row) -> Result<ManagedProfile, sqlx::Error> {
     Ok(ManagedProfile {
         identifier: row.col("identifier")?,
         profile_key: row.col("profile_key")?,
@@ -196,20 +193,20 @@ where
 /// a fleet-wide change writes thousands of plans a second); returns how many
 /// commands each plan newly queued.
 async fn apply_distinct_plans<D: Db>(
-    tx: &mut sqlx::Transaction<'_, D>,
+    tx: &mut D::Tx,
     plans: &[&DevicePlan],
 ) -> Result<Vec<u64>, sqlx::Error> {
     // Write first (SQLite takes the write lock up front), then the rest.
-    replace_managed_profiles(tx, plans).await?;
-    mark_processed(tx, plans).await?;
-    store_reported(tx, plans).await?;
-    cancel_superseded(tx, plans).await?;
-    enqueue_planned(tx, plans).await
+    replace_managed_profiles::<D>(tx, plans).await?;
+    mark_processed::<D>(tx, plans).await?;
+    store_reported::<D>(tx, plans).await?;
+    cancel_superseded::<D>(tx, plans).await?;
+    enqueue_planned::<D>(tx, plans).await
 }
 
 /// Each device's managed-profile rows become the plan's.
 async fn replace_managed_profiles<D: Db>(
-    tx: &mut sqlx::Transaction<'_, D>,
+    tx: &mut D::Tx,
     plans: &[&DevicePlan],
 ) -> Result<(), sqlx::Error> {
     use crate::store::sql::chunk_rows;
@@ -219,7 +216,7 @@ async fn replace_managed_profiles<D: Db>(
             "DELETE FROM managed_profiles WHERE device_id IN ({})",
             marks.list(1, chunk.len())
         );
-        let mut query = D::sql(&sql).persistent(false);
+        let mut query = D::sql(&sql).persistent(crate::store::sql::kept_prepared(chunk.len()));
         for p in chunk {
             query = query.arg(&p.device_id);
         }
@@ -234,7 +231,7 @@ async fn replace_managed_profiles<D: Db>(
             "INSERT INTO managed_profiles (device_id, {MANAGED_COLUMNS}, updated_at) VALUES {}",
             marks.rows(1, chunk.len(), 13)
         );
-        let mut query = D::sql(&sql).persistent(false);
+        let mut query = D::sql(&sql).persistent(crate::store::sql::kept_prepared(chunk.len()));
         for (p, m) in chunk {
             query = query
                 .arg(&p.device_id)
@@ -257,10 +254,7 @@ async fn replace_managed_profiles<D: Db>(
 }
 
 /// Command results the plans folded in are not folded again.
-async fn mark_processed<D: Db>(
-    tx: &mut sqlx::Transaction<'_, D>,
-    plans: &[&DevicePlan],
-) -> Result<(), sqlx::Error> {
+async fn mark_processed<D: Db>(tx: &mut D::Tx, plans: &[&DevicePlan]) -> Result<(), sqlx::Error> {
     use crate::store::sql::chunk_rows;
     let marks = crate::store::sql::Marks::of::<D>();
     let now = plans.iter().map(|p| p.now).max().unwrap_or_default();
@@ -271,7 +265,9 @@ async fn mark_processed<D: Db>(
             marks.one(1),
             marks.list(2, chunk.len())
         );
-        let mut query = D::sql(&sql).persistent(false).arg(now);
+        let mut query = D::sql(&sql)
+            .persistent(crate::store::sql::kept_prepared(chunk.len()))
+            .arg(now);
         for uuid in chunk {
             query = query.arg(*uuid);
         }
@@ -281,10 +277,7 @@ async fn mark_processed<D: Db>(
 }
 
 /// The profile lists the plans were made from, unless a newer one is stored already.
-async fn store_reported<D: Db>(
-    tx: &mut sqlx::Transaction<'_, D>,
-    plans: &[&DevicePlan],
-) -> Result<(), sqlx::Error> {
+async fn store_reported<D: Db>(tx: &mut D::Tx, plans: &[&DevicePlan]) -> Result<(), sqlx::Error> {
     use crate::store::sql::chunk_rows;
     let marks = crate::store::sql::Marks::of::<D>();
     let reported: Vec<_> = plans
@@ -299,7 +292,7 @@ async fn store_reported<D: Db>(
              WHERE excluded.reported_at >= reported_profiles.reported_at",
             marks.rows(1, chunk.len(), 3)
         );
-        let mut query = D::sql(&sql).persistent(false);
+        let mut query = D::sql(&sql).persistent(crate::store::sql::kept_prepared(chunk.len()));
         for (device_id, r) in chunk {
             query = query
                 .arg(*device_id)
@@ -313,7 +306,7 @@ async fn store_reported<D: Db>(
 
 /// Queued commands a newer plan superseded are cancelled.
 async fn cancel_superseded<D: Db>(
-    tx: &mut sqlx::Transaction<'_, D>,
+    tx: &mut D::Tx,
     plans: &[&DevicePlan],
 ) -> Result<(), sqlx::Error> {
     // Cancellations are rare (a newer plan superseding a queued command): one by one.
@@ -342,7 +335,7 @@ async fn cancel_superseded<D: Db>(
 
 /// The plans' new commands, with what each one is for; returns how many each plan queued.
 async fn enqueue_planned<D: Db>(
-    tx: &mut sqlx::Transaction<'_, D>,
+    tx: &mut D::Tx,
     plans: &[&DevicePlan],
 ) -> Result<Vec<u64>, sqlx::Error> {
     use crate::store::sql::chunk_rows;
@@ -369,7 +362,7 @@ async fn enqueue_planned<D: Db>(
              ON CONFLICT (uuid) DO NOTHING RETURNING uuid",
             marks.rows(1, chunk.len(), 6)
         );
-        let mut query = D::sql(&sql).persistent(false);
+        let mut query = D::sql(&sql).persistent(crate::store::sql::kept_prepared(chunk.len()));
         for (ordinal, (_, p, command, _)) in chunk.iter().enumerate() {
             query = query
                 .arg(&command.uuid)
@@ -400,7 +393,7 @@ async fn enqueue_planned<D: Db>(
              VALUES {} ON CONFLICT (command_uuid) DO NOTHING",
             marks.rows(1, chunk.len(), 6)
         );
-        let mut query = D::sql(&sql).persistent(false);
+        let mut query = D::sql(&sql).persistent(crate::store::sql::kept_prepared(chunk.len()));
         for (_, p, command, intent) in chunk {
             let (kind, identifier, hash) = intent_columns(intent);
             query = query
@@ -417,11 +410,8 @@ async fn enqueue_planned<D: Db>(
 }
 
 /// A one-off query with `devices` bound to its marks, in order.
-fn bind_devices<'q, D: Db>(
-    sql: &'q str,
-    devices: &[&'q String],
-) -> sqlx::query::Query<'q, D, <D as sqlx::Database>::Arguments<'q>> {
-    let mut query = D::sql(sql).persistent(false);
+fn bind_devices<'q, D: Db>(sql: &'q str, devices: &[&'q String]) -> super::backend::Query<'q> {
+    let mut query = D::sql(sql).persistent(crate::store::sql::kept_prepared(devices.len()));
     for device_id in devices {
         query = query.arg(*device_id);
     }
@@ -430,7 +420,7 @@ fn bind_devices<'q, D: Db>(
 
 /// The reconcile views of `devices`, each read by statements shared by all of them.
 async fn reconcile_views_of<D: Db>(
-    tx: &mut sqlx::Transaction<'_, D>,
+    tx: &mut D::Tx,
     devices: &[String],
 ) -> Result<std::collections::HashMap<String, ReconcileView>, sqlx::Error> {
     use crate::store::sql::{chunk_rows, ENROLLMENT_COLUMNS};
@@ -527,9 +517,8 @@ pub(crate) fn reconcile_view_flush<B: Backend>(
         let source = source.clone();
         Box::pin(async move {
             let found = async {
-                let mut conn = B::read_on(&source).await?;
-                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                let views = reconcile_views_of(&mut tx, &asked).await?;
+                let mut tx = B::begin_read_on(&source).await?;
+                let views = reconcile_views_of::<B::Db>(&mut tx, &asked).await?;
                 tx.commit().await?;
                 Ok::<_, sqlx::Error>(views)
             }
@@ -544,13 +533,13 @@ pub(crate) fn reconcile_view_flush<B: Backend>(
 /// Writes plans in order inside the caller's transaction: those of distinct
 /// devices together, a device's second plan in a batch after its first.
 pub(crate) async fn apply_plans_in<D: Db>(
-    tx: &mut sqlx::Transaction<'_, D>,
+    tx: &mut D::Tx,
     plans: &[&DevicePlan],
 ) -> Result<Vec<u64>, sqlx::Error> {
     let mut queued = vec![0; plans.len()];
     for round in crate::store::sql::rounds_by_device(plans, |p| &p.device_id) {
         let these: Vec<&DevicePlan> = round.iter().map(|&i| plans[i]).collect();
-        let counts = apply_distinct_plans(tx, &these).await?;
+        let counts = apply_distinct_plans::<D>(tx, &these).await?;
         for (i, n) in round.into_iter().zip(counts) {
             queued[i] = n;
         }
@@ -582,9 +571,9 @@ impl<B: Backend> ReconcileStore for B {
     }
 
     async fn apply_plans(&self, plans: &[DevicePlan]) -> StoreResult<Vec<u64>> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         let plans: Vec<&DevicePlan> = plans.iter().collect();
-        let queued = apply_plans_in(&mut tx, &plans).await?;
+        let queued = apply_plans_in::<B::Db>(&mut tx, &plans).await?;
         tx.commit().await?;
         Ok(queued)
     }

@@ -8,7 +8,7 @@
 //! Transactions start with a write where they can: a SQLite transaction that reads first and
 //! writes later can fail to upgrade its lock under concurrency.
 
-use super::backend::{Backend, Column, QueryExt as _};
+use super::backend::{Backend, Finish as _};
 use super::push::{record_pushes_in, request_pushes_in};
 use super::queue::exchange_round;
 use super::*;
@@ -136,6 +136,17 @@ pub(crate) fn by_device<T>(items: &[T], device: impl Fn(&T) -> &String) -> Vec<u
 /// smaller statements are cheaper to prepare).
 pub(crate) const MAX_BOUND_VALUES: usize = 4_000;
 
+/// Multi-row statements of up to this many rows are kept prepared on their connection. Under
+/// light load a batch holds one or two writes of each kind, and preparing their statements
+/// anew each time was a good part of an exchange's cost; larger ones vary too much in shape to
+/// be worth a place in the cache.
+const KEPT_ROWS: usize = 4;
+
+/// Whether a multi-row statement of `rows` rows is kept prepared (see `KEPT_ROWS`).
+pub(crate) fn kept_prepared(rows: usize) -> bool {
+    rows <= KEPT_ROWS
+}
+
 /// `items` in chunks that fit one multi-row statement of `columns` values per row.
 pub(crate) fn chunk_rows<T>(items: &[T], columns: usize) -> std::slice::Chunks<'_, T> {
     items.chunks((MAX_BOUND_VALUES / columns.max(1)).max(1))
@@ -153,9 +164,9 @@ pub(crate) struct Marks {
 }
 
 impl Marks {
-    pub fn of<DB: sqlx::Database>() -> Self {
+    pub fn of<D: super::backend::Db>() -> Self {
         Self {
-            numbered: DB::NAME != "SQLite",
+            numbered: D::NUMBERED_MARKS,
         }
     }
 
@@ -256,7 +267,7 @@ impl<B: Backend> Store for B {
 /// that fail, each write is written on its own, so that one device's failure is that
 /// device's alone.
 pub(crate) fn write_flush<B: Backend>(
-    writer: sqlx::Pool<B::Db>,
+    writer: B::WriteSource,
 ) -> crate::store::group_commit::Flush<Write, Written> {
     std::sync::Arc::new(move |batch: Vec<Write>| {
         let writer = writer.clone();
@@ -285,7 +296,7 @@ pub(crate) fn write_flush<B: Backend>(
 /// requests and outcomes. Writes submitted together are concurrent, so any order is
 /// one they could have had; a device's writes of one kind keep theirs.
 async fn write_batch<B: Backend>(
-    writer: &sqlx::Pool<B::Db>,
+    writer: &B::WriteSource,
     batch: &[Write],
 ) -> StoreResult<Vec<Written>> {
     use crate::store::sql::{Write, Written};
@@ -301,17 +312,19 @@ async fn write_batch<B: Backend>(
             Write::PushOutcome(o) => outcomes.push(o),
         }
     }
-    let mut tx = writer.begin().await?;
-    let mut queued = super::reconcile::apply_plans_in(&mut tx, &plans)
+    let mut tx = B::begin_on(writer).await?;
+    let mut queued = super::reconcile::apply_plans_in::<B::Db>(&mut tx, &plans)
         .await?
         .into_iter();
     let mut exchanged = vec![(None, None); exchanges.len()];
     for round in rounds_by_device(&exchanges, |x| &x.device_id) {
-        exchange_round(&mut tx, &exchanges, &round, &mut exchanged).await?;
+        exchange_round::<B::Db>(&mut tx, &exchanges, &round, &mut exchanged).await?;
     }
     let mut exchanged = exchanged.into_iter();
-    let mut found = request_pushes_in(&mut tx, &requests).await?.into_iter();
-    record_pushes_in(&mut tx, &outcomes).await?;
+    let mut found = request_pushes_in::<B::Db>(&mut tx, &requests)
+        .await?
+        .into_iter();
+    record_pushes_in::<B::Db>(&mut tx, &outcomes).await?;
     tx.commit().await?;
     // Answers in the order of the batch.
     Ok(batch
@@ -326,7 +339,7 @@ async fn write_batch<B: Backend>(
 }
 
 async fn run_migrations<B: Backend>(store: &B) -> StoreResult<()> {
-    let mut tx = store.writer().begin().await?;
+    let mut tx = store.begin_write().await?;
     if let Some(lock) = B::MIGRATION_LOCK {
         B::sql(lock).execute_on(&mut *tx).await?;
     }
@@ -371,11 +384,11 @@ mod batch_tests {
 
     #[test]
     fn postgres_numbers_every_value_and_sqlite_marks_them_in_order() {
-        let pg = Marks::of::<sqlx::Postgres>();
+        let pg = Marks::of::<super::backend::Postgres>();
         assert_eq!(pg.rows(1, 2, 3), "($1, $2, $3), ($4, $5, $6)");
         assert_eq!(pg.rows(2, 1, 1), "($2)");
         assert_eq!(pg.list(3, 3), "$3, $4, $5");
-        let sqlite = Marks::of::<sqlx::Sqlite>();
+        let sqlite = Marks::of::<super::sqlite_conn::Sqlite>();
         assert_eq!(sqlite.rows(1, 2, 2), "(?, ?), (?, ?)");
         assert_eq!(sqlite.list(2, 2), "?, ?");
         assert_eq!(sqlite.one(7), "?");

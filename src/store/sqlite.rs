@@ -16,10 +16,9 @@
 //! session 7). The writer still checkpoints by itself past `WRITER_CHECKPOINT_PAGES`, should
 //! the checkpointer fall behind or fail.
 
+use super::sqlite_conn::{Settings, SqliteConn, SqliteTx};
 use anyhow::Context as _;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
-use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How often the checkpointer copies the WAL back into the database file. A checkpoint with
@@ -33,72 +32,73 @@ const WRITER_CHECKPOINT_PAGES: u32 = 16_384;
 /// The WAL file is truncated back to this size after a checkpoint that emptied it.
 const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
 
+/// Read connections.
+const READERS: usize = 8;
+
 pub struct SqliteStore {
     /// Reads.
-    readers: std::sync::Arc<super::sqlite_readers::Readers>,
-    /// The one connection that writes.
-    writer: SqlitePool,
+    readers: Arc<super::sqlite_readers::Readers>,
+    /// The one connection that writes, held by one transaction at a time.
+    writer: Arc<tokio::sync::Mutex<SqliteConn>>,
     /// The write queue: command exchanges, plans, push requests and push outcomes, written in
     /// batches (one transaction for those arriving together, see `sql::Write`).
     writes: super::group_commit::GroupCommit<super::sql::Write, super::sql::Written>,
     /// The read queues: certificate standings (every device request) and reconcile views
     /// (every reconcile), answered in batches (see `group_commit`).
     reads: super::sql::ReadQueues,
-    /// The checkpointer task, stopped with the store.
-    checkpoints: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for SqliteStore {
-    fn drop(&mut self) {
-        self.checkpoints.abort();
-    }
+    /// Dropping it stops the checkpointer's thread.
+    _checkpoints: std::sync::mpsc::Sender<()>,
 }
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at a `sqlite://path` URL.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)
-            .with_context(|| format!("invalid SQLite URL {url:?}"))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5))
-            .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string())
-            // Deleted and overwritten content is zeroed, not left in free pages: what was
-            // redacted (a finished command's envelope) does not linger in the file.
-            .pragma("secure_delete", "ON")
-            .foreign_keys(true);
+        let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url)
+            .with_context(|| format!("invalid SQLite URL {url:?}"))?;
+        let path = options.get_filename().to_path_buf();
+        anyhow::ensure!(
+            path != std::path::Path::new(":memory:"),
+            "an in-memory SQLite database is not supported: each connection would see its own; give a file"
+        );
         // The database holds push and unlock tokens: create it readable by its owner only
         // (SQLite gives its -wal and -shm files the same mode).
-        let path = options.get_filename();
-        if path != std::path::Path::new(":memory:") && !path.exists() {
-            crate::vocab::fs::write_private_file(path, b"")
+        if !path.exists() {
+            crate::vocab::fs::write_private_file(&path, b"")
                 .with_context(|| format!("creating SQLite database {}", path.display()))?;
         }
-        // The writer first: it creates the file and switches it to WAL.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            // A local file does not hang up: no ping round trip before each transaction.
-            .test_before_acquire(false)
-            // Writers wait their turn here rather than in SQLite's busy handler; under a burst
-            // the queue can be long, and a device told 503 only comes back later.
-            .acquire_timeout(Duration::from_secs(15))
-            .connect_with(
-                options
-                    .clone()
-                    .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES.to_string()),
-            )
-            .await
-            .with_context(|| format!("cannot open SQLite database {url:?}"))?;
-        let readers = super::sqlite_readers::Readers::open(&options, 8, Duration::from_secs(5))
-            .await
-            .with_context(|| format!("cannot open SQLite database {url:?}"))?;
-        let readers = std::sync::Arc::new(readers);
-        let checkpointer = sqlx::ConnectOptions::connect(&options)
-            .await
-            .with_context(|| format!("cannot open SQLite database {url:?}"))?;
+        let settings = |extra: &[(&'static str, String)]| {
+            let mut pragmas = vec![
+                ("journal_mode", "WAL".to_string()),
+                // A commit is on disk before the device gets its answer.
+                ("synchronous", "FULL".to_string()),
+                ("journal_size_limit", WAL_SIZE_LIMIT.to_string()),
+                // Deleted and overwritten content is zeroed, not left in free pages: what was
+                // redacted (a finished command's envelope) does not linger in the file.
+                ("secure_delete", "ON".to_string()),
+                ("foreign_keys", "ON".to_string()),
+            ];
+            pragmas.extend_from_slice(extra);
+            Settings {
+                path: path.clone(),
+                busy_timeout: Duration::from_secs(5),
+                pragmas,
+            }
+        };
+        let cannot_open = || format!("cannot open SQLite database {url:?}");
+        // The writer first: it switches the file to WAL.
+        let writer = SqliteConn::open(&settings(&[(
+            "wal_autocheckpoint",
+            WRITER_CHECKPOINT_PAGES.to_string(),
+        )]))
+        .with_context(cannot_open)?;
+        let readers = Arc::new(
+            super::sqlite_readers::Readers::open(&settings(&[]), READERS, Duration::from_secs(5))
+                .with_context(cannot_open)?,
+        );
+        let checkpointer = SqliteConn::open(&settings(&[])).with_context(cannot_open)?;
+        let writer = Arc::new(tokio::sync::Mutex::new(writer));
         Ok(Self {
-            checkpoints: crate::lane::commit_lane().spawn(checkpoint_regularly(checkpointer)),
+            _checkpoints: checkpoint_regularly(checkpointer)?,
             reads: super::sql::ReadQueues::new(
                 super::identity::standing_flush::<Self>(readers.clone()),
                 super::reconcile::reconcile_view_flush::<Self>(readers.clone()),
@@ -113,47 +113,62 @@ impl SqliteStore {
     }
 }
 
-/// Checkpoints the WAL every `CHECKPOINT_EVERY`, without waiting for readers or the writer
-/// (PASSIVE: what a reader still needs is copied at a later turn). A failure is logged once
-/// until a checkpoint succeeds again; meanwhile the writer's backstop bounds the WAL.
-async fn checkpoint_regularly(mut connection: sqlx::SqliteConnection) {
-    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
-    loop {
-        every.tick().await;
-        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&mut connection)
-            .await
-        {
-            Ok(_) => failing = false,
-            Err(e) if !failing => {
-                failing = true;
-                tracing::warn!(error = %e, "WAL checkpoint failed; the writer checkpoints by itself past {WRITER_CHECKPOINT_PAGES} pages");
+/// Checkpoints the WAL every `CHECKPOINT_EVERY` on a thread of its own, without waiting for
+/// readers or the writer (PASSIVE: what a reader still needs is copied at a later turn), until
+/// the returned sender is dropped. A failure is logged once until a checkpoint succeeds again;
+/// meanwhile the writer's backstop bounds the WAL.
+fn checkpoint_regularly(connection: SqliteConn) -> anyhow::Result<std::sync::mpsc::Sender<()>> {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("pomona-checkpoint".into())
+        .spawn(move || {
+            let mut failing = false;
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(CHECKPOINT_EVERY)
+            {
+                match connection.batch("PRAGMA wal_checkpoint(PASSIVE)") {
+                    Ok(()) => failing = false,
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "WAL checkpoint failed; the writer checkpoints by itself past {WRITER_CHECKPOINT_PAGES} pages");
+                    }
+                    Err(_) => {}
+                }
             }
-            Err(_) => {}
-        }
-    }
+        })
+        .context("starting the checkpoint thread")?;
+    Ok(stop)
 }
 
 impl super::backend::Backend for SqliteStore {
-    type Db = sqlx::Sqlite;
+    type Db = super::sqlite_conn::Sqlite;
     const NAME: &'static str = "sqlite";
     /// SQLite serialises writers on the file itself: no extra lock.
     const MIGRATION_LOCK: Option<&'static str> = None;
+    type WriteSource = Arc<tokio::sync::Mutex<SqliteConn>>;
     /// The read connections, shared with the read queues' batches.
-    type ReadSource = std::sync::Arc<super::sqlite_readers::Readers>;
-    type Reader<'a> = super::sqlite_readers::Reader<'a>;
+    type ReadSource = Arc<super::sqlite_readers::Readers>;
+    type Reader<'a> = super::sqlite_readers::Reader;
+    fn write_source(&self) -> &Self::WriteSource {
+        &self.writer
+    }
     fn read_source(&self) -> &Self::ReadSource {
         &self.readers
+    }
+    fn begin_on(
+        source: &Self::WriteSource,
+    ) -> futures::future::BoxFuture<'_, Result<SqliteTx, sqlx::Error>> {
+        Box::pin(SqliteTx::write(source.clone()))
     }
     fn read_on(
         source: &Self::ReadSource,
     ) -> impl std::future::Future<Output = Result<Self::Reader<'_>, sqlx::Error>> + Send {
         source.get()
     }
-    fn writer(&self) -> &SqlitePool {
-        &self.writer
+    fn begin_read_on(
+        source: &Self::ReadSource,
+    ) -> futures::future::BoxFuture<'_, Result<SqliteTx, sqlx::Error>> {
+        Box::pin(async move { SqliteTx::read(source.get().await?) })
     }
     fn writes(&self) -> &super::group_commit::GroupCommit<super::sql::Write, super::sql::Written> {
         &self.writes
