@@ -316,6 +316,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Taken inside the migration transaction, so that replicas starting together do not run
     /// the same migration twice (PostgreSQL); None where one process owns the file (SQLite).
     const MIGRATION_LOCK: Option<&'static str>;
+    /// Whether a device request's certificate standing goes through the read queue (a round
+    /// trip to the database saved for each request that arrives with others), or is read at
+    /// once in the request's own thread (SQLite: a point read costs less than the two thread
+    /// hand-offs of the queue's lane).
+    const QUEUED_READS: bool;
     /// Where writes get their transaction; cloned into the write queue's batches.
     type WriteSource: Clone + Send + Sync + 'static;
     /// Where reads get a connection; cloned into the read queues' batches.

@@ -53,6 +53,7 @@ impl super::backend::Backend for PostgresStore {
     type Db = super::backend::Postgres;
     const NAME: &'static str = "postgres";
     /// Replicas starting together must not run the same migration twice.
+    const QUEUED_READS: bool = true;
     const MIGRATION_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7400517)");
     type WriteSource = PgPool;
     /// The pool, shared with the read queues' batches.

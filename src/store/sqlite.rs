@@ -144,6 +144,7 @@ impl super::backend::Backend for SqliteStore {
     type Db = super::sqlite_conn::Sqlite;
     const NAME: &'static str = "sqlite";
     /// SQLite serialises writers on the file itself: no extra lock.
+    const QUEUED_READS: bool = false;
     const MIGRATION_LOCK: Option<&'static str> = None;
     type WriteSource = Arc<tokio::sync::Mutex<SqliteConn>>;
     /// The read connections, shared with the read queues' batches.
