@@ -30,18 +30,28 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             // The URL may hold a password: name only host and port.
             .with_context(|| format!("cannot connect to PostgreSQL at {target}"))?;
+        // The queues' batches run on their lanes (`crate::lane`), each with connections of
+        // its own, opened there on first use: a connection's socket wakes the runtime it was
+        // opened on, and one shared with the main runtime would wake another thread for
+        // every statement of a batch.
+        let lane_pool = |connections: u32| {
+            PgPoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_lazy_with(options.clone())
+        };
         Ok(Self {
             reads: super::sql::ReadQueues::new(
-                super::identity::standing_flush::<Self>(pool.clone()),
-                super::reconcile::reconcile_view_flush::<Self>(pool.clone()),
+                super::identity::standing_flush::<Self>(lane_pool(2)),
+                super::reconcile::reconcile_view_flush::<Self>(lane_pool(2)),
             ),
             writes: super::group_commit::GroupCommit::new(
                 super::sql::WRITE_BATCH,
-                super::sql::write_flush::<Self>(pool.clone()),
+                super::sql::write_flush::<Self>(lane_pool(2)),
             ),
             writer: pool.clone(),
             pool,
