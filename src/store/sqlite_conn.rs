@@ -4,9 +4,12 @@
 //! the answer (what sqlx does, one thread per connection) cost more than the statement itself,
 //! twice per statement, and a command exchange is half a dozen statements (BENCHMARKS.md,
 //! "Drain"). Here a batch of the write queue runs from its first statement to its commit on
-//! the commit lane's thread, without waiting for anyone. Only a commit outside the lanes (an
-//! administrator's write, an enrollment) leaves the calling tokio worker while it waits for
-//! the disk (`block_in_place`), so that other requests go on meanwhile.
+//! the commit lane's thread, without waiting for anyone. A transaction begun on a tokio worker
+//! (an administrator's write, an enrollment) runs its statements there too, but hands its
+//! commit, which waits for the disk, to the commit lane, so that no worker waits for the disk.
+//! (`block_in_place` instead moved the worker to another thread at every commit: the
+//! runtime grew by a thread, and an allocator heap, per commit in flight, doubling the
+//! server's memory under load.)
 //!
 //! Statements are kept prepared per connection (`persistent`), and values are bound in text
 //! order (`?`; see `sql::Marks`).
@@ -249,25 +252,15 @@ impl SqliteTx {
 
     fn end(mut self, sql: &'static str) -> Result<(), sqlx::Error> {
         self.open = false;
-        let connection: &SqliteConn = &self;
-        if sql == "COMMIT" {
-            off_the_worker(|| connection.batch(sql))
-        } else {
-            connection.batch(sql)
-        }
+        self.batch(sql)
     }
 }
 
-/// Runs `work`, which waits for the disk, so that a tokio worker it runs on hands its other
-/// tasks to another thread meanwhile. On a lane (a runtime of one thread) it just runs.
-fn off_the_worker<T>(work: impl FnOnce() -> T) -> T {
+/// Whether the calling thread is a worker of a multi-threaded tokio runtime (not a lane, which
+/// runs one thread of its own, nor a test's runtime).
+fn on_a_worker() -> bool {
     use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(work)
-        }
-        _ => work(),
-    }
+    Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
 }
 
 impl std::ops::Deref for SqliteTx {
@@ -291,7 +284,18 @@ impl std::ops::DerefMut for SqliteTx {
 
 impl Finish for SqliteTx {
     fn commit(self) -> BoxFuture<'static, Result<(), sqlx::Error>> {
-        Box::pin(std::future::ready(self.end("COMMIT")))
+        if !on_a_worker() {
+            return Box::pin(std::future::ready(self.end("COMMIT")));
+        }
+        // Once handed over, the commit happens even if the caller goes away meanwhile.
+        let committed = crate::lane::commit_lane().spawn(async move { self.end("COMMIT") });
+        Box::pin(async move {
+            committed.await.unwrap_or_else(|e| {
+                Err(sqlx::Error::Protocol(format!(
+                    "the commit did not finish: {e}"
+                )))
+            })
+        })
     }
     fn rollback(self) -> BoxFuture<'static, Result<(), sqlx::Error>> {
         Box::pin(std::future::ready(self.end("ROLLBACK")))
