@@ -3,8 +3,9 @@
 //!
 //! Under a burst, the main runtime holds thousands of ready tasks, one per device request in
 //! flight, and a task woken there waits its turn behind all of them. A database transaction is
-//! a chain of such wake-ups (one per statement, each answered by the database's thread), and so
-//! is a reconcile (its reads, then its plan's commit). On the main runtime each link of the
+//! a chain of such wake-ups (on PostgreSQL one per statement, each answered by the server; on
+//! SQLite, whose statements run in the calling thread, the commit that waits for the disk),
+//! and so is a reconcile (its reads, then its plan's commit). On the main runtime each link of the
 //! chain waited hundreds of milliseconds behind the request queue while the database sat idle,
 //! and planning crawled while devices were busy (BENCHMARKS.md, session 7). On a lane a wake-up
 //! waits only for the lane's own tasks, and the operating system shares the CPU between the

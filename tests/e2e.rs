@@ -488,6 +488,14 @@ async fn the_drain_benchmark_answers_every_queued_command_once() {
         "{}",
         drained.line()
     );
+    // The enrollment is measured apart: the six devices' enrollments, and the CPU they took.
+    assert!(drained.enroll_elapsed > std::time::Duration::ZERO);
+    assert_eq!(drained.enroll_cpu.len(), 1);
+    assert!(
+        drained.enroll_cpu[0].1 > std::time::Duration::ZERO,
+        "{}",
+        drained.enrollment_line(2)
+    );
 }
 
 #[tokio::test]

@@ -7,7 +7,10 @@
 //! each message and share one HTTP/2 connection; with certificates each device uses its own.
 //! The summary times the drain alone and, for the processes named by `--cpu-of` (the server; a
 //! database's postmaster with its backends), the CPU time they spent per command, read from
-//! `/proc` before and after.
+//! `/proc` before and after. The enrollment, all devices at once before anything else, is
+//! measured the same way: the server's CPU per enrollment, and so the enrollments per second
+//! its cores could serve, whatever the simulator (which shares the machine) costs. Device keys
+//! come from `--key-pool` and are made before either clock starts.
 
 use super::device::{Endpoint, Faults, SimDevice};
 use super::{hardware, SimArgs};
@@ -27,6 +30,10 @@ pub struct DrainSummary {
     pub elapsed: Duration,
     /// CPU time of each `--cpu-of` process (with its children) during the drain.
     pub cpu: Vec<(u32, Duration)>,
+    /// From the first device's enrollment to the last's.
+    pub enroll_elapsed: Duration,
+    /// CPU time of each `--cpu-of` process during the enrollment.
+    pub enroll_cpu: Vec<(u32, Duration)>,
     pub failures: Vec<String>,
 }
 
@@ -66,6 +73,26 @@ impl DrainSummary {
         }
         line
     }
+
+    /// The enrollment's figures: enrollments/s, and each `--cpu-of` process's CPU per
+    /// enrollment with the rate `cores` could serve at that cost.
+    pub fn enrollment_line(&self, cores: usize) -> String {
+        let mut line = format!(
+            "enrollment: {} devices (token, profile, SCEP, Authenticate, TokenUpdate) in {:.2}s = {:.0}/s",
+            self.devices,
+            self.enroll_elapsed.as_secs_f64(),
+            self.devices as f64 / self.enroll_elapsed.as_secs_f64().max(1e-9)
+        );
+        for (pid, cpu) in &self.enroll_cpu {
+            let ms = cpu.as_secs_f64() * 1000.0 / (self.devices.max(1) as f64);
+            line.push_str(&format!(
+                " · pid {pid}: {:.2}s CPU = {ms:.3} ms/enrollment, {:.0}/s on {cores} cores",
+                cpu.as_secs_f64(),
+                cores as f64 * 1000.0 / ms.max(1e-9)
+            ));
+        }
+        line
+    }
 }
 
 /// Enrolls and loads the fleet, then drains it with `workers` workers.
@@ -86,7 +113,8 @@ pub async fn run(
         tokio::task::spawn_blocking(move || super::keys::device_keys(count, pool.as_deref()))
             .await?;
     let started = Instant::now();
-    let mut loading = Vec::with_capacity(count);
+    let cpu_before = cpu_times(&args.cpu_of)?;
+    let mut enrolling = Vec::with_capacity(count);
     for index in 0..count {
         let mut device = SimDevice::new(
             hardware(args.seed, index),
@@ -95,6 +123,19 @@ pub async fn run(
             args.seed ^ (index as u64) << 1,
         );
         device.pregenerated_key = keys.pop();
+        enrolling.push(tokio::spawn(async move {
+            device.enroll().await.context("enrolling")?;
+            anyhow::Ok(device)
+        }));
+    }
+    let mut enrolled = Vec::with_capacity(count);
+    for task in enrolling {
+        enrolled.push(task.await??);
+    }
+    let enroll_elapsed = started.elapsed();
+    let enroll_cpu = cpu_spent(&cpu_before, &cpu_times(&args.cpu_of)?);
+    let mut loading = Vec::with_capacity(count);
+    for mut device in enrolled {
         let (token, server) = (admin_token.clone(), args.server.clone());
         let commands = args.commands_per_device;
         loading.push(tokio::spawn(async move {
@@ -137,6 +178,8 @@ pub async fn run(
     let mut summary = DrainSummary {
         devices: count,
         workers,
+        enroll_elapsed,
+        enroll_cpu,
         ..DrainSummary::default()
     };
     let mut drained = Vec::with_capacity(count);
@@ -147,13 +190,11 @@ pub async fn run(
     }
     summary.elapsed = drain_started.elapsed();
     let cpu_after = cpu_times(&args.cpu_of)?;
-    summary.cpu = cpu_before
-        .iter()
-        .zip(&cpu_after)
-        .map(|((pid, before), (_, after))| (*pid, after.saturating_sub(*before)))
-        .collect();
+    summary.cpu = cpu_spent(&cpu_before, &cpu_after);
     summary.commands = drained.iter().map(answered).sum::<u64>() - answered_before;
     summary.requests = drained.iter().map(|d| d.stats.requests).sum::<u64>() - requests_before;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    println!("sim: {}", summary.enrollment_line(cores));
     println!("sim: {}", summary.line());
     for failure in summary.failures.iter().take(10) {
         eprintln!("sim: failure: {failure}");
@@ -165,7 +206,7 @@ fn answered(device: &SimDevice) -> u64 {
     device.stats.acknowledged + device.stats.errors
 }
 
-/// Enrolls, answers what the server queued at enrollment (its inventory), and queues
+/// Answers what the server queued at enrollment (its inventory), and queues
 /// `commands` DeviceInformation commands for the drain.
 async fn load(
     device: &mut SimDevice,
@@ -173,7 +214,6 @@ async fn load(
     token: &str,
     commands: usize,
 ) -> anyhow::Result<()> {
-    device.enroll().await.context("enrolling")?;
     device
         .exchange()
         .await
@@ -229,6 +269,15 @@ async fn drain_one(device: &mut SimDevice, commands: u64) -> anyhow::Result<()> 
 
 /// User plus system CPU time of each process and its direct children (a postmaster's backends),
 /// from `/proc`.
+/// CPU spent by each process between two readings of `cpu_times`.
+fn cpu_spent(before: &[(u32, Duration)], after: &[(u32, Duration)]) -> Vec<(u32, Duration)> {
+    before
+        .iter()
+        .zip(after)
+        .map(|((pid, before), (_, after))| (*pid, after.saturating_sub(*before)))
+        .collect()
+}
+
 fn cpu_times(pids: &[u32]) -> anyhow::Result<Vec<(u32, Duration)>> {
     if pids.is_empty() {
         return Ok(Vec::new());
@@ -324,7 +373,7 @@ mod tests {
                 (1, Duration::from_millis(20)),
                 (2, Duration::from_millis(30)),
             ],
-            failures: vec![],
+            ..DrainSummary::default()
         };
         let line = summary.line();
         assert!(line.contains("= 100 commands/s"), "{line}");
@@ -333,5 +382,21 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("together 1.000 ms/command"), "{line}");
+    }
+
+    #[test]
+    fn the_enrollment_line_gives_the_cpu_per_enrollment_and_what_the_cores_could_serve() {
+        let summary = DrainSummary {
+            devices: 100,
+            enroll_elapsed: Duration::from_secs(2),
+            enroll_cpu: vec![(7, Duration::from_millis(400))],
+            ..DrainSummary::default()
+        };
+        let line = summary.enrollment_line(2);
+        assert!(line.contains("in 2.00s = 50/s"), "{line}");
+        assert!(
+            line.contains("pid 7: 0.40s CPU = 4.000 ms/enrollment, 500/s on 2 cores"),
+            "{line}"
+        );
     }
 }
