@@ -59,14 +59,10 @@ fn crds() -> BTreeMap<String, Value> {
 
 /// helm: $POMONA_HELM, else where scripts/test-deps builds it.
 fn helm() -> PathBuf {
-    let path = std::env::var_os("POMONA_HELM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").expect("HOME is set");
-            Path::new(&home)
-                .join(".cache/pomona/tools")
-                .join(format!("helm-{HELM_VERSION}/helm"))
-        });
+    let path = support::tool_path(
+        "POMONA_HELM",
+        &Path::new(".cache/pomona/tools").join(format!("helm-{HELM_VERSION}/helm")),
+    );
     assert!(
         path.is_file(),
         "helm is missing at {}: run `scripts/test-deps` (it runs `GOBIN=~/.cache/pomona/tools/helm-{HELM_VERSION} \

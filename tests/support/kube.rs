@@ -19,14 +19,10 @@ pub const CONTROLLER_USER: &str = "system:serviceaccount:pomona-system:pomona";
 
 /// Where the envtest binaries are: $POMONA_ENVTEST_DIR, else the script's cache.
 pub fn binaries() -> PathBuf {
-    let dir = std::env::var_os("POMONA_ENVTEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").expect("HOME is set");
-            Path::new(&home)
-                .join(".cache/pomona-envtest")
-                .join(KUBERNETES_VERSION)
-        });
+    let dir = super::tool_path(
+        "POMONA_ENVTEST_DIR",
+        &Path::new(".cache/pomona-envtest").join(KUBERNETES_VERSION),
+    );
     for binary in ["etcd", "kube-apiserver", "kubectl"] {
         assert!(
             dir.join(binary).is_file(),
