@@ -150,6 +150,8 @@ impl<B: Backend> IdentityStore for B {
         expires_at: i64,
         now: i64,
     ) -> StoreResult<()> {
+        // One transaction, one commit (an fsync on SQLite) for both statements.
+        let mut tx = self.begin_write().await?;
         Self::sql(
             "INSERT INTO enrollment_secrets (hash, kind, created_at, expires_at) VALUES ($1, $2, $3, $4)",
         )
@@ -157,7 +159,7 @@ impl<B: Backend> IdentityStore for B {
         .arg(kind.as_str())
         .arg(now)
         .arg(expires_at)
-        .write_alone(self)
+        .execute_on(&mut *tx)
         .await?;
         // Expired secrets are dead weight; dropping a few per creation keeps the table small
         // without a background job (indexed by expiry).
@@ -166,8 +168,9 @@ impl<B: Backend> IdentityStore for B {
              (SELECT hash FROM enrollment_secrets WHERE expires_at < $1 LIMIT 100)",
         )
         .arg(now - 86_400_000)
-        .write_alone(self)
+        .execute_on(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
