@@ -125,30 +125,35 @@ impl rusqlite::ToSql for Value<'_> {
     }
 }
 
+/// Prepares the query's statement (from the connection's cache when `persistent`) and hands
+/// it to `work`.
+fn with_statement<T>(
+    connection: &rusqlite::Connection,
+    query: &Query<'_>,
+    work: impl FnOnce(&mut rusqlite::Statement<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    if query.persistent {
+        work(&mut *connection.prepare_cached(query.sql)?)
+    } else {
+        work(&mut connection.prepare(query.sql)?)
+    }
+}
+
 /// Runs a statement with its values; its rows.
 fn run(connection: &rusqlite::Connection, query: &Query<'_>) -> rusqlite::Result<Vec<Row>> {
-    if query.persistent {
-        rows_of(&mut *connection.prepare_cached(query.sql)?, query)
-    } else {
-        rows_of(&mut connection.prepare(query.sql)?, query)
-    }
+    with_statement(connection, query, |statement| rows_of(statement, query))
 }
 
 /// Runs a statement (reading past any rows it returns); how many rows it changed.
 fn run_counting(connection: &rusqlite::Connection, query: &Query<'_>) -> rusqlite::Result<u64> {
-    let counted = |statement: &mut rusqlite::Statement<'_>| -> rusqlite::Result<u64> {
+    with_statement(connection, query, |statement| {
         let readonly = statement.readonly();
         bind(statement, query)?;
         let mut rows = statement.raw_query();
         while rows.next()?.is_some() {}
         // A read-only statement changed nothing (`changes` still counts the last write).
         Ok(if readonly { 0 } else { connection.changes() })
-    };
-    if query.persistent {
-        counted(&mut *connection.prepare_cached(query.sql)?)
-    } else {
-        counted(&mut connection.prepare(query.sql)?)
-    }
+    })
 }
 
 /// Binds the query's values: a `$n` mark takes the `n`th value (SQLite numbers the marks in the
