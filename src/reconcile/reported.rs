@@ -41,21 +41,23 @@ pub fn profile_list(result: &Dictionary, reported_at: i64) -> Option<ReportedPro
 /// The platform a device runs, from its ProductName or Model identifier ("iPhone15,2",
 /// "iPad13,18", "Mac14,2", "AppleTV11,1", "Watch6,1", "RealityDevice14,1").
 pub fn platform_of(product_or_model: &str) -> Option<Platform> {
-    let p = product_or_model;
-    if p.starts_with("iPhone") || p.starts_with("iPod") {
-        Some(Platform::Ios)
-    } else if p.starts_with("iPad") {
-        Some(Platform::IpadOs)
-    } else if p.starts_with("Mac") || p.starts_with("iMac") || p.starts_with("VirtualMac") {
-        Some(Platform::MacOs)
-    } else if p.starts_with("AppleTV") {
-        Some(Platform::TvOs)
-    } else if p.starts_with("Watch") {
-        Some(Platform::WatchOs)
-    } else if p.starts_with("RealityDevice") {
-        Some(Platform::VisionOs)
-    } else {
-        None
+    Platform::ALL.into_iter().find(|&platform| {
+        product_prefixes(platform)
+            .iter()
+            .any(|prefix| product_or_model.starts_with(prefix))
+    })
+}
+
+/// How the ProductName (or Model) identifiers of a platform's devices begin: what
+/// `platform_of` reads, and what a device search by platform looks for in the store.
+pub fn product_prefixes(platform: Platform) -> &'static [&'static str] {
+    match platform {
+        Platform::Ios => &["iPhone", "iPod"],
+        Platform::IpadOs => &["iPad"],
+        Platform::MacOs => &["Mac", "iMac", "VirtualMac"],
+        Platform::TvOs => &["AppleTV"],
+        Platform::WatchOs => &["Watch"],
+        Platform::VisionOs => &["RealityDevice"],
     }
 }
 

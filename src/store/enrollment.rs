@@ -39,6 +39,16 @@ pub trait EnrollmentStore: Send + Sync {
         after: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<Enrollment>>;
+    /// Enrollments that match `query`, ordered by id, after `after` (keyset pagination). Each
+    /// text match is a range over an index of lower-cased values (see migration 9), so a search
+    /// reads the devices it finds, not the fleet; state and platform narrow while walking the
+    /// id index.
+    async fn search_enrollments(
+        &self,
+        query: &DeviceQuery,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<Enrollment>>;
     /// Writes a batch of last-seen times in one transaction (never moves a time backwards).
     async fn record_last_seen(&self, seen: &[(String, i64)]) -> StoreResult<()>;
 }
@@ -325,6 +335,32 @@ impl<B: Backend> EnrollmentStore for B {
             .collect::<Result<_, _>>()?)
     }
 
+    async fn search_enrollments(
+        &self,
+        query: &DeviceQuery,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<Enrollment>> {
+        let search = DeviceSearch::new::<Self>(query);
+        let text = format!(
+            "SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE id > $1{} ORDER BY id LIMIT ${}",
+            search.conditions,
+            search.values.len() + 2
+        );
+        let mut statement = Self::sql(&text).persistent(false).arg(after.unwrap_or(""));
+        for value in &search.values {
+            statement = statement.arg(value.as_str());
+        }
+        let rows = statement
+            .arg(limit)
+            .fetch_all_on(&mut *self.reader().await?)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(enrollment_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
     async fn record_last_seen(&self, seen: &[(String, i64)]) -> StoreResult<()> {
         if seen.is_empty() {
             return Ok(());
@@ -342,5 +378,96 @@ impl<B: Backend> EnrollmentStore for B {
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// The conditions of a device search (after `id > $1`) and their values, numbered from `$2`.
+struct DeviceSearch {
+    conditions: String,
+    values: Vec<String>,
+}
+
+impl DeviceSearch {
+    fn new<B: Backend>(query: &DeviceQuery) -> Self {
+        let mut search = Self {
+            conditions: String::new(),
+            values: Vec::new(),
+        };
+        // Prefix ranges compare bytes: PostgreSQL's default collation may order by language
+        // rules, under which a prefix's matches need not lie between it and its upper bound.
+        let bytes = if B::NAME == "postgres" {
+            " COLLATE \"C\""
+        } else {
+            ""
+        };
+        if let Some(state) = query.state {
+            let n = search.value(state.as_str().to_string());
+            search.conditions.push_str(&format!(" AND state = ${n}"));
+        }
+        if !query.product_prefixes.is_empty() {
+            let ranges: Vec<String> = query
+                .product_prefixes
+                .iter()
+                .map(|prefix| search.prefix_range("COALESCE(product_name, model)", bytes, prefix))
+                .collect();
+            search
+                .conditions
+                .push_str(&format!(" AND ({})", ranges.join(" OR ")));
+        }
+        if let Some(among) = &query.among {
+            let marks: Vec<String> = among
+                .iter()
+                .map(|id| format!("${}", search.value(id.clone())))
+                .collect();
+            if marks.is_empty() {
+                search.conditions.push_str(" AND 1 = 0");
+            } else {
+                search
+                    .conditions
+                    .push_str(&format!(" AND id IN ({})", marks.join(", ")));
+            }
+        }
+        if let Some(text) = query
+            .text
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            let found = match text.split_once('=') {
+                Some((key, value)) => {
+                    let k = search.value(key.trim().to_string());
+                    let value = value.trim().to_ascii_lowercase();
+                    let range = search.prefix_range("lower(value)", bytes, &value);
+                    format!("SELECT device_id FROM device_labels WHERE key = ${k} AND {range}")
+                }
+                None => {
+                    let text = text.to_ascii_lowercase();
+                    let mut parts = Vec::new();
+                    for column in ["lower(id)", "lower(serial_number)", "lower(device_name)"] {
+                        let range = search.prefix_range(column, bytes, &text);
+                        parts.push(format!("SELECT id FROM enrollments WHERE {range}"));
+                    }
+                    let range = search.prefix_range("lower(value)", bytes, &text);
+                    parts.push(format!("SELECT device_id FROM device_labels WHERE {range}"));
+                    parts.join(" UNION ")
+                }
+            };
+            search.conditions.push_str(&format!(" AND id IN ({found})"));
+        }
+        search
+    }
+
+    /// Binds a value; its number.
+    fn value(&mut self, value: String) -> usize {
+        self.values.push(value);
+        self.values.len() + 1
+    }
+
+    /// `expr >= prefix AND expr < prefix + U+10FFFF`: the values starting with `prefix`, as an
+    /// index range (no value continues a prefix with a greater character).
+    fn prefix_range(&mut self, expr: &str, collate: &str, prefix: &str) -> String {
+        let low = self.value(prefix.to_string());
+        let high = self.value(format!("{prefix}\u{10FFFF}"));
+        format!("{expr}{collate} >= ${low} AND {expr}{collate} < ${high}")
     }
 }

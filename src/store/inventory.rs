@@ -4,7 +4,7 @@
 //! device, read in pages at start-up and written when they change. One SQL implementation for
 //! every `Backend`.
 
-use super::backend::{Backend, Row};
+use super::backend::{Backend, Finish as _, Row};
 use super::StoreResult;
 use crate::vocab::facts::ReportedFacts;
 use async_trait::async_trait;
@@ -130,6 +130,8 @@ impl<B: Backend> InventoryStore for B {
         now: i64,
     ) -> StoreResult<bool> {
         let json = serde_json::to_string(labels).unwrap_or_else(|_| "{}".into());
+        // The JSON is what start-up reads; the rows are what device search reads.
+        let mut tx = self.begin_write().await?;
         let written = Self::sql(
             "INSERT INTO device_inventory (device_id, facts, facts_at, labels, updated_at) \
              SELECT id, NULL, NULL, $2, $3 FROM enrollments WHERE id = $1 \
@@ -138,9 +140,25 @@ impl<B: Backend> InventoryStore for B {
         .arg(device_id)
         .arg(json)
         .arg(now)
-        .write_alone(self)
+        .execute_on(&mut *tx)
         .await?;
-        Ok(written > 0)
+        if written == 0 {
+            return Ok(false);
+        }
+        Self::sql("DELETE FROM device_labels WHERE device_id = $1")
+            .arg(device_id)
+            .execute_on(&mut *tx)
+            .await?;
+        for (key, value) in labels {
+            Self::sql("INSERT INTO device_labels (device_id, key, value) VALUES ($1, $2, $3)")
+                .arg(device_id)
+                .arg(key.as_str())
+                .arg(value.as_str())
+                .execute_on(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 }
 

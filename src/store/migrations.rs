@@ -12,7 +12,34 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, V6_LAST_SEEN_INDEX, V6_LAST_SEEN_INDEX),
     (7, super::actions::SCHEMA, super::actions::SCHEMA),
     (8, V8_PROFILE_COUNTS_INDEX, V8_PROFILE_COUNTS_INDEX),
+    (9, V9_DEVICE_SEARCH_SQLITE, V9_DEVICE_SEARCH_POSTGRES),
 ];
+
+/// Device search (`EnrollmentStore::search_enrollments`, the web console): indexes of the
+/// lower-cased UDID, serial number and device name, searched by prefix as index ranges, and the
+/// labels set through the API as rows (`device_labels`, kept with `device_inventory.labels` by
+/// `set_device_labels`), filled here from the labels stored so far. PostgreSQL's indexes order
+/// bytes (`COLLATE "C"`), as the search's ranges do; SQLite's do by default.
+const V9_DEVICE_SEARCH_SQLITE: &str =
+    "CREATE INDEX enrollments_by_lower_id ON enrollments (lower(id)); \
+     CREATE INDEX enrollments_by_lower_serial ON enrollments (lower(serial_number)); \
+     CREATE INDEX enrollments_by_lower_name ON enrollments (lower(device_name)); \
+     CREATE TABLE device_labels (device_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, \
+       PRIMARY KEY (device_id, key)); \
+     CREATE INDEX device_labels_by_value ON device_labels (lower(value)); \
+     CREATE INDEX device_labels_by_key_value ON device_labels (key, lower(value)); \
+     INSERT INTO device_labels (device_id, key, value) \
+       SELECT i.device_id, l.key, l.value FROM device_inventory i, json_each(i.labels) l";
+
+const V9_DEVICE_SEARCH_POSTGRES: &str = "CREATE INDEX enrollments_by_lower_id ON enrollments ((lower(id)) COLLATE \"C\"); \
+     CREATE INDEX enrollments_by_lower_serial ON enrollments ((lower(serial_number)) COLLATE \"C\"); \
+     CREATE INDEX enrollments_by_lower_name ON enrollments ((lower(device_name)) COLLATE \"C\"); \
+     CREATE TABLE device_labels (device_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, \
+       PRIMARY KEY (device_id, key)); \
+     CREATE INDEX device_labels_by_value ON device_labels ((lower(value)) COLLATE \"C\"); \
+     CREATE INDEX device_labels_by_key_value ON device_labels (key, (lower(value)) COLLATE \"C\"); \
+     INSERT INTO device_labels (device_id, key, value) \
+       SELECT i.device_id, l.key, l.value FROM device_inventory i, jsonb_each_text(i.labels::jsonb) l";
 
 /// Status counts (`ReconcileStore::profile_counts`, read by every status request and CR status
 /// pass) from the index alone: with the content hash in it, counting 100,000 devices' profiles

@@ -135,6 +135,22 @@ pub struct Enrollment {
     pub wiped_at: Option<i64>,
 }
 
+/// Which devices `EnrollmentStore::search_enrollments` lists: every field given narrows the
+/// list (the default lists every device).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceQuery {
+    /// A prefix, compared without ASCII case, of the UDID/EnrollmentID, the serial number, the
+    /// device name or the value of a label set through the API; `key=prefix` matches that one
+    /// label only.
+    pub text: Option<String>,
+    pub state: Option<EnrollmentState>,
+    /// Devices whose ProductName (else Model) starts with one of these (a platform's
+    /// identifiers, e.g. `iPhone` and `iPod`). Empty: any.
+    pub product_prefixes: Vec<String>,
+    /// Only these devices (e.g. a group's members, a chunk at a time).
+    pub among: Option<Vec<String>>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuthenticateOutcome {
     /// Commands of the previous enrollment that were cancelled.

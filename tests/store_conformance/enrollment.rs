@@ -240,3 +240,153 @@ pub(crate) async fn migrations_are_idempotent(s: Arc<dyn Store>) -> CaseResult {
     );
     Ok(())
 }
+
+/// The ids of a search's page.
+async fn searched(
+    s: &dyn Store,
+    query: &DeviceQuery,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<String>, String> {
+    let page = ok(s.search_enrollments(query, after, limit).await, "search")?;
+    Ok(page.into_iter().map(|e| e.device_id).collect())
+}
+
+pub(crate) async fn devices_are_searched_by_text_label_state_platform_and_membership(
+    s: Arc<dyn Store>,
+) -> CaseResult {
+    // Five devices: two iPhones (one named like a Mac), an iPad, a Mac by ProductName, and an
+    // iPhone that only authenticated.
+    let devices = [
+        ("UDID-A1", "C02PHONE1", "Ann's iPhone", "iPhone15,2", None),
+        (
+            "UDID-B2",
+            "C02PHONE2",
+            "MacBook-looking phone",
+            "iPhone14,7",
+            None,
+        ),
+        ("UDID-C3", "DMPPAD3", "Reception iPad", "iPad13,18", None),
+        ("UDID-D4", "FVFMAC4", "Build Mac", "Z15G", Some("Mac14,2")),
+        ("UDID-E5", "C02PHONE5", "Spare", "iPhone15,2", None),
+    ];
+    for (id, serial, name, model, product) in devices {
+        let mut f = facts(id);
+        f.serial_number = Some(serial.into());
+        f.device_name = Some(name.into());
+        f.model = Some(model.into());
+        f.product_name = product.map(String::from);
+        ok(s.authenticate(&f, 1000).await, "authenticate")?;
+        if id != "UDID-E5" {
+            ok(s.token_update(&token(id, None), 1001).await, "token_update")?;
+        }
+    }
+    let mut labels = std::collections::BTreeMap::new();
+    labels.insert("team".to_string(), "Finance".to_string());
+    labels.insert("floor".to_string(), "3".to_string());
+    ok(
+        s.set_device_labels("UDID-C3", &labels, 2000).await,
+        "labels",
+    )?;
+    labels.remove("floor");
+    labels.insert("team".to_string(), "Field sales".to_string());
+    ok(
+        s.set_device_labels("UDID-B2", &labels, 2000).await,
+        "labels",
+    )?;
+
+    let text = |t: &str| DeviceQuery {
+        text: Some(t.to_string()),
+        ..DeviceQuery::default()
+    };
+    let all = searched(&*s, &DeviceQuery::default(), None, 10).await?;
+    check!(
+        all == ["UDID-A1", "UDID-B2", "UDID-C3", "UDID-D4", "UDID-E5"],
+        "no filter lists every device by id: {all:?}"
+    );
+    let found = searched(&*s, &text("c02phone"), None, 10).await?;
+    check!(
+        found == ["UDID-A1", "UDID-B2", "UDID-E5"],
+        "a serial prefix, any case: {found:?}"
+    );
+    let found = searched(&*s, &text("C02PHONE2"), None, 10).await?;
+    check!(found == ["UDID-B2"], "a whole serial: {found:?}");
+    let found = searched(&*s, &text("udid-c"), None, 10).await?;
+    check!(found == ["UDID-C3"], "a UDID prefix, any case: {found:?}");
+    let found = searched(&*s, &text("mac"), None, 10).await?;
+    check!(
+        found == ["UDID-B2"],
+        "device names by prefix (not the model, not inside a name): {found:?}"
+    );
+    let found = searched(&*s, &text("fin"), None, 10).await?;
+    check!(found == ["UDID-C3"], "a label value by prefix: {found:?}");
+    let found = searched(&*s, &text("team=field"), None, 10).await?;
+    check!(found == ["UDID-B2"], "key=value prefix: {found:?}");
+    let found = searched(&*s, &text("floor=fin"), None, 10).await?;
+    check!(found.is_empty(), "key=value is that label only: {found:?}");
+    let found = searched(&*s, &text("nothing-like-it"), None, 10).await?;
+    check!(found.is_empty(), "no match: {found:?}");
+    // Labels replaced: the old value no longer matches.
+    labels.insert("team".to_string(), "Support".to_string());
+    ok(
+        s.set_device_labels("UDID-B2", &labels, 3000).await,
+        "labels",
+    )?;
+    let found = searched(&*s, &text("field"), None, 10).await?;
+    check!(found.is_empty(), "a replaced label is not found: {found:?}");
+
+    let phones = DeviceQuery {
+        product_prefixes: vec!["iPhone".into(), "iPod".into()],
+        ..DeviceQuery::default()
+    };
+    let found = searched(&*s, &phones, None, 10).await?;
+    check!(
+        found == ["UDID-A1", "UDID-B2", "UDID-E5"],
+        "platform by model: {found:?}"
+    );
+    let macs = DeviceQuery {
+        product_prefixes: vec!["Mac".into()],
+        ..DeviceQuery::default()
+    };
+    let found = searched(&*s, &macs, None, 10).await?;
+    check!(
+        found == ["UDID-D4"],
+        "platform by ProductName first: {found:?}"
+    );
+    let enrolled_phones = DeviceQuery {
+        state: Some(EnrollmentState::Enrolled),
+        ..phones.clone()
+    };
+    let found = searched(&*s, &enrolled_phones, None, 10).await?;
+    check!(
+        found == ["UDID-A1", "UDID-B2"],
+        "state and platform: {found:?}"
+    );
+    let waiting = DeviceQuery {
+        state: Some(EnrollmentState::Authenticated),
+        ..DeviceQuery::default()
+    };
+    let found = searched(&*s, &waiting, None, 10).await?;
+    check!(found == ["UDID-E5"], "state: {found:?}");
+
+    let among = DeviceQuery {
+        among: Some(vec!["UDID-E5".into(), "UDID-C3".into(), "UDID-A1".into()]),
+        text: Some("c02".into()),
+        ..DeviceQuery::default()
+    };
+    let found = searched(&*s, &among, None, 10).await?;
+    check!(found == ["UDID-A1", "UDID-E5"], "among and text: {found:?}");
+    let nobody = DeviceQuery {
+        among: Some(Vec::new()),
+        ..DeviceQuery::default()
+    };
+    let found = searched(&*s, &nobody, None, 10).await?;
+    check!(found.is_empty(), "among nobody: {found:?}");
+
+    // Keyset pages of a search.
+    let page1 = searched(&*s, &phones, None, 2).await?;
+    check!(page1 == ["UDID-A1", "UDID-B2"], "page 1 {page1:?}");
+    let page2 = searched(&*s, &phones, Some("UDID-B2"), 2).await?;
+    check!(page2 == ["UDID-E5"], "page 2 {page2:?}");
+    Ok(())
+}

@@ -111,6 +111,7 @@ on_both_backends! {
     enrollment::reauthenticate_cancels_the_previous_queue,
     enrollment::check_out_keeps_history_and_refuses_new_commands,
     enrollment::devices_are_found_by_id_or_serial_and_listed_in_pages,
+    enrollment::devices_are_searched_by_text_label_state_platform_and_membership,
     enrollment::last_seen_batches_never_move_backwards,
     enrollment::bootstrap_token_round_trips,
     enrollment::migrations_are_idempotent,
