@@ -52,7 +52,7 @@ pub struct Device {
     pub wiped_at: Option<String>,
 }
 
-/// `GET /api/v1/devices`: one page, by device id.
+/// `GET /api/v1/devices`: one page of the devices that match the search, by device id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DevicePage {
     pub devices: Vec<Device>,
@@ -75,6 +75,8 @@ pub struct DeviceDetail {
     pub profiles: Vec<ManagedProfile>,
     /// When the device last reported its ProfileList.
     pub profiles_reported_at: Option<String>,
+    /// The declared device groups it belongs to now.
+    pub groups: Vec<String>,
 }
 
 /// An identity certificate the CA issued to the device.
@@ -213,6 +215,15 @@ pub struct Status {
     pub rollout: RolloutStatus,
     pub profiles: Vec<ProfileStatus>,
     pub actions: Vec<ActionStatus>,
+    /// Each declared device group and how many devices belong to it now.
+    pub groups: Vec<GroupStatus>,
+}
+
+/// A declared device group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GroupStatus {
+    pub name: String,
+    pub members: i64,
 }
 
 /// The policy revision in force, where it comes from, and the last change refused.

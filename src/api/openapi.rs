@@ -39,6 +39,33 @@ const PAGE: [(&str, In, &str); 2] = [
     ),
 ];
 
+/// `GET /devices`: what narrows the list, then the page.
+const DEVICE_SEARCH: [(&str, In, &str); 6] = [
+    (
+        "q",
+        In::Query,
+        "a prefix (ASCII case ignored) of the UDID, serial number, device name or an API \
+         label's value; `key=prefix` matches that label only",
+    ),
+    (
+        "state",
+        In::Query,
+        "`authenticated`, `enrolled` or `checked_out`",
+    ),
+    (
+        "platform",
+        In::Query,
+        "`iOS`, `iPadOS`, `macOS`, `tvOS`, `visionOS` or `watchOS` (from ProductName, else Model)",
+    ),
+    (
+        "group",
+        In::Query,
+        "the members of this declared device group",
+    ),
+    PAGE[0],
+    PAGE[1],
+];
+
 /// The JSON Schema of `T`: a reference into the document's components.
 fn of<T: JsonSchema>(g: &mut SchemaGenerator) -> Value {
     g.subschema_for::<T>().to_value()
@@ -70,8 +97,9 @@ const ACTION: (&str, In, &str) = (
 
 fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
     vec![
-        op("get", "/devices", "List devices by device id, a page at a time", &PAGE, None,
-            (200, of::<DevicePage>(g))),
+        op("get", "/devices",
+            "Search devices (by text, state, platform, group), a page at a time by device id",
+            &DEVICE_SEARCH, None, (200, of::<DevicePage>(g))),
         op("get", "/devices/{id}",
             "A device with its certificates, push state, inventory and managed profiles",
             &[DEVICE], None, (200, of::<DeviceDetail>(g))),

@@ -448,6 +448,23 @@ impl Reconciler {
         self.fleet.targeted_counts(&self.snapshot())
     }
 
+    /// A declared group's members after `after`, in id order (None: no such group).
+    pub fn group_members_after(&self, group: &str, after: &str) -> Option<Vec<String>> {
+        if !self.snapshot().groups.contains_key(group) {
+            return None;
+        }
+        Some(
+            self.fleet
+                .group_members_after(group, after)
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The declared groups a device belongs to now.
+    pub fn groups_of(&self, device_id: &str) -> Vec<String> {
+        self.fleet.groups_of(&self.snapshot(), device_id)
+    }
+
     /// Members of each declared group (DeviceGroup status), from the membership index.
     pub fn group_member_counts(&self) -> HashMap<String, i64> {
         self.fleet.group_member_counts(&self.snapshot())

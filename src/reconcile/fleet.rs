@@ -193,6 +193,31 @@ impl Fleet {
         read(&self.membership).targeted_counts(snapshot)
     }
 
+    /// A group's members with ids after `after`, in id order (None: no such group). A device
+    /// search by group pages through these.
+    pub fn group_members_after(&self, group: &str, after: &str) -> Option<Vec<String>> {
+        let membership = read(&self.membership);
+        let mut members: Vec<String> = membership
+            .members(group)?
+            .iter()
+            .filter(|id| id.as_str() > after)
+            .cloned()
+            .collect();
+        members.sort_unstable();
+        Some(members)
+    }
+
+    /// The groups the snapshot declares that a device belongs to now, by name.
+    pub fn groups_of(&self, snapshot: &PolicySnapshot, device_id: &str) -> Vec<String> {
+        let membership = read(&self.membership);
+        snapshot
+            .groups
+            .keys()
+            .filter(|g| membership.members(g).is_some_and(|m| m.contains(device_id)))
+            .cloned()
+            .collect()
+    }
+
     /// Members of each group the snapshot declares.
     pub fn group_member_counts(&self, snapshot: &PolicySnapshot) -> HashMap<String, i64> {
         let membership = read(&self.membership);

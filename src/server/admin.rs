@@ -140,34 +140,10 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// `GET /devices/{id}/commands?limit=`.
 #[derive(Deserialize)]
 pub struct Page {
-    after: Option<String>,
     limit: Option<i64>,
-}
-
-pub async fn list_devices(
-    State(state): State<Arc<AppState>>,
-    Query(page): Query<Page>,
-) -> Response {
-    let limit = page.limit.unwrap_or(100).clamp(1, 1000);
-    match state
-        .store
-        .list_enrollments(page.after.as_deref(), limit)
-        .await
-    {
-        Ok(devices) => {
-            let next_after = (devices.len() as i64 == limit)
-                .then(|| devices.last().map(|d| d.device_id.clone()))
-                .flatten();
-            Json(api::DevicePage {
-                devices: devices.iter().map(views::device).collect(),
-                next_after,
-            })
-            .into_response()
-        }
-        Err(e) => store_error(e),
-    }
 }
 
 pub(super) async fn resolve(state: &AppState, key: &str) -> Result<Enrollment, Response> {
@@ -230,6 +206,7 @@ pub async fn get_device(State(state): State<Arc<AppState>>, Path(id): Path<Strin
         profiles_reported_at: views::optional_time(
             reconcile.reported.as_ref().map(|r| r.reported_at),
         ),
+        groups: state.reconciler.groups_of(&device.device_id),
     })
     .into_response()
 }

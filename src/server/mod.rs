@@ -1,11 +1,13 @@
 //! HTTPS front door: device endpoints (`/mdm/checkin`, `/mdm/connect`), the admin API
-//! (`/api/v1/…`), health and metrics. Handlers decode, authenticate, persist and answer; they
-//! hold no business rules and never fan out.
+//! (`/api/v1/…`), the web console on it (`/ui`), health and metrics. Handlers decode,
+//! authenticate, persist and answer; they hold no business rules and never fan out.
 
 mod actions;
 mod admin;
 mod body;
+mod console;
 mod device;
+mod device_list;
 pub mod enroll;
 pub mod hooks;
 pub mod identity;
@@ -107,7 +109,7 @@ impl AppState {
 
 pub fn router(state: Arc<AppState>) -> Router {
     let admin = Router::new()
-        .route("/devices", get(admin::list_devices))
+        .route("/devices", get(device_list::list_devices))
         .route("/devices/{id}", get(admin::get_device))
         .route("/devices/{id}/revoke", post(admin::revoke_device))
         .route("/devices/{id}/labels", put(admin::put_labels))
@@ -141,6 +143,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(admin::readyz))
         .route("/metrics", get(metrics::render))
         .route("/hooks/git", post(hooks::git))
+        .route("/ui", get(console::page))
+        .route("/ui/", get(console::page))
+        .route("/ui/{file}", get(console::file))
         .nest("/api/v1", admin)
         .fallback(admin::not_found)
         .route_layer(axum::middleware::from_fn_with_state(

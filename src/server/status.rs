@@ -92,8 +92,20 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Response {
         },
         profiles,
         actions,
+        groups: groups(reconciler),
     })
     .into_response()
+}
+
+/// Each declared group with its member count, by name.
+fn groups(reconciler: &crate::reconcile::driver::Reconciler) -> Vec<api::GroupStatus> {
+    let mut groups: Vec<api::GroupStatus> = reconciler
+        .group_member_counts()
+        .into_iter()
+        .map(|(name, members)| api::GroupStatus { name, members })
+        .collect();
+    groups.sort_by(|a, b| a.name.cmp(&b.name));
+    groups
 }
 
 /// Each declared DeviceAction with per-state device counts and the devices it failed on or
