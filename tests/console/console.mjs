@@ -67,9 +67,49 @@ page.on('response', (r) => {
   if (r.status() >= 400) unexpected('response', `${r.status()} ${r.request().method()} ${r.url()}`);
 });
 const posted = [];
+const apiRequests = [];
 page.on('request', (r) => {
   if (r.method() !== 'GET') posted.push(`${r.method()} ${r.url().slice(origin.length)} ${r.postData() || ''}`);
+  if (r.url().startsWith(`${origin}/api/v1/`)) {
+    apiRequests.push({ method: r.method(), url: new URL(r.url()), body: r.postData(), headers: r.headers() });
+  }
 });
+
+/** Fails unless every admin API request the page made is an operation of the OpenAPI
+ * document: its method and path, its query parameters, its JSON body's fields. */
+async function checkAgainstOpenApi() {
+  const response = await context.request.get(`${origin}/api/v1/openapi.json`);
+  assert.equal(response.status(), 200);
+  const openapi = await response.json();
+  const resolve = (schema) => (schema.$ref
+    ? openapi.components.schemas[schema.$ref.replace('#/components/schemas/', '')] : schema);
+  const operations = Object.entries(openapi.paths).flatMap(([template, item]) =>
+    Object.entries(item).map(([method, operation]) => ({
+      method: method.toUpperCase(),
+      template,
+      pattern: new RegExp(`^${template.replace(/\{[^}]+\}/g, '[^/]+')}$`),
+      operation,
+    })));
+  const seen = new Set();
+  for (const request of apiRequests) {
+    const path = request.url.pathname.slice('/api/v1'.length);
+    const match = operations.find((o) => o.method === request.method && o.pattern.test(path));
+    assert.ok(match, `${request.method} ${path} is not an operation of the OpenAPI document`);
+    seen.add(`${match.method} ${match.template}`);
+    assert.match(request.headers.authorization || '', /^Bearer \S+$/, `${request.method} ${path} has a bearer token`);
+    const parameters = (match.operation.parameters || []).filter((p) => p.in === 'query').map((p) => p.name);
+    for (const name of request.url.searchParams.keys()) {
+      assert.ok(parameters.includes(name), `${request.method} ${path}: query parameter ${name} is not documented`);
+    }
+    if (request.body) {
+      const schema = resolve(match.operation.requestBody.content['application/json'].schema);
+      for (const field of Object.keys(JSON.parse(request.body))) {
+        assert.ok(field in schema.properties, `${request.method} ${path}: body field ${field} is not documented`);
+      }
+    }
+  }
+  return [...seen].sort();
+}
 
 async function shot(name) {
   await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
@@ -276,6 +316,14 @@ try {
   assert.equal(await page.evaluate(() => sessionStorage.length), 0, 'the token is forgotten');
   assert.equal(await page.textContent('#announce'), 'Signed out.');
   await shot('08-signed-out');
+
+  step('every request the console made is one the OpenAPI document describes');
+  const used = await checkAgainstOpenApi();
+  for (const operation of ['GET /status', 'GET /devices', 'GET /devices/{id}', 'GET /devices/{id}/commands',
+    'GET /devices/{id}/actions', 'POST /devices/{id}/actions']) {
+    assert.ok(used.includes(operation), `the console used ${operation}: ${used}`);
+  }
+  console.log(`operations used: ${used.join(', ')}`);
 
   assert.deepEqual(problems, [], `console errors or failed requests:\n${problems.join('\n')}`);
   console.log(`console: every check passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
