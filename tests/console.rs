@@ -1,10 +1,11 @@
 //! The web console in a real headless Chromium: a Pomona server over HTTPS with a declared
 //! policy and five simulated devices, and `tests/console/console.mjs` driving Debian's chromium
 //! through playwright-core (installed by scripts/test-deps). The script signs in (a wrong token
-//! refused, the right one accepted), watches the overview while the fleet converges, searches a
-//! device by serial, opens its page, finds Erase disabled until the serial is typed, locks the
-//! device through the page, walks the controls by keyboard, and fails on any console error or
-//! failed request. This test then checks through the API that the simulated device
+//! refused, the right one accepted), watches the overview while the fleet converges and while a
+//! policy change is refused and repaired, searches a device by serial, opens its page, finds
+//! Erase disabled until the serial is typed, locks the device through the page, puts another in
+//! Lost Mode and locates it, walks the controls by keyboard, checks each API request against
+//! the OpenAPI document, and fails on any console error or failed request. This test then checks through the API that the simulated device
 //! acknowledged the Lock. Screenshots go to `<target>/console-screenshots/`.
 
 mod support;
@@ -24,7 +25,17 @@ const PLAYWRIGHT_VERSION: &str = "1.61.1";
 /// Devices by `sim::hardware` index: 0–2 iPhones, 3 an iPad, 4 a Mac.
 const DEVICES: usize = 5;
 const LOCKED: usize = 0;
+const LOST: usize = 1;
 const IPAD: usize = 3;
+
+/// A Profile with two misspelt fields: a change the server refuses, naming both.
+const BROKEN_POLICY: &str = "apiVersion: mdm.pomona.dev/v1alpha1
+kind: Profile
+metadata: {name: broken}
+spec:
+  groupz: [everyone]
+  payloadz: []
+";
 
 const INSTALL_HINT: &str = "install them with `source scripts/test-deps` (as root: apt-get \
     install chromium nodejs npm, then playwright-core into ~/.cache/pomona/node), or run \
@@ -154,6 +165,10 @@ async fn the_console_signs_in_shows_the_fleet_converging_searches_and_locks_a_de
     }
     let locked_udid = devices[LOCKED].udid().to_string();
     let locked_serial = devices[LOCKED].hw.serial_number.clone();
+    let lost_udid = devices[LOST].udid().to_string();
+    let lost_at = &devices[LOST].hw.location;
+    let lost_location = format!("{},{}", lost_at.latitude, lost_at.longitude);
+    let broken = policy_dir.path().join("broken.yaml");
     let screenshots = screenshot_dir();
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console/console.mjs");
@@ -167,6 +182,8 @@ async fn the_console_signs_in_shows_the_fleet_converging_searches_and_locks_a_de
         .env("POMONA_DEVICE_COUNT", DEVICES.to_string())
         .env("POMONA_DEVICE_SERIAL", &locked_serial)
         .env("POMONA_DEVICE_UDID", &locked_udid)
+        .env("POMONA_LOST_UDID", &lost_udid)
+        .env("POMONA_LOST_LOCATION", &lost_location)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -179,7 +196,8 @@ async fn the_console_signs_in_shows_the_fleet_converging_searches_and_locks_a_de
         text
     });
 
-    // The script says when it has seen the fleet before convergence; then the devices start.
+    // The script says when it has seen the fleet before convergence (then the devices start),
+    // and when to break and repair the policy.
     let stop = Arc::new(AtomicBool::new(false));
     let mut fleet = Some(devices);
     let mut running = None;
@@ -189,10 +207,15 @@ async fn the_console_signs_in_shows_the_fleet_converging_searches_and_locks_a_de
         while let Some(line) = lines.next_line().await.expect("script output") {
             transcript.push_str(&line);
             transcript.push('\n');
-            if line.trim() == "fleet: start" {
-                if let Some(devices) = fleet.take() {
-                    running = Some(run_fleet(devices, stop.clone()));
+            match line.trim() {
+                "fleet: start" => {
+                    if let Some(devices) = fleet.take() {
+                        running = Some(run_fleet(devices, stop.clone()));
+                    }
                 }
+                "policy: break" => std::fs::write(&broken, BROKEN_POLICY).unwrap(),
+                "policy: repair" => std::fs::remove_file(&broken).unwrap(),
+                _ => {}
             }
         }
     };
@@ -220,6 +243,10 @@ async fn the_console_signs_in_shows_the_fleet_converging_searches_and_locks_a_de
     assert!(
         devices[LOCKED].state.locked,
         "the device locked through the console is locked"
+    );
+    assert!(
+        devices[LOST].state.lost_mode.is_some(),
+        "the device put in Lost Mode through the console is in Lost Mode"
     );
     let (code, actions) = server
         .admin_get(&format!("/api/v1/devices/{locked_udid}/actions"))

@@ -1,13 +1,15 @@
 // Drives the web console in headless Chromium for tests/console.rs (which starts the server and
 // the simulated fleet, and sets the environment below). Each step asserts on what the page
 // shows; the first failure ends the script with exit code 1, a message and a screenshot.
-// Prints `fleet: start` once it has seen the fleet before convergence: the test then lets the
-// simulated devices run.
+// Prints `fleet: start` once it has seen the fleet before convergence (the test then lets the
+// simulated devices run), `policy: break` and `policy: repair` (the test adds and removes an
+// invalid policy file).
 //
 // Environment: POMONA_CONSOLE_URL (https://…/ui), POMONA_ADMIN_TOKEN, POMONA_CHROMIUM,
 // POMONA_NODE_MODULES (holding playwright-core), POMONA_SCREENSHOTS (a directory),
 // POMONA_DEVICE_COUNT, POMONA_DEVICE_SERIAL and POMONA_DEVICE_UDID (the device to search for,
-// open and lock).
+// open and lock), POMONA_LOST_UDID and POMONA_LOST_LOCATION (`latitude,longitude`: the device
+// to put in Lost Mode and locate, and where it is).
 
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
@@ -29,6 +31,8 @@ const shots = env('POMONA_SCREENSHOTS');
 const deviceCount = Number(env('POMONA_DEVICE_COUNT'));
 const serial = env('POMONA_DEVICE_SERIAL');
 const udid = env('POMONA_DEVICE_UDID');
+const lostUdid = env('POMONA_LOST_UDID');
+const [lostLatitude, lostLongitude] = env('POMONA_LOST_LOCATION').split(',').map(Number);
 
 /** Waits of the page: generous, the machine may be busy building. */
 const WAIT = 60_000;
@@ -219,6 +223,18 @@ try {
   assert.deepEqual(bar, [deviceCount, deviceCount, `${deviceCount} of ${deviceCount} verified`]);
   await shot('03-overview-converged');
 
+  step('a refused policy change shows every problem; the revision in force stays');
+  const revision = await page.textContent('#policy dd');
+  console.log('policy: break');
+  await page.waitForSelector('#refused-change');
+  const refusedProblems = await page.$$eval('#refused-change li', (li) => li.map((l) => l.textContent));
+  assert.equal(refusedProblems.length, 2, `both misspelt fields: ${refusedProblems.join('\n')}`);
+  assert.ok(refusedProblems[0].includes('groupz') && refusedProblems[1].includes('payloadz'), refusedProblems.join('\n'));
+  assert.equal(await page.textContent('#policy dd'), revision, 'the revision in force is unchanged');
+  await shot('03b-policy-refused');
+  console.log('policy: repair');
+  await page.waitForSelector('#refused-change', { state: 'detached' });
+
   step('a reload keeps the session (sessionStorage of the tab); keyboard from the top of the page');
   await page.reload();
   await page.waitForSelector('#view-overview:not([hidden])');
@@ -310,12 +326,36 @@ try {
   await waitForRows('#device-commands', (r) => r.some((row) => row.startsWith('DeviceLock|acknowledged')), 'DeviceLock acknowledged');
   await shot('07-locked');
 
+  step('Lost Mode, then Locate, on another device');
+  await page.goto(`${url}#/device/${encodeURIComponent(lostUdid)}`);
+  await page.waitForSelector(`#device-facts:has-text("${lostUdid}")`);
+  await page.click('#action-lost-mode');
+  await page.waitForSelector('#confirm[open]');
+  await page.click('#confirm-ok');
+  assert.equal(await page.textContent('#confirm-error'), 'Give a message or a phone number.');
+  await page.fill('#field-message', 'This iPhone is lost');
+  await page.fill('#field-phoneNumber', '+31 20 555 0100');
+  await page.click('#confirm-ok');
+  await page.waitForSelector('#confirm', { state: 'hidden' });
+  await page.waitForSelector('#announce:has-text("EnableLostMode started")');
+  await waitForRows('#device-action-list', (r) => r.some((row) => row.startsWith('EnableLostMode|api|Acknowledged')),
+    'Lost Mode acknowledged');
+  await page.click('#action-locate');
+  await page.waitForSelector('#confirm[open]');
+  assert.equal(await focused(), 'confirm-cancel', 'a dialog without fields focuses Cancel');
+  await page.click('#confirm-ok');
+  await page.waitForSelector('#confirm', { state: 'hidden' });
+  const located = `Located at ${lostLatitude.toFixed(5)}, ${lostLongitude.toFixed(5)}`;
+  await waitForRows('#device-action-list', (r) => r.some((row) => row.startsWith('Locate|api|Acknowledged') && row.includes(located)),
+    `the location ${located}`);
+  await shot('08-located');
+
   step('sign out');
   await page.click('#sign-out');
   await page.waitForSelector('#view-sign-in:not([hidden])');
   assert.equal(await page.evaluate(() => sessionStorage.length), 0, 'the token is forgotten');
   assert.equal(await page.textContent('#announce'), 'Signed out.');
-  await shot('08-signed-out');
+  await shot('09-signed-out');
 
   step('every request the console made is one the OpenAPI document describes');
   const used = await checkAgainstOpenApi();

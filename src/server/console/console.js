@@ -59,6 +59,11 @@ function when(text) {
   return Number.isNaN(date.getTime()) ? text : date.toLocaleString();
 }
 
+/** `n` things, in the singular for one. */
+function count(n, thing) {
+  return `${n} ${thing}${n === 1 ? '' : 's'}`;
+}
+
 function yesNo(value) {
   return value ? 'yes' : 'no';
 }
@@ -256,7 +261,7 @@ async function refreshOverview() {
 
   const profiles = status.profiles;
   replace($('profiles'), profiles.length === 0 ? el('p', {}, 'No profiles are declared.') : [
-    table(`${profiles.length} profiles`,
+    table(count(profiles.length, 'profile'),
       ['Profile', 'Kind', 'Targeted', 'Verified', 'Pending', 'Failed', 'Removing', 'Rollout'],
       profiles.map((p) => {
         const [kind, name] = kindAndName(p.profile);
@@ -273,7 +278,7 @@ async function refreshOverview() {
 
   const actions = status.actions;
   replace($('actions'), actions.length === 0 ? el('p', {}, 'No device actions are declared.') : [
-    table(`${actions.length} declared actions`,
+    table(count(actions.length, 'declared action'),
       ['Action', 'Kind', 'Target', 'Targeted', 'Pending', 'Sent', 'Done', 'Failed', 'Not applicable', 'Progress'],
       actions.map((a) => [a.name, a.action, a.target, a.targeted, a.pending, a.sent, a.acknowledged,
         a.failed, a.not_applicable,
@@ -285,7 +290,7 @@ async function refreshOverview() {
 
   const groups = status.groups;
   replace($('groups'), groups.length === 0 ? el('p', {}, 'No device groups are declared.')
-    : table(`${groups.length} groups`, ['Group', 'Members'],
+    : table(count(groups.length, 'group'), ['Group', 'Members'],
       groups.map((g) => [el('a', { href: `#/devices?group=${enc(g.name)}` }, g.name), g.members]), [1]));
   fillGroups(groups);
 }
@@ -352,8 +357,7 @@ async function loadDevices() {
     ? 'No devices match.'
     : `Devices ${first}–${first + page.devices.length - 1}${page.next_after ? ', more on the next page' : ''}.`;
   $('devices-summary').textContent = summary;
-  const n = page.devices.length;
-  announce(n === 0 ? 'No devices match.' : `${n} device${n === 1 ? '' : 's'} shown.`);
+  announce(page.devices.length === 0 ? 'No devices match.' : `${count(page.devices.length, 'device')} shown.`);
   replace($('device-list'), page.devices.length === 0 ? null : table('Matching devices',
     ['Device', 'Serial number', 'Model', 'OS', 'State', 'Last seen'],
     page.devices.map((d) => [
