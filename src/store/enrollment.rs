@@ -41,8 +41,9 @@ pub trait EnrollmentStore: Send + Sync {
     ) -> StoreResult<Vec<Enrollment>>;
     /// Enrollments that match `query`, ordered by id, after `after` (keyset pagination). Each
     /// text match is a range over an index of lower-cased values (see migration 9), so a search
-    /// reads the devices it finds, not the fleet; state and platform narrow while walking the
-    /// id index.
+    /// reads the devices it finds, not the fleet; a state is a range of the (state, id) index;
+    /// a platform alone narrows while walking the id index (a page of a rare platform may read
+    /// the whole table).
     async fn search_enrollments(
         &self,
         query: &DeviceQuery,
@@ -530,6 +531,20 @@ mod search_tests {
         assert!(
             plan.iter()
                 .any(|step| step.contains("device_labels_by_key_value")),
+            "{plan:#?}"
+        );
+    }
+
+    #[test]
+    fn a_page_of_one_state_is_a_range_of_the_state_index() {
+        let plan = sqlite_plan(&DeviceQuery {
+            state: Some(EnrollmentState::CheckedOut),
+            product_prefixes: vec!["iPad".into()],
+            ..DeviceQuery::default()
+        });
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("INDEX enrollments_by_state (state=? AND id>?)")),
             "{plan:#?}"
         );
     }

@@ -16,12 +16,14 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
 ];
 
 /// Device search (`EnrollmentStore::search_enrollments`, the web console): indexes of the
-/// lower-cased UDID, serial number and device name, searched by prefix as index ranges, and the
+/// lower-cased UDID, serial number and device name, searched by prefix as index ranges; of the
+/// state with the id, so that a page of the devices in one state is a range too; and the
 /// labels set through the API as rows (`device_labels`, kept with `device_inventory.labels` by
 /// `set_device_labels`), filled here from the labels stored so far. PostgreSQL's indexes order
 /// bytes (`COLLATE "C"`), as the search's ranges do; SQLite's do by default.
 const V9_DEVICE_SEARCH_SQLITE: &str =
     "CREATE INDEX enrollments_by_lower_id ON enrollments (lower(id)); \
+     CREATE INDEX enrollments_by_state ON enrollments (state, id); \
      CREATE INDEX enrollments_by_lower_serial ON enrollments (lower(serial_number)); \
      CREATE INDEX enrollments_by_lower_name ON enrollments (lower(device_name)); \
      CREATE TABLE device_labels (device_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, \
@@ -32,6 +34,7 @@ const V9_DEVICE_SEARCH_SQLITE: &str =
        SELECT i.device_id, l.key, l.value FROM device_inventory i, json_each(i.labels) l";
 
 const V9_DEVICE_SEARCH_POSTGRES: &str = "CREATE INDEX enrollments_by_lower_id ON enrollments ((lower(id)) COLLATE \"C\"); \
+     CREATE INDEX enrollments_by_state ON enrollments (state, id); \
      CREATE INDEX enrollments_by_lower_serial ON enrollments ((lower(serial_number)) COLLATE \"C\"); \
      CREATE INDEX enrollments_by_lower_name ON enrollments ((lower(device_name)) COLLATE \"C\"); \
      CREATE TABLE device_labels (device_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, \
