@@ -261,5 +261,60 @@ async fn the_console_signs_in_shows_the_fleet_converging_searches_and_locks_a_de
         list.iter().all(|a| a["action"] != "Erase"),
         "no Erase was started: {actions:#}"
     );
+    device_list_pages_and_refusals(&server).await;
     server.stop().await;
+}
+
+/// The device list the console pages through: a group's members two at a time, in id order,
+/// and filters that do not exist refused with the values that do.
+async fn device_list_pages_and_refusals(server: &TestServer) {
+    let mut ids: Vec<String> = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..DEVICES {
+        let cursor = after
+            .as_deref()
+            .map(|a| format!("&after={a}"))
+            .unwrap_or_default();
+        let (code, page) = server
+            .admin_get(&format!(
+                "/api/v1/devices?group=everyone&state=enrolled&limit=2{cursor}"
+            ))
+            .await;
+        assert_eq!(code, 200, "{page}");
+        let devices = page["devices"].as_array().cloned().unwrap_or_default();
+        assert!(devices.len() <= 2, "{page}");
+        ids.extend(
+            devices
+                .iter()
+                .map(|d| d["device_id"].as_str().unwrap().to_string()),
+        );
+        after = page["next_after"].as_str().map(String::from);
+        if after.is_none() {
+            break;
+        }
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(ids, sorted, "pages in id order, no device twice");
+    assert_eq!(ids.len(), DEVICES, "every member, page by page: {ids:?}");
+    let (code, phones) = server
+        .admin_get("/api/v1/devices?group=phones&platform=macOS")
+        .await;
+    assert_eq!(code, 200, "{phones}");
+    assert_eq!(
+        phones["devices"],
+        serde_json::json!([]),
+        "no Mac is a phone"
+    );
+    for (query, named) in [
+        ("platform=Android", "macOS"),
+        ("state=lost", "checked_out"),
+        ("group=nobody", "nobody"),
+    ] {
+        let (code, refused) = server.admin_get(&format!("/api/v1/devices?{query}")).await;
+        assert_eq!(code, 400, "{query}: {refused}");
+        let message = refused["error"].as_str().unwrap_or_default();
+        assert!(message.contains(named), "{query}: {message}");
+    }
 }
