@@ -241,6 +241,10 @@ try {
   const toNav = await tabTo('nav-devices');
   assert.deepEqual(toNav.slice(0, 3), ['a:Skip to content', 'nav-overview', 'nav-devices'], toNav.join(' → '));
   await tabTo('sign-out', 3);
+  await page.focus('a.skip');
+  await page.keyboard.press('Enter');
+  assert.equal(await focused(), 'main', 'the skip link moves focus to the content');
+  assert.equal(await page.evaluate(() => location.hash), '#/overview', 'and keeps the view');
   await page.focus('#nav-devices');
   await page.keyboard.press('Enter');
   await page.waitForSelector('#view-devices:not([hidden])');
@@ -281,6 +285,7 @@ try {
   await page.click('#device-list table tbody a');
   await page.waitForSelector('#view-device:not([hidden])');
   await page.waitForSelector(`#device-title:has-text("${serial}")`);
+  assert.equal(await focused(), 'device-title', 'a new view puts focus on its heading');
   const factsText = await page.textContent('#device-facts');
   assert.ok(factsText.includes(udid), `the UDID among the facts: ${factsText}`);
   assert.match(factsText, /Stateenrolled/);

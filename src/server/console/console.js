@@ -160,6 +160,7 @@ async function signIn(event) {
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
   stopPolling();
+  forgetData();
   announce(message || 'Signed out.');
   route();
 }
@@ -173,20 +174,73 @@ function stopPolling() {
   pollTimer = null;
 }
 
-/** Runs `refresh` now and every POLL_MS while the view it belongs to stays shown. */
+/** Runs `refresh` now and every POLL_MS while the view it belongs to stays shown (and not
+ * while the browser tab is in the background: nobody is looking). */
 function poll(view, refresh) {
   stopPolling();
   const generation = {};
   poll.current = generation;
   const tick = async () => {
     if (poll.current !== generation) return;
-    await refresh();
+    if (!document.hidden) await refresh();
     if (poll.current === generation && !$(view).hidden) pollTimer = setTimeout(tick, POLL_MS);
   };
   tick();
 }
 
+/** What each part of the page last showed (its data as JSON), so that an unchanged answer
+ * redraws nothing: a keyboard user's focus and an opened result stay where they are. */
+const drawn = {};
+
+/** An element's identity across redraws: its id, its link, or its `data-key`. */
+function identify(element) {
+  if (!element || element === document.body) return null;
+  if (element.id) return `#${CSS.escape(element.id)}`;
+  const href = element.getAttribute('href');
+  if (href) return `[href="${CSS.escape(href)}"]`;
+  const keyed = element.closest('[data-key]');
+  if (keyed) return `[data-key="${CSS.escape(keyed.dataset.key)}"] ${element.tagName.toLowerCase()}`;
+  return null;
+}
+
+/** Draws `data` with `draw` unless it is what `part` shows already; keeps the focused element
+ * and the opened results (`details[data-key]`) across the redraw. */
+function redraw(part, data, draw) {
+  const text = JSON.stringify(data);
+  if (drawn[part] === text) return;
+  drawn[part] = text;
+  const focused = document.activeElement;
+  const focusKey = identify(focused);
+  const open = [...document.querySelectorAll('details[open][data-key]')].map((d) => d.dataset.key);
+  draw();
+  for (const key of open) {
+    const details = document.querySelector(`details[data-key="${CSS.escape(key)}"]`);
+    if (details) details.open = true;
+  }
+  if (focusKey && !document.contains(focused)) {
+    const again = document.querySelector(focusKey);
+    if (again) again.focus();
+  }
+}
+
+/** The parts of the page that show the server's data: emptied at sign-out. */
+const DATA_PARTS = ['policy', 'policy-refused', 'profiles', 'actions', 'groups', 'device-list',
+  'devices-summary', 'device-facts', 'device-labels', 'device-groups', 'device-push', 'device-profiles',
+  'device-action-list', 'device-commands', 'device-certificates'];
+
+function forgetData() {
+  for (const part of DATA_PARTS) replace($(part));
+  for (const part of Object.keys(drawn)) delete drawn[part];
+  shownDevice = null;
+}
+
+let shownView = null;
+
+/** Shows one view. When the view changes (not at the first one), focus moves to its heading,
+ * so that a screen reader announces where the user is. */
 function show(view, heading) {
+  const moved = shownView !== null && shownView !== view;
+  shownView = view;
   for (const section of document.querySelectorAll('main > section')) section.hidden = section.id !== view;
   const signedIn = Boolean(token());
   $('nav').hidden = !signedIn;
@@ -198,6 +252,7 @@ function show(view, heading) {
     else link.removeAttribute('aria-current');
   }
   document.title = `${heading} · Pomona`;
+  if (moved && view !== 'view-sign-in') $(view).querySelector('h1').focus();
 }
 
 function route() {
@@ -236,6 +291,11 @@ async function refreshOverview() {
   }
   $('overview-error').textContent = '';
   $('overview-updated').textContent = `Last refreshed ${new Date().toLocaleTimeString()}.`;
+  fillGroups(status.groups);
+  redraw('overview', status, () => drawOverview(status));
+}
+
+function drawOverview(status) {
   const policy = status.policy;
   facts($('policy'), [
     ['Revision', policy.revision || 'none yet'],
@@ -292,7 +352,6 @@ async function refreshOverview() {
   replace($('groups'), groups.length === 0 ? el('p', {}, 'No device groups are declared.')
     : table(count(groups.length, 'group'), ['Group', 'Members'],
       groups.map((g) => [el('a', { href: `#/devices?group=${enc(g.name)}` }, g.name), g.members]), [1]));
-  fillGroups(groups);
 }
 
 function failures(rows) {
@@ -416,6 +475,7 @@ async function showDevice(id) {
   show('view-device', 'Device');
   if (!shownDevice || shownDevice.device_id !== id) {
     shownDevice = null;
+    delete drawn.device;
     $('device-title').textContent = id;
     for (const part of ['device-facts', 'device-labels', 'device-groups', 'device-push', 'device-profiles',
       'device-action-list', 'device-commands', 'device-certificates']) replace($(part));
@@ -440,6 +500,10 @@ async function refreshDevice(id) {
   if (location.hash !== `#/device/${enc(id)}` && location.hash !== `#/device/${id}`) return;
   $('device-error').textContent = '';
   shownDevice = device;
+  redraw('device', [device, commands, actions], () => drawDevice(device, commands, actions));
+}
+
+function drawDevice(device, commands, actions) {
   const name = device.device_name || device.serial_number || device.device_id;
   $('device-title').textContent = device.serial_number ? `${name} (${device.serial_number})` : name;
   document.title = `${name} · Pomona`;
@@ -511,7 +575,7 @@ function actionResult(action) {
     return el('span', { className: 'location' }, `Located at ${r.latitude.toFixed(5)}, ${r.longitude.toFixed(5)}${accuracy}`);
   }
   if (typeof r.message_result === 'string') return r.message_result;
-  return resultDetails('Result', r);
+  return resultDetails('Result', r, `action-${action.action_id}`);
 }
 
 /** A command's result: the error chain in words when it failed, the whole answer on request. */
@@ -524,12 +588,12 @@ function commandResult(command) {
     parts.push(el('div', { className: 'error' },
       `${e.ErrorDomain || 'error'} ${e.ErrorCode ?? ''}: ${e.USEnglishDescription || e.LocalizedDescription || ''}`));
   }
-  parts.push(resultDetails('Answer', r));
+  parts.push(resultDetails('Answer', r, `command-${command.command_uuid}`));
   return parts;
 }
 
-function resultDetails(summary, value) {
-  return el('details', {}, el('summary', {}, summary), el('pre', {}, JSON.stringify(value, null, 2)));
+function resultDetails(summary, value, key) {
+  return el('details', { 'data-key': key }, el('summary', {}, summary), el('pre', {}, JSON.stringify(value, null, 2)));
 }
 
 // ---- device actions, confirmed in a dialog ------------------------------------------------
@@ -672,6 +736,11 @@ async function confirmAction(event) {
 // ---- start ------------------------------------------------------------------------------
 
 document.addEventListener('DOMContentLoaded', () => {
+  // The fragment chooses the view: the skip link moves focus without changing it.
+  document.querySelector('.skip').addEventListener('click', (event) => {
+    event.preventDefault();
+    $('main').focus();
+  });
   $('sign-in-form').addEventListener('submit', signIn);
   $('sign-out').addEventListener('click', () => {
     signOut();
