@@ -238,3 +238,84 @@ async fn an_unknown_persisted_removal_policy_fails_the_read_and_names_the_value(
         "the error names what it could not read: {error}"
     );
 }
+
+/// What migration 9 creates, undone, as on a database from before it.
+const BEFORE_DEVICE_SEARCH: [&str; 6] = [
+    "DROP TABLE device_labels",
+    "DROP INDEX enrollments_by_lower_id",
+    "DROP INDEX enrollments_by_state",
+    "DROP INDEX enrollments_by_lower_serial",
+    "DROP INDEX enrollments_by_lower_name",
+    "DELETE FROM pomona_schema_migrations WHERE version = 9",
+];
+
+/// A device labelled before migration 9 is found by its label after it: the migration fills
+/// `device_labels` from the labels stored so far.
+async fn labels_from_before_the_search_migration_are_searchable(
+    store: &dyn Store,
+    undo: impl AsyncFn(&str),
+) {
+    use pomona::store::inventory::InventoryStore;
+    use pomona::store::DeviceQuery;
+    store
+        .authenticate(&support::facts("device-1"), 1_000)
+        .await
+        .unwrap();
+    let labels = [("team".to_string(), "Finance".to_string())].into();
+    assert!(store
+        .set_device_labels("device-1", &labels, 2_000)
+        .await
+        .unwrap());
+    for statement in BEFORE_DEVICE_SEARCH {
+        undo(statement).await;
+    }
+    store.migrate().await.unwrap();
+    let query = DeviceQuery {
+        text: Some("team=fin".into()),
+        ..DeviceQuery::default()
+    };
+    let found = store.search_enrollments(&query, None, 10).await.unwrap();
+    assert_eq!(
+        found.len(),
+        1,
+        "the label stored before migration 9 is found"
+    );
+    assert_eq!(found[0].device_id, "device-1");
+}
+
+#[tokio::test]
+async fn on_sqlite_migration_9_makes_earlier_labels_searchable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, raw) = sqlite_with_a_device(dir.path()).await;
+    labels_from_before_the_search_migration_are_searchable(&store, async |statement: &str| {
+        sqlx::query(statement).execute(&raw).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_migration_9_makes_earlier_labels_searchable() {
+    let url = std::env::var("POMONA_TEST_POSTGRES_URL")
+        .expect("POMONA_TEST_POSTGRES_URL (scripts/test starts a throwaway PostgreSQL)");
+    let admin = sqlx::PgPool::connect(&url).await.unwrap();
+    let schema = format!("conformance_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let options = sqlx::postgres::PgConnectOptions::from_str(&url)
+        .unwrap()
+        .options([("search_path", schema.as_str())]);
+    let store = PostgresStore::open_with(options.clone()).await.unwrap();
+    store.migrate().await.unwrap();
+    let raw = sqlx::PgPool::connect_with(options).await.unwrap();
+    labels_from_before_the_search_migration_are_searchable(&store, async |statement: &str| {
+        sqlx::query(statement).execute(&raw).await.unwrap();
+    })
+    .await;
+    raw.close().await;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
