@@ -255,7 +255,6 @@ async fn labels_from_before_the_search_migration_are_searchable(
     store: &dyn Store,
     undo: impl AsyncFn(&str),
 ) {
-    use pomona::store::inventory::InventoryStore;
     use pomona::store::DeviceQuery;
     store
         .authenticate(&support::facts("device-1"), 1_000)
