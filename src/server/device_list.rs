@@ -82,15 +82,23 @@ pub async fn list_devices(
                     format!("group: no declared device group {group:?}"),
                 );
             };
-            // Members in id order, a chunk at a time, until the page is full.
+            // Members in id order (bytes), a chunk at a time, until the page is full. The
+            // chunk's matches are put in that order here: the database may sort ids by its
+            // collation, and the cursor into the members must follow one order only.
             let mut found = Vec::new();
             for chunk in members.chunks(MEMBERS_PER_QUERY) {
                 query.among = Some(chunk.to_vec());
-                let wanted = limit - found.len() as i64;
-                match state.store.search_enrollments(&query, None, wanted).await {
-                    Ok(page) => found.extend(page),
+                let mut page = match state
+                    .store
+                    .search_enrollments(&query, None, chunk.len() as i64)
+                    .await
+                {
+                    Ok(page) => page,
                     Err(e) => return store_error(e),
-                }
+                };
+                page.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+                page.truncate((limit as usize).saturating_sub(found.len()));
+                found.extend(page);
                 if found.len() as i64 == limit {
                     break;
                 }
