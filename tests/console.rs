@@ -228,7 +228,13 @@ async fn the_console_signs_in_shows_the_fleet_converging_searches_and_locks_a_de
         .expect("console script status");
     let errors = stderr_text.await.unwrap_or_default();
     println!("{transcript}{errors}");
-    println!("console screenshots: {}", screenshots.display());
+    // Straight to stderr, past the test harness's capture: where the artefacts are, always.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "console screenshots: {}",
+        screenshots.display()
+    );
     assert!(
         status.success(),
         "the console script failed ({status}):\n{transcript}\n{errors}\nscreenshots: {}",
