@@ -148,6 +148,41 @@ mod tests {
     }
 
     #[test]
+    fn a_file_the_browser_has_is_not_sent_again_and_every_answer_carries_the_policy() {
+        let fresh = serve(&SCRIPT, &HeaderMap::new());
+        assert_eq!(fresh.status(), StatusCode::OK);
+        assert_eq!(
+            fresh.headers()[header::CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(fresh.headers()[header::CACHE_CONTROL], "no-cache");
+        let mut asking = HeaderMap::new();
+        asking.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_str(&format!("\"other\", {}", SCRIPT.etag())).unwrap(),
+        );
+        let again = serve(&SCRIPT, &asking);
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(again.headers()[header::ETAG], SCRIPT.etag());
+        for response in [fresh, again] {
+            assert_eq!(
+                response.headers()[header::CONTENT_SECURITY_POLICY],
+                CONTENT_SECURITY_POLICY
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_console_file_is_not_found_under_the_same_policy() {
+        let response = file(Path("secrets.txt".into()), HeaderMap::new()).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            response.headers()[header::CONTENT_SECURITY_POLICY],
+            CONTENT_SECURITY_POLICY
+        );
+    }
+
+    #[test]
     fn etags_differ_per_file_and_are_quoted() {
         assert_ne!(INDEX.etag(), SCRIPT.etag());
         assert!(STYLE.etag().starts_with('"') && STYLE.etag().ends_with('"'));
