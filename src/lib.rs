@@ -163,6 +163,7 @@ pub async fn serve_on(
             reconciler,
             push: push.clone(),
             git: git_source,
+            readiness_waits_for_policy: config.kube.is_some(),
         },
     );
     let scheduler = push.spawn_scheduler();

@@ -9,7 +9,9 @@
 //! replicas on one PostgreSQL database, killing the leader hands over to the other, which
 //! finishes the convergence. A DeviceAction locks a Mac with a PIN from a Secret: the Mac gets
 //! it, the status shows the device Acknowledged and Ready, and the PIN is nowhere in status,
-//! events or logs; one naming a missing Secret is Stalled saying which.
+//! events or logs; one naming a missing Secret is Stalled saying which. A replica is not ready
+//! (`/readyz`) until it built a policy snapshot, and stays ready, saying it is degraded, while the
+//! API server is down.
 
 mod support;
 
@@ -783,4 +785,87 @@ stringData: {{pin: \"{ROTATED}\"}}
         !logs.contains(PIN) && !logs.contains(ROTATED),
         "a PIN in the logs"
     );
+}
+
+/// `GET /readyz` of a server, as (status, body).
+async fn readyz(server: &TestServer) -> (u16, String) {
+    let r = server
+        .client
+        .get(format!("{}/readyz", server.base_url))
+        .send()
+        .await
+        .expect("readyz answers");
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+async fn wait_for_readyz(server: &TestServer, what: &str, done: impl Fn(u16, &str) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = readyz(server).await;
+        if done(status, &body) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: /readyz still answers {status} {body:?} after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_is_ready_once_it_built_policy_and_stays_ready_serving_it_while_the_api_server_is_down(
+) {
+    let mut api = ApiServer::start().await;
+    let kubeconfig = api.kubeconfig.clone();
+    // No CRDs yet: the watches fail, so there is no snapshot and the replica is not ready.
+    let server = TestServer::start_with(move |a| {
+        a.kube = true;
+        a.kubeconfig = Some(kubeconfig);
+        a.lease_namespace = Some("pomona-system".into());
+        a.identity = Some("replica-a".into());
+        a.lease_duration_secs = Some(4);
+    })
+    .await;
+    wait_for_readyz(&server, "not ready without a snapshot", |status, body| {
+        status == 503
+            && body.contains("no policy snapshot built yet")
+            && body.contains("cannot be read")
+    })
+    .await;
+
+    install(&api);
+    wait_for_readyz(&server, "ready once the CRDs are there", |status, body| {
+        status == 200 && body == "ready\n"
+    })
+    .await;
+    let device = server.enrolled_device(0).await;
+
+    // The API server goes away: the replica keeps serving devices from the snapshot it built,
+    // and says so; the status API names the failing watch.
+    api.stop_apiserver();
+    wait_for_readyz(&server, "ready but degraded", |status, body| {
+        status == 200 && body.starts_with("ready\n") && body.contains("degraded: kube")
+    })
+    .await;
+    let (code, status) = server.admin_get("/api/v1/status").await;
+    assert_eq!(code, 200, "{status}");
+    let error = status["policy"]["last_fetch_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains("Kubernetes API server"), "{status}");
+    let mut device = device;
+    device
+        .exchange()
+        .await
+        .expect("a device is served while the API server is down");
+
+    api.restart_apiserver().await;
+    wait_for_readyz(&server, "healthy again", |status, body| {
+        status == 200 && body == "ready\n"
+    })
+    .await;
+    let (_, status) = server.admin_get("/api/v1/status").await;
+    assert!(status["policy"]["last_fetch_error"].is_null(), "{status}");
+    server.stop().await;
 }

@@ -130,7 +130,11 @@ where
 /// Starts a reflector for one kind; every change pokes `changed` — creations, updates,
 /// deletions and re-lists alike (an object without a finalizer leaves with a delete event
 /// only, and its removal must give a new snapshot like any other change).
-fn reflect<K>(api: Api<K>, shared: Arc<Shared>) -> (Reader<K>, tokio::task::JoinHandle<()>)
+fn reflect<K>(
+    api: Api<K>,
+    shared: Arc<Shared>,
+    health: Arc<WatchHealth>,
+) -> (Reader<K>, tokio::task::JoinHandle<()>)
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
@@ -139,18 +143,73 @@ where
     let stream =
         reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
     let task = tokio::spawn(async move {
+        let kind = K::kind(&Default::default()).to_string();
         let mut stream = std::pin::pin!(stream);
         while let Some(item) = stream.next().await {
             match item {
-                // The reflector store has taken the event in by now.
-                Ok(_) => shared.changed.notify_one(),
+                Ok(_) => {
+                    health.watch_succeeded(&kind);
+                    // The reflector store has taken the event in by now.
+                    shared.changed.notify_one()
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, kind = %K::kind(&Default::default()), "watch error; retrying")
+                    tracing::warn!(error = %e, kind = %kind, "watch error; retrying");
+                    health.watch_failed(&kind, &e);
                 }
             }
         }
     });
     (reader, task)
+}
+
+/// Whether the custom-resource watches reach the API server, told to the reconciler's policy
+/// health (`PolicyUpdate::FetchFailed` / `FetchSucceeded`) only when that changes, so that
+/// `/readyz`, `/api/v1/status` and `pomona status` say when the replica serves the last
+/// snapshot it built because the API server cannot be watched.
+struct WatchHealth {
+    /// The kinds whose watch failed last, with the error.
+    failing: Mutex<std::collections::BTreeMap<String, String>>,
+    /// Whether a first success was reported (the time the watches first answered).
+    reported: std::sync::atomic::AtomicBool,
+    feed: PolicyFeed,
+}
+
+impl WatchHealth {
+    fn new(feed: PolicyFeed) -> Self {
+        Self {
+            failing: Mutex::new(std::collections::BTreeMap::new()),
+            reported: std::sync::atomic::AtomicBool::new(false),
+            feed,
+        }
+    }
+
+    fn watch_failed(&self, kind: &str, error: &dyn std::fmt::Display) {
+        let mut failing = self.failing.lock().expect("lock");
+        let message = format!("watching {kind} on the Kubernetes API server: {error}");
+        if failing.get(kind) != Some(&message) {
+            failing.insert(kind.to_string(), message.clone());
+            self.feed.send(PolicyUpdate::FetchFailed { error: message });
+        }
+    }
+
+    fn watch_succeeded(&self, kind: &str) {
+        let mut failing = self.failing.lock().expect("lock");
+        let recovered = failing.remove(kind).is_some();
+        let first = !self
+            .reported
+            .swap(true, std::sync::atomic::Ordering::Relaxed);
+        match failing.values().next() {
+            // Another kind's watch still fails: that is the error to show now.
+            Some(still) if recovered => self.feed.send(PolicyUpdate::FetchFailed {
+                error: still.clone(),
+            }),
+            Some(_) => {}
+            None if recovered || first => self.feed.send(PolicyUpdate::FetchSucceeded {
+                at: crate::vocab::clock::now_millis(),
+            }),
+            None => {}
+        }
+    }
 }
 
 fn object<K, S>(
@@ -286,16 +345,37 @@ pub async fn run(
     tokio::pin!(stop);
     let client = client(&settings).await?;
     let shared = Arc::new(Shared::default());
+    let health = Arc::new(WatchHealth::new(feed.clone()));
     let mut tasks = TaskSet::default();
-    let (groups, t) = reflect(api(&client, &settings.namespace), shared.clone());
+    let (groups, t) = reflect(
+        api(&client, &settings.namespace),
+        shared.clone(),
+        health.clone(),
+    );
     tasks.push(t);
-    let (profiles, t) = reflect(api(&client, &settings.namespace), shared.clone());
+    let (profiles, t) = reflect(
+        api(&client, &settings.namespace),
+        shared.clone(),
+        health.clone(),
+    );
     tasks.push(t);
-    let (restrictions, t) = reflect(api(&client, &settings.namespace), shared.clone());
+    let (restrictions, t) = reflect(
+        api(&client, &settings.namespace),
+        shared.clone(),
+        health.clone(),
+    );
     tasks.push(t);
-    let (labels, t) = reflect(api(&client, &settings.namespace), shared.clone());
+    let (labels, t) = reflect(
+        api(&client, &settings.namespace),
+        shared.clone(),
+        health.clone(),
+    );
     tasks.push(t);
-    let (actions, t) = reflect(api(&client, &settings.namespace), shared.clone());
+    let (actions, t) = reflect(
+        api(&client, &settings.namespace),
+        shared.clone(),
+        health.clone(),
+    );
     tasks.push(t);
     let readers = Readers {
         groups,

@@ -133,11 +133,46 @@ pub async fn openapi() -> Response {
         .into_response()
 }
 
+/// `GET /readyz`: whether this replica should get traffic. Not ready while the database cannot
+/// be reached, and, with the Kubernetes source, until the replica built its first policy
+/// snapshot from the custom resources (a replica that never saw policy cannot plan if it takes
+/// the lead; during a rollout the replicas that have it keep serving). Once it has one, an API
+/// server that cannot be watched leaves it ready: devices are served and planned against the
+/// last snapshot built (the body says so), and an unready replica would gain nothing — without
+/// the API server no endpoint changes anyway. Git and directory sources never hold readiness
+/// back: with a git remote down at start, serving devices beats refusing them. The source's
+/// errors are not shown here (no token needed): `/api/v1/status` has them.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
+    if let Err(e) = state.store.ping().await {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the database cannot be reached: {e}\n"),
+        )
+            .into_response();
     }
+    let health = state.reconciler.health();
+    let source = health.source.as_deref().unwrap_or("the policy source");
+    if state.readiness_waits_for_policy && !state.reconciler.has_policy() {
+        let why = if health.last_fetch_error.is_some() {
+            "it cannot be read (see the log or /api/v1/status)"
+        } else {
+            "waiting for the custom resources to be listed"
+        };
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: no policy snapshot built yet from {source}: {why}\n"),
+        )
+            .into_response();
+    }
+    let mut body = String::from("ready\n");
+    if health.last_fetch_error.is_some() && state.reconciler.has_policy() {
+        body.push_str(&format!(
+            "degraded: {source} cannot be read; serving the last snapshot built (revision {}); \
+             see /api/v1/status\n",
+            health.revision.as_deref().unwrap_or("unknown")
+        ));
+    }
+    (StatusCode::OK, body).into_response()
 }
 
 /// `GET /devices/{id}/commands?limit=`.

@@ -57,6 +57,8 @@ pub struct AppState {
     pub push: Arc<crate::push::Push>,
     /// The git policy source, when policy comes from git (webhook, metrics).
     pub git: Option<Arc<crate::policy::git::GitSource>>,
+    /// See `Services::readiness_waits_for_policy`.
+    pub readiness_waits_for_policy: bool,
 }
 
 /// The running parts handlers reach besides the store, for `AppState::new`.
@@ -64,6 +66,9 @@ pub struct Services {
     pub reconciler: Arc<crate::reconcile::driver::Reconciler>,
     pub push: Arc<crate::push::Push>,
     pub git: Option<Arc<crate::policy::git::GitSource>>,
+    /// `/readyz` answers 503 until the policy source built its first snapshot (see
+    /// `admin::readyz`): true for the Kubernetes source.
+    pub readiness_waits_for_policy: bool,
 }
 
 /// Identity and enrollment settings for `AppState::new`.
@@ -89,6 +94,7 @@ impl AppState {
             reconciler: services.reconciler,
             push: services.push,
             git: services.git,
+            readiness_waits_for_policy: services.readiness_waits_for_policy,
             last_seen: Arc::new(LastSeen::new(store.clone())),
             store,
             admin_token,

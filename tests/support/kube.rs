@@ -134,6 +134,7 @@ pub struct ApiServer {
     /// Kubeconfig of the controller's service account identity (deploy/ RBAC only).
     pub controller_kubeconfig: PathBuf,
     bin: PathBuf,
+    etcd_url: String,
     // Declared in stop order: the API server before etcd.
     apiserver: Process,
     _etcd: Process,
@@ -211,6 +212,7 @@ impl ApiServer {
             controller_kubeconfig: controller_kubeconfig.clone(),
             dir,
             bin,
+            etcd_url: etcd_url.clone(),
             apiserver,
             _etcd: etcd,
         };
@@ -229,6 +231,26 @@ impl ApiServer {
             }
         }
         server
+    }
+
+    /// Stops the API server (etcd keeps its data): clients see connections refused.
+    pub fn stop_apiserver(&mut self) {
+        let _ = self.apiserver.child.kill();
+        let _ = self.apiserver.child.wait();
+    }
+
+    /// Starts the API server again on the port its kubeconfigs name, and waits until it is ready.
+    pub async fn restart_apiserver(&mut self) {
+        let port: u16 = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the API server URL ends in its port");
+        self.apiserver = start_apiserver(&self.bin, self.dir.path(), &self.etcd_url, port);
+        if let Err(why) = self.wait_ready().await {
+            panic!("{why}");
+        }
     }
 
     /// Waits for `/readyz`; Err with the API server's exit when it stops instead.
