@@ -459,6 +459,8 @@ async fn the_drain_benchmark_answers_every_queued_command_once() {
     let server = TestServer::start().await;
     let args = pomona::sim::SimArgs {
         server: server.base_url.clone(),
+        admin_server: None,
+        also_servers: vec![],
         devices: 6,
         server_ca: Some(server.data_dir.join("tls/ca.pem")),
         admin_token_file: Some(server.data_dir.join("admin-token")),
@@ -474,10 +476,14 @@ async fn the_drain_benchmark_answers_every_queued_command_once() {
         cpu_of: vec![std::process::id()],
         key_pool: None,
     };
-    let drained =
-        pomona::sim::drain::run(&args, 2, server.endpoint(false), server.admin_token.clone())
-            .await
-            .unwrap();
+    let drained = pomona::sim::drain::run(
+        &args,
+        2,
+        &[server.endpoint(false)],
+        server.admin_token.clone(),
+    )
+    .await
+    .unwrap();
     assert!(drained.failures.is_empty(), "{:?}", drained.failures);
     assert_eq!(drained.commands, 18, "{}", drained.line());
     // Each device: one Idle, then one result per command (the last answered by no command).
@@ -504,6 +510,8 @@ async fn a_fleet_with_injected_faults_converges() {
     let token_file = server.data_dir.join("admin-token");
     let args = pomona::sim::SimArgs {
         server: server.base_url.clone(),
+        admin_server: None,
+        also_servers: vec![],
         devices: 25,
         server_ca: Some(server.data_dir.join("tls/ca.pem")),
         admin_token_file: Some(token_file),

@@ -538,3 +538,78 @@ async fn a_device_that_only_answers_not_now_keeps_backing_off() {
     assert!(command["not_now_count"].as_i64().unwrap() >= 3, "{command}");
     server.stop().await;
 }
+
+/// Two replicas on one PostgreSQL database and one data directory (CA, TLS certificate, admin
+/// token), as on Kubernetes without `--kube`: a device enrolled with replica B and woken only by
+/// pushes answers a command queued through replica A's admin API. Nothing about the command
+/// lives in A's memory: the queue and the push request are rows of the shared database, the push
+/// reaches the device through APNs, and the device fetches the command from B. Its answer is
+/// then read back through A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_queued_through_one_replica_is_pushed_and_delivered_by_another() {
+    let pki = TestPki::new();
+    let apns = FakeApns::start(&pki).await;
+    let database = support::fresh_postgres_database("replicas").await;
+    let data = tempfile::tempdir().unwrap();
+    let replica = |args: &mut ServeArgs| {
+        apns.configure(&pki, args);
+        args.database = Some(database.clone());
+    };
+    let a = TestServer::start_in(data.path().to_path_buf(), replica).await;
+    let b = TestServer::start_in(data.path().to_path_buf(), replica).await;
+    assert_ne!(a.base_url, b.base_url);
+
+    // Enrolled with B (its one-time token from B's admin API), known to A through the database.
+    let device = b.enrolled_device(0).await;
+    let udid = device.udid().to_string();
+    let token = device.push_token().to_vec();
+    let name = device.hw.device_name.clone();
+    let (status, view) = a.admin_get(&format!("/api/v1/devices/{udid}")).await;
+    assert_eq!(status, 200, "A does not know the device B enrolled: {view}");
+    let (task, stop) = wake_on_push(&apns, device);
+
+    let uuid = a
+        .queue(
+            &udid,
+            json!({"type": "DeviceInformation", "queries": ["DeviceName", "OSVersion"]}),
+        )
+        .await;
+    let answered = eventually(
+        "the command queued on A answered through B",
+        PATIENCE,
+        || {
+            let (a, udid, uuid) = (&a, &udid, &uuid);
+            async move {
+                let command = a.command(udid, uuid).await;
+                (command["status"] == "acknowledged").then_some(command)
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        answered["result"]["QueryResponses"]["DeviceName"], name,
+        "the device's answer, read through A: {answered}"
+    );
+    assert_eq!(answered["attempts"], 1, "delivered once: {answered}");
+
+    // The device was woken by a push (it never polls) and talked to B alone.
+    let pushes: Vec<_> = apns
+        .pushes()
+        .into_iter()
+        .filter(|p| p.token_hex == hex::encode(&token))
+        .collect();
+    assert!(!pushes.is_empty(), "the device was never pushed");
+    assert!(pushes.iter().all(|p| p.status == 200), "{pushes:?}");
+    let connects = |metrics: &str| {
+        metrics
+            .lines()
+            .any(|l| l.starts_with("pomona_http_requests_total{endpoint=\"/mdm/connect\""))
+    };
+    assert!(connects(&b.metrics().await), "B served the exchange");
+    assert!(!connects(&a.metrics().await), "A served no device exchange");
+    stop.send(true).unwrap();
+    let (_, stats) = task.await.unwrap();
+    assert!(stats.wakes >= 1 && stats.failed_exchanges == 0, "{stats:?}");
+    a.stop().await;
+    b.stop().await;
+}

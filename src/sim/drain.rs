@@ -10,7 +10,10 @@
 //! `/proc` before and after. The enrollment, all devices at once before anything else, is
 //! measured the same way: the server's CPU per enrollment, and so the enrollments per second
 //! its cores could serve, whatever the simulator (which shares the machine) costs. Device keys
-//! come from `--key-pool` and are made before either clock starts.
+//! come from `--key-pool` and are made before either clock starts. Replicas on one database are
+//! measured the same way: `--admin-server` queues the commands through one replica while the
+//! devices enroll with and drain through another, or through several (`--also-server`, devices
+//! spread round-robin); `--cpu-of` then names each replica and the database.
 
 use super::device::{Endpoint, Faults, SimDevice};
 use super::{hardware, SimArgs};
@@ -34,6 +37,11 @@ pub struct DrainSummary {
     pub enroll_elapsed: Duration,
     /// CPU time of each `--cpu-of` process during the enrollment.
     pub enroll_cpu: Vec<(u32, Duration)>,
+    /// Commands queued through the admin API before the drain.
+    pub queued: u64,
+    /// CPU time of each `--cpu-of` process while the commands were queued (and each device
+    /// answered what its enrollment queued, one exchange).
+    pub queue_cpu: Vec<(u32, Duration)>,
     pub failures: Vec<String>,
 }
 
@@ -86,9 +94,33 @@ impl DrainSummary {
         for (pid, cpu) in &self.enroll_cpu {
             let ms = cpu.as_secs_f64() * 1000.0 / (self.devices.max(1) as f64);
             line.push_str(&format!(
-                " · pid {pid}: {:.2}s CPU = {ms:.3} ms/enrollment, {:.0}/s on {cores} cores",
+                " · pid {pid}: {:.2}s CPU = {ms:.3} ms/enrollment",
+                cpu.as_secs_f64()
+            ));
+            // A replica that took no part (the enrollment went to another) has no capacity
+            // figure.
+            if ms > 0.0 {
+                line.push_str(&format!(
+                    ", {:.0}/s on {cores} cores",
+                    cores as f64 * 1000.0 / ms
+                ));
+            }
+        }
+        line
+    }
+
+    /// The untimed queueing's CPU per queued command: on a replica that only queued (the
+    /// devices being another's), the admin API's cost of a command.
+    pub fn queueing_line(&self) -> String {
+        let mut line = format!(
+            "queueing (not timed): {} commands through the admin API, and one exchange per device",
+            self.queued
+        );
+        for (pid, cpu) in &self.queue_cpu {
+            line.push_str(&format!(
+                " · pid {pid}: {:.2}s CPU = {:.3} ms/command",
                 cpu.as_secs_f64(),
-                cores as f64 * 1000.0 / ms.max(1e-9)
+                cpu.as_secs_f64() * 1000.0 / (self.queued.max(1) as f64)
             ));
         }
         line
@@ -99,9 +131,10 @@ impl DrainSummary {
 pub async fn run(
     args: &SimArgs,
     workers: usize,
-    endpoint: Arc<Endpoint>,
+    endpoints: &[Arc<Endpoint>],
     admin_token: String,
 ) -> anyhow::Result<DrainSummary> {
+    anyhow::ensure!(!endpoints.is_empty(), "the drain needs a server");
     anyhow::ensure!(workers > 0, "--drain-workers must be at least 1");
     anyhow::ensure!(
         args.commands_per_device > 0,
@@ -118,7 +151,8 @@ pub async fn run(
     for index in 0..count {
         let mut device = SimDevice::new(
             hardware(args.seed, index),
-            endpoint.clone(),
+            // Round-robin over the replicas: each device stays with its own.
+            endpoints[index % endpoints.len()].clone(),
             Faults::default(),
             args.seed ^ (index as u64) << 1,
         );
@@ -133,10 +167,11 @@ pub async fn run(
         enrolled.push(task.await??);
     }
     let enroll_elapsed = started.elapsed();
-    let enroll_cpu = cpu_spent(&cpu_before, &cpu_times(&args.cpu_of)?);
+    let queue_before = cpu_times(&args.cpu_of)?;
+    let enroll_cpu = cpu_spent(&cpu_before, &queue_before);
     let mut loading = Vec::with_capacity(count);
     for mut device in enrolled {
-        let (token, server) = (admin_token.clone(), args.server.clone());
+        let (token, server) = (admin_token.clone(), args.admin_url().to_string());
         let commands = args.commands_per_device;
         loading.push(tokio::spawn(async move {
             load(&mut device, &server, &token, commands).await?;
@@ -152,6 +187,7 @@ pub async fn run(
         count * args.commands_per_device,
         started.elapsed().as_secs_f64()
     );
+    let queue_cpu = cpu_spent(&queue_before, &cpu_times(&args.cpu_of)?);
     let answered_before: u64 = fleet.iter().map(answered).sum();
     let requests_before: u64 = fleet.iter().map(|d| d.stats.requests).sum();
     let queue = Arc::new(Mutex::new(fleet));
@@ -180,6 +216,8 @@ pub async fn run(
         workers,
         enroll_elapsed,
         enroll_cpu,
+        queued: (count * args.commands_per_device) as u64,
+        queue_cpu,
         ..DrainSummary::default()
     };
     let mut drained = Vec::with_capacity(count);
@@ -195,6 +233,7 @@ pub async fn run(
     summary.requests = drained.iter().map(|d| d.stats.requests).sum::<u64>() - requests_before;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     println!("sim: {}", summary.enrollment_line(cores));
+    println!("sim: {}", summary.queueing_line());
     println!("sim: {}", summary.line());
     for failure in summary.failures.iter().take(10) {
         eprintln!("sim: failure: {failure}");
@@ -396,6 +435,33 @@ mod tests {
         assert!(line.contains("in 2.00s = 50/s"), "{line}");
         assert!(
             line.contains("pid 7: 0.40s CPU = 4.000 ms/enrollment, 500/s on 2 cores"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_replica_that_took_no_part_in_the_enrollment_gets_no_capacity_figure() {
+        let summary = DrainSummary {
+            devices: 100,
+            enroll_elapsed: Duration::from_secs(2),
+            enroll_cpu: vec![(7, Duration::ZERO), (8, Duration::from_millis(400))],
+            queued: 500,
+            queue_cpu: vec![(7, Duration::from_millis(100))],
+            ..DrainSummary::default()
+        };
+        let line = summary.enrollment_line(2);
+        assert!(
+            line.contains("pid 7: 0.00s CPU = 0.000 ms/enrollment ·"),
+            "{line}"
+        );
+        assert!(
+            line.contains("pid 8: 0.40s CPU = 4.000 ms/enrollment, 500/s"),
+            "{line}"
+        );
+        let line = summary.queueing_line();
+        assert!(line.contains("500 commands"), "{line}");
+        assert!(
+            line.contains("pid 7: 0.10s CPU = 0.200 ms/command"),
             "{line}"
         );
     }

@@ -28,6 +28,16 @@ pub struct SimArgs {
     /// Server base URL (as for the admin commands: `pomona serve` with no flags listens there).
     #[arg(long, default_value = "https://localhost:8443")]
     pub server: String,
+    /// Queue the --commands-per-device workload through the admin API of this replica instead
+    /// of --server (replicas sharing one database: queued on one, delivered by another).
+    /// Enrollment tokens still come from the replica each device enrolls with.
+    #[arg(long, value_name = "URL")]
+    pub admin_server: Option<String>,
+    /// With --drain-workers: further replicas of the same server, on the same database and data
+    /// directory; devices are spread round-robin over --server and these, each enrolling and
+    /// exchanging with its own. Repeatable.
+    #[arg(long = "also-server", value_name = "URL")]
+    pub also_servers: Vec<String>,
     /// Number of simulated devices.
     #[arg(long, default_value_t = 10)]
     pub devices: usize,
@@ -76,6 +86,13 @@ pub struct SimArgs {
     /// keys takes a minute or two on a small machine. Test keys only; never for real devices.
     #[arg(long, value_name = "DIR")]
     pub key_pool: Option<PathBuf>,
+}
+
+impl SimArgs {
+    /// Where the workload's commands are queued: --admin-server, else --server.
+    pub fn admin_url(&self) -> &str {
+        self.admin_server.as_deref().unwrap_or(&self.server)
+    }
 }
 
 /// A UUID-formatted string from the given generator (deterministic per seed).
@@ -211,16 +228,34 @@ pub async fn run_cli(args: SimArgs) -> anyhow::Result<Summary> {
         None => None,
     };
     let client = client(ca.as_deref())?;
-    let mut endpoint = Endpoint::new(client, &args.server, args.one_url)
-        .enrolling_with(identity::ProfileSource::AdminToken(
-            admin_token_value.clone(),
-        ))
-        .trusting(server_ca_pem);
-    endpoint.tls_client_certificates = !args.no_tls_client_certificate;
-    let endpoint = Arc::new(endpoint);
-    eprintln!("sim: {} devices against {}", args.devices, args.server);
+    // One endpoint (and so, for signing devices, one shared HTTP/2 connection) per replica.
+    let endpoints: Vec<Arc<Endpoint>> = std::iter::once(&args.server)
+        .chain(&args.also_servers)
+        .map(|server| {
+            let mut endpoint = Endpoint::new(client.clone(), server, args.one_url)
+                .enrolling_with(identity::ProfileSource::AdminToken(
+                    admin_token_value.clone(),
+                ))
+                .trusting(server_ca_pem.clone());
+            endpoint.tls_client_certificates = !args.no_tls_client_certificate;
+            Arc::new(endpoint)
+        })
+        .collect();
+    eprintln!(
+        "sim: {} devices against {}{}",
+        args.devices,
+        std::iter::once(&args.server)
+            .chain(&args.also_servers)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(" and "),
+        args.admin_server
+            .as_ref()
+            .map(|a| format!(", commands queued through {a}"))
+            .unwrap_or_default()
+    );
     if let Some(workers) = args.drain_workers {
-        let drained = drain::run(&args, workers, endpoint, admin_token_value).await?;
+        let drained = drain::run(&args, workers, &endpoints, admin_token_value).await?;
         return Ok(Summary {
             devices: drained.devices,
             failed_devices: drained.failures.len(),
@@ -228,6 +263,11 @@ pub async fn run_cli(args: SimArgs) -> anyhow::Result<Summary> {
             ..Summary::default()
         });
     }
+    anyhow::ensure!(
+        args.also_servers.is_empty(),
+        "--also-server needs --drain-workers (only the drain spreads devices over replicas)"
+    );
+    let endpoint = endpoints[0].clone();
     let printer = {
         let endpoint = endpoint.clone();
         let total = args.devices;
@@ -288,7 +328,7 @@ pub async fn run_fleet(
         device.pregenerated_key = keys.pop();
         let admin = admin_token
             .clone()
-            .map(|t| (t, args.server.clone(), endpoint.client.clone()));
+            .map(|t| (t, args.admin_url().to_string(), endpoint.client.clone()));
         let per_device = args.commands_per_device;
         let poll = args.poll_interval;
         tasks.push(tokio::spawn(async move {
