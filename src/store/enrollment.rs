@@ -1,7 +1,7 @@
 //! Enrollments: Authenticate, TokenUpdate and CheckOut, bootstrap tokens, finding and listing
 //! devices, and when each was last seen. The trait and its SQL for every `Backend`.
 
-use super::backend::{Backend, Finish as _, Row};
+use super::backend::{Backend, Db, Finish as _, Row};
 use super::sql::*;
 use super::*;
 use async_trait::async_trait;
@@ -87,139 +87,20 @@ pub(crate) fn enrollment_from_row(row: &Row) -> Result<Enrollment, sqlx::Error> 
 #[async_trait]
 impl<B: Backend> EnrollmentStore for B {
     async fn authenticate(&self, f: &DeviceFacts, now: i64) -> StoreResult<AuthenticateOutcome> {
-        let mut tx = self.begin_write().await?;
-        let inserted: bool = Self::sql(
-            "INSERT INTO enrollments (id, enrollment_type, state, topic, serial_number, model, model_name, \
-             product_name, os_version, build_version, device_name, imei, meid, created_at, authenticated_at, \
-             cert_fingerprint) \
-             VALUES ($1, $2, 'authenticated', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14) \
-             ON CONFLICT (id) DO UPDATE SET enrollment_type = excluded.enrollment_type, \
-               state = 'authenticated', topic = excluded.topic, \
-               serial_number = COALESCE(excluded.serial_number, enrollments.serial_number), \
-               model = COALESCE(excluded.model, enrollments.model), \
-               model_name = COALESCE(excluded.model_name, enrollments.model_name), \
-               product_name = COALESCE(excluded.product_name, enrollments.product_name), \
-               os_version = COALESCE(excluded.os_version, enrollments.os_version), \
-               build_version = COALESCE(excluded.build_version, enrollments.build_version), \
-               device_name = COALESCE(excluded.device_name, enrollments.device_name), \
-               imei = COALESCE(excluded.imei, enrollments.imei), \
-               meid = COALESCE(excluded.meid, enrollments.meid), \
-               push_token = NULL, push_magic = NULL, awaiting_configuration = FALSE, \
-               authenticated_at = excluded.authenticated_at, checked_out_at = NULL, \
-               cert_fingerprint = excluded.cert_fingerprint \
-             RETURNING created_at = authenticated_at AS inserted",
-        )
-        .arg(&f.device_id)
-        .arg(f.enrollment_type.as_str())
-        .arg(&f.topic)
-        .arg(&f.serial_number)
-        .arg(&f.model)
-        .arg(&f.model_name)
-        .arg(&f.product_name)
-        .arg(&f.os_version)
-        .arg(&f.build_version)
-        .arg(&f.device_name)
-        .arg(&f.imei)
-        .arg(&f.meid)
-        .arg(now)
-        .arg(&f.certificate_fingerprint)
-        .fetch_one_on(&mut *tx)
-        .await?
-        .col("inserted")?;
-        if let Some(fingerprint) = &f.certificate_fingerprint {
-            Self::sql(
-                "UPDATE device_certificates SET device_id = $2, bound_at = $3 WHERE fingerprint = $1",
-            )
-            .arg(fingerprint)
-            .arg(&f.device_id)
-            .arg(now)
-            .execute_on(&mut *tx)
-            .await?;
+        // Through the write queue: enrollments arriving together share one commit.
+        let write = EnrollmentWrite::Authenticate(Box::new(f.clone()), now);
+        match self.writes().submit(Write::Enrollment(write)).await? {
+            Written::Enrollment(EnrollmentWritten::Authenticated(outcome)) => Ok(outcome),
+            other => Err(wrong_kind(other)),
         }
-        let cancelled = Self::sql(
-            "UPDATE commands SET status = 'cancelled', updated_at = $2 \
-             WHERE enrollment_id = $1 AND status = 'queued'",
-        )
-        .arg(&f.device_id)
-        .arg(now)
-        .execute_on(&mut *tx)
-        .await?;
-        if !inserted {
-            // A new enrollment of a known device (after an erase, a CheckOut, a removed
-            // MDM profile): it carries none of what we installed before. Whatever is
-            // still declared for it is pending again (and reinstalled once it is
-            // enrolled), nothing is left to remove, and its last ProfileList is stale.
-            Self::sql("DELETE FROM managed_profiles WHERE device_id = $1 AND state IN ('removing', 'removal_failed')")
-                .arg(&f.device_id)
-                .execute_on(&mut *tx)
-                .await?;
-            Self::sql(
-                "UPDATE managed_profiles SET state = 'pending', attempts = 0, last_attempt_at = NULL, \
-                   acknowledged_at = NULL, last_error = NULL, updated_at = $2 \
-                 WHERE device_id = $1",
-            )
-            .arg(&f.device_id)
-            .arg(now)
-            .execute_on(&mut *tx)
-            .await?;
-            Self::sql("DELETE FROM reported_profiles WHERE device_id = $1")
-                .arg(&f.device_id)
-                .execute_on(&mut *tx)
-                .await?;
-            // Results the old enrollment gave (a ProfileList answered just before) speak
-            // of a device that no longer exists: they are not folded in.
-            Self::sql(
-                "UPDATE reconcile_commands SET processed_at = $2 \
-                 WHERE device_id = $1 AND processed_at IS NULL",
-            )
-            .arg(&f.device_id)
-            .arg(now)
-            .execute_on(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(AuthenticateOutcome {
-            cancelled_commands: cancelled,
-            re_enrollment: !inserted,
-        })
     }
 
     async fn token_update(&self, u: &TokenUpdateRecord, now: i64) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        // Upsert: a device whose Authenticate was lost still becomes reachable.
-        Self::sql(
-            "INSERT INTO enrollments (id, enrollment_type, state, topic, push_token, push_magic, \
-             unlock_token, awaiting_configuration, created_at, authenticated_at, token_updated_at) \
-             VALUES ($1, $2, 'enrolled', $3, $4, $5, $6, $7, $8, $8, $8) \
-             ON CONFLICT (id) DO UPDATE SET state = 'enrolled', topic = excluded.topic, \
-               push_token = excluded.push_token, push_magic = excluded.push_magic, \
-               unlock_token = COALESCE(excluded.unlock_token, enrollments.unlock_token), \
-               awaiting_configuration = excluded.awaiting_configuration, \
-               token_updated_at = excluded.token_updated_at, checked_out_at = NULL",
-        )
-        .arg(&u.device_id)
-        .arg(u.enrollment_type.as_str())
-        .arg(&u.topic)
-        .arg(&u.token)
-        .arg(&u.push_magic)
-        .arg(&u.unlock_token)
-        .arg(u.awaiting_configuration)
-        .arg(now)
-        .execute_on(&mut *tx)
-        .await?;
-        // A new token may work again; commands still waiting deserve a wake-up.
-        Self::sql(
-            "UPDATE push_state SET token_invalid_at = NULL, attempts = 0, failures = 0, \
-             next_push_at = CASE WHEN next_push_at IS NULL AND EXISTS (SELECT 1 FROM commands \
-               WHERE enrollment_id = $1 AND status = 'queued') THEN $2 ELSE next_push_at END \
-             WHERE enrollment_id = $1",
-        )
-        .arg(&u.device_id)
-        .arg(now)
-        .execute_on(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        let write = EnrollmentWrite::TokenUpdate(Box::new(u.clone()), now);
+        match self.writes().submit(Write::Enrollment(write)).await? {
+            Written::Enrollment(EnrollmentWritten::TokenUpdated) => Ok(()),
+            other => Err(wrong_kind(other)),
+        }
     }
 
     async fn check_out(&self, device_id: &str, now: i64) -> StoreResult<bool> {
@@ -561,4 +442,146 @@ mod search_tests {
             "{plan:#?}"
         );
     }
+}
+
+/// Authenticate inside a write transaction (see `EnrollmentStore::authenticate`).
+pub(crate) async fn authenticate_in<D: Db>(
+    tx: &mut D::Tx,
+    f: &DeviceFacts,
+    now: i64,
+) -> Result<AuthenticateOutcome, sqlx::Error> {
+    let inserted: bool = D::sql(
+        "INSERT INTO enrollments (id, enrollment_type, state, topic, serial_number, model, model_name, \
+         product_name, os_version, build_version, device_name, imei, meid, created_at, authenticated_at, \
+         cert_fingerprint) \
+         VALUES ($1, $2, 'authenticated', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14) \
+         ON CONFLICT (id) DO UPDATE SET enrollment_type = excluded.enrollment_type, \
+           state = 'authenticated', topic = excluded.topic, \
+           serial_number = COALESCE(excluded.serial_number, enrollments.serial_number), \
+           model = COALESCE(excluded.model, enrollments.model), \
+           model_name = COALESCE(excluded.model_name, enrollments.model_name), \
+           product_name = COALESCE(excluded.product_name, enrollments.product_name), \
+           os_version = COALESCE(excluded.os_version, enrollments.os_version), \
+           build_version = COALESCE(excluded.build_version, enrollments.build_version), \
+           device_name = COALESCE(excluded.device_name, enrollments.device_name), \
+           imei = COALESCE(excluded.imei, enrollments.imei), \
+           meid = COALESCE(excluded.meid, enrollments.meid), \
+           push_token = NULL, push_magic = NULL, awaiting_configuration = FALSE, \
+           authenticated_at = excluded.authenticated_at, checked_out_at = NULL, \
+           cert_fingerprint = excluded.cert_fingerprint \
+         RETURNING created_at = authenticated_at AS inserted",
+    )
+    .arg(&f.device_id)
+    .arg(f.enrollment_type.as_str())
+    .arg(&f.topic)
+    .arg(&f.serial_number)
+    .arg(&f.model)
+    .arg(&f.model_name)
+    .arg(&f.product_name)
+    .arg(&f.os_version)
+    .arg(&f.build_version)
+    .arg(&f.device_name)
+    .arg(&f.imei)
+    .arg(&f.meid)
+    .arg(now)
+    .arg(&f.certificate_fingerprint)
+    .fetch_one_on(&mut **tx)
+    .await?
+    .col("inserted")?;
+    if let Some(fingerprint) = &f.certificate_fingerprint {
+        D::sql(
+            "UPDATE device_certificates SET device_id = $2, bound_at = $3 WHERE fingerprint = $1",
+        )
+        .arg(fingerprint)
+        .arg(&f.device_id)
+        .arg(now)
+        .execute_on(&mut **tx)
+        .await?;
+    }
+    let cancelled = D::sql(
+        "UPDATE commands SET status = 'cancelled', updated_at = $2 \
+         WHERE enrollment_id = $1 AND status = 'queued'",
+    )
+    .arg(&f.device_id)
+    .arg(now)
+    .execute_on(&mut **tx)
+    .await?;
+    if !inserted {
+        // A new enrollment of a known device (after an erase, a CheckOut, a removed
+        // MDM profile): it carries none of what we installed before. Whatever is
+        // still declared for it is pending again (and reinstalled once it is
+        // enrolled), nothing is left to remove, and its last ProfileList is stale.
+        D::sql("DELETE FROM managed_profiles WHERE device_id = $1 AND state IN ('removing', 'removal_failed')")
+            .arg(&f.device_id)
+            .execute_on(&mut **tx)
+            .await?;
+        D::sql(
+            "UPDATE managed_profiles SET state = 'pending', attempts = 0, last_attempt_at = NULL, \
+               acknowledged_at = NULL, last_error = NULL, updated_at = $2 \
+             WHERE device_id = $1",
+        )
+        .arg(&f.device_id)
+        .arg(now)
+        .execute_on(&mut **tx)
+        .await?;
+        D::sql("DELETE FROM reported_profiles WHERE device_id = $1")
+            .arg(&f.device_id)
+            .execute_on(&mut **tx)
+            .await?;
+        // Results the old enrollment gave (a ProfileList answered just before) speak
+        // of a device that no longer exists: they are not folded in.
+        D::sql(
+            "UPDATE reconcile_commands SET processed_at = $2 \
+             WHERE device_id = $1 AND processed_at IS NULL",
+        )
+        .arg(&f.device_id)
+        .arg(now)
+        .execute_on(&mut **tx)
+        .await?;
+    }
+    Ok(AuthenticateOutcome {
+        cancelled_commands: cancelled,
+        re_enrollment: !inserted,
+    })
+}
+
+/// TokenUpdate inside a write transaction (see `EnrollmentStore::token_update`).
+pub(crate) async fn token_update_in<D: Db>(
+    tx: &mut D::Tx,
+    u: &TokenUpdateRecord,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    // Upsert: a device whose Authenticate was lost still becomes reachable.
+    D::sql(
+        "INSERT INTO enrollments (id, enrollment_type, state, topic, push_token, push_magic, \
+         unlock_token, awaiting_configuration, created_at, authenticated_at, token_updated_at) \
+         VALUES ($1, $2, 'enrolled', $3, $4, $5, $6, $7, $8, $8, $8) \
+         ON CONFLICT (id) DO UPDATE SET state = 'enrolled', topic = excluded.topic, \
+           push_token = excluded.push_token, push_magic = excluded.push_magic, \
+           unlock_token = COALESCE(excluded.unlock_token, enrollments.unlock_token), \
+           awaiting_configuration = excluded.awaiting_configuration, \
+           token_updated_at = excluded.token_updated_at, checked_out_at = NULL",
+    )
+    .arg(&u.device_id)
+    .arg(u.enrollment_type.as_str())
+    .arg(&u.topic)
+    .arg(&u.token)
+    .arg(&u.push_magic)
+    .arg(&u.unlock_token)
+    .arg(u.awaiting_configuration)
+    .arg(now)
+    .execute_on(&mut **tx)
+    .await?;
+    // A new token may work again; commands still waiting deserve a wake-up.
+    D::sql(
+        "UPDATE push_state SET token_invalid_at = NULL, attempts = 0, failures = 0, \
+         next_push_at = CASE WHEN next_push_at IS NULL AND EXISTS (SELECT 1 FROM commands \
+           WHERE enrollment_id = $1 AND status = 'queued') THEN $2 ELSE next_push_at END \
+         WHERE enrollment_id = $1",
+    )
+    .arg(&u.device_id)
+    .arg(now)
+    .execute_on(&mut **tx)
+    .await?;
+    Ok(())
 }

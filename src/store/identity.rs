@@ -70,39 +70,20 @@ impl<B: Backend> IdentityStore for B {
         challenge_hash: Option<&str>,
         now: i64,
     ) -> StoreResult<SecretUse> {
-        let mut tx = self.begin_write().await?;
-        if let Some(hash) = challenge_hash {
-            let used = Self::sql(
-                "UPDATE enrollment_secrets SET used_at = $3 \
-                 WHERE hash = $1 AND kind = $2 AND used_at IS NULL AND expires_at > $3",
-            )
-            .arg(hash)
-            .arg(SecretKind::ScepChallenge.as_str())
-            .arg(now)
-            .execute_on(&mut *tx)
-            .await?;
-            if used != 1 {
-                tx.rollback().await?;
-                return secret_refusal(self, SecretKind::ScepChallenge, hash).await;
+        // Through the write queue: enrollments arriving together share one commit.
+        let write = EnrollmentWrite::Certificate(
+            Box::new(c.clone()),
+            challenge_hash.map(str::to_string),
+            now,
+        );
+        match self.writes().submit(Write::Enrollment(write)).await? {
+            Written::Enrollment(EnrollmentWritten::SecretUsed(true)) => Ok(SecretUse::Accepted),
+            Written::Enrollment(EnrollmentWritten::SecretUsed(false)) => {
+                let hash = challenge_hash.unwrap_or_default();
+                secret_refusal(self, SecretKind::ScepChallenge, hash).await
             }
+            other => Err(wrong_kind(other)),
         }
-        Self::sql(&format!(
-            "INSERT INTO device_certificates ({CERTIFICATE_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-        ))
-        .arg(&c.fingerprint)
-        .arg(&c.serial)
-        .arg(&c.subject)
-        .arg(c.not_before)
-        .arg(c.not_after)
-        .arg(c.issued_at)
-        .arg(&c.device_id)
-        .arg(c.bound_at)
-        .arg(c.revoked_at)
-        .execute_on(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(SecretUse::Accepted)
     }
 
     async fn certificate_standing(
@@ -180,21 +161,68 @@ impl<B: Backend> IdentityStore for B {
         hash: &str,
         now: i64,
     ) -> StoreResult<SecretUse> {
-        // One conditional UPDATE: of concurrent attempts exactly one changes the row.
-        let used = Self::sql(
-            "UPDATE enrollment_secrets SET used_at = $3 \
-             WHERE hash = $1 AND kind = $2 AND used_at IS NULL AND expires_at > $3",
-        )
-        .arg(hash)
-        .arg(kind.as_str())
-        .arg(now)
-        .write_alone(self)
-        .await?;
-        if used == 1 {
-            return Ok(SecretUse::Accepted);
+        let write = EnrollmentWrite::ConsumeSecret(kind, hash.to_string(), now);
+        match self.writes().submit(Write::Enrollment(write)).await? {
+            Written::Enrollment(EnrollmentWritten::SecretUsed(true)) => Ok(SecretUse::Accepted),
+            Written::Enrollment(EnrollmentWritten::SecretUsed(false)) => {
+                secret_refusal(self, kind, hash).await
+            }
+            other => Err(wrong_kind(other)),
         }
-        secret_refusal(self, kind, hash).await
     }
+}
+
+/// Uses a one-time secret up inside a write transaction: one conditional UPDATE, so that of
+/// concurrent attempts (or of two in one batch) exactly one changes the row. False when the
+/// secret was unknown, used or expired.
+pub(crate) async fn consume_secret_in<D: Db>(
+    tx: &mut D::Tx,
+    kind: SecretKind,
+    hash: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let used = D::sql(
+        "UPDATE enrollment_secrets SET used_at = $3 \
+         WHERE hash = $1 AND kind = $2 AND used_at IS NULL AND expires_at > $3",
+    )
+    .arg(hash)
+    .arg(kind.as_str())
+    .arg(now)
+    .execute_on(&mut **tx)
+    .await?;
+    Ok(used == 1)
+}
+
+/// Records an issued certificate inside a write transaction, using its SCEP challenge up first
+/// when there is one. False, with nothing recorded, when the challenge was not valid (the
+/// UPDATE changed nothing, so there is nothing to undo).
+pub(crate) async fn record_certificate_in<D: Db>(
+    tx: &mut D::Tx,
+    c: &CertificateRecord,
+    challenge_hash: Option<&str>,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    if let Some(hash) = challenge_hash {
+        if !consume_secret_in::<D>(tx, SecretKind::ScepChallenge, hash, now).await? {
+            return Ok(false);
+        }
+    }
+    D::sql(&format!(
+        "INSERT INTO device_certificates ({CERTIFICATE_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    ))
+    .arg(&c.fingerprint)
+    .arg(&c.serial)
+    .arg(&c.subject)
+    .arg(c.not_before)
+    .arg(c.not_after)
+    .arg(c.issued_at)
+    .arg(&c.device_id)
+    .arg(c.bound_at)
+    .arg(c.revoked_at)
+    .execute_on(&mut **tx)
+    .await?;
+    Ok(true)
 }
 
 /// Why a one-time secret was not accepted: never seen, already used, or expired.

@@ -60,6 +60,29 @@ pub(crate) enum Write {
     /// A device to push, and when (Unix ms); see `Store::request_pushes`.
     PushRequest((String, i64)),
     PushOutcome(super::PushOutcome),
+    /// A step of an enrollment (see `EnrollmentWrite`).
+    Enrollment(EnrollmentWrite),
+}
+
+/// The enrollment's writes, through the write queue so that devices enrolling together share
+/// commits (each step alone cost a commit and an fsync; BENCHMARKS.md, enrollment). Holds
+/// secrets (push and unlock tokens): no Debug.
+pub(crate) enum EnrollmentWrite {
+    Authenticate(Box<super::DeviceFacts>, i64),
+    TokenUpdate(Box<super::TokenUpdateRecord>, i64),
+    /// An issued certificate, with the hash of the SCEP challenge it uses up.
+    Certificate(Box<super::CertificateRecord>, Option<String>, i64),
+    /// A one-time secret used up (an enrollment token).
+    ConsumeSecret(super::SecretKind, String, i64),
+}
+
+/// What an `EnrollmentWrite` returns.
+#[derive(Debug)]
+pub(crate) enum EnrollmentWritten {
+    Authenticated(super::AuthenticateOutcome),
+    TokenUpdated,
+    /// Whether the secret (or the certificate's challenge) was valid and is now used.
+    SecretUsed(bool),
 }
 
 /// What a `Write` returns, of the same kind.
@@ -71,6 +94,7 @@ pub(crate) enum Written {
     /// Whether the device is known.
     PushRequest(bool),
     PushOutcome,
+    Enrollment(EnrollmentWritten),
 }
 
 /// Writes in one transaction at most. Under a fleet-wide change the queue holds more than
@@ -304,15 +328,24 @@ async fn write_batch<B: Backend>(
     let mut exchanges = Vec::new();
     let mut requests = Vec::new();
     let mut outcomes = Vec::new();
+    let mut enrollments = Vec::new();
     for write in batch {
         match write {
             Write::Plan(p) => plans.push(p),
             Write::Exchange(x) => exchanges.push(x),
             Write::PushRequest(request) => requests.push(request),
             Write::PushOutcome(o) => outcomes.push(o),
+            Write::Enrollment(e) => enrollments.push(e),
         }
     }
     let mut tx = B::begin_on(writer).await?;
+    // Enrollment steps first, in the order they came: an Authenticate cancels what was queued
+    // for the device before, never what a plan in this batch queues for the new enrollment.
+    let mut enrolled = Vec::with_capacity(enrollments.len());
+    for e in enrollments {
+        enrolled.push(write_enrollment::<B::Db>(&mut tx, e).await?);
+    }
+    let mut enrolled = enrolled.into_iter();
     let mut queued = super::reconcile::apply_plans_in::<B::Db>(&mut tx, &plans)
         .await?
         .into_iter();
@@ -334,8 +367,36 @@ async fn write_batch<B: Backend>(
             Write::Exchange(_) => Written::Exchange(exchanged.next().unwrap_or_default()),
             Write::PushRequest(_) => Written::PushRequest(found.next().unwrap_or_default()),
             Write::PushOutcome(_) => Written::PushOutcome,
+            Write::Enrollment(_) => Written::Enrollment(
+                enrolled
+                    .next()
+                    .unwrap_or(EnrollmentWritten::SecretUsed(false)),
+            ),
         })
         .collect())
+}
+
+async fn write_enrollment<D: super::backend::Db>(
+    tx: &mut D::Tx,
+    write: &EnrollmentWrite,
+) -> Result<EnrollmentWritten, sqlx::Error> {
+    use super::enrollment::{authenticate_in, token_update_in};
+    use super::identity::{consume_secret_in, record_certificate_in};
+    Ok(match write {
+        EnrollmentWrite::Authenticate(facts, now) => {
+            EnrollmentWritten::Authenticated(authenticate_in::<D>(tx, facts, *now).await?)
+        }
+        EnrollmentWrite::TokenUpdate(update, now) => {
+            token_update_in::<D>(tx, update, *now).await?;
+            EnrollmentWritten::TokenUpdated
+        }
+        EnrollmentWrite::Certificate(certificate, challenge, now) => EnrollmentWritten::SecretUsed(
+            record_certificate_in::<D>(tx, certificate, challenge.as_deref(), *now).await?,
+        ),
+        EnrollmentWrite::ConsumeSecret(kind, hash, now) => {
+            EnrollmentWritten::SecretUsed(consume_secret_in::<D>(tx, *kind, hash, *now).await?)
+        }
+    })
 }
 
 async fn run_migrations<B: Backend>(store: &B) -> StoreResult<()> {
