@@ -20,7 +20,9 @@ pub type DerResult<T> = Result<T, DerError>;
 
 pub const SEQUENCE: u8 = 0x30;
 pub const SET: u8 = 0x31;
+pub const BOOLEAN: u8 = 0x01;
 pub const INTEGER: u8 = 0x02;
+pub const BIT_STRING: u8 = 0x03;
 pub const OCTET_STRING: u8 = 0x04;
 pub const NULL: u8 = 0x05;
 pub const OID: u8 = 0x06;
@@ -28,6 +30,7 @@ pub const UTF8_STRING: u8 = 0x0c;
 pub const PRINTABLE_STRING: u8 = 0x13;
 pub const IA5_STRING: u8 = 0x16;
 pub const UTC_TIME: u8 = 0x17;
+pub const GENERALIZED_TIME: u8 = 0x18;
 
 /// Context-specific constructed tag `[n]`.
 pub const fn context(n: u8) -> u8 {

@@ -67,6 +67,8 @@ pub struct PkiRequest {
     digest: Digest,
     cipher: Cipher,
     pub csr: Option<X509Req>,
+    /// The CSR as the requester encoded it (what issuance copies the subject and key from).
+    pub csr_der: Option<Vec<u8>>,
     pub challenge: Option<String>,
     pub problem: Option<(FailInfo, String)>,
 }
@@ -117,6 +119,7 @@ pub fn decode_request(body: &[u8], ca: &DeviceCa) -> Result<PkiRequest, Malforme
         digest,
         cipher: Cipher::aes_128_cbc(),
         csr: None,
+        csr_der: None,
         challenge: None,
         problem: None,
     };
@@ -205,6 +208,7 @@ pub fn decode_request(body: &[u8], ca: &DeviceCa) -> Result<PkiRequest, Malforme
     }
     request.challenge = csr_challenge(&csr_der).unwrap_or(None);
     request.csr = Some(csr);
+    request.csr_der = Some(csr_der);
     Ok(request)
 }
 
@@ -279,7 +283,7 @@ pub fn csr_challenge(csr_der: &[u8]) -> Result<Option<String>, DerError> {
 pub fn cert_rep(
     ca: &DeviceCa,
     request: &PkiRequest,
-    outcome: Result<&X509, FailInfo>,
+    outcome: Result<&[u8], FailInfo>,
 ) -> Result<Vec<u8>, cms::BuildError> {
     let mut attributes: Vec<cms::Attribute> = vec![
         (ATTR_MESSAGE_TYPE, der::printable_string("3")),
@@ -299,8 +303,7 @@ pub fn cert_rep(
     let content = match outcome {
         Ok(issued) => {
             attributes.push((ATTR_PKI_STATUS, der::printable_string("0")));
-            let issued_der = issued.to_der()?;
-            let degenerate = cms::certs_only(&[&issued_der]);
+            let degenerate = cms::certs_only(&[issued]);
             let mut recipients = Stack::new()?;
             recipients.push(request.signer.clone())?;
             let envelope = CmsContentInfo::encrypt(
@@ -492,8 +495,13 @@ mod tests {
         assert!(request.problem.is_none(), "{:?}", request.problem);
         assert_eq!(request.challenge.as_deref(), Some("one-time-secret"));
         assert_eq!(request.transaction_id, "tx-1");
-        let issued = ca.issue(request.csr.as_ref().unwrap()).unwrap();
-        let reply = cert_rep(&ca, &request, Ok(&issued)).unwrap();
+        let issued = ca
+            .issue(
+                request.csr.as_ref().unwrap(),
+                request.csr_der.as_ref().unwrap(),
+            )
+            .unwrap();
+        let reply = cert_rep(&ca, &request, Ok(&issued.der)).unwrap();
         let got = decode_cert_rep(&reply, ca.certificate(), &cert, &key)
             .unwrap()
             .expect("SUCCESS");

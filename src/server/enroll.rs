@@ -259,7 +259,7 @@ async fn pki_operation(state: &AppState, message: &[u8]) -> Response {
     let transaction = request.transaction_id.clone();
     let outcome = decide_and_issue(state, &request).await;
     let reply = match &outcome {
-        Ok(Ok(cert)) => scep::cert_rep(&state.device_ca, &request, Ok(cert)),
+        Ok(Ok(cert)) => scep::cert_rep(&state.device_ca, &request, Ok(&cert.der)),
         Ok(Err((fail, reason))) => {
             state.metrics.count_scep(fail.name());
             tracing::warn!(
@@ -301,7 +301,7 @@ fn store_error_for_scep(e: &StoreError) -> Response {
         .into_response()
 }
 
-type Decision = Result<openssl::x509::X509, (FailInfo, String)>;
+type Decision = Result<crate::pki::ca::IssuedCertificate, (FailInfo, String)>;
 
 /// Checks the challenge and issues: Ok(Ok(cert)) SUCCESS, Ok(Err(..)) FAILURE, Err(..) 503.
 async fn decide_and_issue(
@@ -311,7 +311,7 @@ async fn decide_and_issue(
     if let Some((fail, reason)) = &request.problem {
         return Ok(Err((*fail, reason.clone())));
     }
-    let Some(csr) = request.csr.as_ref() else {
+    let (Some(csr), Some(csr_der)) = (request.csr.as_ref(), request.csr_der.as_deref()) else {
         return Ok(Err((FailInfo::BadRequest, "no CSR".into())));
     };
     let Some(challenge) = request.challenge.as_deref() else {
@@ -325,7 +325,7 @@ async fn decide_and_issue(
         .static_challenge
         .as_deref()
         .is_some_and(|fixed| tokens_match(challenge, fixed));
-    let issued = match state.device_ca.issue(csr) {
+    let issued = match state.device_ca.issue(csr, csr_der) {
         Ok(cert) => cert,
         Err(e) => {
             tracing::error!(error = %e, "issuing a device certificate failed");
@@ -335,10 +335,7 @@ async fn decide_and_issue(
             )));
         }
     };
-    let described = match crate::pki::ca::describe_certificate(&issued) {
-        Ok(d) => d,
-        Err(e) => return Ok(Err((FailInfo::BadRequest, e.to_string()))),
-    };
+    let described = &issued.described;
     let record = CertificateRecord {
         fingerprint: described.fingerprint.clone(),
         serial: described.serial.clone(),
