@@ -354,96 +354,6 @@ impl DeviceSearch {
     }
 }
 
-#[cfg(test)]
-mod search_tests {
-    use super::*;
-
-    /// The plan SQLite makes for a search, on an empty database with the whole schema.
-    fn sqlite_plan(query: &DeviceQuery) -> Vec<String> {
-        let db = rusqlite::Connection::open_in_memory().unwrap();
-        for (_, sqlite, _) in super::super::migrations::MIGRATIONS {
-            db.execute_batch(sqlite).unwrap();
-        }
-        let search = DeviceSearch::new::<super::super::SqliteStore>(query);
-        let text = format!(
-            "EXPLAIN QUERY PLAN SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE id > $1{} \
-             ORDER BY id LIMIT ${}",
-            search.conditions,
-            search.values.len() + 2
-        );
-        let mut statement = db.prepare(&text).unwrap();
-        for index in 1..=statement.parameter_count() {
-            statement.raw_bind_parameter(index, "x").unwrap();
-        }
-        let mut rows = statement.raw_query();
-        let mut plan = Vec::new();
-        while let Some(row) = rows.next().unwrap() {
-            plan.push(row.get::<_, String>(3).unwrap());
-        }
-        plan
-    }
-
-    #[test]
-    fn a_text_search_reads_index_ranges_and_never_scans_a_table() {
-        let plan = sqlite_plan(&DeviceQuery {
-            text: Some("C02".into()),
-            state: Some(EnrollmentState::Enrolled),
-            ..DeviceQuery::default()
-        });
-        for index in [
-            "enrollments_by_lower_id",
-            "enrollments_by_lower_serial",
-            "enrollments_by_lower_name",
-            "device_labels_by_value",
-        ] {
-            assert!(
-                plan.iter().any(|step| step.contains(index)),
-                "{index} unused: {plan:#?}"
-            );
-        }
-        assert!(
-            !plan.iter().any(|step| step.starts_with("SCAN ")),
-            "a table scan: {plan:#?}"
-        );
-        let plan = sqlite_plan(&DeviceQuery {
-            text: Some("team=fin".into()),
-            ..DeviceQuery::default()
-        });
-        assert!(
-            plan.iter()
-                .any(|step| step.contains("device_labels_by_key_value")),
-            "{plan:#?}"
-        );
-    }
-
-    #[test]
-    fn a_page_of_one_state_is_a_range_of_the_state_index() {
-        let plan = sqlite_plan(&DeviceQuery {
-            state: Some(EnrollmentState::CheckedOut),
-            product_prefixes: vec!["iPad".into()],
-            ..DeviceQuery::default()
-        });
-        assert!(
-            plan.iter()
-                .any(|step| step.contains("INDEX enrollments_by_state (state=? AND id>?)")),
-            "{plan:#?}"
-        );
-    }
-
-    #[test]
-    fn a_page_without_text_walks_the_id_index() {
-        let plan = sqlite_plan(&DeviceQuery {
-            product_prefixes: vec!["iPhone".into()],
-            ..DeviceQuery::default()
-        });
-        assert!(
-            plan.iter()
-                .any(|step| step.starts_with("SEARCH enrollments USING INDEX sqlite_autoindex")),
-            "{plan:#?}"
-        );
-    }
-}
-
 /// Authenticate inside a write transaction (see `EnrollmentStore::authenticate`).
 pub(crate) async fn authenticate_in<D: Db>(
     tx: &mut D::Tx,
@@ -584,4 +494,94 @@ pub(crate) async fn token_update_in<D: Db>(
     .execute_on(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod search_tests {
+    use super::*;
+
+    /// The plan SQLite makes for a search, on an empty database with the whole schema.
+    fn sqlite_plan(query: &DeviceQuery) -> Vec<String> {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        for (_, sqlite, _) in super::super::migrations::MIGRATIONS {
+            db.execute_batch(sqlite).unwrap();
+        }
+        let search = DeviceSearch::new::<super::super::SqliteStore>(query);
+        let text = format!(
+            "EXPLAIN QUERY PLAN SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE id > $1{} \
+             ORDER BY id LIMIT ${}",
+            search.conditions,
+            search.values.len() + 2
+        );
+        let mut statement = db.prepare(&text).unwrap();
+        for index in 1..=statement.parameter_count() {
+            statement.raw_bind_parameter(index, "x").unwrap();
+        }
+        let mut rows = statement.raw_query();
+        let mut plan = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            plan.push(row.get::<_, String>(3).unwrap());
+        }
+        plan
+    }
+
+    #[test]
+    fn a_text_search_reads_index_ranges_and_never_scans_a_table() {
+        let plan = sqlite_plan(&DeviceQuery {
+            text: Some("C02".into()),
+            state: Some(EnrollmentState::Enrolled),
+            ..DeviceQuery::default()
+        });
+        for index in [
+            "enrollments_by_lower_id",
+            "enrollments_by_lower_serial",
+            "enrollments_by_lower_name",
+            "device_labels_by_value",
+        ] {
+            assert!(
+                plan.iter().any(|step| step.contains(index)),
+                "{index} unused: {plan:#?}"
+            );
+        }
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN ")),
+            "a table scan: {plan:#?}"
+        );
+        let plan = sqlite_plan(&DeviceQuery {
+            text: Some("team=fin".into()),
+            ..DeviceQuery::default()
+        });
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("device_labels_by_key_value")),
+            "{plan:#?}"
+        );
+    }
+
+    #[test]
+    fn a_page_of_one_state_is_a_range_of_the_state_index() {
+        let plan = sqlite_plan(&DeviceQuery {
+            state: Some(EnrollmentState::CheckedOut),
+            product_prefixes: vec!["iPad".into()],
+            ..DeviceQuery::default()
+        });
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("INDEX enrollments_by_state (state=? AND id>?)")),
+            "{plan:#?}"
+        );
+    }
+
+    #[test]
+    fn a_page_without_text_walks_the_id_index() {
+        let plan = sqlite_plan(&DeviceQuery {
+            product_prefixes: vec!["iPhone".into()],
+            ..DeviceQuery::default()
+        });
+        assert!(
+            plan.iter()
+                .any(|step| step.starts_with("SEARCH enrollments USING INDEX sqlite_autoindex")),
+            "{plan:#?}"
+        );
+    }
 }
