@@ -46,13 +46,9 @@ where
     }
 }
 
-/// Runs one case in a schema of its own on the PostgreSQL server the tests were given, and
-/// drops the schema afterwards (also when the case failed).
-async fn on_postgresql_store<F, Fut>(case: F)
-where
-    F: FnOnce(Arc<dyn Store>) -> Fut,
-    Fut: Future<Output = CaseResult>,
-{
+/// A new empty schema in the database of POMONA_TEST_POSTGRES_URL: an administrative pool,
+/// the schema's name (to drop it afterwards) and connection options that work in it.
+async fn fresh_schema() -> (sqlx::PgPool, String, sqlx::postgres::PgConnectOptions) {
     let url = std::env::var("POMONA_TEST_POSTGRES_URL").unwrap_or_else(|_| {
         panic!(
             "POMONA_TEST_POSTGRES_URL is not set. Run the tests with scripts/test, which starts a throwaway \
@@ -71,6 +67,17 @@ where
     let options = sqlx::postgres::PgConnectOptions::from_str(&url)
         .unwrap()
         .options([("search_path", schema.as_str())]);
+    (admin, schema, options)
+}
+
+/// Runs one case in a schema of its own on the PostgreSQL server the tests were given, and
+/// drops the schema afterwards (also when the case failed).
+async fn on_postgresql_store<F, Fut>(case: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = CaseResult>,
+{
+    let (admin, schema, options) = fresh_schema().await;
     let store = PostgresStore::open_with(options).await.unwrap();
     store.migrate().await.unwrap();
     let result = case(Arc::new(store)).await;
@@ -294,17 +301,7 @@ async fn on_sqlite_migration_9_makes_earlier_labels_searchable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgresql_migration_9_makes_earlier_labels_searchable() {
-    let url = std::env::var("POMONA_TEST_POSTGRES_URL")
-        .expect("POMONA_TEST_POSTGRES_URL (scripts/test starts a throwaway PostgreSQL)");
-    let admin = sqlx::PgPool::connect(&url).await.unwrap();
-    let schema = format!("conformance_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let options = sqlx::postgres::PgConnectOptions::from_str(&url)
-        .unwrap()
-        .options([("search_path", schema.as_str())]);
+    let (admin, schema, options) = fresh_schema().await;
     let store = PostgresStore::open_with(options.clone()).await.unwrap();
     store.migrate().await.unwrap();
     let raw = sqlx::PgPool::connect_with(options).await.unwrap();
