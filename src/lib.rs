@@ -243,10 +243,7 @@ fn start_policy_source(
     stopped: tokio::sync::oneshot::Receiver<()>,
 ) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
     let run_driver = |reconciler: std::sync::Arc<reconcile::driver::Reconciler>| {
-        tokio::spawn(reconciler.run(
-            crate::reconcile::driver::PARALLEL_RECONCILES,
-            std::future::pending::<()>(),
-        ))
+        tokio::spawn(plan_while_allowed(reconciler, store.clone()))
     };
     match (&config.kube, git_source) {
         (Some(settings), _) => {
@@ -273,6 +270,68 @@ fn start_policy_source(
             )),
             run_driver(reconciler),
         ),
+    }
+}
+
+/// Runs the reconciler while this server holds the database's planning lock
+/// (`Store::planning_lock`; with `--kube` the Lease decides instead). A server that cannot take
+/// it serves devices only, says so, and tries again every few seconds, so that it takes over
+/// when the planning server stops. While other servers use the database, the planner also picks
+/// up the devices they saw, as the Kubernetes leader does.
+async fn plan_while_allowed(
+    reconciler: std::sync::Arc<reconcile::driver::Reconciler>,
+    store: std::sync::Arc<dyn store::Store>,
+) {
+    let mut waiting = false;
+    loop {
+        match store.planning_lock().await {
+            Ok(Some(mut lock)) => {
+                if waiting {
+                    tracing::info!("took the planning lock: this server plans now");
+                    if let Err(e) = reconciler.load_devices().await {
+                        tracing::warn!(error = %e, "could not load devices on taking the planning lock");
+                    }
+                }
+                let planner = tokio::spawn(reconciler.clone().run(
+                    crate::reconcile::driver::PARALLEL_RECONCILES,
+                    std::future::pending::<()>(),
+                ));
+                let mut since = crate::vocab::clock::now_millis();
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    let now = crate::vocab::clock::now_millis();
+                    match lock.check().await {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            controller::mark_seen_since(&reconciler, store.as_ref(), since).await
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the planning lock's connection broke");
+                            break;
+                        }
+                    }
+                    since = now;
+                }
+                planner.abort();
+                tracing::warn!("lost the planning lock: this server serves devices only until it takes it again");
+                waiting = true;
+            }
+            Ok(None) => {
+                if !waiting {
+                    tracing::error!(
+                        "another Pomona server plans for this database: this one serves devices \
+                         only and takes over when that one stops. Several replicas belong under \
+                         --kube (one Lease, status written back); see docs/deploy.md"
+                    );
+                    waiting = true;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not ask for the planning lock; trying again");
+                waiting = true;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     }
 }
 

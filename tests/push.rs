@@ -613,3 +613,72 @@ async fn a_command_queued_through_one_replica_is_pushed_and_delivered_by_another
     a.stop().await;
     b.stop().await;
 }
+
+/// `pomona_reconciles_total` of a server: the plans it made.
+async fn reconciles(server: &TestServer) -> u64 {
+    server
+        .metrics()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("pomona_reconciles_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("pomona_reconciles_total in /metrics")
+}
+
+/// Exchanges until the device carries the declared profile (its identifier on the device).
+async fn exchange_until_installed(device: &mut SimDevice, identifier: &str, what: &str) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !device.state.profiles.contains_key(identifier) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: never installed"
+        );
+        let _ = device.exchange().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_servers_on_one_database_without_kube_one_plans_and_the_other_takes_over_when_it_stops(
+) {
+    let database = support::fresh_postgres_database("planning_lock").await;
+    let data = tempfile::tempdir().unwrap();
+    let policy = tempfile::tempdir().unwrap();
+    std::fs::write(
+        policy.path().join("policy.yaml"),
+        "apiVersion: mdm.pomona.dev/v1alpha1\nkind: DeviceGroup\nmetadata: {name: everyone}\n\
+         spec:\n  selector: {}\n---\napiVersion: mdm.pomona.dev/v1alpha1\nkind: Profile\n\
+         metadata: {name: wifi}\nspec:\n  groups: [everyone]\n  payloads:\n    \
+         - payloadType: com.apple.wifi.managed\n      content: {SSID_STR: Office, AutoJoin: true}\n",
+    )
+    .unwrap();
+    let replica = |args: &mut ServeArgs| {
+        args.database = Some(database.clone());
+        args.policy_dir = Some(policy.path().to_path_buf());
+    };
+    let a = TestServer::start_in(data.path().to_path_buf(), replica).await;
+    let b = TestServer::start_in(data.path().to_path_buf(), replica).await;
+
+    // Enrolled with B and served by B alone: A plans it (it holds the lock and picks up the
+    // devices B saw), B plans nothing.
+    let mut first = b.enrolled_device(0).await;
+    exchange_until_installed(&mut first, "dev.pomona.wifi", "planned by A, served by B").await;
+    assert!(reconciles(&a).await > 0, "A planned");
+    assert_eq!(
+        reconciles(&b).await,
+        0,
+        "B planned too: two planners on one database"
+    );
+
+    // A stops: its connection, and the lock with it, goes; B takes over within seconds.
+    a.stop().await;
+    let mut second = b.enrolled_device(1).await;
+    exchange_until_installed(
+        &mut second,
+        "dev.pomona.wifi",
+        "planned by B after A stopped",
+    )
+    .await;
+    assert!(reconciles(&b).await > 0, "B took over the planning");
+    b.stop().await;
+}

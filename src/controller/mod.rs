@@ -634,24 +634,33 @@ async fn sweep_loop(reconciler: Arc<Reconciler>, store: Arc<dyn EnrollmentStore>
     loop {
         tokio::time::sleep(every).await;
         let now = crate::vocab::clock::now_millis();
-        // Last-seen writes are batched: look back a little further than the interval.
-        let horizon = since - 5_000;
-        let mut after: Option<(i64, String)> = None;
-        loop {
-            let page = match store.devices_seen_since(horizon, after.clone(), 1000).await {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(error = %e, "device sweep could not read recent devices");
-                    break;
-                }
-            };
-            let Some(last) = page.last() else { break };
-            after = Some(last.clone());
-            for (_, device_id) in &page {
-                reconciler.mark_dirty(device_id);
-            }
-        }
+        mark_seen_since(&reconciler, store.as_ref(), since).await;
         since = now;
+    }
+}
+
+/// Marks dirty every device seen since `since` (Unix ms), a page at a time.
+pub(crate) async fn mark_seen_since(
+    reconciler: &Reconciler,
+    store: &dyn EnrollmentStore,
+    since: i64,
+) {
+    // Last-seen writes are batched: look back a little further than asked.
+    let horizon = since - 5_000;
+    let mut after: Option<(i64, String)> = None;
+    loop {
+        let page = match store.devices_seen_since(horizon, after.clone(), 1000).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "device sweep could not read recent devices");
+                return;
+            }
+        };
+        let Some(last) = page.last() else { return };
+        after = Some(last.clone());
+        for (_, device_id) in &page {
+            reconciler.mark_dirty(device_id);
+        }
     }
 }
 

@@ -343,6 +343,16 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// The write queue: command exchanges, plans, push requests and push outcomes arriving
     /// together share one transaction (see `sql::Write`).
     fn writes(&self) -> &super::group_commit::GroupCommit<super::sql::Write, super::sql::Written>;
+    /// See `Store::planning_lock`. By default (one server per database) always granted.
+    fn take_planning_lock(
+        &self,
+    ) -> BoxFuture<'_, super::StoreResult<Option<Box<dyn super::PlanningLock>>>> {
+        Box::pin(async {
+            Ok(Some(
+                Box::new(super::SoleServer) as Box<dyn super::PlanningLock>
+            ))
+        })
+    }
     /// The read queues: certificate standings and reconcile views, answered in batches.
     fn reads(&self) -> &super::sql::ReadQueues;
 

@@ -109,6 +109,31 @@ pub trait Store:
     async fn ping(&self) -> StoreResult<()>;
     /// "sqlite" or "postgres".
     fn backend(&self) -> &'static str;
+    /// The right to plan for this database, if no other server holds it. Servers sharing a
+    /// PostgreSQL database without `--kube` would otherwise each plan from their own picture
+    /// of the fleet, and one could remove what another installed. On SQLite (one server) it is
+    /// always granted; on PostgreSQL it is a session advisory lock held on a connection of its
+    /// own, released when that connection ends (the server stopped or died).
+    async fn planning_lock(&self) -> StoreResult<Option<Box<dyn PlanningLock>>>;
+}
+
+/// Held by the one server that plans for a database (see `Store::planning_lock`).
+#[async_trait]
+pub trait PlanningLock: Send {
+    /// Whether the lock is still held (Err once its connection broke: planning must stop), and
+    /// whether other servers now serve devices of this database: their requests mark devices
+    /// dirty there, so the planner has to pick those devices up from their last-seen times.
+    async fn check(&mut self) -> Result<bool, StoreError>;
+}
+
+/// The lock of a database only one server uses (SQLite): never lost, never shared.
+pub(crate) struct SoleServer;
+
+#[async_trait]
+impl PlanningLock for SoleServer {
+    async fn check(&mut self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
 }
 
 /// What status reports read (admin API, CLI, custom resource status): profile counts and

@@ -16,6 +16,9 @@ pub struct PostgresStore {
     writes: super::group_commit::GroupCommit<super::sql::Write, super::sql::Written>,
     /// The read queues: certificate standings and reconcile views, answered in batches.
     reads: super::sql::ReadQueues,
+    /// `pomona <random>`: the `application_name` of this server's connections, by which the
+    /// planning server tells whether other servers use the database (`PlanningLock::check`).
+    instance: String,
 }
 
 impl PostgresStore {
@@ -26,6 +29,11 @@ impl PostgresStore {
 
     /// Opens with explicit options (tests use this to give each run its own schema).
     pub async fn open_with(options: PgConnectOptions) -> anyhow::Result<Self> {
+        let instance = format!(
+            "pomona {}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let options = options.application_name(&instance);
         let target = format!("{}:{}", options.get_host(), options.get_port());
         let pool = PgPoolOptions::new()
             .max_connections(16)
@@ -55,6 +63,7 @@ impl PostgresStore {
             ),
             writer: pool.clone(),
             pool,
+            instance,
         })
     }
 }
@@ -95,5 +104,50 @@ impl super::backend::Backend for PostgresStore {
     }
     fn reads(&self) -> &super::sql::ReadQueues {
         &self.reads
+    }
+    fn take_planning_lock(
+        &self,
+    ) -> BoxFuture<'_, super::StoreResult<Option<Box<dyn super::PlanningLock>>>> {
+        Box::pin(async move {
+            // A connection of its own, out of the pool: the lock lives as long as it does.
+            let mut connection = self.pool.acquire().await?.detach();
+            let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(PLANNING_LOCK_KEY)
+                .fetch_one(&mut connection)
+                .await?;
+            let instance = self.instance.clone();
+            Ok(held.then(|| {
+                Box::new(AdvisoryLock {
+                    connection,
+                    instance,
+                }) as Box<dyn super::PlanningLock>
+            }))
+        })
+    }
+}
+
+/// The advisory lock key of the right to plan (`Store::planning_lock`); the migrations use
+/// another.
+const PLANNING_LOCK_KEY: i64 = 7_400_518;
+
+/// The planning lock on PostgreSQL: held while its connection lives.
+struct AdvisoryLock {
+    connection: sqlx::PgConnection,
+    /// This server's `application_name` (see `PostgresStore::instance`).
+    instance: String,
+}
+
+#[async_trait::async_trait]
+impl super::PlanningLock for AdvisoryLock {
+    async fn check(&mut self) -> Result<bool, super::StoreError> {
+        // Other servers' connections carry their own name; one with none left serves no device.
+        let others: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name LIKE 'pomona %' AND application_name <> $1)",
+        )
+        .bind(&self.instance)
+        .fetch_one(&mut self.connection)
+        .await?;
+        Ok(others)
     }
 }

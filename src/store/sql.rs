@@ -285,6 +285,10 @@ impl<B: Backend> Store for B {
     fn backend(&self) -> &'static str {
         Self::NAME
     }
+
+    async fn planning_lock(&self) -> StoreResult<Option<Box<dyn PlanningLock>>> {
+        self.take_planning_lock().await
+    }
 }
 
 /// Writes a batch from the write queue in one transaction (see `sql::Write`). Should
