@@ -50,16 +50,33 @@ pub struct SqliteStore {
     _checkpoints: std::sync::mpsc::Sender<()>,
 }
 
+/// The file a `sqlite://path` (or `sqlite:path`) URL names; relative paths are relative to the
+/// working directory. Connection options in the URL are refused rather than ignored: the store
+/// sets its own (WAL, synchronous commits, private file mode).
+fn database_path(url: &str) -> anyhow::Result<std::path::PathBuf> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .with_context(|| format!("invalid SQLite URL {url:?}: expected sqlite://PATH"))?;
+    anyhow::ensure!(
+        !path.contains('?'),
+        "invalid SQLite URL {url:?}: options after '?' are not supported (Pomona sets its own); give sqlite://PATH"
+    );
+    anyhow::ensure!(
+        !path.is_empty(),
+        "invalid SQLite URL {url:?}: no file; give sqlite://PATH"
+    );
+    anyhow::ensure!(
+        !path.starts_with(":memory:"),
+        "an in-memory SQLite database is not supported: each connection would see its own; give a file"
+    );
+    Ok(std::path::PathBuf::from(path))
+}
+
 impl SqliteStore {
     /// Opens (creating if missing) the database at a `sqlite://path` URL.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
-        let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url)
-            .with_context(|| format!("invalid SQLite URL {url:?}"))?;
-        let path = options.get_filename().to_path_buf();
-        anyhow::ensure!(
-            path != std::path::Path::new(":memory:"),
-            "an in-memory SQLite database is not supported: each connection would see its own; give a file"
-        );
+        let path = database_path(url)?;
         // The database holds push and unlock tokens: create it readable by its owner only
         // (SQLite gives its -wal and -shm files the same mode).
         if !path.exists() {
@@ -176,5 +193,35 @@ impl super::backend::Backend for SqliteStore {
     }
     fn reads(&self) -> &super::sql::ReadQueues {
         &self.reads
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::database_path;
+
+    #[test]
+    fn a_sqlite_url_names_its_file_and_options_or_memory_are_refused() {
+        assert_eq!(
+            database_path("sqlite://pomona-data/pomona.db").unwrap(),
+            std::path::Path::new("pomona-data/pomona.db")
+        );
+        assert_eq!(
+            database_path("sqlite:///var/lib/pomona.db").unwrap(),
+            std::path::Path::new("/var/lib/pomona.db")
+        );
+        assert_eq!(
+            database_path("sqlite:pomona.db").unwrap(),
+            std::path::Path::new("pomona.db")
+        );
+        for (url, says) in [
+            ("postgres://db/pomona", "expected sqlite://PATH"),
+            ("sqlite://a.db?mode=ro", "options after '?'"),
+            ("sqlite://", "no file"),
+            ("sqlite::memory:", "in-memory"),
+        ] {
+            let error = database_path(url).unwrap_err().to_string();
+            assert!(error.contains(says), "{url}: {error}");
+        }
     }
 }

@@ -161,19 +161,18 @@ async fn sqlite_counts_status_from_the_covering_index() {
     let url = format!("sqlite://{}", dir.path().join("test.db").display());
     let store = SqliteStore::open(&url).await.unwrap();
     store.migrate().await.unwrap();
-    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
+    let raw = raw_sqlite(dir.path());
+    let mut explain = raw
+        .prepare(&format!(
+            "EXPLAIN QUERY PLAN {}",
+            pomona::store::reconcile::PROFILE_COUNTS_SQL
+        ))
         .unwrap();
-    let plan: Vec<String> = sqlx::query(&format!(
-        "EXPLAIN QUERY PLAN {}",
-        pomona::store::reconcile::PROFILE_COUNTS_SQL
-    ))
-    .fetch_all(&mut conn)
-    .await
-    .unwrap()
-    .iter()
-    .map(|row| sqlx::Row::get::<String, _>(row, "detail"))
-    .collect();
+    let plan: Vec<String> = explain
+        .query_map([], |row| row.get::<_, String>("detail"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     assert!(
         plan.iter()
             .any(|step| step.contains("COVERING INDEX managed_profiles_by_profile_state_hash")),
@@ -181,9 +180,16 @@ async fn sqlite_counts_status_from_the_covering_index() {
     );
 }
 
+/// A connection of its own to the test database in `dir`, for what the store would not do.
+fn raw_sqlite(dir: &std::path::Path) -> rusqlite::Connection {
+    let raw = rusqlite::Connection::open(dir.join("test.db")).unwrap();
+    raw.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    raw
+}
+
 /// A SQLite store in `dir` with `device-1` authenticated, and a second connection to the same
 /// file for writing what this build would not (a newer replica's values, or a hand edit).
-async fn sqlite_with_a_device(dir: &std::path::Path) -> (SqliteStore, sqlx::SqlitePool) {
+async fn sqlite_with_a_device(dir: &std::path::Path) -> (SqliteStore, rusqlite::Connection) {
     let url = format!("sqlite://{}", dir.join("test.db").display());
     let store = SqliteStore::open(&url).await.unwrap();
     store.migrate().await.unwrap();
@@ -191,8 +197,7 @@ async fn sqlite_with_a_device(dir: &std::path::Path) -> (SqliteStore, sqlx::Sqli
         .authenticate(&support::facts("device-1"), 1_000)
         .await
         .unwrap();
-    let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
-    (store, raw)
+    (store, raw_sqlite(dir))
 }
 
 /// A state this build does not know (written by a newer replica mid-upgrade, or by hand) fails
@@ -203,10 +208,11 @@ async fn an_unknown_persisted_state_fails_the_read_and_names_the_value() {
     let (store, raw) = sqlite_with_a_device(dir.path()).await;
     assert!(store.enrollment("device-1").await.unwrap().is_some());
 
-    sqlx::query("UPDATE enrollments SET state = 'frozen' WHERE id = 'device-1'")
-        .execute(&raw)
-        .await
-        .unwrap();
+    raw.execute(
+        "UPDATE enrollments SET state = 'frozen' WHERE id = 'device-1'",
+        [],
+    )
+    .unwrap();
     let error = store.enrollment("device-1").await.unwrap_err().to_string();
     assert!(
         error.contains("unknown enrollment state \"frozen\""),
@@ -231,9 +237,7 @@ async fn an_unknown_persisted_removal_policy_fails_the_read_and_names_the_value(
     let state = store.reconcile_state("device-1").await.unwrap();
     assert_eq!(state.managed, vec![kept], "Keep reads back as Keep");
 
-    sqlx::query("UPDATE managed_profiles SET removal_policy = 'Retain'")
-        .execute(&raw)
-        .await
+    raw.execute("UPDATE managed_profiles SET removal_policy = 'Retain'", [])
         .unwrap();
     let error = store
         .reconcile_state("device-1")
@@ -294,7 +298,7 @@ async fn on_sqlite_migration_9_makes_earlier_labels_searchable() {
     let dir = tempfile::tempdir().unwrap();
     let (store, raw) = sqlite_with_a_device(dir.path()).await;
     labels_from_before_the_search_migration_are_searchable(&store, async |statement: &str| {
-        sqlx::query(statement).execute(&raw).await.unwrap();
+        raw.execute(statement, []).unwrap();
     })
     .await;
 }
