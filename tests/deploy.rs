@@ -72,6 +72,26 @@ fn helm() -> PathBuf {
     path
 }
 
+/// Installs the CRD at the path in `var` (set by scripts/test-deps, which downloads it) and
+/// waits until the API server serves it.
+fn install_third_party_crd(api: &ApiServer, var: &str, name: &str) {
+    let path = std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the tests through scripts/test (scripts/test-deps downloads the CRD)")
+    });
+    assert!(
+        Path::new(&path).is_file(),
+        "{var}={path} is not a file: run scripts/test-deps"
+    );
+    // Server-side: CloudNativePG's CRD is too large for client-side apply's annotation.
+    api.kubectl(&["apply", "--server-side", "-f", &path]);
+    api.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        &format!("crd/{name}"),
+    ]);
+}
+
 /// Runs a command; stdout on success, a panic with stderr otherwise.
 fn run(command: &mut Command) -> String {
     let out = command
@@ -212,29 +232,50 @@ async fn deploy_and_the_helm_chart_are_accepted_by_a_real_api_server() {
         "deploy/ applies no Secret (the example with a placeholder password is not applied)"
     );
 
-    // The exposure examples, and the CloudNativePG overlay (its Cluster needs the operator's
-    // CRD, so only the rest is dry-run; the Deployment must read CloudNativePG's Secret).
+    // The exposure examples, the CloudNativePG overlay (Cluster included: the operator's CRD is
+    // installed, from CloudNativePG's Go module) and the Flux Kustomization of deploy/flux.
     for example in [
         "deploy/examples/service-loadbalancer.yaml",
         "deploy/examples/ingress-passthrough.yaml",
     ] {
         dry_run(&api, &read(example), example);
     }
+    install_third_party_crd(
+        &api,
+        "POMONA_CNPG_CLUSTER_CRD",
+        "clusters.postgresql.cnpg.io",
+    );
+    install_third_party_crd(
+        &api,
+        "POMONA_FLUX_KUSTOMIZATION_CRD",
+        "kustomizations.kustomize.toolkit.fluxcd.io",
+    );
     let overlay = api.kubectl(&[
         "kustomize",
         &repo("examples/kube-postgres").display().to_string(),
     ]);
-    let (cluster, rest): (Vec<&str>, Vec<&str>) = overlay
-        .split("\n---\n")
-        .partition(|doc| doc.contains("kind: Cluster\n"));
-    assert_eq!(cluster.len(), 1, "examples/kube-postgres has one Cluster");
-    assert!(cluster[0].contains("instances: 2"), "{}", cluster[0]);
-    let objects = dry_run(&api, &rest.join("\n---\n"), "examples/kube-postgres");
+    let objects = dry_run(&api, &overlay, "examples/kube-postgres");
+    let cluster = find(&objects, "Cluster", "pomona-db");
+    assert_eq!(cluster["spec"]["instances"], 2, "{cluster:#}");
+    assert_eq!(cluster["spec"]["bootstrap"]["initdb"]["owner"], "pomona");
     assert_eq!(
         env(find(&objects, "Deployment", "pomona"), "POMONA_DATABASE").unwrap()["valueFrom"]
             ["secretKeyRef"],
-        serde_json::json!({"name": "pomona-db-app", "key": "uri"})
+        serde_json::json!({"name": "pomona-db-app", "key": "uri"}),
+        "the Deployment reads the Secret CloudNativePG makes for the Cluster's owner"
     );
+    api.kubectl(&["create", "namespace", "flux-system"]);
+    let flux = dry_run(
+        &api,
+        &read("deploy/flux/mdm-policies.yaml"),
+        "deploy/flux/mdm-policies.yaml",
+    );
+    let checks = &find(&flux, "Kustomization", "mdm-policies")["spec"]["healthCheckExprs"];
+    assert_eq!(
+        checks[0]["apiVersion"], "mdm.pomona.dev/v1alpha1",
+        "the health checks survive Flux's schema (no field pruned): {checks:#}"
+    );
+    assert!(checks[0]["failed"].is_string(), "{checks:#}");
 
     // The chart with its defaults, and with every option switched.
     let defaults = dry_run(

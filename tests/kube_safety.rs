@@ -11,7 +11,7 @@ use pomona::sim::device::SimDevice;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use support::kube::{condition, install, ApiServer};
+use support::kube::{condition, flux_health, install, ApiServer};
 use support::TestServer;
 
 const NS: &str = "mdm";
@@ -212,8 +212,17 @@ async fn a_typo_or_an_invalid_group_keeps_the_last_good_profile_on_every_device(
     );
     assert_eq!(typo["metadata"]["generation"], 2);
     assert_eq!(
-        typo["status"]["observedGeneration"], 1,
-        "the rejected generation is not observed: {typo:#}"
+        typo["status"]["observedGeneration"], 2,
+        "the rejected generation is observed (judged), as kstatus reads it: {typo:#}"
+    );
+    assert_eq!(
+        typo["status"]["inForce"]["generation"], 1,
+        "generation 1 stays in force: {typo:#}"
+    );
+    assert_eq!(
+        flux_health(&typo),
+        "Failed",
+        "Flux fails the refused generation at once"
     );
     assert_eq!(typo["status"]["verified"], 3, "{typo:#}");
 
@@ -228,9 +237,9 @@ async fn a_typo_or_an_invalid_group_keeps_the_last_good_profile_on_every_device(
         stalled(Some(&after_restart), "Invalid"),
         "{after_restart:#}"
     );
-    assert_eq!(after_restart["status"]["observedGeneration"], 1);
+    assert_eq!(after_restart["status"]["inForce"]["generation"], 1);
 
-    // Fixed: the new generation is observed.
+    // Fixed: generation 3 is accepted and in force.
     api.kubectl(&[
         "patch",
         "profile",
@@ -242,10 +251,19 @@ async fn a_typo_or_an_invalid_group_keeps_the_last_good_profile_on_every_device(
         "-p",
         r#"{"spec":{"groups":["everyone"]}}"#,
     ]);
-    converge(&api, &mut devices, wifi_object, "typo fixed", |o| {
+    let fixed = converge(&api, &mut devices, wifi_object, "typo fixed", |o| {
         ready_at(o, 3, 3)
     })
-    .await;
+    .await
+    .unwrap();
+    assert_eq!(flux_health(&fixed), "Current", "{fixed:#}");
+    let mut not_judged_yet = fixed.clone();
+    not_judged_yet["metadata"]["generation"] = 4.into();
+    assert_eq!(
+        flux_health(&not_judged_yet),
+        "InProgress",
+        "Flux waits while status.observedGeneration is behind"
+    );
 
     // An invalid DeviceGroup keeps its last good definition: the profile is untouched.
     api.kubectl(&[
@@ -272,7 +290,9 @@ async fn a_typo_or_an_invalid_group_keeps_the_last_good_profile_on_every_device(
         message(&bad_group, "Stalled").contains("needs a selector"),
         "{bad_group:#}"
     );
-    assert_eq!(bad_group["status"]["observedGeneration"], 1);
+    assert_eq!(bad_group["status"]["observedGeneration"], 2);
+    assert_eq!(bad_group["status"]["inForce"]["generation"], 1);
+    assert_eq!(flux_health(&bad_group), "Failed", "{bad_group:#}");
     keep_talking(&mut devices, 3, "invalid group").await;
     let still = api.get("profile", NS, "wifi").unwrap();
     assert!(ready_at(Some(&still), 3, 3), "{still:#}");

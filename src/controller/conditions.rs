@@ -1,7 +1,7 @@
 //! What the status of a Pomona custom resource says, computed without I/O from the object's
 //! verdict (accepted, invalid with a generation in force, dangling) and the fleet's counts:
 //! the kstatus conditions `Ready`, `Reconciling` and `Stalled` with their reasons and messages,
-//! the generation observed, and the rendered status that keeps the transition times of
+//! and the rendered status that keeps the transition times of
 //! conditions whose status did not change. `status.rs` reads the counts and writes the result.
 
 use super::source::Verdict;
@@ -261,40 +261,24 @@ pub(super) fn conditions(
     ]
 }
 
-/// The generations a status speaks of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Generations {
-    /// `metadata.generation`: what the conditions judge.
-    pub current: Option<i64>,
-    /// `status.observedGeneration`: the generation devices get. A refused generation is not
-    /// observed: it stays at the one in force (none if nothing is).
-    pub observed: Option<i64>,
-}
-
-impl Generations {
-    pub fn of(current: Option<i64>, verdict: &Verdict) -> Self {
-        let observed = match verdict {
-            Verdict::Invalid { in_force, .. } => *in_force,
-            _ => current,
-        };
-        Self { current, observed }
-    }
-}
-
 /// The full status, keeping transition times of conditions whose status did not change.
+///
+/// `status.observedGeneration` is the generation judged, refused ones included (kstatus's
+/// meaning: Flux, `kubectl wait` and Argo CD see a refused generation as Stalled at once, not
+/// as not yet observed until a timeout); what devices get is `status.inForce.generation`.
 pub fn render(
     desired: &Desired,
-    generations: Generations,
+    generation: Option<i64>,
     revision: &str,
     old: Option<&PolicyStatus>,
     now: &str,
 ) -> PolicyStatus {
     let counts = desired.counts.clone();
     PolicyStatus {
-        observed_generation: generations.observed,
+        observed_generation: generation,
         conditions: conditions(
             desired,
-            generations.current,
+            generation,
             old.map_or(&[][..], |o| &o.conditions),
             now,
         ),
@@ -376,13 +360,11 @@ mod tests {
             Some(counts(3, 3, 0, 0)),
             "counts of what is in force"
         );
+        let status = render(&d, Some(5), "r", None, "now");
         assert_eq!(
-            Generations::of(Some(5), &kept),
-            Generations {
-                current: Some(5),
-                observed: Some(4)
-            },
-            "a refused generation is not observed"
+            status.observed_generation,
+            Some(5),
+            "a refused generation is observed (judged), as kstatus reads it"
         );
         let gone = Verdict::GroupsMissing {
             groups: vec!["everyone".into()],
@@ -400,7 +382,6 @@ mod tests {
             "{}",
             d.ready.2
         );
-        assert_eq!(Generations::of(Some(5), &gone).observed, Some(5));
     }
 
     #[test]
@@ -408,14 +389,14 @@ mod tests {
         let ok = Verdict::Accepted { warnings: vec![] };
         let first = render(
             &profile_conditions(&ok, &counts(1, 1, 0, 0), ""),
-            Generations::of(Some(1), &ok),
+            Some(1),
             "r",
             None,
             "T1",
         );
         let again = render(
             &profile_conditions(&ok, &counts(1, 1, 0, 0), ""),
-            Generations::of(Some(1), &ok),
+            Some(1),
             "r",
             Some(&first),
             "T2",
@@ -423,7 +404,7 @@ mod tests {
         assert_eq!(first, again, "nothing changed: nothing to write");
         let moved = render(
             &profile_conditions(&ok, &counts(2, 1, 1, 0), ""),
-            Generations::of(Some(2), &ok),
+            Some(2),
             "r",
             Some(&first),
             "T3",

@@ -1,8 +1,8 @@
 //! Status of the Pomona custom resources, written by the leader: kstatus conditions (`Ready`,
 //! `Reconciling`, `Stalled`, each with the `observedGeneration` it judges; computed without I/O
-//! in `conditions.rs`), the generation in
-//! force as `status.observedGeneration` (a refused generation is not observed) and its spec as
-//! `status.inForce` (what a restarted controller starts from), device counts from the store and
+//! in `conditions.rs`), the generation judged as `status.observedGeneration` (refused ones too,
+//! as kstatus expects), the generation in force and its spec as `status.inForce` (what devices
+//! get, and what a restarted controller starts from), device counts from the store and
 //! the reconciler's targeting index, a bounded message naming failing devices, events on
 //! transitions with the text of the moment, and the Profile/Restrictions finalizer (added to live objects; released once
 //! no device carries the profile, at once for `removalPolicy: Keep`, or after the removal
@@ -11,9 +11,7 @@
 //! messages carry device ids, device-reported reasons and Secret names only, never a PIN.
 
 use super::action_status::{action_conditions, device_line, render_action, ActionTally};
-use super::conditions::{
-    plain_conditions, profile_conditions, render, Counts, Desired, Generations,
-};
+use super::conditions::{plain_conditions, profile_conditions, render, Counts, Desired};
 use super::events::{Kind, Recorder};
 use super::source::{ObjectKey, Verdict};
 use super::{name_of, BuiltGetter, KubeSettings, Readers, FINALIZER};
@@ -41,7 +39,8 @@ const AUTHOR_REASONS: &[&str] = &["Invalid", "GroupMissing"];
 /// One object's verdict from the latest build, as the status writer needs it.
 struct Judged {
     key: ObjectKey,
-    generations: Generations,
+    /// `metadata.generation` as judged.
+    generation: Option<i64>,
     verdict: Verdict,
     /// What the object has in force (written to `status.inForce`).
     in_force: Option<InForce>,
@@ -143,7 +142,7 @@ impl Writer {
             };
             let (generation, verdict) = built.verdicts.get(&key)?.clone();
             Some(Judged {
-                generations: Generations::of(generation, &verdict),
+                generation,
                 verdict,
                 in_force: built.in_force.get(&key).map(|r| r.in_force.clone()),
                 key,
@@ -357,7 +356,7 @@ impl Writer {
             &desired,
             &tally,
             devices,
-            judged.generations.current,
+            judged.generation,
             revision,
             o.status.as_ref(),
             now,
@@ -460,7 +459,7 @@ impl Writer {
             + serde::de::DeserializeOwned
             + std::fmt::Debug,
     {
-        let mut status = render(desired, judged.generations, revision, old, now);
+        let mut status = render(desired, judged.generation, revision, old, now);
         status.in_force = judged.in_force.clone();
         let old_conditions = old.map_or(&[][..], |s| &s.conditions[..]);
         self.publish(o, &status, old, old_conditions, desired).await

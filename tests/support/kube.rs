@@ -399,3 +399,46 @@ pub fn condition<'a>(object: &'a serde_json::Value, type_: &str) -> &'a serde_js
         .and_then(|c| c.iter().find(|c| c["type"] == type_))
         .unwrap_or(&serde_json::Value::Null)
 }
+
+/// How Flux judges `object` with the health-check expressions of deploy/flux/mdm-policies.yaml:
+/// `Current`, `Failed`, `InProgress` or `Unknown: …`, from tests/flux-health (cel-go with Flux's
+/// options and order of evaluation; built by scripts/test-deps).
+pub fn flux_health(object: &serde_json::Value) -> String {
+    use std::io::Write;
+    let kustomization = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/flux/mdm-policies.yaml"),
+    )
+    .unwrap();
+    let kustomization: serde_json::Value = serde_saphyr::from_str(&kustomization).unwrap();
+    let exprs = &kustomization["spec"]["healthCheckExprs"][0];
+    let tool = super::tool_path(
+        "POMONA_FLUX_HEALTH",
+        Path::new(".cache/pomona/tools/flux-health"),
+    );
+    let mut child = Command::new(&tool)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "tests/flux-health is missing at {} ({e}): run `scripts/test-deps` (it builds it with Go) \
+                 or set POMONA_FLUX_HEALTH",
+                tool.display()
+            )
+        });
+    let input = serde_json::json!({"exprs": exprs, "object": object});
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "flux-health failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}

@@ -463,8 +463,6 @@ pub async fn fresh_postgres_database(purpose: &str) -> String {
     format!("{base}/{name}")
 }
 
-/// The `pomona` binary server processes run: the one cargo built for the tests, or
-/// `POMONA_BENCH_BIN` (benchmarks comparing two builds back to back; see BENCHMARKS.md).
 /// Where a tool the tests run is: the environment variable `var` if set, else `under_home`
 /// inside $HOME (where scripts/test-deps puts it).
 pub fn tool_path(var: &str, under_home: &std::path::Path) -> PathBuf {
@@ -474,6 +472,8 @@ pub fn tool_path(var: &str, under_home: &std::path::Path) -> PathBuf {
     })
 }
 
+/// The `pomona` binary server processes run: the one cargo built for the tests, or
+/// `POMONA_BENCH_BIN` (benchmarks comparing two builds back to back; see BENCHMARKS.md).
 pub fn server_binary() -> std::ffi::OsString {
     std::env::var_os("POMONA_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_pomona").into())
 }
