@@ -15,6 +15,11 @@
 //! requests per second over that time, the CPU time of the server and of the fleet, and both
 //! processes' peak RSS.
 //!
+//! `POMONA_BENCH_PROFILES` declares that many profiles for every device (default 1), and each
+//! change gives all of them new content. After the first rollout the benchmark waits (up to two
+//! minutes) for devices to close their idle connections and prints the server's resident memory
+//! per enrolled device beyond what it held at start.
+//!
 //! `POMONA_BENCH_ROLLOUT_MAX_DEVICES` sets the server's rollout pacing (default 5,000 devices
 //! with installs outstanding at once; 0 = no limit). `POMONA_BENCH_PUSH_COALESCE` sets its push
 //! coalescing window (default `1s`, the product's default). `POMONA_BENCH_DEVICE_IDLE` sets how
@@ -125,27 +130,71 @@ metadata: {name: everyone}
 spec: {selector: {}}
 ";
 
-fn profile(ssid: &str) -> String {
+/// Profile `wifi-{index}` for everyone, a Wi-Fi payload for network `ssid`.
+fn profile(index: usize, ssid: &str) -> String {
     format!(
         "apiVersion: mdm.pomona.dev/v1alpha1
 kind: Profile
-metadata: {{name: wifi}}
+metadata: {{name: wifi-{index}}}
 spec:
   groups: [everyone]
   payloads:
     - payloadType: com.apple.wifi.managed
-      content: {{SSID_STR: {ssid}, AutoJoin: true}}
+      content: {{SSID_STR: {ssid}-{index}, AutoJoin: true}}
 "
     )
 }
 
-/// Waits until `Profile/wifi` counts every device verified with its declared content; returns
-/// when that happened.
+/// How many profiles every device carries (`POMONA_BENCH_PROFILES`, default 1); a change gives
+/// each of them new content.
+fn profiles_per_device() -> usize {
+    std::env::var("POMONA_BENCH_PROFILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Writes the fleet's profiles, each with content for network `ssid`.
+fn write_profiles(dir: &std::path::Path, profiles: usize, ssid: &str) {
+    for index in 0..profiles {
+        std::fs::write(dir.join(format!("wifi-{index}.yaml")), profile(index, ssid)).unwrap();
+    }
+}
+
+/// The server's resident memory now (VmRSS), in bytes.
+fn rss_bytes(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .expect("VmRSS in /proc/PID/status")
+        * 1024
+}
+
+/// Connections the server holds open, from /proc (sockets among its file descriptors).
+fn open_sockets(pid: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.filter_map(Result::ok)
+                .filter(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until each of the `profiles` profiles `Profile/wifi-*` counts every device verified
+/// with its declared content; returns when that happened.
 /// With `timeline`, prints once a second how far each stage got (reconciles, pushes, device
 /// requests, verified devices), to show which stage holds the others back.
 async fn all_verified(
     server: &TestServer,
     devices: usize,
+    profiles: usize,
     what: &str,
     timeline: Option<&FakeApns>,
 ) -> Instant {
@@ -156,8 +205,28 @@ async fn all_verified(
     let counters = |metrics: &str| (reconciles(metrics), device_requests(metrics));
     let mut origin = None;
     loop {
-        let w = server.profile_status("Profile/wifi").await;
-        let verified = w["verified"].as_u64().unwrap_or(0) as usize;
+        let (code, status) = server.admin_get("/api/v1/status").await;
+        assert_eq!(code, 200, "{status}");
+        let wifi: Vec<&serde_json::Value> = status["profiles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| {
+                p["profile"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("Profile/wifi-"))
+            })
+            .collect();
+        // Devices verified with every profile (at most the least verified profile's count).
+        let verified = if wifi.len() == profiles {
+            wifi.iter()
+                .map(|p| p["verified"].as_u64().unwrap_or(0) as usize)
+                .min()
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let w = serde_json::Value::Array(wifi.into_iter().cloned().collect());
         if let Some(apns) = timeline.filter(|_| Instant::now() >= next_line) {
             next_line += Duration::from_secs(1);
             let metrics = server.metrics().await;
@@ -200,12 +269,13 @@ async fn all_verified(
 #[ignore = "benchmark: run with --ignored --nocapture"]
 async fn a_fleet_converges_on_one_profile_change() {
     let devices = fleet_size();
+    let profiles = profiles_per_device();
     let pki = TestPki::new();
     let apns = FakeApns::start(&pki).await;
-    // The fleet's standing policy: one Wi-Fi profile for everyone.
+    // The fleet's standing policy: `profiles` Wi-Fi profiles for everyone.
     let policy = tempfile::tempdir().unwrap();
     std::fs::write(policy.path().join("group.yaml"), GROUP).unwrap();
-    std::fs::write(policy.path().join("wifi.yaml"), profile("Office")).unwrap();
+    write_profiles(policy.path(), profiles, "Office");
     let data = tempfile::tempdir().unwrap();
     let mut flags = apns.serve_flags(&pki);
     for (flag, value) in [
@@ -236,6 +306,7 @@ async fn a_fleet_converges_on_one_profile_change() {
         .and_then(|p| p.id())
         .expect("server process")
         .to_string();
+    let base_rss = rss_bytes(&server_pid);
 
     let mut endpoint = server.endpoint_config(false);
     endpoint.idle_connection_timeout = device_idle_timeout(devices);
@@ -287,10 +358,25 @@ async fn a_fleet_converges_on_one_profile_change() {
         enroll_started.elapsed().as_secs_f64()
     );
     // A fleet in service: every device inventoried and carrying the profile.
-    all_verified(&server, devices, "first rollout", None).await;
+    all_verified(&server, devices, profiles, "first rollout", None).await;
     eprintln!(
         "first rollout (inventory and install) done {:.1}s after enrolment started",
         enroll_started.elapsed().as_secs_f64()
+    );
+    // Memory per enrolled device beyond the server's base: once devices closed their idle
+    // connections (POMONA_BENCH_DEVICE_IDLE), what is left is what the server keeps per device.
+    let quiet = Instant::now() + Duration::from_secs(120);
+    while open_sockets(&server_pid) > 64 && Instant::now() < quiet {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let rss = rss_bytes(&server_pid);
+    println!(
+        "reconcile: server memory with {devices} devices × {profiles} profiles: {:.0} MB at start, \
+         {:.0} MB enrolled and in service with {} sockets open: {:.0} bytes per device",
+        base_rss as f64 / 1e6,
+        rss as f64 / 1e6,
+        open_sockets(&server_pid),
+        rss.saturating_sub(base_rss) as f64 / devices as f64,
     );
 
     // The change: new content for the profile every device carries, `POMONA_BENCH_CHANGES`
@@ -316,11 +402,7 @@ async fn a_fleet_converges_on_one_profile_change() {
         let reconciles_before = reconciles(&server.metrics().await);
         let pushes_before = apns.pushes().len();
         let written = Instant::now();
-        std::fs::write(
-            policy.path().join("wifi.yaml"),
-            profile(&format!("Guest-{change}")),
-        )
-        .unwrap();
+        write_profiles(policy.path(), profiles, &format!("Guest-{change}"));
         // The directory is polled every 2 s: the clock that matters starts when the new snapshot
         // is in force.
         let applied = loop {
@@ -331,8 +413,14 @@ async fn a_fleet_converges_on_one_profile_change() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let cpu_before = (cpu_seconds(&server_pid), cpu_seconds("self"));
-        let converged = all_verified(&server, devices, &format!("change {change}"), Some(&apns))
-            .await
+        let converged = all_verified(
+            &server,
+            devices,
+            profiles,
+            &format!("change {change}"),
+            Some(&apns),
+        )
+        .await
             - applied;
         let cpu = (
             cpu_seconds(&server_pid) - cpu_before.0,
@@ -434,7 +522,7 @@ spec:
     - payloadType: com.apple.wifi.managed
       content: {{SSID_STR: {team}, AutoJoin: true}}
 ",
-            profile(everyone)
+            profile(0, everyone)
         )
     };
     let load = |text: String| {
