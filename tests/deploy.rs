@@ -84,12 +84,7 @@ fn install_third_party_crd(api: &ApiServer, var: &str, name: &str) {
     );
     // Server-side: CloudNativePG's CRD is too large for client-side apply's annotation.
     api.kubectl(&["apply", "--server-side", "-f", &path]);
-    api.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        &format!("crd/{name}"),
-    ]);
+    api.wait_established(&[name]);
 }
 
 /// Runs a command; stdout on success, a panic with stderr otherwise.
@@ -193,9 +188,7 @@ async fn deploy_and_the_helm_chart_are_accepted_by_a_real_api_server() {
         .values()
         .map(|crd| format!("crd/{}", crd["metadata"]["name"].as_str().unwrap()))
         .collect();
-    let mut wait = vec!["wait", "--for=condition=Established", "--timeout=60s"];
-    wait.extend(crds.iter().map(String::as_str));
-    api.kubectl(&wait);
+    api.wait_established(&crds.iter().map(String::as_str).collect::<Vec<_>>());
     for namespace in ["pomona-system", "pomona-helm", "mdm"] {
         api.kubectl(&["create", "namespace", namespace]);
     }

@@ -33,18 +33,7 @@ fn repo(path: &str) -> String {
 
 /// CRDs and the deploy/ manifests installed, a namespace for policies.
 fn install(api: &ApiServer) {
-    api.kubectl(&["apply", "-k", &repo("deploy")]);
-    api.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/profiles.mdm.pomona.dev",
-        "crd/devicegroups.mdm.pomona.dev",
-        "crd/restrictions.mdm.pomona.dev",
-        "crd/devicelabels.mdm.pomona.dev",
-        "crd/deviceactions.mdm.pomona.dev",
-    ]);
-    api.kubectl(&["create", "namespace", NS]);
+    support::kube::install(api, &[NS]);
 }
 
 /// `kubectl auth can-i` as the controller's service account.

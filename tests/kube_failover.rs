@@ -53,12 +53,7 @@ async fn when_the_leader_dies_the_other_replica_takes_over_and_finishes_converge
         "-k",
         &format!("{}/deploy", env!("CARGO_MANIFEST_DIR")),
     ]);
-    api.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/profiles.mdm.pomona.dev",
-    ]);
+    api.wait_established(&support::kube::POMONA_CRDS);
     api.kubectl(&["create", "namespace", NS]);
     let database = support::fresh_postgres_database("kube_failover").await;
     let data = tempfile::tempdir().unwrap();

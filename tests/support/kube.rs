@@ -278,6 +278,40 @@ impl ApiServer {
         }
     }
 
+    /// Waits until the API server serves every CRD named (`crd/NAME` or `NAME`); panics after
+    /// 60 s naming those that are not Established. Polls rather than `kubectl wait`, which
+    /// fails at once instead of waiting when a CRD just created has no conditions yet.
+    pub fn wait_established(&self, crds: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut waiting: Vec<&str> = crds
+            .iter()
+            .map(|name| name.strip_prefix("crd/").unwrap_or(name))
+            .collect();
+        while !waiting.is_empty() {
+            waiting.retain(|name| {
+                let (_, out, _) = self.kubectl_result(
+                    &[
+                        "get",
+                        "crd",
+                        name,
+                        "-o",
+                        "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+                    ],
+                    None,
+                );
+                out.trim() != "True"
+            });
+            if waiting.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "CRDs not Established after 60 s: {waiting:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Runs kubectl as the admin; returns stdout, panics with stderr on failure.
     pub fn kubectl(&self, args: &[&str]) -> String {
         let (ok, out, err) = self.kubectl_result(args, None);
@@ -344,21 +378,21 @@ current-context: envtest
     .unwrap();
 }
 
+/// The CRDs deploy/ installs.
+pub const POMONA_CRDS: [&str; 5] = [
+    "profiles.mdm.pomona.dev",
+    "devicegroups.mdm.pomona.dev",
+    "restrictions.mdm.pomona.dev",
+    "devicelabels.mdm.pomona.dev",
+    "deviceactions.mdm.pomona.dev",
+];
+
 /// The repository's deploy/ manifests (CRDs, RBAC, the controller's namespace) applied, the
 /// CRDs established, and `namespaces` created.
 pub fn install(api: &ApiServer, namespaces: &[&str]) {
     let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
     api.kubectl(&["apply", "-k", &deploy.display().to_string()]);
-    api.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/profiles.mdm.pomona.dev",
-        "crd/devicegroups.mdm.pomona.dev",
-        "crd/restrictions.mdm.pomona.dev",
-        "crd/devicelabels.mdm.pomona.dev",
-        "crd/deviceactions.mdm.pomona.dev",
-    ]);
+    api.wait_established(&POMONA_CRDS);
     for namespace in namespaces {
         api.kubectl(&["create", "namespace", namespace]);
     }
