@@ -540,9 +540,9 @@ spec:
         ("changed profile, whole fleet", &first, &second),
         ("one team's profile (1 %)", &second, &team_only),
     ] {
-        let mut index = Membership::rebuild(old, &fleet);
+        let mut index = Membership::rebuild(old, fleet.values());
         let started = Instant::now();
-        let touched = index.apply_snapshot(old, new, &fleet);
+        let touched = index.apply_snapshot(old, new, fleet.values());
         let fan_out = started.elapsed();
         let started = Instant::now();
         let mut planned = 0;

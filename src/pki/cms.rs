@@ -2,7 +2,9 @@
 //! does not expose (signer identifiers, signed attributes, embedded certificates), and a builder
 //! for SignedData with signed attributes (SCEP CertRep) and certs-only SignedData.
 //!
-//! Signature checks stay with openssl (`CmsContentInfo::verify`); this module only finds things.
+//! Signature checks go through openssl (`CmsContentInfo::verify`), except the common DER form
+//! of a signer with signed attributes, checked here over those attributes as received with the
+//! signer's key (`signer_key`).
 
 use super::der::{self, DerError, DerResult, Tlv};
 use openssl::hash::MessageDigest;
@@ -156,7 +158,7 @@ impl SignedDataView {
     pub fn verify_first_signer_as_received(
         &self,
         content: &[u8],
-        signer_key: &openssl::pkey::PKeyRef<openssl::pkey::Public>,
+        signer_key: &super::signer_key::SignerKey,
     ) -> bool {
         let Some(info) = self.signers.first() else {
             return false;
@@ -174,12 +176,7 @@ impl SignedDataView {
         if info.attribute(ATTR_MESSAGE_DIGEST) != Some(expected.as_slice()) {
             return false;
         }
-        openssl::sign::Verifier::new(digest.message_digest(), signer_key)
-            .and_then(|mut v| {
-                v.update(attributes)?;
-                v.verify(&info.signature)
-            })
-            .unwrap_or(false)
+        signer_key.verify(digest, attributes, &info.signature)
     }
 }
 

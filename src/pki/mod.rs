@@ -11,6 +11,7 @@ pub mod der;
 pub mod scep;
 pub mod seal;
 pub mod signature;
+pub mod signer_key;
 
 mod profile_signing;
 pub use profile_signing::{unwrap_signed_profile, ProfileSigner};

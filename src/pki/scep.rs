@@ -136,10 +136,10 @@ pub fn decode_request(body: &[u8], ca: &DeviceCa) -> Result<PkiRequest, Malforme
         .is_ok();
     let verified = verified_by_openssl
         || view.content.as_deref().is_some_and(|content| {
-            let ok = request
-                .signer
-                .public_key()
-                .is_ok_and(|key| view.verify_first_signer_as_received(content, &key));
+            let ok = request.signer.public_key().is_ok_and(|key| {
+                let key = crate::pki::signer_key::SignerKey::from_openssl(key);
+                view.verify_first_signer_as_received(content, &key)
+            });
             if ok {
                 enveloped = content.to_vec();
             }

@@ -5,7 +5,7 @@
 use super::cms::{self, SignedDataView};
 use base64::Engine as _;
 use openssl::cms::{CMSOptions, CmsContentInfo};
-use openssl::pkey::{PKeyRef, Private, Public};
+use openssl::pkey::{PKeyRef, Private};
 use openssl::x509::X509Ref;
 
 /// Largest header we decode; Apple's are about 2 KB (one certificate and a signature).
@@ -75,7 +75,7 @@ impl MdmSignature {
     pub fn verify(
         &self,
         body: &[u8],
-        signer_key: &PKeyRef<Public>,
+        signer_key: &super::signer_key::SignerKey,
     ) -> Result<(), SignatureProblem> {
         if self.as_sent && self.view.has_signed_attributes() {
             return if self.view.verify_first_signer_as_received(body, signer_key) {
@@ -105,7 +105,7 @@ pub fn verify_mdm_signature(header: &str, body: &[u8]) -> Result<Vec<u8>, Signat
     let signer = signature.signer_certificate()?.to_vec();
     let cert = openssl::x509::X509::from_der(&signer).map_err(|_| SignatureProblem::NotCms)?;
     let key = cert.public_key().map_err(|_| SignatureProblem::NotCms)?;
-    signature.verify(body, &key)?;
+    signature.verify(body, &super::signer_key::SignerKey::from_openssl(key))?;
     Ok(signer)
 }
 

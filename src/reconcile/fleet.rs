@@ -1,10 +1,12 @@
 //! The reconciler's in-memory index of the fleet: each enrolled device's attributes (what
 //! Authenticate, TokenUpdate, DeviceInformation answers and API labels say), the group
-//! membership kept in step with them and with the snapshot, and each device's latest facts.
-//! Planning reads it instead of the store, so a policy change touches only the devices whose
-//! groups or profiles it changes. Lock order inside: devices, then membership, then facts.
+//! membership kept in step with them and with the snapshot, and when each device last reported
+//! its facts. Planning reads it instead of the store, so a policy change touches only the
+//! devices whose groups or profiles it changes. It holds an entry for every enrolled device, so
+//! its size is the server's memory per device: facts are folded into the attributes instead of
+//! being kept beside them. Lock order inside: devices, then membership.
 
-use super::driver::{lock, read, write};
+use super::driver::{read, write};
 use super::membership::Membership;
 use super::reported;
 use crate::policy::actions::ActionTarget;
@@ -14,46 +16,90 @@ use crate::store::inventory::DeviceInventory;
 use crate::store::Enrollment;
 use crate::vocab::facts::ReportedFacts;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Mutex, RwLock};
+use std::sync::RwLock;
 
 #[derive(Default)]
 pub(super) struct Fleet {
-    devices: RwLock<HashMap<String, DeviceAttributes>>,
+    devices: RwLock<HashMap<String, DeviceEntry>>,
     /// Group → member devices, kept in step with `devices` and the snapshot.
     membership: RwLock<Membership>,
-    /// Each device's latest answer to our DeviceInformation queries, and when (Unix ms).
-    /// Facts override what Authenticate said (they are newer), until the next Authenticate.
-    facts: Mutex<HashMap<String, (ReportedFacts, i64)>>,
+}
+
+struct DeviceEntry {
+    attributes: DeviceAttributes,
+    /// When the device last answered our DeviceInformation queries since its last
+    /// Authenticate (Unix ms); None until it has.
+    facts_at: Option<i64>,
+    /// Which attributes those facts set (`FACT_*`). Facts are newer than what Authenticate
+    /// said, so while they are current an enrollment update leaves these attributes alone.
+    facts_set: u8,
+}
+
+const FACT_PLATFORM: u8 = 1;
+const FACT_MODEL: u8 = 2;
+const FACT_OS_VERSION: u8 = 4;
+const FACT_SERIAL: u8 = 8;
+
+/// The attributes `reported::apply_facts` sets from these facts.
+fn attributes_set_by(facts: &ReportedFacts) -> u8 {
+    let platform = facts.product_name.as_deref().or(facts.model.as_deref());
+    [
+        (
+            platform.and_then(reported::platform_of).is_some(),
+            FACT_PLATFORM,
+        ),
+        (facts.model.is_some(), FACT_MODEL),
+        (facts.os_version.is_some(), FACT_OS_VERSION),
+        (facts.serial_number.is_some(), FACT_SERIAL),
+    ]
+    .into_iter()
+    .filter(|(set, _)| *set)
+    .fold(0, |bits, (_, bit)| bits | bit)
+}
+
+impl DeviceEntry {
+    fn record_facts(&mut self, facts: &ReportedFacts, at: i64) {
+        reported::apply_facts(&mut self.attributes, facts);
+        self.facts_at = Some(at);
+        self.facts_set = attributes_set_by(facts);
+    }
 }
 
 impl Fleet {
     /// Records what an enrollment (not checked out) says about a device: Authenticate facts,
-    /// TokenUpdate. Facts reported before its last Authenticate may be stale: they are dropped
-    /// (and asked again).
+    /// TokenUpdate. Facts reported before its last Authenticate may be stale: they no longer
+    /// take precedence, and are asked again.
     pub fn observe_enrollment(&self, e: &Enrollment, snapshot: &PolicySnapshot) {
         let mut devices = write(&self.devices);
-        let attributes = devices
+        let entry = devices
             .entry(e.device_id.clone())
-            .or_insert_with(|| DeviceAttributes {
-                device_id: e.device_id.clone(),
-                ..DeviceAttributes::default()
+            .or_insert_with(|| DeviceEntry {
+                attributes: DeviceAttributes {
+                    device_id: e.device_id.clone(),
+                    ..DeviceAttributes::default()
+                },
+                facts_at: None,
+                facts_set: 0,
             });
-        attributes.serial_number = e.serial_number.clone().or(attributes.serial_number.take());
-        attributes.model = e.model.clone().or(attributes.model.take());
-        attributes.os_version = e.os_version.clone().or(attributes.os_version.take());
+        if entry.facts_at.is_some_and(|at| at < e.authenticated_at) {
+            entry.facts_at = None;
+            entry.facts_set = 0;
+        }
+        let kept = entry.facts_set;
+        let attributes = &mut entry.attributes;
+        let update = |bit: u8, field: &mut Option<String>, from: &Option<String>| {
+            if kept & bit == 0 {
+                *field = from.clone().or(field.take());
+            }
+        };
+        update(FACT_SERIAL, &mut attributes.serial_number, &e.serial_number);
+        update(FACT_MODEL, &mut attributes.model, &e.model);
+        update(FACT_OS_VERSION, &mut attributes.os_version, &e.os_version);
         attributes.enrollment_type = Some(e.enrollment_type.as_str().to_string());
         let product = e.product_name.as_deref().or(e.model.as_deref());
         if let Some(platform) = product.and_then(reported::platform_of) {
-            attributes.platform = Some(platform);
-        }
-        {
-            let mut facts = lock(&self.facts);
-            match facts.get(&e.device_id) {
-                Some((_, at)) if *at < e.authenticated_at => {
-                    facts.remove(&e.device_id);
-                }
-                Some((known, _)) => reported::apply_facts(attributes, known),
-                None => {}
+            if kept & FACT_PLATFORM == 0 {
+                attributes.platform = Some(platform);
             }
         }
         write(&self.membership).update_device(snapshot, attributes);
@@ -64,23 +110,19 @@ impl Fleet {
         let mut devices = write(&self.devices);
         devices.remove(device_id);
         write(&self.membership).remove_device(device_id);
-        lock(&self.facts).remove(device_id);
     }
 
     /// Folds a stored inventory row (facts, API labels) into the index (start-up).
     pub fn observe_inventory(&self, inventory: DeviceInventory, snapshot: &PolicySnapshot) {
         let mut devices = write(&self.devices);
-        let Some(attributes) = devices.get_mut(&inventory.device_id) else {
+        let Some(entry) = devices.get_mut(&inventory.device_id) else {
             return; // not enrolled (any more)
         };
-        attributes.labels = inventory.labels;
-        if let Some((facts, _)) = &inventory.facts {
-            reported::apply_facts(attributes, facts);
+        entry.attributes.labels = inventory.labels;
+        if let Some((facts, at)) = &inventory.facts {
+            entry.record_facts(facts, *at);
         }
-        write(&self.membership).update_device(snapshot, attributes);
-        if let Some(facts) = inventory.facts {
-            lock(&self.facts).insert(inventory.device_id, facts);
-        }
+        write(&self.membership).update_device(snapshot, &entry.attributes);
     }
 
     /// Replaces a device's API labels.
@@ -90,13 +132,14 @@ impl Fleet {
         labels: BTreeMap<String, String>,
         snapshot: &PolicySnapshot,
     ) {
-        if let Some(attributes) = write(&self.devices).get_mut(device_id) {
-            attributes.labels = labels;
-            write(&self.membership).update_device(snapshot, attributes);
+        if let Some(entry) = write(&self.devices).get_mut(device_id) {
+            entry.attributes.labels = labels;
+            write(&self.membership).update_device(snapshot, &entry.attributes);
         }
     }
 
-    /// Records a DeviceInformation answer given at `at`.
+    /// Records a DeviceInformation answer given at `at`. A device not in the index (it left)
+    /// is not added back.
     pub fn record_facts(
         &self,
         device_id: &str,
@@ -104,40 +147,45 @@ impl Fleet {
         at: i64,
         snapshot: &PolicySnapshot,
     ) {
-        if let Some(attributes) = write(&self.devices).get_mut(device_id) {
-            reported::apply_facts(attributes, &facts);
-            write(&self.membership).update_device(snapshot, attributes);
+        if let Some(entry) = write(&self.devices).get_mut(device_id) {
+            entry.record_facts(&facts, at);
+            write(&self.membership).update_device(snapshot, &entry.attributes);
         }
-        lock(&self.facts).insert(device_id.to_string(), (facts, at));
     }
 
     pub fn attributes(&self, device_id: &str) -> Option<DeviceAttributes> {
-        read(&self.devices).get(device_id).cloned()
+        read(&self.devices)
+            .get(device_id)
+            .map(|entry| entry.attributes.clone())
     }
 
     /// A device's serial number, if it reported one.
     pub fn serial_number(&self, device_id: &str) -> Option<String> {
         read(&self.devices)
             .get(device_id)
-            .and_then(|d| d.serial_number.clone())
+            .and_then(|entry| entry.attributes.serial_number.clone())
     }
 
     /// Whether the device answered DeviceInformation since its last Authenticate.
     pub fn facts_known(&self, device_id: &str) -> bool {
-        lock(&self.facts).contains_key(device_id)
+        read(&self.devices)
+            .get(device_id)
+            .is_some_and(|entry| entry.facts_at.is_some())
     }
 
     /// Whether the device's facts are to be asked (never, or not for `interval` ms).
     pub fn facts_due(&self, device_id: &str, now: i64, interval: i64) -> bool {
-        lock(&self.facts)
+        read(&self.devices)
             .get(device_id)
-            .is_none_or(|(_, at)| now >= at + interval)
+            .and_then(|entry| entry.facts_at)
+            .is_none_or(|at| now >= at + interval)
     }
 
     /// Moves membership from `old` to `new`; the devices whose desired profiles may differ.
     pub fn apply_snapshot(&self, old: &PolicySnapshot, new: &PolicySnapshot) -> BTreeSet<String> {
         let devices = read(&self.devices);
-        write(&self.membership).apply_snapshot(old, new, &devices)
+        let attributes = devices.values().map(|entry| &entry.attributes);
+        write(&self.membership).apply_snapshot(old, new, attributes)
     }
 
     pub fn device_ids(&self) -> Vec<String> {
@@ -146,12 +194,10 @@ impl Fleet {
 
     /// Devices never inventoried since their last Authenticate.
     pub fn without_facts(&self) -> Vec<String> {
-        let devices = read(&self.devices);
-        let facts = lock(&self.facts);
-        devices
-            .keys()
-            .filter(|d| !facts.contains_key(*d))
-            .cloned()
+        read(&self.devices)
+            .iter()
+            .filter(|(_, entry)| entry.facts_at.is_none())
+            .map(|(id, _)| id.clone())
             .collect()
     }
 
@@ -162,6 +208,7 @@ impl Fleet {
             ActionTarget::Udid(u) => vec![u.clone()],
             ActionTarget::SerialNumber(s) => read(&self.devices)
                 .values()
+                .map(|entry| &entry.attributes)
                 .filter(|d| d.serial_number.as_deref() == Some(s.as_str()))
                 .map(|d| d.device_id.clone())
                 .collect(),
@@ -180,7 +227,7 @@ impl Fleet {
             ActionTarget::Udid(u) => i64::from(read(&self.devices).contains_key(u)),
             ActionTarget::SerialNumber(s) => read(&self.devices)
                 .values()
-                .filter(|d| d.serial_number.as_deref() == Some(s.as_str()))
+                .filter(|entry| entry.attributes.serial_number.as_deref() == Some(s.as_str()))
                 .count() as i64,
             ActionTarget::Group(g) => read(&self.membership)
                 .members(g)
@@ -231,5 +278,87 @@ impl Fleet {
                 )
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{EnrollmentState, EnrollmentType};
+
+    fn enrollment(model: &str, authenticated_at: i64) -> Enrollment {
+        Enrollment {
+            device_id: "D1".into(),
+            enrollment_type: EnrollmentType::Device,
+            state: EnrollmentState::Enrolled,
+            topic: "t".into(),
+            serial_number: Some("S-AUTH".into()),
+            model: Some(model.into()),
+            model_name: None,
+            product_name: Some("iPhone15,2".into()),
+            os_version: Some("17.0".into()),
+            build_version: None,
+            device_name: None,
+            imei: None,
+            meid: None,
+            has_push_token: true,
+            has_unlock_token: false,
+            awaiting_configuration: false,
+            created_at: authenticated_at,
+            authenticated_at,
+            token_updated_at: None,
+            checked_out_at: None,
+            last_seen_at: None,
+            certificate_fingerprint: None,
+            wiped_at: None,
+        }
+    }
+
+    #[test]
+    fn facts_win_over_enrollment_updates_until_the_next_authenticate() {
+        let fleet = Fleet::default();
+        let snapshot = PolicySnapshot::default();
+        fleet.observe_enrollment(&enrollment("MODEL-AUTH", 5), &snapshot);
+        assert!(!fleet.facts_known("D1"));
+        let facts = ReportedFacts {
+            model: Some("MODEL-FACTS".into()),
+            os_version: Some("18.1".into()),
+            supervised: Some(true),
+            ..ReportedFacts::default()
+        };
+        fleet.record_facts("D1", facts, 10, &snapshot);
+        assert!(fleet.facts_known("D1"));
+        assert!(!fleet.facts_due("D1", 10 + 999, 1000));
+        assert!(fleet.facts_due("D1", 10 + 1000, 1000));
+
+        // A TokenUpdate of the same enrollment: the facts are newer than what it carries.
+        fleet.observe_enrollment(&enrollment("MODEL-AUTH", 5), &snapshot);
+        let a = fleet.attributes("D1").unwrap();
+        assert_eq!(a.model.as_deref(), Some("MODEL-FACTS"));
+        assert_eq!(a.os_version.as_deref(), Some("18.1"));
+        // What the facts did not say still comes from the enrollment.
+        assert_eq!(a.serial_number.as_deref(), Some("S-AUTH"));
+        assert_eq!(a.platform, Some(crate::policy::model::Platform::Ios));
+        assert_eq!(a.supervised, Some(true));
+
+        // A new Authenticate: the facts are stale, the enrollment's values count, and the
+        // facts are asked again.
+        fleet.observe_enrollment(&enrollment("MODEL-NEW", 20), &snapshot);
+        let a = fleet.attributes("D1").unwrap();
+        assert_eq!(a.model.as_deref(), Some("MODEL-NEW"));
+        assert_eq!(a.os_version.as_deref(), Some("17.0"));
+        assert!(!fleet.facts_known("D1"));
+        assert_eq!(fleet.without_facts(), vec!["D1".to_string()]);
+    }
+
+    #[test]
+    fn facts_of_a_device_that_left_do_not_bring_it_back() {
+        let fleet = Fleet::default();
+        let snapshot = PolicySnapshot::default();
+        fleet.observe_enrollment(&enrollment("M", 5), &snapshot);
+        fleet.forget("D1");
+        fleet.record_facts("D1", ReportedFacts::default(), 10, &snapshot);
+        assert!(fleet.attributes("D1").is_none());
+        assert!(fleet.device_ids().is_empty());
     }
 }

@@ -26,9 +26,12 @@ pub fn with_labels(snapshot: &PolicySnapshot, attributes: &DeviceAttributes) -> 
 
 impl Membership {
     /// Computes every group's members from scratch.
-    pub fn rebuild(snapshot: &PolicySnapshot, devices: &HashMap<String, DeviceAttributes>) -> Self {
+    pub fn rebuild<'a>(
+        snapshot: &PolicySnapshot,
+        devices: impl IntoIterator<Item = &'a DeviceAttributes>,
+    ) -> Self {
         let mut index = Self::default();
-        for attributes in devices.values() {
+        for attributes in devices {
             index.update_device(snapshot, attributes);
         }
         index
@@ -63,12 +66,15 @@ impl Membership {
     /// Moves the index from `old` to `new` and returns the devices whose desired profiles may
     /// differ: members (before or after) of groups whose selector changed or that a changed
     /// profile targets, and devices whose declared labels changed their memberships.
-    pub fn apply_snapshot(
+    pub fn apply_snapshot<'a, D>(
         &mut self,
         old: &PolicySnapshot,
         new: &PolicySnapshot,
-        devices: &HashMap<String, DeviceAttributes>,
-    ) -> BTreeSet<String> {
+        devices: D,
+    ) -> BTreeSet<String>
+    where
+        D: IntoIterator<Item = &'a DeviceAttributes> + Clone,
+    {
         let mut touched = BTreeSet::new();
         let labels_changed = old.labels_by_serial != new.labels_by_serial
             || old.labels_by_udid != new.labels_by_udid;
@@ -95,7 +101,8 @@ impl Membership {
                 }
                 if let Some(spec) = new.groups.get(name) {
                     let members: HashSet<String> = devices
-                        .values()
+                        .clone()
+                        .into_iter()
                         .filter(|d| is_member(spec, &with_labels(new, d)))
                         .map(|d| d.device_id.clone())
                         .collect();
@@ -187,20 +194,22 @@ mod tests {
     fn a_changed_selector_touches_the_members_before_and_after_only() {
         let devices = fleet();
         let old = snapshot(&[("g", "red"), ("other", "blue")]);
-        let mut index = Membership::rebuild(&old, &devices);
+        let mut index = Membership::rebuild(&old, devices.values());
         let new = snapshot(&[("g", "blue"), ("other", "blue")]);
-        let touched = index.apply_snapshot(&old, &new, &devices);
+        let touched = index.apply_snapshot(&old, &new, devices.values());
         assert_eq!(touched, ["A", "B", "C"].map(String::from).into());
         assert_eq!(index.members("g").unwrap().len(), 1);
         // Nothing changed: nothing touched.
-        assert!(index.apply_snapshot(&new, &new, &devices).is_empty());
+        assert!(index
+            .apply_snapshot(&new, &new, devices.values())
+            .is_empty());
     }
 
     #[test]
     fn a_device_moves_between_groups_when_its_labels_change() {
         let devices = fleet();
         let s = snapshot(&[("red", "red"), ("blue", "blue")]);
-        let mut index = Membership::rebuild(&s, &devices);
+        let mut index = Membership::rebuild(&s, devices.values());
         assert!(index.members("red").unwrap().contains("A"));
         assert!(index.update_device(&s, &device("A", "blue")));
         assert!(!index.members("red").unwrap().contains("A"));
