@@ -15,7 +15,7 @@ fn fixture(name: &str) -> PathBuf {
 
 fn device(platform: Platform, serial: &str, os: &str) -> DeviceAttributes {
     DeviceAttributes {
-        device_id: format!("UDID-{serial}"),
+        device_id: format!("UDID-{serial}").into(),
         serial_number: Some(serial.into()),
         platform: Some(platform),
         os_version: Some(os.into()),

@@ -494,7 +494,7 @@ fn planning_one_change_costs_what_it_touches() {
             let mut labels = std::collections::BTreeMap::new();
             labels.insert("team".to_string(), format!("team-{}", i % 100));
             let a = DeviceAttributes {
-                device_id: id.clone(),
+                device_id: id.as_str().into(),
                 serial_number: Some(format!("SERIAL{i:06}")),
                 platform: Some(Platform::Ios),
                 os_version: Some("17.4".into()),

@@ -72,7 +72,8 @@ pub fn check_label(key: &str, value: &str) -> Result<(), LabelError> {
 /// What is known about one device, for membership decisions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceAttributes {
-    pub device_id: String,
+    /// Shared with the fleet index's key and its group memberships (one allocation per device).
+    pub device_id: std::sync::Arc<str>,
     pub serial_number: Option<String>,
     pub platform: Option<Platform>,
     pub model: Option<String>,
@@ -106,7 +107,7 @@ pub fn is_member(group: &DeviceGroupSpec, device: &DeviceAttributes) -> bool {
         .serial_number
         .as_ref()
         .is_some_and(|s| group.serial_numbers.iter().any(|x| x == s))
-        || group.udids.contains(&device.device_id);
+        || group.udids.iter().any(|u| **u == *device.device_id);
     listed
         || group
             .selector

@@ -245,7 +245,7 @@ impl Reconciler {
             .fleet
             .attributes(device_id)
             .unwrap_or_else(|| DeviceAttributes {
-                device_id: device_id.to_string(),
+                device_id: device_id.into(),
                 ..DeviceAttributes::default()
             });
         let attributes = super::membership::with_labels(&snapshot, &attributes);

@@ -44,7 +44,7 @@ pub fn targets(
 ) -> bool {
     match &action.target {
         ActionTarget::SerialNumber(s) => device.serial_number.as_deref() == Some(s.as_str()),
-        ActionTarget::Udid(u) => device.device_id == *u,
+        ActionTarget::Udid(u) => *device.device_id == **u,
         ActionTarget::Group(g) => snapshot
             .groups
             .get(g)

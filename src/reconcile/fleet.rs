@@ -16,11 +16,12 @@ use crate::store::inventory::DeviceInventory;
 use crate::store::Enrollment;
 use crate::vocab::facts::ReportedFacts;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 #[derive(Default)]
 pub(super) struct Fleet {
-    devices: RwLock<HashMap<String, DeviceEntry>>,
+    /// Keyed by the same allocation as the entry's `attributes.device_id`.
+    devices: RwLock<HashMap<Arc<str>, DeviceEntry>>,
     /// Group → member devices, kept in step with `devices` and the snapshot.
     membership: RwLock<Membership>,
 }
@@ -71,16 +72,21 @@ impl Fleet {
     /// take precedence, and are asked again.
     pub fn observe_enrollment(&self, e: &Enrollment, snapshot: &PolicySnapshot) {
         let mut devices = write(&self.devices);
-        let entry = devices
-            .entry(e.device_id.clone())
-            .or_insert_with(|| DeviceEntry {
+        if !devices.contains_key(e.device_id.as_str()) {
+            let id: Arc<str> = e.device_id.as_str().into();
+            let entry = DeviceEntry {
                 attributes: DeviceAttributes {
-                    device_id: e.device_id.clone(),
+                    device_id: id.clone(),
                     ..DeviceAttributes::default()
                 },
                 facts_at: None,
                 facts_set: 0,
-            });
+            };
+            devices.insert(id, entry);
+        }
+        let entry = devices
+            .get_mut(e.device_id.as_str())
+            .expect("inserted above");
         if entry.facts_at.is_some_and(|at| at < e.authenticated_at) {
             entry.facts_at = None;
             entry.facts_set = 0;
@@ -115,7 +121,7 @@ impl Fleet {
     /// Folds a stored inventory row (facts, API labels) into the index (start-up).
     pub fn observe_inventory(&self, inventory: DeviceInventory, snapshot: &PolicySnapshot) {
         let mut devices = write(&self.devices);
-        let Some(entry) = devices.get_mut(&inventory.device_id) else {
+        let Some(entry) = devices.get_mut(inventory.device_id.as_str()) else {
             return; // not enrolled (any more)
         };
         entry.attributes.labels = inventory.labels;
@@ -189,7 +195,10 @@ impl Fleet {
     }
 
     pub fn device_ids(&self) -> Vec<String> {
-        read(&self.devices).keys().cloned().collect()
+        read(&self.devices)
+            .keys()
+            .map(|id| id.to_string())
+            .collect()
     }
 
     /// Devices never inventoried since their last Authenticate.
@@ -197,7 +206,7 @@ impl Fleet {
         read(&self.devices)
             .iter()
             .filter(|(_, entry)| entry.facts_at.is_none())
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| id.to_string())
             .collect()
     }
 
@@ -210,13 +219,13 @@ impl Fleet {
                 .values()
                 .map(|entry| &entry.attributes)
                 .filter(|d| d.serial_number.as_deref() == Some(s.as_str()))
-                .map(|d| d.device_id.clone())
+                .map(|d| d.device_id.to_string())
                 .collect(),
             ActionTarget::Group(g) => read(&self.membership)
                 .members(g)
                 .into_iter()
                 .flatten()
-                .cloned()
+                .map(|id| id.to_string())
                 .collect(),
         }
     }
@@ -224,7 +233,7 @@ impl Fleet {
     /// How many indexed devices an action target names.
     pub fn count_targets(&self, target: &ActionTarget) -> i64 {
         match target {
-            ActionTarget::Udid(u) => i64::from(read(&self.devices).contains_key(u)),
+            ActionTarget::Udid(u) => i64::from(read(&self.devices).contains_key(u.as_str())),
             ActionTarget::SerialNumber(s) => read(&self.devices)
                 .values()
                 .filter(|entry| entry.attributes.serial_number.as_deref() == Some(s.as_str()))
@@ -247,8 +256,8 @@ impl Fleet {
         let mut members: Vec<String> = membership
             .members(group)?
             .iter()
-            .filter(|id| id.as_str() > after)
-            .cloned()
+            .filter(|id| &***id > after)
+            .map(|id| id.to_string())
             .collect();
         members.sort_unstable();
         Some(members)

@@ -8,10 +8,12 @@
 use crate::policy::selector::{is_member, DeviceAttributes};
 use crate::policy::snapshot::PolicySnapshot;
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 #[derive(Debug, Default)]
 pub struct Membership {
-    by_group: HashMap<String, HashSet<String>>,
+    /// Member ids share the allocation of the fleet index's `DeviceAttributes::device_id`.
+    by_group: HashMap<String, HashSet<Arc<str>>>,
 }
 
 /// Attributes plus the labels policy declares for the device (API labels win).
@@ -86,7 +88,7 @@ impl Membership {
                 let (a, b) = (before.get(name), self.by_group.get(name));
                 let empty = HashSet::new();
                 let (a, b) = (a.unwrap_or(&empty), b.unwrap_or(&empty));
-                touched.extend(a.symmetric_difference(b).cloned());
+                touched.extend(a.symmetric_difference(b).map(|id| id.to_string()));
             }
         } else {
             let changed_groups: BTreeSet<&String> = old
@@ -97,16 +99,16 @@ impl Membership {
                 .collect();
             for name in changed_groups {
                 if let Some(before) = self.by_group.remove(name) {
-                    touched.extend(before);
+                    touched.extend(before.iter().map(|id| id.to_string()));
                 }
                 if let Some(spec) = new.groups.get(name) {
-                    let members: HashSet<String> = devices
+                    let members: HashSet<Arc<str>> = devices
                         .clone()
                         .into_iter()
                         .filter(|d| is_member(spec, &with_labels(new, d)))
                         .map(|d| d.device_id.clone())
                         .collect();
-                    touched.extend(members.iter().cloned());
+                    touched.extend(members.iter().map(|id| id.to_string()));
                     self.by_group.insert(name.clone(), members);
                 }
             }
@@ -116,7 +118,7 @@ impl Membership {
             if a != b {
                 for group in [a, b].into_iter().flatten().flat_map(|p| &p.groups) {
                     if let Some(members) = self.by_group.get(group) {
-                        touched.extend(members.iter().cloned());
+                        touched.extend(members.iter().map(|id| id.to_string()));
                     }
                 }
             }
@@ -144,7 +146,7 @@ impl Membership {
             .collect()
     }
 
-    pub fn members(&self, group: &str) -> Option<&HashSet<String>> {
+    pub fn members(&self, group: &str) -> Option<&HashSet<Arc<str>>> {
         self.by_group.get(group)
     }
 }

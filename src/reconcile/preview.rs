@@ -76,7 +76,7 @@ pub async fn preview(store: &dyn Store, snapshot: &PolicySnapshot) -> anyhow::Re
         for e in page.iter().filter(|e| e.state == EnrollmentState::Enrolled) {
             devices += 1;
             let mut attributes = DeviceAttributes {
-                device_id: e.device_id.clone(),
+                device_id: e.device_id.as_str().into(),
                 serial_number: e.serial_number.clone(),
                 model: e.model.clone(),
                 os_version: e.os_version.clone(),
