@@ -5,7 +5,7 @@
 //! reconcile does is the driver's.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Default)]
 pub(super) struct WorkQueue {
@@ -192,17 +192,27 @@ impl Rollout {
 /// Pending wakeups, by time (to find what is due) and by device (one entry each).
 #[derive(Default)]
 struct Wakeups {
-    by_time: BTreeSet<(i64, String)>,
-    by_device: HashMap<String, i64>,
+    by_time: BTreeSet<(i64, Arc<str>)>,
+    /// Each device's entry shares its id with `by_time`, and rescheduling reuses it: every
+    /// plan reschedules its device, and a fresh long-lived allocation made amid a rollout's
+    /// burst of short-lived ones keeps the burst's memory pages resident (BENCHMARKS.md,
+    /// "memory per enrolled device").
+    by_device: HashMap<Arc<str>, i64>,
 }
 
 impl Wakeups {
     /// The newest plan knows best: its time replaces the device's previous one.
     fn schedule(&mut self, device_id: &str, at: i64) {
-        if let Some(old) = self.by_device.insert(device_id.to_string(), at) {
-            self.by_time.remove(&(old, device_id.to_string()));
-        }
-        self.by_time.insert((at, device_id.to_string()));
+        let id = match self.by_device.get_key_value(device_id) {
+            Some((id, &old)) => {
+                let id = id.clone();
+                self.by_time.remove(&(old, id.clone()));
+                id
+            }
+            None => Arc::from(device_id),
+        };
+        self.by_device.insert(id.clone(), at);
+        self.by_time.insert((at, id));
     }
 
     /// Makes the device due at `at` at the latest, keeping an earlier time it already has.
@@ -215,13 +225,10 @@ impl Wakeups {
     /// Removes and returns the devices due at `now`, and the next time after that.
     fn take_due(&mut self, now: i64) -> (Vec<String>, Option<i64>) {
         let mut due = Vec::new();
-        while let Some((at, device)) = self.by_time.first().cloned() {
-            if at > now {
-                break;
-            }
-            self.by_time.pop_first();
+        while self.by_time.first().is_some_and(|(at, _)| *at <= now) {
+            let (_, device) = self.by_time.pop_first().expect("checked above");
             self.by_device.remove(&device);
-            due.push(device);
+            due.push(device.to_string());
         }
         (due, self.by_time.first().map(|(at, _)| *at))
     }
@@ -262,7 +269,17 @@ mod wakeup_tests {
     fn one_wakeup_per_device_and_the_newest_plan_wins() {
         let mut w = Wakeups::default();
         w.schedule("A", 100);
+        let first = w.by_device.get_key_value("A").unwrap().0.clone();
         w.schedule("A", 500); // re-planned: the later time replaces the earlier one
+        let (kept, _) = w.by_device.get_key_value("A").unwrap();
+        assert!(
+            std::sync::Arc::ptr_eq(kept, &first),
+            "rescheduling allocates no new id"
+        );
+        assert!(w
+            .by_time
+            .iter()
+            .all(|(_, id)| std::sync::Arc::ptr_eq(id, &first)));
         w.schedule("B", 200);
         assert_eq!(w.take_due(150), (vec![], Some(200)));
         assert_eq!(w.take_due(300), (vec!["B".to_string()], Some(500)));
