@@ -184,11 +184,12 @@ async fn deploy_and_the_helm_chart_are_accepted_by_a_real_api_server() {
     let api = ApiServer::start().await;
     // Server-side dry runs need what namespaced objects refer to: the CRDs and namespaces.
     api.kubectl(&["apply", "-k", &repo("crds").display().to_string()]);
-    let crds: Vec<String> = crds()
+    let crds = crds();
+    let names: Vec<&str> = crds
         .values()
-        .map(|crd| format!("crd/{}", crd["metadata"]["name"].as_str().unwrap()))
+        .map(|crd| crd["metadata"]["name"].as_str().unwrap())
         .collect();
-    api.wait_established(&crds.iter().map(String::as_str).collect::<Vec<_>>());
+    api.wait_established(&names);
     for namespace in ["pomona-system", "pomona-helm", "mdm"] {
         api.kubectl(&["create", "namespace", namespace]);
     }

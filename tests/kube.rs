@@ -31,11 +31,6 @@ fn repo(path: &str) -> String {
         .to_string()
 }
 
-/// CRDs and the deploy/ manifests installed, a namespace for policies.
-fn install(api: &ApiServer) {
-    support::kube::install(api, &[NS]);
-}
-
 /// `kubectl auth can-i` as the controller's service account.
 fn can(api: &ApiServer, args: &[&str]) -> bool {
     let mut all = vec!["auth", "can-i", "--as", support::kube::CONTROLLER_USER];
@@ -127,7 +122,7 @@ fn has_profile(device: &SimDevice, identifier: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubectl_apply_converges_devices_and_status_follows_changes_errors_and_deletes() {
     let api = ApiServer::start().await;
-    install(&api);
+    support::kube::install(&api, &[NS]);
     // The examples are valid resources (checked by the API server against the CRD schemas).
     api.kubectl(&["apply", "--dry-run=server", "-f", &repo("examples/kube")]);
     api.kubectl(&[
@@ -497,7 +492,7 @@ async fn a_device_action_locks_a_mac_with_a_pin_from_a_secret_that_shows_nowhere
     const PIN: &str = "482916";
     let logs = Logs::capture();
     let api = ApiServer::start().await;
-    install(&api);
+    support::kube::install(&api, &[NS]);
 
     // The example: a Secret, the RoleBinding that lets Pomona get Secrets in this namespace
     // (get only), and a DeviceAction for a Mac of the default simulated fleet (seed 1), which
@@ -823,7 +818,7 @@ async fn a_replica_is_ready_once_it_built_policy_and_stays_ready_serving_it_whil
     })
     .await;
 
-    install(&api);
+    support::kube::install(&api, &[NS]);
     wait_for_readyz(&server, "ready once the CRDs are there", |status, body| {
         status == 200 && body == "ready\n"
     })

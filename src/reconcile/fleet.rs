@@ -8,7 +8,7 @@
 
 use super::driver::{read, write};
 use super::membership::Membership;
-use super::reported;
+use super::reported::{self, FACT_MODEL, FACT_OS_VERSION, FACT_PLATFORM, FACT_SERIAL};
 use crate::policy::actions::ActionTarget;
 use crate::policy::selector::DeviceAttributes;
 use crate::policy::snapshot::PolicySnapshot;
@@ -31,38 +31,15 @@ struct DeviceEntry {
     /// When the device last answered our DeviceInformation queries since its last
     /// Authenticate (Unix ms); None until it has.
     facts_at: Option<i64>,
-    /// Which attributes those facts set (`FACT_*`). Facts are newer than what Authenticate
+    /// Which attributes those facts set (`reported::FACT_*`). Facts are newer than what Authenticate
     /// said, so while they are current an enrollment update leaves these attributes alone.
     facts_set: u8,
 }
 
-const FACT_PLATFORM: u8 = 1;
-const FACT_MODEL: u8 = 2;
-const FACT_OS_VERSION: u8 = 4;
-const FACT_SERIAL: u8 = 8;
-
-/// The attributes `reported::apply_facts` sets from these facts.
-fn attributes_set_by(facts: &ReportedFacts) -> u8 {
-    let platform = facts.product_name.as_deref().or(facts.model.as_deref());
-    [
-        (
-            platform.and_then(reported::platform_of).is_some(),
-            FACT_PLATFORM,
-        ),
-        (facts.model.is_some(), FACT_MODEL),
-        (facts.os_version.is_some(), FACT_OS_VERSION),
-        (facts.serial_number.is_some(), FACT_SERIAL),
-    ]
-    .into_iter()
-    .filter(|(set, _)| *set)
-    .fold(0, |bits, (_, bit)| bits | bit)
-}
-
 impl DeviceEntry {
     fn record_facts(&mut self, facts: &ReportedFacts, at: i64) {
-        reported::apply_facts(&mut self.attributes, facts);
+        self.facts_set = reported::apply_facts(&mut self.attributes, facts);
         self.facts_at = Some(at);
-        self.facts_set = attributes_set_by(facts);
     }
 }
 

@@ -82,24 +82,37 @@ pub fn device_facts(result: &Dictionary) -> Option<ReportedFacts> {
     })
 }
 
-/// Folds reported facts into the attributes groups select on (absent facts change nothing).
-pub fn apply_facts(attributes: &mut DeviceAttributes, facts: &ReportedFacts) {
+/// Attributes `apply_facts` can set, as bits of what it returns.
+pub const FACT_PLATFORM: u8 = 1;
+pub const FACT_MODEL: u8 = 2;
+pub const FACT_OS_VERSION: u8 = 4;
+pub const FACT_SERIAL: u8 = 8;
+
+/// Folds reported facts into the attributes groups select on (absent facts change nothing);
+/// returns which of the `FACT_*` attributes it set.
+pub fn apply_facts(attributes: &mut DeviceAttributes, facts: &ReportedFacts) -> u8 {
+    let mut set = 0;
     let platform = facts.product_name.as_deref().or(facts.model.as_deref());
     if let Some(platform) = platform.and_then(platform_of) {
         attributes.platform = Some(platform);
+        set |= FACT_PLATFORM;
     }
     if let Some(model) = &facts.model {
         attributes.model = Some(model.clone());
+        set |= FACT_MODEL;
     }
     if let Some(os) = &facts.os_version {
         attributes.os_version = Some(os.clone());
+        set |= FACT_OS_VERSION;
     }
     if let Some(serial) = &facts.serial_number {
         attributes.serial_number = Some(serial.clone());
+        set |= FACT_SERIAL;
     }
     if let Some(supervised) = facts.supervised {
         attributes.supervised = Some(supervised);
     }
+    set
 }
 
 #[cfg(test)]

@@ -194,9 +194,7 @@ impl Rollout {
 struct Wakeups {
     by_time: BTreeSet<(i64, Arc<str>)>,
     /// Each device's entry shares its id with `by_time`, and rescheduling reuses it: every
-    /// plan reschedules its device, and a fresh long-lived allocation made amid a rollout's
-    /// burst of short-lived ones keeps the burst's memory pages resident (BENCHMARKS.md,
-    /// "memory per enrolled device").
+    /// plan reschedules its device, so this keeps a rollout from allocating two ids per plan.
     by_device: HashMap<Arc<str>, i64>,
 }
 

@@ -278,16 +278,13 @@ impl ApiServer {
         }
     }
 
-    /// Waits until the API server serves every CRD named (`crd/NAME` or `NAME`); panics after
-    /// 60 s naming those that are not Established. Polls rather than `kubectl wait`, which
-    /// fails at once instead of waiting when a CRD just created has no conditions yet.
+    /// Waits until the API server serves every CRD named; panics after 60 s naming those that
+    /// are not Established. Polls rather than `kubectl wait`, which fails at once instead of
+    /// waiting when a CRD just created has no conditions yet.
     pub fn wait_established(&self, crds: &[&str]) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut waiting: Vec<&str> = crds
-            .iter()
-            .map(|name| name.strip_prefix("crd/").unwrap_or(name))
-            .collect();
-        while !waiting.is_empty() {
+        let mut waiting = crds.to_vec();
+        loop {
             waiting.retain(|name| {
                 let (_, out, _) = self.kubectl_result(
                     &[
@@ -302,7 +299,7 @@ impl ApiServer {
                 out.trim() != "True"
             });
             if waiting.is_empty() {
-                break;
+                return;
             }
             assert!(
                 Instant::now() < deadline,
