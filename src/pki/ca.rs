@@ -501,14 +501,15 @@ fn random_serial_bytes() -> Result<Vec<u8>, openssl::error::ErrorStack> {
     Ok(content)
 }
 
-/// A serial number as recorded: lowercase hex without leading zeros.
+/// A serial number as recorded: lowercase hex of its bytes without leading zero bytes, as
+/// OpenSSL's `BN_bn2hex` writes it (and so as certificates issued before the CA encoded its own
+/// were recorded). A leading zero nibble stays: 0x0a01 is "0a01".
 fn serial_hex(content: &[u8]) -> String {
-    let hex = hex::encode(content);
-    let trimmed = hex.trim_start_matches('0');
-    if trimmed.is_empty() {
+    let skip = content.iter().take_while(|b| **b == 0).count();
+    if skip == content.len() {
         "0".into()
     } else {
-        trimmed.into()
+        hex::encode(&content[skip..])
     }
 }
 
@@ -692,9 +693,21 @@ mod tests {
                 "{serial:?}"
             );
             assert!(serial.len() <= 16);
+            let described = BigNum::from_slice(&serial).unwrap().to_hex_str().unwrap();
+            assert_eq!(serial_hex(&serial), described.to_lowercase(), "{serial:?}");
         }
         assert_eq!(serial_hex(&[0x00, 0x8f, 0x01]), "8f01");
         assert_eq!(serial_hex(&[0x00]), "0");
+        assert_eq!(serial_hex(&[0x0a, 0x01]), "0a01");
+        for bytes in [
+            vec![0x0a, 0x01],
+            vec![0x00, 0x8f, 0x01],
+            vec![0x01],
+            vec![0x7f; 16],
+        ] {
+            let described = BigNum::from_slice(&bytes).unwrap().to_hex_str().unwrap();
+            assert_eq!(serial_hex(&bytes), described.to_lowercase(), "{bytes:?}");
+        }
     }
 
     #[test]
