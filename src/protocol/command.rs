@@ -275,6 +275,34 @@ impl CommandEnvelope {
     }
 }
 
+/// Where the text of the data value under `key` lies in an encoded envelope (the base64 between
+/// `<data>` and `</data>`), when the key occurs exactly once: the span of an InstallProfile that
+/// every command installing the same profile shares (`NewCommand::shared`).
+pub fn data_span(envelope: &[u8], key: &str) -> Option<std::ops::Range<usize>> {
+    let find = |from: usize, needle: &[u8]| {
+        envelope[from..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|at| from + at)
+    };
+    let key_tag = format!("<key>{key}</key>");
+    let key_at = find(0, key_tag.as_bytes())?;
+    let after_key = key_at + key_tag.len();
+    if find(after_key, key_tag.as_bytes()).is_some() {
+        return None;
+    }
+    let open = find(after_key, b"<data>")?;
+    if !envelope[after_key..open]
+        .iter()
+        .all(u8::is_ascii_whitespace)
+    {
+        return None;
+    }
+    let start = open + b"<data>".len();
+    let end = find(start, b"</data>")?;
+    Some(start..end)
+}
+
 /// Decodes a stored `Command` dictionary (plist bytes) back into a dictionary.
 pub fn decode_command_dict(raw: &[u8]) -> Result<Dictionary, ProtocolError> {
     Ok(super::dict::DeviceDict::parse(raw)?.dict)
@@ -294,6 +322,32 @@ mod tests {
             .map_err(|e| e.to_string())?
             .build()
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_data_span_of_a_key_is_its_base64_text() {
+        let mut command = Dictionary::new();
+        command.insert("Payload".into(), Value::Data(vec![7; 300]));
+        command.insert("RequestType".into(), Value::String("InstallProfile".into()));
+        let envelope = CommandEnvelope::encode("u-1", &command);
+        let span = data_span(&envelope, "Payload").unwrap();
+        let text: String = String::from_utf8(envelope[span].to_vec())
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        use base64::Engine as _;
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap(),
+            vec![7; 300]
+        );
+        assert_eq!(data_span(&envelope, "Identifier"), None);
+        assert_eq!(
+            data_span(&envelope, "RequestType"),
+            None,
+            "a string, not data"
+        );
     }
 
     #[test]

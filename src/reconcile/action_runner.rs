@@ -210,6 +210,7 @@ impl Reconciler {
                         }
                         None => CommandEnvelope::encode(&uuid, &dict),
                     },
+                    shared: None,
                 };
                 (ActionState::Queued, None, Some(command))
             }

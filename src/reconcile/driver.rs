@@ -800,10 +800,17 @@ fn to_command(uuid: &str, intent: &Intent, payload: Option<&Vec<u8>>) -> NewComm
         }
     };
     dict.insert("RequestType".into(), Value::String(request_type.into()));
+    let command = CommandEnvelope::encode(uuid, &dict);
+    // Every device installing this profile gets the same bytes: stored once.
+    let shared = match intent {
+        Intent::Install { .. } => crate::protocol::command::data_span(&command, "Payload"),
+        _ => None,
+    };
     NewCommand {
         uuid: uuid.to_string(),
         request_type: request_type.to_string(),
-        command: CommandEnvelope::encode(uuid, &dict),
+        command,
+        shared,
     }
 }
 

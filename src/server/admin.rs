@@ -393,6 +393,7 @@ pub async fn enqueue_command(
         command: state
             .sealer
             .seal_command(&command.dict, CommandEnvelope::encode(&uuid, &command.dict)),
+        shared: None,
     };
     match state
         .store

@@ -311,15 +311,19 @@ impl<B: Backend> ActionStore for B {
             let Some(command) = start.command.as_ref().filter(|_| written == 1) else {
                 continue;
             };
+            let stored = super::command_parts::stored(command);
+            super::command_parts::insert_parts_in::<B::Db>(&mut tx, &stored.part).await?;
             let inserted = Self::sql(
-                "INSERT INTO commands (uuid, enrollment_id, request_type, command, status, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, 'queued', $5, $5) ON CONFLICT (uuid) DO NOTHING",
+                "INSERT INTO commands (uuid, enrollment_id, request_type, command, part_digest, part_at, status, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $6, $7, 'queued', $5, $5) ON CONFLICT (uuid) DO NOTHING",
             )
             .arg(&command.uuid)
             .arg(device_id)
             .arg(&command.request_type)
-            .arg(&command.command)
+            .arg(stored.command.as_ref())
             .arg(now)
+            .arg(stored.part.as_ref().map(|p| p.digest.as_str()))
+            .arg(stored.part.as_ref().map(|p| p.at))
             .execute_on(&mut *tx)
             .await?;
             queued += inserted;

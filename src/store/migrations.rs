@@ -13,6 +13,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, super::actions::SCHEMA, super::actions::SCHEMA),
     (8, V8_PROFILE_COUNTS_INDEX, V8_PROFILE_COUNTS_INDEX),
     (9, V9_DEVICE_SEARCH_SQLITE, V9_DEVICE_SEARCH_POSTGRES),
+    (
+        10,
+        super::command_parts::SCHEMA_SQLITE,
+        super::command_parts::SCHEMA_POSTGRES,
+    ),
 ];
 
 /// Device search (`EnrollmentStore::search_enrollments`, the web console): indexes of the

@@ -14,6 +14,7 @@
 
 pub mod actions;
 mod backend;
+mod command_parts;
 mod enrollment;
 pub mod group_commit;
 mod identity;

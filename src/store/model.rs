@@ -164,7 +164,11 @@ pub struct AuthenticateOutcome {
 pub struct NewCommand {
     pub uuid: String,
     pub request_type: String,
+    /// The envelope exactly as the device receives it.
     pub command: Vec<u8>,
+    /// A span of `command` that many commands carry (an InstallProfile's profile): stored once
+    /// for all of them (`store::command_parts`). None stores the envelope whole.
+    pub shared: Option<std::ops::Range<usize>>,
 }
 
 /// A command handed to a device.

@@ -66,17 +66,21 @@ pub(crate) fn command_from_row(row: &Row) -> Result<CommandRecord, sqlx::Error> 
 impl<B: Backend> QueueStore for B {
     async fn enqueue(&self, device_id: &str, c: &NewCommand, now: i64) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
+        let stored = command_parts::stored(c);
+        command_parts::insert_parts_in::<B::Db>(&mut tx, &stored.part).await?;
         // Insert only for a device that exists and is not checked out, in one statement.
         let inserted = Self::sql(
-            "INSERT INTO commands (uuid, enrollment_id, request_type, command, status, created_at, updated_at) \
-             SELECT $1, id, $3, $4, 'queued', $5, $5 FROM enrollments WHERE id = $2 AND state <> 'checked_out' \
+            "INSERT INTO commands (uuid, enrollment_id, request_type, command, part_digest, part_at, status, created_at, updated_at) \
+             SELECT $1, id, $3, $4, $6, $7, 'queued', $5, $5 FROM enrollments WHERE id = $2 AND state <> 'checked_out' \
              ON CONFLICT (uuid) DO NOTHING",
         )
         .arg(&c.uuid)
         .arg(device_id)
         .arg(&c.request_type)
-        .arg(&c.command)
+        .arg(stored.command.as_ref())
         .arg(now)
+        .arg(stored.part.as_ref().map(|p| p.digest.as_str()))
+        .arg(stored.part.as_ref().map(|p| p.at))
         .execute_on(&mut *tx)
         .await?;
         if inserted == 1 {
@@ -220,24 +224,26 @@ pub(crate) async fn exchange_round<D: Db>(
              WHERE seq IN (SELECT (SELECT c.seq FROM commands c \
                  WHERE c.enrollment_id = v.column1 AND c.status = 'queued' ORDER BY c.seq LIMIT 1) \
                FROM (VALUES {}) AS v) \
-             RETURNING enrollment_id, uuid, request_type, command",
+             RETURNING enrollment_id, uuid, request_type, command, {}",
             marks.one(1),
-            marks.rows(2, chunk.len(), 1)
+            marks.rows(2, chunk.len(), 1),
+            command_parts::PART_COLUMNS
         );
         let mut query = D::sql(&sql).persistent(kept_prepared(chunk.len())).arg(now);
         for &i in chunk {
             query = query.arg(&batch[i].device_id);
         }
+        let mut devices = Vec::new();
+        let mut read = Vec::new();
         for row in query.fetch_all_on(&mut **tx).await? {
-            next.insert(
-                row.col("enrollment_id")?,
-                QueuedCommand {
-                    uuid: row.col("uuid")?,
-                    request_type: row.col("request_type")?,
-                    command: row.col("command")?,
-                },
-            );
+            devices.push(row.col::<String>("enrollment_id")?);
+            read.push(command_parts::Unresolved::from_row(&row)?);
         }
+        next.extend(
+            devices
+                .into_iter()
+                .zip(command_parts::resolve_in::<D>(tx, read).await?),
+        );
     }
     let mut drained = Vec::new();
     for &i in &fetching {
@@ -353,7 +359,8 @@ pub(crate) async fn next_command_in<D: Db>(
         "UPDATE commands SET sent_count = sent_count + 1, last_sent_at = $2 \
          WHERE seq = (SELECT seq FROM commands WHERE enrollment_id = $1 AND status = 'queued'{skip_clause} \
                       ORDER BY seq LIMIT 1) \
-         RETURNING uuid, request_type, command"
+         RETURNING uuid, request_type, command, {}",
+        command_parts::PART_COLUMNS
     );
     let mut query = D::sql(&sql).arg(device_id).arg(now);
     for uuid in skip {
@@ -365,14 +372,11 @@ pub(crate) async fn next_command_in<D: Db>(
     if row.is_none() && skip.is_empty() {
         queue_drained_in::<D>(tx, &[device_id]).await?;
     }
-    Ok(match row {
-        Some(row) => Some(QueuedCommand {
-            uuid: row.col("uuid")?,
-            request_type: row.col("request_type")?,
-            command: row.col("command")?,
-        }),
-        None => None,
-    })
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let read = vec![command_parts::Unresolved::from_row(&row)?];
+    Ok(command_parts::resolve_in::<D>(tx, read).await?.pop())
 }
 
 /// `record_report` inside a transaction.

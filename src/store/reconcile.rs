@@ -352,25 +352,35 @@ async fn enqueue_planned<D: Db>(
                 .map(move |(c, intent)| (i, *p, c, intent))
         })
         .collect();
+    let stored: Vec<_> = enqueue
+        .iter()
+        .map(|(_, _, command, _)| super::command_parts::stored(command))
+        .collect();
+    super::command_parts::insert_parts_in::<D>(tx, stored.iter().filter_map(|s| s.part.as_ref()))
+        .await?;
+    let rows: Vec<_> = enqueue.iter().zip(&stored).collect();
     let mut inserted = std::collections::HashSet::new();
-    for chunk in chunk_rows(&enqueue, 6) {
+    for chunk in chunk_rows(&rows, 8) {
         let sql = format!(
-            "INSERT INTO commands (uuid, enrollment_id, request_type, command, status, created_at, updated_at) \
-             SELECT v.column1, e.id, v.column3, v.column4, 'queued', v.column5, v.column5 \
+            "INSERT INTO commands (uuid, enrollment_id, request_type, command, part_digest, part_at, status, created_at, updated_at) \
+             SELECT v.column1, e.id, v.column3, v.column4, v.column7, v.column8, 'queued', v.column5, v.column5 \
              FROM (VALUES {}) AS v JOIN enrollments e ON e.id = v.column2 \
              WHERE e.state <> 'checked_out' ORDER BY v.column6 \
              ON CONFLICT (uuid) DO NOTHING RETURNING uuid",
-            marks.rows(1, chunk.len(), 6)
+            marks.rows(1, chunk.len(), 8)
         );
         let mut query = D::sql(&sql).persistent(crate::store::sql::kept_prepared(chunk.len()));
-        for (ordinal, (_, p, command, _)) in chunk.iter().enumerate() {
+        for (ordinal, ((_, p, command, _), stored)) in chunk.iter().enumerate() {
+            let part = stored.part.as_ref();
             query = query
                 .arg(&command.uuid)
                 .arg(&p.device_id)
                 .arg(&command.request_type)
-                .arg(&command.command)
+                .arg(stored.command.as_ref())
                 .arg(p.now)
-                .arg(ordinal as i64);
+                .arg(ordinal as i64)
+                .arg(part.map(|p| p.digest.as_str()))
+                .arg(part.map(|p| p.at));
         }
         for row in query.fetch_all_on(&mut **tx).await? {
             inserted.insert(row.col::<String>("uuid")?);

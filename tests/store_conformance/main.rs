@@ -132,6 +132,7 @@ on_both_backends! {
     queue::concurrent_reports_from_many_devices_lose_nothing,
     queue::concurrent_exchanges_of_many_devices_each_get_their_own_commands,
     queue::exchanges_written_together_keep_each_devices_answers_apart,
+    queue::a_shared_part_is_handed_out_byte_for_byte_on_every_path,
     identity::certificates_are_bound_at_authenticate_and_revoked,
     identity::scep_challenge_is_used_up_with_the_certificate_it_issues,
     identity::one_time_secrets_are_single_use_even_when_raced,
@@ -177,6 +178,39 @@ async fn sqlite_counts_status_from_the_covering_index() {
         plan.iter()
             .any(|step| step.contains("COVERING INDEX managed_profiles_by_profile_state_hash")),
         "status counts do not come from the covering index: {plan:?}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_stores_a_shared_part_once() {
+    use pomona::store::QueueStore as _;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("test.db").display());
+    let store = SqliteStore::open(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let profile = "UFJPRklMRQ==".repeat(100);
+    for d in ["D1", "D2", "D3"] {
+        support::enrolled(&store, d).await.unwrap();
+        let c = queue::sharing(&format!("{d}-1"), &profile);
+        store.enqueue(d, &c, 2000).await.unwrap();
+    }
+    let raw = raw_sqlite(dir.path());
+    let (parts, part_bytes): (i64, i64) = raw
+        .query_row(
+            "SELECT COUNT(*), SUM(length(body)) FROM command_parts",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((parts, part_bytes), (1, profile.len() as i64));
+    let longest: i64 = raw
+        .query_row("SELECT MAX(length(command)) FROM commands", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(
+        longest < 200,
+        "each command row keeps only its envelope ({longest} bytes)"
     );
 }
 

@@ -496,3 +496,61 @@ pub(crate) async fn exchanges_written_together_keep_each_devices_answers_apart(
     );
     Ok(())
 }
+
+/// An envelope whose profile many commands share, as the reconciler queues InstallProfile.
+pub(crate) fn sharing(uuid: &str, profile: &str) -> NewCommand {
+    let head = format!(
+        "<plist><dict><key>CommandUUID</key><string>{uuid}</string><key>Payload</key><data>"
+    );
+    let command = format!("{head}{profile}</data></dict></plist>").into_bytes();
+    NewCommand {
+        uuid: uuid.to_string(),
+        request_type: "InstallProfile".into(),
+        shared: Some(head.len()..head.len() + profile.len()),
+        command,
+    }
+}
+
+pub(crate) async fn a_shared_part_is_handed_out_byte_for_byte_on_every_path(
+    s: Arc<dyn Store>,
+) -> CaseResult {
+    let mut queued = std::collections::HashMap::new();
+    for d in ["D1", "D2", "D3"] {
+        enrolled(&*s, d).await?;
+        for (n, profile) in ["UFJPRklMRS1B", "UFJPRklMRS1C", "UFJPRklMRS1B"]
+            .iter()
+            .enumerate()
+        {
+            let c = sharing(&format!("{d}-{n}"), profile);
+            ok(s.enqueue(d, &c, 2000).await, "enqueue")?;
+            queued.insert(c.uuid.clone(), c.command);
+        }
+    }
+    let mut handed = Vec::new();
+    // One by one, through an exchange, and through exchanges written together.
+    handed.extend(ok(s.next_command("D1", &[], 2500).await, "next")?);
+    let (_, next) = ok(s.exchange("D2", None, &[], 2501).await, "exchange")?;
+    handed.extend(next);
+    let d1 = report("D1-0", ReportStatus::Acknowledged, b"ok");
+    let d2 = report("D2-0", ReportStatus::Acknowledged, b"ok");
+    let (a, b, c) = tokio::join!(
+        s.exchange("D1", Some(&d1), &[], 3000),
+        s.exchange("D3", None, &[], 3000),
+        s.exchange("D2", Some(&d2), &[], 3000),
+    );
+    for r in [a, b, c] {
+        handed.extend(ok(r, "together")?.1);
+    }
+    check!(handed.len() == 5, "five commands handed out: {handed:?}");
+    for c in &handed {
+        let want = queued.get(&c.uuid).ok_or(format!("unknown {}", c.uuid))?;
+        check!(
+            &c.command == want,
+            "{} handed out as {:?}, queued as {:?}",
+            c.uuid,
+            String::from_utf8_lossy(&c.command),
+            String::from_utf8_lossy(want)
+        );
+    }
+    Ok(())
+}

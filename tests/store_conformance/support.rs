@@ -63,6 +63,7 @@ pub(crate) fn command(uuid: &str) -> NewCommand {
         uuid: uuid.to_string(),
         request_type: "ProfileList".into(),
         command: b"<plist><dict/></plist>".to_vec(),
+        shared: None,
     }
 }
 
