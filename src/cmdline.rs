@@ -19,13 +19,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     };
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 500ms"))?;
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 5m, 500ms or 7d"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("{text:?}: unit must be ms, s, m or h")),
+        "d" => value * 86_400.0,
+        _ => return Err(format!("{text:?}: unit must be ms, s, m, h or d")),
     };
     Ok(Duration::from_secs_f64(seconds))
 }
@@ -58,6 +59,10 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
         assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5d").is_err());
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        assert!(parse_duration("5w").is_err());
     }
 }

@@ -37,6 +37,7 @@ pub mod policy;
 pub mod protocol;
 pub mod push;
 pub mod reconcile;
+pub mod retention;
 pub mod server;
 pub mod sim;
 pub mod store;
@@ -154,6 +155,7 @@ pub async fn serve_on(
         feed,
         stopped,
     );
+    let retention = retention::spawn(store.clone(), config.command_retention);
     let state = server::AppState::new(
         store,
         prepared.admin_token,
@@ -182,6 +184,7 @@ pub async fn serve_on(
     }
     driver.abort();
     follower.abort();
+    retention.abort();
     if let Some(task) = scheduler {
         // Pending pushes are in the store; the next start picks them up.
         task.abort();

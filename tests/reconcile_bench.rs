@@ -463,6 +463,12 @@ async fn a_fleet_converges_on_one_profile_change() {
             peak_rss_of(&server_pid),
             support::peak_rss()
         );
+        if std::env::var("POMONA_BENCH_DATABASE").is_err() {
+            println!(
+                "reconcile: SQLite database on disk (with its WAL): {:.0} MB",
+                files_bytes(data.path()) as f64 / 1e6
+            );
+        }
         times.push(converged.as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
@@ -571,4 +577,20 @@ spec:
         );
         assert!(!touched.is_empty(), "{what}: the change touches devices");
     }
+}
+
+/// Bytes of the regular files under `dir` (the server's data directory: its database and WAL).
+fn files_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => files_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }

@@ -143,6 +143,10 @@ pub struct ServeArgs {
     /// How often the scheduler looks for due pushes (default 1s).
     #[arg(long, env = "POMONA_PUSH_POLL_INTERVAL")]
     pub push_poll_interval: Option<String>,
+    /// How long finished commands and their results are kept (default 7d); queued ones,
+    /// results not yet read and device actions' commands are kept whatever their age.
+    #[arg(long, env = "POMONA_COMMAND_RETENTION")]
+    pub command_retention: Option<String>,
     /// Pushes in flight at once on the APNs connection (default 200).
     #[arg(long, env = "POMONA_PUSH_CONCURRENCY")]
     pub push_concurrency: Option<usize>,
@@ -247,6 +251,7 @@ struct FileConfig {
     push_retry_base: Option<String>,
     push_retry_max: Option<String>,
     push_poll_interval: Option<String>,
+    command_retention: Option<String>,
     push_concurrency: Option<usize>,
     push_timeout: Option<String>,
     kube: Option<bool>,
@@ -293,6 +298,8 @@ pub struct ServeConfig {
     pub git: Option<crate::policy::git::GitSettings>,
     /// Extra CA file for https remotes (installed into libgit2 once, at start).
     pub git_ca_file: Option<PathBuf>,
+    /// How long finished commands are kept (`retention`).
+    pub command_retention: Duration,
 }
 
 /// Where the device CA comes from.
@@ -348,6 +355,36 @@ mod tests {
         assert_eq!(c.public_url, "https://localhost:8443");
         assert!(matches!(c.tls, TlsSource::Generated));
         assert_eq!(c.limits.max_body_bytes, 10 * 1024 * 1024);
+    }
+
+    #[test]
+    fn command_retention_defaults_to_a_week_and_refuses_less_than_an_hour() {
+        let c = ServeArgs::default().resolve().unwrap();
+        assert_eq!(c.command_retention, Duration::from_secs(7 * 86_400));
+        let c = ServeArgs {
+            command_retention: Some("48h".into()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.command_retention, Duration::from_secs(48 * 3600));
+        for (given, expected) in [
+            ("7", "less than an hour"),
+            ("30m", "less than an hour"),
+            ("a week", "is not a duration"),
+        ] {
+            let err = ServeArgs {
+                command_retention: Some(given.into()),
+                ..ServeArgs::default()
+            }
+            .resolve()
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("command_retention") && err.contains(expected),
+                "{given}: {err}"
+            );
+        }
     }
 
     #[test]

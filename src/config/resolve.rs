@@ -88,6 +88,7 @@ impl ServeArgs {
         let enrollment = self.enrollment(&file, &mut problems);
         let identity = self.device_identity(&file, &mut problems);
         let plan = self.plan_settings(&file, &mut problems);
+        let command_retention = self.command_retention(&file, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
@@ -110,7 +111,33 @@ impl ServeArgs {
             push,
             git,
             git_ca_file,
+            command_retention,
         })
+    }
+
+    /// `command_retention`: at least an hour, so that a typo (`7` for `7d`, read as seconds)
+    /// cannot delete results minutes after they arrive.
+    fn command_retention(&self, file: &FileConfig, problems: &mut Vec<String>) -> Duration {
+        let Some(text) = self
+            .command_retention
+            .clone()
+            .or(file.command_retention.clone())
+        else {
+            return crate::retention::DEFAULT_RETENTION;
+        };
+        match crate::cmdline::parse_duration(&text) {
+            Ok(d) if d < Duration::from_secs(3600) => {
+                problems.push(format!(
+                    "command_retention: {text:?} is less than an hour (write e.g. 7d or 48h)"
+                ));
+                crate::retention::DEFAULT_RETENTION
+            }
+            Ok(d) => d,
+            Err(reason) => {
+                problems.push(format!("command_retention: {reason}"));
+                crate::retention::DEFAULT_RETENTION
+            }
+        }
     }
 
     /// The config file, if one is named (an unreadable or invalid one is a problem).

@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         super::command_parts::SCHEMA_SQLITE,
         super::command_parts::SCHEMA_POSTGRES,
     ),
+    (11, super::retention::SCHEMA, super::retention::SCHEMA),
 ];
 
 /// Device search (`EnrollmentStore::search_enrollments`, the web console): indexes of the

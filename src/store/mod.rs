@@ -25,6 +25,7 @@ mod postgres;
 mod push;
 mod queue;
 pub mod reconcile;
+mod retention;
 mod sql;
 mod sqlite;
 mod sqlite_conn;
@@ -36,6 +37,7 @@ pub use model::*;
 pub use postgres::PostgresStore;
 pub use push::PushStore;
 pub use queue::QueueStore;
+pub use retention::PruneStep;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;

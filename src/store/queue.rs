@@ -43,6 +43,15 @@ pub trait QueueStore: Send + Sync {
     async fn commands(&self, device_id: &str, limit: i64) -> StoreResult<Vec<CommandRecord>>;
     /// Number of queued commands across the fleet (for metrics).
     async fn queue_depth(&self) -> StoreResult<i64>;
+    /// Deletes, among the next `window` commands (at most 1,000) after queue position
+    /// `after_seq`, the finished ones created before `created_before` that nothing reads any
+    /// more, with their results (`store::retention`). Walk from 0 until `done`.
+    async fn prune_commands(
+        &self,
+        created_before: i64,
+        after_seq: i64,
+        window: i64,
+    ) -> StoreResult<PruneStep>;
 }
 
 pub(crate) fn command_from_row(row: &Row) -> Result<CommandRecord, sqlx::Error> {
@@ -167,6 +176,15 @@ impl<B: Backend> QueueStore for B {
             .fetch_one_on(&mut *self.reader().await?)
             .await?;
         Ok(row.col("n")?)
+    }
+
+    async fn prune_commands(
+        &self,
+        created_before: i64,
+        after_seq: i64,
+        window: i64,
+    ) -> StoreResult<PruneStep> {
+        retention::prune_window(self, created_before, after_seq, window.clamp(1, 1000)).await
     }
 }
 

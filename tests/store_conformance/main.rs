@@ -133,6 +133,7 @@ on_both_backends! {
     queue::concurrent_exchanges_of_many_devices_each_get_their_own_commands,
     queue::exchanges_written_together_keep_each_devices_answers_apart,
     queue::a_shared_part_is_handed_out_byte_for_byte_on_every_path,
+    queue::finished_commands_older_than_the_retention_go_and_what_is_read_stays,
     identity::certificates_are_bound_at_authenticate_and_revoked,
     identity::scep_challenge_is_used_up_with_the_certificate_it_issues,
     identity::one_time_secrets_are_single_use_even_when_raced,
@@ -212,6 +213,68 @@ async fn sqlite_stores_a_shared_part_once() {
         longest < 200,
         "each command row keeps only its envelope ({longest} bytes)"
     );
+}
+
+/// The sweep resumes where the previous one stopped (it does not walk the kept commands again)
+/// and starts from the oldest command again once a day, reaching those that finished since.
+#[tokio::test]
+async fn retention_sweeps_resume_where_they_stopped_and_start_again_each_day() {
+    use pomona::protocol::ReportStatus;
+    use pomona::retention::{sweep, Walk};
+    use pomona::store::QueueStore as _;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("test.db").display());
+    let store = SqliteStore::open(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    support::enrolled(&store, "D1").await.unwrap();
+    let (hour, day) = (3_600_000, 86_400_000);
+    let ack = |uuid| support::report(uuid, ReportStatus::Acknowledged, b"ok");
+    // Q is queued first, so it stays ahead of A in the queue.
+    store
+        .enqueue("D1", &support::command("Q"), 1000)
+        .await
+        .unwrap();
+    store
+        .enqueue("D1", &support::command("A"), 1000)
+        .await
+        .unwrap();
+    store
+        .exchange("D1", Some(&ack("A")), &[], 1500)
+        .await
+        .unwrap();
+    let mut walk = Walk::default();
+    let retention = Duration::from_secs(3600);
+    let now = 2 * hour;
+    async fn left(store: &SqliteStore) -> Vec<String> {
+        let mut uuids: Vec<_> = store
+            .commands("D1", 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.uuid)
+            .collect();
+        uuids.sort();
+        uuids
+    }
+    let deleted = sweep(&store, retention, now, &mut walk, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!((deleted, left(&store).await), (1, vec!["Q".to_string()]));
+    // Q finishes; the next sweep starts past it.
+    store
+        .exchange("D1", Some(&ack("Q")), &[], now)
+        .await
+        .unwrap();
+    let deleted = sweep(&store, retention, now + 600_000, &mut walk, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 0, "the walk resumed past Q");
+    // A day on, the walk starts from the oldest command again.
+    let deleted = sweep(&store, retention, now + day, &mut walk, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!((deleted, left(&store).await), (1, Vec::<String>::new()));
 }
 
 /// A connection of its own to the test database in `dir`, for what the store would not do.

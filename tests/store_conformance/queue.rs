@@ -554,3 +554,113 @@ pub(crate) async fn a_shared_part_is_handed_out_byte_for_byte_on_every_path(
     }
     Ok(())
 }
+
+pub(crate) async fn finished_commands_older_than_the_retention_go_and_what_is_read_stays(
+    s: Arc<dyn Store>,
+) -> CaseResult {
+    use pomona::store::actions::{ActionStart, ActionState};
+    use pomona::vocab::profiles::Intent;
+    use reconcile::{DevicePlan, PlanChange};
+    enrolled(&*s, "D1").await?;
+    enrolled(&*s, "D2").await?;
+    fn ack(uuid: &str) -> ReportRecord<'_> {
+        report(uuid, ReportStatus::Acknowledged, b"<plist>done</plist>")
+    }
+    // Old (created at 1000): done, still queued, a device action's, the reconciler's with its
+    // result not read yet, and the reconciler's with its result read.
+    ok(s.enqueue("D1", &command("OLD-DONE"), 1000).await, "enqueue")?;
+    ok(
+        s.enqueue("D2", &command("OLD-QUEUED"), 1000).await,
+        "enqueue",
+    )?;
+    let action = ActionStart {
+        action_id: "LOCK".into(),
+        action: "Lock".into(),
+        source: "api".into(),
+        state: ActionState::Queued,
+        detail: None,
+        command: Some(command("OLD-ACTION")),
+    };
+    ok(s.start_actions("D1", &[action], 1000).await, "action")?;
+    let plan = |uuid: &str, processed: Vec<String>, now: i64| DevicePlan {
+        device_id: "D1".into(),
+        change: PlanChange {
+            processed,
+            enqueue: vec![(command(uuid), Intent::ProfileList)],
+            ..PlanChange::default()
+        },
+        now,
+    };
+    ok(
+        s.apply_plans(&[plan("OLD-OPEN", vec![], 1000)]).await,
+        "plan",
+    )?;
+    ok(
+        s.apply_plans(&[plan("OLD-FOLDED", vec![], 1000)]).await,
+        "plan",
+    )?;
+    for uuid in ["OLD-DONE", "OLD-ACTION", "OLD-OPEN", "OLD-FOLDED"] {
+        ok(s.exchange("D1", Some(&ack(uuid)), &[], 1500).await, "ack")?;
+    }
+    ok(
+        s.apply_plans(&[plan("NEW-PLAN", vec!["OLD-FOLDED".into()], 5000)])
+            .await,
+        "fold",
+    )?;
+    ok(s.enqueue("D1", &command("NEW-DONE"), 5000).await, "enqueue")?;
+    ok(
+        s.exchange("D1", Some(&ack("NEW-DONE")), &[], 5001).await,
+        "ack",
+    )?;
+    // Walk with a cutoff of 3000, two commands at a time.
+    let (mut after, mut deleted, mut windows) = (0, 0, 0);
+    loop {
+        let step = ok(s.prune_commands(3000, after, 2).await, "prune")?;
+        check!(step.after_seq >= after, "the walk went back: {step:?}");
+        (after, deleted, windows) = (step.after_seq, deleted + step.deleted, windows + 1);
+        if step.done {
+            break;
+        }
+        check!(windows < 20, "the walk does not end");
+    }
+    check!(
+        deleted == 2,
+        "deleted {deleted}, want OLD-DONE and OLD-FOLDED"
+    );
+    let mut left: Vec<String> = ok(s.commands("D1", 20).await, "commands")?
+        .into_iter()
+        .chain(ok(s.commands("D2", 20).await, "commands")?)
+        .map(|c| c.uuid)
+        .collect();
+    left.sort();
+    check!(
+        left == [
+            "NEW-DONE",
+            "NEW-PLAN",
+            "OLD-ACTION",
+            "OLD-OPEN",
+            "OLD-QUEUED"
+        ],
+        "kept {left:?}"
+    );
+    let actions = ok(s.device_actions("D1").await, "actions")?;
+    check!(
+        actions.len() == 1
+            && actions[0].command_result.as_deref() == Some(&b"<plist>done</plist>"[..]),
+        "the action keeps its command's result: {actions:?}"
+    );
+    // The reconciler still reads the result it has not folded in.
+    let state = ok(s.reconcile_state("D1").await, "state")?;
+    check!(
+        state
+            .open
+            .iter()
+            .any(|o| o.uuid == "OLD-OPEN" && o.result.is_some()),
+        "open {:?}",
+        state.open
+    );
+    // Nothing is left to delete, and a second walk changes nothing.
+    let step = ok(s.prune_commands(3000, 0, 100).await, "again")?;
+    check!(step.deleted == 0 && step.done, "second walk {step:?}");
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! The retention sweep: finished commands older than `--command-retention` (default 7 days)
+//! are deleted with their results, so that the database stops growing with time and grows with
+//! the fleet instead. What may go and what is kept is the store's rule (`store::retention`):
+//! queued commands, results the reconciler has not read and device actions' commands stay.
+//!
+//! A sweep walks the queue in short windows with a pause between them, so that devices' writes
+//! are never held up for long; it resumes where the previous sweep stopped (the walk only moves
+//! forward in time) and starts again from the beginning once a day, to reach commands that
+//! finished after the walk passed them. Several replicas may sweep the same database: deleting
+//! is idempotent.
+
+use crate::store::{QueueStore, StoreResult};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long finished commands are kept, unless configured.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+/// Commands examined per window (one short write transaction).
+const WINDOW: i64 = 500;
+/// The pause between windows.
+const PAUSE: Duration = Duration::from_millis(20);
+/// Time between sweeps, and before the first one (let the server settle after a start).
+const EVERY: Duration = Duration::from_secs(600);
+const FIRST_AFTER: Duration = Duration::from_secs(60);
+/// How often the walk starts again from the oldest command.
+const RESTART_WALK_EVERY: Duration = Duration::from_secs(86_400);
+
+/// Where a sweep starts, carried from one sweep to the next.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Walk {
+    after_seq: i64,
+    started_at: Option<i64>,
+}
+
+/// One sweep: walks from where `walk` stopped until commands newer than the cutoff, deleting
+/// what may go. Returns how many commands it deleted.
+pub async fn sweep<S: QueueStore + ?Sized>(
+    store: &S,
+    retention: Duration,
+    now_millis: i64,
+    walk: &mut Walk,
+    pause: Duration,
+) -> StoreResult<u64> {
+    let restart_after = RESTART_WALK_EVERY.as_millis() as i64;
+    if walk
+        .started_at
+        .is_none_or(|at| now_millis - at >= restart_after)
+    {
+        *walk = Walk {
+            after_seq: 0,
+            started_at: Some(now_millis),
+        };
+    }
+    let created_before = now_millis - retention.as_millis() as i64;
+    let mut deleted = 0;
+    loop {
+        let step = store
+            .prune_commands(created_before, walk.after_seq, WINDOW)
+            .await?;
+        walk.after_seq = step.after_seq;
+        deleted += step.deleted;
+        if step.done {
+            return Ok(deleted);
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Sweeps every ten minutes for as long as the server runs.
+pub fn spawn(
+    store: Arc<dyn crate::store::Store>,
+    retention: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::time::sleep(FIRST_AFTER).await;
+        let mut walk = Walk::default();
+        loop {
+            let now = crate::vocab::clock::now_millis();
+            match sweep(&*store, retention, now, &mut walk, PAUSE).await {
+                Ok(0) => tracing::debug!("retention: no finished command to delete"),
+                Ok(n) => tracing::info!(
+                    deleted = n,
+                    retention_hours = retention.as_secs() / 3600,
+                    "retention: deleted finished commands and their results"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention: sweep failed; retrying at the next one")
+                }
+            }
+            tokio::time::sleep(EVERY).await;
+        }
+    })
+}
