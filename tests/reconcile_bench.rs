@@ -25,7 +25,8 @@
 //! coalescing window (default `1s`, the product's default). `POMONA_BENCH_DEVICE_IDLE` sets how
 //! many seconds a simulated device keeps its idle connection open (default 90, reqwest's; 5
 //! above 10,000 devices, since the sandbox allows 20,000 open files per process and a fleet
-//! holding every connection would exceed it on both sides).
+//! holding every connection would exceed it on both sides). On SQLite it prints the database's
+//! size after each change; `POMONA_BENCH_KEEP_DATA=1` keeps the server's data directory.
 //!
 //! `planning_one_change_costs_what_it_touches` times the driver's fan-out (the group membership
 //! index) and the pure planner over a synthetic fleet, for a change that touches every device
@@ -488,6 +489,10 @@ async fn a_fleet_converges_on_one_profile_change() {
     }
     assert_eq!(failed, 0, "no exchange failed");
     server.stop().await;
+    // To look into the database afterwards (sizes per table: sqlite3's dbstat).
+    if std::env::var_os("POMONA_BENCH_KEEP_DATA").is_some() {
+        println!("reconcile: data directory kept in {}", data.keep().display());
+    }
 }
 
 #[test]
