@@ -68,7 +68,7 @@ pub async fn serve_on(
     if let Some(path) = &prepared.new_admin_token_file {
         announce_admin_token(path, &prepared.admin_token);
     }
-    let store = store::open(&config.database)
+    let store = store::open_sized(&config.database, config.database_connections)
         .await
         .context("opening the database")?;
     let local = listener.local_addr()?;

@@ -25,8 +25,8 @@ const LAYERS: &[&[&str]] = &[
     // Persistence, the declared model with its sources (which publish on a `PolicyFeed`), and
     // the admin API's request and answer types.
     &["store", "policy", "api"],
-    // The planner and its driver; APNs push.
-    &["reconcile", "push"],
+    // The planner and its driver; APNs push; the retention sweep of finished commands.
+    &["reconcile", "push", "retention"],
     // Front doors: HTTPS, the Kubernetes controller, the command-line tools.
     &["server", "controller", "cli"],
     // Configuration, which assembles the layers below it.

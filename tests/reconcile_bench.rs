@@ -491,7 +491,10 @@ async fn a_fleet_converges_on_one_profile_change() {
     server.stop().await;
     // To look into the database afterwards (sizes per table: sqlite3's dbstat).
     if std::env::var_os("POMONA_BENCH_KEEP_DATA").is_some() {
-        println!("reconcile: data directory kept in {}", data.keep().display());
+        println!(
+            "reconcile: data directory kept in {}",
+            data.keep().display()
+        );
     }
 }
 

@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// sqlite://PATH or postgres://… (default: SQLite in the data directory).
     #[arg(long, env = "POMONA_DATABASE")]
     pub database: Option<String>,
+    /// PostgreSQL: connections for requests' own statements (default 16); the batch queues
+    /// open 6 more.
+    #[arg(long, env = "POMONA_DATABASE_CONNECTIONS")]
+    pub database_connections: Option<u32>,
     /// PEM certificate chain for HTTPS (default: generated into the data directory).
     #[arg(long, env = "POMONA_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -217,6 +221,7 @@ struct FileConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     database: Option<String>,
+    database_connections: Option<u32>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     public_url: Option<String>,
@@ -280,6 +285,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub database: String,
+    /// PostgreSQL connections for requests (`store::PostgresStore::open_sized`).
+    pub database_connections: u32,
     pub tls: TlsSource,
     pub public_url: String,
     pub admin_token_file: Option<PathBuf>,
@@ -355,6 +362,26 @@ mod tests {
         assert_eq!(c.public_url, "https://localhost:8443");
         assert!(matches!(c.tls, TlsSource::Generated));
         assert_eq!(c.limits.max_body_bytes, 10 * 1024 * 1024);
+    }
+
+    #[test]
+    fn database_connections_default_to_16_and_must_be_from_2_to_1000() {
+        assert_eq!(
+            ServeArgs::default().resolve().unwrap().database_connections,
+            16
+        );
+        let with = |n| ServeArgs {
+            database_connections: Some(n),
+            ..ServeArgs::default()
+        };
+        assert_eq!(with(40).resolve().unwrap().database_connections, 40);
+        for n in [0, 1, 1001] {
+            let err = with(n).resolve().unwrap_err().to_string();
+            assert!(
+                err.contains("database_connections: ") && err.contains("out of range"),
+                "{n}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -79,6 +79,7 @@ impl ServeArgs {
         let git_ca_file = self.git_ca(&file, &mut problems);
         let (listen, public_url) = self.addresses(&file, &mut problems);
         let (data_dir, database) = self.storage(&file, &mut problems);
+        let database_connections = self.database_connections(&file, &mut problems);
         let tls = self.tls(&file, &mut problems);
         let admin_token_file = self.admin_token(&file, &mut problems);
         let (policy_dir, policy_dir_explicit) =
@@ -98,6 +99,7 @@ impl ServeArgs {
             listen,
             data_dir,
             database,
+            database_connections,
             tls,
             public_url,
             admin_token_file,
@@ -222,6 +224,23 @@ impl ServeArgs {
             problems.push("database: must start with sqlite:// or postgres:// (the value is not shown: it may hold a password)".into());
         }
         (data_dir, database)
+    }
+
+    /// `database_connections`: at least 2 (a request may hold one while the planner holds
+    /// another), at most 1,000.
+    fn database_connections(&self, file: &FileConfig, problems: &mut Vec<String>) -> u32 {
+        let given = self.database_connections.or(file.database_connections);
+        match given {
+            None => crate::store::DEFAULT_POSTGRES_CONNECTIONS,
+            Some(n) if (2..=1000).contains(&n) => n,
+            Some(n) => {
+                problems.push(format!(
+                    "database_connections: {n} is out of range (2 to 1000; default {})",
+                    crate::store::DEFAULT_POSTGRES_CONNECTIONS
+                ));
+                crate::store::DEFAULT_POSTGRES_CONNECTIONS
+            }
+        }
     }
 
     /// The server's TLS certificate: given as files, or generated at first start.

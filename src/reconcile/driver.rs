@@ -96,9 +96,6 @@ pub struct Reconciler {
     pub(super) fleet: Fleet,
     /// Which devices want planning, and when (see `work_queue`).
     work: WorkQueue,
-    /// Devices the reconciler has business with (managed profiles or its commands in flight).
-    /// With nothing declared, a command result from any other device needs no re-plan.
-    involved: Mutex<std::collections::HashSet<String>>,
     wake: Option<Wake>,
     /// Signs profiles declared with `sign: true` (the server's HTTPS identity).
     signer: Option<Arc<crate::pki::ProfileSigner>>,
@@ -155,7 +152,6 @@ impl Reconciler {
             health: RwLock::new(PolicyHealth::default()),
             fleet: Fleet::default(),
             work: WorkQueue::default(),
-            involved: Mutex::new(std::collections::HashSet::new()),
             wake: collaborators.wake,
             signer: collaborators.signer,
             sealer: collaborators.sealer,
@@ -236,7 +232,7 @@ impl Reconciler {
     /// mid-session is planned after `MID_SESSION_GRACE_MS` all the same.
     pub fn command_answered(&self, device_id: &str, session_goes_on: bool) {
         let cares = !read(&self.snapshot).profiles.is_empty()
-            || lock(&self.involved).contains(device_id)
+            || self.fleet.involved(device_id)
             || lock(&self.open_actions).contains(device_id);
         if !cares {
             return;
@@ -660,11 +656,7 @@ impl Reconciler {
                 .any(|f| matches!(f.intent, Intent::Install { .. }));
         self.work.set_installing(device_id, installing, now);
         let involved = !result.managed.is_empty() || !enqueue.is_empty() || !in_flight.is_empty();
-        if involved {
-            lock(&self.involved).insert(device_id.to_string());
-        } else {
-            lock(&self.involved).remove(device_id);
-        }
+        self.fleet.set_involved(device_id, involved);
         let reported_changed = newest_report != state.reported;
         let nothing_changed = enqueue.is_empty()
             && result.cancel.is_empty()

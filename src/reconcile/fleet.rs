@@ -34,6 +34,11 @@ struct DeviceEntry {
     /// Which attributes those facts set (`reported::FACT_*`). Facts are newer than what Authenticate
     /// said, so while they are current an enrollment update leaves these attributes alone.
     facts_set: u8,
+    /// The reconciler has business with the device: managed profiles or its commands in
+    /// flight, as of its last plan. With nothing declared, a command result from any other
+    /// device needs no re-plan. (Here rather than in a set of ids: it fits in the entry's
+    /// padding.)
+    involved: bool,
 }
 
 impl DeviceEntry {
@@ -58,6 +63,7 @@ impl Fleet {
                 },
                 facts_at: None,
                 facts_set: 0,
+                involved: false,
             };
             devices.insert(id, entry);
         }
@@ -147,6 +153,27 @@ impl Fleet {
         read(&self.devices)
             .get(device_id)
             .and_then(|entry| entry.attributes.serial_number.clone())
+    }
+
+    /// Records what the device's last plan found (`DeviceEntry::involved`). A device not in the
+    /// index (it left) is not added back.
+    pub fn set_involved(&self, device_id: &str, involved: bool) {
+        let unchanged = read(&self.devices)
+            .get(device_id)
+            .is_none_or(|entry| entry.involved == involved);
+        if unchanged {
+            return;
+        }
+        if let Some(entry) = write(&self.devices).get_mut(device_id) {
+            entry.involved = involved;
+        }
+    }
+
+    /// Whether the device's last plan found the reconciler has business with it.
+    pub fn involved(&self, device_id: &str) -> bool {
+        read(&self.devices)
+            .get(device_id)
+            .is_some_and(|entry| entry.involved)
     }
 
     /// Whether the device answered DeviceInformation since its last Authenticate.
@@ -345,6 +372,27 @@ mod tests {
         fleet.forget("D1");
         fleet.record_facts("D1", ReportedFacts::default(), 10, &snapshot);
         assert!(fleet.attributes("D1").is_none());
+        assert!(fleet.device_ids().is_empty());
+    }
+
+    #[test]
+    fn involvement_follows_the_last_plan_and_survives_enrollment_updates() {
+        let fleet = Fleet::default();
+        let snapshot = PolicySnapshot::default();
+        fleet.observe_enrollment(&enrollment("M", 5), &snapshot);
+        assert!(!fleet.involved("D1"), "not until a plan says so");
+        fleet.set_involved("D1", true);
+        fleet.observe_enrollment(&enrollment("M2", 6), &snapshot);
+        assert!(fleet.involved("D1"));
+        fleet.set_involved("D1", false);
+        assert!(!fleet.involved("D1"));
+        fleet.set_involved("D1", true);
+        fleet.forget("D1");
+        fleet.set_involved("D1", true);
+        assert!(
+            !fleet.involved("D1"),
+            "a device that left is not added back"
+        );
         assert!(fleet.device_ids().is_empty());
     }
 }

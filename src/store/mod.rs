@@ -144,12 +144,21 @@ impl PlanningLock for SoleServer {
 pub trait StatusReads: reconcile::ReconcileStore + actions::ActionStore {}
 impl<T: reconcile::ReconcileStore + actions::ActionStore + ?Sized> StatusReads for T {}
 
+/// PostgreSQL connections for requests' own statements, unless configured.
+pub const DEFAULT_POSTGRES_CONNECTIONS: u32 = 16;
+
 /// Opens the store named by a URL: `sqlite://path` (created if missing) or `postgres://…`.
 pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    open_sized(url, DEFAULT_POSTGRES_CONNECTIONS).await
+}
+
+/// `open`, with PostgreSQL's pool for requests holding up to `postgres_connections`
+/// (SQLite has one writer and a reader per core whatever this says).
+pub async fn open_sized(url: &str, postgres_connections: u32) -> anyhow::Result<Arc<dyn Store>> {
     let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
         Arc::new(SqliteStore::open(url).await?)
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Arc::new(PostgresStore::open(url).await?)
+        Arc::new(PostgresStore::open_sized(url, postgres_connections).await?)
     } else {
         anyhow::bail!("database URL must start with sqlite:// or postgres://");
     };

@@ -7,6 +7,10 @@ use sqlx::PgPool;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// Connections of the three batch queues (certificate standings, reconcile views, writes),
+/// two each.
+pub const LANE_CONNECTIONS: u32 = 6;
+
 pub struct PostgresStore {
     pool: PgPool,
     /// Writes: the same pool (PostgreSQL runs concurrent writers itself).
@@ -23,12 +27,22 @@ pub struct PostgresStore {
 
 impl PostgresStore {
     pub async fn open(url: &str) -> anyhow::Result<Self> {
+        Self::open_sized(url, super::DEFAULT_POSTGRES_CONNECTIONS).await
+    }
+
+    /// Opens with a pool of `connections` for requests' own statements; the batch queues open
+    /// `LANE_CONNECTIONS` more. A server holds at most `connections + LANE_CONNECTIONS`.
+    pub async fn open_sized(url: &str, connections: u32) -> anyhow::Result<Self> {
         let options = PgConnectOptions::from_str(url).context("invalid PostgreSQL URL")?;
-        Self::open_with(options).await
+        Self::open_with_sized(options, connections).await
     }
 
     /// Opens with explicit options (tests use this to give each run its own schema).
     pub async fn open_with(options: PgConnectOptions) -> anyhow::Result<Self> {
+        Self::open_with_sized(options, super::DEFAULT_POSTGRES_CONNECTIONS).await
+    }
+
+    async fn open_with_sized(options: PgConnectOptions, connections: u32) -> anyhow::Result<Self> {
         let instance = format!(
             "pomona {}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -36,7 +50,7 @@ impl PostgresStore {
         let options = options.application_name(&instance);
         let target = format!("{}:{}", options.get_host(), options.get_port());
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(connections.max(2))
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options.clone())
             .await
@@ -52,14 +66,15 @@ impl PostgresStore {
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_lazy_with(options.clone())
         };
+        let per_lane = LANE_CONNECTIONS / 3;
         Ok(Self {
             reads: super::sql::ReadQueues::new(
-                super::identity::standing_flush::<Self>(lane_pool(2)),
-                super::reconcile::reconcile_view_flush::<Self>(lane_pool(2)),
+                super::identity::standing_flush::<Self>(lane_pool(per_lane)),
+                super::reconcile::reconcile_view_flush::<Self>(lane_pool(per_lane)),
             ),
             writes: super::group_commit::GroupCommit::new(
                 super::sql::WRITE_BATCH,
-                super::sql::write_flush::<Self>(lane_pool(2)),
+                super::sql::write_flush::<Self>(lane_pool(per_lane)),
             ),
             writer: pool.clone(),
             pool,
