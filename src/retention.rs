@@ -10,8 +10,29 @@
 //! is idempotent.
 
 use crate::store::{QueueStore, StoreResult};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Commands the sweeps of this process deleted, and sweeps that failed (for metrics).
+static DELETED: AtomicU64 = AtomicU64::new(0);
+static FAILED_SWEEPS: AtomicU64 = AtomicU64::new(0);
+
+/// Writes the sweep's counters in Prometheus' text format.
+pub fn render_metrics(out: &mut String) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "# HELP pomona_retention_deleted_commands_total Finished commands deleted by the retention sweep, with their results.\n\
+         # TYPE pomona_retention_deleted_commands_total counter\n\
+         pomona_retention_deleted_commands_total {}\n\
+         # HELP pomona_retention_failed_sweeps_total Retention sweeps that stopped on a database error (retried at the next).\n\
+         # TYPE pomona_retention_failed_sweeps_total counter\n\
+         pomona_retention_failed_sweeps_total {}",
+        DELETED.load(Ordering::Relaxed),
+        FAILED_SWEEPS.load(Ordering::Relaxed),
+    );
+}
 
 /// How long finished commands are kept, unless configured.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 86_400);
@@ -59,6 +80,7 @@ pub async fn sweep<S: QueueStore + ?Sized>(
             .await?;
         walk.after_seq = step.after_seq;
         deleted += step.deleted;
+        DELETED.fetch_add(step.deleted, Ordering::Relaxed);
         if step.done {
             return Ok(deleted);
         }
@@ -84,6 +106,7 @@ pub fn spawn(
                     "retention: deleted finished commands and their results"
                 ),
                 Err(e) => {
+                    FAILED_SWEEPS.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, "retention: sweep failed; retrying at the next one")
                 }
             }

@@ -432,6 +432,11 @@ async fn health_readiness_and_metrics_are_served() {
         "{metrics}"
     );
     assert!(
+        metrics.contains("# TYPE pomona_retention_deleted_commands_total counter")
+            && metrics.contains("pomona_retention_failed_sweeps_total 0"),
+        "{metrics}"
+    );
+    assert!(
         metrics.contains("pomona_checkins_total{message_type=\"Authenticate\"} 1"),
         "{metrics}"
     );

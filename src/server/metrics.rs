@@ -197,6 +197,7 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
         Err(e) => tracing::warn!(error = %e, "queue depth unavailable for metrics"),
     }
     render_policy(&state, &mut out);
+    crate::retention::render_metrics(&mut out);
     state.push.render_metrics(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
