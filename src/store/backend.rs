@@ -239,6 +239,9 @@ pub(crate) trait Db: Send + Sync + 'static {
     /// Whether values are marked `$n` (PostgreSQL) or `?` in text order (SQLite; see
     /// `sql::Marks`).
     const NUMBERED_MARKS: bool;
+    /// Whether a `WITH` may hold UPDATE/INSERT … RETURNING (PostgreSQL), so that writes that
+    /// depend on each other go in one statement: one round trip instead of several.
+    const DATA_MODIFYING_WITH: bool;
     type Conn: Conn + Send;
     type Tx: DerefMut<Target = Self::Conn> + Finish + Send + 'static;
 
@@ -253,6 +256,7 @@ pub(crate) struct Postgres;
 
 impl Db for Postgres {
     const NUMBERED_MARKS: bool = true;
+    const DATA_MODIFYING_WITH: bool = true;
     type Conn = sqlx::PgConnection;
     type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
 }

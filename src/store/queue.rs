@@ -284,6 +284,9 @@ pub(crate) async fn record_results_in<D: Db>(
 ) -> StoreResult<Vec<ReportOutcome>> {
     use chunk_rows;
     let marks = Marks::of::<D>();
+    if D::DATA_MODIFYING_WITH {
+        return record_results_together_in::<D>(tx, answers).await;
+    }
     // A cancelled command may still have run on the device: its result counts.
     let mut finished = std::collections::HashSet::new();
     for chunk in chunk_rows(answers, 4) {
@@ -337,6 +340,56 @@ pub(crate) async fn record_results_in<D: Db>(
                 .arg(*now);
         }
         query.execute_on(&mut **tx).await?;
+    }
+    Ok(outcomes)
+}
+
+/// `record_results_in` where one statement may update and insert (PostgreSQL): each command
+/// finished and its result kept in one round trip, with the same effects and outcomes.
+async fn record_results_together_in<D: Db>(
+    tx: &mut D::Tx,
+    answers: &[(&str, &ReportRecord<'_>, CommandStatus, i64)],
+) -> StoreResult<Vec<ReportOutcome>> {
+    let marks = Marks::of::<D>();
+    let mut finished = std::collections::HashSet::new();
+    for chunk in chunk_rows(answers, 5) {
+        // A cancelled command may still have run on the device: its result counts.
+        let sql = format!(
+            "WITH v (uuid, device, status, at, raw) AS (VALUES {}), \
+             done AS (UPDATE commands SET status = v.status, completed_at = v.at, updated_at = v.at \
+                 FROM v WHERE commands.uuid = v.uuid AND commands.enrollment_id = v.device \
+                   AND commands.status IN ('queued', 'cancelled') \
+                 RETURNING commands.uuid, commands.enrollment_id), \
+             kept AS (INSERT INTO command_results (command_uuid, enrollment_id, status, raw, received_at) \
+                 SELECT v.uuid, v.device, v.status, v.raw, v.at \
+                 FROM v JOIN done ON done.uuid = v.uuid AND done.enrollment_id = v.device \
+                 ON CONFLICT (command_uuid) DO NOTHING) \
+             SELECT uuid, enrollment_id FROM done",
+            marks.rows(1, chunk.len(), 5)
+        );
+        let mut query = D::sql(&sql).persistent(kept_prepared(chunk.len()));
+        for (device_id, report, status, now) in chunk {
+            query = query
+                .arg(report.command_uuid)
+                .arg(*device_id)
+                .arg(status.as_str())
+                .arg(*now)
+                .arg(report.raw);
+        }
+        for row in query.fetch_all_on(&mut **tx).await? {
+            finished.insert((
+                row.col::<String>("uuid")?,
+                row.col::<String>("enrollment_id")?,
+            ));
+        }
+    }
+    let mut outcomes = Vec::with_capacity(answers.len());
+    for (device_id, report, _, _) in answers {
+        if finished.contains(&(report.command_uuid.to_string(), device_id.to_string())) {
+            outcomes.push(ReportOutcome::Dequeued);
+        } else {
+            outcomes.push(finished_or_unknown::<D>(tx, device_id, report.command_uuid).await?);
+        }
     }
     Ok(outcomes)
 }

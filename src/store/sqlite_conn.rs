@@ -28,6 +28,7 @@ pub(crate) struct Sqlite;
 
 impl Db for Sqlite {
     const NUMBERED_MARKS: bool = false;
+    const DATA_MODIFYING_WITH: bool = false;
     type Conn = SqliteConn;
     type Tx = SqliteTx;
 }
