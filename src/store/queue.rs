@@ -306,24 +306,15 @@ pub(crate) async fn record_results_in<D: Db>(
                 .arg(status.as_str())
                 .arg(*now);
         }
-        for row in query.fetch_all_on(&mut **tx).await? {
-            finished.insert((
-                row.col::<String>("uuid")?,
-                row.col::<String>("enrollment_id")?,
-            ));
-        }
+        collect_finished(query.fetch_all_on(&mut **tx).await?, &mut finished)?;
     }
-    let mut outcomes = Vec::with_capacity(answers.len());
-    let mut results = Vec::with_capacity(answers.len());
-    for answer in answers {
-        let (device_id, report, _, _) = answer;
-        if finished.contains(&(report.command_uuid.to_string(), device_id.to_string())) {
-            outcomes.push(ReportOutcome::Dequeued);
-            results.push(answer);
-        } else {
-            outcomes.push(finished_or_unknown::<D>(tx, device_id, report.command_uuid).await?);
-        }
-    }
+    let outcomes = outcomes_in::<D>(tx, answers, &finished).await?;
+    let results: Vec<_> = answers
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, outcome)| **outcome == ReportOutcome::Dequeued)
+        .map(|(answer, _)| answer)
+        .collect();
     for chunk in chunk_rows(&results, 5) {
         let sql = format!(
             "INSERT INTO command_results (command_uuid, enrollment_id, status, raw, received_at) \
@@ -376,13 +367,29 @@ async fn record_results_together_in<D: Db>(
                 .arg(*now)
                 .arg(report.raw);
         }
-        for row in query.fetch_all_on(&mut **tx).await? {
-            finished.insert((
-                row.col::<String>("uuid")?,
-                row.col::<String>("enrollment_id")?,
-            ));
-        }
+        collect_finished(query.fetch_all_on(&mut **tx).await?, &mut finished)?;
     }
+    outcomes_in::<D>(tx, answers, &finished).await
+}
+
+/// The (command, device) pairs a finishing statement returned.
+fn collect_finished(
+    rows: Vec<Row>,
+    finished: &mut std::collections::HashSet<(String, String)>,
+) -> Result<(), sqlx::Error> {
+    for row in rows {
+        finished.insert((row.col("uuid")?, row.col("enrollment_id")?));
+    }
+    Ok(())
+}
+
+/// One outcome per answer, in order: Dequeued for those that finished their command; the
+/// others are told apart as already finished or unknown, one by one (they are rare).
+async fn outcomes_in<D: Db>(
+    tx: &mut D::Tx,
+    answers: &[(&str, &ReportRecord<'_>, CommandStatus, i64)],
+    finished: &std::collections::HashSet<(String, String)>,
+) -> StoreResult<Vec<ReportOutcome>> {
     let mut outcomes = Vec::with_capacity(answers.len());
     for (device_id, report, _, _) in answers {
         if finished.contains(&(report.command_uuid.to_string(), device_id.to_string())) {
