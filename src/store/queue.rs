@@ -2,7 +2,7 @@
 //! exchange (record its report, hand out its next command) alone or in a batch of the write
 //! queue, and reading a device's commands back. The trait and its SQL for every `Backend`.
 
-use super::backend::{Backend, Db, Finish as _, Row};
+use super::backend::{Backend, Db, Finish as _, Query, Row};
 use super::sql::*;
 use super::*;
 use async_trait::async_trait;
@@ -299,12 +299,8 @@ pub(crate) async fn record_results_in<D: Db>(
             marks.rows(1, chunk.len(), 4)
         );
         let mut query = D::sql(&sql).persistent(kept_prepared(chunk.len()));
-        for (device_id, report, status, now) in chunk {
-            query = query
-                .arg(report.command_uuid)
-                .arg(*device_id)
-                .arg(status.as_str())
-                .arg(*now);
+        for answer in chunk {
+            query = bind_answer(query, answer);
         }
         collect_finished(query.fetch_all_on(&mut **tx).await?, &mut finished)?;
     }
@@ -359,17 +355,25 @@ async fn record_results_together_in<D: Db>(
             marks.rows(1, chunk.len(), 5)
         );
         let mut query = D::sql(&sql).persistent(kept_prepared(chunk.len()));
-        for (device_id, report, status, now) in chunk {
-            query = query
-                .arg(report.command_uuid)
-                .arg(*device_id)
-                .arg(status.as_str())
-                .arg(*now)
-                .arg(report.raw);
+        for answer in chunk {
+            query = bind_answer(query, answer).arg(answer.1.raw);
         }
         collect_finished(query.fetch_all_on(&mut **tx).await?, &mut finished)?;
     }
     outcomes_in::<D>(tx, answers, &finished).await
+}
+
+/// An answer's command, device, status and time, the values a finishing statement's row starts
+/// with.
+fn bind_answer<'q>(
+    query: Query<'q>,
+    (device_id, report, status, now): &(&'q str, &ReportRecord<'q>, CommandStatus, i64),
+) -> Query<'q> {
+    query
+        .arg(report.command_uuid)
+        .arg(*device_id)
+        .arg(status.as_str())
+        .arg(*now)
 }
 
 /// The (command, device) pairs a finishing statement returned.
