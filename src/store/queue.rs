@@ -198,8 +198,6 @@ pub(crate) async fn exchange_round<D: Db>(
     round: &[usize],
     done: &mut [ExchangeDone],
 ) -> StoreResult<()> {
-    use chunk_rows;
-    let marks = Marks::of::<D>();
     let now = round
         .iter()
         .map(|&i| batch[i].now)
@@ -220,23 +218,51 @@ pub(crate) async fn exchange_round<D: Db>(
         .iter()
         .map(|(i, report, status)| (batch[*i].device_id.as_str(), report, *status, batch[*i].now))
         .collect();
-    let outcomes = record_results_in::<D>(tx, &answers).await?;
+    // Each device's next command, marked sent: together for the devices that skip nothing,
+    // one by one (after their answers are recorded) for those skipping deferred commands.
+    let (fetching, skipping): (Vec<usize>, Vec<usize>) =
+        round.iter().partition(|&&i| batch[i].skip.is_empty());
+    let devices: Vec<&str> = fetching
+        .iter()
+        .map(|&i| batch[i].device_id.as_str())
+        .collect();
+    let together = D::DATA_MODIFYING_WITH
+        && !answers.is_empty()
+        && !devices.is_empty()
+        && answers.len() * 5 + devices.len() < MAX_BOUND_VALUES;
+    let (outcomes, mut next) = if together {
+        finish_and_fetch_in::<D>(tx, &answers, &devices, now).await?
+    } else {
+        let outcomes = record_results_in::<D>(tx, &answers).await?;
+        (outcomes, fetch_next_in::<D>(tx, &devices, now).await?)
+    };
     for ((i, _, _), outcome) in terminal.iter().zip(outcomes) {
         done[*i].0 = Some(outcome);
     }
-    // Each device's next command, marked sent.
-    let mut fetching = Vec::new();
-    for &i in round {
+    for i in skipping {
         let x = &batch[i];
-        if x.skip.is_empty() {
-            fetching.push(i);
-        } else {
-            done[i].1 = next_command_in::<D>(tx, &x.device_id, &x.skip, x.now).await?;
+        done[i].1 = next_command_in::<D>(tx, &x.device_id, &x.skip, x.now).await?;
+    }
+    let mut drained = Vec::new();
+    for &i in &fetching {
+        done[i].1 = next.remove(&batch[i].device_id);
+        if done[i].1.is_none() {
+            drained.push(batch[i].device_id.as_str());
         }
     }
-    let mut next: std::collections::HashMap<String, QueuedCommand> =
-        std::collections::HashMap::new();
-    for chunk in chunk_rows(&fetching, 1) {
+    queue_drained_in::<D>(tx, &drained).await?;
+    Ok(())
+}
+
+/// The oldest queued command of each of `devices` (distinct), marked sent, by device.
+async fn fetch_next_in<D: Db>(
+    tx: &mut D::Tx,
+    devices: &[&str],
+    now: i64,
+) -> StoreResult<std::collections::HashMap<String, QueuedCommand>> {
+    let marks = Marks::of::<D>();
+    let mut next = std::collections::HashMap::new();
+    for chunk in chunk_rows(devices, 1) {
         let sql = format!(
             "UPDATE commands SET sent_count = sent_count + 1, last_sent_at = {} \
              WHERE seq IN (SELECT (SELECT c.seq FROM commands c \
@@ -248,30 +274,91 @@ pub(crate) async fn exchange_round<D: Db>(
             command_parts::PART_COLUMNS
         );
         let mut query = D::sql(&sql).persistent(kept_prepared(chunk.len())).arg(now);
-        for &i in chunk {
-            query = query.arg(&batch[i].device_id);
+        for device in chunk {
+            query = query.arg(*device);
         }
-        let mut devices = Vec::new();
-        let mut read = Vec::new();
-        for row in query.fetch_all_on(&mut **tx).await? {
-            devices.push(row.col::<String>("enrollment_id")?);
-            read.push(command_parts::Unresolved::from_row(&row)?);
-        }
-        next.extend(
-            devices
-                .into_iter()
-                .zip(command_parts::resolve_in::<D>(tx, read).await?),
-        );
+        let rows = query.fetch_all_on(&mut **tx).await?;
+        next.extend(next_by_device::<D>(tx, &rows).await?);
     }
-    let mut drained = Vec::new();
-    for &i in &fetching {
-        done[i].1 = next.remove(&batch[i].device_id);
-        if done[i].1.is_none() {
-            drained.push(batch[i].device_id.as_str());
+    Ok(next)
+}
+
+/// Queued commands read from `rows` (`enrollment_id` and the columns `Unresolved` reads),
+/// completed with their shared parts, by device.
+async fn next_by_device<D: Db>(
+    tx: &mut D::Tx,
+    rows: &[Row],
+) -> StoreResult<Vec<(String, QueuedCommand)>> {
+    let mut devices = Vec::with_capacity(rows.len());
+    let mut read = Vec::with_capacity(rows.len());
+    for row in rows {
+        devices.push(row.col::<String>("enrollment_id")?);
+        read.push(command_parts::Unresolved::from_row(row)?);
+    }
+    let commands = command_parts::resolve_in::<D>(tx, read).await?;
+    Ok(devices.into_iter().zip(commands).collect())
+}
+
+/// `record_results_in` then `fetch_next_in`, in one statement where a `WITH` may update
+/// (PostgreSQL): one round trip for a batch's answers and next commands. Every part of a
+/// `WITH` sees the same snapshot, so the next command is chosen among the queued ones other
+/// than those this statement finishes. The caller keeps the values under `MAX_BOUND_VALUES`.
+async fn finish_and_fetch_in<D: Db>(
+    tx: &mut D::Tx,
+    answers: &[(&str, &ReportRecord<'_>, CommandStatus, i64)],
+    devices: &[&str],
+    now: i64,
+) -> StoreResult<(
+    Vec<ReportOutcome>,
+    std::collections::HashMap<String, QueuedCommand>,
+)> {
+    let marks = Marks::of::<D>();
+    let sql = format!(
+        "WITH v (uuid, device, status, at, raw) AS (VALUES {}), \
+         done AS (UPDATE commands SET status = v.status, completed_at = v.at, updated_at = v.at \
+             FROM v WHERE commands.uuid = v.uuid AND commands.enrollment_id = v.device \
+               AND commands.status IN ('queued', 'cancelled') \
+             RETURNING commands.seq, commands.uuid, commands.enrollment_id), \
+         kept AS (INSERT INTO command_results (command_uuid, enrollment_id, status, raw, received_at) \
+             SELECT v.uuid, v.device, v.status, v.raw, v.at \
+             FROM v JOIN done ON done.uuid = v.uuid AND done.enrollment_id = v.device \
+             ON CONFLICT (command_uuid) DO NOTHING), \
+         d (device) AS (VALUES {}), \
+         handed AS (UPDATE commands SET sent_count = sent_count + 1, last_sent_at = {} \
+             WHERE seq IN (SELECT (SELECT c.seq FROM commands c \
+                 WHERE c.enrollment_id = d.device AND c.status = 'queued' \
+                   AND c.seq NOT IN (SELECT seq FROM done) ORDER BY c.seq LIMIT 1) FROM d) \
+             RETURNING enrollment_id, uuid, request_type, command, {}) \
+         SELECT TRUE AS finished, uuid, enrollment_id, NULL AS request_type, NULL::bytea AS command, \
+           NULL AS part_digest, NULL::bigint AS part_at FROM done \
+         UNION ALL SELECT FALSE, uuid, enrollment_id, request_type, command, {} FROM handed",
+        marks.rows(1, answers.len(), 5),
+        marks.rows(1 + answers.len() * 5, devices.len(), 1),
+        marks.one(1 + answers.len() * 5 + devices.len()),
+        command_parts::PART_COLUMNS,
+        command_parts::PART_COLUMNS,
+    );
+    let mut query = D::sql(&sql).persistent(kept_prepared(answers.len() + devices.len()));
+    for answer in answers {
+        query = bind_answer(query, answer).arg(answer.1.raw);
+    }
+    for device in devices {
+        query = query.arg(*device);
+    }
+    let rows = query.arg(now).fetch_all_on(&mut **tx).await?;
+    let (mut finished_rows, mut next_rows) = (Vec::new(), Vec::new());
+    for row in rows {
+        if row.col::<bool>("finished")? {
+            finished_rows.push(row);
+        } else {
+            next_rows.push(row);
         }
     }
-    queue_drained_in::<D>(tx, &drained).await?;
-    Ok(())
+    let mut finished = std::collections::HashSet::new();
+    collect_finished(finished_rows, &mut finished)?;
+    let outcomes = outcomes_in::<D>(tx, answers, &finished).await?;
+    let next = next_by_device::<D>(tx, &next_rows).await?;
+    Ok((outcomes, next.into_iter().collect()))
 }
 
 /// Final answers (Acknowledged, Error, CommandFormatError) of distinct devices, with
