@@ -433,7 +433,7 @@ async fn health_readiness_and_metrics_are_served() {
     );
     assert!(
         metrics.contains("# TYPE pomona_retention_deleted_commands_total counter")
-            && metrics.contains("pomona_retention_failed_sweeps_total 0"),
+            && metrics.contains("# TYPE pomona_retention_failed_sweeps_total counter"),
         "{metrics}"
     );
     assert!(

@@ -6,8 +6,10 @@
 //! kept once in `command_parts` and put back when the command is handed to a device, so the
 //! device receives, byte for byte, the envelope that was queued.
 //!
-//! Parts are immutable (named by their digest) and never deleted while a command refers to
-//! them; this module owns their table and the two columns of `commands` that refer to them.
+//! Parts are immutable (named by their digest) and never deleted: one per profile version, a
+//! few KB each. Deleting those no command refers to would race on PostgreSQL with a plan that
+//! reuses an existing part (it takes no lock on it). This module owns their table and the two
+//! columns of `commands` that refer to them.
 
 use super::backend::{Db, Row};
 use super::sql::{chunk_rows, kept_prepared, Marks};
