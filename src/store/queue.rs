@@ -314,15 +314,7 @@ async fn finish_and_fetch_in<D: Db>(
 )> {
     let marks = Marks::of::<D>();
     let sql = format!(
-        "WITH v (uuid, device, status, at, raw) AS (VALUES {}), \
-         done AS (UPDATE commands SET status = v.status, completed_at = v.at, updated_at = v.at \
-             FROM v WHERE commands.uuid = v.uuid AND commands.enrollment_id = v.device \
-               AND commands.status IN ('queued', 'cancelled') \
-             RETURNING commands.seq, commands.uuid, commands.enrollment_id), \
-         kept AS (INSERT INTO command_results (command_uuid, enrollment_id, status, raw, received_at) \
-             SELECT v.uuid, v.device, v.status, v.raw, v.at \
-             FROM v JOIN done ON done.uuid = v.uuid AND done.enrollment_id = v.device \
-             ON CONFLICT (command_uuid) DO NOTHING), \
+        "{}, \
          d (device) AS (VALUES {}), \
          handed AS (UPDATE commands SET sent_count = sent_count + 1, last_sent_at = {} \
              WHERE seq IN (SELECT (SELECT c.seq FROM commands c \
@@ -332,7 +324,7 @@ async fn finish_and_fetch_in<D: Db>(
          SELECT TRUE AS finished, uuid, enrollment_id, NULL AS request_type, NULL::bytea AS command, \
            NULL AS part_digest, NULL::bigint AS part_at FROM done \
          UNION ALL SELECT FALSE, uuid, enrollment_id, request_type, command, {} FROM handed",
-        marks.rows(1, answers.len(), 5),
+        finish_and_keep_with(&marks.rows(1, answers.len(), 5)),
         marks.rows(1 + answers.len() * 5, devices.len(), 1),
         marks.one(1 + answers.len() * 5 + devices.len()),
         command_parts::PART_COLUMNS,
@@ -369,11 +361,10 @@ pub(crate) async fn record_results_in<D: Db>(
     tx: &mut D::Tx,
     answers: &[(&str, &ReportRecord<'_>, CommandStatus, i64)],
 ) -> StoreResult<Vec<ReportOutcome>> {
-    use chunk_rows;
-    let marks = Marks::of::<D>();
     if D::DATA_MODIFYING_WITH {
         return record_results_together_in::<D>(tx, answers).await;
     }
+    let marks = Marks::of::<D>();
     // A cancelled command may still have run on the device: its result counts.
     let mut finished = std::collections::HashSet::new();
     for chunk in chunk_rows(answers, 4) {
@@ -427,19 +418,9 @@ async fn record_results_together_in<D: Db>(
     let marks = Marks::of::<D>();
     let mut finished = std::collections::HashSet::new();
     for chunk in chunk_rows(answers, 5) {
-        // A cancelled command may still have run on the device: its result counts.
         let sql = format!(
-            "WITH v (uuid, device, status, at, raw) AS (VALUES {}), \
-             done AS (UPDATE commands SET status = v.status, completed_at = v.at, updated_at = v.at \
-                 FROM v WHERE commands.uuid = v.uuid AND commands.enrollment_id = v.device \
-                   AND commands.status IN ('queued', 'cancelled') \
-                 RETURNING commands.uuid, commands.enrollment_id), \
-             kept AS (INSERT INTO command_results (command_uuid, enrollment_id, status, raw, received_at) \
-                 SELECT v.uuid, v.device, v.status, v.raw, v.at \
-                 FROM v JOIN done ON done.uuid = v.uuid AND done.enrollment_id = v.device \
-                 ON CONFLICT (command_uuid) DO NOTHING) \
-             SELECT uuid, enrollment_id FROM done",
-            marks.rows(1, chunk.len(), 5)
+            "{} SELECT uuid, enrollment_id FROM done",
+            finish_and_keep_with(&marks.rows(1, chunk.len(), 5))
         );
         let mut query = D::sql(&sql).persistent(kept_prepared(chunk.len()));
         for answer in chunk {
@@ -448,6 +429,24 @@ async fn record_results_together_in<D: Db>(
         collect_finished(query.fetch_all_on(&mut **tx).await?, &mut finished)?;
     }
     outcomes_in::<D>(tx, answers, &finished).await
+}
+
+/// The start of a PostgreSQL statement that finishes the answered commands and keeps their
+/// results: `v` holds the answers (rows bound by `bind_answer` then the raw result, marked by
+/// `values`), `done` the commands it finished. A cancelled command may still have run on the
+/// device: its result counts.
+fn finish_and_keep_with(values: &str) -> String {
+    format!(
+        "WITH v (uuid, device, status, at, raw) AS (VALUES {values}), \
+         done AS (UPDATE commands SET status = v.status, completed_at = v.at, updated_at = v.at \
+             FROM v WHERE commands.uuid = v.uuid AND commands.enrollment_id = v.device \
+               AND commands.status IN ('queued', 'cancelled') \
+             RETURNING commands.seq, commands.uuid, commands.enrollment_id), \
+         kept AS (INSERT INTO command_results (command_uuid, enrollment_id, status, raw, received_at) \
+             SELECT v.uuid, v.device, v.status, v.raw, v.at \
+             FROM v JOIN done ON done.uuid = v.uuid AND done.enrollment_id = v.device \
+             ON CONFLICT (command_uuid) DO NOTHING)"
+    )
 }
 
 /// An answer's command, device, status and time, the values a finishing statement's row starts
