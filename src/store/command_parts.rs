@@ -39,6 +39,16 @@ pub(crate) struct Stored<'a> {
     pub part: Option<Part<'a>>,
 }
 
+impl Stored<'_> {
+    /// The `part_digest` and `part_at` columns of the command's row.
+    pub fn part_columns(&self) -> (Option<&str>, Option<i64>) {
+        match &self.part {
+            Some(part) => (Some(part.digest.as_str()), Some(part.at)),
+            None => (None, None),
+        }
+    }
+}
+
 /// A shared span of an envelope: its digest, its bytes and where it was cut out.
 pub(crate) struct Part<'a> {
     pub digest: String,

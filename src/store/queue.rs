@@ -88,8 +88,8 @@ impl<B: Backend> QueueStore for B {
         .arg(&c.request_type)
         .arg(stored.command.as_ref())
         .arg(now)
-        .arg(stored.part.as_ref().map(|p| p.digest.as_str()))
-        .arg(stored.part.as_ref().map(|p| p.at))
+        .arg(stored.part_columns().0)
+        .arg(stored.part_columns().1)
         .execute_on(&mut *tx)
         .await?;
         if inserted == 1 {

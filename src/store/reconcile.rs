@@ -371,7 +371,7 @@ async fn enqueue_planned<D: Db>(
         );
         let mut query = D::sql(&sql).persistent(crate::store::sql::kept_prepared(chunk.len()));
         for (ordinal, ((_, p, command, _), stored)) in chunk.iter().enumerate() {
-            let part = stored.part.as_ref();
+            let (part_digest, part_at) = stored.part_columns();
             query = query
                 .arg(&command.uuid)
                 .arg(&p.device_id)
@@ -379,8 +379,8 @@ async fn enqueue_planned<D: Db>(
                 .arg(stored.command.as_ref())
                 .arg(p.now)
                 .arg(ordinal as i64)
-                .arg(part.map(|p| p.digest.as_str()))
-                .arg(part.map(|p| p.at));
+                .arg(part_digest)
+                .arg(part_at);
         }
         for row in query.fetch_all_on(&mut **tx).await? {
             inserted.insert(row.col::<String>("uuid")?);

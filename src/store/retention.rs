@@ -74,25 +74,28 @@ pub(crate) async fn prune_window<B: Backend>(
         tx.rollback().await?;
         return Ok(step);
     }
-    let marks = Marks::of::<B::Db>();
-    for table_and_column in [
-        "command_results WHERE command_uuid",
-        "reconcile_commands WHERE command_uuid",
-        "commands WHERE uuid",
-    ] {
-        let sql = format!(
-            "DELETE FROM {table_and_column} IN ({})",
-            marks.list(1, doomed.len())
-        );
-        let mut query = <B::Db as Db>::sql(&sql).persistent(kept_prepared(doomed.len()));
-        for uuid in &doomed {
-            query = query.arg(uuid.as_str());
-        }
-        let deleted = query.execute_on(&mut *tx).await?;
-        if table_and_column.starts_with("commands ") {
-            step.deleted = deleted;
-        }
-    }
+    // What refers to a command first, then the command.
+    delete_where_in::<B::Db>(&mut tx, "command_results", "command_uuid", &doomed).await?;
+    delete_where_in::<B::Db>(&mut tx, "reconcile_commands", "command_uuid", &doomed).await?;
+    step.deleted = delete_where_in::<B::Db>(&mut tx, "commands", "uuid", &doomed).await?;
     tx.commit().await?;
     Ok(step)
+}
+
+/// Deletes the rows of `table` whose `column` is one of `uuids`; how many.
+async fn delete_where_in<D: Db>(
+    tx: &mut D::Tx,
+    table: &str,
+    column: &str,
+    uuids: &[String],
+) -> Result<u64, sqlx::Error> {
+    let sql = format!(
+        "DELETE FROM {table} WHERE {column} IN ({})",
+        Marks::of::<D>().list(1, uuids.len())
+    );
+    let mut query = D::sql(&sql).persistent(kept_prepared(uuids.len()));
+    for uuid in uuids {
+        query = query.arg(uuid.as_str());
+    }
+    query.execute_on(&mut **tx).await
 }
