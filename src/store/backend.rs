@@ -340,6 +340,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn read_on(
         source: &Self::ReadSource,
     ) -> impl std::future::Future<Output = Result<Self::Reader<'_>, sqlx::Error>> + Send;
+    /// A connection outside any transaction, on which one statement commits by itself
+    /// (PostgreSQL); None where every write goes through a transaction (SQLite's one writer).
+    fn autocommit_on(
+        _source: &Self::WriteSource,
+    ) -> BoxFuture<'_, Result<Option<Self::Reader<'_>>, sqlx::Error>> {
+        Box::pin(async { Ok(None) })
+    }
     /// A transaction only read from: its reads see one state of the database.
     fn begin_read_on(
         source: &Self::ReadSource,

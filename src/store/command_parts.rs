@@ -119,36 +119,66 @@ pub(crate) async fn insert_parts_in<'a, D: Db>(
 /// A queued command as read from its row: complete unless it refers to a part.
 pub(crate) struct Unresolved {
     pub command: QueuedCommand,
-    part: Option<(String, i64)>,
+    part: Option<UnresolvedPart>,
 }
+
+/// The part a command refers to: its digest, where it goes, and its bytes when the statement
+/// that read the command read them too (`PART_BODY`).
+struct UnresolvedPart {
+    digest: String,
+    at: i64,
+    body: Option<Vec<u8>>,
+}
+
+/// A column a read of queued commands may add, `part_body`, so that `resolve_in` need not read
+/// the part again: `LEFT JOIN command_parts p ON p.digest = <the command>.part_digest`.
+pub(crate) const PART_BODY: &str = "p.body AS part_body";
 
 impl Unresolved {
     /// Reads `uuid, request_type, command` and `PART_COLUMNS`.
     pub fn from_row(row: &Row) -> Result<Self, sqlx::Error> {
+        Self::read(row, false)
+    }
+
+    /// Reads what `from_row` reads, and `part_body` (`PART_BODY`).
+    pub fn with_body_from_row(row: &Row) -> Result<Self, sqlx::Error> {
+        Self::read(row, true)
+    }
+
+    fn read(row: &Row, with_body: bool) -> Result<Self, sqlx::Error> {
         let digest: Option<String> = row.col("part_digest")?;
         let at: Option<i64> = row.col("part_at")?;
+        let body: Option<Vec<u8>> = if with_body {
+            row.col("part_body")?
+        } else {
+            None
+        };
         Ok(Self {
             command: QueuedCommand {
                 uuid: row.col("uuid")?,
                 request_type: row.col("request_type")?,
                 command: row.col("command")?,
             },
-            part: digest.zip(at),
+            part: digest
+                .zip(at)
+                .map(|(digest, at)| UnresolvedPart { digest, at, body }),
         })
     }
 }
 
-/// Completes the commands read: each part they refer to is read once and put back where it
-/// was cut out. A part that is missing, or an offset outside the stored envelope, is an error
-/// naming the command; the command is not handed out incomplete.
+/// Completes the commands read: each part they refer to that was not read with them is read
+/// once, and every part is put back where it was cut out. A part that is missing, or an offset
+/// outside the stored envelope, is an error naming the command; the command is not handed out
+/// incomplete. Parts never change, so this may run after the statement that read the commands
+/// has committed.
 pub(crate) async fn resolve_in<D: Db>(
-    tx: &mut D::Tx,
+    conn: &mut D::Conn,
     read: Vec<Unresolved>,
 ) -> StoreResult<Vec<QueuedCommand>> {
     let mut wanted: Vec<&str> = Vec::new();
-    for (digest, _) in read.iter().filter_map(|r| r.part.as_ref()) {
-        if !wanted.contains(&digest.as_str()) {
-            wanted.push(digest);
+    for part in read.iter().filter_map(|r| r.part.as_ref()) {
+        if part.body.is_none() && !wanted.contains(&part.digest.as_str()) {
+            wanted.push(&part.digest);
         }
     }
     let mut bodies: HashMap<String, Vec<u8>> = HashMap::new();
@@ -162,24 +192,24 @@ pub(crate) async fn resolve_in<D: Db>(
         for digest in chunk {
             query = query.arg(*digest);
         }
-        for row in query.fetch_all_on(&mut **tx).await? {
+        for row in query.fetch_all_on(&mut *conn).await? {
             bodies.insert(row.col("digest")?, row.col("body")?);
         }
     }
     read.into_iter()
         .map(|r| {
             let mut command = r.command;
-            let Some((digest, at)) = r.part else {
+            let Some(part) = r.part else {
                 return Ok(command);
             };
-            let body = bodies.get(&digest);
-            let at = usize::try_from(at)
+            let body = part.body.as_ref().or_else(|| bodies.get(&part.digest));
+            let at = usize::try_from(part.at)
                 .ok()
                 .filter(|at| *at <= command.command.len());
             let (Some(body), Some(at)) = (body, at) else {
                 return Err(StoreError::Database(format!(
-                    "command {} refers to a stored part ({digest}) that is missing or does not fit; it was not sent",
-                    command.uuid
+                    "command {} refers to a stored part ({}) that is missing or does not fit; it was not sent",
+                    command.uuid, part.digest
                 )));
             };
             command.command.splice(at..at, body.iter().copied());

@@ -247,16 +247,26 @@ impl<B: Backend> EnrollmentStore for B {
         if seen.is_empty() {
             return Ok(());
         }
+        // In id order: two servers writing overlapping batches lock rows in the same order.
+        // A device listed twice keeps its latest time.
+        let mut seen: Vec<&(String, i64)> = seen.iter().collect();
+        seen.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        seen.dedup_by(|later, kept| later.0 == kept.0);
+        let marks = Marks::of::<B::Db>();
         let mut tx = self.begin_write().await?;
-        for (device_id, at) in seen {
-            Self::sql(
-                "UPDATE enrollments SET last_seen_at = $2 \
-                 WHERE id = $1 AND (last_seen_at IS NULL OR last_seen_at < $2)",
-            )
-            .arg(device_id)
-            .arg(*at)
-            .execute_on(&mut *tx)
-            .await?;
+        // A few statements for the whole batch: one round trip each, not one per device.
+        for chunk in chunk_rows(&seen, 2) {
+            let sql = format!(
+                "UPDATE enrollments SET last_seen_at = v.column2 FROM (VALUES {}) AS v \
+                 WHERE enrollments.id = v.column1 \
+                   AND (enrollments.last_seen_at IS NULL OR enrollments.last_seen_at < v.column2)",
+                marks.rows(1, chunk.len(), 2)
+            );
+            let mut query = Self::sql(&sql).persistent(kept_prepared(chunk.len()));
+            for (device_id, at) in chunk {
+                query = query.arg(device_id.as_str()).arg(*at);
+            }
+            query.execute_on(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

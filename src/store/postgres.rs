@@ -109,6 +109,11 @@ impl super::backend::Backend for PostgresStore {
     ) -> impl std::future::Future<Output = Result<Self::Reader<'_>, sqlx::Error>> + Send {
         source.acquire()
     }
+    fn autocommit_on(
+        source: &Self::WriteSource,
+    ) -> BoxFuture<'_, Result<Option<Self::Reader<'_>>, sqlx::Error>> {
+        Box::pin(async move { Ok(Some(source.acquire().await?)) })
+    }
     fn begin_read_on(
         source: &Self::ReadSource,
     ) -> BoxFuture<'_, Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error>> {

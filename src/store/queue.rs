@@ -226,12 +226,13 @@ pub(crate) async fn exchange_round<D: Db>(
         .iter()
         .map(|&i| batch[i].device_id.as_str())
         .collect();
+    // Where one statement may update several tables (PostgreSQL), the answers, the next
+    // commands and the drained devices' push state are one round trip.
     let together = D::DATA_MODIFYING_WITH
-        && !answers.is_empty()
         && !devices.is_empty()
         && answers.len() * 5 + devices.len() < MAX_BOUND_VALUES;
     let (outcomes, mut next) = if together {
-        finish_and_fetch_in::<D>(tx, &answers, &devices, now).await?
+        exchange_statement_in::<D>(&mut **tx, &answers, &devices, now).await?
     } else {
         let outcomes = record_results_in::<D>(tx, &answers).await?;
         (outcomes, fetch_next_in::<D>(tx, &devices, now).await?)
@@ -250,8 +251,61 @@ pub(crate) async fn exchange_round<D: Db>(
             drained.push(batch[i].device_id.as_str());
         }
     }
-    queue_drained_in::<D>(tx, &drained).await?;
+    if !together {
+        queue_drained_in::<D>(tx, &drained).await?;
+    }
     Ok(())
+}
+
+/// Whether `exchange_alone` can write this batch: distinct devices, each answering with a
+/// final status or idle and skipping nothing, few enough for one statement.
+pub(crate) fn exchanges_fit_one_statement(batch: &[&PendingExchange]) -> bool {
+    let mut devices = std::collections::HashSet::with_capacity(batch.len());
+    let mut values = 1;
+    for x in batch {
+        if !x.skip.is_empty() || !devices.insert(x.device_id.as_str()) {
+            return false;
+        }
+        if let Some((_, status, _)) = &x.report {
+            if CommandStatus::from_report(*status).is_none() {
+                return false;
+            }
+            values += 5;
+        }
+        values += 1;
+    }
+    !batch.is_empty() && values < MAX_BOUND_VALUES
+}
+
+/// A batch of exchanges (`exchanges_fit_one_statement`) written by one statement outside any
+/// transaction (PostgreSQL): a statement is atomic and durable when it commits, so the
+/// transaction's BEGIN and COMMIT, two round trips, are saved. What runs after it only reads
+/// (parts, which never change).
+pub(crate) async fn exchange_alone<D: Db>(
+    conn: &mut D::Conn,
+    batch: &[&PendingExchange],
+) -> StoreResult<Vec<ExchangeDone>> {
+    let now = batch.iter().map(|x| x.now).max().unwrap_or_default();
+    let reports: Vec<_> = batch.iter().map(|x| x.report()).collect();
+    let mut answers = Vec::new();
+    for (x, report) in batch.iter().zip(&reports) {
+        if let Some(report) = report {
+            let status = CommandStatus::from_report(report.status).ok_or_else(|| {
+                StoreError::Database("a NotNow answer cannot be written alone".into())
+            })?;
+            answers.push((x.device_id.as_str(), report, status, x.now));
+        }
+    }
+    let devices: Vec<&str> = batch.iter().map(|x| x.device_id.as_str()).collect();
+    let (outcomes, mut next) = exchange_statement_in::<D>(conn, &answers, &devices, now).await?;
+    let mut outcomes = outcomes.into_iter();
+    Ok(batch
+        .iter()
+        .map(|x| {
+            let outcome = x.report.as_ref().and_then(|_| outcomes.next());
+            (outcome, next.remove(&x.device_id))
+        })
+        .collect())
 }
 
 /// The oldest queued command of each of `devices` (distinct), marked sent, by device.
@@ -295,16 +349,19 @@ async fn next_by_device<D: Db>(
         devices.push(row.col::<String>("enrollment_id")?);
         read.push(command_parts::Unresolved::from_row(row)?);
     }
-    let commands = command_parts::resolve_in::<D>(tx, read).await?;
+    let commands = command_parts::resolve_in::<D>(&mut **tx, read).await?;
     Ok(devices.into_iter().zip(commands).collect())
 }
 
-/// `record_results_in` then `fetch_next_in`, in one statement where a `WITH` may update
-/// (PostgreSQL): one round trip for a batch's answers and next commands. Every part of a
-/// `WITH` sees the same snapshot, so the next command is chosen among the queued ones other
-/// than those this statement finishes. The caller keeps the values under `MAX_BOUND_VALUES`.
-async fn finish_and_fetch_in<D: Db>(
-    tx: &mut D::Tx,
+/// `record_results_in`, `fetch_next_in` and `queue_drained_in` in one statement, where a
+/// `WITH` may update (PostgreSQL): one round trip for a batch's answers, next commands (with
+/// the parts they refer to) and drained devices. Every part of a `WITH` sees the same
+/// snapshot, so the next command is chosen among the queued ones other than those this
+/// statement finishes, and an answer that finished nothing is told apart as already finished
+/// (its command exists) or unknown. `devices` is not empty; the caller keeps the values under
+/// `MAX_BOUND_VALUES`.
+async fn exchange_statement_in<D: Db>(
+    conn: &mut D::Conn,
     answers: &[(&str, &ReportRecord<'_>, CommandStatus, i64)],
     devices: &[&str],
     now: i64,
@@ -313,22 +370,40 @@ async fn finish_and_fetch_in<D: Db>(
     std::collections::HashMap<String, QueuedCommand>,
 )> {
     let marks = Marks::of::<D>();
+    let first_device = 1 + answers.len() * 5;
+    let devices_cte = format!(
+        "d (device) AS (VALUES {})",
+        marks.rows(first_device, devices.len(), 1)
+    );
+    let (start, not_done, answer_rows) = if answers.is_empty() {
+        (format!("WITH {devices_cte}"), "", String::new())
+    } else {
+        (
+            format!(
+                "{}, {devices_cte}",
+                finish_and_keep_with(&marks.rows(1, answers.len(), 5))
+            ),
+            " AND c.seq NOT IN (SELECT seq FROM done)",
+            "SELECT 'answer' AS kind, v.uuid, v.device AS enrollment_id,                EXISTS (SELECT 1 FROM done WHERE done.uuid = v.uuid AND done.enrollment_id = v.device) AS finished,                EXISTS (SELECT 1 FROM commands c WHERE c.uuid = v.uuid AND c.enrollment_id = v.device) AS known,                NULL AS request_type, NULL::bytea AS command, NULL AS part_digest, NULL::bigint AS part_at,                NULL::bytea AS part_body FROM v UNION ALL "
+                .to_string(),
+        )
+    };
     let sql = format!(
-        "{}, \
-         d (device) AS (VALUES {}), \
+        "{start}, \
          handed AS (UPDATE commands SET sent_count = sent_count + 1, last_sent_at = {} \
              WHERE seq IN (SELECT (SELECT c.seq FROM commands c \
-                 WHERE c.enrollment_id = d.device AND c.status = 'queued' \
-                   AND c.seq NOT IN (SELECT seq FROM done) ORDER BY c.seq LIMIT 1) FROM d) \
-             RETURNING enrollment_id, uuid, request_type, command, {}) \
-         SELECT TRUE AS finished, uuid, enrollment_id, NULL AS request_type, NULL::bytea AS command, \
-           NULL AS part_digest, NULL::bigint AS part_at FROM done \
-         UNION ALL SELECT FALSE, uuid, enrollment_id, request_type, command, {} FROM handed",
-        finish_and_keep_with(&marks.rows(1, answers.len(), 5)),
-        marks.rows(1 + answers.len() * 5, devices.len(), 1),
-        marks.one(1 + answers.len() * 5 + devices.len()),
-        command_parts::PART_COLUMNS,
-        command_parts::PART_COLUMNS,
+                 WHERE c.enrollment_id = d.device AND c.status = 'queued'{not_done} \
+                 ORDER BY c.seq LIMIT 1) FROM d) \
+             RETURNING enrollment_id, uuid, request_type, command, {parts}), \
+         drained AS (UPDATE push_state SET attempts = 0, claimed_until = NULL \
+             WHERE enrollment_id IN (SELECT device FROM d EXCEPT SELECT enrollment_id FROM handed) \
+               AND (attempts > 0 OR claimed_until IS NOT NULL)) \
+         {answer_rows}SELECT 'next' AS kind, h.uuid, h.enrollment_id, FALSE AS finished, TRUE AS known, \
+           h.request_type, h.command, h.part_digest, h.part_at, {body} \
+         FROM handed h LEFT JOIN command_parts p ON p.digest = h.part_digest",
+        marks.one(first_device + devices.len()),
+        parts = command_parts::PART_COLUMNS,
+        body = command_parts::PART_BODY,
     );
     let mut query = D::sql(&sql).persistent(kept_prepared(answers.len() + devices.len()));
     for answer in answers {
@@ -337,20 +412,39 @@ async fn finish_and_fetch_in<D: Db>(
     for device in devices {
         query = query.arg(*device);
     }
-    let rows = query.arg(now).fetch_all_on(&mut **tx).await?;
-    let (mut finished_rows, mut next_rows) = (Vec::new(), Vec::new());
+    let rows = query.arg(now).fetch_all_on(&mut *conn).await?;
+    let mut answered = std::collections::HashMap::new();
+    let (mut next_devices, mut next_read) = (Vec::new(), Vec::new());
     for row in rows {
-        if row.col::<bool>("finished")? {
-            finished_rows.push(row);
+        let device: String = row.col("enrollment_id")?;
+        if row.col::<String>("kind")? == "answer" {
+            let outcome = match (row.col::<bool>("finished")?, row.col::<bool>("known")?) {
+                (true, _) => ReportOutcome::Dequeued,
+                (false, true) => ReportOutcome::AlreadyFinished,
+                (false, false) => ReportOutcome::Unknown,
+            };
+            answered.insert((row.col::<String>("uuid")?, device), outcome);
         } else {
-            next_rows.push(row);
+            next_devices.push(device);
+            next_read.push(command_parts::Unresolved::with_body_from_row(&row)?);
         }
     }
-    let mut finished = std::collections::HashSet::new();
-    collect_finished(finished_rows, &mut finished)?;
-    let outcomes = outcomes_in::<D>(tx, answers, &finished).await?;
-    let next = next_by_device::<D>(tx, &next_rows).await?;
-    Ok((outcomes, next.into_iter().collect()))
+    let outcomes = answers
+        .iter()
+        .map(|(device_id, report, _, _)| {
+            answered
+                .get(&(report.command_uuid.to_string(), device_id.to_string()))
+                .copied()
+                .ok_or_else(|| {
+                    StoreError::Database(format!(
+                        "the answer to command {} of device {device_id} was not accounted for",
+                        report.command_uuid
+                    ))
+                })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    let commands = command_parts::resolve_in::<D>(conn, next_read).await?;
+    Ok((outcomes, next_devices.into_iter().zip(commands).collect()))
 }
 
 /// Final answers (Acknowledged, Error, CommandFormatError) of distinct devices, with
@@ -544,7 +638,7 @@ pub(crate) async fn next_command_in<D: Db>(
         return Ok(None);
     };
     let read = vec![command_parts::Unresolved::from_row(&row)?];
-    Ok(command_parts::resolve_in::<D>(tx, read).await?.pop())
+    Ok(command_parts::resolve_in::<D>(&mut **tx, read).await?.pop())
 }
 
 /// `record_report` inside a transaction.

@@ -328,6 +328,20 @@ async fn write_batch<B: Backend>(
     batch: &[Write],
 ) -> StoreResult<Vec<Written>> {
     use crate::store::sql::{Write, Written};
+    // Exchanges alone, where one statement can write them all: no transaction around it.
+    let alone: Option<Vec<&PendingExchange>> = batch
+        .iter()
+        .map(|write| match write {
+            Write::Exchange(x) => Some(x),
+            _ => None,
+        })
+        .collect();
+    if let Some(exchanges) = alone.filter(|x| super::queue::exchanges_fit_one_statement(x)) {
+        if let Some(mut conn) = B::autocommit_on(writer).await? {
+            let done = super::queue::exchange_alone::<B::Db>(&mut conn, &exchanges).await?;
+            return Ok(done.into_iter().map(Written::Exchange).collect());
+        }
+    }
     let mut plans = Vec::new();
     let mut exchanges = Vec::new();
     let mut requests = Vec::new();

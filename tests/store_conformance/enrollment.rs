@@ -205,6 +205,39 @@ pub(crate) async fn last_seen_batches_never_move_backwards(s: Arc<dyn Store>) ->
     check!(rest == [(6000, "D3".to_string())], "page 2 {rest:?}");
     let all = ok(s.devices_seen_since(0, None, 10).await, "seen since")?;
     check!(all.len() == 3, "everyone seen since 0: {all:?}");
+    // A device listed twice keeps the later time, in whichever order the two come.
+    ok(
+        s.record_last_seen(&[
+            ("D2".into(), 6500),
+            ("D2".into(), 6400),
+            ("D1".into(), 5100),
+            ("D1".into(), 5200),
+        ])
+        .await,
+        "batch naming devices twice",
+    )?;
+    let d1 = ok(s.enrollment("D1").await, "enrollment")?.ok_or("missing")?;
+    let d2 = ok(s.enrollment("D2").await, "enrollment")?.ok_or("missing")?;
+    check!(
+        (d1.last_seen_at, d2.last_seen_at) == (Some(5200), Some(6500)),
+        "last seen {:?} and {:?}",
+        d1.last_seen_at,
+        d2.last_seen_at
+    );
+    // A batch larger than one statement holds (the store writes it in chunks, in id order):
+    // the device sorting last is written too.
+    enrolled(&*s, "zz-last").await?;
+    let many: Vec<(String, i64)> = (0..5_000)
+        .map(|i| (format!("ghost-{i}"), 7000))
+        .chain([("zz-last".to_string(), 8000)])
+        .collect();
+    ok(s.record_last_seen(&many).await, "a large batch")?;
+    let last = ok(s.enrollment("zz-last").await, "enrollment")?.ok_or("missing")?;
+    check!(
+        last.last_seen_at == Some(8000),
+        "the device sorting last, last seen {:?}",
+        last.last_seen_at
+    );
     Ok(())
 }
 
