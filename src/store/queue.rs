@@ -384,7 +384,14 @@ async fn exchange_statement_in<D: Db>(
                 finish_and_keep_with(&marks.rows(1, answers.len(), 5))
             ),
             " AND c.seq NOT IN (SELECT seq FROM done)",
-            "SELECT 'answer' AS kind, v.uuid, v.device AS enrollment_id,                EXISTS (SELECT 1 FROM done WHERE done.uuid = v.uuid AND done.enrollment_id = v.device) AS finished,                EXISTS (SELECT 1 FROM commands c WHERE c.uuid = v.uuid AND c.enrollment_id = v.device) AS known,                NULL AS request_type, NULL::bytea AS command, NULL AS part_digest, NULL::bigint AS part_at,                NULL::bytea AS part_body FROM v UNION ALL "
+            "SELECT 'answer' AS kind, v.uuid, v.device AS enrollment_id, f.finished, \
+               f.finished OR EXISTS (SELECT 1 FROM commands c \
+                 WHERE c.uuid = v.uuid AND c.enrollment_id = v.device) AS known, \
+               NULL AS request_type, NULL::bytea AS command, NULL AS part_digest, \
+               NULL::bigint AS part_at, NULL::bytea AS part_body \
+             FROM v CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM done \
+               WHERE done.uuid = v.uuid AND done.enrollment_id = v.device) AS finished) f \
+             UNION ALL "
                 .to_string(),
         )
     };
