@@ -6,8 +6,8 @@
 //! A sweep walks the queue in short windows with a pause between them, so that devices' writes
 //! are never held up for long; it resumes where the previous sweep stopped (the walk only moves
 //! forward in time) and starts again from the beginning once a day, to reach commands that
-//! finished after the walk passed them. Several replicas may sweep the same database: deleting
-//! is idempotent.
+//! finished after the walk passed them. Replicas sharing a database take turns
+//! (`Store::sweep_lock`), so that the table is walked once per sweep, not once per replica.
 
 use crate::store::{QueueStore, StoreResult};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,6 +88,23 @@ pub async fn sweep<S: QueueStore + ?Sized>(
     }
 }
 
+/// `sweep`, unless another server sweeps the same database now (`Store::sweep_lock`): None
+/// then. The walk carries on from where this server stopped when its turn comes.
+pub async fn sweep_if_alone<S: crate::store::Store + ?Sized>(
+    store: &S,
+    retention: Duration,
+    now_millis: i64,
+    walk: &mut Walk,
+    pause: Duration,
+) -> StoreResult<Option<u64>> {
+    let Some(guard) = store.sweep_lock().await? else {
+        return Ok(None);
+    };
+    let deleted = sweep(store, retention, now_millis, walk, pause).await;
+    drop(guard);
+    deleted.map(Some)
+}
+
 /// Sweeps every ten minutes for as long as the server runs.
 pub fn spawn(
     store: Arc<dyn crate::store::Store>,
@@ -98,9 +115,12 @@ pub fn spawn(
         let mut walk = Walk::default();
         loop {
             let now = crate::vocab::clock::now_millis();
-            match sweep(&*store, retention, now, &mut walk, PAUSE).await {
-                Ok(0) => tracing::debug!("retention: no finished command to delete"),
-                Ok(n) => tracing::info!(
+            match sweep_if_alone(&*store, retention, now, &mut walk, PAUSE).await {
+                Ok(None) => {
+                    tracing::debug!("retention: another server is sweeping this database")
+                }
+                Ok(Some(0)) => tracing::debug!("retention: no finished command to delete"),
+                Ok(Some(n)) => tracing::info!(
                     deleted = n,
                     retention_hours = retention.as_secs() / 3600,
                     "retention: deleted finished commands and their results"

@@ -364,6 +364,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
             ))
         })
     }
+    /// See `Store::sweep_lock`. By default (one server per database) always granted.
+    fn take_sweep_lock(&self) -> BoxFuture<'_, super::StoreResult<Option<super::SweepGuard>>> {
+        Box::pin(async { Ok(Some(super::SweepGuard(Box::new(())))) })
+    }
     /// The read queues: certificate standings and reconcile views, answered in batches.
     fn reads(&self) -> &super::sql::ReadQueues;
 

@@ -118,7 +118,16 @@ pub trait Store:
     /// always granted; on PostgreSQL it is a session advisory lock held on a connection of its
     /// own, released when that connection ends (the server stopped or died).
     async fn planning_lock(&self) -> StoreResult<Option<Box<dyn PlanningLock>>>;
+    /// The right to run the retention sweep now, if no other server is running one: replicas
+    /// sharing a database would otherwise each walk the whole commands table every sweep. On
+    /// SQLite always granted; on PostgreSQL a session advisory lock on a connection of its own,
+    /// released when the guard is dropped (or the server dies).
+    async fn sweep_lock(&self) -> StoreResult<Option<SweepGuard>>;
 }
+
+/// Held while a server runs the retention sweep (see `Store::sweep_lock`); dropping it releases
+/// the right.
+pub struct SweepGuard(#[allow(dead_code)] pub(crate) Box<dyn std::any::Any + Send>);
 
 /// Held by the one server that plans for a database (see `Store::planning_lock`).
 #[async_trait]

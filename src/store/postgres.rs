@@ -144,11 +144,27 @@ impl super::backend::Backend for PostgresStore {
             }))
         })
     }
+    fn take_sweep_lock(&self) -> BoxFuture<'_, super::StoreResult<Option<super::SweepGuard>>> {
+        Box::pin(async move {
+            // Out of the pool, like the planning lock: closing the connection releases it.
+            let mut connection = self.pool.acquire().await?.detach();
+            // Keyed by schema too: servers of other schemas in the same database (another
+            // installation) sweep their own tables.
+            let held: bool =
+                sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext(current_schema()))")
+                    .bind(SWEEP_LOCK_KEY)
+                    .fetch_one(&mut connection)
+                    .await?;
+            Ok(held.then(|| super::SweepGuard(Box::new(connection))))
+        })
+    }
 }
 
 /// The advisory lock key of the right to plan (`Store::planning_lock`); the migrations use
 /// another.
 const PLANNING_LOCK_KEY: i64 = 7_400_518;
+/// The advisory lock key of the right to sweep (`Store::sweep_lock`), with the schema's hash.
+const SWEEP_LOCK_KEY: i32 = 7_400_519;
 
 /// The planning lock on PostgreSQL: held while its connection lives.
 struct AdvisoryLock {

@@ -289,6 +289,10 @@ impl<B: Backend> Store for B {
     async fn planning_lock(&self) -> StoreResult<Option<Box<dyn PlanningLock>>> {
         self.take_planning_lock().await
     }
+
+    async fn sweep_lock(&self) -> StoreResult<Option<SweepGuard>> {
+        self.take_sweep_lock().await
+    }
 }
 
 /// Writes a batch from the write queue in one transaction (see `sql::Write`). Should

@@ -277,6 +277,69 @@ async fn retention_sweeps_resume_where_they_stopped_and_start_again_each_day() {
     assert_eq!((deleted, left(&store).await), (1, Vec::<String>::new()));
 }
 
+/// Of two servers on one PostgreSQL database, one sweeps at a time: the other's sweep does
+/// nothing until the first one's ends. On SQLite (one server) the sweep always runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_one_database_take_turns_to_sweep() {
+    use pomona::retention::{sweep_if_alone, Walk};
+    use std::time::{Duration, Instant};
+    let (admin, schema, options) = fresh_schema().await;
+    let a = PostgresStore::open_with(options.clone()).await.unwrap();
+    a.migrate().await.unwrap();
+    let b = PostgresStore::open_with(options).await.unwrap();
+    let held = a.sweep_lock().await.unwrap().expect("A sweeps first");
+    assert!(
+        b.sweep_lock().await.unwrap().is_none(),
+        "B swept while A did"
+    );
+    let skipped = sweep_if_alone(
+        &b,
+        Duration::from_secs(3600),
+        0,
+        &mut Walk::default(),
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
+    assert_eq!(skipped, None, "B's sweep ran while A's did");
+    drop(held);
+    // The lock goes with A's connection, which closes in the background.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let swept = sweep_if_alone(
+            &b,
+            Duration::from_secs(3600),
+            0,
+            &mut Walk::default(),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+        if swept == Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B never swept after A's sweep ended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("test.db").display());
+    let sqlite = SqliteStore::open(&url).await.unwrap();
+    sqlite.migrate().await.unwrap();
+    let _held = sqlite.sweep_lock().await.unwrap().expect("SQLite sweeps");
+    assert!(
+        sqlite.sweep_lock().await.unwrap().is_some(),
+        "one server per SQLite file: always granted"
+    );
+}
+
 /// A connection of its own to the test database in `dir`, for what the store would not do.
 fn raw_sqlite(dir: &std::path::Path) -> rusqlite::Connection {
     let raw = rusqlite::Connection::open(dir.join("test.db")).unwrap();
