@@ -17,6 +17,7 @@ use std::time::Duration;
 /// Commands the sweeps of this process deleted, and sweeps that failed (for metrics).
 static DELETED: AtomicU64 = AtomicU64::new(0);
 static FAILED_SWEEPS: AtomicU64 = AtomicU64::new(0);
+static DELETED_PARTS: AtomicU64 = AtomicU64::new(0);
 
 /// Writes the sweep's counters in Prometheus' text format.
 pub fn render_metrics(out: &mut String) {
@@ -28,9 +29,13 @@ pub fn render_metrics(out: &mut String) {
          pomona_retention_deleted_commands_total {}\n\
          # HELP pomona_retention_failed_sweeps_total Retention sweeps that stopped on a database error (retried at the next).\n\
          # TYPE pomona_retention_failed_sweeps_total counter\n\
-         pomona_retention_failed_sweeps_total {}",
+         pomona_retention_failed_sweeps_total {}\n\
+         # HELP pomona_retention_deleted_parts_total Stored profiles (command parts) deleted once no command referred to them.\n\
+         # TYPE pomona_retention_deleted_parts_total counter\n\
+         pomona_retention_deleted_parts_total {}",
         DELETED.load(Ordering::Relaxed),
         FAILED_SWEEPS.load(Ordering::Relaxed),
+        DELETED_PARTS.load(Ordering::Relaxed),
     );
 }
 
@@ -45,6 +50,10 @@ const EVERY: Duration = Duration::from_secs(600);
 const FIRST_AFTER: Duration = Duration::from_secs(60);
 /// How often the walk starts again from the oldest command.
 const RESTART_WALK_EVERY: Duration = Duration::from_secs(86_400);
+
+/// How long a stored part no command refers to is kept after it was last queued: a plan may
+/// be about to queue it again.
+const PART_GRACE: Duration = Duration::from_secs(3600);
 
 /// Where a sweep starts, carried from one sweep to the next.
 #[derive(Debug, Default, Clone, Copy)]
@@ -82,6 +91,16 @@ pub async fn sweep<S: QueueStore + ?Sized>(
         deleted += step.deleted;
         DELETED.fetch_add(step.deleted, Ordering::Relaxed);
         if step.done {
+            // The commands that went may have been the last to refer to some stored parts.
+            let used_before = now_millis - PART_GRACE.as_millis() as i64;
+            let parts = store.prune_parts(used_before).await?;
+            DELETED_PARTS.fetch_add(parts, Ordering::Relaxed);
+            if parts > 0 {
+                tracing::info!(
+                    parts,
+                    "retention: deleted stored profiles no command refers to"
+                );
+            }
             return Ok(deleted);
         }
         tokio::time::sleep(pause).await;

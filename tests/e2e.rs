@@ -433,7 +433,8 @@ async fn health_readiness_and_metrics_are_served() {
     );
     assert!(
         metrics.contains("# TYPE pomona_retention_deleted_commands_total counter")
-            && metrics.contains("# TYPE pomona_retention_failed_sweeps_total counter"),
+            && metrics.contains("# TYPE pomona_retention_failed_sweeps_total counter")
+            && metrics.contains("# TYPE pomona_retention_deleted_parts_total counter"),
         "{metrics}"
     );
     assert!(

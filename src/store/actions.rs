@@ -312,7 +312,7 @@ impl<B: Backend> ActionStore for B {
                 continue;
             };
             let stored = super::command_parts::stored(command);
-            super::command_parts::insert_parts_in::<B::Db>(&mut tx, &stored.part).await?;
+            super::command_parts::insert_parts_in::<B::Db>(&mut tx, &stored.part, now).await?;
             let inserted = Self::sql(
                 "INSERT INTO commands (uuid, enrollment_id, request_type, command, part_digest, part_at, status, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $6, $7, 'queued', $5, $5) ON CONFLICT (uuid) DO NOTHING",

@@ -6,10 +6,12 @@
 //! kept once in `command_parts` and put back when the command is handed to a device, so the
 //! device receives, byte for byte, the envelope that was queued.
 //!
-//! Parts are immutable (named by their digest) and never deleted: one per profile version, a
-//! few KB each. Deleting those no command refers to would race on PostgreSQL with a plan that
-//! reuses an existing part (it takes no lock on it). This module owns their table and the two
-//! columns of `commands` that refer to them.
+//! Parts are immutable (named by their digest). Once no command refers to one (the retention
+//! sweep deleted them), `prune_parts_in` deletes it. A plan that reuses a stored part marks it
+//! used in the same statement, which on PostgreSQL locks its row until the plan commits: a
+//! concurrent prune waits for that, then sees the part used lately and keeps it, so a command
+//! is never queued referring to a part deleted under it. This module owns their table and the
+//! two columns of `commands` that refer to them.
 
 use super::backend::{Db, Row};
 use super::sql::{chunk_rows, kept_prepared, Marks};
@@ -28,6 +30,12 @@ pub(crate) const SCHEMA_POSTGRES: &str =
     "CREATE TABLE command_parts (digest TEXT PRIMARY KEY, body BYTEA NOT NULL); \
      ALTER TABLE commands ADD COLUMN part_digest TEXT; \
      ALTER TABLE commands ADD COLUMN part_at BIGINT";
+
+/// Migration 12 (both backends): when each part was last queued, and the commands referring
+/// to a part found without a scan, for `prune_parts_in`.
+pub(crate) const SCHEMA_PRUNE: &str =
+    "ALTER TABLE command_parts ADD COLUMN used_at BIGINT NOT NULL DEFAULT 0; \
+     CREATE INDEX commands_by_part ON commands (part_digest) WHERE part_digest IS NOT NULL";
 
 /// The columns a read of a queued command adds so that `resolve_in` can complete it.
 pub(crate) const PART_COLUMNS: &str = "part_digest, part_at";
@@ -90,10 +98,12 @@ fn digest(body: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(body))
 }
 
-/// Stores the parts the commands about to be inserted refer to, each once.
+/// Stores the parts the commands about to be inserted refer to, each once, and marks those
+/// already stored as used at `now` (see the module's note on pruning).
 pub(crate) async fn insert_parts_in<'a, D: Db>(
     tx: &mut D::Tx,
     parts: impl IntoIterator<Item = &'a Part<'a>>,
+    now: i64,
 ) -> Result<(), sqlx::Error> {
     let mut distinct: Vec<&Part> = Vec::new();
     for part in parts {
@@ -102,18 +112,34 @@ pub(crate) async fn insert_parts_in<'a, D: Db>(
         }
     }
     let marks = Marks::of::<D>();
-    for chunk in chunk_rows(&distinct, 2) {
+    for chunk in chunk_rows(&distinct, 3) {
         let sql = format!(
-            "INSERT INTO command_parts (digest, body) VALUES {} ON CONFLICT (digest) DO NOTHING",
-            marks.rows(1, chunk.len(), 2)
+            "INSERT INTO command_parts (digest, body, used_at) VALUES {} \
+             ON CONFLICT (digest) DO UPDATE SET used_at = excluded.used_at",
+            marks.rows(1, chunk.len(), 3)
         );
         let mut query = D::sql(&sql).persistent(kept_prepared(chunk.len()));
         for part in chunk {
-            query = query.arg(part.digest.as_str()).arg(part.body);
+            query = query.arg(part.digest.as_str()).arg(part.body).arg(now);
         }
         query.execute_on(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Deletes the parts no command refers to that were last queued before `used_before`; how
+/// many. The grace keeps a part a plan is about to queue again, whatever the database.
+pub(crate) async fn prune_parts_in<D: Db>(
+    tx: &mut D::Tx,
+    used_before: i64,
+) -> Result<u64, sqlx::Error> {
+    D::sql(
+        "DELETE FROM command_parts WHERE used_at < $1 \
+         AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.part_digest = command_parts.digest)",
+    )
+    .arg(used_before)
+    .execute_on(&mut **tx)
+    .await
 }
 
 /// A queued command as read from its row: complete unless it refers to a part.

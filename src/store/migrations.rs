@@ -19,6 +19,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         super::command_parts::SCHEMA_POSTGRES,
     ),
     (11, super::retention::SCHEMA, super::retention::SCHEMA),
+    (
+        12,
+        super::command_parts::SCHEMA_PRUNE,
+        super::command_parts::SCHEMA_PRUNE,
+    ),
 ];
 
 /// Device search (`EnrollmentStore::search_enrollments`, the web console): indexes of the

@@ -52,6 +52,9 @@ pub trait QueueStore: Send + Sync {
         after_seq: i64,
         window: i64,
     ) -> StoreResult<PruneStep>;
+    /// Deletes the stored command parts (`store::command_parts`) no command refers to any
+    /// more, last queued before `used_before`; how many.
+    async fn prune_parts(&self, used_before: i64) -> StoreResult<u64>;
 }
 
 pub(crate) fn command_from_row(row: &Row) -> Result<CommandRecord, sqlx::Error> {
@@ -76,7 +79,7 @@ impl<B: Backend> QueueStore for B {
     async fn enqueue(&self, device_id: &str, c: &NewCommand, now: i64) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         let stored = command_parts::stored(c);
-        command_parts::insert_parts_in::<B::Db>(&mut tx, &stored.part).await?;
+        command_parts::insert_parts_in::<B::Db>(&mut tx, &stored.part, now).await?;
         // Insert only for a device that exists and is not checked out, in one statement.
         let inserted = Self::sql(
             "INSERT INTO commands (uuid, enrollment_id, request_type, command, part_digest, part_at, status, created_at, updated_at) \
@@ -185,6 +188,13 @@ impl<B: Backend> QueueStore for B {
         window: i64,
     ) -> StoreResult<PruneStep> {
         retention::prune_window(self, created_before, after_seq, window.clamp(1, 1000)).await
+    }
+
+    async fn prune_parts(&self, used_before: i64) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let deleted = command_parts::prune_parts_in::<B::Db>(&mut tx, used_before).await?;
+        tx.commit().await?;
+        Ok(deleted)
     }
 }
 

@@ -356,8 +356,13 @@ async fn enqueue_planned<D: Db>(
         .iter()
         .map(|(_, _, command, _)| super::command_parts::stored(command))
         .collect();
-    super::command_parts::insert_parts_in::<D>(tx, stored.iter().filter_map(|s| s.part.as_ref()))
-        .await?;
+    let now = plans.iter().map(|p| p.now).max().unwrap_or_default();
+    super::command_parts::insert_parts_in::<D>(
+        tx,
+        stored.iter().filter_map(|s| s.part.as_ref()),
+        now,
+    )
+    .await?;
     let rows: Vec<_> = enqueue.iter().zip(&stored).collect();
     let mut inserted = std::collections::HashSet::new();
     for chunk in chunk_rows(&rows, 8) {

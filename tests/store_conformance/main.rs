@@ -134,6 +134,7 @@ on_both_backends! {
     queue::exchanges_written_together_keep_each_devices_answers_apart,
     queue::a_shared_part_is_handed_out_byte_for_byte_on_every_path,
     queue::finished_commands_older_than_the_retention_go_and_what_is_read_stays,
+    queue::a_part_no_command_refers_to_goes_and_one_queued_again_stays,
     identity::certificates_are_bound_at_authenticate_and_revoked,
     identity::scep_challenge_is_used_up_with_the_certificate_it_issues,
     identity::one_time_secrets_are_single_use_even_when_raced,
@@ -338,6 +339,62 @@ async fn replicas_on_one_database_take_turns_to_sweep() {
         sqlite.sweep_lock().await.unwrap().is_some(),
         "one server per SQLite file: always granted"
     );
+}
+
+/// PostgreSQL: a prune that meets a part a plan is queuing again (its row locked by the plan's
+/// transaction, not committed yet) waits for that plan, then keeps the part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_being_queued_again_is_not_pruned_under_the_plan() {
+    use pomona::protocol::ReportStatus;
+    use pomona::store::QueueStore as _;
+    use sqlx::Connection as _;
+    use std::time::Duration;
+    let (admin, schema, options) = fresh_schema().await;
+    let store = PostgresStore::open_with(options.clone()).await.unwrap();
+    store.migrate().await.unwrap();
+    support::enrolled(&store, "D1").await.unwrap();
+    let queued = queue::sharing("P-1", "UFJPRklMRS1Q");
+    store.enqueue("D1", &queued, 1000).await.unwrap();
+    store.exchange("D1", None, &[], 1100).await.unwrap();
+    let ack = support::report("P-1", ReportStatus::Acknowledged, b"ok");
+    store.exchange("D1", Some(&ack), &[], 1200).await.unwrap();
+    let step = store.prune_commands(10_000, 0, 100).await.unwrap();
+    assert_eq!(step.deleted, 1, "the command went");
+    // A plan's transaction marks the part used at 9000 (as `insert_parts_in` does) and holds it.
+    let mut plan = sqlx::PgConnection::connect_with(&options).await.unwrap();
+    let mut tx = plan.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO command_parts (digest, body, used_at) SELECT digest, body, 9000 FROM command_parts \
+         ON CONFLICT (digest) DO UPDATE SET used_at = excluded.used_at",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let store = Arc::new(store);
+    let pruning = tokio::spawn({
+        let store = store.clone();
+        async move { store.prune_parts(5000).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !pruning.is_finished(),
+        "the prune did not wait for the plan"
+    );
+    tx.commit().await.unwrap();
+    let pruned = pruning.await.unwrap().unwrap();
+    assert_eq!(
+        pruned, 0,
+        "the part went under the plan that queued it again"
+    );
+    let parts: i64 = sqlx::query_scalar("SELECT count(*) FROM command_parts")
+        .fetch_one(&mut plan)
+        .await
+        .unwrap();
+    assert_eq!(parts, 1);
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
 }
 
 /// A connection of its own to the test database in `dir`, for what the store would not do.

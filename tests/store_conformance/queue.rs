@@ -664,3 +664,62 @@ pub(crate) async fn finished_commands_older_than_the_retention_go_and_what_is_re
     check!(step.deleted == 0 && step.done, "second walk {step:?}");
     Ok(())
 }
+
+/// A stored part goes once no command refers to it and it was not queued within the grace;
+/// queuing it again marks it used, and a part queued after it went is stored anew and handed
+/// out whole.
+pub(crate) async fn a_part_no_command_refers_to_goes_and_one_queued_again_stays(
+    s: Arc<dyn Store>,
+) -> CaseResult {
+    enrolled(&*s, "D1").await?;
+    let profile = "UFJPRklMRS1Q";
+    let ack = |uuid| report(uuid, ReportStatus::Acknowledged, b"ok");
+    async fn prune_all(s: &dyn Store, before: i64) -> Result<u64, String> {
+        let (mut after, mut deleted) = (0, 0);
+        loop {
+            let step = ok(s.prune_commands(before, after, 100).await, "prune")?;
+            (after, deleted) = (step.after_seq, deleted + step.deleted);
+            if step.done {
+                return Ok(deleted);
+            }
+        }
+    }
+    ok(
+        s.enqueue("D1", &sharing("P-1", profile), 1000).await,
+        "enqueue",
+    )?;
+    check!(
+        ok(s.prune_parts(1_000_000).await, "prune parts")? == 0,
+        "a part a queued command refers to went"
+    );
+    ok(s.exchange("D1", None, &[], 1100).await, "fetch")?;
+    ok(s.exchange("D1", Some(&ack("P-1")), &[], 1200).await, "ack")?;
+    // Queued again at 5000 (the part is marked used then), and answered.
+    ok(
+        s.enqueue("D1", &sharing("P-2", profile), 5000).await,
+        "enqueue",
+    )?;
+    ok(s.exchange("D1", None, &[], 5100).await, "fetch")?;
+    ok(s.exchange("D1", Some(&ack("P-2")), &[], 5200).await, "ack")?;
+    check!(prune_all(&*s, 10_000).await? == 2, "both commands deleted");
+    check!(
+        ok(s.prune_parts(4000).await, "prune parts")? == 0,
+        "a part queued again at 5000 went with a grace up to 4000"
+    );
+    check!(
+        ok(s.prune_parts(6000).await, "prune parts")? == 1,
+        "the part no command refers to stayed"
+    );
+    // Queued after it went: stored anew, handed out byte for byte.
+    let again = sharing("P-3", profile);
+    ok(s.enqueue("D1", &again, 7000).await, "enqueue")?;
+    let (_, next) = ok(s.exchange("D1", None, &[], 7100).await, "fetch")?;
+    let next = next.ok_or("nothing handed out")?;
+    check!(
+        next.uuid == "P-3" && next.command == again.command,
+        "handed out {} as {:?}",
+        next.uuid,
+        String::from_utf8_lossy(&next.command)
+    );
+    Ok(())
+}
