@@ -66,16 +66,29 @@ pub struct DeviceCa {
     /// The CA's key identifier (its subjectKeyIdentifier, else computed from its key).
     authority_key_id: Vec<u8>,
     validity_days: u32,
-    verified: Mutex<HashMap<[u8; 32], Arc<VerifiedCertificate>>>,
+    /// Certificates that verified, by the SHA-256 of their DER. One per enrolled device, so it
+    /// is memory per device: it keeps only what a request needs and the certificate it carries
+    /// does not give for free (the public key is read again from that certificate).
+    verified: Mutex<HashMap<[u8; 32], Checked>>,
 }
 
-/// A device certificate that verified against this CA, with its public key.
+/// What the memo keeps of a certificate that verified.
+#[derive(Clone)]
+struct Checked {
+    serial: Arc<str>,
+    not_before: i64,
+    not_after: i64,
+}
+
+/// A device certificate that verified against this CA and is valid now.
+#[derive(Debug, Clone)]
 pub struct VerifiedCertificate {
-    pub certificate: DeviceCertificate,
-    pub public_key: super::signer_key::SignerKey,
+    /// Lowercase hex SHA-256 of the DER encoding: the key the store knows it by.
+    pub fingerprint: String,
+    pub serial: Arc<str>,
 }
 
-/// Bound on memoised certificates (≈ 0.6 KB each with an RSA key); the memo is simply emptied when full.
+/// Bound on memoised certificates (about 120 bytes each); the memo is simply emptied when full.
 const VERIFIED_CAPACITY: usize = 200_000;
 
 impl std::fmt::Debug for DeviceCa {
@@ -278,22 +291,26 @@ impl DeviceCa {
         })
     }
 
-    /// Checks that a DER certificate was issued by this CA and is valid at `now` (Unix seconds).
+    /// Checks that a DER certificate was issued by this CA and is valid at `now` (Unix seconds),
+    /// and describes it.
     pub fn verify_device_certificate(
         &self,
         der: &[u8],
         now: i64,
     ) -> Result<DeviceCertificate, CertificateProblem> {
-        self.verify_with_key(der, now)
-            .map(|v| v.certificate.clone())
+        self.verify_presented(der, now)?;
+        let cert = X509::from_der(der).map_err(|_| CertificateProblem::Unparseable)?;
+        let (not_before, not_after) = (asn1_unix(cert.not_before()), asn1_unix(cert.not_after()));
+        Ok(describe(&cert, der, not_before, not_after))
     }
 
-    /// Like `verify_device_certificate`, also returning the certificate's public key.
-    pub fn verify_with_key(
+    /// Checks that a DER certificate a request presented was issued by this CA and is valid at
+    /// `now` (Unix seconds). A certificate seen before is not parsed again.
+    pub fn verify_presented(
         &self,
         der: &[u8],
         now: i64,
-    ) -> Result<Arc<VerifiedCertificate>, CertificateProblem> {
+    ) -> Result<VerifiedCertificate, CertificateProblem> {
         use sha2::Digest as _;
         let digest: [u8; 32] = sha2::Sha256::digest(der).into();
         let cached = self
@@ -302,33 +319,35 @@ impl DeviceCa {
             .unwrap_or_else(|p| p.into_inner())
             .get(&digest)
             .cloned();
-        let verified = match cached {
-            Some(v) => v,
+        let checked = match cached {
+            Some(checked) => checked,
             None => {
-                let v = Arc::new(self.verify_uncached(der)?);
+                let checked = self.verify_uncached(der)?;
                 let mut memo = self.verified.lock().unwrap_or_else(|p| p.into_inner());
                 if memo.len() >= VERIFIED_CAPACITY {
                     memo.clear();
                 }
-                memo.insert(digest, v.clone());
-                v
+                memo.insert(digest, checked.clone());
+                checked
             }
         };
-        let c = &verified.certificate;
-        if now < c.not_before {
+        if now < checked.not_before {
             return Err(CertificateProblem::NotYetValid {
-                not_before: rfc3339_seconds(c.not_before),
+                not_before: rfc3339_seconds(checked.not_before),
             });
         }
-        if now > c.not_after {
+        if now > checked.not_after {
             return Err(CertificateProblem::Expired {
-                not_after: rfc3339_seconds(c.not_after),
+                not_after: rfc3339_seconds(checked.not_after),
             });
         }
-        Ok(verified)
+        Ok(VerifiedCertificate {
+            fingerprint: hex::encode(digest),
+            serial: checked.serial,
+        })
     }
 
-    fn verify_uncached(&self, der: &[u8]) -> Result<VerifiedCertificate, CertificateProblem> {
+    fn verify_uncached(&self, der: &[u8]) -> Result<Checked, CertificateProblem> {
         let cert = X509::from_der(der).map_err(|_| CertificateProblem::Unparseable)?;
         let issuer = cert.issuer_name();
         let same_issuer = issuer
@@ -344,14 +363,10 @@ impl DeviceCa {
         if !cert.verify(&self.public_key).unwrap_or(false) {
             return Err(CertificateProblem::BadSignature);
         }
-        let public_key = cert
-            .public_key()
-            .map_err(|_| CertificateProblem::Unparseable)?;
-        let not_before = asn1_unix(cert.not_before());
-        let not_after = asn1_unix(cert.not_after());
-        Ok(VerifiedCertificate {
-            certificate: describe(&cert, der, not_before, not_after),
-            public_key: super::signer_key::SignerKey::from_openssl(public_key),
+        Ok(Checked {
+            serial: serial_text(&cert).into(),
+            not_before: asn1_unix(cert.not_before()),
+            not_after: asn1_unix(cert.not_after()),
         })
     }
 }
@@ -392,15 +407,19 @@ pub fn self_signed_requester(key: &PKey<Private>, common_name: &str) -> Result<X
 fn describe(cert: &X509, der: &[u8], not_before: i64, not_after: i64) -> DeviceCertificate {
     DeviceCertificate {
         fingerprint: fingerprint(der),
-        serial: cert
-            .serial_number()
-            .to_bn()
-            .and_then(|bn| bn.to_hex_str().map(|s| s.to_lowercase()))
-            .unwrap_or_default(),
+        serial: serial_text(cert),
         subject: name_text(cert.subject_name()),
         not_before,
         not_after,
     }
+}
+
+/// A certificate's serial number as OpenSSL writes it (lowercase hex, whole bytes).
+fn serial_text(cert: &X509) -> String {
+    cert.serial_number()
+        .to_bn()
+        .and_then(|bn| bn.to_hex_str().map(|s| s.to_lowercase()))
+        .unwrap_or_default()
 }
 
 /// Lowercase hex SHA-256 of DER bytes.

@@ -1,25 +1,43 @@
-//! A signer's public key as signature checks need it, kept small. The memo of verified device
-//! certificates (`ca::DeviceCa`) holds one per device, so its size is memory per enrolled
-//! device: an OpenSSL 3 key object costs about 750 bytes of C heap, an RSA key kept as its
-//! PKCS#1 encoding about 270. RSA keys (what devices enroll with) are therefore kept encoded
-//! and checked with ring, whose reading of a key is cheap enough to do per signature; any other
-//! key stays an OpenSSL object.
+//! A signer's public key as signature checks need it. An RSA key (what devices enroll with) is
+//! its PKCS#1 encoding, checked with ring, whose reading of a key is cheap enough to do per
+//! signature: read straight out of the certificate a request carries (`of_certificate`), it
+//! costs no allocation and no OpenSSL 3 key object (about 750 bytes of C heap, and more time
+//! than the check itself). Any other key is an OpenSSL object.
 
 use super::cms::Digest;
+use super::der;
 use openssl::pkey::{PKey, Public};
+use std::borrow::Cow;
 
-pub enum SignerKey {
+pub enum SignerKey<'a> {
     /// An RSA public key, PKCS#1 `RSAPublicKey` DER.
-    Rsa(Box<[u8]>),
+    Rsa(Cow<'a, [u8]>),
     Other(PKey<Public>),
 }
 
-impl SignerKey {
+/// rsaEncryption (1.2.840.113549.1.1.1), encoded.
+const RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+
+impl SignerKey<'static> {
     pub fn from_openssl(key: PKey<Public>) -> Self {
         match key.rsa().and_then(|rsa| rsa.public_key_to_der_pkcs1()) {
-            Ok(der) => Self::Rsa(der.into_boxed_slice()),
+            Ok(der) => Self::Rsa(Cow::Owned(der)),
             Err(_) => Self::Other(key),
         }
+    }
+}
+
+impl<'a> SignerKey<'a> {
+    /// The public key of a DER certificate: an RSA key borrowed from its encoding, any other
+    /// read by OpenSSL. None if the certificate cannot be read.
+    pub fn of_certificate(certificate: &'a [u8]) -> Option<Self> {
+        if let Some(pkcs1) = rsa_key_in(certificate) {
+            return Some(Self::Rsa(Cow::Borrowed(pkcs1)));
+        }
+        let key = openssl::x509::X509::from_der(certificate)
+            .and_then(|cert| cert.public_key())
+            .ok()?;
+        Some(SignerKey::from_openssl(key))
     }
 
     /// Whether `signature` is this key's PKCS#1 v1.5 signature of `message` under `digest`.
@@ -46,6 +64,35 @@ impl SignerKey {
             }
             Self::Other(key) => verify_with_openssl(key, digest, message, signature),
         }
+    }
+}
+
+/// The PKCS#1 RSA key in a DER certificate's subjectPublicKeyInfo, if its algorithm is
+/// rsaEncryption.
+fn rsa_key_in(certificate: &[u8]) -> Option<&[u8]> {
+    let outer = der::parse_single(certificate, "Certificate").ok()?;
+    let tbs = outer
+        .reader()
+        .expect(der::SEQUENCE, "tbsCertificate")
+        .ok()?;
+    let mut fields = tbs.reader();
+    fields.optional(der::context(0)).ok()?; // version
+    fields.expect(der::INTEGER, "serialNumber").ok()?;
+    for what in ["signature", "issuer", "validity", "subject"] {
+        fields.expect(der::SEQUENCE, what).ok()?;
+    }
+    let info = fields.expect(der::SEQUENCE, "subjectPublicKeyInfo").ok()?;
+    let mut info = info.reader();
+    let algorithm = info.expect(der::SEQUENCE, "algorithm").ok()?;
+    let oid = algorithm.reader().expect(der::OID, "algorithm").ok()?;
+    if oid.content != RSA_ENCRYPTION {
+        return None;
+    }
+    let bits = info.expect(der::BIT_STRING, "subjectPublicKey").ok()?;
+    // No unused bits, then the key.
+    match bits.content.split_first() {
+        Some((0, key)) if !key.is_empty() => Some(key),
+        _ => None,
     }
 }
 
@@ -110,5 +157,63 @@ mod tests {
         let signature = sign(&private, Digest::Sha256, b"body");
         assert!(key.verify(Digest::Sha256, b"body", &signature));
         assert!(!key.verify(Digest::Sha256, b"b0dy", &signature));
+    }
+
+    /// A self-signed certificate for `key`, DER.
+    fn certificate(key: &PKey<openssl::pkey::Private>) -> Vec<u8> {
+        let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "device").unwrap();
+        let name = name.build();
+        let mut builder = openssl::x509::X509Builder::new().unwrap();
+        builder.set_version(2).unwrap();
+        let serial = openssl::bn::BigNum::from_u32(0x0a01)
+            .unwrap()
+            .to_asn1_integer()
+            .unwrap();
+        builder.set_serial_number(&serial).unwrap();
+        builder.set_subject_name(&name).unwrap();
+        builder.set_issuer_name(&name).unwrap();
+        builder.set_pubkey(key).unwrap();
+        builder
+            .set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        builder
+            .set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        builder
+            .sign(key, openssl::hash::MessageDigest::sha256())
+            .unwrap();
+        builder.build().to_der().unwrap()
+    }
+
+    #[test]
+    fn the_rsa_key_of_a_certificate_is_read_in_place_and_is_the_one_openssl_reads() {
+        let private = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        let der = certificate(&private);
+        let Some(SignerKey::Rsa(Cow::Borrowed(pkcs1))) = SignerKey::of_certificate(&der) else {
+            panic!("an RSA certificate's key was not read in place");
+        };
+        assert_eq!(
+            pkcs1,
+            private.rsa().unwrap().public_key_to_der_pkcs1().unwrap()
+        );
+        let key = SignerKey::of_certificate(&der).unwrap();
+        let signature = sign(&private, Digest::Sha256, b"body");
+        assert!(key.verify(Digest::Sha256, b"body", &signature));
+        assert!(!key.verify(Digest::Sha256, b"b0dy", &signature));
+    }
+
+    #[test]
+    fn an_ec_certificate_s_key_is_read_by_openssl_and_junk_is_no_key() {
+        let group =
+            openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
+        let private = PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap()).unwrap();
+        let der = certificate(&private);
+        let key = SignerKey::of_certificate(&der).unwrap();
+        assert!(matches!(key, SignerKey::Other(_)));
+        let signature = sign(&private, Digest::Sha256, b"body");
+        assert!(key.verify(Digest::Sha256, b"body", &signature));
+        assert!(SignerKey::of_certificate(b"junk").is_none());
+        assert!(SignerKey::of_certificate(&der[..der.len() - 1]).is_none());
     }
 }

@@ -11,8 +11,9 @@
 
 use super::tls::TlsPeer;
 use super::AppState;
+use crate::pki::ca::VerifiedCertificate;
 use crate::pki::signature::MdmSignature;
-use crate::pki::DeviceCertificate;
+use crate::pki::signer_key::SignerKey;
 use crate::protocol::EnrollmentIds;
 use crate::store::{CertificateStanding, EnrollmentState, StoreError};
 use axum::http::HeaderMap;
@@ -63,7 +64,7 @@ impl ProofKind {
 /// against the store.
 #[derive(Debug, Clone)]
 pub struct PresentedCertificate {
-    pub certificate: DeviceCertificate,
+    pub certificate: VerifiedCertificate,
     pub proof: ProofKind,
 }
 
@@ -71,15 +72,23 @@ pub struct PresentedCertificate {
 /// the body once it has been read.
 pub struct PendingSignature {
     signature: MdmSignature,
-    signer: std::sync::Arc<crate::pki::ca::VerifiedCertificate>,
 }
 
 impl PendingSignature {
-    /// The signature over the raw bytes, exactly as received (before any parsing).
+    /// The signature over the raw bytes, exactly as received (before any parsing), with the key
+    /// of the signer certificate it carries (the one checked against our CA).
     pub fn verify(&self, body: &[u8]) -> Result<(), IdentityRefusal> {
+        let forbidden = |reason: String| IdentityRefusal::Forbidden(reason);
+        let signer = self
+            .signature
+            .signer_certificate()
+            .map_err(|e| forbidden(e.to_string()))?;
+        let key = SignerKey::of_certificate(signer).ok_or_else(|| {
+            forbidden("Mdm-Signature certificate has no readable public key".into())
+        })?;
         self.signature
-            .verify(body, &self.signer.public_key)
-            .map_err(|e| IdentityRefusal::Forbidden(e.to_string()))
+            .verify(body, &key)
+            .map_err(|e| forbidden(e.to_string()))
     }
 }
 
@@ -96,16 +105,12 @@ pub fn presented_certificate(
     let check = |der: &[u8], proof: ProofKind| {
         state
             .device_ca
-            .verify_with_key(der, now)
+            .verify_presented(der, now)
+            .map(|certificate| PresentedCertificate { certificate, proof })
             .map_err(|problem| forbidden(format!("{} {problem}", proof_noun(proof))))
     };
-    let presented = |verified: &crate::pki::ca::VerifiedCertificate, proof| PresentedCertificate {
-        certificate: verified.certificate.clone(),
-        proof,
-    };
     if let Some(cert) = peer.and_then(|p| p.certificate.as_ref()) {
-        let verified = check(cert, ProofKind::TlsClientCertificate)?;
-        return Ok((presented(&verified, ProofKind::TlsClientCertificate), None));
+        return Ok((check(cert, ProofKind::TlsClientCertificate)?, None));
     }
     if let Some(value) = headers.get(MDM_SIGNATURE_HEADER) {
         let text = value
@@ -116,14 +121,8 @@ pub fn presented_certificate(
             .signer_certificate()
             .map_err(|e| forbidden(e.to_string()))?;
         // The certificate first: a foreign signer is refused before any signature work.
-        let verified = check(signer, ProofKind::MdmSignature)?;
-        return Ok((
-            presented(&verified, ProofKind::MdmSignature),
-            Some(PendingSignature {
-                signature,
-                signer: verified,
-            }),
-        ));
+        let presented = check(signer, ProofKind::MdmSignature)?;
+        return Ok((presented, Some(PendingSignature { signature })));
     }
     if let Some(value) = headers.get(CLIENT_CERT_HEADER) {
         let from = peer.and_then(|p| p.address).map(|a| a.ip());
@@ -136,8 +135,7 @@ pub fn presented_certificate(
             )));
         }
         let der = parse_client_cert_header(value.as_bytes()).map_err(forbidden)?;
-        let verified = check(&der, ProofKind::ProxyClientCertHeader)?;
-        return Ok((presented(&verified, ProofKind::ProxyClientCertHeader), None));
+        return Ok((check(&der, ProofKind::ProxyClientCertHeader)?, None));
     }
     Err(forbidden(
         "no device identity: no TLS client certificate and no Mdm-Signature header".into(),
@@ -209,7 +207,7 @@ pub fn authorize(
 /// The rules that need no body: the certificate is ours and not revoked.
 fn standing_refusal(
     standing: Option<&CertificateStanding>,
-    certificate: &DeviceCertificate,
+    certificate: &VerifiedCertificate,
 ) -> Result<(), String> {
     let serial = &certificate.serial;
     let Some(standing) = standing else {
@@ -229,7 +227,7 @@ fn standing_refusal(
 /// certificate and the enrollment it is bound to (none before its first Authenticate).
 pub fn decide(
     standing: Option<&CertificateStanding>,
-    certificate: &DeviceCertificate,
+    certificate: &VerifiedCertificate,
     device_id: &str,
     is_authenticate: bool,
 ) -> Result<(), String> {
@@ -338,13 +336,10 @@ mod tests {
     use super::*;
     use crate::store::CertificateRecord;
 
-    fn cert(fp: &str) -> DeviceCertificate {
-        DeviceCertificate {
+    fn cert(fp: &str) -> VerifiedCertificate {
+        VerifiedCertificate {
             fingerprint: fp.into(),
-            serial: format!("serial-{fp}"),
-            subject: "CN=device".into(),
-            not_before: 0,
-            not_after: i64::MAX,
+            serial: format!("serial-{fp}").into(),
         }
     }
 
