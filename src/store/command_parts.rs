@@ -195,8 +195,8 @@ impl Unresolved {
 /// Completes the commands read: each part they refer to that was not read with them is read
 /// once, and every part is put back where it was cut out. A part that is missing, or an offset
 /// outside the stored envelope, is an error naming the command; the command is not handed out
-/// incomplete. Parts never change, so this may run after the statement that read the commands
-/// has committed.
+/// incomplete. Parts never change, and one a command refers to is not pruned, so this may run
+/// after the statement that read the commands has committed.
 pub(crate) async fn resolve_in<D: Db>(
     conn: &mut D::Conn,
     read: Vec<Unresolved>,

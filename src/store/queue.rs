@@ -289,8 +289,9 @@ pub(crate) fn exchanges_fit_one_statement(batch: &[&PendingExchange]) -> bool {
 
 /// A batch of exchanges (`exchanges_fit_one_statement`) written by one statement outside any
 /// transaction (PostgreSQL): a statement is atomic and durable when it commits, so the
-/// transaction's BEGIN and COMMIT, two round trips, are saved. What runs after it only reads
-/// (parts, which never change).
+/// transaction's BEGIN and COMMIT, two round trips, are saved. What may run after it only
+/// reads: the parts of the commands handed out, which never change and are not pruned while a
+/// command refers to them.
 pub(crate) async fn exchange_alone<D: Db>(
     conn: &mut D::Conn,
     batch: &[&PendingExchange],

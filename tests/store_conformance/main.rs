@@ -293,30 +293,18 @@ async fn replicas_on_one_database_take_turns_to_sweep() {
         b.sweep_lock().await.unwrap().is_none(),
         "B swept while A did"
     );
-    let skipped = sweep_if_alone(
-        &b,
-        Duration::from_secs(3600),
-        0,
-        &mut Walk::default(),
-        Duration::ZERO,
-    )
-    .await
-    .unwrap();
-    assert_eq!(skipped, None, "B's sweep ran while A's did");
+    let sweep_b = || async {
+        let hour = Duration::from_secs(3600);
+        sweep_if_alone(&b, hour, 0, &mut Walk::default(), Duration::ZERO)
+            .await
+            .unwrap()
+    };
+    assert_eq!(sweep_b().await, None, "B's sweep ran while A's did");
     drop(held);
     // The lock goes with A's connection, which closes in the background.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let swept = sweep_if_alone(
-            &b,
-            Duration::from_secs(3600),
-            0,
-            &mut Walk::default(),
-            Duration::ZERO,
-        )
-        .await
-        .unwrap();
-        if swept == Some(0) {
+        if sweep_b().await == Some(0) {
             break;
         }
         assert!(
