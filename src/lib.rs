@@ -25,6 +25,7 @@
 //! `store`, and answers; administrators queue commands through the admin API. `sim` is a
 //! simulated fleet that speaks the same wire protocol as real devices.
 
+pub mod allocator;
 pub mod api;
 pub mod cli;
 pub mod cmdline;
