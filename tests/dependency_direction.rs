@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 /// The layers, bottom to top. A module may import only modules on a strictly lower layer (two
 /// modules on one layer must not know each other).
 const LAYERS: &[&[&str]] = &[
+    // The memory allocator's upkeep (the lanes' runtimes call it when idle).
+    &["allocator"],
     // The shared vocabulary (clock, persisted states, small helpers) and leaf utilities.
     &["vocab", "cmdline", "lane", "histogram"],
     // Apple's wire protocol and the cryptography.
