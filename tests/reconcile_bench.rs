@@ -490,7 +490,9 @@ async fn a_fleet_converges_on_one_profile_change() {
     assert_eq!(failed, 0, "no exchange failed");
     server.stop().await;
     // To look into the database afterwards (sizes per table: sqlite3's dbstat).
-    if std::env::var_os("POMONA_BENCH_KEEP_DATA").is_some() {
+    // Set and not empty or 0: `POMONA_BENCH_KEEP_DATA= …` keeps nothing (it is gigabytes).
+    let keep = std::env::var("POMONA_BENCH_KEEP_DATA").is_ok_and(|v| !v.is_empty() && v != "0");
+    if keep {
         println!(
             "reconcile: data directory kept in {}",
             data.keep().display()
