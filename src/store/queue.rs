@@ -240,7 +240,7 @@ pub(crate) async fn exchange_round<D: Db>(
     // commands and the drained devices' push state are one round trip.
     let together = D::DATA_MODIFYING_WITH
         && !devices.is_empty()
-        && answers.len() * 5 + devices.len() < MAX_BOUND_VALUES;
+        && one_statement_holds(answers.len(), devices.len());
     let (outcomes, mut next) = if together {
         exchange_statement_in::<D>(&mut **tx, &answers, &devices, now).await?
     } else {
@@ -271,7 +271,7 @@ pub(crate) async fn exchange_round<D: Db>(
 /// final status or idle and skipping nothing, few enough for one statement.
 pub(crate) fn exchanges_fit_one_statement(batch: &[&PendingExchange]) -> bool {
     let mut devices = std::collections::HashSet::with_capacity(batch.len());
-    let mut values = 1;
+    let mut answers = 0;
     for x in batch {
         if !x.skip.is_empty() || !devices.insert(x.device_id.as_str()) {
             return false;
@@ -280,11 +280,16 @@ pub(crate) fn exchanges_fit_one_statement(batch: &[&PendingExchange]) -> bool {
             if CommandStatus::from_report(*status).is_none() {
                 return false;
             }
-            values += 5;
+            answers += 1;
         }
-        values += 1;
     }
-    !batch.is_empty() && values < MAX_BOUND_VALUES
+    !batch.is_empty() && one_statement_holds(answers, batch.len())
+}
+
+/// Whether `exchange_statement_in`'s values for this many answers and devices stay under
+/// `MAX_BOUND_VALUES` (five per answer, one per device, and the time).
+fn one_statement_holds(answers: usize, devices: usize) -> bool {
+    answers * 5 + devices < MAX_BOUND_VALUES
 }
 
 /// A batch of exchanges (`exchanges_fit_one_statement`) written by one statement outside any
@@ -431,7 +436,9 @@ async fn exchange_statement_in<D: Db>(
         query = query.arg(*device);
     }
     let rows = query.arg(now).fetch_all_on(&mut *conn).await?;
-    let mut answered = std::collections::HashMap::new();
+    // By device: a statement holds each device once.
+    let mut answered: std::collections::HashMap<String, (String, ReportOutcome)> =
+        std::collections::HashMap::with_capacity(answers.len());
     let (mut next_devices, mut next_read) = (Vec::new(), Vec::new());
     for row in rows {
         let device: String = row.col("enrollment_id")?;
@@ -441,7 +448,7 @@ async fn exchange_statement_in<D: Db>(
                 (false, true) => ReportOutcome::AlreadyFinished,
                 (false, false) => ReportOutcome::Unknown,
             };
-            answered.insert((row.col::<String>("uuid")?, device), outcome);
+            answered.insert(device, (row.col("uuid")?, outcome));
         } else {
             next_devices.push(device);
             next_read.push(command_parts::Unresolved::with_body_from_row(&row)?);
@@ -451,8 +458,9 @@ async fn exchange_statement_in<D: Db>(
         .iter()
         .map(|(device_id, report, _, _)| {
             answered
-                .get(&(report.command_uuid.to_string(), device_id.to_string()))
-                .copied()
+                .get(*device_id)
+                .filter(|(uuid, _)| uuid == report.command_uuid)
+                .map(|(_, outcome)| *outcome)
                 .ok_or_else(|| {
                     StoreError::Database(format!(
                         "the answer to command {} of device {device_id} was not accounted for",

@@ -333,13 +333,19 @@ async fn write_batch<B: Backend>(
 ) -> StoreResult<Vec<Written>> {
     use crate::store::sql::{Write, Written};
     // Exchanges alone, where one statement can write them all: no transaction around it.
-    let alone: Option<Vec<&PendingExchange>> = batch
-        .iter()
-        .map(|write| match write {
-            Write::Exchange(x) => Some(x),
-            _ => None,
-        })
-        .collect();
+    // (Not on SQLite, where a statement may not update two tables: nothing to look at.)
+    let alone: Option<Vec<&PendingExchange>> = if <B::Db as super::backend::Db>::DATA_MODIFYING_WITH
+    {
+        batch
+            .iter()
+            .map(|write| match write {
+                Write::Exchange(x) => Some(x),
+                _ => None,
+            })
+            .collect()
+    } else {
+        None
+    };
     if let Some(exchanges) = alone.filter(|x| super::queue::exchanges_fit_one_statement(x)) {
         if let Some(mut conn) = B::autocommit_on(writer).await? {
             let done = super::queue::exchange_alone::<B::Db>(&mut conn, &exchanges).await?;
