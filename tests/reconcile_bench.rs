@@ -511,7 +511,7 @@ fn planning_one_change_costs_what_it_touches() {
             labels.insert("team".to_string(), format!("team-{}", i % 100));
             let a = DeviceAttributes {
                 device_id: id.as_str().into(),
-                serial_number: Some(format!("SERIAL{i:06}")),
+                serial_number: Some(format!("SERIAL{i:06}").into()),
                 platform: Some(Platform::Ios),
                 os_version: Some("17.4".into()),
                 labels,

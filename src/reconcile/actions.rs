@@ -96,7 +96,7 @@ pub fn decide(
         platform: platform.schema_name(),
         os_version: device.os_version.as_deref(),
         supervised,
-        user_enrollment: device.enrollment_type.as_deref() == Some("UserEnrollment"),
+        user_enrollment: device.enrollment_type == Some("UserEnrollment"),
     };
     match command_support(request_type, &traits) {
         Support::Supported => {}
@@ -218,7 +218,7 @@ mod tests {
             serial_number: Some("SER1".into()),
             platform: Some(platform),
             supervised,
-            enrollment_type: Some("Device".into()),
+            enrollment_type: Some("Device"),
             ..DeviceAttributes::default()
         }
     }

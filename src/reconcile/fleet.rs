@@ -76,15 +76,17 @@ impl Fleet {
         }
         let kept = entry.facts_set;
         let attributes = &mut entry.attributes;
-        let update = |bit: u8, field: &mut Option<String>, from: &Option<String>| {
+        let update = |bit: u8, field: &mut Option<Box<str>>, from: &Option<String>| {
             if kept & bit == 0 {
-                *field = from.clone().or(field.take());
+                if let Some(value) = from.as_deref().filter(|v| field.as_deref() != Some(v)) {
+                    *field = Some(value.into());
+                }
             }
         };
         update(FACT_SERIAL, &mut attributes.serial_number, &e.serial_number);
         update(FACT_MODEL, &mut attributes.model, &e.model);
         update(FACT_OS_VERSION, &mut attributes.os_version, &e.os_version);
-        attributes.enrollment_type = Some(e.enrollment_type.as_str().to_string());
+        attributes.enrollment_type = Some(e.enrollment_type.as_str());
         let product = e.product_name.as_deref().or(e.model.as_deref());
         if let Some(platform) = product.and_then(reported::platform_of) {
             if kept & FACT_PLATFORM == 0 {
@@ -152,7 +154,7 @@ impl Fleet {
     pub fn serial_number(&self, device_id: &str) -> Option<String> {
         read(&self.devices)
             .get(device_id)
-            .and_then(|entry| entry.attributes.serial_number.clone())
+            .and_then(|entry| entry.attributes.serial_number.as_deref().map(str::to_string))
     }
 
     /// Records what the device's last plan found (`DeviceEntry::involved`). A device not in the

@@ -77,10 +77,10 @@ pub async fn preview(store: &dyn Store, snapshot: &PolicySnapshot) -> anyhow::Re
             devices += 1;
             let mut attributes = DeviceAttributes {
                 device_id: e.device_id.as_str().into(),
-                serial_number: e.serial_number.clone(),
-                model: e.model.clone(),
-                os_version: e.os_version.clone(),
-                enrollment_type: Some(e.enrollment_type.as_str().to_string()),
+                serial_number: e.serial_number.as_deref().map(Box::from),
+                model: e.model.as_deref().map(Box::from),
+                os_version: e.os_version.as_deref().map(Box::from),
+                enrollment_type: Some(e.enrollment_type.as_str()),
                 platform: e
                     .product_name
                     .as_deref()

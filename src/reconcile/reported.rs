@@ -98,15 +98,15 @@ pub fn apply_facts(attributes: &mut DeviceAttributes, facts: &ReportedFacts) -> 
         set |= FACT_PLATFORM;
     }
     if let Some(model) = &facts.model {
-        attributes.model = Some(model.clone());
+        attributes.model = Some(model.as_str().into());
         set |= FACT_MODEL;
     }
     if let Some(os) = &facts.os_version {
-        attributes.os_version = Some(os.clone());
+        attributes.os_version = Some(os.as_str().into());
         set |= FACT_OS_VERSION;
     }
     if let Some(serial) = &facts.serial_number {
-        attributes.serial_number = Some(serial.clone());
+        attributes.serial_number = Some(serial.as_str().into());
         set |= FACT_SERIAL;
     }
     if let Some(supervised) = facts.supervised {
