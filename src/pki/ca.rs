@@ -17,7 +17,7 @@ use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectKeyIdentifier}
 use openssl::x509::{X509Builder, X509NameBuilder, X509Req, X509};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -75,9 +75,36 @@ pub struct DeviceCa {
 /// What the memo keeps of a certificate that verified.
 #[derive(Clone)]
 struct Checked {
-    serial: Arc<str>,
+    serial: InlineSerial,
     not_before: i64,
     not_after: i64,
+}
+
+/// A serial number kept in place of its text: RFC 5280 caps serials at 20 octets, so it needs
+/// no allocation of its own (one per enrolled device in the memo).
+#[derive(Clone, Copy)]
+struct InlineSerial {
+    len: u8,
+    bytes: [u8; 20],
+}
+
+impl InlineSerial {
+    /// The bytes `text` (as `serial_text` writes it) stands for; None when it would not read
+    /// back the same (a zero or negative serial, one over 20 octets): such a certificate is
+    /// simply not memoised.
+    fn of_text(text: &str) -> Option<Self> {
+        let decoded = hex::decode(text).ok()?;
+        let mut serial = Self {
+            len: u8::try_from(decoded.len()).ok().filter(|n| *n <= 20)?,
+            bytes: [0; 20],
+        };
+        serial.bytes[..decoded.len()].copy_from_slice(&decoded);
+        (serial.text() == text).then_some(serial)
+    }
+
+    fn text(&self) -> String {
+        hex::encode(&self.bytes[..usize::from(self.len)])
+    }
 }
 
 /// A device certificate that verified against this CA and is valid now.
@@ -85,10 +112,10 @@ struct Checked {
 pub struct VerifiedCertificate {
     /// Lowercase hex SHA-256 of the DER encoding: the key the store knows it by.
     pub fingerprint: String,
-    pub serial: Arc<str>,
+    pub serial: String,
 }
 
-/// Bound on memoised certificates (about 120 bytes each); the memo is simply emptied when full.
+/// Bound on memoised certificates (about 100 bytes each); the memo is simply emptied when full.
 const VERIFIED_CAPACITY: usize = 200_000;
 
 impl std::fmt::Debug for DeviceCa {
@@ -319,35 +346,43 @@ impl DeviceCa {
             .unwrap_or_else(|p| p.into_inner())
             .get(&digest)
             .cloned();
-        let checked = match cached {
-            Some(checked) => checked,
+        let (serial, not_before, not_after) = match cached {
+            Some(checked) => (checked.serial.text(), checked.not_before, checked.not_after),
             None => {
-                let checked = self.verify_uncached(der)?;
-                let mut memo = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-                if memo.len() >= VERIFIED_CAPACITY {
-                    memo.clear();
+                let (serial, not_before, not_after) = self.verify_uncached(der)?;
+                if let Some(inline) = InlineSerial::of_text(&serial) {
+                    let mut memo = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+                    if memo.len() >= VERIFIED_CAPACITY {
+                        memo.clear();
+                    }
+                    let checked = Checked {
+                        serial: inline,
+                        not_before,
+                        not_after,
+                    };
+                    memo.insert(digest, checked);
                 }
-                memo.insert(digest, checked.clone());
-                checked
+                (serial, not_before, not_after)
             }
         };
-        if now < checked.not_before {
+        if now < not_before {
             return Err(CertificateProblem::NotYetValid {
-                not_before: rfc3339_seconds(checked.not_before),
+                not_before: rfc3339_seconds(not_before),
             });
         }
-        if now > checked.not_after {
+        if now > not_after {
             return Err(CertificateProblem::Expired {
-                not_after: rfc3339_seconds(checked.not_after),
+                not_after: rfc3339_seconds(not_after),
             });
         }
         Ok(VerifiedCertificate {
             fingerprint: hex::encode(digest),
-            serial: checked.serial,
+            serial,
         })
     }
 
-    fn verify_uncached(&self, der: &[u8]) -> Result<Checked, CertificateProblem> {
+    /// The serial text and validity (Unix seconds) of a certificate this CA issued.
+    fn verify_uncached(&self, der: &[u8]) -> Result<(String, i64, i64), CertificateProblem> {
         let cert = X509::from_der(der).map_err(|_| CertificateProblem::Unparseable)?;
         let issuer = cert.issuer_name();
         let same_issuer = issuer
@@ -363,11 +398,11 @@ impl DeviceCa {
         if !cert.verify(&self.public_key).unwrap_or(false) {
             return Err(CertificateProblem::BadSignature);
         }
-        Ok(Checked {
-            serial: serial_text(&cert).into(),
-            not_before: asn1_unix(cert.not_before()),
-            not_after: asn1_unix(cert.not_after()),
-        })
+        Ok((
+            serial_text(&cert),
+            asn1_unix(cert.not_before()),
+            asn1_unix(cert.not_after()),
+        ))
     }
 }
 
@@ -684,6 +719,11 @@ mod tests {
                 .unwrap(),
             issued.described
         );
+        let memoised = ca.verify_presented(&issued.der, unix_now()).unwrap();
+        assert_eq!(
+            memoised.serial, issued.described.serial,
+            "read from the memo"
+        );
     }
 
     #[test]
@@ -700,6 +740,17 @@ mod tests {
             der_time(2_524_608_000).unwrap(),
             der::tlv(der::GENERALIZED_TIME, b"20500101000000Z")
         );
+    }
+
+    #[test]
+    fn a_memoised_serial_reads_back_as_its_text_and_odd_ones_are_not_memoised() {
+        for text in ["0a01", "8f01", "01", &"7f".repeat(20)] {
+            let inline = InlineSerial::of_text(text).expect(text);
+            assert_eq!(inline.text(), text);
+        }
+        for odd in ["0", "-0a01", "A1", "abc", &"7f".repeat(21)] {
+            assert!(InlineSerial::of_text(odd).is_none(), "{odd:?}");
+        }
     }
 
     #[test]

@@ -240,7 +240,8 @@ impl Reconciler {
         if session_goes_on {
             lock(&self.answered_mid_session).insert(device_id.to_string());
             let at = crate::vocab::clock::now_millis() + MID_SESSION_GRACE_MS;
-            self.work.schedule_no_later(device_id, at);
+            self.work
+                .schedule_no_later(self.fleet.shared_id(device_id), at);
         } else {
             lock(&self.answered_mid_session).remove(device_id);
             self.mark_dirty(device_id);
@@ -748,7 +749,7 @@ impl Reconciler {
 
     /// Plans `device_id` again at `at` (Unix ms), replacing any earlier request for it.
     fn schedule_wakeup(&self, device_id: &str, at: i64) {
-        self.work.schedule(device_id, at);
+        self.work.schedule(self.fleet.shared_id(device_id), at);
     }
 }
 

@@ -150,11 +150,23 @@ impl Fleet {
             .map(|entry| entry.attributes.clone())
     }
 
+    /// The device's id in the index's own allocation (a new one for a device not in it), for
+    /// structures that keep an entry per device.
+    pub fn shared_id(&self, device_id: &str) -> Arc<str> {
+        read(&self.devices)
+            .get_key_value(device_id)
+            .map_or_else(|| device_id.into(), |(id, _)| id.clone())
+    }
+
     /// A device's serial number, if it reported one.
     pub fn serial_number(&self, device_id: &str) -> Option<String> {
-        read(&self.devices)
-            .get(device_id)
-            .and_then(|entry| entry.attributes.serial_number.as_deref().map(str::to_string))
+        read(&self.devices).get(device_id).and_then(|entry| {
+            entry
+                .attributes
+                .serial_number
+                .as_deref()
+                .map(str::to_string)
+        })
     }
 
     /// Records what the device's last plan found (`DeviceEntry::involved`). A device not in the

@@ -41,12 +41,14 @@ impl WorkQueue {
     }
 
     /// Plans `device_id` again at `at` (Unix ms), replacing any earlier request for it.
-    pub fn schedule(&self, device_id: &str, at: i64) {
+    /// The id is kept as given: pass the fleet index's allocation of it, so that a wake-up per
+    /// enrolled device costs no id of its own.
+    pub fn schedule(&self, device_id: Arc<str>, at: i64) {
         lock(&self.wakeups).schedule(device_id, at);
     }
 
     /// Plans `device_id` at `at` at the latest, keeping an earlier time it already has.
-    pub fn schedule_no_later(&self, device_id: &str, at: i64) {
+    pub fn schedule_no_later(&self, device_id: Arc<str>, at: i64) {
         lock(&self.wakeups).schedule_no_later(device_id, at);
         self.notify.notify_one();
     }
@@ -206,22 +208,26 @@ struct Wakeups {
 
 impl Wakeups {
     /// The newest plan knows best: its time replaces the device's previous one.
-    fn schedule(&mut self, device_id: &str, at: i64) {
-        let id = match self.by_device.get_key_value(device_id) {
+    fn schedule(&mut self, device_id: impl AsRef<str> + Into<Arc<str>>, at: i64) {
+        let id = match self.by_device.get_key_value(device_id.as_ref()) {
             Some((id, &old)) => {
                 let id = id.clone();
                 self.by_time.remove(&(old, id.clone()));
                 id
             }
-            None => Arc::from(device_id),
+            None => device_id.into(),
         };
         self.by_device.insert(id.clone(), at);
         self.by_time.insert((at, id));
     }
 
     /// Makes the device due at `at` at the latest, keeping an earlier time it already has.
-    fn schedule_no_later(&mut self, device_id: &str, at: i64) {
-        if self.by_device.get(device_id).is_none_or(|old| *old > at) {
+    fn schedule_no_later(&mut self, device_id: impl AsRef<str> + Into<Arc<str>>, at: i64) {
+        if self
+            .by_device
+            .get(device_id.as_ref())
+            .is_none_or(|old| *old > at)
+        {
             self.schedule(device_id, at);
         }
     }

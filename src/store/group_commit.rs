@@ -15,6 +15,9 @@
 use super::{StoreError, StoreResult};
 use futures::future::BoxFuture;
 use std::collections::VecDeque;
+
+/// Room an empty queue keeps: what ordinary traffic fills without reallocating.
+const SPARE_KEPT: usize = 1024;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
@@ -60,7 +63,13 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
             let batch: Vec<_> = {
                 let mut pending = lock(&self.pending);
                 let n = pending.len().min(self.max_batch);
-                pending.drain(..n).collect()
+                let batch = pending.drain(..n).collect();
+                if pending.is_empty() && pending.capacity() > SPARE_KEPT {
+                    // A burst (a push wave over the whole fleet) grew the queue; its room
+                    // would otherwise stay allocated for good.
+                    *pending = VecDeque::new();
+                }
+                batch
             };
             if batch.is_empty() {
                 // Ours is in a batch still being written (its leader went away meanwhile).
