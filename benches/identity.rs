@@ -1,6 +1,8 @@
 //! Per-request cost of proving a device identity, server side, without HTTP or the database:
 //! checking a TLS client certificate against the device CA (what every mTLS request costs) and
-//! verifying an `Mdm-Signature` over a typical command report and then its certificate.
+//! verifying an `Mdm-Signature` over a typical command report and then its certificate; and
+//! the SCEP exchange of an enrollment (decode and check the request, decrypt the CSR, issue,
+//! sign the CertRep).
 //!   cargo bench --bench identity
 use pomona::pki::{ca, signature, DeviceCa};
 use std::time::Instant;
@@ -57,6 +59,33 @@ fn main() {
     }
     let signing = started.elapsed() / rounds;
 
+    // One SCEP enrollment, server side: what `/scep` does between the body and the answer.
+    let requester = ca::self_signed_requester(&key, "device").unwrap();
+    let scep_csr = pomona::pki::scep::build_csr(&key, "device", Some("challenge")).unwrap();
+    let message = pomona::pki::scep::encode_request(
+        &scep_csr,
+        &requester,
+        &key,
+        ca.certificate(),
+        "transaction",
+        b"0123456789abcdef",
+    )
+    .unwrap();
+    let enrollments = 200;
+    let started = Instant::now();
+    for _ in 0..enrollments {
+        let request = pomona::pki::scep::decode_request(&message, &ca).unwrap();
+        assert!(request.problem.is_none(), "{:?}", request.problem);
+        let issued = ca
+            .issue(
+                request.csr.as_ref().unwrap(),
+                request.csr_der.as_deref().unwrap(),
+            )
+            .unwrap();
+        pomona::pki::scep::cert_rep(&ca, &request, Ok(&issued.der)).unwrap();
+    }
+    let scep = started.elapsed() / enrollments;
+
     println!(
         "per request, one core, {rounds} rounds, body {} bytes, header {} bytes:",
         body.len(),
@@ -66,4 +95,7 @@ fn main() {
     println!("  TLS client certificate check, memoised (every later request):   {mtls_memo:?}");
     println!("  Mdm-Signature: decode + certificate (memoised) + verify body:   {signed:?}");
     println!("  (device side) signing one message:                              {signing:?}");
+    println!(
+        "  SCEP enrollment: decode, check, decrypt, issue, CertRep ({enrollments}):  {scep:?}"
+    );
 }

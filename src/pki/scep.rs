@@ -75,16 +75,19 @@ pub struct PkiRequest {
 
 /// Decodes a PKIOperation body (DER or BER).
 pub fn decode_request(body: &[u8], ca: &DeviceCa) -> Result<PkiRequest, Malformed> {
-    let mut cms = CmsContentInfo::from_der(body)
-        .map_err(|_| Malformed("not a CMS ContentInfo (DER/BER)".into()))?;
     // Our reader needs DER: the body as sent when it is DER (keeping the signed attributes'
-    // exact bytes), else openssl's re-encoding of the BER.
+    // exact bytes), else openssl's re-encoding of the BER. OpenSSL reads the body only when
+    // it is needed: decoding a CMS structure through its provider framework costs more than
+    // the signature check.
+    let mut read_by_openssl = None;
     let view = match SignedDataView::parse(body) {
         Ok(view) => view,
         Err(_) => {
+            let cms = read_cms(body)?;
             let normalised = cms
                 .to_der()
                 .map_err(|_| Malformed("CMS structure cannot be re-encoded".into()))?;
+            read_by_openssl = Some(cms);
             SignedDataView::parse(&normalised)?
         }
     };
@@ -123,28 +126,34 @@ pub fn decode_request(body: &[u8], ca: &DeviceCa) -> Result<PkiRequest, Malforme
         challenge: None,
         problem: None,
     };
+    // The usual form (signed attributes over the content, an RSA signer) is checked over the
+    // bytes as received; OpenSSL judges every other form, and what the first check refuses.
+    let checked_as_received = view.content.as_deref().filter(|content| {
+        crate::pki::signer_key::SignerKey::of_certificate(signer_der)
+            .is_some_and(|key| view.verify_first_signer_as_received(content, &key))
+    });
     let mut enveloped = Vec::new();
-    let verified_by_openssl = cms
-        .verify(
-            None,
-            None,
-            None,
-            Some(&mut enveloped),
-            // The requester's certificate is self-signed: the signature proves possession.
-            CMSOptions::NO_SIGNER_CERT_VERIFY | CMSOptions::BINARY,
-        )
-        .is_ok();
-    let verified = verified_by_openssl
-        || view.content.as_deref().is_some_and(|content| {
-            let ok = request.signer.public_key().is_ok_and(|key| {
-                let key = crate::pki::signer_key::SignerKey::from_openssl(key);
-                view.verify_first_signer_as_received(content, &key)
-            });
-            if ok {
-                enveloped = content.to_vec();
-            }
-            ok
-        });
+    let verified = match checked_as_received {
+        Some(content) => {
+            enveloped = content.to_vec();
+            true
+        }
+        None => {
+            let mut cms = match read_by_openssl {
+                Some(cms) => cms,
+                None => read_cms(body)?,
+            };
+            cms.verify(
+                None,
+                None,
+                None,
+                Some(&mut enveloped),
+                // The requester's certificate is self-signed: the signature proves possession.
+                CMSOptions::NO_SIGNER_CERT_VERIFY | CMSOptions::BINARY,
+            )
+            .is_ok()
+        }
+    };
     if !verified {
         request.problem = Some((
             FailInfo::BadMessageCheck,
@@ -169,12 +178,15 @@ pub fn decode_request(body: &[u8], ca: &DeviceCa) -> Result<PkiRequest, Malforme
         ));
         return Ok(request);
     };
-    if let Some(cipher) = envelope
-        .to_der()
-        .ok()
-        .and_then(|d| cms::enveloped_cipher_oid(&d).ok())
-        .and_then(|oid| cipher_for(&oid))
-    {
+    // Read from the content as sent when it is DER (the usual case), else from OpenSSL's
+    // re-encoding.
+    let cipher_oid = cms::enveloped_cipher_oid(&enveloped).ok().or_else(|| {
+        envelope
+            .to_der()
+            .ok()
+            .and_then(|d| cms::enveloped_cipher_oid(&d).ok())
+    });
+    if let Some(cipher) = cipher_oid.and_then(|oid| cipher_for(&oid)) {
         request.cipher = cipher;
     }
     enable_legacy_ciphers();
@@ -195,10 +207,13 @@ pub fn decode_request(body: &[u8], ca: &DeviceCa) -> Result<PkiRequest, Malforme
             return Ok(request);
         }
     };
-    let signed_by_own_key = csr
-        .public_key()
-        .and_then(|key| csr.verify(&key))
-        .unwrap_or(false);
+    // Checked in place when the CSR is RSA-signed (no key object decoded); OpenSSL judges the
+    // rest, and what that check refuses.
+    let signed_by_own_key = csr_signed_by_own_rsa_key(&csr_der)
+        || csr
+            .public_key()
+            .and_then(|key| csr.verify(&key))
+            .unwrap_or(false);
     if !signed_by_own_key {
         request.problem = Some((
             FailInfo::BadMessageCheck,
@@ -210,6 +225,10 @@ pub fn decode_request(body: &[u8], ca: &DeviceCa) -> Result<PkiRequest, Malforme
     request.csr = Some(csr);
     request.csr_der = Some(csr_der);
     Ok(request)
+}
+
+fn read_cms(body: &[u8]) -> Result<CmsContentInfo, Malformed> {
+    CmsContentInfo::from_der(body).map_err(|_| Malformed("not a CMS ContentInfo (DER/BER)".into()))
 }
 
 impl std::fmt::Debug for PkiRequest {
@@ -249,6 +268,40 @@ fn cipher_for(oid: &[u8]) -> Option<Cipher> {
     .into_iter()
     .find(|(dotted, _)| der::oid(dotted) == oid)
     .map(|(_, cipher)| cipher)
+}
+
+/// Whether a DER PKCS#10 request carries an RSA PKCS#1 v1.5 signature (SHA-1, -256 or -512)
+/// that its own key verifies. False for anything else, which is then not decided here.
+fn csr_signed_by_own_rsa_key(csr_der: &[u8]) -> bool {
+    let check = || -> Result<bool, DerError> {
+        let request = der::parse_single(csr_der, "CertificationRequest")?;
+        let mut fields = request.reader();
+        let info = fields.expect(der::SEQUENCE, "certificationRequestInfo")?;
+        let algorithm = fields.expect(der::SEQUENCE, "signatureAlgorithm")?;
+        let algorithm = algorithm.reader().expect(der::OID, "algorithm")?;
+        let bits = fields.expect(der::BIT_STRING, "signature")?;
+        let digest = [
+            ("1.2.840.113549.1.1.5", Digest::Sha1),
+            ("1.2.840.113549.1.1.11", Digest::Sha256),
+            ("1.2.840.113549.1.1.13", Digest::Sha512),
+        ]
+        .into_iter()
+        .find(|(dotted, _)| der::oid(dotted) == algorithm.raw)
+        .map(|(_, digest)| digest);
+        let mut info_fields = info.reader();
+        info_fields.expect(der::INTEGER, "version")?;
+        info_fields.expect(der::SEQUENCE, "subject")?;
+        let key_info = info_fields.expect(der::SEQUENCE, "subjectPKInfo")?;
+        let key = crate::pki::signer_key::SignerKey::of_public_key_info(key_info.raw)
+            .filter(|key| matches!(key, crate::pki::signer_key::SignerKey::Rsa(_)));
+        Ok(match (digest, key, bits.content.split_first()) {
+            (Some(digest), Some(key), Some((0, signature))) => {
+                key.verify(digest, info.raw, signature)
+            }
+            _ => false,
+        })
+    };
+    check().unwrap_or(false)
 }
 
 /// The challengePassword attribute of a DER PKCS#10 request, if any.
@@ -533,6 +586,41 @@ mod tests {
         assert_eq!(
             request.problem.as_ref().map(|p| p.0),
             Some(FailInfo::BadMessageCheck)
+        );
+    }
+
+    #[test]
+    fn a_request_signed_by_a_key_other_than_its_certificates_is_a_bad_message_check() {
+        let ca = DeviceCa::generate(365).unwrap();
+        let (key, csr, _) = requester(Some("x"));
+        let (_, _, someone_else) = requester(None);
+        let body = encode_request(&csr, &someone_else, &key, ca.certificate(), "tx", b"n").unwrap();
+        let request = decode_request(&body, &ca).unwrap();
+        assert_eq!(
+            request.problem,
+            Some((
+                FailInfo::BadMessageCheck,
+                "the request's signature does not verify".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn a_csr_whose_signature_was_altered_is_refused() {
+        let ca = DeviceCa::generate(365).unwrap();
+        let (key, csr, cert) = requester(Some("x"));
+        assert!(csr_signed_by_own_rsa_key(&csr));
+        let mut altered = csr.clone();
+        *altered.last_mut().unwrap() ^= 1;
+        assert!(!csr_signed_by_own_rsa_key(&altered));
+        let body = encode_request(&altered, &cert, &key, ca.certificate(), "tx", b"n").unwrap();
+        let request = decode_request(&body, &ca).unwrap();
+        assert_eq!(
+            request.problem,
+            Some((
+                FailInfo::BadMessageCheck,
+                "the CSR's signature does not verify".into()
+            ))
         );
     }
 

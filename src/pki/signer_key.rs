@@ -40,6 +40,18 @@ impl<'a> SignerKey<'a> {
         Some(SignerKey::from_openssl(key))
     }
 
+    /// The key of a DER SubjectPublicKeyInfo (a CSR's): RSA borrowed from its encoding, any
+    /// other read by OpenSSL. None if it cannot be read.
+    pub fn of_public_key_info(info: &'a [u8]) -> Option<Self> {
+        let parsed = der::parse_single(info, "SubjectPublicKeyInfo").ok()?;
+        if let Some(pkcs1) = rsa_key_of(parsed) {
+            return Some(Self::Rsa(Cow::Borrowed(pkcs1)));
+        }
+        PKey::public_key_from_der(info)
+            .ok()
+            .map(SignerKey::from_openssl)
+    }
+
     /// Whether `signature` is this key's PKCS#1 v1.5 signature of `message` under `digest`.
     pub fn verify(&self, digest: Digest, message: &[u8], signature: &[u8]) -> bool {
         match self {
@@ -81,7 +93,11 @@ fn rsa_key_in(certificate: &[u8]) -> Option<&[u8]> {
     for what in ["signature", "issuer", "validity", "subject"] {
         fields.expect(der::SEQUENCE, what).ok()?;
     }
-    let info = fields.expect(der::SEQUENCE, "subjectPublicKeyInfo").ok()?;
+    rsa_key_of(fields.expect(der::SEQUENCE, "subjectPublicKeyInfo").ok()?)
+}
+
+/// The PKCS#1 RSA key in a subjectPublicKeyInfo, if its algorithm is rsaEncryption.
+fn rsa_key_of(info: der::Tlv<'_>) -> Option<&[u8]> {
     let mut info = info.reader();
     let algorithm = info.expect(der::SEQUENCE, "algorithm").ok()?;
     let oid = algorithm.reader().expect(der::OID, "algorithm").ok()?;
