@@ -6,6 +6,7 @@
 //! its size is the server's memory per device: facts are folded into the attributes instead of
 //! being kept beside them. Lock order inside: devices, then membership.
 
+use super::by_id::{ById, Keyed};
 use super::driver::{read, write};
 use super::membership::Membership;
 use super::reported::{self, FACT_MODEL, FACT_OS_VERSION, FACT_PLATFORM, FACT_SERIAL};
@@ -20,8 +21,8 @@ use std::sync::{Arc, RwLock};
 
 #[derive(Default)]
 pub(super) struct Fleet {
-    /// Keyed by the same allocation as the entry's `attributes.device_id`.
-    devices: RwLock<HashMap<Arc<str>, DeviceEntry>>,
+    /// Found by the entry's own `attributes.device_id`.
+    devices: RwLock<ById<DeviceEntry>>,
     /// Group → member devices, kept in step with `devices` and the snapshot.
     membership: RwLock<Membership>,
 }
@@ -29,8 +30,9 @@ pub(super) struct Fleet {
 struct DeviceEntry {
     attributes: DeviceAttributes,
     /// When the device last answered our DeviceInformation queries since its last
-    /// Authenticate (Unix ms); None until it has.
-    facts_at: Option<i64>,
+    /// Authenticate (Unix ms); `NO_FACTS` until it has (not an `Option`: that would make every
+    /// entry 8 bytes larger).
+    facts_at: i64,
     /// Which attributes those facts set (`reported::FACT_*`). Facts are newer than what Authenticate
     /// said, so while they are current an enrollment update leaves these attributes alone.
     facts_set: u8,
@@ -41,10 +43,22 @@ struct DeviceEntry {
     involved: bool,
 }
 
+const NO_FACTS: i64 = i64::MIN;
+
 impl DeviceEntry {
     fn record_facts(&mut self, facts: &ReportedFacts, at: i64) {
         self.facts_set = reported::apply_facts(&mut self.attributes, facts);
-        self.facts_at = Some(at);
+        self.facts_at = at;
+    }
+
+    fn facts_at(&self) -> Option<i64> {
+        (self.facts_at != NO_FACTS).then_some(self.facts_at)
+    }
+}
+
+impl Keyed for DeviceEntry {
+    fn id(&self) -> &str {
+        &self.attributes.device_id
     }
 }
 
@@ -54,24 +68,17 @@ impl Fleet {
     /// take precedence, and are asked again.
     pub fn observe_enrollment(&self, e: &Enrollment, snapshot: &PolicySnapshot) {
         let mut devices = write(&self.devices);
-        if !devices.contains_key(e.device_id.as_str()) {
-            let id: Arc<str> = e.device_id.as_str().into();
-            let entry = DeviceEntry {
-                attributes: DeviceAttributes {
-                    device_id: id.clone(),
-                    ..DeviceAttributes::default()
-                },
-                facts_at: None,
-                facts_set: 0,
-                involved: false,
-            };
-            devices.insert(id, entry);
-        }
-        let entry = devices
-            .get_mut(e.device_id.as_str())
-            .expect("inserted above");
-        if entry.facts_at.is_some_and(|at| at < e.authenticated_at) {
-            entry.facts_at = None;
+        let entry = devices.get_or_insert_with(&e.device_id, || DeviceEntry {
+            attributes: DeviceAttributes {
+                device_id: e.device_id.as_str().into(),
+                ..DeviceAttributes::default()
+            },
+            facts_at: NO_FACTS,
+            facts_set: 0,
+            involved: false,
+        });
+        if entry.facts_at().is_some_and(|at| at < e.authenticated_at) {
+            entry.facts_at = NO_FACTS;
             entry.facts_set = 0;
         }
         let kept = entry.facts_set;
@@ -153,9 +160,10 @@ impl Fleet {
     /// The device's id in the index's own allocation (a new one for a device not in it), for
     /// structures that keep an entry per device.
     pub fn shared_id(&self, device_id: &str) -> Arc<str> {
-        read(&self.devices)
-            .get_key_value(device_id)
-            .map_or_else(|| device_id.into(), |(id, _)| id.clone())
+        read(&self.devices).get(device_id).map_or_else(
+            || device_id.into(),
+            |entry| entry.attributes.device_id.clone(),
+        )
     }
 
     /// A device's serial number, if it reported one.
@@ -194,14 +202,14 @@ impl Fleet {
     pub fn facts_known(&self, device_id: &str) -> bool {
         read(&self.devices)
             .get(device_id)
-            .is_some_and(|entry| entry.facts_at.is_some())
+            .is_some_and(|entry| entry.facts_at().is_some())
     }
 
     /// Whether the device's facts are to be asked (never, or not for `interval` ms).
     pub fn facts_due(&self, device_id: &str, now: i64, interval: i64) -> bool {
         read(&self.devices)
             .get(device_id)
-            .and_then(|entry| entry.facts_at)
+            .and_then(DeviceEntry::facts_at)
             .is_none_or(|at| now >= at + interval)
     }
 
@@ -214,17 +222,17 @@ impl Fleet {
 
     pub fn device_ids(&self) -> Vec<String> {
         read(&self.devices)
-            .keys()
-            .map(|id| id.to_string())
+            .values()
+            .map(|entry| entry.id().to_string())
             .collect()
     }
 
     /// Devices never inventoried since their last Authenticate.
     pub fn without_facts(&self) -> Vec<String> {
         read(&self.devices)
-            .iter()
-            .filter(|(_, entry)| entry.facts_at.is_none())
-            .map(|(id, _)| id.to_string())
+            .values()
+            .filter(|entry| entry.facts_at().is_none())
+            .map(|entry| entry.id().to_string())
             .collect()
     }
 
@@ -251,7 +259,7 @@ impl Fleet {
     /// How many indexed devices an action target names.
     pub fn count_targets(&self, target: &ActionTarget) -> i64 {
         match target {
-            ActionTarget::Udid(u) => i64::from(read(&self.devices).contains_key(u.as_str())),
+            ActionTarget::Udid(u) => i64::from(read(&self.devices).contains(u)),
             ActionTarget::SerialNumber(s) => read(&self.devices)
                 .values()
                 .filter(|entry| entry.attributes.serial_number.as_deref() == Some(s.as_str()))
@@ -312,6 +320,17 @@ impl Fleet {
 mod tests {
     use super::*;
     use crate::store::{EnrollmentState, EnrollmentType};
+
+    #[test]
+    fn an_entry_per_enrolled_device_stays_within_its_budget() {
+        // Every enrolled device has one, and the table holds up to twice as many slots: a
+        // field that grows this grows the server's memory per device (BENCHMARKS.md).
+        assert!(
+            std::mem::size_of::<DeviceEntry>() <= 128,
+            "{} bytes",
+            std::mem::size_of::<DeviceEntry>()
+        );
+    }
 
     fn enrollment(model: &str, authenticated_at: i64) -> Enrollment {
         Enrollment {

@@ -6,6 +6,7 @@
 
 pub mod action_runner;
 pub mod actions;
+mod by_id;
 pub mod driver;
 mod fleet;
 pub mod fold;
