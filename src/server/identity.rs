@@ -339,7 +339,7 @@ mod tests {
     fn cert(fp: &str) -> VerifiedCertificate {
         VerifiedCertificate {
             fingerprint: fp.into(),
-            serial: format!("serial-{fp}").into(),
+            serial: format!("serial-{fp}"),
         }
     }
 
