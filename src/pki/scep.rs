@@ -292,8 +292,7 @@ fn csr_signed_by_own_rsa_key(csr_der: &[u8]) -> bool {
         info_fields.expect(der::INTEGER, "version")?;
         info_fields.expect(der::SEQUENCE, "subject")?;
         let key_info = info_fields.expect(der::SEQUENCE, "subjectPKInfo")?;
-        let key = crate::pki::signer_key::SignerKey::of_public_key_info(key_info.raw)
-            .filter(|key| matches!(key, crate::pki::signer_key::SignerKey::Rsa(_)));
+        let key = crate::pki::signer_key::SignerKey::rsa_of_public_key_info(key_info.raw);
         Ok(match (digest, key, bits.content.split_first()) {
             (Some(digest), Some(key), Some((0, signature))) => {
                 key.verify(digest, info.raw, signature)

@@ -40,16 +40,11 @@ impl<'a> SignerKey<'a> {
         Some(SignerKey::from_openssl(key))
     }
 
-    /// The key of a DER SubjectPublicKeyInfo (a CSR's): RSA borrowed from its encoding, any
-    /// other read by OpenSSL. None if it cannot be read.
-    pub fn of_public_key_info(info: &'a [u8]) -> Option<Self> {
+    /// The RSA key of a DER SubjectPublicKeyInfo (a CSR's), borrowed from its encoding; None
+    /// for any other key, or one that cannot be read.
+    pub fn rsa_of_public_key_info(info: &'a [u8]) -> Option<Self> {
         let parsed = der::parse_single(info, "SubjectPublicKeyInfo").ok()?;
-        if let Some(pkcs1) = rsa_key_of(parsed) {
-            return Some(Self::Rsa(Cow::Borrowed(pkcs1)));
-        }
-        PKey::public_key_from_der(info)
-            .ok()
-            .map(SignerKey::from_openssl)
+        rsa_key_of(parsed).map(|pkcs1| Self::Rsa(Cow::Borrowed(pkcs1)))
     }
 
     /// Whether `signature` is this key's PKCS#1 v1.5 signature of `message` under `digest`.
