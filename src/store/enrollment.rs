@@ -512,6 +512,7 @@ mod search_tests {
 
     /// The plan SQLite makes for a search, on an empty database with the whole schema.
     fn sqlite_plan(query: &DeviceQuery) -> Vec<String> {
+        super::super::sqlite_memory::configure();
         let db = rusqlite::Connection::open_in_memory().unwrap();
         for (_, sqlite, _) in super::super::migrations::MIGRATIONS {
             db.execute_batch(sqlite).unwrap();

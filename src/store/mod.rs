@@ -29,6 +29,7 @@ mod retention;
 mod sql;
 mod sqlite;
 mod sqlite_conn;
+mod sqlite_memory;
 mod sqlite_readers;
 
 pub use enrollment::EnrollmentStore;

@@ -48,6 +48,7 @@ pub(crate) struct Settings {
 
 impl SqliteConn {
     pub fn open(settings: &Settings) -> Result<Self, sqlx::Error> {
+        super::sqlite_memory::configure();
         let connection = rusqlite::Connection::open(&settings.path).map_err(error)?;
         connection
             .busy_timeout(settings.busy_timeout)
