@@ -38,7 +38,7 @@ impl Digest {
     pub fn from_oid(encoded: &[u8]) -> Option<Self> {
         [Digest::Sha1, Digest::Sha256, Digest::Sha512]
             .into_iter()
-            .find(|d| der::oid(d.oid()) == encoded)
+            .find(|d| der::oid_is(encoded, d.oid()))
     }
 
     pub fn message_digest(self) -> MessageDigest {
@@ -69,10 +69,9 @@ pub struct SignerView {
 impl SignerView {
     /// The first value of the signed attribute with this dotted OID.
     pub fn attribute(&self, dotted: &str) -> Option<&[u8]> {
-        let wanted = der::oid(dotted);
         self.signed_attributes
             .iter()
-            .find(|(oid, _)| *oid == wanted)
+            .find(|(oid, _)| der::oid_is(oid, dotted))
             .map(|(_, value)| value.as_slice())
     }
 }
@@ -92,7 +91,7 @@ impl SignedDataView {
         let outer = der::parse_single(content_info, "ContentInfo")?;
         let mut ci = outer.reader();
         let kind = ci.expect(der::OID, "ContentInfo.contentType")?;
-        if kind.raw != der::oid(ID_SIGNED_DATA).as_slice() {
+        if !der::oid_is(kind.raw, ID_SIGNED_DATA) {
             return Err(DerError("ContentInfo is not SignedData".into()));
         }
         let explicit = ci.expect(der::context(0), "ContentInfo.content")?;
@@ -246,7 +245,7 @@ pub fn enveloped_cipher_oid(content_info: &[u8]) -> DerResult<Vec<u8>> {
     let outer = der::parse_single(content_info, "ContentInfo")?;
     let mut ci = outer.reader();
     let kind = ci.expect(der::OID, "ContentInfo.contentType")?;
-    if kind.raw != der::oid(ID_ENVELOPED_DATA).as_slice() {
+    if !der::oid_is(kind.raw, ID_ENVELOPED_DATA) {
         return Err(DerError("ContentInfo is not EnvelopedData".into()));
     }
     let explicit = ci.expect(der::context(0), "ContentInfo.content")?;

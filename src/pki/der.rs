@@ -204,14 +204,50 @@ pub fn oid(dotted: &str) -> Vec<u8> {
     tlv(OID, &body)
 }
 
-fn push_base128(out: &mut Vec<u8>, mut value: u64) {
-    let mut stack = vec![(value & 0x7f) as u8];
-    value >>= 7;
-    while value > 0 {
-        stack.push(0x80 | (value & 0x7f) as u8);
-        value >>= 7;
+fn push_base128(out: &mut Vec<u8>, value: u64) {
+    let groups = (64 - value.leading_zeros()).div_ceil(7).max(1);
+    for group in (0..groups).rev() {
+        let more = if group == 0 { 0 } else { 0x80 };
+        out.push(more | ((value >> (7 * group)) & 0x7f) as u8);
     }
-    out.extend(stack.iter().rev());
+}
+
+/// Whether `encoded` (a whole OID element, as `Tlv::raw`) is the dotted OID `dotted`, read
+/// without allocating: signatures are checked on every signed request, and encoding the OIDs
+/// they are compared with cost more than the comparisons.
+pub fn oid_is(encoded: &[u8], dotted: &str) -> bool {
+    let Ok(element) = parse_single(encoded, "OID") else {
+        return false;
+    };
+    if element.tag != OID {
+        return false;
+    }
+    let mut arcs = dotted.split('.').map(|arc| arc.parse::<u64>().ok());
+    let (Some(Some(first)), Some(Some(second))) = (arcs.next(), arcs.next()) else {
+        return false;
+    };
+    let mut wanted = std::iter::once(Some(first * 40 + second)).chain(arcs);
+    let mut content = element.content;
+    while !content.is_empty() {
+        let mut value: u64 = 0;
+        loop {
+            let Some((&byte, rest)) = content.split_first() else {
+                return false; // the last arc's final byte is missing
+            };
+            content = rest;
+            if value >> 57 != 0 {
+                return false; // longer than any arc compared here
+            }
+            value = (value << 7) | u64::from(byte & 0x7f);
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        if wanted.next() != Some(Some(value)) {
+            return false;
+        }
+    }
+    wanted.next().is_none()
 }
 
 /// A small non-negative INTEGER.
@@ -276,6 +312,39 @@ mod tests {
             oid("2.16.840.1.113733.1.9.2"),
             vec![0x06, 0x0a, 0x60, 0x86, 0x48, 0x01, 0x86, 0xf8, 0x45, 0x01, 0x09, 0x02]
         );
+    }
+
+    #[test]
+    fn oids_are_compared_without_encoding() {
+        for dotted in [
+            "1.2.840.113549",
+            "2.16.840.1.113733.1.9.2",
+            "1.3.14.3.2.26",
+            "2.5.4.3",
+        ] {
+            assert!(oid_is(&oid(dotted), dotted), "{dotted}");
+        }
+        let sha256 = oid("2.16.840.1.101.3.4.2.1");
+        for other in [
+            "2.16.840.1.101.3.4.2",
+            "2.16.840.1.101.3.4.2.1.0",
+            "2.16.840.1.101.3.4.2.3",
+        ] {
+            assert!(!oid_is(&sha256, other), "{other}");
+        }
+        // Not an OID element, a truncated arc, trailing bytes, an unparsable dotted form.
+        assert!(!oid_is(
+            &octet_string(&sha256[2..]),
+            "2.16.840.1.101.3.4.2.1"
+        ));
+        assert!(!oid_is(&[0x06, 0x02, 0x2a, 0x86], "1.2.6"));
+        assert!(!oid_is(&[0x06, 0x01, 0x2a, 0x00], "1.2"));
+        assert!(!oid_is(&sha256, "2.16.x"));
+        // Arcs of every length encode as before.
+        for value in [0u64, 127, 128, 16_383, 16_384, u64::from(u32::MAX)] {
+            let dotted = format!("1.2.{value}");
+            assert!(oid_is(&oid(&dotted), &dotted), "{dotted}");
+        }
     }
 
     #[test]

@@ -266,7 +266,7 @@ fn cipher_for(oid: &[u8]) -> Option<Cipher> {
         ("1.2.840.113549.3.7", Cipher::des_ede3_cbc()),
     ]
     .into_iter()
-    .find(|(dotted, _)| der::oid(dotted) == oid)
+    .find(|(dotted, _)| der::oid_is(oid, dotted))
     .map(|(_, cipher)| cipher)
 }
 
@@ -286,7 +286,7 @@ fn csr_signed_by_own_rsa_key(csr_der: &[u8]) -> bool {
             ("1.2.840.113549.1.1.13", Digest::Sha512),
         ]
         .into_iter()
-        .find(|(dotted, _)| der::oid(dotted) == algorithm.raw)
+        .find(|(dotted, _)| der::oid_is(algorithm.raw, dotted))
         .map(|(_, digest)| digest);
         let mut info_fields = info.reader();
         info_fields.expect(der::INTEGER, "version")?;
@@ -316,14 +316,13 @@ pub fn csr_challenge(csr_der: &[u8]) -> Result<Option<String>, DerError> {
     let Some(attributes) = r.optional(der::context(0))? else {
         return Ok(None);
     };
-    let wanted = der::oid(CHALLENGE_PASSWORD);
     let mut attrs = attributes.reader();
     while !attrs.is_empty() {
         let attr = attrs.expect(der::SEQUENCE, "Attribute")?;
         let mut a = attr.reader();
         let oid = a.expect(der::OID, "Attribute.type")?;
         let values = a.expect(der::SET, "Attribute.values")?;
-        if oid.raw == wanted.as_slice() {
+        if der::oid_is(oid.raw, CHALLENGE_PASSWORD) {
             let value = values.reader().read()?;
             return der::string_value(&value).map(Some);
         }
