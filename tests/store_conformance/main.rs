@@ -524,3 +524,125 @@ async fn on_postgresql_migration_9_makes_earlier_labels_searchable() {
         .await
         .unwrap();
 }
+
+/// What migration 13 creates, undone, as on a database from before it.
+const BEFORE_COMMAND_QUEUE: [&str; 3] = [
+    "DROP TABLE command_queue",
+    "CREATE INDEX commands_queued ON commands (enrollment_id, seq) WHERE status = 'queued'",
+    "DELETE FROM pomona_schema_migrations WHERE version = 13",
+];
+
+/// Commands whose `queued` status disagrees with their presence in `command_queue` (none, in
+/// a consistent store).
+const QUEUE_DISAGREEMENTS: &str = "SELECT COUNT(*) FROM commands c WHERE (c.status = 'queued') <> \
+     EXISTS (SELECT 1 FROM command_queue q WHERE q.enrollment_id = c.enrollment_id AND q.seq = c.seq)";
+
+/// Commands queued before migration 13 are delivered after it, in order, once each; those
+/// finished before it are not handed out again; cancelling and finishing keep `command_queue`
+/// and the commands' status in agreement. `count` runs a counting statement on the raw
+/// database.
+async fn commands_queued_before_migration_13_are_delivered_after_it(
+    store: &dyn Store,
+    undo: impl AsyncFn(&str),
+    count: impl AsyncFn(&str) -> i64,
+) {
+    use pomona::protocol::ReportStatus;
+    use pomona::store::{QueueStore, ReportOutcome};
+    for device in ["device-1", "device-2"] {
+        store
+            .authenticate(&support::facts(device), 1_000)
+            .await
+            .unwrap();
+    }
+    for uuid in ["A", "B", "C"] {
+        store
+            .enqueue("device-1", &support::command(uuid), 2_000)
+            .await
+            .unwrap();
+    }
+    store
+        .enqueue("device-2", &support::command("X"), 2_000)
+        .await
+        .unwrap();
+    let (_, next) = store.exchange("device-1", None, &[], 2_001).await.unwrap();
+    assert_eq!(next.map(|c| c.uuid), Some("A".to_string()));
+    let ack = |uuid| support::report(uuid, ReportStatus::Acknowledged, b"<plist/>");
+    let (outcome, next) = store
+        .exchange("device-1", Some(&ack("A")), &[], 2_002)
+        .await
+        .unwrap();
+    assert_eq!(outcome, Some(ReportOutcome::Dequeued));
+    assert_eq!(next.map(|c| c.uuid), Some("B".to_string()));
+
+    for statement in BEFORE_COMMAND_QUEUE {
+        undo(statement).await;
+    }
+    store.migrate().await.unwrap();
+    assert_eq!(
+        count(QUEUE_DISAGREEMENTS).await,
+        0,
+        "the migration queued B, C and X only"
+    );
+    assert_eq!(store.queue_depth().await.unwrap(), 3);
+
+    let (outcome, next) = store
+        .exchange("device-1", Some(&ack("B")), &[], 3_000)
+        .await
+        .unwrap();
+    assert_eq!(outcome, Some(ReportOutcome::Dequeued));
+    assert_eq!(next.map(|c| c.uuid), Some("C".to_string()), "C follows B");
+    let (outcome, next) = store
+        .exchange("device-1", Some(&ack("C")), &[], 3_001)
+        .await
+        .unwrap();
+    assert_eq!(outcome, Some(ReportOutcome::Dequeued));
+    assert!(
+        next.is_none(),
+        "A, B and C are each handed out once: {next:?}"
+    );
+    assert!(store.check_out("device-2", 3_002).await.unwrap());
+    assert_eq!(
+        count(QUEUE_DISAGREEMENTS).await,
+        0,
+        "finished and cancelled left the queue"
+    );
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn on_sqlite_migration_13_keeps_earlier_queued_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("test.db").display());
+    let store = SqliteStore::open(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let raw = raw_sqlite(dir.path());
+    commands_queued_before_migration_13_are_delivered_after_it(
+        &store,
+        async |statement: &str| {
+            raw.execute(statement, []).unwrap();
+        },
+        async |statement: &str| raw.query_row(statement, [], |row| row.get(0)).unwrap(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_migration_13_keeps_earlier_queued_commands() {
+    let (admin, schema, options) = fresh_schema().await;
+    let store = PostgresStore::open_with(options.clone()).await.unwrap();
+    store.migrate().await.unwrap();
+    let raw = sqlx::PgPool::connect_with(options).await.unwrap();
+    commands_queued_before_migration_13_are_delivered_after_it(
+        &store,
+        async |statement: &str| {
+            sqlx::query(statement).execute(&raw).await.unwrap();
+        },
+        async |statement: &str| sqlx::query_scalar(statement).fetch_one(&raw).await.unwrap(),
+    )
+    .await;
+    raw.close().await;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
