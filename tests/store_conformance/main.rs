@@ -547,7 +547,7 @@ async fn commands_queued_before_migration_13_are_delivered_after_it(
     count: impl AsyncFn(&str) -> i64,
 ) {
     use pomona::protocol::ReportStatus;
-    use pomona::store::{QueueStore, ReportOutcome};
+    use pomona::store::ReportOutcome;
     for device in ["device-1", "device-2"] {
         store
             .authenticate(&support::facts(device), 1_000)
