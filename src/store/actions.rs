@@ -326,9 +326,6 @@ impl<B: Backend> ActionStore for B {
             .arg(stored.part_columns().1)
             .execute_on(&mut *tx)
             .await?;
-            if inserted == 1 {
-                super::queue::enqueued_in::<B::Db>(&mut tx, &[command.uuid.as_str()]).await?;
-            }
             queued += inserted;
         }
         tx.commit().await?;
@@ -407,7 +404,6 @@ impl<B: Backend> ActionStore for B {
         .arg(now)
         .execute_on(&mut *tx)
         .await?;
-        super::queue::dequeue_device_in::<B::Db>(&mut tx, device_id).await?;
         Self::sql("UPDATE push_state SET next_push_at = NULL WHERE enrollment_id = $1")
             .arg(device_id)
             .execute_on(&mut *tx)

@@ -123,7 +123,6 @@ impl<B: Backend> EnrollmentStore for B {
         .arg(now)
         .execute_on(&mut *tx)
         .await?;
-        super::queue::dequeue_device_in::<B::Db>(&mut tx, device_id).await?;
         tx.commit().await?;
         Ok(found)
     }
@@ -427,7 +426,6 @@ pub(crate) async fn authenticate_in<D: Db>(
     .arg(now)
     .execute_on(&mut **tx)
     .await?;
-    super::queue::dequeue_device_in::<D>(tx, &f.device_id).await?;
     if !inserted {
         // A new enrollment of a known device (after an erase, a CheckOut, a removed
         // MDM profile): it carries none of what we installed before. Whatever is
@@ -497,8 +495,8 @@ pub(crate) async fn token_update_in<D: Db>(
     // A new token may work again; commands still waiting deserve a wake-up.
     D::sql(
         "UPDATE push_state SET token_invalid_at = NULL, attempts = 0, failures = 0, \
-         next_push_at = CASE WHEN next_push_at IS NULL AND EXISTS (SELECT 1 FROM command_queue \
-           WHERE enrollment_id = $1) THEN $2 ELSE next_push_at END \
+         next_push_at = CASE WHEN next_push_at IS NULL AND EXISTS (SELECT 1 FROM commands \
+           WHERE enrollment_id = $1 AND status = 'queued') THEN $2 ELSE next_push_at END \
          WHERE enrollment_id = $1",
     )
     .arg(&u.device_id)

@@ -24,30 +24,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         super::command_parts::SCHEMA_PRUNE,
         super::command_parts::SCHEMA_PRUNE,
     ),
-    (13, V13_COMMAND_QUEUE_SQLITE, V13_COMMAND_QUEUE_POSTGRES),
 ];
-
-/// Which commands are queued, kept in a table of its own (`command_queue`, one row per queued
-/// command, found by device in queue order) instead of a partial index on `commands.status`.
-/// An index whose predicate names `status` made every finished command a non-HOT update on
-/// PostgreSQL: a new entry in each of the table's indexes. Now nothing indexed changes when a
-/// command is handed out or finished, and `commands` leaves room in its pages (fillfactor) for
-/// the new row versions. Every statement that queues a command, or moves one out of
-/// `queued`, keeps the table in step (`queue::enqueued_in`, `queue::dequeue_*`).
-const V13_COMMAND_QUEUE_SQLITE: &str =
-    "CREATE TABLE command_queue (enrollment_id TEXT NOT NULL, seq BIGINT NOT NULL, \
-       PRIMARY KEY (enrollment_id, seq)) WITHOUT ROWID; \
-     INSERT INTO command_queue (enrollment_id, seq) \
-       SELECT enrollment_id, seq FROM commands WHERE status = 'queued'; \
-     DROP INDEX commands_queued";
-
-const V13_COMMAND_QUEUE_POSTGRES: &str =
-    "CREATE TABLE command_queue (enrollment_id TEXT NOT NULL, seq BIGINT NOT NULL, \
-       PRIMARY KEY (enrollment_id, seq)); \
-     INSERT INTO command_queue (enrollment_id, seq) \
-       SELECT enrollment_id, seq FROM commands WHERE status = 'queued'; \
-     DROP INDEX commands_queued; \
-     ALTER TABLE commands SET (fillfactor = 80)";
 
 /// Device search (`EnrollmentStore::search_enrollments`, the web console): indexes of the
 /// lower-cased UDID, serial number and device name, searched by prefix as index ranges; of the

@@ -135,11 +135,10 @@ impl<B: Backend> PushStore for B {
         let details = format!(
             "SELECT p.enrollment_id, p.attempts, p.failures, p.last_push_at, p.token_invalid_at, \
                e.state, e.topic, e.push_token, e.push_magic, e.last_seen_at, \
-               EXISTS (SELECT 1 FROM command_queue q WHERE q.enrollment_id = p.enrollment_id) \
-                 AS has_queued, \
-               EXISTS (SELECT 1 FROM command_queue q JOIN commands c ON c.seq = q.seq \
-                 WHERE q.enrollment_id = p.enrollment_id \
-                   AND c.created_at > COALESCE(e.last_seen_at, 0)) AS has_new \
+               EXISTS (SELECT 1 FROM commands c WHERE c.enrollment_id = p.enrollment_id \
+                 AND c.status = 'queued') AS has_queued, \
+               EXISTS (SELECT 1 FROM commands c WHERE c.enrollment_id = p.enrollment_id \
+                 AND c.status = 'queued' AND c.created_at > COALESCE(e.last_seen_at, 0)) AS has_new \
              FROM push_state p JOIN enrollments e ON e.id = p.enrollment_id \
              WHERE p.enrollment_id IN ({})",
             Marks::of::<B::Db>().list(1, claimed.len())
@@ -222,7 +221,7 @@ impl<B: Backend> PushStore for B {
     async fn request_pushes_for_queued(&self, at: i64) -> StoreResult<u64> {
         let affected = Self::sql(
             "INSERT INTO push_state (enrollment_id, next_push_at) \
-             SELECT DISTINCT q.enrollment_id, $1 FROM command_queue q WHERE TRUE \
+             SELECT DISTINCT c.enrollment_id, $1 FROM commands c WHERE c.status = 'queued' \
              ON CONFLICT (enrollment_id) DO UPDATE SET next_push_at = excluded.next_push_at \
              WHERE push_state.next_push_at IS NULL AND push_state.token_invalid_at IS NULL",
         )
@@ -324,8 +323,8 @@ pub(crate) async fn record_pushes_in<D: Db>(
                    next_push_at = CASE WHEN v.column5 THEN NULL \
                      WHEN next_push_at IS NOT NULL AND next_push_at < v.column8 THEN next_push_at \
                      WHEN claimed_until IS NULL THEN NULL \
-                     WHEN v.column10 AND EXISTS (SELECT 1 FROM command_queue q \
-                       WHERE q.enrollment_id = v.column1) THEN v.column2 \
+                     WHEN v.column10 AND EXISTS (SELECT 1 FROM commands c WHERE c.enrollment_id = v.column1 \
+                       AND c.status = 'queued') THEN v.column2 \
                      ELSE v.column9 END \
                  FROM (VALUES {}) AS v WHERE push_state.enrollment_id = v.column1",
                 marks.rows(1, chunk.len(), 10)

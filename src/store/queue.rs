@@ -96,7 +96,6 @@ impl<B: Backend> QueueStore for B {
         .execute_on(&mut *tx)
         .await?;
         if inserted == 1 {
-            enqueued_in::<B::Db>(&mut tx, &[c.uuid.as_str()]).await?;
             tx.commit().await?;
             return Ok(());
         }
@@ -176,7 +175,7 @@ impl<B: Backend> QueueStore for B {
     }
 
     async fn queue_depth(&self) -> StoreResult<i64> {
-        let row = Self::sql("SELECT COUNT(*) AS n FROM command_queue")
+        let row = Self::sql("SELECT COUNT(*) AS n FROM commands WHERE status = 'queued'")
             .fetch_one_on(&mut *self.reader().await?)
             .await?;
         Ok(row.col("n")?)
@@ -336,8 +335,8 @@ async fn fetch_next_in<D: Db>(
     for chunk in chunk_rows(devices, 1) {
         let sql = format!(
             "UPDATE commands SET sent_count = sent_count + 1, last_sent_at = {} \
-             WHERE seq IN (SELECT (SELECT q.seq FROM command_queue q \
-                 WHERE q.enrollment_id = v.column1 ORDER BY q.seq LIMIT 1) \
+             WHERE seq IN (SELECT (SELECT c.seq FROM commands c \
+                 WHERE c.enrollment_id = v.column1 AND c.status = 'queued' ORDER BY c.seq LIMIT 1) \
                FROM (VALUES {}) AS v) \
              RETURNING enrollment_id, uuid, request_type, command, {}",
             marks.one(1),
@@ -400,7 +399,7 @@ async fn exchange_statement_in<D: Db>(
                 "{}, {devices_cte}",
                 finish_and_keep_with(&marks.rows(1, answers.len(), 5))
             ),
-            " AND q.seq NOT IN (SELECT seq FROM done)",
+            " AND c.seq NOT IN (SELECT seq FROM done)",
             "SELECT 'answer' AS kind, v.uuid, v.device AS enrollment_id, f.finished, \
                f.finished OR EXISTS (SELECT 1 FROM commands c \
                  WHERE c.uuid = v.uuid AND c.enrollment_id = v.device) AS known, \
@@ -415,9 +414,9 @@ async fn exchange_statement_in<D: Db>(
     let sql = format!(
         "{start}, \
          handed AS (UPDATE commands SET sent_count = sent_count + 1, last_sent_at = {} \
-             WHERE seq IN (SELECT (SELECT q.seq FROM command_queue q \
-                 WHERE q.enrollment_id = d.device{not_done} \
-                 ORDER BY q.seq LIMIT 1) FROM d) \
+             WHERE seq IN (SELECT (SELECT c.seq FROM commands c \
+                 WHERE c.enrollment_id = d.device AND c.status = 'queued'{not_done} \
+                 ORDER BY c.seq LIMIT 1) FROM d) \
              RETURNING enrollment_id, uuid, request_type, command, {parts}), \
          drained AS (UPDATE push_state SET attempts = 0, claimed_until = NULL \
              WHERE enrollment_id IN (SELECT device FROM d EXCEPT SELECT enrollment_id FROM handed) \
@@ -494,19 +493,14 @@ pub(crate) async fn record_results_in<D: Db>(
              FROM (VALUES {}) AS v \
              WHERE commands.uuid = v.column1 AND commands.enrollment_id = v.column2 \
                AND commands.status IN ('queued', 'cancelled') \
-             RETURNING uuid, enrollment_id, seq",
+             RETURNING uuid, enrollment_id",
             marks.rows(1, chunk.len(), 4)
         );
         let mut query = D::sql(&sql).persistent(kept_prepared(chunk.len()));
         for answer in chunk {
             query = bind_answer(query, answer);
         }
-        let rows = query.fetch_all_on(&mut **tx).await?;
-        for row in &rows {
-            dequeue_command_in::<D>(tx, &row.col::<String>("enrollment_id")?, row.col("seq")?)
-                .await?;
-        }
-        collect_finished(rows, &mut finished)?;
+        collect_finished(query.fetch_all_on(&mut **tx).await?, &mut finished)?;
     }
     let outcomes = outcomes_in::<D>(tx, answers, &finished).await?;
     let results: Vec<_> = answers
@@ -568,8 +562,6 @@ fn finish_and_keep_with(values: &str) -> String {
              FROM v WHERE commands.uuid = v.uuid AND commands.enrollment_id = v.device \
                AND commands.status IN ('queued', 'cancelled') \
              RETURNING commands.seq, commands.uuid, commands.enrollment_id), \
-         dequeued AS (DELETE FROM command_queue q USING done \
-             WHERE q.enrollment_id = done.enrollment_id AND q.seq = done.seq), \
          kept AS (INSERT INTO command_results (command_uuid, enrollment_id, status, raw, received_at) \
              SELECT v.uuid, v.device, v.status, v.raw, v.at \
              FROM v JOIN done ON done.uuid = v.uuid AND done.enrollment_id = v.device \
@@ -639,76 +631,6 @@ pub(crate) async fn queue_drained_in<D: Db>(tx: &mut D::Tx, devices: &[&str]) ->
     Ok(())
 }
 
-/// Enters the named commands that are queued into `command_queue` (migration 13): every
-/// statement that inserts a queued command is followed by this, in the same transaction.
-/// Idempotent: a command already there, or not queued, is left as it is.
-pub(crate) async fn enqueued_in<D: Db>(tx: &mut D::Tx, uuids: &[&str]) -> Result<(), sqlx::Error> {
-    let marks = Marks::of::<D>();
-    for chunk in chunk_rows(uuids, 1) {
-        let sql = format!(
-            "INSERT INTO command_queue (enrollment_id, seq) \
-             SELECT enrollment_id, seq FROM commands WHERE uuid IN ({}) AND status = 'queued' \
-             ON CONFLICT DO NOTHING",
-            marks.list(1, chunk.len())
-        );
-        let mut query = D::sql(&sql).persistent(kept_prepared(chunk.len()));
-        for uuid in chunk {
-            query = query.arg(*uuid);
-        }
-        query.execute_on(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-/// `enqueued_in` for commands just inserted, known by device and queue position (what the
-/// insert returned): no lookup by command.
-pub(crate) async fn enqueued_seqs_in<D: Db>(
-    tx: &mut D::Tx,
-    entered: &[(String, i64)],
-) -> Result<(), sqlx::Error> {
-    let marks = Marks::of::<D>();
-    for chunk in chunk_rows(entered, 2) {
-        let sql = format!(
-            "INSERT INTO command_queue (enrollment_id, seq) VALUES {} ON CONFLICT DO NOTHING",
-            marks.rows(1, chunk.len(), 2)
-        );
-        let mut query = D::sql(&sql).persistent(kept_prepared(chunk.len()));
-        for (device_id, seq) in chunk {
-            query = query.arg(device_id.as_str()).arg(*seq);
-        }
-        query.execute_on(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-/// Takes every queued command of a device out of `command_queue`, with the statement that
-/// cancels them (a CheckOut, a new enrollment, a wipe).
-pub(crate) async fn dequeue_device_in<D: Db>(
-    tx: &mut D::Tx,
-    device_id: &str,
-) -> Result<(), sqlx::Error> {
-    D::sql("DELETE FROM command_queue WHERE enrollment_id = $1")
-        .arg(device_id)
-        .execute_on(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// Takes one command of a device out of `command_queue`, after the statement that finished or
-/// cancelled it.
-pub(crate) async fn dequeue_command_in<D: Db>(
-    tx: &mut D::Tx,
-    device_id: &str,
-    seq: i64,
-) -> Result<(), sqlx::Error> {
-    D::sql("DELETE FROM command_queue WHERE enrollment_id = $1 AND seq = $2")
-        .arg(device_id)
-        .arg(seq)
-        .execute_on(&mut **tx)
-        .await?;
-    Ok(())
-}
-
 /// `next_command` inside a transaction.
 pub(crate) async fn next_command_in<D: Db>(
     tx: &mut D::Tx,
@@ -719,15 +641,12 @@ pub(crate) async fn next_command_in<D: Db>(
     let skip_clause = if skip.is_empty() {
         String::new()
     } else {
-        format!(
-            " AND q.seq NOT IN (SELECT seq FROM commands WHERE uuid IN ({}))",
-            placeholders(3, skip.len())
-        )
+        format!(" AND uuid NOT IN ({})", placeholders(3, skip.len()))
     };
     let sql = format!(
         "UPDATE commands SET sent_count = sent_count + 1, last_sent_at = $2 \
-         WHERE seq = (SELECT q.seq FROM command_queue q WHERE q.enrollment_id = $1{skip_clause} \
-                      ORDER BY q.seq LIMIT 1) \
+         WHERE seq = (SELECT seq FROM commands WHERE enrollment_id = $1 AND status = 'queued'{skip_clause} \
+                      ORDER BY seq LIMIT 1) \
          RETURNING uuid, request_type, command, {}",
         command_parts::PART_COLUMNS
     );

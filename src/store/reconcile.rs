@@ -314,15 +314,14 @@ async fn cancel_superseded<D: Db>(
         for uuid in &p.change.cancel {
             let cancelled = D::sql(
                 "UPDATE commands SET status = 'cancelled', updated_at = $3 \
-                 WHERE uuid = $1 AND enrollment_id = $2 AND status = 'queued' RETURNING seq",
+                 WHERE uuid = $1 AND enrollment_id = $2 AND status = 'queued'",
             )
             .arg(uuid)
             .arg(&p.device_id)
             .arg(p.now)
-            .fetch_optional_on(&mut **tx)
+            .execute_on(&mut **tx)
             .await?;
-            if let Some(row) = cancelled {
-                super::queue::dequeue_command_in::<D>(tx, &p.device_id, row.col("seq")?).await?;
+            if cancelled == 1 {
                 D::sql("UPDATE reconcile_commands SET processed_at = $2 WHERE command_uuid = $1")
                     .arg(uuid)
                     .arg(p.now)
@@ -372,7 +371,7 @@ async fn enqueue_planned<D: Db>(
              SELECT v.column1, e.id, v.column3, v.column4, v.column7, v.column8, 'queued', v.column5, v.column5 \
              FROM (VALUES {}) AS v JOIN enrollments e ON e.id = v.column2 \
              WHERE e.state <> 'checked_out' ORDER BY v.column6 \
-             ON CONFLICT (uuid) DO NOTHING RETURNING uuid, enrollment_id, seq",
+             ON CONFLICT (uuid) DO NOTHING RETURNING uuid",
             marks.rows(1, chunk.len(), 8)
         );
         let mut query = D::sql(&sql).persistent(crate::store::sql::kept_prepared(chunk.len()));
@@ -388,12 +387,9 @@ async fn enqueue_planned<D: Db>(
                 .arg(part_digest)
                 .arg(part_at);
         }
-        let mut entered = Vec::new();
         for row in query.fetch_all_on(&mut **tx).await? {
             inserted.insert(row.col::<String>("uuid")?);
-            entered.push((row.col::<String>("enrollment_id")?, row.col::<i64>("seq")?));
         }
-        super::queue::enqueued_seqs_in::<D>(tx, &entered).await?;
     }
     let mut queued = vec![0; plans.len()];
     let fresh: Vec<_> = enqueue
