@@ -18,8 +18,8 @@ use std::os::raw::{c_int, c_void};
 use std::sync::Once;
 
 /// Routes SQLite's allocations through mimalloc and turns its memory statistics off, once per
-/// process, before the first connection opens. Returns whether SQLite uses mimalloc.
-pub(crate) fn configure() -> bool {
+/// process, before the first connection opens.
+pub(crate) fn configure() {
     static CONFIGURE: Once = Once::new();
     CONFIGURE.call_once(|| {
         // SAFETY: both calls happen before SQLite initialises (or fail with SQLITE_MISUSE, which
@@ -39,10 +39,10 @@ pub(crate) fn configure() -> bool {
             );
         }
     });
-    uses_mimalloc()
 }
 
-/// Whether memory SQLite allocates now comes from mimalloc.
+/// Whether memory SQLite allocates now comes from mimalloc (for tests: a probe allocation).
+#[cfg(test)]
 fn uses_mimalloc() -> bool {
     // SAFETY: a block from sqlite3_malloc, inspected and handed back to sqlite3_free.
     unsafe {
@@ -112,7 +112,8 @@ mod tests {
     #[test]
     fn sqlite_allocates_from_mimalloc() {
         // Every connection the library opens configures first; so does this test.
-        assert!(configure(), "SQLite does not allocate from mimalloc");
+        configure();
+        assert!(uses_mimalloc(), "SQLite does not allocate from mimalloc");
         let db = rusqlite::Connection::open_in_memory().unwrap();
         // A statement that uses a temporary b-tree and grows a block (realloc) works through it.
         let total: i64 = db
