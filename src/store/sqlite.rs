@@ -35,6 +35,12 @@ const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
 /// Read connections.
 const READERS: usize = 8;
 
+/// Write batches of at most this many items are written by the request that leads them, in
+/// its own worker thread (a few exchanges: well under a millisecond with the fsync); bigger
+/// ones go to the commit lane, so that under a burst the workers keep serving requests while a
+/// batch commits.
+const WRITTEN_IN_PLACE: usize = 8;
+
 pub struct SqliteStore {
     /// Reads.
     readers: Arc<super::sqlite_readers::Readers>,
@@ -121,10 +127,13 @@ impl SqliteStore {
                 super::reconcile::reconcile_view_flush::<Self>(readers.clone()),
             ),
             readers,
+            // A batch's statements and its fsync run in the thread that writes: a small one
+            // is written by its leader, with no hand-off to the commit lane.
             writes: super::group_commit::GroupCommit::new(
                 super::sql::WRITE_BATCH,
                 super::sql::write_flush::<Self>(writer.clone()),
-            ),
+            )
+            .in_place_up_to(WRITTEN_IN_PLACE),
             writer,
         })
     }
