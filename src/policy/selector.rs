@@ -78,8 +78,10 @@ pub struct DeviceAttributes {
     // device, and a box is a third smaller and never holds spare capacity.
     pub serial_number: Option<Box<str>>,
     pub platform: Option<Platform>,
-    pub model: Option<Box<str>>,
-    pub os_version: Option<Box<str>>,
+    /// The model and OS version are shared by the many devices reporting the same one
+    /// (`reconcile::shared_text`).
+    pub model: Option<std::sync::Arc<str>>,
+    pub os_version: Option<std::sync::Arc<str>>,
     pub supervised: Option<bool>,
     /// "Device" or "UserEnrollment".
     pub enrollment_type: Option<&'static str>,

@@ -10,6 +10,7 @@ use super::by_id::{ById, Keyed};
 use super::driver::{read, write};
 use super::membership::Membership;
 use super::reported::{self, FACT_MODEL, FACT_OS_VERSION, FACT_PLATFORM, FACT_SERIAL};
+use super::shared_text::set_shared;
 use crate::policy::actions::ActionTarget;
 use crate::policy::selector::DeviceAttributes;
 use crate::policy::snapshot::PolicySnapshot;
@@ -83,16 +84,27 @@ impl Fleet {
         }
         let kept = entry.facts_set;
         let attributes = &mut entry.attributes;
-        let update = |bit: u8, field: &mut Option<Box<str>>, from: &Option<String>| {
-            if kept & bit == 0 {
-                if let Some(value) = from.as_deref().filter(|v| field.as_deref() != Some(v)) {
-                    *field = Some(value.into());
-                }
+        // What the facts set is left alone, and so is what did not change.
+        let unless_kept = |bit: u8| kept & bit == 0;
+        if let Some(serial) = e
+            .serial_number
+            .as_deref()
+            .filter(|_| unless_kept(FACT_SERIAL))
+        {
+            if attributes.serial_number.as_deref() != Some(serial) {
+                attributes.serial_number = Some(serial.into());
             }
-        };
-        update(FACT_SERIAL, &mut attributes.serial_number, &e.serial_number);
-        update(FACT_MODEL, &mut attributes.model, &e.model);
-        update(FACT_OS_VERSION, &mut attributes.os_version, &e.os_version);
+        }
+        if let Some(model) = e.model.as_deref().filter(|_| unless_kept(FACT_MODEL)) {
+            set_shared(&mut attributes.model, model);
+        }
+        if let Some(os) = e
+            .os_version
+            .as_deref()
+            .filter(|_| unless_kept(FACT_OS_VERSION))
+        {
+            set_shared(&mut attributes.os_version, os);
+        }
         attributes.enrollment_type = Some(e.enrollment_type.as_str());
         let product = e.product_name.as_deref().or(e.model.as_deref());
         if let Some(platform) = product.and_then(reported::platform_of) {

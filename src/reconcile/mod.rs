@@ -1,5 +1,5 @@
 //! From declared to reported: the pure planner (`plan.rs`), the group membership index
-//! (`membership.rs`), what devices report (`reported.rs`) and folding command results into it (`fold.rs`), the driver that runs plans against
+//! (`membership.rs`), what devices report (`reported.rs`, its common text kept once in `shared_text.rs`) and folding command results into it (`fold.rs`), the driver that runs plans against
 //! the store and wakes devices (`driver.rs`), its keyed work queue (`work_queue.rs`) and fleet index (`fleet.rs`), device actions (`actions.rs`, run by
 //! `action_runner.rs`), why a reconcile failed and when to retry (`outcome.rs`), and previews of a candidate policy
 //! (`preview.rs`). Nothing here parses HTTP.
@@ -17,4 +17,5 @@ pub mod plan;
 mod plan_tests;
 pub mod preview;
 pub mod reported;
+pub mod shared_text;
 mod work_queue;

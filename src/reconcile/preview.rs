@@ -78,8 +78,8 @@ pub async fn preview(store: &dyn Store, snapshot: &PolicySnapshot) -> anyhow::Re
             let mut attributes = DeviceAttributes {
                 device_id: e.device_id.as_str().into(),
                 serial_number: e.serial_number.as_deref().map(Box::from),
-                model: e.model.as_deref().map(Box::from),
-                os_version: e.os_version.as_deref().map(Box::from),
+                model: e.model.as_deref().map(std::sync::Arc::from),
+                os_version: e.os_version.as_deref().map(std::sync::Arc::from),
                 enrollment_type: Some(e.enrollment_type.as_str()),
                 platform: e
                     .product_name

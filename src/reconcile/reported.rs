@@ -2,6 +2,7 @@
 //! result becomes `ReportedProfiles`; Authenticate facts and DeviceInformation answers become
 //! `DeviceAttributes`. Pure functions over decoded plists.
 
+use super::shared_text::set_shared;
 use crate::policy::model::Platform;
 use crate::policy::selector::DeviceAttributes;
 use crate::vocab::facts::ReportedFacts;
@@ -97,16 +98,19 @@ pub fn apply_facts(attributes: &mut DeviceAttributes, facts: &ReportedFacts) -> 
         attributes.platform = Some(platform);
         set |= FACT_PLATFORM;
     }
+    // Values unchanged since the last report are left as they are: nothing is allocated.
     if let Some(model) = &facts.model {
-        attributes.model = Some(model.as_str().into());
+        set_shared(&mut attributes.model, model);
         set |= FACT_MODEL;
     }
     if let Some(os) = &facts.os_version {
-        attributes.os_version = Some(os.as_str().into());
+        set_shared(&mut attributes.os_version, os);
         set |= FACT_OS_VERSION;
     }
     if let Some(serial) = &facts.serial_number {
-        attributes.serial_number = Some(serial.as_str().into());
+        if attributes.serial_number.as_deref() != Some(serial.as_str()) {
+            attributes.serial_number = Some(serial.as_str().into());
+        }
         set |= FACT_SERIAL;
     }
     if let Some(supervised) = facts.supervised {
