@@ -104,7 +104,7 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
             });
             // No await between this poll and the hand-off below: a caller going away cannot
             // abandon the batch halfway.
-            if !in_place || futures::poll!(writing.as_mut()).is_pending() {
+            if !in_place || poll_in_place(writing.as_mut()).await.is_pending() {
                 // On a lane: each statement of the batch is a wake-up, and on the main runtime
                 // each would wait behind every request in flight (see `lane`).
                 let _ = self.lane.spawn(writing).await;
@@ -113,6 +113,38 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
             // Our result has been sent, unless our item waits for the next batch.
         }
     }
+}
+
+thread_local! {
+    /// Set while this thread's leader writes its batch in place.
+    static WRITING_IN_PLACE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is writing a batch in place: what the batch's writing would otherwise
+/// hand to another thread to keep a worker free (SQLite's commit, `sqlite_conn`) is done here
+/// too, or the hand-off this saves would only move to the commit.
+pub(crate) fn writing_in_place() -> bool {
+    WRITING_IN_PLACE.with(std::cell::Cell::get)
+}
+
+/// Runs `f` marked as writing a batch in place (`writing_in_place`).
+pub(crate) fn in_place<R>(f: impl FnOnce() -> R) -> R {
+    struct Unmark;
+    impl Drop for Unmark {
+        fn drop(&mut self) {
+            WRITING_IN_PLACE.with(|flag| flag.set(false));
+        }
+    }
+    WRITING_IN_PLACE.with(|flag| flag.set(true));
+    let _unmark = Unmark; // also if `f` panics
+    f()
+}
+
+/// Polls `writing` once, in this thread, marked as writing in place.
+async fn poll_in_place<F: std::future::Future>(
+    mut writing: std::pin::Pin<&mut F>,
+) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(in_place(|| writing.as_mut().poll(cx)))).await
 }
 
 fn abandoned() -> StoreError {
@@ -177,7 +209,10 @@ mod tests {
                 if waits.iter().any(|&w| w) {
                     tokio::time::sleep(std::time::Duration::from_millis(2)).await;
                 }
-                let name = std::thread::current().name().unwrap_or("").to_string();
+                let mut name = std::thread::current().name().unwrap_or("").to_string();
+                if writing_in_place() {
+                    name.push_str(" (in place)");
+                }
                 lock(&threads).push(name);
                 waits.iter().map(|_| Ok(())).collect()
             })
@@ -195,7 +230,11 @@ mod tests {
         without.submit(false).await.unwrap();
         assert_eq!(
             *lock(&threads),
-            [here.as_str(), "pomona-commit", "pomona-commit"],
+            [
+                format!("{here} (in place)").as_str(),
+                "pomona-commit",
+                "pomona-commit"
+            ],
             "in place, moved to the lane at its wait, on the lane without in_place_up_to"
         );
     }

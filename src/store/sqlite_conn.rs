@@ -294,7 +294,7 @@ impl std::ops::DerefMut for SqliteTx {
 
 impl Finish for SqliteTx {
     fn commit(self) -> BoxFuture<'static, Result<(), sqlx::Error>> {
-        if !on_a_worker() {
+        if !on_a_worker() || super::group_commit::writing_in_place() {
             return Box::pin(std::future::ready(self.end("COMMIT")));
         }
         // Once handed over, the commit happens even if the caller goes away meanwhile.
@@ -382,5 +382,53 @@ pub(crate) fn error(e: rusqlite::Error) -> sqlx::Error {
             }))
         }
         other => sqlx::Error::Protocol(format!("SQLite: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt as _;
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_commits_in_place_while_it_writes_a_batch_in_place() {
+        let path = std::env::temp_dir().join(format!("pomona-commit-{}.db", std::process::id()));
+        let settings = Settings {
+            path: path.clone(),
+            busy_timeout: Duration::from_secs(5),
+            pragmas: vec![("journal_mode", "WAL".to_string())],
+        };
+        let writer = Arc::new(tokio::sync::Mutex::new(
+            SqliteConn::open(&settings).unwrap(),
+        ));
+        writer
+            .lock()
+            .await
+            .batch("CREATE TABLE t (x INTEGER)")
+            .unwrap();
+        let tx = SqliteTx::write(writer.clone()).await.unwrap();
+        tx.batch("INSERT INTO t VALUES (7)").unwrap();
+        // On a worker, a commit is otherwise handed to the commit lane and not done at once.
+        let committed = super::super::group_commit::in_place(|| tx.commit().now_or_never());
+        assert!(
+            matches!(committed, Some(Ok(()))),
+            "not committed in place: {committed:?}"
+        );
+        let reader = SqliteConn::open(&settings).unwrap();
+        let seen = reader
+            .connection
+            .query_row("SELECT count(*) FROM t WHERE x = 7", [], |row| {
+                row.get::<_, i64>(0)
+            });
+        drop((reader, writer));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        assert_eq!(
+            seen.unwrap(),
+            1,
+            "the committed row, seen by another connection"
+        );
     }
 }
