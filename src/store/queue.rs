@@ -333,14 +333,27 @@ async fn fetch_next_in<D: Db>(
     let marks = Marks::of::<D>();
     let mut next = std::collections::HashMap::new();
     for chunk in chunk_rows(devices, 1) {
+        // One device (most batches when few devices are in flight) without the list of
+        // values, which SQLite materialises in a temporary table even for one row.
+        let oldest_queued = if chunk.len() == 1 {
+            format!(
+                "seq = (SELECT c.seq FROM commands c \
+                 WHERE c.enrollment_id = {} AND c.status = 'queued' ORDER BY c.seq LIMIT 1)",
+                marks.one(2)
+            )
+        } else {
+            format!(
+                "seq IN (SELECT (SELECT c.seq FROM commands c \
+                 WHERE c.enrollment_id = v.column1 AND c.status = 'queued' ORDER BY c.seq LIMIT 1) \
+               FROM (VALUES {}) AS v)",
+                marks.rows(2, chunk.len(), 1)
+            )
+        };
         let sql = format!(
             "UPDATE commands SET sent_count = sent_count + 1, last_sent_at = {} \
-             WHERE seq IN (SELECT (SELECT c.seq FROM commands c \
-                 WHERE c.enrollment_id = v.column1 AND c.status = 'queued' ORDER BY c.seq LIMIT 1) \
-               FROM (VALUES {}) AS v) \
+             WHERE {oldest_queued} \
              RETURNING enrollment_id, uuid, request_type, command, {}",
             marks.one(1),
-            marks.rows(2, chunk.len(), 1),
             command_parts::PART_COLUMNS
         );
         let mut query = D::sql(&sql).persistent(kept_prepared(chunk.len())).arg(now);
@@ -488,18 +501,38 @@ pub(crate) async fn record_results_in<D: Db>(
     // A cancelled command may still have run on the device: its result counts.
     let mut finished = std::collections::HashSet::new();
     for chunk in chunk_rows(answers, 4) {
-        let sql = format!(
-            "UPDATE commands SET status = v.column3, completed_at = v.column4, updated_at = v.column4 \
-             FROM (VALUES {}) AS v \
-             WHERE commands.uuid = v.column1 AND commands.enrollment_id = v.column2 \
-               AND commands.status IN ('queued', 'cancelled') \
-             RETURNING uuid, enrollment_id",
-            marks.rows(1, chunk.len(), 4)
-        );
-        let mut query = D::sql(&sql).persistent(kept_prepared(chunk.len()));
-        for answer in chunk {
-            query = bind_answer(query, answer);
-        }
+        let sql;
+        let query = if let [(device_id, report, status, now)] = chunk {
+            // One answer without `FROM (VALUES …)`, which SQLite materialises in a temporary
+            // table even for one row. Its values in the order they appear.
+            const ONE: &str = "UPDATE commands SET status = ?, completed_at = ?, updated_at = ? \
+                 WHERE uuid = ? AND enrollment_id = ? AND status IN ('queued', 'cancelled') \
+                 RETURNING uuid, enrollment_id";
+            const ONE_NUMBERED: &str =
+                "UPDATE commands SET status = $1, completed_at = $2, updated_at = $3 \
+                 WHERE uuid = $4 AND enrollment_id = $5 AND status IN ('queued', 'cancelled') \
+                 RETURNING uuid, enrollment_id";
+            D::sql(if D::NUMBERED_MARKS { ONE_NUMBERED } else { ONE })
+                .arg(status.as_str())
+                .arg(*now)
+                .arg(*now)
+                .arg(report.command_uuid)
+                .arg(*device_id)
+        } else {
+            sql = format!(
+                "UPDATE commands SET status = v.column3, completed_at = v.column4, updated_at = v.column4 \
+                 FROM (VALUES {}) AS v \
+                 WHERE commands.uuid = v.column1 AND commands.enrollment_id = v.column2 \
+                   AND commands.status IN ('queued', 'cancelled') \
+                 RETURNING uuid, enrollment_id",
+                marks.rows(1, chunk.len(), 4)
+            );
+            let mut query = D::sql(&sql).persistent(kept_prepared(chunk.len()));
+            for answer in chunk {
+                query = bind_answer(query, answer);
+            }
+            query
+        };
         collect_finished(query.fetch_all_on(&mut **tx).await?, &mut finished)?;
     }
     let outcomes = outcomes_in::<D>(tx, answers, &finished).await?;
