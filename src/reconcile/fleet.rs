@@ -10,7 +10,7 @@ use super::by_id::{ById, Keyed};
 use super::driver::{read, write};
 use super::membership::Membership;
 use super::reported::{self, FACT_MODEL, FACT_OS_VERSION, FACT_PLATFORM, FACT_SERIAL};
-use super::shared_text::set_shared;
+use super::shared_text::{set_own, set_shared};
 use crate::policy::actions::ActionTarget;
 use crate::policy::selector::DeviceAttributes;
 use crate::policy::snapshot::PolicySnapshot;
@@ -85,24 +85,16 @@ impl Fleet {
         let kept = entry.facts_set;
         let attributes = &mut entry.attributes;
         // What the facts set is left alone, and so is what did not change.
-        let unless_kept = |bit: u8| kept & bit == 0;
-        if let Some(serial) = e
-            .serial_number
-            .as_deref()
-            .filter(|_| unless_kept(FACT_SERIAL))
-        {
-            if attributes.serial_number.as_deref() != Some(serial) {
-                attributes.serial_number = Some(serial.into());
-            }
+        fn unless_kept(kept: u8, bit: u8, value: &Option<String>) -> Option<&str> {
+            value.as_deref().filter(|_| kept & bit == 0)
         }
-        if let Some(model) = e.model.as_deref().filter(|_| unless_kept(FACT_MODEL)) {
+        if let Some(serial) = unless_kept(kept, FACT_SERIAL, &e.serial_number) {
+            set_own(&mut attributes.serial_number, serial);
+        }
+        if let Some(model) = unless_kept(kept, FACT_MODEL, &e.model) {
             set_shared(&mut attributes.model, model);
         }
-        if let Some(os) = e
-            .os_version
-            .as_deref()
-            .filter(|_| unless_kept(FACT_OS_VERSION))
-        {
+        if let Some(os) = unless_kept(kept, FACT_OS_VERSION, &e.os_version) {
             set_shared(&mut attributes.os_version, os);
         }
         attributes.enrollment_type = Some(e.enrollment_type.as_str());

@@ -2,7 +2,7 @@
 //! result becomes `ReportedProfiles`; Authenticate facts and DeviceInformation answers become
 //! `DeviceAttributes`. Pure functions over decoded plists.
 
-use super::shared_text::set_shared;
+use super::shared_text::{set_own, set_shared};
 use crate::policy::model::Platform;
 use crate::policy::selector::DeviceAttributes;
 use crate::vocab::facts::ReportedFacts;
@@ -108,9 +108,7 @@ pub fn apply_facts(attributes: &mut DeviceAttributes, facts: &ReportedFacts) -> 
         set |= FACT_OS_VERSION;
     }
     if let Some(serial) = &facts.serial_number {
-        if attributes.serial_number.as_deref() != Some(serial.as_str()) {
-            attributes.serial_number = Some(serial.as_str().into());
-        }
+        set_own(&mut attributes.serial_number, serial);
         set |= FACT_SERIAL;
     }
     if let Some(supervised) = facts.supervised {

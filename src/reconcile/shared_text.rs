@@ -8,7 +8,9 @@
 //!
 //! Devices choose what they report, so the table is bounded: past `MAX_SHARED` values, or for a
 //! value longer than `MAX_SHARED_LEN`, a device keeps its own copy as it did before. Values stay
-//! in the table for the life of the process (at most a few hundred kilobytes).
+//! in the table for the life of the process (at most a few hundred kilobytes). Text that is
+//! each device's own (a serial number) is set with `set_own`, which likewise leaves a value
+//! that did not change as it is.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -40,6 +42,14 @@ pub fn shared(text: &str) -> Arc<str> {
 pub fn set_shared(field: &mut Option<Arc<str>>, value: &str) {
     if field.as_deref() != Some(value) {
         *field = Some(shared(value));
+    }
+}
+
+/// Sets `field` to a copy of `value` of its own (text no two devices share, a serial number),
+/// unless it holds that text already.
+pub fn set_own(field: &mut Option<Box<str>>, value: &str) {
+    if field.as_deref() != Some(value) {
+        *field = Some(value.into());
     }
 }
 

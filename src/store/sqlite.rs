@@ -127,8 +127,6 @@ impl SqliteStore {
                 super::reconcile::reconcile_view_flush::<Self>(readers.clone()),
             ),
             readers,
-            // A batch's statements and its fsync run in the thread that writes: a small one
-            // is written by its leader, with no hand-off to the commit lane.
             writes: super::group_commit::GroupCommit::new(
                 super::sql::WRITE_BATCH,
                 super::sql::write_flush::<Self>(writer.clone()),
